@@ -1,0 +1,193 @@
+//! Errors in the API's own shape: OpenAI `{"error":{message,type,param,code}}` under `/v1`,
+//! Ollama `{"error":"..."}` under `/api`, and the OpenAI shape elsewhere.
+
+use serde_json::json;
+
+use super::FullResponse;
+use crate::engine::EngineError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Ollama,
+}
+
+impl Flavor {
+    pub fn for_path(path: &str) -> Flavor {
+        if path.starts_with("/api/") {
+            Flavor::Ollama
+        } else {
+            Flavor::OpenAi
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub flavor: Flavor,
+    pub status: u16,
+    pub kind: &'static str,
+    pub message: String,
+    pub param: Option<String>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl ApiError {
+    fn new(flavor: Flavor, status: u16, kind: &'static str, message: String) -> ApiError {
+        ApiError {
+            flavor,
+            status,
+            kind,
+            message,
+            param: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(
+        flavor: Flavor,
+        message: impl Into<String>,
+        param: Option<&str>,
+    ) -> ApiError {
+        let mut e = ApiError::new(flavor, 400, "invalid_request_error", message.into());
+        e.param = param.map(str::to_owned);
+        e
+    }
+
+    pub fn not_found(flavor: Flavor, path: &str) -> ApiError {
+        ApiError::new(
+            flavor,
+            404,
+            "not_found_error",
+            format!("no such endpoint: {path}"),
+        )
+    }
+
+    pub fn model_not_found(flavor: Flavor, model: &str) -> ApiError {
+        let mut e = ApiError::new(
+            flavor,
+            404,
+            "not_found_error",
+            format!("model '{model}' is not loaded here"),
+        );
+        e.param = Some("model".into());
+        e
+    }
+
+    pub fn method_not_allowed(flavor: Flavor, method: &str, allow: String) -> ApiError {
+        let mut e = ApiError::new(
+            flavor,
+            405,
+            "invalid_request_error",
+            format!("method {method} is not allowed here"),
+        );
+        e.headers.push(("Allow", allow));
+        e
+    }
+
+    pub fn unauthorized(flavor: Flavor) -> ApiError {
+        let mut e = ApiError::new(
+            flavor,
+            401,
+            "authentication_error",
+            "a valid API key is required".into(),
+        );
+        e.headers.push(("WWW-Authenticate", "Bearer".into()));
+        e
+    }
+
+    /// The one mapping from engine failures to HTTP status.
+    pub fn from_engine(flavor: Flavor, err: &EngineError) -> ApiError {
+        let (status, kind) = match err {
+            EngineError::QueueFull { .. } => (503, "server_busy"),
+            EngineError::QueueTimeout { .. } => (503, "timeout_error"),
+            EngineError::Loading => (503, "model_loading"),
+            EngineError::LoadFailed { .. } | EngineError::Wedged | EngineError::WorkerGone => {
+                (503, "server_error")
+            }
+            EngineError::ShuttingDown => (503, "server_shutting_down"),
+            EngineError::Runtime(_) => (500, "runtime_error"),
+        };
+        let mut e = ApiError::new(flavor, status, kind, err.to_string());
+        if matches!(
+            err,
+            EngineError::QueueFull { .. } | EngineError::QueueTimeout { .. } | EngineError::Loading
+        ) {
+            e.headers.push(("Retry-After", "1".into()));
+        }
+        e
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        match self.flavor {
+            Flavor::OpenAi => json!({
+                "error": {"message": self.message, "type": self.kind, "param": self.param, "code": null}
+            }),
+            Flavor::Ollama => json!({"error": self.message}),
+        }
+    }
+
+    pub fn response(&self) -> FullResponse {
+        let mut r = FullResponse::json(self.status, &self.body());
+        r.headers.clone_from(&self.headers);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::RuntimeError;
+    use std::time::Duration;
+
+    #[test]
+    fn engine_errors_map_to_status() {
+        let cases = [
+            (EngineError::QueueFull { capacity: 8 }, 503),
+            (
+                EngineError::QueueTimeout {
+                    waited: Duration::from_secs(3),
+                },
+                503,
+            ),
+            (EngineError::Loading, 503),
+            (EngineError::LoadFailed { reason: "x".into() }, 503),
+            (EngineError::Wedged, 503),
+            (EngineError::ShuttingDown, 503),
+            (EngineError::WorkerGone, 503),
+            (
+                EngineError::Runtime(RuntimeError::RunFailed { code: -1 }),
+                500,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(
+                ApiError::from_engine(Flavor::OpenAi, &err).status,
+                status,
+                "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn queue_full_carries_retry_after() {
+        let e = ApiError::from_engine(Flavor::Ollama, &EngineError::QueueFull { capacity: 1 });
+        assert!(e.headers.iter().any(|(k, _)| *k == "Retry-After"));
+        assert_eq!(e.body(), json!({"error": e.message}));
+    }
+
+    #[test]
+    fn openai_shape_has_all_fields() {
+        let e = ApiError::bad_request(Flavor::OpenAi, "bad", Some("messages"));
+        assert_eq!(
+            e.body(),
+            json!({"error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": null}})
+        );
+    }
+
+    #[test]
+    fn flavor_follows_path() {
+        assert_eq!(Flavor::for_path("/api/chat"), Flavor::Ollama);
+        assert_eq!(Flavor::for_path("/v1/models"), Flavor::OpenAi);
+    }
+}

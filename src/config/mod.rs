@@ -1,0 +1,214 @@
+//! The command line and the config file.
+//!
+//! [`parse`] reads the command line, then the config file (the one named by `--config`, or
+//! [`DEFAULT_CONFIG`] when it exists), applies the file's values and then the flags' (flags
+//! win), and checks the result. Nothing here reads the process environment directly: callers
+//! pass an [`Env`], so the outcome depends only on the arguments and the files they name.
+
+mod args;
+mod error;
+mod file;
+mod options;
+mod secret;
+mod settings;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
+pub use options::help;
+pub use secret::ApiKey;
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG: &str = "/etc/rkllmd/rkllmd.conf";
+
+/// What `main` should do.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Run(Config),
+    /// Print the help text (the payload) and exit 0.
+    Help(String),
+    /// Print the version and exit 0.
+    Version,
+    /// The configuration is valid; exit 0.
+    Check(Config),
+}
+
+/// The parts of the process environment that change defaults.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub euid: u32,
+    pub xdg_runtime_dir: Option<PathBuf>,
+    pub default_config: PathBuf,
+}
+
+impl Env {
+    /// The real environment of this process.
+    pub fn from_process() -> Env {
+        Env {
+            euid: nix::unistd::geteuid().as_raw(),
+            xdg_runtime_dir: std::env::var_os("XDG_RUNTIME_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            default_config: PathBuf::from(DEFAULT_CONFIG),
+        }
+    }
+}
+
+/// The daemon's settings. `Default` gives the documented defaults, no model, and the socket
+/// root would use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// An existing, readable regular file. Empty only in [`Command::Check`] when no model was
+    /// named (`check` may run without one).
+    pub model: PathBuf,
+    /// `--model-name`, else the model file name without its extension (empty without a model).
+    pub model_name: String,
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    /// A group name or number, resolved by `lifecycle::lookup_group`.
+    pub socket_group: Option<String>,
+    /// Empty lists together mean everyone who can open the socket may connect.
+    pub allow_uid: Vec<u32>,
+    pub allow_gid: Vec<u32>,
+    pub user: Option<String>,
+    pub tcp: Option<SocketAddr>,
+    pub api_key: Option<ApiKey>,
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub output_cap_bytes: usize,
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub abort_grace: Duration,
+    pub max_context_len: u32,
+    pub max_new_tokens: u32,
+    /// Sampling defaults; a request may override each of them.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 means no limit. `i32` because that is what the runtime takes.
+    pub top_k: i32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub notify_fd: Option<RawFd>,
+    pub syslog: bool,
+    /// `--log-level`; `RUST_LOG`, when set, is meant to win over it.
+    pub log_level: log::LevelFilter,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            model: PathBuf::new(),
+            model_name: String::new(),
+            socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
+            socket_mode: 0o660,
+            socket_group: None,
+            allow_uid: Vec::new(),
+            allow_gid: Vec::new(),
+            user: None,
+            tcp: None,
+            api_key: None,
+            config_file: None,
+            max_connections: 256,
+            max_body_bytes: 1 << 20,
+            output_cap_bytes: 4 << 20,
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            queue_size: 8,
+            queue_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(600),
+            shutdown_timeout: Duration::from_secs(10),
+            abort_grace: Duration::from_secs(5),
+            max_context_len: 4096,
+            max_new_tokens: 4096,
+            temperature: 0.8,
+            top_p: 0.9,
+            top_k: 1,
+            repeat_penalty: 1.1,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            notify_fd: None,
+            syslog: false,
+            log_level: log::LevelFilter::Info,
+        }
+    }
+}
+
+impl Config {
+    /// Whether `presented` is the configured API key, compared in constant time. `false` when
+    /// no key is configured: callers decide separately whether a key is required.
+    pub fn api_key_matches(&self, presented: &[u8]) -> bool {
+        self.api_key
+            .as_ref()
+            .is_some_and(|key| key.matches(presented))
+    }
+}
+
+/// Parses `args`, the arguments after the program name (`std::env::args().skip(1)`), and the
+/// config file.
+pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
+    let line = match args::scan(&args)? {
+        args::Scan::Help => return Ok(Command::Help(help())),
+        args::Scan::Version => return Ok(Command::Version),
+        args::Scan::Parsed(line) => line,
+    };
+
+    let (config_file, entries) = match &line.config {
+        Some(path) => match file::load(path)? {
+            Some(entries) => (Some(path.clone()), entries),
+            None => return Err(ConfigError::ConfigFileMissing { path: path.clone() }),
+        },
+        None => match file::load(&env.default_config)? {
+            Some(entries) => (Some(env.default_config.clone()), entries),
+            None => (None, Vec::new()),
+        },
+    };
+
+    let mut draft = settings::Draft::new();
+    if let Some(path) = &config_file {
+        for entry in entries {
+            draft
+                .apply(entry.key, &entry.value, settings::Layer::File)
+                .map_err(|expected| ConfigError::InvalidValue {
+                    origin: Origin::File {
+                        path: path.clone(),
+                        line: entry.line,
+                    },
+                    name: entry.name,
+                    value: entry.value.clone(),
+                    expected,
+                })?;
+        }
+    }
+    for flag in line.flags {
+        draft
+            .apply(flag.key, &flag.value, settings::Layer::Flags)
+            .map_err(|expected| ConfigError::InvalidValue {
+                origin: Origin::CommandLine,
+                name: flag.name,
+                value: flag.value.clone(),
+                expected,
+            })?;
+    }
+    draft.set_config_file(config_file);
+
+    let config = draft.finish(env, !line.check)?;
+    Ok(if line.check {
+        Command::Check(config)
+    } else {
+        Command::Run(config)
+    })
+}

@@ -1,0 +1,450 @@
+//! The option table: every flag and config-file key, its help text and its default.
+//!
+//! The help text is generated from this table, so a documented option cannot go missing; a unit
+//! test checks that each documented default parses to the value `Config::defaults` uses.
+
+/// What an option sets. Config-file keys and flags map to the same `Setting`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Setting {
+    Model,
+    ModelName,
+    Socket,
+    SocketMode,
+    SocketGroup,
+    AllowUid,
+    AllowGid,
+    User,
+    Tcp,
+    ApiKey,
+    ApiKeyFile,
+    MaxConnections,
+    MaxBodyBytes,
+    HeaderTimeout,
+    KeepaliveTimeout,
+    OutputCapBytes,
+    QueueSize,
+    QueueTimeout,
+    RequestTimeout,
+    ShutdownTimeout,
+    AbortGrace,
+    MaxContextLen,
+    MaxNewTokens,
+    Temperature,
+    TopP,
+    TopK,
+    RepeatPenalty,
+    FrequencyPenalty,
+    PresencePenalty,
+    NotifyFd,
+    Syslog,
+    LogLevel,
+    Config,
+    Help,
+    Version,
+}
+
+/// How an option appears on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// Takes a value: `--name VALUE` or `--name=VALUE`. The string is the placeholder for help.
+    Value(&'static str),
+    /// A boolean: `--name` means true; `--name=VALUE` takes an explicit boolean.
+    Switch,
+    /// Stops parsing and does something else (`--help`, `--version`).
+    Action,
+}
+
+/// The default as the help text shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum DefaultText {
+    None,
+    /// A value in the option's own syntax; tests check it matches `Config::defaults`.
+    Value(&'static str),
+    /// A description of a computed default.
+    Note(&'static str),
+}
+
+pub(super) struct Opt {
+    pub key: Setting,
+    pub name: &'static str,
+    pub short: Option<char>,
+    pub kind: Kind,
+    pub default: DefaultText,
+    pub section: &'static str,
+    pub help: &'static str,
+}
+
+impl Opt {
+    /// Whether the option may appear in the config file.
+    pub fn in_file(&self) -> bool {
+        !matches!(self.key, Setting::Config | Setting::Help | Setting::Version)
+    }
+}
+
+const MODEL: &str = "Model";
+const ACCESS: &str = "Sockets and access";
+const LIMITS: &str = "Limits and timeouts";
+const SAMPLING: &str = "Generation defaults (a request may override them)";
+const PROCESS: &str = "Process";
+
+macro_rules! opt {
+    ($key:ident, $name:literal, $kind:expr, $default:expr, $section:expr, $help:literal) => {
+        Opt {
+            key: Setting::$key,
+            name: $name,
+            short: None,
+            kind: $kind,
+            default: $default,
+            section: $section,
+            help: $help,
+        }
+    };
+}
+
+use DefaultText::{None as NoDefault, Note, Value as Dv};
+use Kind::{Action, Switch, Value as V};
+
+pub(super) const OPTIONS: &[Opt] = &[
+    opt!(
+        Model,
+        "model",
+        V("FILE"),
+        NoDefault,
+        MODEL,
+        "The .rkllm model file to serve (required to run)"
+    ),
+    opt!(
+        ModelName,
+        "model-name",
+        V("NAME"),
+        Note("the model file name without extension"),
+        MODEL,
+        "Model name reported to clients"
+    ),
+    opt!(
+        MaxContextLen,
+        "max-context-len",
+        V("N"),
+        Dv("4096"),
+        MODEL,
+        "Context length the model is loaded with, in tokens"
+    ),
+    opt!(
+        MaxNewTokens,
+        "max-new-tokens",
+        V("N"),
+        Dv("4096"),
+        MODEL,
+        "Most tokens one request may generate"
+    ),
+    opt!(
+        Socket,
+        "socket",
+        V("PATH"),
+        Note("/run/rkllmd/rkllmd.sock as root"),
+        ACCESS,
+        "Unix socket to serve on; without root:\n\
+         $XDG_RUNTIME_DIR/rkllmd/rkllmd.sock or /tmp/rkllmd-UID/rkllmd.sock"
+    ),
+    opt!(
+        SocketMode,
+        "socket-mode",
+        V("OCTAL"),
+        Dv("0660"),
+        ACCESS,
+        "Permission bits of the socket file"
+    ),
+    opt!(
+        SocketGroup,
+        "socket-group",
+        V("NAME"),
+        Note("the daemon's group"),
+        ACCESS,
+        "Group owning the socket and its directory; its members may connect"
+    ),
+    opt!(
+        AllowUid,
+        "allow-uid",
+        V("N[,N...]"),
+        Note("everyone who can open the socket"),
+        ACCESS,
+        "Only these user ids may connect (repeatable; root always may)"
+    ),
+    opt!(
+        AllowGid,
+        "allow-gid",
+        V("N[,N...]"),
+        Note("everyone who can open the socket"),
+        ACCESS,
+        "Only these primary group ids may connect (repeatable)"
+    ),
+    opt!(
+        Tcp,
+        "tcp",
+        V("ADDR:PORT"),
+        Note("off"),
+        ACCESS,
+        "Also listen on TCP; a non-loopback address needs an API key"
+    ),
+    opt!(
+        ApiKey,
+        "api-key",
+        V("KEY"),
+        Note("none"),
+        ACCESS,
+        "Bearer token clients must send (ps shows it: use --api-key-file)"
+    ),
+    opt!(
+        ApiKeyFile,
+        "api-key-file",
+        V("FILE"),
+        Note("none"),
+        ACCESS,
+        "File whose content (trimmed) is the API key"
+    ),
+    opt!(
+        MaxConnections,
+        "max-connections",
+        V("N"),
+        Dv("256"),
+        LIMITS,
+        "Open client connections; more are answered 503"
+    ),
+    opt!(
+        MaxBodyBytes,
+        "max-body-bytes",
+        V("N"),
+        Dv("1M"),
+        LIMITS,
+        "Largest request body (K, M, G suffixes allowed)"
+    ),
+    opt!(
+        OutputCapBytes,
+        "output-cap-bytes",
+        V("N"),
+        Dv("4M"),
+        LIMITS,
+        "Unsent output per connection before the client is cut off"
+    ),
+    opt!(
+        HeaderTimeout,
+        "header-timeout",
+        V("SECS"),
+        Dv("10"),
+        LIMITS,
+        "Time a client has to send the request headers"
+    ),
+    opt!(
+        KeepaliveTimeout,
+        "keepalive-timeout",
+        V("SECS"),
+        Dv("75"),
+        LIMITS,
+        "Idle time before a kept-alive connection is closed"
+    ),
+    opt!(
+        QueueSize,
+        "queue-size",
+        V("N"),
+        Dv("8"),
+        LIMITS,
+        "Requests waiting for the model; more are answered 503"
+    ),
+    opt!(
+        QueueTimeout,
+        "queue-timeout",
+        V("SECS"),
+        Dv("120"),
+        LIMITS,
+        "Longest wait in the queue"
+    ),
+    opt!(
+        RequestTimeout,
+        "request-timeout",
+        V("SECS"),
+        Dv("600"),
+        LIMITS,
+        "Longest generation before it is aborted"
+    ),
+    opt!(
+        AbortGrace,
+        "abort-grace",
+        V("SECS"),
+        Dv("5"),
+        LIMITS,
+        "Time a run may ignore an abort before the engine counts as wedged"
+    ),
+    opt!(
+        ShutdownTimeout,
+        "shutdown-timeout",
+        V("SECS"),
+        Dv("10"),
+        LIMITS,
+        "Time running requests get to finish on shutdown"
+    ),
+    opt!(
+        Temperature,
+        "temperature",
+        V("F"),
+        Dv("0.8"),
+        SAMPLING,
+        "Sampling temperature (0 to 100)"
+    ),
+    opt!(
+        TopP,
+        "top-p",
+        V("F"),
+        Dv("0.9"),
+        SAMPLING,
+        "Nucleus sampling probability (above 0, at most 1)"
+    ),
+    opt!(
+        TopK,
+        "top-k",
+        V("N"),
+        Dv("1"),
+        SAMPLING,
+        "Sample from the N likeliest tokens (0 = no limit)"
+    ),
+    opt!(
+        RepeatPenalty,
+        "repeat-penalty",
+        V("F"),
+        Dv("1.1"),
+        SAMPLING,
+        "Penalty for repeated tokens (above 0, at most 10; 1 = off)"
+    ),
+    opt!(
+        FrequencyPenalty,
+        "frequency-penalty",
+        V("F"),
+        Dv("0.0"),
+        SAMPLING,
+        "Frequency penalty (-2 to 2)"
+    ),
+    opt!(
+        PresencePenalty,
+        "presence-penalty",
+        V("F"),
+        Dv("0.0"),
+        SAMPLING,
+        "Presence penalty (-2 to 2)"
+    ),
+    opt!(
+        Config,
+        "config",
+        V("FILE"),
+        Note("/etc/rkllmd/rkllmd.conf if it exists"),
+        PROCESS,
+        "Config file of 'key = value' lines; flags override it"
+    ),
+    opt!(
+        User,
+        "user",
+        V("NAME"),
+        Note("stay as started"),
+        PROCESS,
+        "Drop root privileges to this user after binding the socket"
+    ),
+    opt!(
+        NotifyFd,
+        "notify-fd",
+        V("N"),
+        Note("none"),
+        PROCESS,
+        "Write a newline to this inherited fd when ready (s6, OpenRC)"
+    ),
+    opt!(
+        Syslog,
+        "syslog",
+        Switch,
+        Dv("false"),
+        PROCESS,
+        "Log to syslog instead of stderr"
+    ),
+    opt!(
+        LogLevel,
+        "log-level",
+        V("LEVEL"),
+        Dv("info"),
+        PROCESS,
+        "One of error, warn, info, debug, trace (RUST_LOG wins)"
+    ),
+    Opt {
+        short: Some('h'),
+        ..opt!(
+            Help,
+            "help",
+            Action,
+            NoDefault,
+            PROCESS,
+            "Print this help and exit"
+        )
+    },
+    Opt {
+        short: Some('V'),
+        ..opt!(
+            Version,
+            "version",
+            Action,
+            NoDefault,
+            PROCESS,
+            "Print the version and exit"
+        )
+    },
+];
+
+pub(super) fn by_name(name: &str) -> Option<&'static Opt> {
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+pub(super) fn by_short(c: char) -> Option<&'static Opt> {
+    OPTIONS.iter().find(|o| o.short == Some(c))
+}
+
+/// Width of the flag column in the help text.
+const HELP_COLUMN: usize = 30;
+/// A default that would push a help line past this many columns goes on the next line.
+const HELP_WIDTH: usize = 100;
+
+/// The full `--help` text.
+pub fn help() -> String {
+    let mut out = String::from(
+        "Usage: rkllmd [OPTIONS]\n       rkllmd check [OPTIONS]\n\n\
+         Serve a Rockchip RKLLM model over HTTP on a Unix socket (and optionally TCP).\n\
+         'check' reads and validates the configuration, then exits.\n\n\
+         Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --help and\n\
+         --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
+    );
+    let mut section = "";
+    for opt in OPTIONS {
+        if opt.section != section {
+            section = opt.section;
+            out.push_str(&format!("\n{section}:\n"));
+        }
+        let mut flag = match opt.short {
+            Some(c) => format!("-{c}, --{}", opt.name),
+            None => format!("    --{}", opt.name),
+        };
+        if let Kind::Value(placeholder) = opt.kind {
+            flag = format!("{flag} {placeholder}");
+        }
+        let indent = format!("\n  {:HELP_COLUMN$} ", "");
+        out.push_str(&format!(
+            "  {flag:<HELP_COLUMN$} {}",
+            opt.help.replace('\n', &indent)
+        ));
+        if let DefaultText::Value(v) | DefaultText::Note(v) = opt.default {
+            let default = format!("[default: {v}]");
+            let line_len = out.len() - out.rfind('\n').map_or(0, |i| i + 1);
+            if line_len + 1 + default.len() > HELP_WIDTH {
+                out.push_str(&indent);
+            } else {
+                out.push(' ');
+            }
+            out.push_str(&default);
+        }
+        out.push('\n');
+    }
+    out
+}

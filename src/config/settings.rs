@@ -1,0 +1,231 @@
+//! Folding parsed values into a `Config`, then the checks that need the whole picture.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{ConfigError, MAX_SOCKET_PATH};
+use super::options::Setting;
+use super::secret::ApiKey;
+use super::values::{self, Expected};
+use super::{Config, Env};
+
+/// Which source a value came from. Applied in this order, so flags override the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layer {
+    File = 0,
+    Flags = 1,
+}
+
+/// A `Config` under construction. Settings whose meaning depends on both layers (the key
+/// and key file, the allow lists) are kept per layer until `finish`.
+pub(super) struct Draft {
+    config: Config,
+    socket: Option<PathBuf>,
+    model_name: Option<String>,
+    api_key: [Option<String>; 2],
+    api_key_file: [Option<PathBuf>; 2],
+    allow_uid: [Option<Vec<u32>>; 2],
+    allow_gid: [Option<Vec<u32>>; 2],
+}
+
+fn int<T: TryFrom<u64>>(raw: &str, min: u64, max: u64) -> Result<T, Expected> {
+    let n = values::integer(raw, min, max)?;
+    T::try_from(n).map_err(|_| format!("an integer from {min} to {max}"))
+}
+
+fn byte_count(raw: &str, min: u64, max: u64) -> Result<usize, Expected> {
+    let n = values::bytes(raw, min, max)?;
+    usize::try_from(n).map_err(|_| format!("a byte count from {min} to {max}"))
+}
+
+const GIB: u64 = 1 << 30;
+const MAX_TOKENS: u64 = 1 << 20;
+
+impl Draft {
+    pub fn new() -> Draft {
+        Draft {
+            config: Config::default(),
+            socket: None,
+            model_name: None,
+            api_key: [None, None],
+            api_key_file: [None, None],
+            allow_uid: [None, None],
+            allow_gid: [None, None],
+        }
+    }
+
+    pub fn apply(&mut self, key: Setting, raw: &str, layer: Layer) -> Result<(), Expected> {
+        let c = &mut self.config;
+        let l = layer as usize;
+        match key {
+            Setting::Model => c.model = values::path(raw)?,
+            Setting::ModelName => self.model_name = Some(values::non_empty(raw, "name")?),
+            Setting::Socket => self.socket = Some(values::path(raw)?),
+            Setting::SocketMode => c.socket_mode = values::octal_mode(raw)?,
+            Setting::SocketGroup => c.socket_group = Some(values::non_empty(raw, "group name")?),
+            Setting::AllowUid => self.allow_uid[l]
+                .get_or_insert_with(Vec::new)
+                .extend(values::id_list(raw)?),
+            Setting::AllowGid => self.allow_gid[l]
+                .get_or_insert_with(Vec::new)
+                .extend(values::id_list(raw)?),
+            Setting::User => c.user = Some(values::non_empty(raw, "user name")?),
+            Setting::Tcp => c.tcp = Some(values::tcp_addr(raw)?),
+            Setting::ApiKey => self.api_key[l] = Some(values::non_empty(raw, "key")?),
+            Setting::ApiKeyFile => self.api_key_file[l] = Some(values::path(raw)?),
+            Setting::MaxConnections => c.max_connections = int(raw, 1, 65_536)?,
+            Setting::MaxBodyBytes => c.max_body_bytes = byte_count(raw, 1, GIB)?,
+            Setting::OutputCapBytes => c.output_cap_bytes = byte_count(raw, 1, GIB)?,
+            Setting::HeaderTimeout => c.header_timeout = values::seconds(raw)?,
+            Setting::KeepaliveTimeout => c.keepalive_timeout = values::seconds(raw)?,
+            Setting::QueueSize => c.queue_size = int(raw, 1, 4096)?,
+            Setting::QueueTimeout => c.queue_timeout = values::seconds(raw)?,
+            Setting::RequestTimeout => c.request_timeout = values::seconds(raw)?,
+            Setting::ShutdownTimeout => c.shutdown_timeout = values::seconds(raw)?,
+            Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
+            Setting::MaxContextLen => c.max_context_len = int(raw, 1, MAX_TOKENS)?,
+            Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
+            Setting::Temperature => c.temperature = values::float(raw, 0.0, 100.0, false)?,
+            Setting::TopP => c.top_p = values::float(raw, 0.0, 1.0, true)?,
+            Setting::TopK => c.top_k = int(raw, 0, MAX_TOKENS)?,
+            Setting::RepeatPenalty => c.repeat_penalty = values::float(raw, 0.0, 10.0, true)?,
+            Setting::FrequencyPenalty => {
+                c.frequency_penalty = values::float(raw, -2.0, 2.0, false)?
+            }
+            Setting::PresencePenalty => c.presence_penalty = values::float(raw, -2.0, 2.0, false)?,
+            Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
+            Setting::Syslog => c.syslog = values::boolean(raw)?,
+            Setting::LogLevel => c.log_level = values::log_level(raw)?,
+            // Handled by the scanner and never produced by the file reader.
+            Setting::Config | Setting::Help | Setting::Version => {}
+        }
+        Ok(())
+    }
+
+    pub fn set_config_file(&mut self, path: Option<PathBuf>) {
+        self.config.config_file = path;
+    }
+
+    /// Resolves layered and computed settings and runs the checks that span several options.
+    /// `need_model` is false for `check`, which may run without a model.
+    pub fn finish(mut self, env: &Env, need_model: bool) -> Result<Config, ConfigError> {
+        // `values::path` refuses empty paths, so empty means no model was named.
+        let has_model = !self.config.model.as_os_str().is_empty();
+        if has_model {
+            check_model(&self.config.model)?;
+        } else if need_model {
+            return Err(ConfigError::ModelRequired);
+        }
+        let [file_uids, flag_uids] = self.allow_uid;
+        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
+        let [file_gids, flag_gids] = self.allow_gid;
+        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+
+        self.config.api_key =
+            resolve_api_key(&self.api_key, &self.api_key_file, &self.config.config_file)?;
+        if let Some(addr) = self.config.tcp {
+            if !addr.ip().is_loopback() && self.config.api_key.is_none() {
+                return Err(ConfigError::TcpNeedsApiKey { addr });
+            }
+        }
+
+        let socket = self.socket.unwrap_or_else(|| default_socket(env));
+        let len = socket.as_os_str().as_bytes().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(ConfigError::SocketPathTooLong { path: socket, len });
+        }
+        self.config.socket = socket;
+
+        self.config.model_name = match self.model_name {
+            Some(name) => name,
+            None => self
+                .config
+                .model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        };
+        Ok(self.config)
+    }
+}
+
+/// `/run/rkllmd/rkllmd.sock` for root; otherwise under `$XDG_RUNTIME_DIR` (which must be an
+/// absolute path to count), else a per-user directory in `/tmp`.
+pub(super) fn default_socket(env: &Env) -> PathBuf {
+    if env.euid == 0 {
+        return PathBuf::from("/run/rkllmd/rkllmd.sock");
+    }
+    match &env.xdg_runtime_dir {
+        Some(dir) if dir.is_absolute() => dir.join("rkllmd").join("rkllmd.sock"),
+        _ => PathBuf::from(format!("/tmp/rkllmd-{}/rkllmd.sock", env.euid)),
+    }
+}
+
+fn check_model(path: &Path) -> Result<(), ConfigError> {
+    // stat first: opening a FIFO or device to test readability could block or have effects.
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ConfigError::ModelMissing {
+                path: path.to_owned(),
+            })
+        }
+        Err(source) => {
+            return Err(ConfigError::ModelUnreadable {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if !meta.is_file() {
+        return Err(ConfigError::ModelNotRegularFile {
+            path: path.to_owned(),
+        });
+    }
+    File::open(path)
+        .map(drop)
+        .map_err(|source| ConfigError::ModelUnreadable {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The flags' key or key file if either was given, else the file's. Both in the same layer is
+/// an error rather than a silent pick.
+fn resolve_api_key(
+    keys: &[Option<String>; 2],
+    key_files: &[Option<PathBuf>; 2],
+    config_file: &Option<PathBuf>,
+) -> Result<Option<ApiKey>, ConfigError> {
+    for layer in [Layer::Flags, Layer::File] {
+        let l = layer as usize;
+        let conflict_in = if layer == Layer::File {
+            config_file.clone()
+        } else {
+            None
+        };
+        match (&keys[l], &key_files[l]) {
+            (Some(_), Some(_)) => return Err(ConfigError::ApiKeyConflict { file: conflict_in }),
+            (Some(key), None) => {
+                return ApiKey::new(key.clone())
+                    .map(Some)
+                    .ok_or(ConfigError::ApiKeyEmpty { path: None })
+            }
+            (None, Some(path)) => return read_key_file(path).map(Some),
+            (None, None) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn read_key_file(path: &Path) -> Result<ApiKey, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ApiKeyFileRead {
+        path: path.to_owned(),
+        source,
+    })?;
+    ApiKey::new(text.trim().to_owned()).ok_or_else(|| ConfigError::ApiKeyEmpty {
+        path: Some(path.to_owned()),
+    })
+}

@@ -1,0 +1,361 @@
+//! Flags: each one, both spellings, defaults, help, and the ways a command line goes wrong.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{argv, fail, run, Scratch};
+use crate::config::options::{DefaultText, Kind, OPTIONS};
+use crate::config::settings::{Draft, Layer};
+use crate::config::*;
+
+#[test]
+fn every_flag_is_parsed() {
+    let s = Scratch::new();
+    let key_file = s.write("key", "  file-key\n");
+    let model = s.model();
+    let c = run(
+        &[
+            "--model",
+            &model,
+            "--model-name",
+            "qwen",
+            "--socket",
+            "/run/x/x.sock",
+            "--socket-mode",
+            "0600",
+            "--socket-group",
+            "rkllm",
+            "--allow-uid",
+            "1000",
+            "--allow-uid",
+            "1001,1002",
+            "--allow-gid",
+            "100",
+            "--user",
+            "rkllmd",
+            "--tcp",
+            "0.0.0.0:8080",
+            "--api-key-file",
+            &key_file,
+            "--max-connections",
+            "10",
+            "--max-body-bytes",
+            "64K",
+            "--output-cap-bytes",
+            "1M",
+            "--header-timeout",
+            "0.5",
+            "--keepalive-timeout",
+            "30",
+            "--queue-size",
+            "2",
+            "--queue-timeout",
+            "60",
+            "--request-timeout",
+            "300",
+            "--shutdown-timeout",
+            "3",
+            "--abort-grace",
+            "2.5",
+            "--max-context-len",
+            "2048",
+            "--max-new-tokens",
+            "512",
+            "--temperature",
+            "0",
+            "--top-p",
+            "1",
+            "--top-k",
+            "40",
+            "--repeat-penalty",
+            "1.0",
+            "--frequency-penalty",
+            "-0.5",
+            "--presence-penalty",
+            "0.5",
+            "--notify-fd",
+            "3",
+            "--syslog",
+            "--log-level",
+            "debug",
+        ],
+        &s.env(),
+    );
+    assert_eq!(c.model, PathBuf::from(&model));
+    assert_eq!(c.model_name, "qwen");
+    assert_eq!(c.socket, Path::new("/run/x/x.sock"));
+    assert_eq!(c.socket_mode, 0o600);
+    assert_eq!(c.socket_group.as_deref(), Some("rkllm"));
+    assert_eq!(c.allow_uid, [1000, 1001, 1002]);
+    assert_eq!(c.allow_gid, [100]);
+    assert_eq!(c.user.as_deref(), Some("rkllmd"));
+    assert_eq!(c.tcp, Some("0.0.0.0:8080".parse().unwrap()));
+    assert!(c.api_key_matches(b"file-key"));
+    assert_eq!(c.config_file, None);
+    assert_eq!(
+        (c.max_connections, c.max_body_bytes, c.output_cap_bytes),
+        (10, 64 << 10, 1 << 20)
+    );
+    assert_eq!(c.header_timeout, Duration::from_millis(500));
+    assert_eq!(c.keepalive_timeout, Duration::from_secs(30));
+    assert_eq!(
+        (c.queue_size, c.queue_timeout),
+        (2, Duration::from_secs(60))
+    );
+    assert_eq!(c.request_timeout, Duration::from_secs(300));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+    assert_eq!(c.abort_grace, Duration::from_millis(2500));
+    assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
+    assert_eq!((c.temperature, c.top_p, c.top_k), (0.0, 1.0, 40));
+    assert_eq!(
+        (c.repeat_penalty, c.frequency_penalty, c.presence_penalty),
+        (1.0, -0.5, 0.5)
+    );
+    assert_eq!(c.notify_fd, Some(3));
+    assert!(c.syslog);
+    assert_eq!(c.log_level, log::LevelFilter::Debug);
+}
+
+#[test]
+fn equals_form_matches_space_form() {
+    let s = Scratch::new();
+    let model = s.model();
+    let spaced = run(
+        &[
+            "--model",
+            &model,
+            "--top-p",
+            "0.5",
+            "--api-key",
+            "k=v",
+            "--tcp",
+            "[::1]:9",
+            "--syslog",
+        ],
+        &s.env(),
+    );
+    let model_eq = format!("--model={model}");
+    let equals = run(
+        &[
+            &model_eq,
+            "--top-p=0.5",
+            "--api-key=k=v",
+            "--tcp=[::1]:9",
+            "--syslog=true",
+        ],
+        &s.env(),
+    );
+    assert_eq!(format!("{spaced:?}"), format!("{equals:?}"));
+    assert!(equals.api_key_matches(b"k=v"), "only the first '=' splits");
+    assert!(!run(&[&model_eq, "--syslog=no"], &s.env()).syslog);
+}
+
+#[test]
+fn defaults_are_the_documented_ones() {
+    let s = Scratch::new();
+    let c = run(&["--model", &s.model()], &s.env());
+    let expected = Config {
+        model: c.model.clone(),
+        model_name: "qwen2.5-1.5b".to_owned(),
+        socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
+        ..Config::default()
+    };
+    assert_eq!(format!("{c:?}"), format!("{expected:?}"));
+    assert_eq!(c.max_connections, 256);
+    assert_eq!(c.max_body_bytes, 1_048_576);
+    assert_eq!(c.output_cap_bytes, 4 << 20);
+    assert_eq!(c.socket_mode, 0o660);
+    assert_eq!(c.log_level, log::LevelFilter::Info);
+}
+
+#[test]
+fn documented_defaults_parse_to_the_real_defaults() {
+    let defaults = format!("{:?}", Config::default());
+    for opt in OPTIONS {
+        if let DefaultText::Value(text) = opt.default {
+            let mut draft = Draft::new();
+            draft.apply(opt.key, text, Layer::Flags).unwrap();
+            let env = Env {
+                euid: 0,
+                xdg_runtime_dir: None,
+                default_config: PathBuf::new(),
+            };
+            let got = format!("{:?}", draft.finish(&env, false).unwrap());
+            assert_eq!(got, defaults, "--{} default '{text}'", opt.name);
+        }
+    }
+}
+
+#[test]
+fn help_documents_every_option_and_default() {
+    let text = help();
+    let lines: Vec<&str> = text.lines().collect();
+    for opt in OPTIONS {
+        let flag = format!("--{}", opt.name);
+        let start = lines
+            .iter()
+            .position(|l| l.split_whitespace().any(|word| word == flag))
+            .unwrap_or_else(|| panic!("{flag} missing from help"));
+        // An entry is its line plus continuation lines, which start with blank flag columns.
+        let continued = lines[start + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("      ") && !l.trim_start().starts_with('-'));
+        let entry: Vec<&str> = std::iter::once(&lines[start])
+            .chain(continued)
+            .copied()
+            .collect();
+        assert!(entry.iter().all(|l| l.len() <= 100), "too wide: {entry:#?}");
+        let line = entry.join(" ");
+        match opt.default {
+            DefaultText::Value(v) | DefaultText::Note(v) => {
+                assert!(line.contains(&format!("[default: {v}]")), "{line}")
+            }
+            DefaultText::None => assert!(!line.contains("default"), "{line}"),
+        }
+        if let Kind::Value(placeholder) = opt.kind {
+            assert!(
+                line.contains(&format!("--{} {placeholder}", opt.name)),
+                "{line}"
+            );
+        }
+    }
+    assert!(text.contains("-h, --help") && text.contains("-V, --version"));
+}
+
+#[test]
+fn help_and_version() {
+    let s = Scratch::new();
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["--model", "/nonexistent", "--help"],
+        &["check", "-h"],
+    ] {
+        match parse(argv(args), &s.env()) {
+            Ok(Command::Help(text)) => assert_eq!(text, help()),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+    for args in [&["--version"][..], &["-V"]] {
+        assert!(
+            matches!(parse(argv(args), &s.env()), Ok(Command::Version)),
+            "{args:?}"
+        );
+    }
+    assert_eq!(
+        fail(&["--help=yes"], &s.env()),
+        "option '--help' takes no value"
+    );
+}
+
+#[test]
+fn unknown_options_and_stray_arguments() {
+    let s = Scratch::new();
+    let env = s.env();
+    assert_eq!(
+        fail(&["--modle", "/x"], &env),
+        "unknown option '--modle' (see --help)"
+    );
+    assert_eq!(
+        fail(&["--api-kee=secret"], &env),
+        "unknown option '--api-kee' (see --help)"
+    );
+    assert_eq!(fail(&["-x"], &env), "unknown option '-x' (see --help)");
+    assert_eq!(fail(&["-hV"], &env), "unknown option '-hV' (see --help)");
+    assert_eq!(
+        fail(&["serve"], &env),
+        "unexpected argument 'serve' (see --help)"
+    );
+    assert_eq!(
+        fail(&["--model", &s.model(), "check"], &env),
+        "unexpected argument 'check' (see --help)"
+    );
+    assert_eq!(
+        fail(&["--", "x"], &env),
+        "unexpected argument 'x' (see --help)"
+    );
+    let model = s.model();
+    assert_eq!(
+        run(&["--model", &model, "--"], &env).model,
+        PathBuf::from(&model)
+    );
+}
+
+#[test]
+fn missing_values() {
+    let s = Scratch::new();
+    assert_eq!(
+        fail(&["--model"], &s.env()),
+        "option '--model' needs a value (see --help)"
+    );
+    assert_eq!(
+        fail(&["--model", "--syslog"], &s.env()),
+        "option '--model' needs a value (see --help)"
+    );
+    assert_eq!(
+        fail(&["--config"], &s.env()),
+        "option '--config' needs a value (see --help)"
+    );
+    assert_eq!(
+        fail(&["--model="], &s.env()),
+        "invalid value '' for --model: expected a non-empty path without control characters"
+    );
+}
+
+#[test]
+fn bad_values_name_the_flag_the_value_and_what_is_expected() {
+    let s = Scratch::new();
+    let model = s.model();
+    let cases: &[(&str, &str, &str)] = &[
+        ("--max-connections", "0", "an integer from 1 to 65536"),
+        ("--queue-size", "0", "an integer from 1 to 4096"),
+        (
+            "--max-body-bytes",
+            "1T",
+            "a byte count from 1 to 1073741824, optionally with a K, M or G suffix",
+        ),
+        (
+            "--socket-mode",
+            "0800",
+            "an octal mode from 0 to 0777, such as 0660",
+        ),
+        ("--socket-mode", "1777", "an octal mode"),
+        ("--header-timeout", "0", "a number of seconds above 0"),
+        ("--request-timeout", "-5", "a number of seconds above 0"),
+        ("--abort-grace", "soon", "a number of seconds above 0"),
+        ("--temperature", "-0.1", "a number from 0 to 100"),
+        ("--top-p", "0", "a number above 0 and at most 1"),
+        ("--top-p", "1.5", "a number above 0 and at most 1"),
+        ("--top-k", "-1", "an integer from 0 to 1048576"),
+        ("--repeat-penalty", "0", "a number above 0 and at most 10"),
+        ("--frequency-penalty", "3", "a number from -2 to 2"),
+        ("--max-context-len", "0", "an integer from 1 to 1048576"),
+        (
+            "--log-level",
+            "loud",
+            "one of error, warn, info, debug, trace",
+        ),
+        (
+            "--tcp",
+            "example.com:80",
+            "ADDR:PORT with a literal address",
+        ),
+        (
+            "--allow-uid",
+            "bob",
+            "a numeric id or a comma-separated list of ids",
+        ),
+        ("--notify-fd", "-1", "a file descriptor number"),
+        ("--syslog=maybe", "", "one of true, false, yes, no, 1, 0"),
+    ];
+    for (flag, value, expected) in cases {
+        let err = if value.is_empty() {
+            fail(&["--model", &model, flag], &s.env())
+        } else {
+            fail(&["--model", &model, flag, value], &s.env())
+        };
+        let (name, value) = flag.split_once('=').unwrap_or((flag, value));
+        let prefix = format!("invalid value '{value}' for {name}: expected {expected}");
+        assert!(err.starts_with(&prefix), "{err}\n  wanted: {prefix}");
+    }
+}

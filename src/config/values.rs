@@ -1,0 +1,210 @@
+//! Parsers for option values, shared by the command line and the config file.
+//!
+//! Each parser returns `Err(expected)`: a phrase saying what a valid value looks like. The
+//! caller adds the option name and where the value came from.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What a valid value looks like, for the error message.
+pub(super) type Expected = String;
+
+/// Longest duration accepted anywhere: a day. Longer timeouts are typing mistakes.
+pub(super) const MAX_SECONDS: f64 = 86_400.0;
+
+pub(super) fn non_empty(raw: &str, what: &str) -> Result<String, Expected> {
+    if raw.is_empty() || raw.chars().any(char::is_control) {
+        return Err(format!("a non-empty {what} without control characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+pub(super) fn path(raw: &str) -> Result<PathBuf, Expected> {
+    non_empty(raw, "path").map(PathBuf::from)
+}
+
+pub(super) fn integer(raw: &str, min: u64, max: u64) -> Result<u64, Expected> {
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("an integer from {min} to {max}")),
+    }
+}
+
+/// A byte count with an optional binary suffix: `1048576`, `512K`, `4M`, `1G` (`KiB`, `MiB`,
+/// `GiB` also accepted).
+pub(super) fn bytes(raw: &str, min: u64, max: u64) -> Result<u64, Expected> {
+    let expected =
+        || format!("a byte count from {min} to {max}, optionally with a K, M or G suffix");
+    let s = raw.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, suffix) = s.split_at(digits_end);
+    let multiplier: u64 = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return Err(expected()),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(expected)
+}
+
+/// Seconds, possibly fractional (`0.5`), greater than zero and at most [`MAX_SECONDS`].
+pub(super) fn seconds(raw: &str) -> Result<Duration, Expected> {
+    let expected =
+        || format!("a number of seconds above 0 and at most {MAX_SECONDS}, such as 10 or 0.5");
+    match raw.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= MAX_SECONDS => {
+            Duration::try_from_secs_f64(s).map_err(|_| expected())
+        }
+        _ => Err(expected()),
+    }
+}
+
+/// A float in `[min, max]`, or `(min, max]` when `min_exclusive`.
+pub(super) fn float(raw: &str, min: f32, max: f32, min_exclusive: bool) -> Result<f32, Expected> {
+    let low_ok = |v: f32| if min_exclusive { v > min } else { v >= min };
+    match raw.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() && low_ok(v) && v <= max => Ok(v),
+        _ if min_exclusive => Err(format!("a number above {min} and at most {max}")),
+        _ => Err(format!("a number from {min} to {max}")),
+    }
+}
+
+/// File permission bits in octal: `0660`, `660` or `0o660`.
+pub(super) fn octal_mode(raw: &str) -> Result<u32, Expected> {
+    let s = raw.trim();
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if !digits.is_empty() && m <= 0o777 => Ok(m),
+        _ => Err("an octal mode from 0 to 0777, such as 0660".to_owned()),
+    }
+}
+
+pub(super) fn boolean(raw: &str) -> Result<bool, Expected> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err("one of true, false, yes, no, 1, 0".to_owned()),
+    }
+}
+
+/// One numeric user or group id, or a comma-separated list of them.
+pub(super) fn id_list(raw: &str) -> Result<Vec<u32>, Expected> {
+    raw.split(',')
+        .map(|part| match part.trim().parse::<u32>() {
+            // u32::MAX is (uid_t)-1, which means "no change" to the kernel, never a real id.
+            Ok(id) if id != u32::MAX => Ok(id),
+            _ => Err("a numeric id or a comma-separated list of ids, such as 1000,1001".to_owned()),
+        })
+        .collect()
+}
+
+pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "error" => Ok(log::LevelFilter::Error),
+        "warn" => Ok(log::LevelFilter::Warn),
+        "info" => Ok(log::LevelFilter::Info),
+        "debug" => Ok(log::LevelFilter::Debug),
+        "trace" => Ok(log::LevelFilter::Trace),
+        _ => Err("one of error, warn, info, debug, trace".to_owned()),
+    }
+}
+
+/// `ADDR:PORT` with a literal IPv4 or bracketed IPv6 address, or `localhost:PORT`. Port 0 asks
+/// the kernel for a free port. Names are not resolved: the daemon does no DNS.
+pub(super) fn tcp_addr(raw: &str) -> Result<SocketAddr, Expected> {
+    let s = raw.trim();
+    if let Some(port) = s.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        }
+    }
+    s.parse::<SocketAddr>().map_err(|_| {
+        "ADDR:PORT with a literal address, such as 127.0.0.1:8080 or [::1]:8080".to_owned()
+    })
+}
+
+pub(super) fn notify_fd(raw: &str) -> Result<i32, Expected> {
+    match raw.trim().parse::<i32>() {
+        Ok(fd) if fd >= 0 => Ok(fd),
+        _ => Err("a file descriptor number (0 or more)".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts_take_binary_suffixes() {
+        assert_eq!(bytes("1048576", 1, 1 << 30), Ok(1 << 20));
+        assert_eq!(bytes("512K", 1, 1 << 30), Ok(512 << 10));
+        assert_eq!(bytes("4m", 1, 1 << 30), Ok(4 << 20));
+        assert_eq!(bytes("1GiB", 1, 1 << 30), Ok(1 << 30));
+        assert!(bytes("2G", 1, 1 << 30).is_err());
+        assert!(bytes("1T", 1, u64::MAX).is_err());
+        assert!(bytes("K", 1, 1 << 30).is_err());
+        assert!(bytes("99999999999999999999G", 1, u64::MAX).is_err());
+    }
+
+    #[test]
+    fn seconds_allow_fractions_but_not_zero_or_nonsense() {
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("120"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "-1", "abc", "nan", "inf", "1e9", ""] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn octal_modes() {
+        assert_eq!(octal_mode("0660"), Ok(0o660));
+        assert_eq!(octal_mode("600"), Ok(0o600));
+        assert_eq!(octal_mode("0o640"), Ok(0o640));
+        for bad in ["0800", "1777", "rw-rw----", "", "0o"] {
+            assert!(octal_mode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn booleans_ids_levels_addresses() {
+        for (raw, v) in [
+            ("true", true),
+            ("YES", true),
+            ("1", true),
+            ("false", false),
+            ("no", false),
+            ("0", false),
+        ] {
+            assert_eq!(boolean(raw), Ok(v));
+        }
+        assert!(boolean("maybe").is_err());
+        assert_eq!(id_list("1000, 1001"), Ok(vec![1000, 1001]));
+        assert!(id_list("1000,,1001").is_err());
+        assert!(id_list("4294967295").is_err());
+        assert_eq!(log_level("DEBUG"), Ok(log::LevelFilter::Debug));
+        assert!(log_level("loud").is_err());
+        assert_eq!(
+            tcp_addr("localhost:8080"),
+            Ok("127.0.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(tcp_addr("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
+        assert!(tcp_addr("example.com:80").is_err());
+        assert!(tcp_addr("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn floats_respect_bounds() {
+        assert_eq!(float("0", 0.0, 1.0, false), Ok(0.0));
+        assert!(float("0", 0.0, 1.0, true).is_err());
+        assert_eq!(float("1", 0.0, 1.0, true), Ok(1.0));
+        assert!(float("1.01", 0.0, 1.0, true).is_err());
+        assert!(float("NaN", 0.0, 1.0, false).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+use std::fmt;
+use std::time::Duration;
+
+use crate::runtime::RuntimeError;
+
+/// Why a request did not get (all of) its generation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EngineError {
+    /// The bounded queue is full; try again later.
+    QueueFull { capacity: usize },
+    /// The request waited longer than the queue timeout.
+    QueueTimeout { waited: Duration },
+    /// The model is still loading and the queue cannot take more.
+    Loading,
+    /// The model failed to load; nothing will be served.
+    LoadFailed { reason: String },
+    /// A run ignored abort past the grace period; the runtime is stuck.
+    Wedged,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// The runtime failed the run.
+    Runtime(RuntimeError),
+    /// The inference thread is gone (it panicked or exited).
+    WorkerGone,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineError::QueueFull { capacity } => {
+                write!(
+                    f,
+                    "the request queue is full ({capacity} waiting); retry later"
+                )
+            }
+            EngineError::QueueTimeout { waited } => {
+                write!(
+                    f,
+                    "the request waited {:.1} s in the queue without reaching the model",
+                    waited.as_secs_f32()
+                )
+            }
+            EngineError::Loading => write!(f, "the model is still loading"),
+            EngineError::LoadFailed { reason } => write!(f, "the model failed to load: {reason}"),
+            EngineError::Wedged => write!(
+                f,
+                "the runtime stopped responding; the daemon must be restarted"
+            ),
+            EngineError::ShuttingDown => write!(f, "the daemon is shutting down"),
+            EngineError::Runtime(e) => write!(f, "generation failed: {e}"),
+            EngineError::WorkerGone => write!(f, "the inference thread is gone"),
+        }
+    }
+}
+
+impl std::error::Error for EngineError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineError::Runtime(e) => Some(e),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! The inference engine: a dedicated thread owns the runtime; the event loop owns this
+//! `Engine` value, which keeps the bounded FIFO of waiting jobs, hands the worker one job at a
+//! time, and turns the worker's messages into `Event`s. Nothing here sleeps or polls: the worker
+//! wakes the loop through a `mio::Waker`, and time limits surface through `next_deadline`.
+
+mod error;
+mod job;
+mod utf8;
+mod worker;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::Waker;
+
+pub use error::EngineError;
+pub use job::{Event, Finish, FinishReason, Job, JobId};
+pub use utf8::Utf8Assembler;
+
+use crate::runtime::{self, AbortHandle, InitConfig};
+use job::WorkerMsg;
+
+/// How many messages the worker may have in flight before the runtime's callback blocks.
+const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub init: InitConfig,
+    pub queue_size: usize,
+    pub queue_timeout: Duration,
+    pub request_timeout: Duration,
+    /// How long a run may ignore an abort before the engine declares itself wedged.
+    pub abort_grace: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    Loading,
+    Ready,
+    LoadFailed(String),
+    Wedged,
+    ShuttingDown,
+    Stopped,
+}
+
+struct Queued {
+    job: Job,
+    since: Instant,
+}
+
+struct Running {
+    id: JobId,
+    dispatched: Instant,
+    /// Set when we aborted it, with the reason to report and when.
+    aborted: Option<(FinishReason, Instant)>,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    state: State,
+    jobs: Option<SyncSender<Job>>,
+    msgs: Receiver<WorkerMsg>,
+    wake_pending: Arc<AtomicBool>,
+    /// Kept here too: if the worker held the only reference, its exit would close the eventfd
+    /// and epoll would drop the wake it had just sent.
+    _waker: Arc<Waker>,
+    abort: Arc<Mutex<Option<AbortHandle>>>,
+    /// The id of the job the loop wants stopped (0: none); the worker checks it per token.
+    cancelled: Arc<AtomicU64>,
+    queue: VecDeque<Queued>,
+    running: Option<Running>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the inference thread, which begins loading the model at once.
+    pub fn start(cfg: EngineConfig, waker: Arc<Waker>) -> std::io::Result<Engine> {
+        let (job_tx, job_rx) = mpsc::sync_channel::<Job>(1);
+        let (msg_tx, msg_rx) = mpsc::sync_channel::<WorkerMsg>(EVENT_CHANNEL_CAPACITY);
+        let wake_pending = Arc::new(AtomicBool::new(false));
+        let abort = Arc::new(Mutex::new(None));
+        let notifier = worker::Notifier {
+            tx: msg_tx,
+            waker: Arc::clone(&waker),
+            pending: Arc::clone(&wake_pending),
+        };
+        let init = cfg.init.clone();
+        let caps = runtime::capabilities();
+        let slot = Arc::clone(&abort);
+        let cancelled = Arc::new(AtomicU64::new(0));
+        let worker_cancelled = Arc::clone(&cancelled);
+        let thread = std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || worker::run(init, caps, job_rx, notifier, slot, worker_cancelled))?;
+        Ok(Engine {
+            cfg,
+            state: State::Loading,
+            jobs: Some(job_tx),
+            msgs: msg_rx,
+            wake_pending,
+            _waker: waker,
+            abort,
+            cancelled,
+            queue: VecDeque::new(),
+            running: None,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn running(&self) -> Option<JobId> {
+        self.running.as_ref().map(|r| r.id)
+    }
+
+    pub fn queue_capacity(&self) -> usize {
+        self.cfg.queue_size
+    }
+
+    /// Queues a job (FIFO) or starts it at once when the runtime is idle.
+    pub fn submit(&mut self, job: Job, now: Instant) -> Result<(), EngineError> {
+        match &self.state {
+            State::Loading | State::Ready => {}
+            State::LoadFailed(reason) => {
+                return Err(EngineError::LoadFailed {
+                    reason: reason.clone(),
+                })
+            }
+            State::Wedged => return Err(EngineError::Wedged),
+            State::ShuttingDown | State::Stopped => return Err(EngineError::ShuttingDown),
+        }
+        if self.queue.len() >= self.cfg.queue_size {
+            return Err(EngineError::QueueFull {
+                capacity: self.cfg.queue_size,
+            });
+        }
+        self.queue.push_back(Queued { job, since: now });
+        self.dispatch(now);
+        Ok(())
+    }
+
+    /// The client of `id` is gone: drop it from the queue, or abort it if it is running.
+    /// Returns true when the job was known.
+    pub fn cancel(&mut self, id: JobId, now: Instant) -> bool {
+        if let Some(pos) = self.queue.iter().position(|q| q.job.id == id) {
+            self.queue.remove(pos);
+            return true;
+        }
+        match &self.running {
+            Some(r) if r.id == id => {
+                self.abort_running(FinishReason::Aborted, now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drains the worker's messages after a wake; the events go to `out` in order.
+    pub fn on_wake(&mut self, now: Instant, out: &mut Vec<Event>) {
+        // Clear before draining: a message sent during the drain wakes us again.
+        self.wake_pending.store(false, Ordering::Release);
+        loop {
+            match self.msgs.try_recv() {
+                Ok(msg) => self.handle(msg, now, out),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    if self.state != State::Stopped {
+                        self.worker_gone(out);
+                    }
+                    break;
+                }
+            }
+        }
+        self.dispatch(now);
+    }
+
+    /// Applies the time limits that have passed; call when `next_deadline` is reached.
+    pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Event>) {
+        while let Some(front) = self.queue.front() {
+            let waited = now.saturating_duration_since(front.since);
+            if waited < self.cfg.queue_timeout {
+                break;
+            }
+            if let Some(q) = self.queue.pop_front() {
+                out.push(Event::Failed {
+                    id: q.job.id,
+                    error: EngineError::QueueTimeout { waited },
+                });
+            }
+        }
+        let Some(run) = &self.running else { return };
+        match run.aborted {
+            None if now >= run.dispatched + self.cfg.request_timeout => {
+                log::warn!("request {} passed the request timeout; aborting it", run.id);
+                self.abort_running(FinishReason::Timeout, now);
+            }
+            Some((_, at)) if now >= at + self.cfg.abort_grace => self.declare_wedged(out),
+            _ => {}
+        }
+    }
+
+    /// The earliest instant at which `on_timer` has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let queue = self.queue.front().map(|q| q.since + self.cfg.queue_timeout);
+        let run = self.running.as_ref().map(|r| match r.aborted {
+            None => r.dispatched + self.cfg.request_timeout,
+            Some((_, at)) => at + self.cfg.abort_grace,
+        });
+        match (queue, run) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Starts shutting down: queued jobs fail, the running one is aborted, the worker is told
+    /// to exit once it is idle (it then destroys the runtime and reports `Stopped`).
+    pub fn begin_shutdown(&mut self, now: Instant, out: &mut Vec<Event>) {
+        if matches!(self.state, State::Stopped) {
+            return;
+        }
+        if !matches!(self.state, State::Wedged) {
+            self.state = State::ShuttingDown;
+        }
+        for q in self.queue.drain(..) {
+            out.push(Event::Failed {
+                id: q.job.id,
+                error: EngineError::ShuttingDown,
+            });
+        }
+        if self.running.as_ref().is_some_and(|r| r.aborted.is_none()) {
+            self.abort_running(FinishReason::Aborted, now);
+        }
+        self.jobs = None;
+    }
+
+    /// Waits for the inference thread after `Stopped`; never call it while a run may be stuck.
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("the inference thread panicked");
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: WorkerMsg, now: Instant, out: &mut Vec<Event>) {
+        match msg {
+            WorkerMsg::Loaded { load_time } => {
+                if self.state == State::Loading {
+                    self.state = State::Ready;
+                }
+                out.push(Event::Ready { load_time });
+            }
+            WorkerMsg::LoadFailed(e) => {
+                let reason = e.to_string();
+                self.state = State::LoadFailed(reason.clone());
+                for q in self.queue.drain(..) {
+                    out.push(Event::Failed {
+                        id: q.job.id,
+                        error: EngineError::LoadFailed {
+                            reason: reason.clone(),
+                        },
+                    });
+                }
+                out.push(Event::LoadFailed { reason });
+            }
+            WorkerMsg::Started { id } => {
+                if self.is_current(id) {
+                    out.push(Event::Started { id });
+                }
+            }
+            WorkerMsg::Text { id, text } => {
+                if self.is_current(id) {
+                    out.push(Event::Text { id, text });
+                }
+            }
+            WorkerMsg::Done { id, result } => {
+                if !self.is_current(id) {
+                    return;
+                }
+                let Some(run) = self.running.take() else {
+                    return;
+                };
+                let event = match result {
+                    Ok(summary) => {
+                        let reason = match run.aborted {
+                            Some((reason, _)) => reason,
+                            None if summary.hit_cap => FinishReason::Length,
+                            None => FinishReason::Stop,
+                        };
+                        let finish = Finish {
+                            reason,
+                            perf: summary.perf,
+                            generated_tokens: summary.generated_tokens,
+                            run_time: now.saturating_duration_since(run.dispatched),
+                        };
+                        Event::Finished { id, finish }
+                    }
+                    Err(e) => Event::Failed {
+                        id,
+                        error: EngineError::Runtime(e),
+                    },
+                };
+                out.push(event);
+            }
+            WorkerMsg::Stopped => {
+                self.state = State::Stopped;
+                out.push(Event::Stopped);
+            }
+        }
+    }
+
+    fn is_current(&self, id: JobId) -> bool {
+        self.running.as_ref().is_some_and(|r| r.id == id)
+    }
+
+    /// Hands the next queued job to the worker if it is idle and the model is loaded.
+    fn dispatch(&mut self, now: Instant) {
+        if self.state != State::Ready || self.running.is_some() {
+            return;
+        }
+        let Some(jobs) = &self.jobs else { return };
+        let Some(next) = self.queue.pop_front() else {
+            return;
+        };
+        let id = next.job.id;
+        // The worker is idle and the channel holds one job, so this cannot be full.
+        match jobs.try_send(next.job) {
+            Ok(()) => {
+                self.running = Some(Running {
+                    id,
+                    dispatched: now,
+                    aborted: None,
+                })
+            }
+            Err(e) => log::error!("cannot hand job {id} to the inference thread: {e}"),
+        }
+    }
+
+    fn abort_running(&mut self, reason: FinishReason, now: Instant) {
+        let Some(run) = &mut self.running else { return };
+        if run.aborted.is_some() {
+            return;
+        }
+        run.aborted = Some((reason, now));
+        self.cancelled.store(run.id, Ordering::Release);
+        let handle = self.abort.lock().ok().and_then(|slot| slot.clone());
+        match handle.map(|h| h.abort()) {
+            Some(Ok(())) => log::debug!("aborted request {}", run.id),
+            Some(Err(e)) => log::warn!("abort of request {} failed: {e}", run.id),
+            None => log::warn!("no runtime handle to abort request {}", run.id),
+        }
+    }
+
+    fn declare_wedged(&mut self, out: &mut Vec<Event>) {
+        log::error!(
+            "the runtime ignored an abort for {:.1} s; declaring the engine wedged",
+            self.cfg.abort_grace.as_secs_f32()
+        );
+        self.state = State::Wedged;
+        if let Some(run) = self.running.take() {
+            out.push(Event::Failed {
+                id: run.id,
+                error: EngineError::Wedged,
+            });
+        }
+        for q in self.queue.drain(..) {
+            out.push(Event::Failed {
+                id: q.job.id,
+                error: EngineError::Wedged,
+            });
+        }
+        out.push(Event::Wedged);
+    }
+
+    fn worker_gone(&mut self, out: &mut Vec<Event>) {
+        log::error!("the inference thread exited unexpectedly");
+        if let Some(run) = self.running.take() {
+            out.push(Event::Failed {
+                id: run.id,
+                error: EngineError::WorkerGone,
+            });
+        }
+        for q in self.queue.drain(..) {
+            out.push(Event::Failed {
+                id: q.job.id,
+                error: EngineError::WorkerGone,
+            });
+        }
+        self.state = State::Stopped;
+        out.push(Event::Stopped);
+    }
+}

@@ -1,0 +1,16 @@
+//! rkllmd: serve a Rockchip RKLLM model to local clients.
+//!
+//! Layers, bottom up: `runtime` (the FFI boundary to librkllmrt), `engine` (the inference
+//! thread and its queue), `http` (sans-io HTTP/1.1), `api` (the endpoints), `server` (the mio
+//! event loop and connections), `lifecycle` (socket file, lock, credentials), `config`
+//! (command line and file).
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod http;
+pub mod lifecycle;
+pub mod logging;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,62 @@
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rkllmd::config::{self, Command};
+use rkllmd::error::{ending_exit_code, exit, DaemonError};
+use rkllmd::{logging, runtime, server};
+
+fn main() {
+    let code = match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(code) => code,
+        // The panic message was already printed by the hook; guards removed the socket while
+        // unwinding.
+        Err(_) => exit::PANIC,
+    };
+    std::process::exit(code);
+}
+
+fn run() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match config::parse(args, &config::Env::from_process()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rkllmd: {e}");
+            return DaemonError::from(e).exit_code();
+        }
+    };
+    match command {
+        Command::Help(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Command::Version => {
+            let info = runtime::info();
+            println!("rkllmd {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "runtime ABI {} ({})",
+                info.abi,
+                match &info.simulator {
+                    Some(v) => format!("simulator loaded: {v}"),
+                    None => "real librkllmrt loaded".to_owned(),
+                }
+            );
+            exit::OK
+        }
+        Command::Check(_) => {
+            eprintln!("rkllmd: 'check' is not implemented yet");
+            exit::USAGE
+        }
+        Command::Run(cfg) => {
+            if let Err(e) = logging::init(cfg.log_level, cfg.syslog) {
+                eprintln!("rkllmd: {}", DaemonError::Logging(e));
+                return exit::FAILURE;
+            }
+            match server::serve(cfg) {
+                Ok(ending) => ending_exit_code(ending),
+                Err(e) => {
+                    log::error!("{e}");
+                    e.exit_code()
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The trampoline the runtime calls for every result: it gets the Rust sink back from
+//! `userdata`, runs it under `catch_unwind` (unwinding into C++ is undefined behaviour) and keeps
+//! the panic to resume once `rkllm_run` has returned.
+
+use std::any::Any;
+use std::ffi::{c_char, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use super::ffi::{self, RkdPerf};
+use super::{Flow, Output, Perf};
+
+/// What one `rkllm_run` call has seen so far; lives on the stack of `Runtime::run`.
+pub(super) struct RunState<'a> {
+    pub sink: &'a mut dyn FnMut(Output<'_>) -> Flow,
+    pub finished: Option<Perf>,
+    pub error: bool,
+    pub paused: bool,
+    pub panic: Option<Box<dyn Any + Send>>,
+}
+
+pub(super) extern "C" fn on_event(
+    ctx: *mut c_void,
+    state: i32,
+    text: *const c_char,
+    token_id: i32,
+    perf: *const RkdPerf,
+) -> i32 {
+    if ctx.is_null() {
+        return 0;
+    }
+    // SAFETY: `ctx` is the `&mut RunState` that `Runtime::run` passed to `rkd_run`; it outlives
+    // the call, and the runtime calls back on the thread running `rkd_run`, so no other reference
+    // to it exists while this one is alive.
+    let run = unsafe { &mut *ctx.cast::<RunState<'_>>() };
+    if run.panic.is_some() || run.paused {
+        // A sink that panicked or asked to stop gets nothing more; keep asking for the pause.
+        return 1;
+    }
+    // SAFETY: the runtime passes a NUL-terminated string valid for the duration of the callback,
+    // or NULL; we copy out of it before returning.
+    let bytes = (!text.is_null()).then(|| unsafe { CStr::from_ptr(text) }.to_bytes());
+    // SAFETY: `perf` is NULL or points to a struct on the shim's stack valid during this call.
+    let perf = unsafe { perf.as_ref() }.map(|p| Perf::from(*p));
+
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        dispatch(run, state, bytes, token_id, perf)
+    }));
+    match outcome {
+        Ok(Flow::Continue) => 0,
+        Ok(Flow::Pause) => {
+            run.paused = true;
+            1
+        }
+        Err(payload) => {
+            run.panic = Some(payload);
+            1
+        }
+    }
+}
+
+fn dispatch(
+    run: &mut RunState<'_>,
+    state: i32,
+    text: Option<&[u8]>,
+    token_id: i32,
+    perf: Option<Perf>,
+) -> Flow {
+    match state {
+        ffi::STATE_NORMAL => (run.sink)(Output::Token {
+            text: text.unwrap_or_default(),
+            token_id,
+        }),
+        // An incomplete UTF-8 character is pending inside the runtime: nothing to emit yet.
+        ffi::STATE_WAITING => (run.sink)(Output::Waiting),
+        ffi::STATE_FINISH => {
+            run.finished = Some(perf.unwrap_or_default());
+            Flow::Continue
+        }
+        ffi::STATE_ERROR => {
+            run.error = true;
+            Flow::Continue
+        }
+        other => {
+            log::warn!("runtime callback with unknown state {other}; ignored");
+            Flow::Continue
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Declarations of the shim's C ABI (`shim.cpp`). These mirror structs of our own shim, never the
+//! runtime's: the C++ compiler lays those out from the vendored header.
+
+use std::ffi::{c_char, c_void};
+
+#[repr(C)]
+pub struct RkdConfig {
+    pub model_path: *const c_char,
+    pub max_context_len: i32,
+    pub max_new_tokens: i32,
+    pub top_k: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+    pub base_domain_id: i32,
+}
+
+#[repr(C)]
+pub struct RkdSampling {
+    pub top_k: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+}
+
+#[repr(C)]
+pub struct RkdRunParams {
+    pub prompt: *const c_char,
+    pub role: *const c_char,
+    pub enable_thinking: i32,
+    pub keep_history: i32,
+    pub max_new_tokens: i32,
+    pub sampling: *const RkdSampling,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RkdPerf {
+    pub prefill_time_ms: f32,
+    pub prefill_tokens: i32,
+    pub generate_time_ms: f32,
+    pub generate_tokens: i32,
+    pub memory_usage_mb: f32,
+}
+
+pub type RkdEventFn = extern "C" fn(
+    ctx: *mut c_void,
+    state: i32,
+    text: *const c_char,
+    token_id: i32,
+    perf: *const RkdPerf,
+) -> i32;
+
+pub const CAP_RUN_SAMPLING: i32 = 1 << 0;
+pub const CAP_RUN_MAX_NEW_TOKENS: i32 = 1 << 1;
+
+// LLMCallState values of rkllm.h (identical in 1.2 and 1.3).
+pub const STATE_NORMAL: i32 = 0;
+pub const STATE_WAITING: i32 = 1;
+pub const STATE_FINISH: i32 = 2;
+pub const STATE_ERROR: i32 = 3;
+
+extern "C" {
+    pub fn rkd_caps() -> i32;
+    pub fn rkd_simulator_version() -> *const c_char;
+    pub fn rkd_init(handle: *mut *mut c_void, cfg: *const RkdConfig) -> i32;
+    pub fn rkd_run(
+        handle: *mut c_void,
+        params: *const RkdRunParams,
+        on_event: RkdEventFn,
+        ctx: *mut c_void,
+    ) -> i32;
+    pub fn rkd_abort(handle: *mut c_void) -> i32;
+    pub fn rkd_is_running(handle: *mut c_void) -> i32;
+    pub fn rkd_clear_kv_cache(handle: *mut c_void, keep_system_prompt: i32) -> i32;
+    pub fn rkd_kv_cache_size(handle: *mut c_void, size: *mut i32) -> i32;
+    pub fn rkd_set_chat_template(
+        handle: *mut c_void,
+        system: *const c_char,
+        prefix: *const c_char,
+        postfix: *const c_char,
+    ) -> i32;
+    pub fn rkd_set_function_tools(
+        handle: *mut c_void,
+        system: *const c_char,
+        tools: *const c_char,
+        tag: *const c_char,
+    ) -> i32;
+    pub fn rkd_destroy(handle: *mut c_void) -> i32;
+}

@@ -1,0 +1,406 @@
+//! The FFI boundary: a safe wrapper over our C++ shim, which calls librkllmrt.
+//!
+//! Everything `unsafe` in rkllmd that touches the runtime lives in this folder. Above it the
+//! runtime is a `Runtime` value (owned by the inference thread) plus an `AbortHandle` that any
+//! thread may use.
+
+mod callback;
+mod error;
+mod ffi;
+
+use std::ffi::{c_void, CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+pub use error::RuntimeError;
+
+/// Sampling values, at init and (ABI 1.3) per run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    pub top_k: i32,
+    pub top_p: f32,
+    pub temperature: f32,
+    pub repeat_penalty: f32,
+    pub frequency_penalty: f32,
+    pub presence_penalty: f32,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            top_k: 1,
+            top_p: 0.9,
+            temperature: 0.8,
+            repeat_penalty: 1.1,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct InitConfig {
+    pub model_path: PathBuf,
+    pub max_context_len: u32,
+    pub max_new_tokens: u32,
+    pub sampling: Sampling,
+    pub base_domain_id: i32,
+}
+
+/// Who speaks the input text of a run, as the runtime's template knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Tool,
+}
+
+impl Role {
+    fn as_cstr(self) -> &'static CStr {
+        match self {
+            Role::User => c"user",
+            Role::Tool => c"tool",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunRequest<'a> {
+    pub prompt: &'a str,
+    pub role: Role,
+    pub enable_thinking: bool,
+    pub keep_history: bool,
+    /// Honoured by the runtime on ABI 1.3 only; see `Capabilities`.
+    pub max_new_tokens: Option<u32>,
+    /// Honoured by the runtime on ABI 1.3 only; see `Capabilities`.
+    pub sampling: Option<Sampling>,
+}
+
+/// One callback's worth of output. `text` is valid only during the callback.
+#[derive(Debug)]
+pub enum Output<'a> {
+    Token {
+        text: &'a [u8],
+        token_id: i32,
+    },
+    /// The runtime consumed a token that ends inside a UTF-8 character.
+    Waiting,
+}
+
+/// What the sink tells the runtime after each output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Stop generating now (the runtime's "pause": `rkllm_run` returns without FINISH).
+    Pause,
+}
+
+/// The runtime's own measurements of a finished run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Perf {
+    pub prefill_ms: f32,
+    pub prefill_tokens: u32,
+    pub generate_ms: f32,
+    pub generate_tokens: u32,
+    pub memory_mb: f32,
+}
+
+impl From<ffi::RkdPerf> for Perf {
+    fn from(p: ffi::RkdPerf) -> Self {
+        Perf {
+            prefill_ms: p.prefill_time_ms,
+            prefill_tokens: u32::try_from(p.prefill_tokens).unwrap_or(0),
+            generate_ms: p.generate_time_ms,
+            generate_tokens: u32::try_from(p.generate_tokens).unwrap_or(0),
+            memory_mb: p.memory_usage_mb,
+        }
+    }
+}
+
+/// How a run that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RunEnd {
+    /// FINISH arrived (end of sequence, length cap, context full or abort).
+    Finished(Perf),
+    /// The sink asked for a pause; the runtime reports no statistics then.
+    Paused,
+}
+
+/// What the runtime can do per run in the ABI this binary was built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    pub run_sampling: bool,
+    pub run_max_new_tokens: bool,
+}
+
+/// Which runtime this process has loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    /// The ABI compiled in, "1.2" or "1.3".
+    pub abi: &'static str,
+    /// `Some(version)` when the loaded librkllmrt.so is our simulator.
+    pub simulator: Option<String>,
+}
+
+impl RuntimeInfo {
+    pub fn kind(&self) -> &'static str {
+        if self.simulator.is_some() {
+            "simulator"
+        } else {
+            "rockchip"
+        }
+    }
+}
+
+pub fn info() -> RuntimeInfo {
+    // SAFETY: the shim's function takes no arguments and returns NULL or a static NUL-terminated
+    // string owned by the loaded library.
+    let sim = unsafe { ffi::rkd_simulator_version() };
+    let simulator = (!sim.is_null())
+        // SAFETY: non-NULL, NUL-terminated and static, as above.
+        .then(|| {
+            unsafe { CStr::from_ptr(sim) }
+                .to_string_lossy()
+                .into_owned()
+        });
+    RuntimeInfo {
+        abi: env!("RKLLMD_ABI"),
+        simulator,
+    }
+}
+
+pub fn capabilities() -> Capabilities {
+    // SAFETY: pure function of the shim, no arguments.
+    let caps = unsafe { ffi::rkd_caps() };
+    Capabilities {
+        run_sampling: caps & ffi::CAP_RUN_SAMPLING != 0,
+        run_max_new_tokens: caps & ffi::CAP_RUN_MAX_NEW_TOKENS != 0,
+    }
+}
+
+/// The handle, shared between the owner (`Runtime`) and abort handles. Null once destroyed.
+struct Handle {
+    ptr: Mutex<RawHandle>,
+}
+
+struct RawHandle(*mut c_void);
+
+// SAFETY: the runtime handle is an opaque pointer that librkllmrt allows to be used from any
+// thread; rkllmd calls everything but `rkllm_abort` from the owning thread only (enforced by
+// `Runtime` being `!Sync` through `&mut self` methods), and abort/destroy are serialised by the
+// mutex so abort never sees a destroyed handle.
+unsafe impl Send for RawHandle {}
+
+impl Handle {
+    fn lock(&self) -> MutexGuard<'_, RawHandle> {
+        self.ptr.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// An initialised runtime. Dropping it destroys the handle.
+pub struct Runtime {
+    handle: Arc<Handle>,
+    ptr: *mut c_void,
+}
+
+// SAFETY: see `RawHandle`; the `Runtime` moves to the inference thread and stays there.
+unsafe impl Send for Runtime {}
+
+/// Aborts the running generation from any thread; a no-op once the runtime is destroyed.
+#[derive(Clone)]
+pub struct AbortHandle {
+    handle: Arc<Handle>,
+}
+
+impl AbortHandle {
+    pub fn abort(&self) -> Result<(), RuntimeError> {
+        let guard = self.handle.lock();
+        if guard.0.is_null() {
+            return Ok(());
+        }
+        // SAFETY: the pointer is a live handle (destroy nulls it under this same lock first).
+        let rc = unsafe { ffi::rkd_abort(guard.0) };
+        check("rkllm_abort", rc)
+    }
+}
+
+fn check(call: &'static str, rc: i32) -> Result<(), RuntimeError> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(RuntimeError::Call { call, code: rc })
+    }
+}
+
+fn cstring(what: &'static str, s: &str) -> Result<CString, RuntimeError> {
+    CString::new(s).map_err(|_| RuntimeError::NulByte { what })
+}
+
+impl Runtime {
+    /// Loads the model; blocks for as long as the runtime takes.
+    pub fn init(cfg: &InitConfig) -> Result<Runtime, RuntimeError> {
+        let path = CString::new(cfg.model_path.as_os_str().as_bytes())
+            .map_err(|_| RuntimeError::NulByte { what: "model path" })?;
+        let c = ffi::RkdConfig {
+            model_path: path.as_ptr(),
+            max_context_len: clamp_i32(cfg.max_context_len),
+            max_new_tokens: clamp_i32(cfg.max_new_tokens),
+            top_k: cfg.sampling.top_k,
+            top_p: cfg.sampling.top_p,
+            temperature: cfg.sampling.temperature,
+            repeat_penalty: cfg.sampling.repeat_penalty,
+            frequency_penalty: cfg.sampling.frequency_penalty,
+            presence_penalty: cfg.sampling.presence_penalty,
+            base_domain_id: cfg.base_domain_id,
+        };
+        let mut ptr: *mut c_void = std::ptr::null_mut();
+        // SAFETY: `c` and the path it points to live until the call returns; the shim copies what
+        // it needs into the runtime's own parameter struct. `ptr` is a valid out-pointer.
+        let rc = unsafe { ffi::rkd_init(&mut ptr, &c) };
+        if rc != 0 || ptr.is_null() {
+            return Err(RuntimeError::Init {
+                model: cfg.model_path.clone(),
+                code: rc,
+            });
+        }
+        Ok(Runtime {
+            handle: Arc::new(Handle {
+                ptr: Mutex::new(RawHandle(ptr)),
+            }),
+            ptr,
+        })
+    }
+
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle {
+            handle: Arc::clone(&self.handle),
+        }
+    }
+
+    /// Runs one generation, calling `sink` on this thread for every piece of output.
+    pub fn run(
+        &mut self,
+        req: &RunRequest<'_>,
+        sink: &mut dyn FnMut(Output<'_>) -> Flow,
+    ) -> Result<RunEnd, RuntimeError> {
+        let prompt = cstring("prompt", req.prompt)?;
+        let sampling = req.sampling.map(|s| ffi::RkdSampling {
+            top_k: s.top_k,
+            top_p: s.top_p,
+            temperature: s.temperature,
+            repeat_penalty: s.repeat_penalty,
+            frequency_penalty: s.frequency_penalty,
+            presence_penalty: s.presence_penalty,
+        });
+        let params = ffi::RkdRunParams {
+            prompt: prompt.as_ptr(),
+            role: req.role.as_cstr().as_ptr(),
+            enable_thinking: i32::from(req.enable_thinking),
+            keep_history: i32::from(req.keep_history),
+            max_new_tokens: req.max_new_tokens.map_or(0, clamp_i32),
+            sampling: sampling
+                .as_ref()
+                .map_or(std::ptr::null(), |s| s as *const _),
+        };
+        let mut state = callback::RunState {
+            sink,
+            finished: None,
+            error: false,
+            paused: false,
+            panic: None,
+        };
+        // SAFETY: `self.ptr` is live (only `Drop` destroys it and it needs `&mut self`); `params`,
+        // the strings and `state` outlive the call; the runtime calls `on_event` only during it,
+        // on this thread, with `state` as its userdata.
+        let rc = unsafe {
+            ffi::rkd_run(
+                self.ptr,
+                &params,
+                callback::on_event,
+                (&mut state as *mut callback::RunState<'_>).cast(),
+            )
+        };
+        if let Some(payload) = state.panic {
+            std::panic::resume_unwind(payload);
+        }
+        match (state.error, state.finished, state.paused) {
+            (true, _, _) => Err(RuntimeError::RunFailed { code: rc }),
+            (false, Some(perf), _) => Ok(RunEnd::Finished(perf)),
+            (false, None, true) => Ok(RunEnd::Paused),
+            (false, None, false) if rc != 0 => Err(RuntimeError::RunFailed { code: rc }),
+            (false, None, false) => Err(RuntimeError::NoFinish),
+        }
+    }
+
+    pub fn clear_kv_cache(&mut self, keep_system_prompt: bool) -> Result<(), RuntimeError> {
+        // SAFETY: live handle owned by this thread.
+        let rc = unsafe { ffi::rkd_clear_kv_cache(self.ptr, i32::from(keep_system_prompt)) };
+        check("rkllm_clear_kv_cache", rc)
+    }
+
+    pub fn kv_cache_size(&mut self) -> Result<u32, RuntimeError> {
+        let mut size = 0i32;
+        // SAFETY: live handle; `size` is a valid out-pointer for one int (n_batch is 1).
+        let rc = unsafe { ffi::rkd_kv_cache_size(self.ptr, &mut size) };
+        check("rkllm_get_kv_cache_size", rc)?;
+        Ok(u32::try_from(size).unwrap_or(0))
+    }
+
+    pub fn set_chat_template(
+        &mut self,
+        system: &str,
+        prefix: &str,
+        postfix: &str,
+    ) -> Result<(), RuntimeError> {
+        let (s, p, q) = (
+            cstring("system prompt", system)?,
+            cstring("prefix", prefix)?,
+            cstring("postfix", postfix)?,
+        );
+        // SAFETY: live handle; the strings outlive the call and the runtime copies them.
+        let rc =
+            unsafe { ffi::rkd_set_chat_template(self.ptr, s.as_ptr(), p.as_ptr(), q.as_ptr()) };
+        check("rkllm_set_chat_template", rc)
+    }
+
+    pub fn set_function_tools(
+        &mut self,
+        system: &str,
+        tools_json: &str,
+        tag: &str,
+    ) -> Result<(), RuntimeError> {
+        let (s, t, g) = (
+            cstring("system prompt", system)?,
+            cstring("tools", tools_json)?,
+            cstring("tool tag", tag)?,
+        );
+        // SAFETY: live handle; the strings outlive the call and the runtime copies them.
+        let rc =
+            unsafe { ffi::rkd_set_function_tools(self.ptr, s.as_ptr(), t.as_ptr(), g.as_ptr()) };
+        check("rkllm_set_function_tools", rc)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        // SAFETY: live handle.
+        unsafe { ffi::rkd_is_running(self.ptr) == 1 }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        // Null the shared pointer first so no abort can reach a handle being destroyed.
+        let ptr = std::mem::replace(&mut self.handle.lock().0, std::ptr::null_mut());
+        if ptr.is_null() {
+            return;
+        }
+        // SAFETY: `ptr` is the live handle from `rkd_init`, destroyed exactly once, here.
+        let rc = unsafe { ffi::rkd_destroy(ptr) };
+        if rc != 0 {
+            log::warn!("rkllm_destroy returned {rc}");
+        }
+    }
+}
+
+fn clamp_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}

@@ -1,0 +1,215 @@
+// rkllmd's shim over librkllmrt: a narrow C ABI of our own (rkd_*) on top of the runtime's
+// C++ header. The compiler, not Rust, owns the layout of the runtime's structs, and the
+// differences between the 1.2.x and 1.3.x ABIs stay in this file (RKLLMD_ABI_MINOR).
+#include <cstddef>  // rkllm.h uses size_t without including it
+#include <cstdint>
+#include <cstring>
+
+#include <dlfcn.h>
+
+#include "rkllm.h"
+
+#if !defined(RKLLMD_ABI_MINOR) || (RKLLMD_ABI_MINOR != 2 && RKLLMD_ABI_MINOR != 3)
+#error "RKLLMD_ABI_MINOR must be 2 or 3"
+#endif
+
+extern "C" {
+
+struct rkd_config {
+    const char* model_path;
+    int32_t max_context_len;
+    int32_t max_new_tokens;
+    int32_t top_k;
+    float top_p;
+    float temperature;
+    float repeat_penalty;
+    float frequency_penalty;
+    float presence_penalty;
+    int32_t base_domain_id;
+};
+
+struct rkd_sampling {
+    int32_t top_k;
+    float top_p;
+    float temperature;
+    float repeat_penalty;
+    float frequency_penalty;
+    float presence_penalty;
+};
+
+struct rkd_run_params {
+    const char* prompt;
+    const char* role;
+    int32_t enable_thinking;
+    int32_t keep_history;
+    int32_t max_new_tokens;        // <= 0: the init value
+    const rkd_sampling* sampling;  // NULL: the init values
+};
+
+struct rkd_perf {
+    float prefill_time_ms;
+    int32_t prefill_tokens;
+    float generate_time_ms;
+    int32_t generate_tokens;
+    float memory_usage_mb;
+};
+
+// Called for every runtime callback; `perf` is non-NULL only with the FINISH state.
+// Returns what the runtime callback returns: 0 go on, 1 pause.
+typedef int32_t (*rkd_event_fn)(void* ctx, int32_t state, const char* text, int32_t token_id,
+                                const rkd_perf* perf);
+
+enum {
+    RKD_CAP_RUN_SAMPLING = 1 << 0,        // sampling per run (1.3)
+    RKD_CAP_RUN_MAX_NEW_TOKENS = 1 << 1,  // max_new_tokens per run (1.3)
+};
+
+}  // extern "C"
+
+namespace {
+
+struct RunCtx {
+    rkd_event_fn fn;
+    void* ctx;
+};
+
+int on_result(RKLLMResult* result, void* userdata, LLMCallState state) {
+    auto* run = static_cast<RunCtx*>(userdata);
+    if (run == nullptr) {
+        return 0;
+    }
+    rkd_perf perf{};
+    const rkd_perf* perf_ptr = nullptr;
+    if (state == RKLLM_RUN_FINISH && result != nullptr) {
+        perf.prefill_time_ms = result->perf.prefill_time_ms;
+        perf.prefill_tokens = result->perf.prefill_tokens;
+        perf.generate_time_ms = result->perf.generate_time_ms;
+        perf.generate_tokens = result->perf.generate_tokens;
+        perf.memory_usage_mb = result->perf.memory_usage_mb;
+        perf_ptr = &perf;
+    }
+    const char* text = result != nullptr ? result->text : nullptr;
+    int32_t token_id = result != nullptr ? result->token_id : -1;
+    return run->fn(run->ctx, static_cast<int32_t>(state), text, token_id, perf_ptr);
+}
+
+}  // namespace
+
+extern "C" {
+
+int32_t rkd_abi_minor(void) { return RKLLMD_ABI_MINOR; }
+
+int32_t rkd_caps(void) {
+#if RKLLMD_ABI_MINOR >= 3
+    return RKD_CAP_RUN_SAMPLING | RKD_CAP_RUN_MAX_NEW_TOKENS;
+#else
+    return 0;
+#endif
+}
+
+// The simulator exports rkllm_sim_version; the real runtime does not.
+const char* rkd_simulator_version(void) {
+    using version_fn = const char* (*)(void);
+    void* sym = dlsym(RTLD_DEFAULT, "rkllm_sim_version");
+    if (sym == nullptr) {
+        return nullptr;
+    }
+    return reinterpret_cast<version_fn>(sym)();
+}
+
+int32_t rkd_init(void** handle, const rkd_config* cfg) {
+    if (handle == nullptr || cfg == nullptr) {
+        return -1;
+    }
+    RKLLMParam param = rkllm_createDefaultParam();
+    param.model_path = cfg->model_path;
+    param.max_context_len = cfg->max_context_len;
+    param.max_new_tokens = cfg->max_new_tokens;
+    param.top_k = cfg->top_k;
+    param.top_p = cfg->top_p;
+    param.temperature = cfg->temperature;
+    param.repeat_penalty = cfg->repeat_penalty;
+    param.frequency_penalty = cfg->frequency_penalty;
+    param.presence_penalty = cfg->presence_penalty;
+    param.skip_special_token = true;
+    param.is_async = false;
+    param.extend_param.base_domain_id = cfg->base_domain_id;
+
+    LLMHandle h = nullptr;
+#if RKLLMD_ABI_MINOR >= 3
+    param.ignore_eos_token = false;
+    RKLLMCallback callbacks{};
+    callbacks.result_callback = on_result;
+    int rc = rkllm_init(&h, &param, &callbacks);
+#else
+    int rc = rkllm_init(&h, &param, on_result);
+#endif
+    *handle = rc == 0 ? h : nullptr;
+    return rc;
+}
+
+int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ctx) {
+    if (handle == nullptr || p == nullptr || fn == nullptr) {
+        return -1;
+    }
+    RKLLMInput input{};
+    input.role = p->role;
+    input.enable_thinking = p->enable_thinking != 0;
+    input.input_type = RKLLM_INPUT_PROMPT;
+    input.prompt_input = p->prompt;
+
+    RKLLMInferParam infer{};
+    infer.mode = RKLLM_INFER_GENERATE;
+    infer.lora_params = nullptr;
+    infer.prompt_cache_params = nullptr;
+    infer.keep_history = p->keep_history;
+#if RKLLMD_ABI_MINOR >= 3
+    RKLLMSamplingParam sampling{};
+    if (p->sampling != nullptr) {
+        RKLLMParam defaults = rkllm_createDefaultParam();
+        sampling.top_k = p->sampling->top_k;
+        sampling.top_p = p->sampling->top_p;
+        sampling.temperature = p->sampling->temperature;
+        sampling.repeat_penalty = p->sampling->repeat_penalty;
+        sampling.frequency_penalty = p->sampling->frequency_penalty;
+        sampling.presence_penalty = p->sampling->presence_penalty;
+        sampling.mirostat = defaults.mirostat;
+        sampling.mirostat_tau = defaults.mirostat_tau;
+        sampling.mirostat_eta = defaults.mirostat_eta;
+        infer.sampling_params = &sampling;
+    }
+    infer.max_new_tokens = p->max_new_tokens;
+#endif
+    RunCtx run{fn, ctx};
+    return rkllm_run(handle, &input, &infer, &run);
+}
+
+int32_t rkd_abort(void* handle) { return handle == nullptr ? -1 : rkllm_abort(handle); }
+
+int32_t rkd_is_running(void* handle) { return handle == nullptr ? 0 : rkllm_is_running(handle); }
+
+int32_t rkd_clear_kv_cache(void* handle, int32_t keep_system_prompt) {
+    return handle == nullptr ? -1 : rkllm_clear_kv_cache(handle, keep_system_prompt, nullptr, nullptr);
+}
+
+int32_t rkd_kv_cache_size(void* handle, int32_t* size) {
+    if (handle == nullptr || size == nullptr) {
+        return -1;
+    }
+    int sizes[1] = {0};  // n_batch is 1: one entry
+    int rc = rkllm_get_kv_cache_size(handle, sizes);
+    *size = sizes[0];
+    return rc;
+}
+
+int32_t rkd_set_chat_template(void* handle, const char* system, const char* prefix, const char* postfix) {
+    return handle == nullptr ? -1 : rkllm_set_chat_template(handle, system, prefix, postfix);
+}
+
+int32_t rkd_set_function_tools(void* handle, const char* system, const char* tools, const char* tag) {
+    return handle == nullptr ? -1 : rkllm_set_function_tools(handle, system, tools, tag);
+}
+
+int32_t rkd_destroy(void* handle) { return handle == nullptr ? -1 : rkllm_destroy(handle); }
+
+}  // extern "C"

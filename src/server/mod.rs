@@ -1,0 +1,129 @@
+//! The daemon: socket lifecycle around one event loop and one inference thread.
+//!
+//! Order at start: block signals (before any thread exists), take the lock beside the socket,
+//! clear a stale socket, bind, drop privileges, then start loading the model while already
+//! answering `/health` with `loading`. Order at exit: the loop's graceful shutdown, then the
+//! runtime is destroyed (on its own thread), then the socket and lock file are removed by their
+//! guards, which also run when a panic unwinds through here.
+
+mod conn;
+mod event_loop;
+mod readiness;
+mod signals;
+mod stream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::Poll;
+
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, State};
+use crate::error::DaemonError;
+use crate::lifecycle::{self, LockFile};
+use crate::runtime::{self, InitConfig, Sampling};
+
+pub use event_loop::{Ending, Report};
+
+pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
+    let signals = signals::Signals::install()
+        .map_err(|e| DaemonError::io("set up signal handling", e.into()))?;
+    let (soft, hard) = lifecycle::raise_nofile_limit();
+    log::debug!("open files limit: soft {soft}, hard {hard}");
+
+    let group = cfg
+        .socket_group
+        .as_deref()
+        .map(lifecycle::lookup_group)
+        .transpose()?;
+    if let Some(dir) = cfg.socket.parent() {
+        lifecycle::prepare_dir(dir, group)?;
+        if let Some(user) = &cfg.user {
+            lifecycle::chown_to_user(dir, user)?;
+        }
+    }
+    let lock = LockFile::acquire(&cfg.socket)?;
+    if let lifecycle::StaleOutcome::Removed = lifecycle::clear_stale(&cfg.socket)? {
+        log::warn!("removed a stale socket left at {}", cfg.socket.display());
+    }
+    let (listener, mut socket_guard) = lifecycle::bind(&cfg.socket, cfg.socket_mode, group)?;
+    let tcp = match cfg.tcp {
+        Some(addr) => {
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(|e| DaemonError::io("bind the TCP listener", e))?;
+            l.set_nonblocking(true)
+                .map_err(|e| DaemonError::io("configure the TCP listener", e))?;
+            log::info!("listening on tcp {addr}");
+            Some(mio::net::TcpListener::from_std(l))
+        }
+        None => None,
+    };
+    if let Some(user) = &cfg.user {
+        lifecycle::drop_privileges(user)?;
+        log::info!("running as user {user}");
+    }
+
+    let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
+    let waker = event_loop::EventLoop::waker(&poll)
+        .map_err(|e| DaemonError::io("create the engine waker", e))?;
+    let engine = Engine::start(engine_config(&cfg), waker)
+        .map_err(|e| DaemonError::io("start the inference thread", e))?;
+    let info = runtime::info();
+    log::info!(
+        "rkllmd {} listening on {} (runtime {} {}, model {})",
+        env!("CARGO_PKG_VERSION"),
+        cfg.socket.display(),
+        info.kind(),
+        info.abi,
+        cfg.model.display()
+    );
+
+    let unix = mio::net::UnixListener::from_std(listener);
+    let cfg = Arc::new(cfg);
+    let event_loop =
+        event_loop::EventLoop::new(poll, unix, tcp, signals, engine, Arc::clone(&cfg), info)
+            .map_err(|e| DaemonError::io("register the listeners", e))?;
+    let started = Instant::now();
+    let (ending, report, mut engine) = event_loop.run();
+
+    // The runtime handle is destroyed on the inference thread once it is idle; joining it is only
+    // safe when it has stopped (a wedged run never returns).
+    let runtime_destroyed = matches!(engine.state(), State::Stopped);
+    if runtime_destroyed {
+        engine.join();
+    }
+    let socket_removed = socket_guard.remove_now();
+    drop(lock);
+    log::info!(
+        "shutdown after {:.1} s: {} connection(s) closed, {} request(s) aborted, runtime {}, socket {}",
+        started.elapsed().as_secs_f32(),
+        report.connections_closed,
+        report.requests_aborted,
+        if runtime_destroyed { "destroyed" } else { "left wedged" },
+        if socket_removed { "removed" } else { "already gone" },
+    );
+    Ok(ending)
+}
+
+fn engine_config(cfg: &Config) -> EngineConfig {
+    EngineConfig {
+        init: InitConfig {
+            model_path: cfg.model.clone(),
+            max_context_len: cfg.max_context_len,
+            max_new_tokens: cfg.max_new_tokens,
+            sampling: Sampling {
+                top_k: cfg.top_k,
+                top_p: cfg.top_p,
+                temperature: cfg.temperature,
+                repeat_penalty: cfg.repeat_penalty,
+                frequency_penalty: cfg.frequency_penalty,
+                presence_penalty: cfg.presence_penalty,
+            },
+            base_domain_id: 0,
+        },
+        queue_size: cfg.queue_size,
+        queue_timeout: cfg.queue_timeout,
+        request_timeout: cfg.request_timeout,
+        abort_grace: cfg.abort_grace,
+    }
+}

@@ -1,0 +1,318 @@
+//! HTTP/1.1 over the real socket: keep-alive, pipelining, 100-continue, the limits and their
+//! answers, slow and vanishing clients, 1,000 idle connections and the leak check.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use common::{client::sse_data, write_model, Client, Daemon, TempDir};
+use serde_json::json;
+
+fn chat(stream: bool) -> serde_json::Value {
+    json!({"stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn status_of(d: &Daemon, raw: &[u8]) -> Option<u16> {
+    let mut c = d.client();
+    c.send_raw(raw);
+    c.try_read_response().map(|r| r.status)
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let d = Daemon::start("pipeline");
+    let mut c = d.client();
+    let body = chat(false).to_string();
+    let mut raw = Vec::new();
+    raw.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\n");
+    raw.extend_from_slice(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    raw.extend_from_slice(b"GET /nope HTTP/1.1\r\n\r\n");
+    c.send_raw(&raw);
+    let first = c.read_response();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.json()["status"], "ok");
+    let second = c.read_response();
+    assert_eq!(second.status, 200);
+    assert_eq!(second.json()["object"], "chat.completion");
+    assert_eq!(c.read_response().status, 404);
+    // Still open: keep-alive.
+    assert_eq!(c.get("/health").status, 200);
+}
+
+#[test]
+fn expect_100_continue_gets_an_interim_response() {
+    let d = Daemon::start("continue");
+    let body = chat(false).to_string();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 25];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(body.as_bytes()).unwrap();
+    let mut c = Client::from_stream(s);
+    assert_eq!(c.read_response().status, 200);
+}
+
+#[test]
+fn limits_get_the_right_answer_and_the_daemon_keeps_serving() {
+    let d = Daemon::builder("limits")
+        .args(["--max-body-bytes", "1000"])
+        .start();
+    let big_head = format!(
+        "GET /health HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(17 * 1024)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("head over 16 KiB", big_head.into_bytes(), 431),
+        (
+            "body over the cap",
+            b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".to_vec(),
+            413,
+        ),
+        ("garbage request line", b"HELLO\r\n\r\n".to_vec(), 400),
+        (
+            "chunked request body",
+            b"POST /v1/chat/completions HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                .to_vec(),
+            501,
+        ),
+        (
+            "unknown path",
+            b"GET /v2/unknown HTTP/1.1\r\n\r\n".to_vec(),
+            404,
+        ),
+        (
+            "wrong method",
+            b"DELETE /health HTTP/1.1\r\n\r\n".to_vec(),
+            405,
+        ),
+        (
+            "HTTP/2 preface",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
+            505,
+        ),
+    ];
+    for (what, raw, expected) in cases {
+        assert_eq!(status_of(&d, &raw), Some(expected), "{what}");
+        assert_eq!(d.client().get("/health").status, 200, "after {what}");
+    }
+    let mut c = d.client();
+    c.send_raw(b"DELETE /health HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response().header("allow"), Some("GET"));
+}
+
+#[test]
+fn invalid_json_is_a_400_naming_the_position() {
+    let d = Daemon::start("badjson");
+    let mut c = d.client();
+    let raw = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"model\":";
+    c.send_raw(raw);
+    let r = c.read_response();
+    assert_eq!(r.status, 400);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(msg.contains("line 1 column"), "{msg}");
+}
+
+#[test]
+fn too_many_connections_get_a_canned_503() {
+    let d = Daemon::builder("maxconn")
+        .args(["--max-connections", "2"])
+        .start();
+    let _a = UnixStream::connect(&d.socket).unwrap();
+    let _b = UnixStream::connect(&d.socket).unwrap();
+    common::wait_until(Duration::from_secs(2), "two connections held", || true);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = d.client();
+    let r = c.try_read_response().expect("a canned answer");
+    assert_eq!(r.status, 503);
+    assert!(c.is_closed());
+    drop((_a, _b));
+    common::wait_until(Duration::from_secs(2), "slots freed", || {
+        let mut c = d.client();
+        c.send_raw(b"GET /health HTTP/1.1\r\n\r\n");
+        c.try_read_response().is_some_and(|r| r.status == 200)
+    });
+}
+
+#[test]
+fn slow_headers_and_idle_keep_alive_are_closed() {
+    let d = Daemon::builder("slow")
+        .args(["--header-timeout", "0.3", "--keepalive-timeout", "0.5"])
+        .start();
+    let mut slow = d.client();
+    slow.send_raw(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+    let t = Instant::now();
+    let r = slow.try_read_response().expect("a 408 before closing");
+    assert_eq!(r.status, 408);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    let mut idle = d.client();
+    assert_eq!(idle.get("/health").status, 200);
+    let t = Instant::now();
+    assert!(idle.is_closed(), "idle keep-alive connection closed");
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
+}
+
+/// CLOCK_MONOTONIC in microseconds, the simulator's trace clock.
+fn monotonic_us() -> i64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    ts.tv_sec() * 1_000_000 + ts.tv_nsec() / 1000
+}
+
+#[test]
+fn a_client_that_hangs_up_has_its_generation_aborted_within_5_ms() {
+    let dir = TempDir::new("hangup");
+    let model = write_model(
+        dir.path(),
+        "slow",
+        &[
+            "answer_tokens_min = 300",
+            "answer_tokens_max = 300",
+            "decode_us_per_token = 20000",
+        ],
+    );
+    let d = Daemon::builder("hangup").model(model).start();
+    let mut c = d.client();
+    c.send_post("/v1/chat/completions", &chat(true));
+    assert_eq!(c.read_head().unwrap().0, 200);
+    c.read_chunk().unwrap();
+    let hangup = monotonic_us();
+    drop(c);
+    common::wait_until(Duration::from_secs(2), "abort in the trace", || {
+        !d.trace_of("rkllm_abort").is_empty()
+    });
+    let abort_at = d.trace_of("rkllm_abort")[0]["t_us"].as_i64().unwrap();
+    let delay = abort_at - hangup;
+    assert!(
+        (0..5000).contains(&delay),
+        "abort {delay} us after the hangup"
+    );
+    // The next request starts at once and completes.
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 3}),
+    );
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_at_the_output_cap() {
+    let dir = TempDir::new("cap");
+    let model = write_model(
+        dir.path(),
+        "long",
+        &["answer_tokens_min = 200000", "answer_tokens_max = 200000"],
+    );
+    let d = Daemon::builder("cap")
+        .model(model)
+        .args(["--output-cap-bytes", "65536", "--max-new-tokens", "1000000"])
+        .start();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let body = chat(true).to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Never read. The daemon must abort the run and close rather than buffer without bound.
+    common::wait_until(
+        Duration::from_secs(20),
+        "abort of the unread stream",
+        || !d.trace_of("rkllm_abort").is_empty(),
+    );
+    assert!(d.stderr().contains("stopped reading"), "{}", d.stderr());
+    common::wait_until(Duration::from_secs(5), "connection reaped", || {
+        d.client().get("/health").json()["connections"] == 1
+    });
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_stop_service() {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 2100 {
+        nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            hard.min(4096),
+            hard,
+        )
+        .unwrap();
+    }
+    let d = Daemon::builder("thousand")
+        .args(["--max-connections", "1100"])
+        .start();
+    let idle: Vec<UnixStream> = (0..1000)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    common::wait_until(Duration::from_secs(10), "1000 connections accepted", || {
+        d.client().get("/health").json()["connections"] == 1001
+    });
+    let r = d.client().post_json("/v1/chat/completions", &chat(false));
+    assert_eq!(r.status, 200);
+    drop(idle);
+    common::wait_until(Duration::from_secs(10), "connections reaped", || {
+        d.client().get("/health").json()["connections"] == 1
+    });
+}
+
+#[test]
+fn thousands_of_clients_come_and_go_without_leaking() {
+    let d = Daemon::start("leak");
+    let mut c = d.client();
+    c.get("/health");
+    let baseline = d.fd_count();
+    for i in 0..3000 {
+        let mut c = d.client();
+        match i % 3 {
+            0 => assert_eq!(c.get("/health").status, 200),
+            1 => c.send_raw(b"GET /health HTTP/1.1\r\nHost"),
+            _ => {
+                c.send_post("/v1/chat/completions", &chat(true));
+            }
+        }
+    }
+    common::wait_until(Duration::from_secs(10), "all connections reaped", || {
+        c.get("/health").json()["connections"] == 1
+    });
+    let h = c.get("/health").json();
+    assert_eq!(h["queue_depth"], 0);
+    assert_eq!(h["running"], false);
+    assert_eq!(d.fd_count(), baseline, "fd count back to baseline");
+}
+
+#[test]
+fn streaming_chat_over_http_1_0_ends_by_close() {
+    let d = Daemon::start("http10");
+    let mut c = d.client();
+    let body = chat(true).to_string();
+    c.send_raw(
+        format!(
+            "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let r = c.read_response();
+    assert_eq!(r.status, 200);
+    assert!(r.header("transfer-encoding").is_none());
+    let events = sse_data(&r.body);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+}

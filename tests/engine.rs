@@ -1,0 +1,575 @@
+//! The shim and the engine against the simulator: normal run, WAITING, abort from another
+//! thread, runtime ERROR, hang (wedged), max_new_tokens, context overflow, init failure.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{read_trace, write_model, TempDir};
+use mio::{Events, Poll, Token, Waker};
+use rkllmd::engine::{Engine, EngineConfig, EngineError, Event, FinishReason, Job, State};
+use rkllmd::runtime::{self, Flow, InitConfig, Output, RunEnd, RunRequest, Runtime, Sampling};
+
+const WAKE: Token = Token(7);
+
+/// The simulator reads RKLLM_SIM_TRACE in rkllm_init; tests run in parallel threads, so each one
+/// holds this lock from setting the variable until its init has happened.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    INIT_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn init_config(model: std::path::PathBuf) -> InitConfig {
+    InitConfig {
+        model_path: model,
+        max_context_len: 4096,
+        max_new_tokens: 4096,
+        sampling: Sampling::default(),
+        base_domain_id: 0,
+    }
+}
+
+/// An engine driven by a real mio poll loop, as the daemon drives it.
+struct Harness {
+    poll: Poll,
+    events: Events,
+    engine: Engine,
+    _dir: TempDir,
+    trace: std::path::PathBuf,
+    init_guard: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl Harness {
+    fn new(tag: &str, model_lines: &[&str], tweak: impl FnOnce(&mut EngineConfig)) -> Harness {
+        let dir = TempDir::new(tag);
+        let model = write_model(dir.path(), "m", model_lines);
+        let trace = dir.path().join("trace.jsonl");
+        let guard = init_lock();
+        // The simulator reads the trace path at rkllm_init, on the engine thread started below.
+        std::env::set_var("RKLLM_SIM_TRACE", &trace);
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE).unwrap());
+        let mut cfg = EngineConfig {
+            init: init_config(model),
+            queue_size: 4,
+            queue_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            abort_grace: Duration::from_secs(2),
+        };
+        tweak(&mut cfg);
+        let engine = Engine::start(cfg, waker).unwrap();
+        Harness {
+            poll,
+            events: Events::with_capacity(16),
+            engine,
+            _dir: dir,
+            trace,
+            init_guard: Some(guard),
+        }
+    }
+
+    /// Runs the loop until `done` says so; returns every event seen.
+    fn pump_until(
+        &mut self,
+        timeout: Duration,
+        mut done: impl FnMut(&Event) -> bool,
+    ) -> Vec<Event> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let now = Instant::now();
+            assert!(now < deadline, "timed out; events so far: {seen:?}");
+            let wait = self
+                .engine
+                .next_deadline()
+                .map_or(deadline, |d| d.min(deadline))
+                - now;
+            self.poll.poll(&mut self.events, Some(wait)).unwrap();
+            let mut out = Vec::new();
+            let now = Instant::now();
+            if !self.events.is_empty() {
+                self.engine.on_wake(now, &mut out);
+            }
+            if self.engine.next_deadline().is_some_and(|d| d <= now) {
+                self.engine.on_timer(now, &mut out);
+            }
+            for ev in out {
+                if matches!(ev, Event::Ready { .. } | Event::LoadFailed { .. }) {
+                    self.init_guard = None;
+                }
+                let stop = done(&ev);
+                seen.push(ev);
+                if stop {
+                    return seen;
+                }
+            }
+        }
+    }
+
+    fn wait_ready(&mut self) {
+        self.pump_until(Duration::from_secs(10), |e| {
+            matches!(e, Event::Ready { .. })
+        });
+        assert_eq!(self.engine.state(), &State::Ready);
+    }
+
+    fn run_to_end(&mut self, id: u64) -> (String, Vec<Event>) {
+        let events = self.pump_until(Duration::from_secs(20), |e| {
+            matches!(e, Event::Finished { id: i, .. } | Event::Failed { id: i, .. } if *i == id)
+        });
+        let text = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Text { id: i, text } if *i == id => Some(text.as_str()),
+                _ => None,
+            })
+            .collect();
+        (text, events)
+    }
+}
+
+fn finish_of(events: &[Event]) -> rkllmd::engine::Finish {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Finished { finish, .. } => Some(*finish),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no Finished event in {events:?}"))
+}
+
+#[test]
+fn normal_run_streams_text_and_reports_perf() {
+    let mut h = Harness::new(
+        "normal",
+        &["answer_tokens_min = 30", "answer_tokens_max = 30"],
+        |_| {},
+    );
+    h.wait_ready();
+    h.engine
+        .submit(
+            Job::new(1, "Tell me about Rockchip boards."),
+            Instant::now(),
+        )
+        .unwrap();
+    let (text, events) = h.run_to_end(1);
+    assert!(
+        matches!(events.first(), Some(Event::Started { id: 1 })),
+        "{events:?}"
+    );
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Stop);
+    let perf = finish.perf.expect("FINISH carries perf");
+    assert_eq!(perf.generate_tokens, 30);
+    assert_eq!(finish.generated_tokens, 30);
+    assert!(perf.prefill_tokens > 5, "{perf:?}");
+    assert!(!text.is_empty());
+    // Same prompt, same settings: same text.
+    h.engine
+        .submit(
+            Job::new(2, "Tell me about Rockchip boards."),
+            Instant::now(),
+        )
+        .unwrap();
+    let (again, _) = h.run_to_end(2);
+    assert_eq!(text, again);
+}
+
+#[test]
+fn multibyte_characters_split_across_tokens_arrive_whole() {
+    let mut h = Harness::new(
+        "utf8",
+        &[
+            "answer_tokens_min = 60",
+            "answer_tokens_max = 60",
+            "vocabulary = 你好 世界 🚀 🙂 模型",
+        ],
+        |_| {},
+    );
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "Say hello in Chinese"), Instant::now())
+        .unwrap();
+    let (text, events) = h.run_to_end(1);
+    assert!(text.contains('你') || text.contains('🚀'), "{text}");
+    assert!(
+        !text.contains('\u{fffd}'),
+        "a split character was emitted broken: {text}"
+    );
+    let finish = finish_of(&events);
+    // WAITING tokens count as generated but carry no text: more tokens than text events.
+    let text_events = events
+        .iter()
+        .filter(|e| matches!(e, Event::Text { .. }))
+        .count() as u32;
+    assert!(
+        finish.generated_tokens > text_events,
+        "no WAITING state seen ({} tokens, {text_events} texts)",
+        finish.generated_tokens
+    );
+}
+
+#[test]
+fn cancel_aborts_the_running_generation_from_the_loop_thread() {
+    let mut h = Harness::new(
+        "abort",
+        &[
+            "answer_tokens_min = 500",
+            "answer_tokens_max = 500",
+            "decode_us_per_token = 20000",
+        ],
+        |_| {},
+    );
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "a long answer please"), Instant::now())
+        .unwrap();
+    h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Text { .. }));
+    let asked = Instant::now();
+    assert!(h.engine.cancel(1, asked));
+    let (_, events) = h.run_to_end(1);
+    let took = asked.elapsed();
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Aborted);
+    assert!(finish.generated_tokens < 500);
+    assert!(took < Duration::from_secs(1), "abort took {took:?}");
+    let trace = read_trace(&h.trace);
+    assert!(
+        trace.iter().any(|l| l["fn"] == "rkllm_abort"),
+        "no abort in the trace"
+    );
+    // The engine serves the next request normally.
+    h.engine
+        .submit(Job::new(2, "short"), Instant::now())
+        .unwrap();
+    h.engine.cancel(2, Instant::now());
+    let (_, events) = h.run_to_end(2);
+    assert_eq!(finish_of(&events).reason, FinishReason::Aborted);
+}
+
+#[test]
+fn cancel_of_a_queued_job_frees_its_slot() {
+    let mut h = Harness::new(
+        "queue",
+        &[
+            "answer_tokens_min = 200",
+            "answer_tokens_max = 200",
+            "decode_us_per_token = 5000",
+        ],
+        |c| c.queue_size = 2,
+    );
+    h.wait_ready();
+    let now = Instant::now();
+    h.engine.submit(Job::new(1, "one"), now).unwrap();
+    h.engine.submit(Job::new(2, "two"), now).unwrap();
+    h.engine.submit(Job::new(3, "three"), now).unwrap();
+    assert_eq!(
+        h.engine.submit(Job::new(4, "four"), now),
+        Err(EngineError::QueueFull { capacity: 2 })
+    );
+    assert!(h.engine.cancel(2, now));
+    h.engine.submit(Job::new(4, "four"), now).unwrap();
+    assert_eq!(h.engine.queue_depth(), 2);
+    h.engine.cancel(1, now);
+    let (_, events) = h.run_to_end(1);
+    assert_eq!(finish_of(&events).reason, FinishReason::Aborted);
+    // FIFO: 3 runs before 4.
+    let events = h.pump_until(Duration::from_secs(5), |e| {
+        matches!(e, Event::Started { .. })
+    });
+    assert!(
+        matches!(events.last(), Some(Event::Started { id: 3 })),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn runtime_error_fails_the_request_and_the_engine_goes_on() {
+    let mut h = Harness::new("error", &["error_after_tokens = 5"], |_| {});
+    h.wait_ready();
+    h.engine.submit(Job::new(1, "hi"), Instant::now()).unwrap();
+    let (text, events) = h.run_to_end(1);
+    assert!(!text.is_empty(), "tokens before the error are delivered");
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Failed {
+                id: 1,
+                error: EngineError::Runtime(_)
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(h.engine.state(), &State::Ready);
+    h.engine
+        .submit(Job::new(2, "again"), Instant::now())
+        .unwrap();
+    let (_, events) = h.run_to_end(2);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Failed { id: 2, .. })),
+        "the fault repeats per run"
+    );
+}
+
+#[test]
+fn a_run_that_ignores_abort_makes_the_engine_wedged() {
+    let mut h = Harness::new("hang", &["hang_after_tokens = 3"], |c| {
+        c.abort_grace = Duration::from_millis(300)
+    });
+    h.wait_ready();
+    h.engine.submit(Job::new(1, "hi"), Instant::now()).unwrap();
+    h.engine
+        .submit(Job::new(2, "queued behind the hang"), Instant::now())
+        .unwrap();
+    h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Text { .. }));
+    // Let it reach the hang (3 tokens at full speed), then abort: the abort is ignored.
+    std::thread::sleep(Duration::from_millis(200));
+    h.engine.cancel(1, Instant::now());
+    let events = h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Wedged));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Failed {
+            id: 1,
+            error: EngineError::Wedged
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Failed {
+            id: 2,
+            error: EngineError::Wedged
+        }
+    )));
+    assert_eq!(h.engine.state(), &State::Wedged);
+    assert_eq!(
+        h.engine.submit(Job::new(3, "x"), Instant::now()),
+        Err(EngineError::Wedged)
+    );
+}
+
+#[test]
+fn request_timeout_aborts_a_runaway_generation() {
+    let mut h = Harness::new(
+        "timeout",
+        &[
+            "answer_tokens_min = 1000",
+            "answer_tokens_max = 1000",
+            "decode_us_per_token = 10000",
+        ],
+        |c| c.request_timeout = Duration::from_millis(200),
+    );
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "go on forever"), Instant::now())
+        .unwrap();
+    let (_, events) = h.run_to_end(1);
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Timeout);
+    assert!(finish.generated_tokens < 1000);
+}
+
+#[test]
+fn max_new_tokens_caps_the_answer_under_both_abis() {
+    let mut h = Harness::new(
+        "cap",
+        &["answer_tokens_min = 80", "answer_tokens_max = 80"],
+        |_| {},
+    );
+    h.wait_ready();
+    let mut job = Job::new(1, "count");
+    job.max_new_tokens = Some(7);
+    h.engine.submit(job, Instant::now()).unwrap();
+    let (_, events) = h.run_to_end(1);
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Length);
+    assert_eq!(finish.generated_tokens, 7);
+    let runs = read_trace(&h.trace)
+        .into_iter()
+        .filter(|l| l["fn"] == "run_end")
+        .collect::<Vec<_>>();
+    assert_eq!(
+        runs.last().unwrap()["generate_tokens"],
+        7,
+        "the runtime stopped at the cap"
+    );
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_fails_with_a_runtime_error() {
+    let mut h = Harness::new("ctx", &[], |c| c.init.max_context_len = 64);
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "word ".repeat(200)), Instant::now())
+        .unwrap();
+    let (_, events) = h.run_to_end(1);
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            Event::Failed {
+                id: 1,
+                error: EngineError::Runtime(_)
+            }
+        )),
+        "{events:?}"
+    );
+    assert_eq!(h.engine.state(), &State::Ready);
+}
+
+#[test]
+fn init_failure_is_reported_and_fails_waiting_requests() {
+    let mut h = Harness::new("fail", &["fail_init = 1", "load_ms = 100"], |_| {});
+    h.engine
+        .submit(Job::new(1, "queued while loading"), Instant::now())
+        .unwrap();
+    let events = h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Stopped));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Failed {
+            id: 1,
+            error: EngineError::LoadFailed { .. }
+        }
+    )));
+    assert!(events.iter().any(|e| matches!(e, Event::LoadFailed { .. })));
+    assert!(matches!(h.engine.state(), State::Stopped));
+}
+
+#[test]
+fn shutdown_aborts_the_run_fails_the_queue_and_destroys_the_runtime() {
+    let mut h = Harness::new(
+        "shutdown",
+        &[
+            "answer_tokens_min = 500",
+            "answer_tokens_max = 500",
+            "decode_us_per_token = 10000",
+        ],
+        |_| {},
+    );
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "long"), Instant::now())
+        .unwrap();
+    h.engine
+        .submit(Job::new(2, "queued"), Instant::now())
+        .unwrap();
+    h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Text { .. }));
+    let mut out = Vec::new();
+    h.engine.begin_shutdown(Instant::now(), &mut out);
+    assert!(out.iter().any(|e| matches!(
+        e,
+        Event::Failed {
+            id: 2,
+            error: EngineError::ShuttingDown
+        }
+    )));
+    let events = h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Stopped));
+    assert_eq!(finish_of(&events).reason, FinishReason::Aborted);
+    h.engine.join();
+    assert!(read_trace(&h.trace)
+        .iter()
+        .any(|l| l["fn"] == "rkllm_destroy"));
+}
+
+// ---- the runtime wrapper directly ----
+
+#[test]
+fn runtime_wrapper_reports_waiting_and_the_simulator() {
+    let dir = TempDir::new("rt");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &[
+            "answer_tokens_min = 40",
+            "answer_tokens_max = 40",
+            "vocabulary = 世界 🙂",
+        ],
+    );
+    let _guard = init_lock();
+    let mut rt = Runtime::init(&init_config(model)).unwrap();
+    let (mut tokens, mut waiting) = (0, 0);
+    let mut bytes = Vec::new();
+    let req = RunRequest {
+        prompt: "hi",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history: false,
+        max_new_tokens: None,
+        sampling: None,
+    };
+    let end = rt
+        .run(&req, &mut |out| {
+            match out {
+                Output::Token { text, .. } => {
+                    tokens += 1;
+                    bytes.extend_from_slice(text);
+                }
+                Output::Waiting => waiting += 1,
+            }
+            Flow::Continue
+        })
+        .unwrap();
+    let RunEnd::Finished(perf) = end else {
+        panic!("{end:?}")
+    };
+    assert_eq!(perf.generate_tokens, tokens + waiting);
+    assert!(waiting > 0, "the simulator never split a character");
+    assert!(
+        String::from_utf8(bytes).is_ok(),
+        "runtime text joined to valid UTF-8"
+    );
+    let info = runtime::info();
+    assert_eq!(info.kind(), "simulator");
+    assert!(info.simulator.unwrap().contains(info.abi));
+    assert!(rt.kv_cache_size().unwrap() > 0);
+    rt.clear_kv_cache(false).unwrap();
+    assert_eq!(rt.kv_cache_size().unwrap(), 0);
+}
+
+#[test]
+fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
+    let dir = TempDir::new("panic");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &["answer_tokens_min = 50", "answer_tokens_max = 50"],
+    );
+    let _guard = init_lock();
+    let mut rt = Runtime::init(&init_config(model)).unwrap();
+    let req = RunRequest {
+        prompt: "hi",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history: false,
+        max_new_tokens: None,
+        sampling: None,
+    };
+    let mut calls = 0;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.run(&req, &mut |_| {
+            calls += 1;
+            panic!("sink bug");
+        })
+    }));
+    assert!(result.is_err(), "the panic resumes in Rust");
+    assert_eq!(calls, 1, "no callback reaches the sink after it panicked");
+    assert!(!rt.is_running());
+}
+
+#[test]
+fn init_fails_for_missing_and_foreign_model_files() {
+    let dir = TempDir::new("init");
+    let _guard = init_lock();
+    let missing = dir.path().join("missing.rkllm");
+    assert!(Runtime::init(&init_config(missing)).is_err());
+    let foreign = dir.path().join("real.rkllm");
+    std::fs::write(&foreign, b"RKLLM\x00\x01binary").unwrap();
+    let err = Runtime::init(&init_config(foreign))
+        .err()
+        .expect("foreign file refused");
+    assert!(err.to_string().contains("could not load model"), "{err}");
+}

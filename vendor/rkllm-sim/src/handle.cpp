@@ -1,0 +1,509 @@
+// Run logic: prompt assembly, KV cache with prefix reuse, timing, faults and callbacks.
+#include <cstddef>
+#include "rkllm.h"
+
+#include "handle.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <system_error>
+
+#include "generator.h"
+#include "trace.h"
+
+namespace sim SIM_HIDDEN {
+namespace {
+
+// Delays sleep in slices this long so that an abort is seen promptly.
+constexpr int64_t kSliceUs = 5000;
+
+// Guards against rkllm_destroy from inside one of this handle's callbacks (it would wait for
+// the very run that is calling it).
+thread_local const Handle* tl_callback_owner = nullptr;
+
+// Waits on cv until pred() holds, with mu already held by the caller's lock_guard. The
+// unique_lock only adapts mu to the condition_variable API and never unlocks it itself, which
+// also keeps unique_lock's out-of-line members (exported weak symbols) out of the library.
+template <class Pred>
+void wait_locked(std::condition_variable& cv, std::mutex& mu, Pred pred) noexcept {
+    std::unique_lock<std::mutex> lk(mu, std::adopt_lock);
+    cv.wait(lk, pred);
+    lk.release();
+}
+
+const char* const kDefaultSystem = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
+const char* const kDefaultPrefix = "<|im_start|>user\n";
+const char* const kDefaultPostfix = "<|im_end|>\n<|im_start|>assistant\n";
+
+const char* reason_name(Outcome::Reason r) {
+    switch (r) {
+        case Outcome::kEos: return "eos";
+        case Outcome::kLength: return "length";
+        case Outcome::kAbort: return "abort";
+        case Outcome::kPause: return "pause";
+        case Outcome::kError: return "error";
+        case Outcome::kContext: return "context";
+    }
+    return "error";
+}
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < n; ++i) {
+        h ^= p[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+uint64_t generation_seed(const Tokens& full, const Sampling& s) {
+    uint64_t h = 14695981039346656037ull;
+    h = fnv1a(h, full.data(), full.size() * sizeof(int32_t));
+    h = fnv1a(h, &s.top_k, sizeof s.top_k);
+    for (float v : {s.top_p, s.temperature, s.repeat_penalty, s.frequency_penalty,
+                    s.presence_penalty}) {
+        h = fnv1a(h, &v, sizeof v);
+    }
+    return h;
+}
+
+size_t common_prefix(const Tokens& a, const Tokens& b) {
+    const size_t n = std::min(a.size(), b.size());
+    size_t i = 0;
+    while (i < n && a[i] == b[i] && a[i] != kOpaqueToken) ++i;
+    return i;
+}
+
+// Peak resident memory, as the real runtime reports it.
+float vm_hwm_mb() {
+    FILE* f = std::fopen("/proc/self/status", "re");
+    if (f == nullptr) return 0.0f;
+    char line[256];
+    long kb = 0;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+        if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+    }
+    std::fclose(f);
+    return static_cast<float>(kb) / 1024.0f;
+}
+
+// Tool names as `"name": "X"` occurrences in the tools JSON, in order, without duplicates.
+Vec<String> parse_tool_names(const String& json) {
+    Vec<String> names;
+    size_t pos = 0;
+    while ((pos = json.find("\"name\"", pos)) != String::npos) {
+        size_t i = json.find_first_not_of(" \t\r\n", pos + 6);
+        pos += 6;
+        if (i == String::npos || json[i] != ':') continue;
+        i = json.find_first_not_of(" \t\r\n", i + 1);
+        if (i == String::npos || json[i] != '"') continue;
+        String name;
+        for (++i; i < json.size() && json[i] != '"'; ++i) {
+            if (json[i] == '\\' && i + 1 < json.size()) ++i;
+            name += json[i];
+        }
+        pos = i;
+        if (!name.empty() && std::find(names.begin(), names.end(), name) == names.end()) {
+            names.push_back(std::move(name));
+        }
+    }
+    return names;
+}
+
+}  // namespace
+
+Handle::Handle(int id, ModelConfig model, InitSettings settings, String trace_path)
+    : id_(id),
+      model_(std::move(model)),
+      settings_(settings),
+      trace_path_(std::move(trace_path)) {
+    tmpl_.system = kDefaultSystem;
+    tmpl_.prefix = kDefaultPrefix;
+    tmpl_.postfix = kDefaultPostfix;
+}
+
+Handle::~Handle() {
+    // close() normally stopped the worker already; this covers a handle dropped without it.
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        closing_ = true;
+        job_.reset();
+    }
+    work_cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+}
+
+bool Handle::begin_locked(Snapshot& snap) {
+    if (running_ || closing_) return false;
+    snap.tmpl = tmpl_;  // copies first: if one throws, the handle is not left marked busy
+    snap.tools_system = tools_system_;
+    snap.tool_names = tool_names_;
+    snap.cache = cache_;
+    snap.cache_sys_len = cache_sys_len_;
+    running_ = true;
+    abort_at_us_.store(kNever);  // an abort that arrived while idle does not carry over
+    return true;
+}
+
+int Handle::run(RunRequest req) {
+    Snapshot snap;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!begin_locked(snap)) {
+            std::fprintf(stderr, "E rkllm: handle is busy with another run\n");
+            return -1;
+        }
+    }
+    return execute(req, snap);
+}
+
+int Handle::run_async(RunRequest req) {
+    std::lock_guard<std::mutex> lk(mu_);
+    Snapshot snap;
+    if (!begin_locked(snap)) {
+        std::fprintf(stderr, "E rkllm: handle is busy with another run\n");
+        return -1;
+    }
+    job_.emplace(Job{std::move(req), std::move(snap)});
+    if (!worker_.joinable()) {
+        try {
+            worker_ = std::thread([this] { worker_loop(); });
+        } catch (const std::system_error&) {
+            job_.reset();
+            running_ = false;
+            return -1;
+        }
+    }
+    work_cv_.notify_one();
+    return 0;
+}
+
+void Handle::worker_loop() {
+    for (;;) {
+        Job job;
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            wait_locked(work_cv_, mu_, [this] { return closing_ || job_.has_value(); });
+            if (closing_) return;  // close() has dropped any queued job
+            job = std::move(*job_);
+            job_.reset();
+        }
+        execute(job.req, job.snap);
+    }
+}
+
+void Handle::request_abort_locked() {
+    const int64_t at = now_us() + static_cast<int64_t>(model_.abort_delay_ms) * 1000;
+    if (at < abort_at_us_.load()) abort_at_us_.store(at);  // a later abort never delays one
+}
+
+int Handle::abort() {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (running_) request_abort_locked();
+    return 0;
+}
+
+bool Handle::abort_due() const {
+    const int64_t at = abort_at_us_.load(std::memory_order_acquire);
+    return at != kNever && now_us() >= at;
+}
+
+bool Handle::sleep_unless_aborted(int64_t us) const {
+    const int64_t deadline = now_us() + us;
+    for (;;) {
+        if (abort_due()) return false;
+        const int64_t left = deadline - now_us();
+        if (left <= 0) return true;
+        sleep_us(std::min(left, kSliceUs));
+    }
+}
+
+void Handle::hang_forever() const {
+    // A wedged NPU: the run never returns and abort is ignored.
+    for (;;) sleep_us(1000000);
+}
+
+bool Handle::is_running() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return running_;
+}
+
+int Handle::clear_kv_cache(bool keep_system_prompt, const int* start, const int* end) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (running_) return -1;
+    if (start == nullptr && end == nullptr) {
+        if (keep_system_prompt) {
+            cache_.resize(cache_sys_len_);
+        } else {
+            cache_.clear();
+            cache_sys_len_ = 0;
+        }
+        return 0;
+    }
+    if (start == nullptr || end == nullptr || *start < 0 || *start >= *end) return -1;
+    const size_t b = std::min(static_cast<size_t>(*start), cache_.size());
+    const size_t e = std::min(static_cast<size_t>(*end), cache_.size());
+    cache_.erase(cache_.begin() + static_cast<std::ptrdiff_t>(b),
+                 cache_.begin() + static_cast<std::ptrdiff_t>(e));
+    cache_sys_len_ = std::min(cache_sys_len_, b);
+    return 0;
+}
+
+size_t Handle::kv_cache_size() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return cache_.size();
+}
+
+void Handle::set_chat_template(const char* system, const char* prefix, const char* postfix) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (system != nullptr) tmpl_.system = system;
+    if (prefix != nullptr) tmpl_.prefix = prefix;
+    if (postfix != nullptr) tmpl_.postfix = postfix;
+    tmpl_.custom = true;
+}
+
+void Handle::set_function_tools(const char* system, const char* tools) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (tools == nullptr || *tools == '\0') {
+        tools_system_.clear();
+        tool_names_.clear();
+        return;
+    }
+    // The tool definitions are part of the system turn, as in Qwen's template, so they are
+    // prefilled (and cached) with it.
+    tools_system_ = "<|im_start|>system\n";
+    tools_system_ += system != nullptr ? system : "You are a helpful assistant.";
+    tools_system_ += "\n\n# Tools\n\n<tools>\n";
+    tools_system_ += tools;
+    tools_system_ += "\n</tools><|im_end|>\n";
+    tool_names_ = parse_tool_names(tools);
+}
+
+int Handle::close() {
+    if (tl_callback_owner == this) {
+        std::fprintf(stderr, "E rkllm: rkllm_destroy called from the handle's own callback\n");
+        return -1;
+    }
+    std::thread worker;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        closing_ = true;
+        if (job_) {  // accepted by run_async but not started: it never will be
+            job_.reset();
+            running_ = false;
+        }
+        if (running_) request_abort_locked();
+        work_cv_.notify_all();
+        wait_locked(idle_cv_, mu_, [this] { return !running_; });
+        worker = std::move(worker_);
+    }
+    if (worker.joinable()) worker.join();
+    return 0;
+}
+
+int Handle::deliver(void* userdata, RKLLMResult& result, LLMCallState state) {
+    if (settings_.callback == nullptr) return 0;
+    const Handle* outer = tl_callback_owner;
+    tl_callback_owner = this;
+    const int rc = settings_.callback(&result, userdata, state);
+    tl_callback_owner = outer;
+    return rc;
+}
+
+int Handle::execute(RunRequest& req, Snapshot& s) {
+    const int64_t t_start = now_us();
+    Outcome out;
+    out.t_prefill_end = t_start;
+    try {
+        generate(req, s, t_start, out);
+    } catch (const std::exception& e) {  // e.g. bad_alloc: fail the run, never the process
+        std::fprintf(stderr, "E rkllm: %s\n", e.what());
+        out.reason = Outcome::kError;
+    }
+    return finish(req, out, t_start);
+}
+
+void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& out) {
+    // The token sequence this run adds, and whether the system turn precedes it.
+    Tokens input;
+    bool templated = false;
+    switch (req.kind) {
+        case InputKind::kPrompt:
+        case InputKind::kMultimodal: {
+            String prefix = s.tmpl.prefix;
+            String body = req.text;
+            if (req.tool_role) {
+                prefix += "<tool_response>\n";
+                body += "\n</tool_response>";
+            }
+            body += s.tmpl.postfix;
+            if (req.opaque_tokens == 0) {
+                input = tokenize(prefix + body);
+            } else {  // image positions sit at the start of the user turn
+                input = tokenize(prefix);
+                input.insert(input.end(), req.opaque_tokens, kOpaqueToken);
+                const Tokens rest = tokenize(body);
+                input.insert(input.end(), rest.begin(), rest.end());
+            }
+            templated = true;
+            break;
+        }
+        case InputKind::kToken:
+            input = std::move(req.ids);
+            break;
+        case InputKind::kEmbed:
+            input.assign(req.opaque_tokens, kOpaqueToken);
+            break;
+    }
+    const String& system_text = s.tools_system.empty() ? s.tmpl.system : s.tools_system;
+    const Tokens system = templated ? tokenize(system_text) : Tokens{};
+
+    // The full sequence that will be in the KV cache, and how much of it is already there.
+    Tokens& full = out.cache;
+    size_t reused = 0;
+    if (req.keep_history && !s.cache.empty()) {
+        full = s.cache;
+        out.cache_sys_len = s.cache_sys_len;
+        reused = s.cache.size();
+    } else {
+        full = system;
+        out.cache_sys_len = system.size();
+    }
+    full.insert(full.end(), input.begin(), input.end());
+    if (!req.keep_history) reused = common_prefix(full, s.cache);
+    const size_t to_prefill = full.size() - reused;
+
+    if (full.empty()) {
+        std::fprintf(stderr, "E rkllm: empty input\n");
+        out.reason = Outcome::kError;
+        return;
+    }
+    if (full.size() > static_cast<size_t>(settings_.max_context_len)) {
+        std::fprintf(stderr, "E rkllm: input of %zu tokens exceeds max_context_len %d\n",
+                     full.size(), settings_.max_context_len);
+        out.reason = Outcome::kContext;
+        return;
+    }
+
+    const Sampling sampling = req.sampling.value_or(settings_.sampling);
+    String tool;
+    if (req.kind == InputKind::kPrompt && !req.tool_role) {
+        for (const String& name : s.tool_names) {
+            if (req.text.find(name) != String::npos) {
+                tool = name;
+                break;
+            }
+        }
+    }
+    const bool think = model_.thinking && req.enable_thinking && !s.tmpl.custom && tool.empty();
+    Generator gen(model_, generation_seed(full, sampling), think, tool, settings_.ignore_eos);
+    const int32_t cap = req.max_new_tokens > 0 ? req.max_new_tokens : settings_.max_new_tokens;
+
+    // Prefill.
+    const int64_t per_token = model_.prefill_us_per_token;
+    const bool prefill_done = sleep_unless_aborted(static_cast<int64_t>(to_prefill) * per_token);
+    out.t_prefill_end = now_us();
+    out.prefilled = to_prefill;
+    if (!prefill_done) {
+        out.reason = Outcome::kAbort;
+        if (per_token > 0) {  // report the part that was "computed"
+            const auto done = static_cast<size_t>((out.t_prefill_end - t_start) / per_token);
+            out.prefilled = std::min(to_prefill, done);
+        }
+        return;
+    }
+
+    // Decode.
+    Tokens generated;
+    String pending;  // bytes of a character not yet complete
+    String piece;
+    for (bool first = true;; first = false) {
+        const size_t n = generated.size();
+        if (abort_due()) {
+            out.reason = Outcome::kAbort;
+            break;
+        }
+        if (model_.error_after_tokens >= 0 && n == static_cast<size_t>(model_.error_after_tokens)) {
+            std::fprintf(stderr, "E rkllm: simulated NPU error after %zu tokens\n", n);
+            out.reason = Outcome::kError;
+            break;
+        }
+        if (model_.hang_after_tokens >= 0 && n == static_cast<size_t>(model_.hang_after_tokens)) {
+            hang_forever();
+        }
+        if ((cap > 0 && n >= static_cast<size_t>(cap)) ||
+            full.size() + n >= static_cast<size_t>(settings_.max_context_len)) {
+            out.reason = Outcome::kLength;
+            break;
+        }
+        // The first token comes out of the prefill; each later one costs a decode step.
+        if (!first && !sleep_unless_aborted(model_.decode_us_per_token)) {
+            out.reason = Outcome::kAbort;
+            break;
+        }
+        if (!gen.next(piece)) {
+            out.reason = Outcome::kEos;
+            break;
+        }
+        const int32_t id = token_id(piece);
+        generated.push_back(id);
+        pending += piece;
+        RKLLMResult result{};
+        result.token_id = id;
+        const bool waiting = ends_incomplete(pending);
+        result.text = waiting ? "" : pending.c_str();
+        const int rc =
+            deliver(req.userdata, result, waiting ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL);
+        if (!waiting) pending.clear();
+        if (rc == 1) {
+            out.reason = Outcome::kPause;
+            break;
+        }
+    }
+    out.generated = generated.size();
+    if (req.keep_history) full.insert(full.end(), generated.begin(), generated.end());
+}
+
+int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
+    const int64_t t_end = now_us();
+    const bool ok = out.reason != Outcome::kError && out.reason != Outcome::kContext;
+    size_t cache_tokens = 0;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (ok) {
+            cache_.swap(out.cache);
+            cache_sys_len_ = out.cache_sys_len;
+        }
+        cache_tokens = cache_.size();
+        // Idle before the final callback, so that a client may start its next run from it.
+        running_ = false;
+    }
+    idle_cv_.notify_all();
+
+    if (!trace_path_.empty()) {
+        try {
+            JsonLine line("run_end");
+            line.num("handle", id_)
+                .num("prefill_tokens", static_cast<int64_t>(out.prefilled))
+                .num("generate_tokens", static_cast<int64_t>(out.generated))
+                .num("cache_tokens", static_cast<int64_t>(cache_tokens))
+                .str("reason", reason_name(out.reason));
+            trace_write(trace_path_, line.finish());
+        } catch (const std::exception&) {  // tracing never fails a run
+        }
+    }
+    if (out.reason == Outcome::kPause) return 0;  // the pausing callback was the last one
+
+    RKLLMResult result{};
+    result.token_id = -1;
+    result.perf.prefill_time_ms = static_cast<float>(out.t_prefill_end - t_start) / 1000.0f;
+    result.perf.prefill_tokens = static_cast<int>(out.prefilled);
+    result.perf.generate_time_ms = static_cast<float>(t_end - out.t_prefill_end) / 1000.0f;
+    result.perf.generate_tokens = static_cast<int>(out.generated);
+    result.perf.memory_usage_mb = vm_hwm_mb();
+    deliver(req.userdata, result, ok ? RKLLM_RUN_FINISH : RKLLM_RUN_ERROR);
+    return ok ? 0 : -1;
+}
+
+}  // namespace sim

@@ -1,0 +1,153 @@
+// One model instance (an LLMHandle): its settings, chat template, KV cache and the run logic.
+#pragma once
+
+#include <cstddef>
+#include "rkllm.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "model_file.h"
+#include "sim.h"
+#include "tokenizer.h"
+
+namespace sim SIM_HIDDEN {
+
+// The sampling values that take part in the generation seed.
+struct Sampling {
+    int32_t top_k = 1;
+    float top_p = 0.9f;
+    float temperature = 0.8f;
+    float repeat_penalty = 1.1f;
+    float frequency_penalty = 0.0f;
+    float presence_penalty = 0.0f;
+};
+
+// What rkllm_init fixed for the handle's lifetime.
+struct InitSettings {
+    int32_t max_context_len = 512;
+    int32_t max_new_tokens = -1;  // <= 0: no cap below the context length
+    Sampling sampling;
+    bool ignore_eos = false;
+    LLMResultCallback callback = nullptr;
+    void* default_userdata = nullptr;  // 1.3: RKLLMCallback.result_userdata
+};
+
+enum class InputKind { kPrompt, kToken, kEmbed, kMultimodal };
+
+// A run's input and parameters, copied out of the caller's structs so that rkllm_run_async can
+// return before the run starts.
+struct RunRequest {
+    InputKind kind = InputKind::kPrompt;
+    bool tool_role = false;  // role "tool": a function result
+    bool enable_thinking = false;
+    String text;        // prompt text (prompt and multimodal input)
+    Tokens ids;              // token input
+    size_t opaque_tokens = 0;  // positions filled from embeddings / images
+    bool keep_history = false;
+    int32_t max_new_tokens = 0;  // > 0 overrides the init value (1.3)
+    std::optional<Sampling> sampling;  // overrides the init values (1.3)
+    void* userdata = nullptr;
+};
+
+// How a run ended and what it leaves behind.
+struct Outcome {
+    enum Reason { kEos, kLength, kAbort, kPause, kError, kContext };
+    Reason reason = kEos;
+    size_t prefilled = 0;      // tokens prefilled (fewer when aborted during the prefill)
+    size_t generated = 0;      // token callbacks made
+    int64_t t_prefill_end = 0;
+    Tokens cache;              // the KV cache after the run, unless it failed
+    size_t cache_sys_len = 0;
+};
+
+class Handle {
+public:
+    Handle(int id, ModelConfig model, InitSettings settings, String trace_path);
+    ~Handle();
+    Handle(const Handle&) = delete;
+    Handle& operator=(const Handle&) = delete;
+
+    // Reference counting: the registry holds one reference, every API call in progress another.
+    // The last release deletes the handle.
+    void retain() { refs_.fetch_add(1, std::memory_order_relaxed); }
+    void release() {
+        if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    }
+
+    int id() const { return id_; }
+    const String& trace_path() const { return trace_path_; }
+    void* default_userdata() const { return settings_.default_userdata; }
+
+    int run(RunRequest req);        // blocks until the run ends; callbacks on this thread
+    int run_async(RunRequest req);  // returns at once; callbacks on the handle's worker thread
+    int abort();
+    bool is_running();
+    int clear_kv_cache(bool keep_system_prompt, const int* start, const int* end);
+    size_t kv_cache_size();
+    void set_chat_template(const char* system, const char* prefix, const char* postfix);
+    void set_function_tools(const char* system, const char* tools);
+    // rkllm_destroy: aborts and waits for a run in progress, stops the worker thread.
+    int close();
+
+private:
+    struct Template {
+        String system;
+        String prefix;
+        String postfix;
+        bool custom = false;  // set by rkllm_set_chat_template; enable_thinking is then ignored
+    };
+    // The state a run works from, taken when it is accepted.
+    struct Snapshot {
+        Template tmpl;
+        String tools_system;  // non-empty while function tools are set
+        Vec<String> tool_names;
+        Tokens cache;
+        size_t cache_sys_len = 0;
+    };
+    struct Job {
+        RunRequest req;
+        Snapshot snap;
+    };
+
+    bool begin_locked(Snapshot& snap);
+    int execute(RunRequest& req, Snapshot& snap);
+    void generate(RunRequest& req, Snapshot& snap, int64_t t_start, Outcome& out);
+    int finish(RunRequest& req, Outcome& out, int64_t t_start);
+    void worker_loop();
+    void request_abort_locked();
+    bool abort_due() const;
+    bool sleep_unless_aborted(int64_t us) const;
+    int deliver(void* userdata, RKLLMResult& result, LLMCallState state);
+    [[noreturn]] void hang_forever() const;
+
+    std::atomic<int> refs_{1};
+    const int id_;
+    const ModelConfig model_;
+    const InitSettings settings_;
+    const String trace_path_;
+
+    // When the current run must stop (kNever: not requested). Written under mu_, read lock-free
+    // by the running thread between tokens and delay slices.
+    std::atomic<int64_t> abort_at_us_{kNever};
+
+    std::mutex mu_;
+    std::condition_variable idle_cv_;  // running_ became false
+    std::condition_variable work_cv_;  // job_ was queued or closing_ was set
+    // Guarded by mu_:
+    bool running_ = false;
+    bool closing_ = false;
+    Template tmpl_;
+    String tools_system_;
+    Vec<String> tool_names_;
+    Tokens cache_;
+    size_t cache_sys_len_ = 0;  // leading cache tokens that are the system prompt
+    std::optional<Job> job_;
+    std::thread worker_;
+};
+
+}  // namespace sim

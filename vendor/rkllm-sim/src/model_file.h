@@ -1,0 +1,28 @@
+// The simulator's model file: a small text file standing in for a converted .rkllm model.
+#pragma once
+
+
+#include "sim.h"
+
+namespace sim SIM_HIDDEN {
+
+struct ModelConfig {
+    String name = "rkllm-sim";
+    int load_ms = 0;
+    int prefill_us_per_token = 0;
+    int decode_us_per_token = 0;
+    int answer_tokens_min = 24;
+    int answer_tokens_max = 96;
+    Vec<String> vocabulary;  // never empty once loaded
+    bool thinking = false;
+    bool fail_init = false;
+    int error_after_tokens = -1;  // -1: fault not configured
+    int hang_after_tokens = -1;   // -1: fault not configured
+    int abort_delay_ms = 0;
+};
+
+// Reads and validates a model file. On failure returns false and sets `error` to one line
+// that names the file and the problem.
+bool load_model_file(const char* path, ModelConfig& out, String& error);
+
+}  // namespace sim
