@@ -68,7 +68,14 @@ fn link_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor:
     let compiler = cc::Build::new().cpp(true).get_compiler();
     let status = compiler
         .to_command()
-        .args(["-std=c++17", "-O2", "-fPIC", "-shared", "-pthread"])
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-pthread",
+            "-fvisibility-inlines-hidden",
+        ])
         .arg(format!("-DRKLLM_SIM_ABI_MINOR={abi_minor}"))
         .arg("-I")
         .arg(header_dir)

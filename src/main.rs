@@ -41,9 +41,15 @@ fn run() -> i32 {
             );
             exit::OK
         }
-        Command::Check(_) => {
-            eprintln!("rkllmd: 'check' is not implemented yet");
-            exit::USAGE
+        Command::Check(cfg) => {
+            // The configuration parsed and validated; the board checks come with `rkllmd check`'s
+            // own issue.
+            println!(
+                "config: ok (socket {}, model {})",
+                cfg.socket.display(),
+                cfg.model.display()
+            );
+            exit::OK
         }
         Command::Run(cfg) => {
             if let Err(e) = logging::init(cfg.log_level, cfg.syslog) {

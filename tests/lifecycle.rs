@@ -384,3 +384,40 @@ fn allow_uid_answers_everyone_else_with_403() {
     assert_eq!(run_as(65534), "HTTP/1.1 403 Forbidden");
     assert_eq!(run_as(4242), "HTTP/1.1 200 OK");
 }
+
+#[test]
+fn syslog_gets_the_log_lines() {
+    let dir = TempDir::new("syslog");
+    let path = dir.path().join("log.sock");
+    let sink = UnixDatagram::bind(&path).unwrap();
+    sink.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut d = Daemon::builder("syslog")
+        .arg("--syslog")
+        .start_with_env("RKLLMD_SYSLOG_SOCKET", path.to_str().unwrap());
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    while let Ok(n) = sink.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let pid = d.child.id();
+    // <30> = facility daemon (3) * 8 + info (6).
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("<30>rkllmd[{pid}]: ")) && l.contains("ready")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("socket removed")),
+        "{lines:?}"
+    );
+    assert!(
+        !d.stderr().contains("socket removed"),
+        "logs went to syslog, not stderr"
+    );
+}

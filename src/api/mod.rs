@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod openai;
 mod responder;
+mod stop;
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use crate::runtime::RuntimeInfo;
 
 pub use error::{ApiError, Flavor};
 pub use responder::{Responder, ResponseOut};
+pub use stop::StopMatcher;
 
 /// What handlers may know about the daemon.
 pub struct Ctx<'a> {

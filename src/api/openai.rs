@@ -71,6 +71,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         stream,
         head_sent: false,
         content: String::new(),
+        event: Vec::new(),
     };
     Ok(Reply::Generate {
         job,
@@ -142,6 +143,8 @@ struct ChatResponder {
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
+    /// Scratch buffer for one SSE event, reused for every token.
+    event: Vec<u8>,
 }
 
 impl ChatResponder {
@@ -186,7 +189,22 @@ impl Responder for ChatResponder {
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) {
         if self.stream {
-            Self::send_event(out, &self.chunk(json!({"content": text}), None));
+            // The hot path: one event per token, written without building a JSON tree.
+            self.event.clear();
+            self.event.extend_from_slice(b"data: {\"id\":\"");
+            self.event.extend_from_slice(self.id.as_bytes());
+            self.event
+                .extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
+            self.event
+                .extend_from_slice(self.created.to_string().as_bytes());
+            self.event.extend_from_slice(b",\"model\":");
+            let _ = serde_json::to_writer(&mut self.event, &self.model);
+            self.event
+                .extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":");
+            let _ = serde_json::to_writer(&mut self.event, text);
+            self.event
+                .extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
+            out.chunk(&self.event);
         } else {
             self.content.push_str(text);
         }
@@ -223,5 +241,49 @@ impl Responder for ChatResponder {
         } else {
             out.full(err.response());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::FullResponse;
+
+    #[derive(Default)]
+    struct Capture(Vec<u8>);
+
+    impl ResponseOut for Capture {
+        fn start_stream(&mut self, _: u16, _: &'static str, _: &[(&'static str, String)]) {}
+        fn chunk(&mut self, data: &[u8]) {
+            self.0.extend_from_slice(data);
+        }
+        fn end_stream(&mut self) {}
+        fn full(&mut self, _: FullResponse) {}
+    }
+
+    #[test]
+    fn the_hand_written_token_event_equals_the_json_tree_version() {
+        let mut r = ChatResponder {
+            id: "chatcmpl-7".into(),
+            created: 1700000000,
+            model: "qwen \"2.5\"".into(),
+            stream: true,
+            head_sent: true,
+            content: String::new(),
+            event: Vec::new(),
+        };
+        let mut out = Capture::default();
+        r.text("a \"quoted\"\n 你好 🚀", &mut out);
+        let text = String::from_utf8(out.0).unwrap();
+        let payload = text
+            .strip_prefix("data: ")
+            .unwrap()
+            .strip_suffix("\n\n")
+            .unwrap();
+        let parsed: Value = serde_json::from_str(payload).unwrap();
+        assert_eq!(
+            parsed,
+            r.chunk(json!({"content": "a \"quoted\"\n 你好 🚀"}), None)
+        );
     }
 }

@@ -446,5 +446,25 @@ pub fn help() -> String {
         }
         out.push('\n');
     }
+    out.push_str(HELP_FOOTER);
     out
 }
+
+const HELP_FOOTER: &str = "
+Signals:
+  SIGTERM, SIGINT, SIGQUIT      graceful shutdown: stop accepting, abort the running generation,
+                                fail queued requests, flush, destroy the runtime, remove the socket
+                                (within --shutdown-timeout); a second signal exits at once
+  SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
+
+Exit codes:
+  0 clean shutdown   1 I/O failure at start   2 bad command line or config
+  3 already running  4 model failed to load or inference thread died
+  5 shutdown deadline passed (wedged runtime)  6 second signal  70 internal error (panic)
+  The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
+
+Environment:
+  RUST_LOG                      log filter, overrides --log-level
+  NOTIFY_SOCKET                 systemd-style readiness: READY=1 is sent there when ready
+  RKLLMD_SYSLOG_SOCKET          syslog socket for --syslog (default /dev/log)
+";

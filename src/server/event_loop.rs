@@ -74,6 +74,8 @@ pub struct EventLoop {
     report: Report,
     ready_notified: bool,
     engine_events: Vec<Event>,
+    /// Connections that got output from engine events; flushed once per batch, not per token.
+    dirty: Vec<Token>,
 }
 
 impl EventLoop {
@@ -122,6 +124,7 @@ impl EventLoop {
             report: Report::default(),
             ready_notified: false,
             engine_events: Vec::new(),
+            dirty: Vec::new(),
         })
     }
 
@@ -368,6 +371,17 @@ impl EventLoop {
     }
 
     fn dispatch_engine_events(&mut self, events: &mut Vec<Event>, now: Instant) {
+        self.route_engine_events(events, now);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for token in dirty.drain(..) {
+            self.after_io(token, now);
+        }
+        self.dirty = dirty;
+    }
+
+    fn route_engine_events(&mut self, events: &mut Vec<Event>, now: Instant) {
         for event in events.drain(..) {
             match event {
                 Event::Ready { load_time } => {
@@ -466,7 +480,7 @@ impl EventLoop {
             conn.peer_closed = true;
             return;
         }
-        self.after_io(token, Instant::now());
+        self.dirty.push(token);
     }
 
     // ---- connections -------------------------------------------------------------------------

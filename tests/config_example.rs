@@ -1,0 +1,48 @@
+//! The example config in board/ must stay valid: `rkllmd check` accepts it.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = common::TempDir::new("example");
+    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        .arg("check")
+        .arg("--config")
+        .arg(common::repo_path("board/etc/rkllmd.conf"))
+        // The example names a board path; point it at a model that exists here.
+        .args(["--model", common::fast_model().to_str().unwrap()])
+        .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("config: ok"));
+}
+
+#[test]
+fn a_bad_config_value_is_one_line_naming_file_and_line() {
+    let dir = common::TempDir::new("badconf");
+    let conf = dir.path().join("bad.conf");
+    std::fs::write(&conf, "queue-size = 8\nmax-connections = lots\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--model",
+            common::fast_model().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("line 2") && err.contains("max-connections"),
+        "{err}"
+    );
+}
