@@ -1,0 +1,275 @@
+//! `cargo bench`: prints the performance figures of the runtime layer and the daemon core, each
+//! with its target. Figures, not assertions: this machine is shared and noisy; compare ratios
+//! within one run.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{fast_model, write_model, Daemon, TempDir};
+use rkllmd::engine::{Engine, EngineConfig, Event, Job};
+use rkllmd::runtime::{Flow, InitConfig, RunRequest, Runtime, Sampling};
+
+const LONG_ANSWER: u32 = 200_000;
+
+fn row(what: &str, value: String, target: &str) {
+    println!("| {what:<44} | {value:>16} | {target:<22} |");
+}
+
+fn init(model: std::path::PathBuf) -> InitConfig {
+    InitConfig {
+        model_path: model,
+        max_context_len: 1_000_000,
+        max_new_tokens: LONG_ANSWER,
+        sampling: Sampling::default(),
+        base_domain_id: 0,
+    }
+}
+
+/// Callbacks per second straight from the simulator into a Rust closure that does nothing.
+fn simulator_rate(model: &std::path::Path) -> f64 {
+    let mut rt = Runtime::init(&init(model.to_owned())).expect("init");
+    let req = RunRequest {
+        prompt: "bench",
+        role: rkllmd::runtime::Role::User,
+        enable_thinking: false,
+        keep_history: false,
+        max_new_tokens: None,
+        sampling: None,
+    };
+    let mut n = 0u64;
+    let t = Instant::now();
+    rt.run(&req, &mut |_| {
+        n += 1;
+        Flow::Continue
+    })
+    .expect("run");
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Tokens per second through the engine: inference thread, channel, waker, a mio loop.
+fn engine_rate(model: &std::path::Path) -> f64 {
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(1)).unwrap());
+    let cfg = EngineConfig {
+        init: init(model.to_owned()),
+        queue_size: 1,
+        queue_timeout: Duration::from_secs(60),
+        request_timeout: Duration::from_secs(600),
+        abort_grace: Duration::from_secs(5),
+    };
+    let mut engine = Engine::start(cfg, waker).unwrap();
+    let mut events = mio::Events::with_capacity(8);
+    let mut out = Vec::new();
+    let mut tokens = 0u64;
+    let mut started = None;
+    let mut submitted = false;
+    loop {
+        poll.poll(&mut events, None).unwrap();
+        engine.on_wake(Instant::now(), &mut out);
+        for ev in out.drain(..) {
+            match ev {
+                Event::Ready { .. } => {
+                    engine.submit(Job::new(1, "bench"), Instant::now()).unwrap();
+                    submitted = true;
+                }
+                Event::Started { .. } => started = Some(Instant::now()),
+                Event::Text { .. } => tokens += 1,
+                Event::Finished { finish, .. } => {
+                    let secs = started.unwrap().elapsed().as_secs_f64();
+                    return finish.generated_tokens.max(tokens as u32) as f64 / secs;
+                }
+                other => panic!("unexpected {other:?} (submitted {submitted})"),
+            }
+        }
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Context switches of every thread of the process: each is a wakeup.
+fn switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for l in status.lines() {
+            if l.starts_with("voluntary_ctxt_switches:")
+                || l.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let dir = TempDir::new("bench");
+    let long = write_model(
+        dir.path(),
+        "long",
+        &[
+            &format!("answer_tokens_min = {LONG_ANSWER}"),
+            &format!("answer_tokens_max = {LONG_ANSWER}"),
+        ],
+    );
+    println!("| measure                                      |            value | target                 |");
+    println!("|----------------------------------------------|------------------|------------------------|");
+
+    let sim = simulator_rate(&long);
+    row(
+        "simulator callback rate (fast, no-op sink)",
+        format!("{:.0} tok/s", sim),
+        "(reference)",
+    );
+    let eng = engine_rate(&long);
+    row(
+        "engine end-to-end rate (thread+channel+waker)",
+        format!("{:.0} tok/s", eng),
+        "> 100000 tok/s",
+    );
+    let per_token_ns = (1e9 / eng - 1e9 / sim).max(0.0);
+    row(
+        "engine's own cost per token",
+        format!("{:.0} ns", per_token_ns),
+        "invisible next to 60 ms",
+    );
+
+    // Start to ready: spawn until the readiness newline, median of 5.
+    let mut starts: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let d = Daemon::start("bench-start");
+            let took = t.elapsed();
+            drop(d);
+            took
+        })
+        .collect();
+    starts.sort();
+    row(
+        "start to ready (fast.rkllm, median of 5)",
+        format!("{:.1} ms", starts[2].as_secs_f64() * 1e3),
+        "(report)",
+    );
+
+    let d = Daemon::builder("bench-idle")
+        .args(["--max-connections", "1100"])
+        .model(fast_model())
+        .start();
+    let pid = d.child.id();
+    std::thread::sleep(Duration::from_millis(300));
+    row(
+        "idle RSS (fast.rkllm)",
+        format!("{} KiB", rss_kib(pid)),
+        "< 4096 KiB",
+    );
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let wakeups = (switches(pid) - before) as f64 / 3.0;
+    row(
+        "idle wakeups per second (all threads)",
+        format!("{wakeups:.2}/s"),
+        "0/s",
+    );
+
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    if soft < 2200 {
+        nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            hard.min(4096),
+            hard,
+        )
+        .unwrap();
+    }
+    let idle: Vec<UnixStream> = (0..1000)
+        .map(|_| UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    let mut c = d.client();
+    common::wait_until(Duration::from_secs(10), "1000 idle connections", || {
+        c.get("/health").json()["connections"] == 1001
+    });
+    row(
+        "RSS with 1000 idle connections",
+        format!("{} KiB", rss_kib(pid)),
+        "(report)",
+    );
+    let mut lat: Vec<Duration> = (0..3000)
+        .map(|_| {
+            let t = Instant::now();
+            let r = c.get("/health");
+            let took = t.elapsed();
+            assert_eq!(r.status, 200);
+            took
+        })
+        .collect();
+    lat.sort();
+    row(
+        "/health p50 with 1000 open connections",
+        format!("{:.1} us", percentile(&lat, 0.5).as_secs_f64() * 1e6),
+        "(report)",
+    );
+    row(
+        "/health p99 with 1000 open connections",
+        format!("{:.1} us", percentile(&lat, 0.99).as_secs_f64() * 1e6),
+        "(report)",
+    );
+    drop(idle);
+
+    // One stream end to end over the socket: tokens per second a client receives.
+    let d = Daemon::builder("bench-stream")
+        .model(long.clone())
+        .args([
+            "--max-new-tokens",
+            "200000",
+            "--output-cap-bytes",
+            "67108864",
+        ])
+        .start();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let body =
+        serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "bench"}]})
+            .to_string();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut c = common::Client::from_stream(s);
+    let t = Instant::now();
+    let r = c.read_response();
+    let secs = t.elapsed().as_secs_f64();
+    let events = common::client::sse_data(&r.body).len().saturating_sub(3);
+    row(
+        "one stream over the socket (SSE events)",
+        format!("{:.0} tok/s", events as f64 / secs),
+        "> 100000 tok/s",
+    );
+}
