@@ -5,6 +5,7 @@
 mod error;
 mod health;
 mod openai;
+mod params;
 mod responder;
 mod stop;
 
@@ -12,10 +13,11 @@ use std::time::Instant;
 
 use crate::engine::{Job, State};
 use crate::http::{Method, Request};
-use crate::runtime::RuntimeInfo;
+use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
 pub use error::{ApiError, Flavor};
-pub use responder::{Responder, ResponseOut};
+pub use params::WARNING_HEADER;
+pub use responder::{Next, Responder, ResponseOut};
 pub use stop::StopMatcher;
 
 /// What handlers may know about the daemon.
@@ -27,7 +29,21 @@ pub struct Ctx<'a> {
     pub running: bool,
     pub connections: usize,
     pub started: Instant,
+    /// How long the model took to load, once it has.
+    pub load_time: Option<std::time::Duration>,
+    pub model_path: &'a std::path::Path,
     pub max_new_tokens: u32,
+    pub max_context_len: u32,
+    /// The configured sampling, which requests may override on ABI 1.3.
+    pub sampling: Sampling,
+    pub caps: Capabilities,
+}
+
+impl Ctx<'_> {
+    /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
+    pub fn model_matches(&self, requested: &str) -> bool {
+        requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)
+    }
 }
 
 pub enum Reply {
@@ -58,14 +74,21 @@ impl FullResponse {
 
 const ROUTES: &[(&str, &[Method])] = &[
     ("/health", &[Method::Get]),
+    ("/v1/models", &[Method::Get]),
     ("/v1/chat/completions", &[Method::Post]),
+    ("/v1/completions", &[Method::Post]),
 ];
 
 /// Routes a request. `job_id` is the id the job gets if the request starts a generation.
 pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     let result = match (&req.method, req.path.as_str()) {
         (Method::Get, "/health") => Ok(Reply::Full(health::handle(ctx))),
+        (Method::Get, "/v1/models") => Ok(Reply::Full(openai::models(ctx))),
+        (Method::Get, path) if path.starts_with("/v1/models/") => {
+            openai::model(ctx, &path["/v1/models/".len()..]).map(Reply::Full)
+        }
         (Method::Post, "/v1/chat/completions") => openai::chat(req, ctx, job_id),
+        (Method::Post, "/v1/completions") => openai::completion(req, ctx, job_id),
         (_, path) => Err(not_routed(&req.method, path)),
     };
     result.unwrap_or_else(|e| Reply::Full(e.response()))

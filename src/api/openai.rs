@@ -1,86 +1,99 @@
-//! OpenAI-compatible chat completions.
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::{ApiError, Ctx, Flavor, FullResponse, Reply, Responder, ResponseOut};
+use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
+use super::{ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher};
 use crate::engine::{EngineError, Finish, FinishReason, Job};
 use crate::http::Request;
 
 const FLAVOR: Flavor = Flavor::OpenAi;
 
+pub fn models(ctx: &Ctx<'_>) -> FullResponse {
+    FullResponse::json(200, &json!({"object": "list", "data": [model_card(ctx)]}))
+}
+
+pub fn model(ctx: &Ctx<'_>, id: &str) -> Result<FullResponse, ApiError> {
+    if ctx.model_matches(id) {
+        Ok(FullResponse::json(200, &model_card(ctx)))
+    } else {
+        Err(ApiError::model_not_found(FLAVOR, id))
+    }
+}
+
+fn model_card(ctx: &Ctx<'_>) -> Value {
+    let created = unix_now().saturating_sub(ctx.started.elapsed().as_secs());
+    json!({"id": ctx.model_name, "object": "model", "created": created, "owned_by": "rkllmd"})
+}
+
 pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
-    let body: Value = serde_json::from_slice(&req.body).map_err(|e| {
-        ApiError::bad_request(
-            FLAVOR,
-            format!(
-                "invalid JSON at line {} column {}: {e}",
-                e.line(),
-                e.column()
-            ),
-            None,
-        )
-    })?;
-    let Some(obj) = body.as_object() else {
-        return Err(ApiError::bad_request(
-            FLAVOR,
-            "the request body must be a JSON object",
-            None,
-        ));
-    };
-    let model = match obj.get("model") {
-        None | Some(Value::Null) => ctx.model_name.to_owned(),
-        Some(Value::String(m)) if m == ctx.model_name => m.clone(),
-        Some(Value::String(m)) => return Err(ApiError::model_not_found(FLAVOR, m)),
-        Some(_) => return Err(wrong_type("model", "a string")),
-    };
-    let stream = match obj.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(wrong_type("stream", "a boolean")),
-    };
-    let messages = match obj.get("messages") {
-        Some(Value::Array(m)) if !m.is_empty() => m,
-        Some(Value::Array(_)) | None | Some(Value::Null) => {
-            return Err(ApiError::bad_request(
-                FLAVOR,
-                "'messages' must be a non-empty array",
-                Some("messages"),
-            ))
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let messages = match f.array("messages")? {
+        Some(m) if !m.is_empty() => m,
+        Some(_) | None => {
+            return Err(ApiError::bad_request(FLAVOR, "'messages' must be a non-empty array", Some("messages")))
         }
-        Some(_) => return Err(wrong_type("messages", "an array")),
     };
     let prompt = last_user_text(messages)?;
-    let max_tokens = match obj
-        .get("max_completion_tokens")
-        .or_else(|| obj.get("max_tokens"))
-    {
-        None | Some(Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX).min(ctx.max_new_tokens)),
-            _ => return Err(wrong_type("max_tokens", "a positive integer")),
-        },
+    generate(&f, ctx, job_id, prompt, Kind::Chat)
+}
+
+pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let prompt = match f.obj.get("prompt") {
+        Some(Value::String(p)) => p.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_owned()
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(FLAVOR, "'prompt' must be one string: batches are not supported", Some("prompt")))
+        }
+        None | Some(Value::Null) => return Err(ApiError::bad_request(FLAVOR, "'prompt' is required", Some("prompt"))),
+        Some(_) => return Err(f.wrong_type("prompt", "a string")),
+    };
+    generate(&f, ctx, job_id, prompt, Kind::Completion)
+}
+
+fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, job_id: u64, prompt: String, kind: Kind) -> Result<Reply, ApiError> {
+    let model = check_model(ctx, f)?;
+    if f.count("n")?.is_some_and(|n| n > 1) {
+        return Err(ApiError::bad_request(FLAVOR, "'n' greater than 1 is not supported", Some("n")));
+    }
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.object("stream_options")? {
+        Some(o) => o.bool("include_usage")?.unwrap_or(false),
+        None => false,
+    };
+    let params = GenParams {
+        max_tokens: f.count("max_completion_tokens")?.or(f.count("max_tokens")?),
+        sampling: SamplingRequest::read(f)?,
+        stop: f.stop("stop")?,
+        seed: f.int("seed")?,
     };
     let mut job = Job::new(job_id, prompt);
-    job.max_new_tokens = max_tokens;
-    let responder = ChatResponder {
-        id: format!("chatcmpl-{job_id:x}"),
+    let warnings = params.apply(ctx, &mut job);
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Completion => "cmpl",
+    };
+    let responder = OpenAiResponder {
+        kind,
+        id: format!("{prefix}-{job_id:x}"),
         created: unix_now(),
         model,
         stream,
+        include_usage,
+        warnings,
         head_sent: false,
         content: String::new(),
+        stop: StopMatcher::new(params.stop),
         event: Vec::new(),
     };
-    Ok(Reply::Generate {
-        job,
-        responder: Box::new(responder),
-    })
-}
-
-fn wrong_type(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(FLAVOR, format!("'{field}' must be {expected}"), Some(field))
+    Ok(Reply::Generate { job, responder: Box::new(responder) })
 }
 
 /// The newest user turn's text. Content is a string or a list of parts whose text parts count.
@@ -89,43 +102,36 @@ fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .ok_or_else(|| {
-            ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages"))
-        })?;
+        .ok_or_else(|| ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages")))?;
     match last.get("content") {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for part in parts {
                 match part.get("type").and_then(Value::as_str) {
-                    Some("text") => {
-                        text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default())
-                    }
+                    Some("text") => text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default()),
                     Some(other) => {
                         return Err(ApiError::bad_request(
                             FLAVOR,
-                            format!(
-                                "content parts of type '{other}' are not supported by this model"
-                            ),
+                            format!("content parts of type '{other}' are not supported by this model"),
                             Some("messages"),
                         ))
                     }
-                    None => return Err(wrong_type("messages[].content[].type", "a string")),
+                    None => return Err(wrong("messages[].content[].type", "a string")),
                 }
             }
             Ok(text)
         }
-        _ => Err(wrong_type(
-            "messages[].content",
-            "a string or an array of parts",
-        )),
+        _ => Err(wrong("messages[].content", "a string or an array of parts")),
     }
 }
 
+fn wrong(field: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(FLAVOR, format!("'{field}' must be {expected}"), Some(field))
+}
+
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn finish_reason(reason: FinishReason) -> &'static str {
@@ -135,107 +141,171 @@ fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-struct ChatResponder {
+/// Token counts from the runtime's own statistics (never word counts). `prompt_tokens` is what
+/// the runtime prefilled: a prompt prefix it reused from its cache is not counted again.
+fn usage(finish: &Finish) -> Value {
+    let prompt = finish.perf.map_or(0, |p| p.prefill_tokens);
+    let completion = finish.perf.map_or(finish.generated_tokens, |p| p.generate_tokens);
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+struct OpenAiResponder {
+    kind: Kind,
     id: String,
     created: u64,
     model: String,
     stream: bool,
+    include_usage: bool,
+    warnings: Vec<(&'static str, String)>,
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
+    stop: StopMatcher,
     /// Scratch buffer for one SSE event, reused for every token.
     event: Vec<u8>,
 }
 
-impl ChatResponder {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
-        json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
+impl OpenAiResponder {
+    fn object(&self) -> &'static str {
+        match (self.kind, self.stream) {
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Completion, _) => "text_completion",
+        }
     }
 
-    fn send_event(out: &mut dyn ResponseOut, value: &Value) {
+    /// A stream chunk as a JSON tree (first and last chunks; tokens take `write_text_event`).
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>) -> Value {
+        let choice = match self.kind {
+            Kind::Chat => {
+                let delta = text.map_or(json!({}), |t| json!({"content": t}));
+                json!({"index": 0, "delta": delta, "finish_reason": finish})
+            }
+            Kind::Completion => json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}),
+        };
+        json!({"id": self.id, "object": self.object(), "created": self.created, "model": self.model, "choices": [choice]})
+    }
+
+    fn send(out: &mut dyn ResponseOut, value: &Value) {
         let mut line = b"data: ".to_vec();
         line.extend_from_slice(value.to_string().as_bytes());
         line.extend_from_slice(b"\n\n");
         out.chunk(&line);
     }
-}
 
-fn usage(finish: &Finish) -> Value {
-    let prompt = finish.perf.map_or(0, |p| p.prefill_tokens);
-    let completion = finish
-        .perf
-        .map_or(finish.generated_tokens, |p| p.generate_tokens);
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
+    /// The hot path: one event per token, written without building a JSON tree.
+    fn write_text_event(&mut self, text: &str, out: &mut dyn ResponseOut) {
+        let object = self.object();
+        let e = &mut self.event;
+        e.clear();
+        e.extend_from_slice(b"data: {\"id\":\"");
+        e.extend_from_slice(self.id.as_bytes());
+        e.extend_from_slice(b"\",\"object\":\"");
+        e.extend_from_slice(object.as_bytes());
+        e.extend_from_slice(b"\",\"created\":");
+        e.extend_from_slice(self.created.to_string().as_bytes());
+        e.extend_from_slice(b",\"model\":");
+        let _ = serde_json::to_writer(&mut *e, &self.model);
+        match self.kind {
+            Kind::Chat => e.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":"),
+            Kind::Completion => e.extend_from_slice(b",\"choices\":[{\"index\":0,\"text\":"),
+        }
+        let _ = serde_json::to_writer(&mut *e, text);
+        match self.kind {
+            Kind::Chat => e.extend_from_slice(b"},\"finish_reason\":null}]}\n\n"),
+            Kind::Completion => e.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":null}]}\n\n"),
+        }
+        out.chunk(&self.event);
+    }
 
-impl Responder for ChatResponder {
-    fn started(&mut self, out: &mut dyn ResponseOut) {
-        if self.stream {
-            out.start_stream(
-                200,
-                "text/event-stream",
-                &[("Cache-Control", "no-cache".into())],
-            );
-            self.head_sent = true;
-            Self::send_event(
-                out,
-                &self.chunk(json!({"role": "assistant", "content": ""}), None),
-            );
+    /// Sends the stream's head on the first output, so a failure before it is a plain error.
+    fn ensure_head(&mut self, out: &mut dyn ResponseOut) {
+        if self.head_sent {
+            return;
+        }
+        let mut headers = vec![("Cache-Control", "no-cache".to_owned())];
+        headers.extend(self.warnings.iter().cloned());
+        out.start_stream(200, "text/event-stream", &headers);
+        self.head_sent = true;
+        if self.kind == Kind::Chat {
+            let mut first = self.chunk(Some(""), None);
+            first["choices"][0]["delta"]["role"] = json!("assistant");
+            Self::send(out, &first);
         }
     }
 
-    fn text(&mut self, text: &str, out: &mut dyn ResponseOut) {
+    fn emit(&mut self, text: &str, out: &mut dyn ResponseOut) {
+        if text.is_empty() {
+            return;
+        }
         if self.stream {
-            // The hot path: one event per token, written without building a JSON tree.
-            self.event.clear();
-            self.event.extend_from_slice(b"data: {\"id\":\"");
-            self.event.extend_from_slice(self.id.as_bytes());
-            self.event
-                .extend_from_slice(b"\",\"object\":\"chat.completion.chunk\",\"created\":");
-            self.event
-                .extend_from_slice(self.created.to_string().as_bytes());
-            self.event.extend_from_slice(b",\"model\":");
-            let _ = serde_json::to_writer(&mut self.event, &self.model);
-            self.event
-                .extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":");
-            let _ = serde_json::to_writer(&mut self.event, text);
-            self.event
-                .extend_from_slice(b"},\"finish_reason\":null}]}\n\n");
-            out.chunk(&self.event);
+            self.ensure_head(out);
+            self.write_text_event(text, out);
         } else {
             self.content.push_str(text);
         }
     }
+}
+
+impl Responder for OpenAiResponder {
+    fn started(&mut self, _: &mut dyn ResponseOut) {}
+
+    fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+        let piece = self.stop.push(text);
+        self.emit(&piece, out);
+        if self.stop.matched() {
+            Next::Stop
+        } else {
+            Next::Continue
+        }
+    }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
-        let reason = finish_reason(finish.reason);
+        let rest = self.stop.finish();
+        self.emit(&rest, out);
+        let reason = if self.stop.matched() { "stop" } else { finish_reason(finish.reason) };
         if self.stream {
-            let mut last = self.chunk(json!({}), Some(reason));
-            last["usage"] = usage(finish);
-            Self::send_event(out, &last);
+            self.ensure_head(out);
+            Self::send(out, &self.chunk(None, Some(reason)));
+            if self.include_usage {
+                let mut last = self.chunk(None, None);
+                last["choices"] = json!([]);
+                last["usage"] = usage(finish);
+                Self::send(out, &last);
+            }
             out.chunk(b"data: [DONE]\n\n");
             out.end_stream();
-        } else {
-            let body = json!({
-                "id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.content},
-                    "finish_reason": reason,
-                }],
-                "usage": usage(finish),
-            });
-            out.full(FullResponse::json(200, &body));
+            return;
         }
+        let choice = match self.kind {
+            Kind::Chat => json!({
+                "index": 0,
+                "message": {"role": "assistant", "content": self.content},
+                "logprobs": null,
+                "finish_reason": reason,
+            }),
+            Kind::Completion => json!({"index": 0, "text": self.content, "logprobs": null, "finish_reason": reason}),
+        };
+        let body = json!({
+            "id": self.id, "object": self.object(), "created": self.created, "model": self.model,
+            "choices": [choice],
+            "usage": usage(finish),
+        });
+        let mut response = FullResponse::json(200, &body);
+        response.headers = std::mem::take(&mut self.warnings);
+        out.full(response);
     }
 
     fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
         let err = ApiError::from_engine(FLAVOR, error);
         if self.head_sent {
-            Self::send_event(out, &err.body());
+            Self::send(out, &err.body());
             out.chunk(b"data: [DONE]\n\n");
             out.end_stream();
         } else {
@@ -247,7 +317,6 @@ impl Responder for ChatResponder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::FullResponse;
 
     #[derive(Default)]
     struct Capture(Vec<u8>);
@@ -261,29 +330,33 @@ mod tests {
         fn full(&mut self, _: FullResponse) {}
     }
 
-    #[test]
-    fn the_hand_written_token_event_equals_the_json_tree_version() {
-        let mut r = ChatResponder {
-            id: "chatcmpl-7".into(),
-            created: 1700000000,
+    fn responder(kind: Kind) -> OpenAiResponder {
+        OpenAiResponder {
+            kind,
+            id: "x-7".into(),
+            created: 1_700_000_000,
             model: "qwen \"2.5\"".into(),
             stream: true,
+            include_usage: false,
+            warnings: Vec::new(),
             head_sent: true,
             content: String::new(),
+            stop: StopMatcher::default(),
             event: Vec::new(),
-        };
-        let mut out = Capture::default();
-        r.text("a \"quoted\"\n 你好 🚀", &mut out);
-        let text = String::from_utf8(out.0).unwrap();
-        let payload = text
-            .strip_prefix("data: ")
-            .unwrap()
-            .strip_suffix("\n\n")
-            .unwrap();
-        let parsed: Value = serde_json::from_str(payload).unwrap();
-        assert_eq!(
-            parsed,
-            r.chunk(json!({"content": "a \"quoted\"\n 你好 🚀"}), None)
-        );
+        }
+    }
+
+    #[test]
+    fn the_hand_written_token_event_equals_the_json_tree_version() {
+        for kind in [Kind::Chat, Kind::Completion] {
+            let mut r = responder(kind);
+            let mut out = Capture::default();
+            let text = "a \"quoted\"\n 你好 🚀";
+            r.write_text_event(text, &mut out);
+            let s = String::from_utf8(out.0).unwrap();
+            let payload = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+            let parsed: Value = serde_json::from_str(payload).unwrap();
+            assert_eq!(parsed, r.chunk(Some(text), None), "{kind:?}");
+        }
     }
 }

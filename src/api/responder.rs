@@ -17,12 +17,20 @@ pub trait ResponseOut {
     fn full(&mut self, response: FullResponse);
 }
 
+/// What the responder wants after a piece of text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    /// A stop sequence matched: end the generation (reported as a normal stop).
+    Stop,
+}
+
 /// Formats one generation for one API. Exactly one of `finished` / `failed` is called last, and
 /// it must complete the response (`end_stream` or `full`).
 pub trait Responder {
     /// The runtime has started this request (it left the queue).
     fn started(&mut self, out: &mut dyn ResponseOut);
-    fn text(&mut self, text: &str, out: &mut dyn ResponseOut);
+    fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next;
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut);
     fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut);
 }

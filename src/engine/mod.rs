@@ -165,6 +165,13 @@ impl Engine {
         }
     }
 
+    /// Ends the running job `id` early as a normal stop (a stop sequence matched).
+    pub fn stop(&mut self, id: JobId, now: Instant) {
+        if self.is_current(id) {
+            self.abort_running(FinishReason::Stop, now);
+        }
+    }
+
     /// Drains the worker's messages after a wake; the events go to `out` in order.
     pub fn on_wake(&mut self, now: Instant, out: &mut Vec<Event>) {
         // Clear before draining: a message sent during the drain wakes us again.

@@ -15,7 +15,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conn::{Conn, Phase, ReadOutcome};
 use super::signals::{SignalAction, Signals};
 use super::stream::{Peer, Stream};
-use crate::api::{self, Ctx, Reply};
+use crate::api::{self, Ctx, Next, Reply};
 use crate::config::Config;
 use crate::engine::{Engine, Event, JobId, State};
 use crate::http::{self, Limits, Progress, RequestParser};
@@ -74,6 +74,9 @@ pub struct EventLoop {
     report: Report,
     ready_notified: bool,
     engine_events: Vec<Event>,
+    load_time: Option<std::time::Duration>,
+    sampling: crate::runtime::Sampling,
+    caps: crate::runtime::Capabilities,
     /// Connections that got output from engine events; flushed once per batch, not per token.
     dirty: Vec<Token>,
 }
@@ -101,6 +104,7 @@ impl EventLoop {
             SIGNALS,
             Interest::READABLE,
         )?;
+        let sampling = super::sampling_of(&cfg);
         let limits = Limits {
             max_head_bytes: Limits::default().max_head_bytes,
             max_body_bytes: cfg.max_body_bytes,
@@ -124,6 +128,9 @@ impl EventLoop {
             report: Report::default(),
             ready_notified: false,
             engine_events: Vec::new(),
+            load_time: None,
+            sampling,
+            caps: crate::runtime::capabilities(),
             dirty: Vec::new(),
         })
     }
@@ -385,6 +392,7 @@ impl EventLoop {
         for event in events.drain(..) {
             match event {
                 Event::Ready { load_time } => {
+                    self.load_time = Some(load_time);
                     log::info!("model loaded in {:.2} s; ready", load_time.as_secs_f32());
                     if !self.ready_notified {
                         self.ready_notified = true;
@@ -411,18 +419,19 @@ impl EventLoop {
                         self.fail_engine(now);
                     }
                 }
-                Event::Started { id } => {
-                    self.with_job(id, false, |conn, r| r.started(&mut conn.out()))
-                }
-                Event::Text { id, text } => {
-                    self.with_job(id, false, |conn, r| r.text(&text, &mut conn.out()))
-                }
-                Event::Finished { id, finish } => {
-                    self.with_job(id, true, |conn, r| r.finished(&finish, &mut conn.out()))
-                }
-                Event::Failed { id, error } => {
-                    self.with_job(id, true, |conn, r| r.failed(&error, &mut conn.out()))
-                }
+                Event::Started { id } => self.with_job(id, false, |conn, r| {
+                    r.started(&mut conn.out());
+                    Next::Continue
+                }),
+                Event::Text { id, text } => self.with_job(id, false, |conn, r| r.text(&text, &mut conn.out())),
+                Event::Finished { id, finish } => self.with_job(id, true, |conn, r| {
+                    r.finished(&finish, &mut conn.out());
+                    Next::Continue
+                }),
+                Event::Failed { id, error } => self.with_job(id, true, |conn, r| {
+                    r.failed(&error, &mut conn.out());
+                    Next::Continue
+                }),
             }
         }
     }
@@ -435,12 +444,7 @@ impl EventLoop {
     }
 
     /// Hands a job's event to its connection's responder, then flushes.
-    fn with_job(
-        &mut self,
-        id: JobId,
-        last: bool,
-        f: impl FnOnce(&mut Conn, &mut dyn api::Responder),
-    ) {
+    fn with_job(&mut self, id: JobId, last: bool, f: impl FnOnce(&mut Conn, &mut dyn api::Responder) -> Next) {
         let Some(&token) = self.jobs.get(&id) else {
             return;
         };
@@ -454,7 +458,9 @@ impl EventLoop {
             return;
         };
         let mut responder = std::mem::replace(responder, Box::new(Detached));
-        f(conn, responder.as_mut());
+        if f(conn, responder.as_mut()) == Next::Stop {
+            self.engine.stop(id, Instant::now());
+        }
         if last {
             conn.phase = Phase::Reading;
             conn.request_since = None;
@@ -609,7 +615,12 @@ impl EventLoop {
             running: self.engine.running().is_some(),
             connections: self.conns.len(),
             started: self.started,
+            load_time: self.load_time,
+            model_path: &self.cfg.model,
             max_new_tokens: self.cfg.max_new_tokens,
+            max_context_len: self.cfg.max_context_len,
+            sampling: self.sampling,
+            caps: self.caps,
         };
         let job_id = self.next_job;
         let reply = api::route(&req, &ctx, job_id);
@@ -716,7 +727,9 @@ struct Detached;
 
 impl api::Responder for Detached {
     fn started(&mut self, _: &mut dyn api::ResponseOut) {}
-    fn text(&mut self, _: &str, _: &mut dyn api::ResponseOut) {}
+    fn text(&mut self, _: &str, _: &mut dyn api::ResponseOut) -> Next {
+        Next::Continue
+    }
     fn finished(&mut self, _: &crate::engine::Finish, _: &mut dyn api::ResponseOut) {}
     fn failed(&mut self, _: &crate::engine::EngineError, _: &mut dyn api::ResponseOut) {}
 }

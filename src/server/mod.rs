@@ -105,20 +105,24 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     Ok(ending)
 }
 
+fn sampling_of(cfg: &Config) -> Sampling {
+    Sampling {
+        top_k: cfg.top_k,
+        top_p: cfg.top_p,
+        temperature: cfg.temperature,
+        repeat_penalty: cfg.repeat_penalty,
+        frequency_penalty: cfg.frequency_penalty,
+        presence_penalty: cfg.presence_penalty,
+    }
+}
+
 fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
         init: InitConfig {
             model_path: cfg.model.clone(),
             max_context_len: cfg.max_context_len,
             max_new_tokens: cfg.max_new_tokens,
-            sampling: Sampling {
-                top_k: cfg.top_k,
-                top_p: cfg.top_p,
-                temperature: cfg.temperature,
-                repeat_penalty: cfg.repeat_penalty,
-                frequency_penalty: cfg.frequency_penalty,
-                presence_penalty: cfg.presence_penalty,
-            },
+            sampling: sampling_of(cfg),
             base_domain_id: 0,
         },
         queue_size: cfg.queue_size,
