@@ -12,5 +12,6 @@ pub mod error;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod runtime;
 pub mod server;

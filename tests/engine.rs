@@ -401,23 +401,30 @@ fn max_new_tokens_caps_the_answer_under_both_abis() {
 }
 
 #[test]
-fn a_prompt_longer_than_the_context_fails_with_a_runtime_error() {
+fn a_prompt_longer_than_the_context_is_reported_as_such() {
     let mut h = Harness::new("ctx", &[], |c| c.init.max_context_len = 64);
     h.wait_ready();
     h.engine
         .submit(Job::new(1, "word ".repeat(200)), Instant::now())
         .unwrap();
     let (_, events) = h.run_to_end(1);
-    assert!(
-        events.iter().any(|e| matches!(
-            e,
-            Event::Failed {
-                id: 1,
-                error: EngineError::Runtime(_)
-            }
-        )),
-        "{events:?}"
-    );
+    let error = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed { id: 1, error } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("the run failed");
+    let EngineError::PromptTooLong {
+        estimated_tokens,
+        prompt_bytes,
+        max_context,
+    } = error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!((prompt_bytes, max_context), (1000, 64));
+    assert!(estimated_tokens > 64, "{estimated_tokens}");
     assert_eq!(h.engine.state(), &State::Ready);
 }
 

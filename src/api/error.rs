@@ -29,6 +29,8 @@ pub struct ApiError {
     pub kind: &'static str,
     pub message: String,
     pub param: Option<String>,
+    /// OpenAI's machine-readable `code`, when one applies.
+    pub code: Option<&'static str>,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -40,6 +42,7 @@ impl ApiError {
             kind,
             message,
             param: None,
+            code: None,
             headers: Vec::new(),
         }
     }
@@ -106,9 +109,14 @@ impl ApiError {
                 (503, "server_error")
             }
             EngineError::ShuttingDown => (503, "server_shutting_down"),
+            EngineError::PromptTooLong { .. } => (400, "invalid_request_error"),
             EngineError::Runtime(_) => (500, "runtime_error"),
         };
         let mut e = ApiError::new(flavor, status, kind, err.to_string());
+        if let EngineError::PromptTooLong { .. } = err {
+            e.param = Some("messages".into());
+            e.code = Some("context_length_exceeded");
+        }
         if matches!(
             err,
             EngineError::QueueFull { .. } | EngineError::QueueTimeout { .. } | EngineError::Loading
@@ -121,7 +129,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         match self.flavor {
             Flavor::OpenAi => json!({
-                "error": {"message": self.message, "type": self.kind, "param": self.param, "code": null}
+                "error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}
             }),
             Flavor::Ollama => json!({"error": self.message}),
         }

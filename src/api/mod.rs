@@ -4,6 +4,7 @@
 
 mod error;
 mod health;
+mod metrics;
 mod openai;
 mod params;
 mod responder;
@@ -37,6 +38,7 @@ pub struct Ctx<'a> {
     /// The configured sampling, which requests may override on ABI 1.3.
     pub sampling: Sampling,
     pub caps: Capabilities,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 impl Ctx<'_> {
@@ -74,6 +76,7 @@ impl FullResponse {
 
 const ROUTES: &[(&str, &[Method])] = &[
     ("/health", &[Method::Get]),
+    ("/metrics", &[Method::Get]),
     ("/v1/models", &[Method::Get]),
     ("/v1/chat/completions", &[Method::Post]),
     ("/v1/completions", &[Method::Post]),
@@ -83,6 +86,7 @@ const ROUTES: &[(&str, &[Method])] = &[
 pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     let result = match (&req.method, req.path.as_str()) {
         (Method::Get, "/health") => Ok(Reply::Full(health::handle(ctx))),
+        (Method::Get, "/metrics") => Ok(Reply::Full(metrics::handle(ctx))),
         (Method::Get, "/v1/models") => Ok(Reply::Full(openai::models(ctx))),
         (Method::Get, path) if path.starts_with("/v1/models/") => {
             openai::model(ctx, &path["/v1/models/".len()..]).map(Reply::Full)
@@ -92,6 +96,17 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
         (_, path) => Err(not_routed(&req.method, path)),
     };
     result.unwrap_or_else(|e| Reply::Full(e.response()))
+}
+
+/// The endpoint label for metrics: a routed path, or "other" (never a client's raw path).
+pub fn endpoint_label(path: &str) -> &'static str {
+    if path.starts_with("/v1/models/") {
+        return "/v1/models";
+    }
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("other", |(p, _)| p)
 }
 
 fn not_routed(method: &Method, path: &str) -> ApiError {

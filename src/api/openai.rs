@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
-use super::{ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher};
+use super::{
+    ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher,
+};
 use crate::engine::{EngineError, Finish, FinishReason, Job};
 use crate::http::Request;
 
@@ -34,7 +36,11 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     let messages = match f.array("messages")? {
         Some(m) if !m.is_empty() => m,
         Some(_) | None => {
-            return Err(ApiError::bad_request(FLAVOR, "'messages' must be a non-empty array", Some("messages")))
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'messages' must be a non-empty array",
+                Some("messages"),
+            ))
         }
     };
     let prompt = last_user_text(messages)?;
@@ -50,18 +56,38 @@ pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, Ap
             items[0].as_str().unwrap_or_default().to_owned()
         }
         Some(Value::Array(_)) => {
-            return Err(ApiError::bad_request(FLAVOR, "'prompt' must be one string: batches are not supported", Some("prompt")))
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'prompt' must be one string: batches are not supported",
+                Some("prompt"),
+            ))
         }
-        None | Some(Value::Null) => return Err(ApiError::bad_request(FLAVOR, "'prompt' is required", Some("prompt"))),
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'prompt' is required",
+                Some("prompt"),
+            ))
+        }
         Some(_) => return Err(f.wrong_type("prompt", "a string")),
     };
     generate(&f, ctx, job_id, prompt, Kind::Completion)
 }
 
-fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, job_id: u64, prompt: String, kind: Kind) -> Result<Reply, ApiError> {
+fn generate(
+    f: &Fields<'_>,
+    ctx: &Ctx<'_>,
+    job_id: u64,
+    prompt: String,
+    kind: Kind,
+) -> Result<Reply, ApiError> {
     let model = check_model(ctx, f)?;
     if f.count("n")?.is_some_and(|n| n > 1) {
-        return Err(ApiError::bad_request(FLAVOR, "'n' greater than 1 is not supported", Some("n")));
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "'n' greater than 1 is not supported",
+            Some("n"),
+        ));
     }
     let stream = f.bool("stream")?.unwrap_or(false);
     let include_usage = match f.object("stream_options")? {
@@ -93,7 +119,10 @@ fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, job_id: u64, prompt: String, kind: Ki
         stop: StopMatcher::new(params.stop),
         event: Vec::new(),
     };
-    Ok(Reply::Generate { job, responder: Box::new(responder) })
+    Ok(Reply::Generate {
+        job,
+        responder: Box::new(responder),
+    })
 }
 
 /// The newest user turn's text. Content is a string or a list of parts whose text parts count.
@@ -102,7 +131,9 @@ fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
         .iter()
         .rev()
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .ok_or_else(|| ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages")))?;
+        .ok_or_else(|| {
+            ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages"))
+        })?;
     match last.get("content") {
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => {
@@ -113,7 +144,7 @@ fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
                     Some(other) => {
                         return Err(ApiError::bad_request(
                             FLAVOR,
-                            format!("content parts of type '{other}' are not supported by this model"),
+                            format!("'messages': content parts of type '{other}' are not supported by this model"),
                             Some("messages"),
                         ))
                     }
@@ -131,7 +162,9 @@ fn wrong(field: &str, expected: &str) -> ApiError {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn finish_reason(reason: FinishReason) -> &'static str {
@@ -145,7 +178,9 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 /// the runtime prefilled: a prompt prefix it reused from its cache is not counted again.
 fn usage(finish: &Finish) -> Value {
     let prompt = finish.perf.map_or(0, |p| p.prefill_tokens);
-    let completion = finish.perf.map_or(finish.generated_tokens, |p| p.generate_tokens);
+    let completion = finish
+        .perf
+        .map_or(finish.generated_tokens, |p| p.generate_tokens);
     json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
 }
 
@@ -187,7 +222,9 @@ impl OpenAiResponder {
                 let delta = text.map_or(json!({}), |t| json!({"content": t}));
                 json!({"index": 0, "delta": delta, "finish_reason": finish})
             }
-            Kind::Completion => json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}),
+            Kind::Completion => {
+                json!({"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish})
+            }
         };
         json!({"id": self.id, "object": self.object(), "created": self.created, "model": self.model, "choices": [choice]})
     }
@@ -213,13 +250,17 @@ impl OpenAiResponder {
         e.extend_from_slice(b",\"model\":");
         let _ = serde_json::to_writer(&mut *e, &self.model);
         match self.kind {
-            Kind::Chat => e.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":"),
+            Kind::Chat => {
+                e.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":")
+            }
             Kind::Completion => e.extend_from_slice(b",\"choices\":[{\"index\":0,\"text\":"),
         }
         let _ = serde_json::to_writer(&mut *e, text);
         match self.kind {
             Kind::Chat => e.extend_from_slice(b"},\"finish_reason\":null}]}\n\n"),
-            Kind::Completion => e.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":null}]}\n\n"),
+            Kind::Completion => {
+                e.extend_from_slice(b",\"logprobs\":null,\"finish_reason\":null}]}\n\n")
+            }
         }
         out.chunk(&self.event);
     }
@@ -269,7 +310,11 @@ impl Responder for OpenAiResponder {
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
         let rest = self.stop.finish();
         self.emit(&rest, out);
-        let reason = if self.stop.matched() { "stop" } else { finish_reason(finish.reason) };
+        let reason = if self.stop.matched() {
+            "stop"
+        } else {
+            finish_reason(finish.reason)
+        };
         if self.stream {
             self.ensure_head(out);
             Self::send(out, &self.chunk(None, Some(reason)));
@@ -290,7 +335,9 @@ impl Responder for OpenAiResponder {
                 "logprobs": null,
                 "finish_reason": reason,
             }),
-            Kind::Completion => json!({"index": 0, "text": self.content, "logprobs": null, "finish_reason": reason}),
+            Kind::Completion => {
+                json!({"index": 0, "text": self.content, "logprobs": null, "finish_reason": reason})
+            }
         };
         let body = json!({
             "id": self.id, "object": self.object(), "created": self.created, "model": self.model,
@@ -354,7 +401,11 @@ mod tests {
             let text = "a \"quoted\"\n 你好 🚀";
             r.write_text_event(text, &mut out);
             let s = String::from_utf8(out.0).unwrap();
-            let payload = s.strip_prefix("data: ").unwrap().strip_suffix("\n\n").unwrap();
+            let payload = s
+                .strip_prefix("data: ")
+                .unwrap()
+                .strip_suffix("\n\n")
+                .unwrap();
             let parsed: Value = serde_json::from_str(payload).unwrap();
             assert_eq!(parsed, r.chunk(Some(text), None), "{kind:?}");
         }

@@ -20,8 +20,16 @@ pub struct Fields<'a> {
 impl<'a> Fields<'a> {
     pub fn parse_body(body: &'a Value, flavor: Flavor) -> Result<Fields<'a>, ApiError> {
         match body.as_object() {
-            Some(obj) => Ok(Fields { obj, flavor, prefix: "" }),
-            None => Err(ApiError::bad_request(flavor, "the request body must be a JSON object", None)),
+            Some(obj) => Ok(Fields {
+                obj,
+                flavor,
+                prefix: "",
+            }),
+            None => Err(ApiError::bad_request(
+                flavor,
+                "the request body must be a JSON object",
+                None,
+            )),
         }
     }
 
@@ -31,7 +39,11 @@ impl<'a> Fields<'a> {
 
     pub fn wrong_type(&self, name: &str, expected: &str) -> ApiError {
         let field = format!("{}{name}", self.prefix);
-        ApiError::bad_request(self.flavor, format!("'{field}' must be {expected}"), Some(&field))
+        ApiError::bad_request(
+            self.flavor,
+            format!("'{field}' must be {expected}"),
+            Some(&field),
+        )
     }
 
     pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
@@ -53,7 +65,11 @@ impl<'a> Fields<'a> {
     pub fn object(&self, name: &str) -> Result<Option<Fields<'a>>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Object(obj)) => Ok(Some(Fields { obj, flavor: self.flavor, prefix: self.prefix })),
+            Some(Value::Object(obj)) => Ok(Some(Fields {
+                obj,
+                flavor: self.flavor,
+                prefix: self.prefix,
+            })),
             Some(_) => Err(self.wrong_type(name, "an object")),
         }
     }
@@ -80,7 +96,10 @@ impl<'a> Fields<'a> {
     pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| self.wrong_type(name, "an integer")),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(name, "an integer")),
         }
     }
 
@@ -102,7 +121,11 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) => Ok(vec![s.clone()]),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| self.wrong_type(name, "a string or an array of strings")))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| self.wrong_type(name, "a string or an array of strings"))
+                })
                 .collect(),
             Some(_) => Err(self.wrong_type(name, "a string or an array of strings")),
         }
@@ -126,7 +149,9 @@ impl SamplingRequest {
         Ok(SamplingRequest {
             temperature: f.number("temperature", 0.0, 2.0)?,
             top_p: f.number("top_p", 0.0, 1.0)?,
-            top_k: f.int("top_k")?.map(|k| i32::try_from(k.max(0)).unwrap_or(i32::MAX)),
+            top_k: f
+                .int("top_k")?
+                .map(|k| i32::try_from(k.max(0)).unwrap_or(i32::MAX)),
             repeat_penalty: f.number("repeat_penalty", 0.0, 10.0)?,
             frequency_penalty: f.number("frequency_penalty", -2.0, 2.0)?,
             presence_penalty: f.number("presence_penalty", -2.0, 2.0)?,
@@ -164,7 +189,13 @@ impl GenParams {
         let mut warnings = Vec::new();
         job.max_new_tokens = self.max_tokens.map(|n| n.min(ctx.max_new_tokens));
         if self.max_tokens.is_some_and(|n| n > ctx.max_new_tokens) {
-            warnings.push((WARNING_HEADER, format!("max_tokens capped at the daemon's max-new-tokens ({})", ctx.max_new_tokens)));
+            warnings.push((
+                WARNING_HEADER,
+                format!(
+                    "max_tokens capped at the daemon's max-new-tokens ({})",
+                    ctx.max_new_tokens
+                ),
+            ));
         }
         if !self.sampling.is_empty() {
             if ctx.caps.run_sampling {
@@ -177,7 +208,10 @@ impl GenParams {
             }
         }
         if self.seed.is_some() {
-            warnings.push((WARNING_HEADER, "seed is not supported by the RKLLM runtime and was ignored".into()));
+            warnings.push((
+                WARNING_HEADER,
+                "seed is not supported by the RKLLM runtime and was ignored".into(),
+            ));
         }
         warnings
     }
@@ -195,6 +229,14 @@ pub fn check_model(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<String, ApiError> {
 /// Parses a JSON body; an error names the position.
 pub fn parse_json(body: &[u8], flavor: Flavor) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(flavor, format!("invalid JSON at line {} column {}: {e}", e.line(), e.column()), None)
+        ApiError::bad_request(
+            flavor,
+            format!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+            None,
+        )
     })
 }

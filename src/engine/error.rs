@@ -18,6 +18,12 @@ pub enum EngineError {
     Wedged,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// The runtime refused a prompt that (by our estimate) does not fit its context.
+    PromptTooLong {
+        estimated_tokens: u64,
+        prompt_bytes: usize,
+        max_context: u32,
+    },
     /// The runtime failed the run.
     Runtime(RuntimeError),
     /// The inference thread is gone (it panicked or exited).
@@ -47,6 +53,11 @@ impl fmt::Display for EngineError {
                 "the runtime stopped responding; the daemon must be restarted"
             ),
             EngineError::ShuttingDown => write!(f, "the daemon is shutting down"),
+            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context } => write!(
+                f,
+                "the prompt does not fit the model's context: about {estimated_tokens} tokens ({prompt_bytes} bytes) \
+                 for a context of {max_context} tokens"
+            ),
             EngineError::Runtime(e) => write!(f, "generation failed: {e}"),
             EngineError::WorkerGone => write!(f, "the inference thread is gone"),
         }

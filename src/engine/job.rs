@@ -88,7 +88,8 @@ pub(super) enum WorkerMsg {
     },
     Done {
         id: JobId,
-        result: Result<RunSummary, RuntimeError>,
+        /// On failure, with the tokens generated before it.
+        result: Result<RunSummary, (RuntimeError, u32)>,
     },
     Stopped,
 }

@@ -87,7 +87,7 @@ fn run_job(
     job: &Job,
     notify: &Notifier,
     cancelled: &AtomicU64,
-) -> Result<RunSummary, crate::runtime::RuntimeError> {
+) -> Result<RunSummary, (crate::runtime::RuntimeError, u32)> {
     // The loop may cancel a job it has handed over before the runtime started it; an
     // rkllm_abort at that moment finds nothing to abort, so the flag is checked here too.
     let is_cancelled = || cancelled.load(Ordering::Acquire) == job.id;
@@ -99,7 +99,7 @@ fn run_job(
         });
     }
     if job.clear_cache {
-        runtime.clear_kv_cache(false)?;
+        runtime.clear_kv_cache(false).map_err(|e| (e, 0))?;
     }
     let cap = job.max_new_tokens.unwrap_or(init_cap).min(init_cap.max(1));
     let req = RunRequest {
@@ -138,7 +138,7 @@ fn run_job(
             text: rest,
         });
     }
-    let perf = match end? {
+    let perf = match end.map_err(|e| (e, generated))? {
         RunEnd::Finished(perf) => Some(perf),
         RunEnd::Paused => None,
     };

@@ -48,6 +48,9 @@ pub struct Conn {
     pub request_since: Option<Instant>,
     /// When our write side was shut down in `Closing` (linger timer).
     pub lingering_since: Option<Instant>,
+    /// Metrics label of the request being answered, and the status it got (taken when counted).
+    pub endpoint: &'static str,
+    pub status: Option<u16>,
 }
 
 pub enum ReadOutcome {
@@ -76,6 +79,8 @@ impl Conn {
             idle_since: now,
             request_since: None,
             lingering_since: None,
+            endpoint: "other",
+            status: None,
         }
     }
 
@@ -168,6 +173,7 @@ impl Conn {
             self.version,
         );
         self.response_done = true;
+        self.status = Some(response.status);
     }
 }
 
@@ -190,6 +196,7 @@ impl ResponseOut for ConnOut<'_> {
             c.keep_alive = false;
         }
         c.encoding = Some(encoding);
+        c.status = Some(status);
     }
 
     fn chunk(&mut self, data: &[u8]) {

@@ -77,6 +77,7 @@ pub struct EventLoop {
     load_time: Option<std::time::Duration>,
     sampling: crate::runtime::Sampling,
     caps: crate::runtime::Capabilities,
+    metrics: crate::metrics::Metrics,
     /// Connections that got output from engine events; flushed once per batch, not per token.
     dirty: Vec<Token>,
 }
@@ -129,6 +130,7 @@ impl EventLoop {
             ready_notified: false,
             engine_events: Vec::new(),
             load_time: None,
+            metrics: crate::metrics::Metrics::default(),
             sampling,
             caps: crate::runtime::capabilities(),
             dirty: Vec::new(),
@@ -268,6 +270,7 @@ impl EventLoop {
                 self.cfg.max_connections
             );
             let _ = stream.write(http::TOO_MANY_CONNECTIONS);
+            self.metrics.connections_refused += 1;
             return;
         }
         let token = Token(self.next_token);
@@ -283,10 +286,14 @@ impl EventLoop {
         }
         let parser = RequestParser::new(self.limits);
         let conn = if refused {
+            self.metrics.connections_refused += 1;
             Conn::refusal(stream, peer, parser, FORBIDDEN, now)
         } else {
             Conn::new(stream, peer, parser, now)
         };
+        if !refused {
+            self.metrics.connections_accepted += 1;
+        }
         self.conns.insert(token, conn);
         // Edge-triggered: data that arrived before registration must be read now.
         self.on_conn_event(token, true, false, now);
@@ -390,6 +397,14 @@ impl EventLoop {
 
     fn route_engine_events(&mut self, events: &mut Vec<Event>, now: Instant) {
         for event in events.drain(..) {
+            match &event {
+                Event::Finished { finish, .. } => self.metrics.record_finish(finish),
+                Event::Failed {
+                    error: crate::engine::EngineError::Runtime(_),
+                    ..
+                } => self.metrics.runtime_errors += 1,
+                _ => {}
+            }
             match event {
                 Event::Ready { load_time } => {
                     self.load_time = Some(load_time);
@@ -423,7 +438,9 @@ impl EventLoop {
                     r.started(&mut conn.out());
                     Next::Continue
                 }),
-                Event::Text { id, text } => self.with_job(id, false, |conn, r| r.text(&text, &mut conn.out())),
+                Event::Text { id, text } => {
+                    self.with_job(id, false, |conn, r| r.text(&text, &mut conn.out()))
+                }
                 Event::Finished { id, finish } => self.with_job(id, true, |conn, r| {
                     r.finished(&finish, &mut conn.out());
                     Next::Continue
@@ -444,7 +461,12 @@ impl EventLoop {
     }
 
     /// Hands a job's event to its connection's responder, then flushes.
-    fn with_job(&mut self, id: JobId, last: bool, f: impl FnOnce(&mut Conn, &mut dyn api::Responder) -> Next) {
+    fn with_job(
+        &mut self,
+        id: JobId,
+        last: bool,
+        f: impl FnOnce(&mut Conn, &mut dyn api::Responder) -> Next,
+    ) {
         let Some(&token) = self.jobs.get(&id) else {
             return;
         };
@@ -462,6 +484,9 @@ impl EventLoop {
             self.engine.stop(id, Instant::now());
         }
         if last {
+            if let Some(status) = conn.status.take() {
+                self.metrics.record_response(conn.endpoint, status);
+            }
             conn.phase = Phase::Reading;
             conn.request_since = None;
             conn.idle_since = Instant::now();
@@ -573,14 +598,26 @@ impl EventLoop {
                     conn.keep_alive = req.keep_alive && self.shutdown.is_none();
                     conn.version = req.version;
                     conn.response_done = false;
+                    conn.endpoint = api::endpoint_label(&req.path);
                     self.answer(token, req, now);
+                    self.record_response(token);
                 }
                 Err(e) => {
                     log::debug!("bad request: {e}");
                     http::write_error(&mut conn.wbuf, &e, conn.version);
                     conn.phase = Phase::Closing;
+                    self.metrics.record_response("other", e.status());
                     return;
                 }
+            }
+        }
+    }
+
+    /// Counts the current response of `token` once its status is known.
+    fn record_response(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(&token) {
+            if let Some(status) = conn.status.take() {
+                self.metrics.record_response(conn.endpoint, status);
             }
         }
     }
@@ -621,6 +658,7 @@ impl EventLoop {
             max_context_len: self.cfg.max_context_len,
             sampling: self.sampling,
             caps: self.caps,
+            metrics: &self.metrics,
         };
         let job_id = self.next_job;
         let reply = api::route(&req, &ctx, job_id);
@@ -647,6 +685,9 @@ impl EventLoop {
                         self.jobs.insert(job_id, token);
                     }
                     Err(e) => {
+                        if matches!(e, crate::engine::EngineError::QueueFull { .. }) {
+                            self.metrics.queue_rejections += 1;
+                        }
                         responder.failed(&e, &mut conn.out());
                         conn.request_since = None;
                         conn.idle_since = now;

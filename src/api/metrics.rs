@@ -1,0 +1,125 @@
+//! `GET /metrics` in the Prometheus text exposition format (0.0.4).
+
+use std::fmt::Write;
+
+use super::{Ctx, FullResponse};
+use crate::metrics::{Histogram, BUCKETS};
+
+pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
+    let m = ctx.metrics;
+    let mut out = String::with_capacity(2048);
+    header(
+        &mut out,
+        "rkllmd_requests_total",
+        "counter",
+        "HTTP responses by endpoint and status.",
+    );
+    for ((endpoint, status), n) in &m.requests {
+        let _ = writeln!(
+            out,
+            "rkllmd_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
+        );
+    }
+    gauge(
+        &mut out,
+        "rkllmd_queue_depth",
+        "Requests waiting for the runtime.",
+        ctx.queue_depth as u64,
+    );
+    gauge(
+        &mut out,
+        "rkllmd_running",
+        "Generations running now (0 or 1).",
+        u64::from(ctx.running),
+    );
+    gauge(
+        &mut out,
+        "rkllmd_connections",
+        "Open client connections.",
+        ctx.connections as u64,
+    );
+    counter(
+        &mut out,
+        "rkllmd_connections_accepted_total",
+        "Client connections accepted.",
+        m.connections_accepted,
+    );
+    counter(
+        &mut out,
+        "rkllmd_connections_refused_total",
+        "Connections refused (limit or credentials).",
+        m.connections_refused,
+    );
+    counter(
+        &mut out,
+        "rkllmd_tokens_prefilled_total",
+        "Prompt tokens the runtime prefilled.",
+        m.tokens_prefilled,
+    );
+    counter(
+        &mut out,
+        "rkllmd_tokens_generated_total",
+        "Tokens the runtime generated.",
+        m.tokens_generated,
+    );
+    histogram(
+        &mut out,
+        "rkllmd_prefill_seconds",
+        "Prefill time per request, from the runtime.",
+        &m.prefill_seconds,
+    );
+    histogram(
+        &mut out,
+        "rkllmd_decode_seconds",
+        "Decode time per request, from the runtime.",
+        &m.decode_seconds,
+    );
+    counter(
+        &mut out,
+        "rkllmd_aborts_total",
+        "Generations aborted (client gone, timeout, shutdown).",
+        m.aborts,
+    );
+    counter(
+        &mut out,
+        "rkllmd_runtime_errors_total",
+        "Runs the runtime failed.",
+        m.runtime_errors,
+    );
+    counter(
+        &mut out,
+        "rkllmd_queue_rejections_total",
+        "Requests refused because the queue was full.",
+        m.queue_rejections,
+    );
+    FullResponse {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        headers: Vec::new(),
+        body: out.into_bytes(),
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    header(out, name, "histogram", help);
+    for (bound, n) in BUCKETS.iter().zip(h.buckets.iter()) {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum {}", h.sum);
+    let _ = writeln!(out, "{name}_count {}", h.count);
+}
