@@ -272,4 +272,92 @@ fn main() {
         format!("{:.0} tok/s", events as f64 / secs),
         "> 100000 tok/s",
     );
+    latency_rows(dir.path());
+}
+
+/// CLOCK_MONOTONIC in microseconds: the simulator's trace clock.
+fn monotonic_us() -> i64 {
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    ts.tv_sec() * 1_000_000 + ts.tv_nsec() / 1000
+}
+
+/// Latency added between the runtime's token callback and the bytes reaching the client, at
+/// demo speed; and the time from a request's arrival to the runtime's run call.
+fn latency_rows(dir: &std::path::Path) {
+    let model = write_model(dir, "demo-speed", &["answer_tokens_min = 60", "answer_tokens_max = 60", "decode_us_per_token = 59880", "vocabulary = alpha beta gamma delta"]);
+    let d = Daemon::builder("bench-latency").model(model).start_with_env("RKLLM_SIM_TRACE_TOKENS", "1");
+    let mut c = d.client();
+    c.send_post("/v1/chat/completions", &serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "bench"}]}));
+    c.read_head().unwrap();
+    let mut arrivals = Vec::new();
+    while let Some(chunk) = c.read_chunk() {
+        let at = monotonic_us();
+        let text = String::from_utf8_lossy(&chunk).into_owned();
+        if text.contains("\"content\":\"") && !text.contains("\"content\":\"\"") {
+            arrivals.push(at);
+        }
+    }
+    let callbacks: Vec<i64> = d.trace_of("callback").iter().filter(|l| l["state"] == "normal").map(|l| l["t_us"].as_i64().unwrap()).collect();
+    assert_eq!(callbacks.len(), arrivals.len(), "one SSE event per text callback");
+    let mut added: Vec<Duration> = callbacks.iter().zip(&arrivals).map(|(cb, at)| Duration::from_micros((at - cb).max(0) as u64)).collect();
+    added.sort();
+    row("callback to client bytes p50 (demo speed)", format!("{:.1} us", percentile(&added, 0.5).as_secs_f64() * 1e6), "(report)");
+    row("callback to client bytes p99 (demo speed)", format!("{:.1} us", percentile(&added, 0.99).as_secs_f64() * 1e6), "p99 < 100 us");
+    let (floor50, floor99) = wakeup_floor();
+    row("  same two wakeups with no work, p50/p99", format!("{:.0}/{:.0} us", floor50.as_secs_f64() * 1e6, floor99.as_secs_f64() * 1e6), "machine floor");
+    row("  rkllmd's own share of p50 (minus floor)", format!("{:.1} us", (percentile(&added, 0.5).as_secs_f64() - floor50.as_secs_f64()).max(0.0) * 1e6), "(report)");
+
+    let d = Daemon::builder("bench-dispatch").model(fast_model()).start();
+    let mut c = d.client();
+    let mut waits = Vec::new();
+    for i in 0..200 {
+        let sent = monotonic_us();
+        let r = c.post_json("/v1/chat/completions", &serde_json::json!({"max_tokens": 1, "messages": [{"role": "user", "content": format!("q{i}")}]}));
+        assert_eq!(r.status, 200);
+        let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"].as_i64().unwrap();
+        waits.push(Duration::from_micros((run - sent).max(0) as u64));
+    }
+    waits.sort();
+    row("request to rkllm_run p50 (idle daemon)", format!("{:.1} us", percentile(&waits, 0.5).as_secs_f64() * 1e6), "(report)");
+    row("request to rkllm_run p99 (idle daemon)", format!("{:.1} us", percentile(&waits, 0.99).as_secs_f64() * 1e6), "(report)");
+}
+
+/// The floor under "callback to client bytes" on this machine: the same two cross-thread
+/// wakeups (an eventfd into a sleeping poll loop, then a Unix socket into a blocked reader) with
+/// no work in between, at the same 60 ms spacing.
+fn wakeup_floor() -> (Duration, Duration) {
+    use std::io::Read;
+    let (mut tx, mut rx) = UnixStream::pair().unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let stamps = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let producer = {
+        let (waker, stamps) = (Arc::clone(&waker), Arc::clone(&stamps));
+        std::thread::spawn(move || {
+            for _ in 0..60 {
+                std::thread::sleep(Duration::from_micros(59_880));
+                stamps.lock().unwrap().push(monotonic_us());
+                waker.wake().unwrap();
+            }
+        })
+    };
+    let reader = std::thread::spawn(move || {
+        let mut arrivals = Vec::new();
+        let mut b = [0u8; 1];
+        while arrivals.len() < 60 && rx.read_exact(&mut b).is_ok() {
+            arrivals.push(monotonic_us());
+        }
+        arrivals
+    });
+    let mut events = mio::Events::with_capacity(4);
+    for _ in 0..60 {
+        poll.poll(&mut events, None).unwrap();
+        tx.write_all(b"x").unwrap();
+    }
+    producer.join().unwrap();
+    let arrivals = reader.join().unwrap();
+    let stamps = stamps.lock().unwrap().clone();
+    let mut d: Vec<Duration> = stamps.iter().zip(&arrivals).map(|(s, a)| Duration::from_micros((a - s).max(0) as u64)).collect();
+    d.sort();
+    (percentile(&d, 0.5), percentile(&d, 0.99))
 }

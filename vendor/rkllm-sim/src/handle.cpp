@@ -1,4 +1,5 @@
 // Run logic: prompt assembly, KV cache with prefix reuse, timing, faults and callbacks.
+#include <cstdlib>
 #include <cstddef>
 #include "rkllm.h"
 
@@ -117,7 +118,8 @@ Handle::Handle(int id, ModelConfig model, InitSettings settings, String trace_pa
     : id_(id),
       model_(std::move(model)),
       settings_(settings),
-      trace_path_(std::move(trace_path)) {
+      trace_path_(std::move(trace_path)),
+      trace_tokens_(std::getenv("RKLLM_SIM_TRACE_TOKENS") != nullptr) {
     tmpl_.system = kDefaultSystem;
     tmpl_.prefix = kDefaultPrefix;
     tmpl_.postfix = kDefaultPostfix;
@@ -453,6 +455,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         result.token_id = id;
         const bool waiting = ends_incomplete(pending);
         result.text = waiting ? "" : pending.c_str();
+        if (trace_tokens_ && !trace_path_.empty()) out.callback_stamps.emplace_back(now_us(), waiting);
         const int rc =
             deliver(req.userdata, result, waiting ? RKLLM_RUN_WAITING : RKLLM_RUN_NORMAL);
         if (!waiting) pending.clear();
@@ -483,6 +486,11 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
 
     if (!trace_path_.empty()) {
         try {
+            for (const auto& [t_us, waiting] : out.callback_stamps) {
+                JsonLine cb("callback", t_us);
+                cb.num("handle", id_).str("state", waiting ? "waiting" : "normal");
+                trace_write(trace_path_, cb.finish());
+            }
             JsonLine line("run_end");
             line.num("handle", id_)
                 .num("prefill_tokens", static_cast<int64_t>(out.prefilled))

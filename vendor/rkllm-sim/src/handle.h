@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <utility>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -63,6 +64,9 @@ struct Outcome {
     int64_t t_prefill_end = 0;
     Tokens cache;              // the KV cache after the run, unless it failed
     size_t cache_sys_len = 0;
+    // With RKLLM_SIM_TRACE_TOKENS: when each token callback was made (us) and whether it was
+    // WAITING; written to the trace after the run so the trace's I/O cannot slow the run.
+    Vec<std::pair<int64_t, bool>> callback_stamps;
 };
 
 class Handle {
@@ -130,6 +134,8 @@ private:
     const ModelConfig model_;
     const InitSettings settings_;
     const String trace_path_;
+    // RKLLM_SIM_TRACE_TOKENS set at init: also trace every token callback (latency benchmarks).
+    const bool trace_tokens_;
 
     // When the current run must stop (kNever: not requested). Written under mu_, read lock-free
     // by the running thread between tokens and delay slices.

@@ -54,10 +54,12 @@ void append_escaped(String& out, std::string_view s) {
 
 }  // namespace
 
-JsonLine::JsonLine(const char* fn) {
+JsonLine::JsonLine(const char* fn) : JsonLine(fn, now_us()) {}
+
+JsonLine::JsonLine(const char* fn, int64_t t_us) {
     out_ += '{';
     str("fn", fn);
-    num("t_us", now_us());
+    num("t_us", t_us);
 }
 
 void JsonLine::key(const char* k) {

@@ -12,6 +12,7 @@ namespace sim SIM_HIDDEN {
 class JsonLine {
 public:
     explicit JsonLine(const char* fn);
+    JsonLine(const char* fn, int64_t t_us);  // for an event stamped earlier
 
     JsonLine& str(const char* key, const char* value);  // NULL is written as null
     JsonLine& str(const char* key, std::string_view value);
