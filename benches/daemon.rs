@@ -284,10 +284,24 @@ fn monotonic_us() -> i64 {
 /// Latency added between the runtime's token callback and the bytes reaching the client, at
 /// demo speed; and the time from a request's arrival to the runtime's run call.
 fn latency_rows(dir: &std::path::Path) {
-    let model = write_model(dir, "demo-speed", &["answer_tokens_min = 60", "answer_tokens_max = 60", "decode_us_per_token = 59880", "vocabulary = alpha beta gamma delta"]);
-    let d = Daemon::builder("bench-latency").model(model).start_with_env("RKLLM_SIM_TRACE_TOKENS", "1");
+    let model = write_model(
+        dir,
+        "demo-speed",
+        &[
+            "answer_tokens_min = 60",
+            "answer_tokens_max = 60",
+            "decode_us_per_token = 59880",
+            "vocabulary = alpha beta gamma delta",
+        ],
+    );
+    let d = Daemon::builder("bench-latency")
+        .model(model)
+        .start_with_env("RKLLM_SIM_TRACE_TOKENS", "1");
     let mut c = d.client();
-    c.send_post("/v1/chat/completions", &serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "bench"}]}));
+    c.send_post(
+        "/v1/chat/completions",
+        &serde_json::json!({"stream": true, "messages": [{"role": "user", "content": "bench"}]}),
+    );
     c.read_head().unwrap();
     let mut arrivals = Vec::new();
     while let Some(chunk) = c.read_chunk() {
@@ -297,29 +311,77 @@ fn latency_rows(dir: &std::path::Path) {
             arrivals.push(at);
         }
     }
-    let callbacks: Vec<i64> = d.trace_of("callback").iter().filter(|l| l["state"] == "normal").map(|l| l["t_us"].as_i64().unwrap()).collect();
-    assert_eq!(callbacks.len(), arrivals.len(), "one SSE event per text callback");
-    let mut added: Vec<Duration> = callbacks.iter().zip(&arrivals).map(|(cb, at)| Duration::from_micros((at - cb).max(0) as u64)).collect();
+    let callbacks: Vec<i64> = d
+        .trace_of("callback")
+        .iter()
+        .filter(|l| l["state"] == "normal")
+        .map(|l| l["t_us"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        callbacks.len(),
+        arrivals.len(),
+        "one SSE event per text callback"
+    );
+    let mut added: Vec<Duration> = callbacks
+        .iter()
+        .zip(&arrivals)
+        .map(|(cb, at)| Duration::from_micros((at - cb).max(0) as u64))
+        .collect();
     added.sort();
-    row("callback to client bytes p50 (demo speed)", format!("{:.1} us", percentile(&added, 0.5).as_secs_f64() * 1e6), "(report)");
-    row("callback to client bytes p99 (demo speed)", format!("{:.1} us", percentile(&added, 0.99).as_secs_f64() * 1e6), "p99 < 100 us");
+    row(
+        "callback to client bytes p50 (demo speed)",
+        format!("{:.1} us", percentile(&added, 0.5).as_secs_f64() * 1e6),
+        "(report)",
+    );
+    row(
+        "callback to client bytes p99 (demo speed)",
+        format!("{:.1} us", percentile(&added, 0.99).as_secs_f64() * 1e6),
+        "p99 < 100 us",
+    );
     let (floor50, floor99) = wakeup_floor();
-    row("  same two wakeups with no work, p50/p99", format!("{:.0}/{:.0} us", floor50.as_secs_f64() * 1e6, floor99.as_secs_f64() * 1e6), "machine floor");
-    row("  rkllmd's own share of p50 (minus floor)", format!("{:.1} us", (percentile(&added, 0.5).as_secs_f64() - floor50.as_secs_f64()).max(0.0) * 1e6), "(report)");
+    row(
+        "  same two wakeups with no work, p50/p99",
+        format!(
+            "{:.0}/{:.0} us",
+            floor50.as_secs_f64() * 1e6,
+            floor99.as_secs_f64() * 1e6
+        ),
+        "machine floor",
+    );
+    row(
+        "  rkllmd's own share of p50 (minus floor)",
+        format!(
+            "{:.1} us",
+            (percentile(&added, 0.5).as_secs_f64() - floor50.as_secs_f64()).max(0.0) * 1e6
+        ),
+        "(report)",
+    );
 
-    let d = Daemon::builder("bench-dispatch").model(fast_model()).start();
+    let d = Daemon::builder("bench-dispatch")
+        .model(fast_model())
+        .start();
     let mut c = d.client();
     let mut waits = Vec::new();
     for i in 0..200 {
         let sent = monotonic_us();
         let r = c.post_json("/v1/chat/completions", &serde_json::json!({"max_tokens": 1, "messages": [{"role": "user", "content": format!("q{i}")}]}));
         assert_eq!(r.status, 200);
-        let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"].as_i64().unwrap();
+        let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"]
+            .as_i64()
+            .unwrap();
         waits.push(Duration::from_micros((run - sent).max(0) as u64));
     }
     waits.sort();
-    row("request to rkllm_run p50 (idle daemon)", format!("{:.1} us", percentile(&waits, 0.5).as_secs_f64() * 1e6), "(report)");
-    row("request to rkllm_run p99 (idle daemon)", format!("{:.1} us", percentile(&waits, 0.99).as_secs_f64() * 1e6), "(report)");
+    row(
+        "request to rkllm_run p50 (idle daemon)",
+        format!("{:.1} us", percentile(&waits, 0.5).as_secs_f64() * 1e6),
+        "(report)",
+    );
+    row(
+        "request to rkllm_run p99 (idle daemon)",
+        format!("{:.1} us", percentile(&waits, 0.99).as_secs_f64() * 1e6),
+        "(report)",
+    );
 }
 
 /// The floor under "callback to client bytes" on this machine: the same two cross-thread
@@ -357,7 +419,11 @@ fn wakeup_floor() -> (Duration, Duration) {
     producer.join().unwrap();
     let arrivals = reader.join().unwrap();
     let stamps = stamps.lock().unwrap().clone();
-    let mut d: Vec<Duration> = stamps.iter().zip(&arrivals).map(|(s, a)| Duration::from_micros((a - s).max(0) as u64)).collect();
+    let mut d: Vec<Duration> = stamps
+        .iter()
+        .zip(&arrivals)
+        .map(|(s, a)| Duration::from_micros((a - s).max(0) as u64))
+        .collect();
     d.sort();
     (percentile(&d, 0.5), percentile(&d, 0.99))
 }

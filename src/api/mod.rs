@@ -5,6 +5,7 @@
 mod error;
 mod health;
 mod metrics;
+mod ollama;
 mod openai;
 mod params;
 mod responder;
@@ -80,6 +81,12 @@ const ROUTES: &[(&str, &[Method])] = &[
     ("/v1/models", &[Method::Get]),
     ("/v1/chat/completions", &[Method::Post]),
     ("/v1/completions", &[Method::Post]),
+    ("/api/version", &[Method::Get]),
+    ("/api/tags", &[Method::Get]),
+    ("/api/ps", &[Method::Get]),
+    ("/api/show", &[Method::Post]),
+    ("/api/chat", &[Method::Post]),
+    ("/api/generate", &[Method::Post]),
 ];
 
 /// Routes a request. `job_id` is the id the job gets if the request starts a generation.
@@ -93,6 +100,12 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
         }
         (Method::Post, "/v1/chat/completions") => openai::chat(req, ctx, job_id),
         (Method::Post, "/v1/completions") => openai::completion(req, ctx, job_id),
+        (Method::Get, "/api/version") => Ok(Reply::Full(ollama::version())),
+        (Method::Get, "/api/tags") => Ok(Reply::Full(ollama::tags(ctx))),
+        (Method::Get, "/api/ps") => Ok(Reply::Full(ollama::ps(ctx))),
+        (Method::Post, "/api/show") => ollama::show(req, ctx).map(Reply::Full),
+        (Method::Post, "/api/chat") => ollama::chat(req, ctx, job_id),
+        (Method::Post, "/api/generate") => ollama::generate(req, ctx, job_id),
         (_, path) => Err(not_routed(&req.method, path)),
     };
     result.unwrap_or_else(|e| Reply::Full(e.response()))

@@ -192,7 +192,7 @@ impl GenParams {
             warnings.push((
                 WARNING_HEADER,
                 format!(
-                    "max_tokens capped at the daemon's max-new-tokens ({})",
+                    "the requested token limit was capped at the daemon's max-new-tokens ({})",
                     ctx.max_new_tokens
                 ),
             ));

@@ -1,0 +1,393 @@
+//! Ollama-compatible endpoints under `/api`: `/api/chat` and `/api/generate` (NDJSON streams by
+//! default), and the model queries in `models.rs`. Errors here all take Ollama's shape,
+//! `{"error": "..."}`.
+
+mod clock;
+mod models;
+mod responder;
+
+use serde_json::Value;
+
+use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
+use super::{ApiError, Ctx, Flavor, FullResponse, Reply, StopMatcher};
+use crate::engine::{EngineError, Job, State};
+use crate::http::Request;
+use responder::{Kind, OllamaResponder};
+
+pub use models::{ps, show, tags, version};
+
+const FLAVOR: Flavor = Flavor::Ollama;
+
+/// The `options` rkllmd acts on; any other is reported in a warning header.
+const OPTIONS: &[&str] = &[
+    "num_predict",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repeat_penalty",
+    "frequency_penalty",
+    "presence_penalty",
+    "stop",
+    "seed",
+];
+
+/// Request fields accepted so that clients which send them work, but not acted on yet: the
+/// prompt goes to the runtime as is, under the model's own template and system prompt, and no
+/// output format, tool or thinking control is passed on. A warning header names the ones a
+/// request gave a value. (`keep_alive` is not among them: the model stays loaded regardless.)
+const IGNORED_FIELDS: &[&str] = &[
+    "format", "tools", "think", "system", "template", "raw", "suffix", "context",
+];
+
+pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let head = Head::read(&f, ctx, Kind::Chat)?;
+    let messages = f.array("messages")?.map_or(&[][..], Vec::as_slice);
+    if messages.is_empty() {
+        return load(ctx, head);
+    }
+    let prompt = last_user_text(messages)?;
+    start(&f, ctx, job_id, head, prompt)
+}
+
+pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let head = Head::read(&f, ctx, Kind::Generate)?;
+    if f.array("images")?.is_some_and(|i| !i.is_empty()) {
+        return Err(no_images("images"));
+    }
+    match f.str("prompt")? {
+        None | Some("") => load(ctx, head),
+        Some(prompt) => start(&f, ctx, job_id, head, prompt.to_owned()),
+    }
+}
+
+/// What every generation request names first.
+struct Head {
+    kind: Kind,
+    model: String,
+    stream: bool,
+}
+
+impl Head {
+    fn read(f: &Fields<'_>, ctx: &Ctx<'_>, kind: Kind) -> Result<Head, ApiError> {
+        Ok(Head {
+            kind,
+            model: check_model(ctx, f)?,
+            // Ollama streams unless told not to.
+            stream: f.bool("stream")?.unwrap_or(true),
+        })
+    }
+}
+
+/// An empty prompt (no messages for chat) is how Ollama clients ask for the model to be
+/// loaded. It was loaded at start, so this answers at once, or says why it cannot.
+fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
+    let not_ready = match ctx.state {
+        State::Ready => None,
+        State::Loading => Some(EngineError::Loading),
+        State::LoadFailed(reason) => Some(EngineError::LoadFailed {
+            reason: reason.clone(),
+        }),
+        State::Wedged => Some(EngineError::Wedged),
+        State::ShuttingDown | State::Stopped => Some(EngineError::ShuttingDown),
+    };
+    if let Some(e) = not_ready {
+        return Err(ApiError::from_engine(FLAVOR, &e));
+    }
+    let r = OllamaResponder::new(head.kind, head.model, head.stream, StopMatcher::default());
+    let mut response = FullResponse::json(200, &r.load_reply());
+    if head.stream {
+        // A stream of one line, for clients that read lines.
+        response.content_type = "application/x-ndjson";
+        response.body.push(b'\n');
+    }
+    Ok(Reply::Full(response))
+}
+
+fn start(
+    f: &Fields<'_>,
+    ctx: &Ctx<'_>,
+    job_id: u64,
+    head: Head,
+    prompt: String,
+) -> Result<Reply, ApiError> {
+    let (params, ignored_options) = read_options(f)?;
+    let mut job = Job::new(job_id, prompt);
+    let mut warnings = params.apply(ctx, &mut job);
+    if let Some(w) = name_list(&ignored_options) {
+        warnings.push((
+            WARNING_HEADER,
+            format!("options not supported by rkllmd were ignored: {w}"),
+        ));
+    }
+    let fields: Vec<&str> = IGNORED_FIELDS
+        .iter()
+        .copied()
+        .filter(|name| f.obj.get(*name).is_some_and(has_value))
+        .collect();
+    if let Some(w) = name_list(&fields) {
+        warnings.push((
+            WARNING_HEADER,
+            format!("request fields not supported by rkllmd were ignored: {w}"),
+        ));
+    }
+    let mut r = OllamaResponder::new(
+        head.kind,
+        head.model,
+        head.stream,
+        StopMatcher::new(params.stop),
+    );
+    r.warnings = warnings;
+    Ok(Reply::Generate {
+        job,
+        responder: Box::new(r),
+    })
+}
+
+/// Reads `options`, naming fields `options.<name>` in errors. Returns the parameters and the
+/// names of the options that were given but are not acted on.
+fn read_options<'a>(f: &Fields<'a>) -> Result<(GenParams, Vec<&'a str>), ApiError> {
+    let Some(mut o) = f.object("options")? else {
+        return Ok((GenParams::default(), Vec::new()));
+    };
+    o.prefix = "options.";
+    let max_tokens = match o.int("num_predict")? {
+        // -1 is "no limit" and -2 "until the context is full": both mean the daemon's cap.
+        None | Some(-1 | -2) => None,
+        Some(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+        Some(_) => {
+            return Err(o.wrong_type("num_predict", "a positive integer, or -1 for no limit"))
+        }
+    };
+    let params = GenParams {
+        max_tokens,
+        sampling: SamplingRequest::read(&o)?,
+        stop: o.stop("stop")?,
+        seed: o.int("seed")?,
+    };
+    let ignored = o
+        .obj
+        .iter()
+        .filter(|(name, v)| !v.is_null() && !OPTIONS.contains(&name.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    Ok((params, ignored))
+}
+
+/// A value that asks for something: not null, false, "" or empty.
+fn has_value(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        _ => true,
+    }
+}
+
+/// Names for a header value. They come from the client, so only plain identifiers are echoed
+/// (a header must never carry CR/LF a client chose); the rest are counted.
+fn name_list(names: &[&str]) -> Option<String> {
+    let plain =
+        |n: &str| n.len() <= 40 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let mut list: Vec<String> = names
+        .iter()
+        .filter(|n| plain(n))
+        .map(|n| (*n).to_owned())
+        .collect();
+    let others = names.len() - list.len();
+    if others > 0 {
+        list.push(format!("{others} other(s)"));
+    }
+    (!list.is_empty()).then(|| list.join(", "))
+}
+
+/// The newest user message's text: rkllmd sends the runtime one turn (see openai.rs).
+fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
+    let mut last = None;
+    for m in messages {
+        let Some(m) = m.as_object() else {
+            return Err(wrong("messages[]", "an object"));
+        };
+        if m.get("images").is_some_and(has_value) {
+            return Err(no_images("messages[].images"));
+        }
+        if m.get("role").and_then(Value::as_str) == Some("user") {
+            last = Some(m);
+        }
+    }
+    let last = last.ok_or_else(|| {
+        ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages"))
+    })?;
+    match last.get("content") {
+        Some(Value::String(s)) => Ok(s.clone()),
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(_) => Err(wrong("messages[].content", "a string")),
+    }
+}
+
+fn no_images(field: &str) -> ApiError {
+    ApiError::bad_request(
+        FLAVOR,
+        format!("'{field}': this model does not take images"),
+        Some(field),
+    )
+}
+
+fn wrong(field: &str, expected: &str) -> ApiError {
+    ApiError::bad_request(FLAVOR, format!("'{field}' must be {expected}"), Some(field))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn options(v: Value) -> Result<(GenParams, Vec<String>), ApiError> {
+        let body = json!({ "options": v });
+        let f = Fields::parse_body(&body, FLAVOR).unwrap();
+        read_options(&f).map(|(p, ignored)| (p, ignored.into_iter().map(str::to_owned).collect()))
+    }
+
+    fn error_of(r: Result<(GenParams, Vec<String>), ApiError>) -> (u16, Value) {
+        let e = r.expect_err("an error");
+        (e.status, e.body())
+    }
+
+    #[test]
+    fn options_become_generation_parameters() {
+        let (p, ignored) = options(json!({
+            "num_predict": 5, "temperature": 0.3, "top_p": 0.5, "top_k": 7, "repeat_penalty": 1.2,
+            "frequency_penalty": 0.1, "presence_penalty": -0.1, "stop": ["a", "b"], "seed": 42,
+            "num_ctx": 8192, "mirostat": null,
+        }))
+        .unwrap();
+        assert_eq!(p.max_tokens, Some(5));
+        let s = p.sampling;
+        assert_eq!(
+            (s.temperature, s.top_p, s.top_k),
+            (Some(0.3), Some(0.5), Some(7))
+        );
+        assert_eq!(
+            (s.repeat_penalty, s.frequency_penalty, s.presence_penalty),
+            (Some(1.2), Some(0.1), Some(-0.1))
+        );
+        assert_eq!(p.stop, vec!["a", "b"]);
+        assert_eq!(p.seed, Some(42));
+        assert_eq!(ignored, vec!["num_ctx"]);
+    }
+
+    #[test]
+    fn num_predict_minus_one_or_absent_is_the_default() {
+        for v in [
+            json!({"num_predict": -1}),
+            json!({"num_predict": -2}),
+            json!({}),
+            json!(null),
+        ] {
+            let (p, _) = options(v.clone()).unwrap();
+            assert_eq!(p.max_tokens, None, "{v}");
+        }
+        let body = json!({});
+        let (p, ignored) = read_options(&Fields::parse_body(&body, FLAVOR).unwrap()).unwrap();
+        assert_eq!((p.max_tokens, p.stop.len(), ignored.len()), (None, 0, 0));
+    }
+
+    #[test]
+    fn wrong_options_are_400_in_ollama_shape_naming_the_field() {
+        let cases = [
+            (json!({"temperature": "hot"}), "options.temperature"),
+            (json!({"temperature": 9}), "options.temperature"),
+            (json!({"top_k": 1.5}), "options.top_k"),
+            (json!({"num_predict": 0}), "options.num_predict"),
+            (json!({"num_predict": -3}), "options.num_predict"),
+            (json!({"num_predict": "5"}), "options.num_predict"),
+            (json!({"stop": [1]}), "options.stop"),
+            (json!({"seed": "x"}), "options.seed"),
+        ];
+        for (v, field) in cases {
+            let (status, body) = error_of(options(v.clone()));
+            assert_eq!(status, 400, "{v}");
+            let msg = body["error"].as_str().unwrap();
+            assert!(msg.contains(&format!("'{field}'")), "{v}: {msg}");
+            assert_eq!(body.as_object().unwrap().len(), 1, "only 'error': {body}");
+        }
+        let (status, body) = error_of(options(json!([1])));
+        assert_eq!(status, 400);
+        assert!(
+            body["error"].as_str().unwrap().contains("'options'"),
+            "{body}"
+        );
+    }
+
+    #[test]
+    fn the_prompt_is_the_last_user_message() {
+        let messages = json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "second"},
+            {"role": "assistant", "content": "", "images": []},
+        ]);
+        assert_eq!(
+            last_user_text(messages.as_array().unwrap()).unwrap(),
+            "second"
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_400_naming_the_field() {
+        let cases = [
+            (json!([{"role": "assistant", "content": "x"}]), "'messages'"),
+            (json!(["hi"]), "'messages[]'"),
+            (
+                json!([{"role": "user", "content": ["x"]}]),
+                "'messages[].content'",
+            ),
+            (
+                json!([{"role": "user", "content": "x", "images": ["aGk="]}]),
+                "'messages[].images'",
+            ),
+        ];
+        for (v, field) in cases {
+            let e = last_user_text(v.as_array().unwrap()).unwrap_err();
+            assert_eq!(e.status, 400, "{v}");
+            assert_eq!(e.body().as_object().unwrap().len(), 1);
+            assert!(e.message.contains(field), "{v}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn only_meaningful_values_count_as_given() {
+        for v in [json!(null), json!(false), json!(""), json!([]), json!({})] {
+            assert!(!has_value(&v), "{v}");
+        }
+        for v in [
+            json!(true),
+            json!("json"),
+            json!([1]),
+            json!({"type": "object"}),
+            json!(0),
+        ] {
+            assert!(has_value(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn header_values_never_echo_what_is_not_a_plain_name() {
+        assert_eq!(name_list(&[]), None);
+        assert_eq!(
+            name_list(&["num_ctx", "mirostat"]).as_deref(),
+            Some("num_ctx, mirostat")
+        );
+        let evil = "x\r\nSet-Cookie: a=b";
+        assert_eq!(
+            name_list(&["num_ctx", evil]).as_deref(),
+            Some("num_ctx, 1 other(s)")
+        );
+        assert_eq!(name_list(&[evil]).as_deref(), Some("1 other(s)"));
+    }
+}

@@ -1,0 +1,307 @@
+//! What Ollama clients ask about models: `/api/version`, `/api/tags`, `/api/ps`, `/api/show`.
+//! One model is served, loaded at start; it is described from its file and the daemon's settings.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::clock::rfc3339;
+use super::FLAVOR;
+use crate::api::params::{parse_json, Fields};
+use crate::api::{ApiError, Ctx, FullResponse};
+use crate::engine::State;
+use crate::http::Request;
+
+pub fn version() -> FullResponse {
+    FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// The model is listed while it loads too: it is on disk, which is what `/api/tags` reports.
+pub fn tags(ctx: &Ctx<'_>) -> FullResponse {
+    let file = ModelFile::stat(ctx);
+    FullResponse::json(200, &json!({"models": [card(ctx, &file)]}))
+}
+
+/// The loaded model; none until it has loaded (or after it failed to).
+pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
+    if *ctx.state != State::Ready {
+        return FullResponse::json(200, &json!({"models": []}));
+    }
+    let file = ModelFile::stat(ctx);
+    let mut model = card(ctx, &file);
+    // keep_alive is ignored: the model stays loaded until the daemon stops, so it never expires.
+    model["expires_at"] = json!(NEVER);
+    // The NPU works from system memory; there is no separate VRAM to report.
+    model["size_vram"] = json!(0);
+    model["context_length"] = json!(ctx.max_context_len);
+    FullResponse::json(200, &json!({"models": [model]}))
+}
+
+/// A time far enough ahead to read as "never" in clients that show when a model unloads.
+const NEVER: &str = "2999-12-31T23:59:59Z";
+
+pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    // Ollama's clients send `model`; older ones sent `name`.
+    let requested = match f.str("model")? {
+        Some(m) if !m.is_empty() => m,
+        _ => f.str("name")?.unwrap_or_default(),
+    };
+    if requested.is_empty() {
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "'model' is required",
+            Some("model"),
+        ));
+    }
+    if !ctx.model_matches(requested) {
+        return Err(ApiError::model_not_found(FLAVOR, requested));
+    }
+    let file = ModelFile::stat(ctx);
+    let parameters = parameters(ctx);
+    let modelfile = format!(
+        "# Served by rkllmd; the runtime applies the model's own chat template.\nFROM {}\n{}",
+        ctx.model_path.display(),
+        parameters
+            .lines()
+            .map(|l| format!("PARAMETER {l}\n"))
+            .collect::<String>()
+    );
+    Ok(FullResponse::json(
+        200,
+        &json!({
+            "modelfile": modelfile,
+            "parameters": parameters,
+            // rkllmd hands the prompt to the runtime as is; the template lives inside the model.
+            "template": "{{ .Prompt }}",
+            "details": details(ctx.model_path),
+            "model_info": {},
+            "capabilities": ["completion"],
+            "modified_at": rfc3339(file.modified),
+        }),
+    ))
+}
+
+/// The daemon's generation settings, one `name value` per line as Ollama lists them.
+fn parameters(ctx: &Ctx<'_>) -> String {
+    let s = &ctx.sampling;
+    format!(
+        "num_ctx {}\nnum_predict {}\ntemperature {}\ntop_k {}\ntop_p {}\nrepeat_penalty {}\nfrequency_penalty {}\npresence_penalty {}",
+        ctx.max_context_len,
+        ctx.max_new_tokens,
+        s.temperature,
+        s.top_k,
+        s.top_p,
+        s.repeat_penalty,
+        s.frequency_penalty,
+        s.presence_penalty
+    )
+}
+
+struct ModelFile {
+    size: u64,
+    modified: SystemTime,
+}
+
+impl ModelFile {
+    /// The file's size and mtime; if it has gone since it was loaded, size 0 and the start time.
+    fn stat(ctx: &Ctx<'_>) -> ModelFile {
+        let meta = std::fs::metadata(ctx.model_path).ok();
+        let started = SystemTime::now()
+            .checked_sub(ctx.started.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        ModelFile {
+            size: meta.as_ref().map_or(0, |m| m.len()),
+            modified: meta.and_then(|m| m.modified().ok()).unwrap_or(started),
+        }
+    }
+}
+
+fn card(ctx: &Ctx<'_>, file: &ModelFile) -> Value {
+    let name = format!("{}:latest", ctx.model_name);
+    json!({
+        "name": name,
+        "model": name,
+        "modified_at": rfc3339(file.modified),
+        "size": file.size,
+        "digest": digest(ctx.model_name, file),
+        "details": details(ctx.model_path),
+    })
+}
+
+/// Not a content hash (hashing a multi-GB model on the event loop is out of the question): a
+/// 64-bit FNV-1a of the name, size and mtime, so it is stable while the file is unchanged and
+/// changes when the file is replaced, which is what clients use the digest for.
+fn digest(name: &str, file: &ModelFile) -> String {
+    let mtime = file
+        .modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = name
+        .bytes()
+        .chain(file.size.to_le_bytes())
+        .chain(mtime.to_le_bytes());
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// A `.rkllm` file has no header the runtime lets us read, but the RKLLM toolkit's usual export
+/// names carry the size and quantization (`Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm`): they are
+/// taken from there when present, and left empty otherwise rather than guessed.
+fn details(path: &Path) -> Value {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let words: Vec<&str> = stem
+        .split(['-', '_', ' '])
+        .filter(|w| !w.is_empty())
+        .collect();
+    let find = |pred: fn(&str) -> bool| {
+        words
+            .iter()
+            .find(|w| pred(w))
+            .map_or(String::new(), |w| w.to_ascii_uppercase())
+    };
+    let parameter_size = find(is_parameter_size);
+    let quantization_level = find(is_quantization);
+    // The first word names the family only in a name that looks like an export name.
+    let family = match words.first() {
+        Some(w) if !parameter_size.is_empty() => w.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    let families = if family.is_empty() {
+        Value::Null
+    } else {
+        json!([family])
+    };
+    json!({
+        "parent_model": "",
+        "format": "rkllm",
+        "family": family,
+        "families": families,
+        "parameter_size": parameter_size,
+        "quantization_level": quantization_level,
+    })
+}
+
+/// `1.5B`, `7b`, `500M`.
+fn is_parameter_size(w: &str) -> bool {
+    let Some(num) = w.strip_suffix(['B', 'b', 'M', 'm']) else {
+        return false;
+    };
+    num.starts_with(|c: char| c.is_ascii_digit())
+        && num.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && num.matches('.').count() <= 1
+}
+
+/// `W8A8`, `w4a16`, `FP16`.
+fn is_quantization(w: &str) -> bool {
+    let w = w.to_ascii_lowercase();
+    if w == "fp16" || w == "f16" {
+        return true;
+    }
+    let Some(rest) = w.strip_prefix('w') else {
+        return false;
+    };
+    match rest.split_once('a') {
+        Some((weights, acts)) => {
+            !weights.is_empty()
+                && !acts.is_empty()
+                && weights
+                    .chars()
+                    .chain(acts.chars())
+                    .all(|c| c.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_come_from_an_export_name() {
+        let d = details(Path::new("/m/Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm"));
+        assert_eq!(
+            d,
+            json!({
+                "parent_model": "", "format": "rkllm", "family": "qwen2.5", "families": ["qwen2.5"],
+                "parameter_size": "1.5B", "quantization_level": "W8A8",
+            })
+        );
+        let d = details(Path::new("deepseek-r1-7b_w4a16_g128.rkllm"));
+        assert_eq!(
+            (&d["parameter_size"], &d["quantization_level"]),
+            (&json!("7B"), &json!("W4A16"))
+        );
+    }
+
+    #[test]
+    fn details_of_a_plain_name_are_left_empty() {
+        let d = details(Path::new("vendor/rkllm-sim/models/fast.rkllm"));
+        assert_eq!(
+            d,
+            json!({
+                "parent_model": "", "format": "rkllm", "family": "", "families": null,
+                "parameter_size": "", "quantization_level": "",
+            })
+        );
+        assert!(!is_parameter_size("RK3588"));
+        assert!(!is_parameter_size("B"));
+        assert!(!is_parameter_size("1.2.3B"));
+        assert!(!is_quantization("wa8"));
+        assert!(!is_quantization("warm"));
+    }
+
+    #[test]
+    fn the_digest_is_stable_and_follows_the_file() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = ModelFile {
+            size: 10,
+            modified: t,
+        };
+        let d = digest("m", &a);
+        assert_eq!(d.len(), 16);
+        assert!(d.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(
+            d,
+            digest(
+                "m",
+                &ModelFile {
+                    size: 10,
+                    modified: t
+                }
+            )
+        );
+        assert_ne!(
+            d,
+            digest(
+                "m",
+                &ModelFile {
+                    size: 11,
+                    modified: t
+                }
+            )
+        );
+        assert_ne!(
+            d,
+            digest(
+                "m",
+                &ModelFile {
+                    size: 10,
+                    modified: t + Duration::from_nanos(1)
+                }
+            )
+        );
+        assert_ne!(d, digest("n", &a));
+    }
+}

@@ -1,0 +1,62 @@
+"""Starts the real rkllmd binary for the client-library tests (RKLLMD_BIN) and stops it."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def binary():
+    path = os.environ.get("RKLLMD_BIN")
+    if not path or not os.access(path, os.X_OK):
+        raise pytest.UsageError(f"RKLLMD_BIN must point at a built rkllmd binary (got {path!r})")
+    return path
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """rkllmd on a Unix socket and a loopback TCP port, with the simulator's trace."""
+
+    def __init__(self, model="vendor/rkllm-sim/models/fast.rkllm", extra=()):
+        self.dir = tempfile.mkdtemp(prefix="rkllmd-client-")
+        self.socket = os.path.join(self.dir, "rkllmd.sock")
+        self.trace = os.path.join(self.dir, "trace.jsonl")
+        self.port = free_port()
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, RKLLM_SIM_TRACE=self.trace)
+        self.proc = subprocess.Popen(
+            [binary(), "--model", os.path.join(REPO, model), "--socket", self.socket,
+             "--tcp", f"127.0.0.1:{self.port}", "--notify-fd", str(write_fd), *extra],
+            pass_fds=(write_fd,), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as ready:
+            if ready.read(1) != b"\n":
+                raise RuntimeError(f"rkllmd did not become ready: {self.proc.stderr.read().decode()}")
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=15)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        assert code == 0, f"rkllmd exited with {code}"
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon()
+    yield d
+    d.stop()
