@@ -22,6 +22,26 @@ impl StopMatcher {
         self.matched
     }
 
+    /// `push` for a responder: the text to send now, and whether the generation must end.
+    pub fn filter(&mut self, text: &str) -> (String, super::Next) {
+        let piece = self.push(text);
+        let next = if self.matched {
+            super::Next::Stop
+        } else {
+            super::Next::Continue
+        };
+        (piece, next)
+    }
+
+    /// The finish reason to report: "stop" when a stop sequence ended the answer.
+    pub fn reason<'a>(&self, otherwise: &'a str) -> &'a str {
+        if self.matched {
+            "stop"
+        } else {
+            otherwise
+        }
+    }
+
     /// Adds generated text; returns what may be sent now. After a match, returns nothing more.
     pub fn push(&mut self, text: &str) -> String {
         if self.matched {

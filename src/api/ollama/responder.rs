@@ -181,23 +181,15 @@ impl Responder for OllamaResponder {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let piece = self.stop.push(text);
+        let (piece, next) = self.stop.filter(text);
         self.emit(&piece, out);
-        if self.stop.matched() {
-            Next::Stop
-        } else {
-            Next::Continue
-        }
+        next
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
         let rest = self.stop.finish();
         self.emit(&rest, out);
-        let reason = if self.stop.matched() {
-            "stop"
-        } else {
-            done_reason(finish.reason)
-        };
+        let reason = self.stop.reason(done_reason(finish.reason));
         let last = self.last(finish, reason, SystemTime::now());
         if self.stream {
             self.ensure_head(out);
