@@ -316,3 +316,77 @@ fn streaming_chat_over_http_1_0_ends_by_close() {
     let events = sse_data(&r.body);
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 }
+
+#[test]
+fn a_body_near_the_cap_is_read_whole() {
+    let d = Daemon::builder("bigbody")
+        .args(["--max-context-len", "1000000"])
+        .start();
+    let body =
+        json!({"max_tokens": 3, "messages": [{"role": "user", "content": "x".repeat(900_000)}]});
+    let t = Instant::now();
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        d.trace_of("rkllm_run").pop().unwrap()["prompt"]
+            .as_str()
+            .unwrap()
+            .len(),
+        900_000
+    );
+}
+
+#[test]
+fn a_large_pipelined_request_waits_for_the_stream_then_is_read() {
+    let dir = TempDir::new("bigpipe");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &[
+            "answer_tokens_min = 50",
+            "answer_tokens_max = 50",
+            "decode_us_per_token = 5000",
+        ],
+    );
+    let d = Daemon::builder("bigpipe")
+        .model(model)
+        .args(["--max-context-len", "1000000"])
+        .start();
+    let first = chat(true).to_string();
+    let second =
+        json!({"max_tokens": 2, "messages": [{"role": "user", "content": "y".repeat(300_000)}]})
+            .to_string();
+    let mut raw = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{first}",
+        first.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n{second}",
+            second.len()
+        )
+        .as_bytes(),
+    );
+    let mut c = d.client();
+    let writer = {
+        let mut s = match &c.conn {
+            common::client::Conn::Unix(s) => s.try_clone().unwrap(),
+            common::client::Conn::Tcp(_) => unreachable!(),
+        };
+        std::thread::spawn(move || s.write_all(&raw).unwrap())
+    };
+    let r1 = c.read_response();
+    assert_eq!(
+        sse_data(&r1.body).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    let r2 = c.read_response();
+    assert_eq!(r2.status, 200, "{}", String::from_utf8_lossy(&r2.body));
+    writer.join().unwrap();
+}

@@ -6,10 +6,12 @@ use std::time::Instant;
 use super::stream::{Peer, Stream};
 use crate::api::{FullResponse, Responder, ResponseOut};
 use crate::engine::JobId;
-use crate::http::{self, RequestParser, StreamEncoding, Version};
+use crate::http::{self, Limits, RequestParser, StreamEncoding, Version};
 
 /// Reads stop while this much unparsed input is buffered (a pipelining client waits).
-const READ_BUFFER_CAP: usize = 64 * 1024;
+/// While a response is in progress, reading stops once this much input is buffered (a
+/// pipelining client waits); while a request is read, the cap is the request limit itself.
+const PIPELINE_BUFFER_CAP: usize = 64 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
 
 pub enum Phase {
@@ -51,6 +53,10 @@ pub struct Conn {
     /// Metrics label of the request being answered, and the status it got (taken when counted).
     pub endpoint: &'static str,
     pub status: Option<u16>,
+    /// The most a request may take in the read buffer (head and body limits).
+    request_cap: usize,
+    /// The last read stopped at the cap with input possibly left in the socket.
+    pub read_paused: bool,
 }
 
 pub enum ReadOutcome {
@@ -61,12 +67,12 @@ pub enum ReadOutcome {
 }
 
 impl Conn {
-    pub fn new(stream: Stream, peer: Peer, parser: RequestParser, now: Instant) -> Conn {
+    pub fn new(stream: Stream, peer: Peer, limits: Limits, now: Instant) -> Conn {
         Conn {
             stream,
             peer,
             rbuf: Vec::new(),
-            parser,
+            parser: RequestParser::new(limits),
             wbuf: Vec::new(),
             wpos: 0,
             phase: Phase::Reading,
@@ -81,18 +87,14 @@ impl Conn {
             lingering_since: None,
             endpoint: "other",
             status: None,
+            request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
+            read_paused: false,
         }
     }
 
     /// Starts a connection that only delivers `bytes` and then closes (refusals).
-    pub fn refusal(
-        stream: Stream,
-        peer: Peer,
-        parser: RequestParser,
-        bytes: &[u8],
-        now: Instant,
-    ) -> Conn {
-        let mut conn = Conn::new(stream, peer, parser, now);
+    pub fn refusal(stream: Stream, peer: Peer, limits: Limits, bytes: &[u8], now: Instant) -> Conn {
+        let mut conn = Conn::new(stream, peer, limits, now);
         conn.wbuf.extend_from_slice(bytes);
         conn.phase = Phase::Closing;
         conn
@@ -109,7 +111,14 @@ impl Conn {
     /// Reads until WouldBlock, EOF or the buffer cap.
     pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
-        while self.rbuf.len() < READ_BUFFER_CAP {
+        let cap = match self.phase {
+            Phase::Reading => self.request_cap,
+            Phase::Generating { .. } | Phase::Closing => PIPELINE_BUFFER_CAP,
+        };
+        // Edge-triggered: if we stop below WouldBlock, nothing wakes us for the rest, so note it
+        // and read again once the connection is back to reading a request.
+        self.read_paused = false;
+        while self.rbuf.len() < cap || matches!(self.phase, Phase::Closing) {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.peer_closed = true;
@@ -129,6 +138,9 @@ impl Conn {
                     return ReadOutcome::Closed;
                 }
             }
+        }
+        if self.rbuf.len() >= cap {
+            self.read_paused = true;
         }
         ReadOutcome::Drained
     }

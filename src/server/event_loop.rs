@@ -18,7 +18,7 @@ use super::stream::{Peer, Stream};
 use crate::api::{self, Ctx, Next, Reply};
 use crate::config::Config;
 use crate::engine::{Engine, Event, JobId, State};
-use crate::http::{self, Limits, Progress, RequestParser};
+use crate::http::{self, Limits, Progress};
 use crate::lifecycle;
 use crate::runtime::RuntimeInfo;
 
@@ -284,12 +284,11 @@ impl EventLoop {
             log::warn!("cannot register a client: {e}");
             return;
         }
-        let parser = RequestParser::new(self.limits);
         let conn = if refused {
             self.metrics.connections_refused += 1;
-            Conn::refusal(stream, peer, parser, FORBIDDEN, now)
+            Conn::refusal(stream, peer, self.limits, FORBIDDEN, now)
         } else {
-            Conn::new(stream, peer, parser, now)
+            Conn::new(stream, peer, self.limits, now)
         };
         if !refused {
             self.metrics.connections_accepted += 1;
@@ -539,6 +538,19 @@ impl EventLoop {
     /// Parses and answers what is buffered, writes what is pending, and fixes interests.
     fn after_io(&mut self, token: Token, now: Instant) {
         self.process_requests(token, now);
+        // A read that stopped at the buffer cap left input in the socket that no new edge will
+        // announce: read it now that there is room (or a new request to read).
+        while let Some(conn) = self.conns.get_mut(&token) {
+            if !conn.read_paused || !matches!(conn.phase, Phase::Reading) || conn.peer_closed {
+                break;
+            }
+            let before = conn.rbuf.len();
+            conn.read_available(now);
+            if conn.rbuf.len() == before && conn.read_paused {
+                break;
+            }
+            self.process_requests(token, now);
+        }
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
