@@ -18,7 +18,7 @@ pub mod exit {
     pub const ALREADY_RUNNING: i32 = 3;
     /// The model did not load, or the inference thread died.
     pub const ENGINE: i32 = 4;
-    /// The shutdown deadline passed (a wedged runtime); the socket was still removed.
+    /// The runtime was wedged or the shutdown deadline passed; the socket was still removed.
     pub const DEADLINE: i32 = 5;
     /// A second signal cut the shutdown short; the socket was still removed.
     pub const FORCED: i32 = 6;

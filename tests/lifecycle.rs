@@ -421,3 +421,40 @@ fn syslog_gets_the_log_lines() {
         "logs went to syslog, not stderr"
     );
 }
+
+#[test]
+fn a_wedged_runtime_is_reported_by_health_and_refuses_new_work() {
+    let dir = TempDir::new("wedgehealth");
+    let model = write_model(dir.path(), "hang", &["hang_after_tokens = 2"]);
+    let mut d = Daemon::builder("wedgehealth")
+        .model(model)
+        .args(["--abort-grace", "0.3", "--shutdown-timeout", "1"])
+        .start();
+    let mut c = d.client();
+    c.send_post("/v1/chat/completions", &chat_body(true));
+    assert_eq!(c.read_head().unwrap().0, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(c); // the client leaves: abort, which the hung run ignores
+    common::wait_until(Duration::from_secs(5), "health says wedged", || {
+        let r = d.client().get("/health");
+        r.status == 503 && r.json()["status"] == "wedged"
+    });
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &chat_body(false));
+    assert_eq!(r.status, 503);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("restart"),
+        "{}",
+        r.text()
+    );
+    d.signal(Signal::SIGTERM);
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(5)).code(),
+        Some(EXIT_DEADLINE)
+    );
+    assert!(!d.socket.exists());
+}

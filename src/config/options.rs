@@ -460,7 +460,7 @@ Signals:
 Exit codes:
   0 clean shutdown   1 I/O failure at start   2 bad command line or config
   3 already running  4 model failed to load or inference thread died
-  5 shutdown deadline passed (wedged runtime)  6 second signal  70 internal error (panic)
+  5 wedged runtime or shutdown deadline passed  6 second signal  70 internal error (panic)
   The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
 
 Environment:

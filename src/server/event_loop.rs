@@ -360,6 +360,10 @@ impl EventLoop {
         let engine_done = matches!(self.engine.state(), State::Stopped);
         if engine_done && self.conns.is_empty() {
             self.ending = Some(Ending::Clean);
+        } else if matches!(self.engine.state(), State::Wedged) && self.conns.is_empty() {
+            // Nothing left to flush, and a wedged run never returns: waiting longer is pointless.
+            log::error!("the runtime is wedged: exiting without destroying it");
+            self.ending = Some(Ending::DeadlineExceeded);
         } else if now >= s.deadline {
             log::error!(
                 "shutdown deadline passed with {} connection(s) open and the engine {}",
@@ -422,12 +426,11 @@ impl EventLoop {
                     log::error!("{reason}");
                     self.fail_engine(now);
                 }
-                Event::Wedged => {
-                    log::error!(
-                        "the runtime is wedged; shutting down so the supervisor can restart rkllmd"
-                    );
-                    self.begin_shutdown(now);
-                }
+                // Stay up so /health can say so; every new generation gets a 503, and a shutdown
+                // still ends within its deadline. Only a restart recovers the NPU.
+                Event::Wedged => log::error!(
+                    "the runtime is wedged: /health reports it; restart rkllmd to recover"
+                ),
                 Event::Stopped => {
                     if self.shutdown.is_none() {
                         self.fail_engine(now);
