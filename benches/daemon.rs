@@ -61,6 +61,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         queue_timeout: Duration::from_secs(60),
         request_timeout: Duration::from_secs(600),
         abort_grace: Duration::from_secs(5),
+        raw_template: false,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
     let mut events = mio::Events::with_capacity(8);

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::{read_trace, write_model, TempDir};
 use mio::{Events, Poll, Token, Waker};
-use rkllmd::engine::{Engine, EngineConfig, EngineError, Event, FinishReason, Job, State};
+use rkllmd::engine::{
+    Conversation, Engine, EngineConfig, EngineError, Event, FinishReason, Job, State,
+};
 use rkllmd::runtime::{self, Flow, InitConfig, Output, RunEnd, RunRequest, Runtime, Sampling};
 
 const WAKE: Token = Token(7);
@@ -59,6 +61,7 @@ impl Harness {
             queue_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             abort_grace: Duration::from_secs(2),
+            raw_template: false,
         };
         tweak(&mut cfg);
         let engine = Engine::start(cfg, waker).unwrap();
@@ -579,4 +582,156 @@ fn init_fails_for_missing_and_foreign_model_files() {
         .err()
         .expect("foreign file refused");
     assert!(err.to_string().contains("could not load model"), "{err}");
+}
+
+// ---- conversations rendered by rkllmd, with KV-cache reuse ----
+
+fn turn(role: &str, text: &str) -> String {
+    format!("<|im_start|>{role}\n{text}<|im_end|>\n")
+}
+
+const GEN: &str = "<|im_start|>assistant\n";
+
+fn conversation_job(id: u64, pieces: Vec<String>) -> Job {
+    let mut job = Job::new(id, "");
+    job.conversation = Some(Conversation {
+        pieces,
+        kept: 1,
+        generation_prompt: GEN.into(),
+    });
+    job
+}
+
+#[test]
+fn a_conversation_that_extends_the_cache_prefills_only_the_new_turn() {
+    let mut h = Harness::new(
+        "kvreuse",
+        &["answer_tokens_min = 20", "answer_tokens_max = 20"],
+        |c| c.raw_template = true,
+    );
+    h.wait_ready();
+    let sys = turn("system", &"Answer tersely and precisely. ".repeat(10));
+    let u1 = turn(
+        "user",
+        "Name three rivers of Europe and say which is longest.",
+    );
+    h.engine
+        .submit(
+            conversation_job(1, vec![sys.clone(), u1.clone()]),
+            Instant::now(),
+        )
+        .unwrap();
+    let (a1, _) = h.run_to_end(1);
+    let u2 = turn("user", "And in Asia?");
+    let history = vec![sys.clone(), u1.clone(), turn("assistant", &a1), u2.clone()];
+    h.engine
+        .submit(conversation_job(2, history.clone()), Instant::now())
+        .unwrap();
+    let (a2, _) = h.run_to_end(2);
+
+    let trace = read_trace(&h.trace);
+    let template = trace
+        .iter()
+        .find(|l| l["fn"] == "rkllm_set_chat_template")
+        .expect("template switched off");
+    assert_eq!(
+        (
+            template["system_prompt"].as_str(),
+            template["prompt_prefix"].as_str()
+        ),
+        (Some(""), Some("")),
+        "{template}"
+    );
+    let runs: Vec<_> = trace.iter().filter(|l| l["fn"] == "rkllm_run").collect();
+    let ends: Vec<_> = trace.iter().filter(|l| l["fn"] == "run_end").collect();
+    assert_eq!(runs[0]["prompt"], format!("{sys}{u1}{GEN}"));
+    assert_eq!(runs[0]["keep_history"], 1);
+    // Turn 2 sends only what follows the cached prompt and answer.
+    assert_eq!(runs[1]["prompt"], format!("<|im_end|>\n{u2}{GEN}"));
+    assert_eq!(runs[1]["keep_history"], 1);
+    let (p1, p2) = (
+        ends[0]["prefill_tokens"].as_u64().unwrap(),
+        ends[1]["prefill_tokens"].as_u64().unwrap(),
+    );
+    assert!(p2 * 3 < p1, "turn 2 prefilled {p2} tokens, turn 1 {p1}");
+    assert!(
+        !trace.iter().any(|l| l["fn"] == "rkllm_clear_kv_cache"),
+        "nothing to clear"
+    );
+
+    // Another conversation: the cache is cleared and everything is prefilled.
+    let other = vec![sys.clone(), turn("user", "Something else entirely.")];
+    h.engine
+        .submit(conversation_job(3, other.clone()), Instant::now())
+        .unwrap();
+    h.run_to_end(3);
+    // The first conversation again: it no longer matches the cache, so it starts over.
+    let mut again = history.clone();
+    again.push(turn("assistant", &a2));
+    again.push(turn("user", "Thanks."));
+    h.engine
+        .submit(conversation_job(4, again.clone()), Instant::now())
+        .unwrap();
+    h.run_to_end(4);
+    let trace = read_trace(&h.trace);
+    let runs: Vec<_> = trace.iter().filter(|l| l["fn"] == "rkllm_run").collect();
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|l| l["fn"] == "rkllm_clear_kv_cache")
+            .count(),
+        2
+    );
+    assert_eq!(runs[2]["prompt"], format!("{}{GEN}", other.concat()));
+    assert_eq!(runs[3]["prompt"], format!("{}{GEN}", again.concat()));
+}
+
+#[test]
+fn an_aborted_answer_never_poisons_the_next_turn() {
+    let mut h = Harness::new(
+        "kvabort",
+        &[
+            "answer_tokens_min = 300",
+            "answer_tokens_max = 300",
+            "decode_us_per_token = 5000",
+        ],
+        |c| c.raw_template = true,
+    );
+    h.wait_ready();
+    let sys = turn("system", "S");
+    let u1 = turn("user", "long answer please");
+    h.engine
+        .submit(
+            conversation_job(1, vec![sys.clone(), u1.clone()]),
+            Instant::now(),
+        )
+        .unwrap();
+    h.pump_until(Duration::from_secs(5), |e| matches!(e, Event::Text { .. }));
+    h.engine.cancel(1, Instant::now());
+    let (partial, _) = h.run_to_end(1);
+    // Even a client that sends the partial answer back gets a fresh, fully prefilled run.
+    let next = vec![
+        sys.clone(),
+        u1.clone(),
+        turn("assistant", &partial),
+        turn("user", "go on"),
+    ];
+    h.engine
+        .submit(conversation_job(2, next.clone()), Instant::now())
+        .unwrap();
+    h.run_to_end(2);
+    let trace = read_trace(&h.trace);
+    assert_eq!(
+        trace
+            .iter()
+            .filter(|l| l["fn"] == "rkllm_clear_kv_cache")
+            .count(),
+        1
+    );
+    let last = trace
+        .iter()
+        .rfind(|l| l["fn"] == "rkllm_run")
+        .unwrap()
+        .clone();
+    assert_eq!(last["prompt"], format!("{}{GEN}", next.concat()));
 }

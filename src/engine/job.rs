@@ -19,6 +19,21 @@ pub struct Job {
     pub clear_cache: bool,
     pub max_new_tokens: Option<u32>,
     pub sampling: Option<Sampling>,
+    /// A conversation rendered by rkllmd; when set, `prompt` is unused and the engine feeds the
+    /// runtime only what its KV cache does not already hold.
+    pub conversation: Option<Conversation>,
+}
+
+/// A conversation rendered turn by turn, so old turns can be left out to fit the context.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// The rendered turns in order; concatenated they are the prompt without the generation
+    /// prompt.
+    pub pieces: Vec<String>,
+    /// How many leading pieces (the system prompt) are never left out.
+    pub kept: usize,
+    /// Opens the assistant's answer.
+    pub generation_prompt: String,
 }
 
 impl Job {
@@ -32,6 +47,7 @@ impl Job {
             clear_cache: false,
             max_new_tokens: None,
             sampling: None,
+            conversation: None,
         }
     }
 }
@@ -88,8 +104,7 @@ pub(super) enum WorkerMsg {
     },
     Done {
         id: JobId,
-        /// On failure, with the tokens generated before it.
-        result: Result<RunSummary, (RuntimeError, u32)>,
+        result: Result<RunSummary, EngineError>,
     },
     Stopped,
 }

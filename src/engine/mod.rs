@@ -5,6 +5,7 @@
 
 mod error;
 mod job;
+mod kv_cache;
 mod utf8;
 mod worker;
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 pub use error::EngineError;
-pub use job::{Event, Finish, FinishReason, Job, JobId};
+pub use job::{Conversation, Event, Finish, FinishReason, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -26,8 +27,6 @@ use job::WorkerMsg;
 
 /// How many messages the worker may have in flight before the runtime's callback blocks.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
-/// Until a run has calibrated it: a typical BPE tokenizer on English text.
-const DEFAULT_BYTES_PER_TOKEN: f64 = 4.0;
 
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -37,6 +36,9 @@ pub struct EngineConfig {
     pub request_timeout: Duration,
     /// How long a run may ignore an abort before the engine declares itself wedged.
     pub abort_grace: Duration,
+    /// rkllmd renders conversations (jobs carry a `Conversation`) and the runtime's own chat
+    /// template is switched off; false: the runtime templates each job's single prompt.
+    pub raw_template: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +58,6 @@ struct Queued {
 
 struct Running {
     id: JobId,
-    prompt_bytes: usize,
     dispatched: Instant,
     /// Set when we aborted it, with the reason to report and when.
     aborted: Option<(FinishReason, Instant)>,
@@ -74,7 +75,6 @@ pub struct Engine {
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// The id of the job the loop wants stopped (0: none); the worker checks it per token.
     cancelled: Arc<AtomicU64>,
-    bytes_per_token: Option<f64>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
@@ -92,7 +92,10 @@ impl Engine {
             waker: Arc::clone(&waker),
             pending: Arc::clone(&wake_pending),
         };
-        let init = cfg.init.clone();
+        let init = worker::WorkerConfig {
+            init: cfg.init.clone(),
+            raw_template: cfg.raw_template,
+        };
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -109,7 +112,6 @@ impl Engine {
             _waker: waker,
             abort,
             cancelled,
-            bytes_per_token: None,
             queue: VecDeque::new(),
             running: None,
             thread: Some(thread),
@@ -309,7 +311,6 @@ impl Engine {
                             None if summary.hit_cap => FinishReason::Length,
                             None => FinishReason::Stop,
                         };
-                        self.calibrate(run.prompt_bytes, summary.perf);
                         let finish = Finish {
                             reason,
                             perf: summary.perf,
@@ -318,10 +319,7 @@ impl Engine {
                         };
                         Event::Finished { id, finish }
                     }
-                    Err((e, generated)) => Event::Failed {
-                        id,
-                        error: self.classify_failure(e, generated, &run),
-                    },
+                    Err(error) => Event::Failed { id, error },
                 };
                 out.push(event);
             }
@@ -329,41 +327,6 @@ impl Engine {
                 self.state = State::Stopped;
                 out.push(Event::Stopped);
             }
-        }
-    }
-
-    /// Learns the model's bytes per token from the runtime's prefill counts. The largest ratio
-    /// seen is kept: prefix reuse only lowers the count, so this errs towards fewer tokens.
-    fn calibrate(&mut self, prompt_bytes: usize, perf: Option<crate::runtime::Perf>) {
-        if let Some(p) = perf.filter(|p| p.prefill_tokens > 0) {
-            let ratio = prompt_bytes as f64 / f64::from(p.prefill_tokens);
-            self.bytes_per_token = Some(self.bytes_per_token.map_or(ratio, |r: f64| r.max(ratio)));
-        }
-    }
-
-    /// The runtime API has no tokenizer and reports a prompt over the context only as a failed
-    /// run: a failure before any token, for a prompt whose estimated size exceeds the context,
-    /// is reported as such.
-    fn classify_failure(
-        &self,
-        error: crate::runtime::RuntimeError,
-        generated: u32,
-        run: &Running,
-    ) -> EngineError {
-        let max_context = self.cfg.init.max_context_len;
-        let ratio = self
-            .bytes_per_token
-            .unwrap_or(DEFAULT_BYTES_PER_TOKEN)
-            .max(1.0);
-        let estimated = (run.prompt_bytes as f64 / ratio).round() as u64;
-        if generated == 0 && estimated > u64::from(max_context) {
-            EngineError::PromptTooLong {
-                estimated_tokens: estimated,
-                prompt_bytes: run.prompt_bytes,
-                max_context,
-            }
-        } else {
-            EngineError::Runtime(error)
         }
     }
 
@@ -381,13 +344,11 @@ impl Engine {
             return;
         };
         let id = next.job.id;
-        let prompt_bytes = next.job.prompt.len();
         // The worker is idle and the channel holds one job, so this cannot be full.
         match jobs.try_send(next.job) {
             Ok(()) => {
                 self.running = Some(Running {
                     id,
-                    prompt_bytes,
                     dispatched: now,
                     aborted: None,
                 })

@@ -8,9 +8,11 @@ use std::time::Instant;
 use mio::Waker;
 
 use super::job::{Job, RunSummary, WorkerMsg};
+use super::kv_cache::{KvCache, Plan};
 use super::utf8::Utf8Assembler;
+use super::EngineError;
 use crate::runtime::{
-    AbortHandle, Capabilities, Flow, InitConfig, Output, RunEnd, RunRequest, Runtime,
+    AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
 };
 
 /// Sends to the loop and wakes it, at most one wake per drain of the channel.
@@ -36,8 +38,15 @@ impl Notifier {
     }
 }
 
+/// What the inference thread needs besides the runtime's own parameters.
+pub(super) struct WorkerConfig {
+    pub init: InitConfig,
+    /// rkllmd renders conversations itself: switch the runtime's template off.
+    pub raw_template: bool,
+}
+
 pub(super) fn run(
-    cfg: InitConfig,
+    cfg: WorkerConfig,
     caps: Capabilities,
     jobs: Receiver<Job>,
     notify: Notifier,
@@ -45,7 +54,7 @@ pub(super) fn run(
     cancelled: Arc<AtomicU64>,
 ) {
     let started = Instant::now();
-    let mut runtime = match Runtime::init(&cfg) {
+    let runtime = match load(&cfg) {
         Ok(rt) => rt,
         Err(e) => {
             notify.send(WorkerMsg::LoadFailed(e));
@@ -60,91 +69,242 @@ pub(super) fn run(
         load_time: started.elapsed(),
     });
 
+    let mut worker = Worker {
+        runtime,
+        caps,
+        init: cfg.init,
+        cache: KvCache::default(),
+        notify,
+        cancelled,
+    };
+    worker.cache.cleared();
     while let Ok(job) = jobs.recv() {
-        if !notify.send(WorkerMsg::Started { id: job.id }) {
+        if !worker.notify.send(WorkerMsg::Started { id: job.id }) {
             break;
         }
-        let result = run_job(
-            &mut runtime,
-            caps,
-            cfg.max_new_tokens,
-            &job,
-            &notify,
-            &cancelled,
-        );
-        if !notify.send(WorkerMsg::Done { id: job.id, result }) {
+        let result = worker.run_job(&job);
+        if !worker.notify.send(WorkerMsg::Done { id: job.id, result }) {
             break;
         }
     }
+    let Worker {
+        runtime, notify, ..
+    } = worker;
     drop(runtime);
     notify.send(WorkerMsg::Stopped);
 }
 
-fn run_job(
-    runtime: &mut Runtime,
+fn load(cfg: &WorkerConfig) -> Result<Runtime, crate::runtime::RuntimeError> {
+    let mut runtime = Runtime::init(&cfg.init)?;
+    if cfg.raw_template {
+        // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
+        runtime.set_chat_template("", "", "")?;
+    }
+    Ok(runtime)
+}
+
+struct Worker {
+    runtime: Runtime,
     caps: Capabilities,
-    init_cap: u32,
-    job: &Job,
-    notify: &Notifier,
-    cancelled: &AtomicU64,
-) -> Result<RunSummary, (crate::runtime::RuntimeError, u32)> {
-    // The loop may cancel a job it has handed over before the runtime started it; an
-    // rkllm_abort at that moment finds nothing to abort, so the flag is checked here too.
-    let is_cancelled = || cancelled.load(Ordering::Acquire) == job.id;
-    if is_cancelled() {
-        return Ok(RunSummary {
-            perf: None,
-            generated_tokens: 0,
-            hit_cap: false,
-        });
+    init: InitConfig,
+    cache: KvCache,
+    notify: Notifier,
+    cancelled: Arc<AtomicU64>,
+}
+
+/// What a run produced.
+struct Ran {
+    end: Result<RunEnd, crate::runtime::RuntimeError>,
+    generated: u32,
+    answer: String,
+    hit_cap: bool,
+}
+
+impl Worker {
+    fn is_cancelled(&self, job: &Job) -> bool {
+        self.cancelled.load(Ordering::Acquire) == job.id
     }
-    if job.clear_cache {
-        runtime.clear_kv_cache(false).map_err(|e| (e, 0))?;
-    }
-    let cap = job.max_new_tokens.unwrap_or(init_cap).min(init_cap.max(1));
-    let req = RunRequest {
-        prompt: &job.prompt,
-        role: job.role,
-        enable_thinking: job.enable_thinking,
-        keep_history: job.keep_history,
-        max_new_tokens: Some(cap),
-        sampling: job.sampling,
-    };
-    let mut generated = 0u32;
-    let mut text = Utf8Assembler::default();
-    let mut sink = |out: Output<'_>| {
-        generated += 1;
-        if let Output::Token { text: bytes, .. } = out {
-            let piece = text.push(bytes);
-            if !piece.is_empty() {
-                notify.send(WorkerMsg::Text {
-                    id: job.id,
-                    text: piece,
-                });
+
+    fn run_job(&mut self, job: &Job) -> Result<RunSummary, EngineError> {
+        // The loop may cancel a job it has handed over before the runtime started it; an
+        // rkllm_abort at that moment finds nothing to abort, so the flag is checked here too.
+        if self.is_cancelled(job) {
+            return Ok(RunSummary {
+                perf: None,
+                generated_tokens: 0,
+                hit_cap: false,
+            });
+        }
+        let cap = job
+            .max_new_tokens
+            .unwrap_or(self.init.max_new_tokens)
+            .min(self.init.max_new_tokens.max(1));
+        match &job.conversation {
+            Some(conv) => {
+                let reserve = cap.min(self.init.max_context_len / 4);
+                let plan = self.cache.plan(conv, self.init.max_context_len, reserve)?;
+                if plan.dropped_turns > 0 {
+                    log::info!(
+                        "request {}: left out the {} oldest turn(s) to fit the context",
+                        job.id,
+                        plan.dropped_turns
+                    );
+                }
+                if plan.clear {
+                    self.cache.invalidate();
+                    self.runtime
+                        .clear_kv_cache(false)
+                        .map_err(EngineError::Runtime)?;
+                    self.cache.cleared();
+                }
+                let ran = self.generate(job, plan.input(), Role::User, true, cap);
+                self.conclude_conversation(job, plan, ran)
+            }
+            None => {
+                if job.clear_cache {
+                    self.runtime
+                        .clear_kv_cache(false)
+                        .map_err(EngineError::Runtime)?;
+                }
+                let ran = self.generate(job, &job.prompt, job.role, job.keep_history, cap);
+                self.conclude(ran.end, ran.generated, ran.hit_cap, job.prompt.len())
             }
         }
-        // ABI 1.2 has no per-run cap: stop the run ourselves when it is reached.
-        if is_cancelled() || (!caps.run_max_new_tokens && generated >= cap) {
-            Flow::Pause
-        } else {
-            Flow::Continue
-        }
-    };
-    let end = runtime.run(&req, &mut sink);
-    let rest = text.finish();
-    if !rest.is_empty() {
-        notify.send(WorkerMsg::Text {
-            id: job.id,
-            text: rest,
-        });
     }
-    let perf = match end.map_err(|e| (e, generated))? {
-        RunEnd::Finished(perf) => Some(perf),
-        RunEnd::Paused => None,
-    };
-    Ok(RunSummary {
-        perf,
-        generated_tokens: generated,
-        hit_cap: generated >= cap,
-    })
+
+    fn generate(
+        &mut self,
+        job: &Job,
+        prompt: &str,
+        role: Role,
+        keep_history: bool,
+        cap: u32,
+    ) -> Ran {
+        let req = RunRequest {
+            prompt,
+            role,
+            enable_thinking: job.enable_thinking,
+            keep_history,
+            max_new_tokens: Some(cap),
+            sampling: job.sampling,
+        };
+        let mut generated = 0u32;
+        let mut text = Utf8Assembler::default();
+        let mut answer = String::new();
+        let (notify, cancelled, caps) = (&self.notify, &self.cancelled, self.caps);
+        let mut sink = |out: Output<'_>| {
+            generated += 1;
+            if let Output::Token { text: bytes, .. } = out {
+                let piece = text.push(bytes);
+                if !piece.is_empty() {
+                    answer.push_str(&piece);
+                    notify.send(WorkerMsg::Text {
+                        id: job.id,
+                        text: piece,
+                    });
+                }
+            }
+            // ABI 1.2 has no per-run cap: stop the run ourselves when it is reached.
+            if cancelled.load(Ordering::Acquire) == job.id
+                || (!caps.run_max_new_tokens && generated >= cap)
+            {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            }
+        };
+        let end = self.runtime.run(&req, &mut sink);
+        let rest = text.finish();
+        if !rest.is_empty() {
+            answer.push_str(&rest);
+            self.notify.send(WorkerMsg::Text {
+                id: job.id,
+                text: rest,
+            });
+        }
+        Ran {
+            end,
+            generated,
+            answer,
+            hit_cap: generated >= cap,
+        }
+    }
+
+    /// Turns a run's end into the job's result, learning bytes per token on the way.
+    fn conclude(
+        &mut self,
+        end: Result<RunEnd, crate::runtime::RuntimeError>,
+        generated: u32,
+        hit_cap: bool,
+        prompt_bytes: usize,
+    ) -> Result<RunSummary, EngineError> {
+        match end {
+            Ok(end) => {
+                let perf = match end {
+                    RunEnd::Finished(perf) => {
+                        self.cache.calibrate(prompt_bytes, perf.prefill_tokens);
+                        Some(perf)
+                    }
+                    RunEnd::Paused => None,
+                };
+                Ok(RunSummary {
+                    perf,
+                    generated_tokens: generated,
+                    hit_cap,
+                })
+            }
+            Err(error) => Err(self.classify(error, generated, prompt_bytes)),
+        }
+    }
+
+    fn conclude_conversation(
+        &mut self,
+        job: &Job,
+        plan: Plan,
+        ran: Ran,
+    ) -> Result<RunSummary, EngineError> {
+        let clean_finish = matches!(ran.end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
+        let sent = plan.input().len();
+        let Ran {
+            end,
+            generated,
+            answer,
+            hit_cap,
+        } = ran;
+        let result = self.conclude(end, generated, hit_cap, sent);
+        if clean_finish {
+            match self.runtime.kv_cache_size() {
+                Ok(tokens) => self.cache.finished(plan, &answer, tokens),
+                Err(e) => {
+                    log::warn!("cannot read the KV cache size: {e}");
+                    self.cache.invalidate();
+                }
+            }
+        } else {
+            self.cache.invalidate();
+        }
+        result
+    }
+
+    /// The runtime API has no tokenizer and reports a prompt over the context only as a failed
+    /// run: a failure before any token, for a prompt whose estimated size exceeds the context,
+    /// is reported as such.
+    fn classify(
+        &self,
+        error: crate::runtime::RuntimeError,
+        generated: u32,
+        prompt_bytes: usize,
+    ) -> EngineError {
+        let max_context = self.init.max_context_len;
+        let estimated = self.cache.estimate_tokens(prompt_bytes);
+        if generated == 0 && estimated > u64::from(max_context) {
+            EngineError::PromptTooLong {
+                estimated_tokens: estimated,
+                prompt_bytes,
+                max_context,
+            }
+        } else {
+            EngineError::Runtime(error)
+        }
+    }
 }

@@ -129,5 +129,6 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         queue_timeout: cfg.queue_timeout,
         request_timeout: cfg.request_timeout,
         abort_grace: cfg.abort_grace,
+        raw_template: false,
     }
 }
