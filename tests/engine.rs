@@ -25,6 +25,14 @@ fn init_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// For tests that call `Runtime::init` themselves: the lock, with the trace pointed at `dir`
+/// (never at another test's file).
+fn init_lock_tracing_to(dir: &std::path::Path) -> std::sync::MutexGuard<'static, ()> {
+    let guard = init_lock();
+    std::env::set_var("RKLLM_SIM_TRACE", dir.join("trace.jsonl"));
+    guard
+}
+
 fn init_config(model: std::path::PathBuf) -> InitConfig {
     InitConfig {
         model_path: model,
@@ -499,7 +507,7 @@ fn runtime_wrapper_reports_waiting_and_the_simulator() {
             "vocabulary = 世界 🙂",
         ],
     );
-    let _guard = init_lock();
+    let _guard = init_lock_tracing_to(dir.path());
     let mut rt = Runtime::init(&init_config(model)).unwrap();
     let (mut tokens, mut waiting) = (0, 0);
     let mut bytes = Vec::new();
@@ -548,7 +556,7 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
         "m",
         &["answer_tokens_min = 50", "answer_tokens_max = 50"],
     );
-    let _guard = init_lock();
+    let _guard = init_lock_tracing_to(dir.path());
     let mut rt = Runtime::init(&init_config(model)).unwrap();
     let req = RunRequest {
         prompt: "hi",
@@ -573,7 +581,7 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
 #[test]
 fn init_fails_for_missing_and_foreign_model_files() {
     let dir = TempDir::new("init");
-    let _guard = init_lock();
+    let _guard = init_lock_tracing_to(dir.path());
     let missing = dir.path().join("missing.rkllm");
     assert!(Runtime::init(&init_config(missing)).is_err());
     let foreign = dir.path().join("real.rkllm");
