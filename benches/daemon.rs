@@ -62,6 +62,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         request_timeout: Duration::from_secs(600),
         abort_grace: Duration::from_secs(5),
         raw_template: false,
+        kv_cache_reuse: true,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
     let mut events = mio::Events::with_capacity(8);
@@ -274,6 +275,7 @@ fn main() {
         "> 100000 tok/s",
     );
     latency_rows(dir.path());
+    multi_turn_rows(dir.path());
 }
 
 /// CLOCK_MONOTONIC in microseconds: the simulator's trace clock.
@@ -427,4 +429,80 @@ fn wakeup_floor() -> (Duration, Duration) {
         .collect();
     d.sort();
     (percentile(&d, 0.5), percentile(&d, 0.99))
+}
+
+/// Issue 5's figure: time to first token per turn of a 10-turn conversation at demo speed,
+/// with KV-cache reuse and without.
+fn multi_turn_rows(dir: &std::path::Path) {
+    let model = write_model(
+        dir,
+        "demo-turns",
+        &[
+            "answer_tokens_min = 20",
+            "answer_tokens_max = 20",
+            "prefill_us_per_token = 2950",
+            "decode_us_per_token = 59880",
+        ],
+    );
+    let mut ttft = Vec::new();
+    for reuse in ["true", "false"] {
+        let d = Daemon::builder("bench-turns")
+            .model(model.clone())
+            .args(["--chat-template", "qwen2.5", "--kv-cache-reuse", reuse])
+            .start();
+        let mut messages = vec![
+            serde_json::json!({"role": "system", "content": "You are a helpful assistant on a small board."}),
+        ];
+        let mut firsts = Vec::new();
+        for turn in 1..=10 {
+            messages.push(serde_json::json!({"role": "user", "content": format!("Question {turn}: tell me one more thing about running language models on an NPU, briefly please.")}));
+            let mut c = d.client();
+            let t = Instant::now();
+            c.send_post(
+                "/v1/chat/completions",
+                &serde_json::json!({"stream": true, "messages": messages}),
+            );
+            c.read_head().unwrap();
+            let mut first = None;
+            let mut answer = String::new();
+            while let Some(chunk) = c.read_chunk() {
+                for data in common::client::sse_data(&chunk) {
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                        continue;
+                    };
+                    if let Some(text) = v["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                    {
+                        first.get_or_insert_with(|| t.elapsed());
+                        answer.push_str(text);
+                    }
+                }
+            }
+            firsts.push(first.expect("an answer"));
+            messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+        }
+        ttft.push(firsts);
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for turn in [1usize, 2, 5, 10] {
+        row(
+            &format!("TTFT turn {turn:>2}: reuse / no reuse (demo speed)"),
+            format!(
+                "{:.0} / {:.0} ms",
+                ms(ttft[0][turn - 1]),
+                ms(ttft[1][turn - 1])
+            ),
+            if turn == 10 {
+                "reuse: within 1.5x of turn 1"
+            } else {
+                "(report)"
+            },
+        );
+    }
+    row(
+        "TTFT turn 10 / turn 1 with reuse",
+        format!("{:.2}x", ms(ttft[0][9]) / ms(ttft[0][0])),
+        "< 1.5x",
+    );
 }

@@ -6,6 +6,7 @@
 //! (command line and file).
 
 pub mod api;
+pub mod chat;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -617,3 +617,31 @@ fn a_prompt_longer_than_the_context_is_a_400_with_the_counts() {
         200
     );
 }
+
+#[test]
+fn a_nul_in_the_prompt_is_the_clients_error_not_a_runtime_error() {
+    let d = Daemon::start("nulprompt");
+    let body = json!({"max_tokens": 3, "messages": [{"role": "user", "content": "a\u{0}b"}]});
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "messages");
+    let r = d
+        .client()
+        .post_json("/v1/completions", &json!({"prompt": "x\u{0}"}));
+    assert_eq!(r.status, 400);
+    let r = d.client().post_json(
+        "/api/generate",
+        &json!({"model": "fast", "prompt": "x\u{0}", "stream": false}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("NUL"));
+    let m = d.client().get("/metrics").text();
+    assert!(
+        m.lines().any(|l| l == "rkllmd_runtime_errors_total 0"),
+        "{m}"
+    );
+    assert!(
+        d.trace_of("rkllm_run").is_empty(),
+        "the runtime was never asked"
+    );
+}

@@ -70,6 +70,7 @@ impl Harness {
             request_timeout: Duration::from_secs(30),
             abort_grace: Duration::from_secs(2),
             raw_template: false,
+            kv_cache_reuse: true,
         };
         tweak(&mut cfg);
         let engine = Engine::start(cfg, waker).unwrap();

@@ -212,7 +212,10 @@ fn health_says_loading_before_the_model_is_loaded() {
     let dir = TempDir::new("loading");
     let model = write_model(dir.path(), "slow", &["load_ms = 1500"]);
     let mut d = Daemon::builder("loading").model(model).no_wait().start();
-    common::wait_until(Duration::from_secs(5), "socket", || d.socket.exists());
+    // The file appears at bind(), just before listen(): wait for a connect to succeed.
+    common::wait_until(Duration::from_secs(5), "socket", || {
+        std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
+    });
     let r = d.client().get("/health");
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "loading");
@@ -457,4 +460,43 @@ fn a_wedged_runtime_is_reported_by_health_and_refuses_new_work() {
         Some(EXIT_DEADLINE)
     );
     assert!(!d.socket.exists());
+}
+
+#[test]
+fn a_run_that_ends_after_being_declared_wedged_brings_the_daemon_back() {
+    let dir = TempDir::new("latewedge");
+    let model = write_model(
+        dir.path(),
+        "late",
+        &[
+            "prefill_us_per_token = 100000",
+            "abort_delay_ms = 1500",
+            "answer_tokens_min = 5",
+            "answer_tokens_max = 5",
+        ],
+    );
+    let d = Daemon::builder("latewedge")
+        .model(model)
+        .args(["--abort-grace", "0.3"])
+        .start();
+    let mut c = d.client();
+    c.send_post("/v1/chat/completions", &chat_body(false));
+    common::wait_until(Duration::from_secs(5), "run", || {
+        !d.trace_of("rkllm_run").is_empty()
+    });
+    drop(c);
+    common::wait_until(Duration::from_secs(5), "wedged", || {
+        d.client().get("/health").json()["status"] == "wedged"
+    });
+    common::wait_until(Duration::from_secs(5), "run ended", || {
+        !d.trace_of("run_end").is_empty()
+    });
+    common::wait_until(Duration::from_secs(2), "serving again", || {
+        d.client().get("/health").status == 200
+    });
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"max_tokens": 2, "messages": [{"role": "user", "content": "x"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }

@@ -2,6 +2,7 @@
 //! Handlers are pure: they see the request and a read-only view of the daemon, and return a
 //! complete response or a generation to start with the responder that will format it.
 
+mod conversation;
 mod error;
 mod health;
 mod metrics;
@@ -40,6 +41,8 @@ pub struct Ctx<'a> {
     pub sampling: Sampling,
     pub caps: Capabilities,
     pub metrics: &'a crate::metrics::Metrics,
+    /// The chat template conversations are rendered with; `None`: the runtime's own.
+    pub template: Option<&'a crate::chat::Template>,
 }
 
 impl Ctx<'_> {

@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use super::conversation;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
 use super::{
     ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher,
@@ -43,8 +44,21 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
             ))
         }
     };
-    let prompt = last_user_text(messages)?;
-    generate(&f, ctx, job_id, prompt, Kind::Chat)
+    let turns = conversation::openai_turns(messages)?;
+    let job = conversation::job_for(ctx, job_id, &turns, enable_thinking(&f)?, FLAVOR)?;
+    generate(&f, ctx, job, Kind::Chat)
+}
+
+/// Thinking on or off (Qwen3-style models): `enable_thinking` at the top level, or in
+/// `chat_template_kwargs` as vLLM and SGLang clients send it.
+fn enable_thinking(f: &Fields<'_>) -> Result<Option<bool>, ApiError> {
+    if let Some(b) = f.bool("enable_thinking")? {
+        return Ok(Some(b));
+    }
+    match f.object("chat_template_kwargs")? {
+        Some(kwargs) => kwargs.bool("enable_thinking"),
+        None => Ok(None),
+    }
 }
 
 pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
@@ -71,16 +85,13 @@ pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, Ap
         }
         Some(_) => return Err(f.wrong_type("prompt", "a string")),
     };
-    generate(&f, ctx, job_id, prompt, Kind::Completion)
+    conversation::check_text(&prompt, FLAVOR, "prompt")?;
+    // A completion continues the text as it is: with rkllmd's templates the runtime's own is off,
+    // so the prompt reaches the model unchanged.
+    generate(&f, ctx, Job::new(job_id, prompt), Kind::Completion)
 }
 
-fn generate(
-    f: &Fields<'_>,
-    ctx: &Ctx<'_>,
-    job_id: u64,
-    prompt: String,
-    kind: Kind,
-) -> Result<Reply, ApiError> {
+fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, mut job: Job, kind: Kind) -> Result<Reply, ApiError> {
     let model = check_model(ctx, f)?;
     if f.count("n")?.is_some_and(|n| n > 1) {
         return Err(ApiError::bad_request(
@@ -100,7 +111,6 @@ fn generate(
         stop: f.stop("stop")?,
         seed: f.int("seed")?,
     };
-    let mut job = Job::new(job_id, prompt);
     let warnings = params.apply(ctx, &mut job);
     let prefix = match kind {
         Kind::Chat => "chatcmpl",
@@ -108,7 +118,7 @@ fn generate(
     };
     let responder = OpenAiResponder {
         kind,
-        id: format!("{prefix}-{job_id:x}"),
+        id: format!("{prefix}-{:x}", job.id),
         created: unix_now(),
         model,
         stream,
@@ -123,42 +133,6 @@ fn generate(
         job,
         responder: Box::new(responder),
     })
-}
-
-/// The newest user turn's text. Content is a string or a list of parts whose text parts count.
-fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
-    let last = messages
-        .iter()
-        .rev()
-        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-        .ok_or_else(|| {
-            ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages"))
-        })?;
-    match last.get("content") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            for part in parts {
-                match part.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default()),
-                    Some(other) => {
-                        return Err(ApiError::bad_request(
-                            FLAVOR,
-                            format!("'messages': content parts of type '{other}' are not supported by this model"),
-                            Some("messages"),
-                        ))
-                    }
-                    None => return Err(wrong("messages[].content[].type", "a string")),
-                }
-            }
-            Ok(text)
-        }
-        _ => Err(wrong("messages[].content", "a string or an array of parts")),
-    }
-}
-
-fn wrong(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(FLAVOR, format!("'{field}' must be {expected}"), Some(field))
 }
 
 fn unix_now() -> u64 {

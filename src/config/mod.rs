@@ -106,6 +106,9 @@ pub struct Config {
     pub syslog: bool,
     /// `--log-level`; `RUST_LOG`, when set, is meant to win over it.
     pub log_level: log::LevelFilter,
+    /// `auto`, `runtime` or a preset name (validated).
+    pub chat_template: String,
+    pub kv_cache_reuse: bool,
 }
 
 impl Default for Config {
@@ -143,6 +146,8 @@ impl Default for Config {
             notify_fd: None,
             syslog: false,
             log_level: log::LevelFilter::Info,
+            chat_template: "auto".to_owned(),
+            kv_cache_reuse: true,
         }
     }
 }

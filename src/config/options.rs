@@ -38,6 +38,8 @@ pub(super) enum Setting {
     NotifyFd,
     Syslog,
     LogLevel,
+    ChatTemplate,
+    KvCacheReuse,
     Config,
     Help,
     Version,
@@ -120,6 +122,22 @@ pub(super) const OPTIONS: &[Opt] = &[
         Note("the model file name without extension"),
         MODEL,
         "Model name reported to clients"
+    ),
+    opt!(
+        ChatTemplate,
+        "chat-template",
+        V("NAME"),
+        Dv("auto"),
+        MODEL,
+        "How conversations are rendered: a preset (chatml, qwen2,\nqwen2.5, qwen3, llama3, gemma2, gemma3, phi3, deepseek-r1,\nminicpm, internlm2); 'auto' (guess from the model file name,\nelse 'runtime'); or 'runtime' (the runtime applies the model's\nbuilt-in template and sees only the newest user turn)"
+    ),
+    opt!(
+        KvCacheReuse,
+        "kv-cache-reuse",
+        V("BOOL"),
+        Dv("true"),
+        MODEL,
+        "Keep the conversation in the runtime's KV cache between turns\nand prefill only what is new (needs a chat template other than\n'runtime'); false re-prefills every turn, for comparison"
     ),
     opt!(
         MaxContextLen,

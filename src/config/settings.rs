@@ -98,6 +98,8 @@ impl Draft {
             Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
             Setting::Syslog => c.syslog = values::boolean(raw)?,
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
+            Setting::ChatTemplate => c.chat_template = values::chat_template(raw)?,
+            Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
             // Handled by the scanner and never produced by the file reader.
             Setting::Config | Setting::Help | Setting::Version => {}
         }

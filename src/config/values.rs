@@ -116,6 +116,19 @@ pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
     }
 }
 
+/// `auto`, `runtime` or a chat template preset's name.
+pub(super) fn chat_template(raw: &str) -> Result<String, Expected> {
+    let name = raw.trim().to_ascii_lowercase();
+    if name == "auto" || name == "runtime" || crate::chat::Template::preset(&name).is_some() {
+        Ok(name)
+    } else {
+        Err(format!(
+            "'auto', 'runtime' or one of {}",
+            crate::chat::PRESET_NAMES.join(", ")
+        ))
+    }
+}
+
 /// `ADDR:PORT` with a literal IPv4 or bracketed IPv6 address, or `localhost:PORT`. Port 0 asks
 /// the kernel for a free port. Names are not resolved: the daemon does no DNS.
 pub(super) fn tcp_addr(raw: &str) -> Result<SocketAddr, Expected> {

@@ -39,6 +39,8 @@ pub struct EngineConfig {
     /// rkllmd renders conversations (jobs carry a `Conversation`) and the runtime's own chat
     /// template is switched off; false: the runtime templates each job's single prompt.
     pub raw_template: bool,
+    /// Reuse the KV cache across turns of a conversation (false: clear it before every run).
+    pub kv_cache_reuse: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +77,8 @@ pub struct Engine {
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// The id of the job the loop wants stopped (0: none); the worker checks it per token.
     cancelled: Arc<AtomicU64>,
+    /// The run the engine was declared wedged in; if it ever ends, the engine recovers.
+    wedged_job: Option<JobId>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
@@ -95,6 +99,7 @@ impl Engine {
         let init = worker::WorkerConfig {
             init: cfg.init.clone(),
             raw_template: cfg.raw_template,
+            kv_cache_reuse: cfg.kv_cache_reuse,
         };
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
@@ -112,6 +117,7 @@ impl Engine {
             _waker: waker,
             abort,
             cancelled,
+            wedged_job: None,
             queue: VecDeque::new(),
             running: None,
             thread: Some(thread),
@@ -297,6 +303,14 @@ impl Engine {
                     out.push(Event::Text { id, text });
                 }
             }
+            WorkerMsg::Done { id, .. } if self.wedged_job == Some(id) => {
+                // The run ended after all, only later than the grace period: the runtime works.
+                self.wedged_job = None;
+                if self.state == State::Wedged {
+                    log::warn!("the runtime finished the run it was stuck in; serving again");
+                    self.state = State::Ready;
+                }
+            }
             WorkerMsg::Done { id, result } => {
                 if !self.is_current(id) {
                     return;
@@ -379,6 +393,7 @@ impl Engine {
         );
         self.state = State::Wedged;
         if let Some(run) = self.running.take() {
+            self.wedged_job = Some(run.id);
             out.push(Event::Failed {
                 id: run.id,
                 error: EngineError::Wedged,

@@ -43,6 +43,7 @@ pub(super) struct WorkerConfig {
     pub init: InitConfig,
     /// rkllmd renders conversations itself: switch the runtime's template off.
     pub raw_template: bool,
+    pub kv_cache_reuse: bool,
 }
 
 pub(super) fn run(
@@ -74,6 +75,7 @@ pub(super) fn run(
         caps,
         init: cfg.init,
         cache: KvCache::default(),
+        reuse: cfg.kv_cache_reuse,
         notify,
         cancelled,
     };
@@ -108,6 +110,7 @@ struct Worker {
     caps: Capabilities,
     init: InitConfig,
     cache: KvCache,
+    reuse: bool,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
 }
@@ -142,6 +145,9 @@ impl Worker {
         match &job.conversation {
             Some(conv) => {
                 let reserve = cap.min(self.init.max_context_len / 4);
+                if !self.reuse {
+                    self.cache.invalidate();
+                }
                 let plan = self.cache.plan(conv, self.init.max_context_len, reserve)?;
                 if plan.dropped_turns > 0 {
                     log::info!(
@@ -161,6 +167,9 @@ impl Worker {
                 self.conclude_conversation(job, plan, ran)
             }
             None => {
+                // A single prompt (runtime templating, or a raw completion) changes the cache in
+                // ways the record does not follow.
+                self.cache.invalidate();
                 if job.clear_cache {
                     self.runtime
                         .clear_kv_cache(false)

@@ -55,6 +55,12 @@ impl RequestParser {
         }
     }
 
+    /// True between a request's head and the end of its body. The request has begun then even
+    /// when no byte of the body is buffered yet, so the connection's request timer must run.
+    pub fn awaiting_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
     /// Parses what `buf` holds, draining the bytes of a finished request from its front; bytes
     /// of a pipelined next request stay. Work per call is proportional to the new bytes, so a
     /// body trickling in byte by byte costs O(total).
@@ -274,7 +280,7 @@ mod tests {
         }
         bytes.extend_from_slice(b"Content-Length: 65536\r\n\r\n");
         let head_len = bytes.len();
-        bytes.extend(std::iter::repeat(b'b').take(65536));
+        bytes.extend(std::iter::repeat_n(b'b', 65536));
         let mut parser = RequestParser::new(limits(16 * 1024, 65536));
         let mut buf = Vec::new();
         let mut requests = Vec::new();
@@ -289,6 +295,18 @@ mod tests {
         };
         assert_eq!(request.headers.len(), 51);
         assert_eq!(request.body.len(), 65536);
+    }
+
+    #[test]
+    fn awaiting_body_from_the_head_to_the_end_of_the_body() {
+        let mut parser = RequestParser::new(Limits::default());
+        let mut buf = b"POST /p HTTP/1.1\r\nContent-Length: 2\r\n\r\n".to_vec();
+        assert!(!parser.awaiting_body());
+        assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
+        assert!(buf.is_empty() && parser.awaiting_body());
+        buf.extend_from_slice(b"ok");
+        assert!(matches!(parser.advance(&mut buf), Ok(Progress::Request(_))));
+        assert!(!parser.awaiting_body());
     }
 
     #[test]
@@ -452,7 +470,7 @@ mod tests {
     fn head_over_the_limit_without_terminator_is_431() {
         let mut parser = RequestParser::new(limits(64, 0));
         let mut buf = b"GET /".to_vec();
-        buf.extend(std::iter::repeat(b'a').take(58));
+        buf.extend(std::iter::repeat_n(b'a', 58));
         assert_eq!(buf.len(), 63);
         assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
         buf.push(b'a');

@@ -53,6 +53,9 @@ pub struct Report {
 
 struct Shutdown {
     deadline: Instant,
+    /// The engine forced this shutdown (the model failed to load, the inference thread died):
+    /// it ends as `EngineFailed` even once every client is flushed.
+    engine_failed: bool,
 }
 
 pub struct EventLoop {
@@ -78,8 +81,16 @@ pub struct EventLoop {
     sampling: crate::runtime::Sampling,
     caps: crate::runtime::Capabilities,
     metrics: crate::metrics::Metrics,
+    template: Option<crate::chat::Template>,
     /// Connections that got output from engine events; flushed once per batch, not per token.
     dirty: Vec<Token>,
+}
+
+/// What the daemon serves with: the configuration, the loaded runtime, the chat template.
+pub struct Serving {
+    pub cfg: Arc<Config>,
+    pub info: RuntimeInfo,
+    pub template: Option<crate::chat::Template>,
 }
 
 impl EventLoop {
@@ -89,9 +100,13 @@ impl EventLoop {
         tcp: Option<TcpListener>,
         signals: Signals,
         engine: Engine,
-        cfg: Arc<Config>,
-        info: RuntimeInfo,
+        serving: Serving,
     ) -> io::Result<EventLoop> {
+        let Serving {
+            cfg,
+            info,
+            template,
+        } = serving;
         let mut unix = unix;
         poll.registry()
             .register(&mut unix, UNIX_LISTENER, Interest::READABLE)?;
@@ -131,6 +146,7 @@ impl EventLoop {
             engine_events: Vec::new(),
             load_time: None,
             metrics: crate::metrics::Metrics::default(),
+            template,
             sampling,
             caps: crate::runtime::capabilities(),
             dirty: Vec::new(),
@@ -326,6 +342,7 @@ impl EventLoop {
         }
         self.shutdown = Some(Shutdown {
             deadline: now + self.cfg.shutdown_timeout,
+            engine_failed: false,
         });
         if let Some(mut l) = self.unix.take() {
             let _ = self.poll.registry().deregister(&mut l);
@@ -348,7 +365,13 @@ impl EventLoop {
                     conn.phase = Phase::Closing;
                     conn.peer_closed = true;
                 }
-                Phase::Reading => conn.keep_alive = false,
+                // A response still being written: finish it, then close. Left in `Reading`,
+                // the connection waited for a next request, holding the shutdown up to its
+                // deadline (and exit code 5) after the client had everything.
+                Phase::Reading => {
+                    conn.keep_alive = false;
+                    conn.phase = Phase::Closing;
+                }
                 Phase::Generating { .. } => conn.keep_alive = false,
                 Phase::Closing => {}
             }
@@ -359,7 +382,11 @@ impl EventLoop {
         let Some(s) = &self.shutdown else { return };
         let engine_done = matches!(self.engine.state(), State::Stopped);
         if engine_done && self.conns.is_empty() {
-            self.ending = Some(Ending::Clean);
+            self.ending = Some(if s.engine_failed {
+                Ending::EngineFailed
+            } else {
+                Ending::Clean
+            });
         } else if matches!(self.engine.state(), State::Wedged) && self.conns.is_empty() {
             // Nothing left to flush, and a wedged run never returns: waiting longer is pointless.
             log::error!("the runtime is wedged: exiting without destroying it");
@@ -429,7 +456,7 @@ impl EventLoop {
                 // Stay up so /health can say so; every new generation gets a 503, and a shutdown
                 // still ends within its deadline. Only a restart recovers the NPU.
                 Event::Wedged => log::error!(
-                    "the runtime is wedged: /health reports it; restart rkllmd to recover"
+                    "the runtime is wedged: /health reports it; restart rkllmd unless the run ends after all"
                 ),
                 Event::Stopped => {
                     if self.shutdown.is_none() {
@@ -457,6 +484,11 @@ impl EventLoop {
 
     fn fail_engine(&mut self, now: Instant) {
         self.begin_shutdown(now);
+        // With clients still connected (even an idle /health poller) the shutdown completes
+        // later, in `check_shutdown_done`: it must still exit with the engine's code, not 0.
+        if let Some(s) = &mut self.shutdown {
+            s.engine_failed = true;
+        }
         if self.ending.is_none() && self.conns.is_empty() {
             self.ending = Some(Ending::EngineFailed);
         }
@@ -601,8 +633,15 @@ impl EventLoop {
             }
             match conn.parser.advance(&mut conn.rbuf) {
                 Ok(Progress::NeedMore) => {
-                    if conn.rbuf.is_empty() {
+                    // The request timer runs from a request's first byte until it is whole:
+                    // also while its body is awaited with nothing of it buffered yet, and for
+                    // a partial request pipelined behind one just answered (whose answer reset
+                    // the timer). Otherwise such clients were only cut off by the keep-alive
+                    // timeout, silently.
+                    if conn.rbuf.is_empty() && !conn.parser.awaiting_body() {
                         conn.request_since = None;
+                    } else if conn.request_since.is_none() {
+                        conn.request_since = Some(now);
                     }
                     return;
                 }
@@ -674,6 +713,7 @@ impl EventLoop {
             sampling: self.sampling,
             caps: self.caps,
             metrics: &self.metrics,
+            template: self.template.as_ref(),
         };
         let job_id = self.next_job;
         let reply = api::route(&req, &ctx, job_id);
@@ -746,6 +786,8 @@ impl EventLoop {
                         conn.version,
                     );
                     let _ = conn.flush();
+                    // Counted like every other answer, so /metrics shows slow clients.
+                    self.metrics.record_response("other", 408);
                 }
                 conn.phase = Phase::Closing;
                 conn.wbuf.clear();

@@ -17,12 +17,14 @@ use std::time::Instant;
 
 use mio::Poll;
 
+use crate::chat::{self, Template};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
 use crate::lifecycle::{self, LockFile};
 use crate::runtime::{self, InitConfig, Sampling};
 
+use event_loop::Serving;
 pub use event_loop::{Ending, Report};
 
 pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
@@ -63,10 +65,11 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         log::info!("running as user {user}");
     }
 
+    let template = resolve_template(&cfg);
     let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
     let waker = event_loop::EventLoop::waker(&poll)
         .map_err(|e| DaemonError::io("create the engine waker", e))?;
-    let engine = Engine::start(engine_config(&cfg), waker)
+    let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
     let info = runtime::info();
     log::info!(
@@ -80,9 +83,19 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
 
     let unix = mio::net::UnixListener::from_std(listener);
     let cfg = Arc::new(cfg);
-    let event_loop =
-        event_loop::EventLoop::new(poll, unix, tcp, signals, engine, Arc::clone(&cfg), info)
-            .map_err(|e| DaemonError::io("register the listeners", e))?;
+    let event_loop = event_loop::EventLoop::new(
+        poll,
+        unix,
+        tcp,
+        signals,
+        engine,
+        Serving {
+            cfg: Arc::clone(&cfg),
+            info,
+            template,
+        },
+    )
+    .map_err(|e| DaemonError::io("register the listeners", e))?;
     let started = Instant::now();
     let (ending, report, mut engine) = event_loop.run();
 
@@ -116,7 +129,34 @@ fn sampling_of(cfg: &Config) -> Sampling {
     }
 }
 
-fn engine_config(cfg: &Config) -> EngineConfig {
+/// The chat template rkllmd renders conversations with; `None` leaves templating to the runtime.
+fn resolve_template(cfg: &Config) -> Option<Template> {
+    let file = cfg
+        .model
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match cfg.chat_template.as_str() {
+        "runtime" => return None,
+        "auto" => match chat::guess(&file) {
+            Some(name) => {
+                log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
+                name
+            }
+            None => {
+                log::info!(
+                    "no chat template preset matches '{file}': the runtime's built-in template is used, \
+                     which sees only the newest user turn (set chat-template to choose)"
+                );
+                return None;
+            }
+        },
+        name => name,
+    };
+    Template::preset(name)
+}
+
+fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
     EngineConfig {
         init: InitConfig {
             model_path: cfg.model.clone(),
@@ -129,6 +169,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         queue_timeout: cfg.queue_timeout,
         request_timeout: cfg.request_timeout,
         abort_grace: cfg.abort_grace,
-        raw_template: false,
+        raw_template,
+        kv_cache_reuse: cfg.kv_cache_reuse,
     }
 }

@@ -8,8 +8,10 @@ mod responder;
 
 use serde_json::Value;
 
+use super::conversation;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::{ApiError, Ctx, Flavor, FullResponse, Reply, StopMatcher};
+use crate::chat::{Role, Turn};
 use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
 use responder::{Kind, OllamaResponder};
@@ -35,9 +37,7 @@ const OPTIONS: &[&str] = &[
 /// prompt goes to the runtime as is, under the model's own template and system prompt, and no
 /// output format, tool or thinking control is passed on. A warning header names the ones a
 /// request gave a value. (`keep_alive` is not among them: the model stays loaded regardless.)
-const IGNORED_FIELDS: &[&str] = &[
-    "format", "tools", "think", "system", "template", "raw", "suffix", "context",
-];
+const IGNORED_FIELDS: &[&str] = &["format", "tools", "template", "suffix", "context"];
 
 pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
     let body = parse_json(&req.body, FLAVOR)?;
@@ -47,8 +47,9 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     if messages.is_empty() {
         return load(ctx, head);
     }
-    let prompt = last_user_text(messages)?;
-    start(&f, ctx, job_id, head, prompt)
+    let turns = conversation::ollama_turns(messages)?;
+    let job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
+    start(&f, ctx, head, job, None)
 }
 
 pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
@@ -58,10 +59,37 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     if f.array("images")?.is_some_and(|i| !i.is_empty()) {
         return Err(no_images("images"));
     }
-    match f.str("prompt")? {
-        None | Some("") => load(ctx, head),
-        Some(prompt) => start(&f, ctx, job_id, head, prompt.to_owned()),
+    let prompt = match f.str("prompt")? {
+        None | Some("") => return load(ctx, head),
+        Some(prompt) => prompt,
+    };
+    conversation::check_text(prompt, FLAVOR, "prompt")?;
+    if let Some(system) = f.str("system")? {
+        conversation::check_text(system, FLAVOR, "system")?;
     }
+    // raw: the prompt goes to the model as it is. rkllmd can honour that only when it renders
+    // templates itself (the runtime's own template is then off).
+    let raw = f.bool("raw")?.unwrap_or(false);
+    let job = if raw && ctx.template.is_some() {
+        Job::new(job_id, prompt)
+    } else {
+        let mut turns = Vec::with_capacity(2);
+        if let Some(system) = f.str("system")?.filter(|s| !s.is_empty()) {
+            turns.push(Turn {
+                role: Role::System,
+                content: system.to_owned(),
+            });
+        }
+        turns.push(Turn {
+            role: Role::User,
+            content: prompt.to_owned(),
+        });
+        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?
+    };
+    let note = (raw && ctx.template.is_none()).then_some(
+        "raw was ignored: the runtime applies the model's template (chat-template = runtime)",
+    );
+    start(&f, ctx, head, job, note)
 }
 
 /// What every generation request names first.
@@ -110,13 +138,13 @@ fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
 fn start(
     f: &Fields<'_>,
     ctx: &Ctx<'_>,
-    job_id: u64,
     head: Head,
-    prompt: String,
+    mut job: Job,
+    note: Option<&str>,
 ) -> Result<Reply, ApiError> {
     let (params, ignored_options) = read_options(f)?;
-    let mut job = Job::new(job_id, prompt);
     let mut warnings = params.apply(ctx, &mut job);
+    warnings.extend(note.map(|n| (WARNING_HEADER, n.to_owned())));
     if let Some(w) = name_list(&ignored_options) {
         warnings.push((
             WARNING_HEADER,
@@ -205,40 +233,12 @@ fn name_list(names: &[&str]) -> Option<String> {
     (!list.is_empty()).then(|| list.join(", "))
 }
 
-/// The newest user message's text: rkllmd sends the runtime one turn (see openai.rs).
-fn last_user_text(messages: &[Value]) -> Result<String, ApiError> {
-    let mut last = None;
-    for m in messages {
-        let Some(m) = m.as_object() else {
-            return Err(wrong("messages[]", "an object"));
-        };
-        if m.get("images").is_some_and(has_value) {
-            return Err(no_images("messages[].images"));
-        }
-        if m.get("role").and_then(Value::as_str) == Some("user") {
-            last = Some(m);
-        }
-    }
-    let last = last.ok_or_else(|| {
-        ApiError::bad_request(FLAVOR, "'messages' has no user message", Some("messages"))
-    })?;
-    match last.get("content") {
-        Some(Value::String(s)) => Ok(s.clone()),
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(_) => Err(wrong("messages[].content", "a string")),
-    }
-}
-
 fn no_images(field: &str) -> ApiError {
     ApiError::bad_request(
         FLAVOR,
         format!("'{field}': this model does not take images"),
         Some(field),
     )
-}
-
-fn wrong(field: &str, expected: &str) -> ApiError {
-    ApiError::bad_request(FLAVOR, format!("'{field}' must be {expected}"), Some(field))
 }
 
 #[cfg(test)]
@@ -321,43 +321,6 @@ mod tests {
             body["error"].as_str().unwrap().contains("'options'"),
             "{body}"
         );
-    }
-
-    #[test]
-    fn the_prompt_is_the_last_user_message() {
-        let messages = json!([
-            {"role": "system", "content": "be brief"},
-            {"role": "user", "content": "first"},
-            {"role": "assistant", "content": "ok"},
-            {"role": "user", "content": "second"},
-            {"role": "assistant", "content": "", "images": []},
-        ]);
-        assert_eq!(
-            last_user_text(messages.as_array().unwrap()).unwrap(),
-            "second"
-        );
-    }
-
-    #[test]
-    fn bad_messages_are_400_naming_the_field() {
-        let cases = [
-            (json!([{"role": "assistant", "content": "x"}]), "'messages'"),
-            (json!(["hi"]), "'messages[]'"),
-            (
-                json!([{"role": "user", "content": ["x"]}]),
-                "'messages[].content'",
-            ),
-            (
-                json!([{"role": "user", "content": "x", "images": ["aGk="]}]),
-                "'messages[].images'",
-            ),
-        ];
-        for (v, field) in cases {
-            let e = last_user_text(v.as_array().unwrap()).unwrap_err();
-            assert_eq!(e.status, 400, "{v}");
-            assert_eq!(e.body().as_object().unwrap().len(), 1);
-            assert!(e.message.contains(field), "{v}: {}", e.message);
-        }
     }
 
     #[test]

@@ -78,6 +78,10 @@ fn every_flag_is_parsed() {
             "--syslog",
             "--log-level",
             "debug",
+            "--chat-template",
+            "Qwen3",
+            "--kv-cache-reuse",
+            "false",
         ],
         &s.env(),
     );
@@ -106,6 +110,8 @@ fn every_flag_is_parsed() {
     assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
     assert_eq!(c.abort_grace, Duration::from_millis(2500));
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
+    assert_eq!(c.chat_template, "qwen3");
+    assert!(!c.kv_cache_reuse);
     assert_eq!((c.temperature, c.top_p, c.top_k), (0.0, 1.0, 40));
     assert_eq!(
         (c.repeat_penalty, c.frequency_penalty, c.presence_penalty),
@@ -335,6 +341,7 @@ fn bad_values_name_the_flag_the_value_and_what_is_expected() {
             "loud",
             "one of error, warn, info, debug, trace",
         ),
+        ("--chat-template", "qwen9", "'auto', 'runtime' or one of"),
         (
             "--tcp",
             "example.com:80",

@@ -304,5 +304,5 @@ fn process_environment_is_read_once_into_env() {
     assert!(env
         .xdg_runtime_dir
         .as_ref()
-        .map_or(true, |d| !d.as_os_str().is_empty()));
+        .is_none_or(|d| !d.as_os_str().is_empty()));
 }

@@ -1,0 +1,166 @@
+//! From a request's messages to what the engine runs: the whole conversation rendered with the
+//! model's chat template (so the engine can reuse the runtime's KV cache across turns), or, in
+//! `runtime` template mode, the newest user message alone for the runtime to template.
+
+use serde_json::Value;
+
+use super::{ApiError, Ctx, Flavor};
+use crate::chat::{Role, SystemRole, Turn};
+use crate::engine::{Conversation, Job};
+
+/// OpenAI `messages`: content is a string, null (assistant turns with tool calls) or a list of
+/// parts whose text parts count; image parts are refused until vision models are supported.
+pub fn openai_turns(messages: &[Value]) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::OpenAi)
+}
+
+/// Ollama `messages`: content is a string; `images` are refused.
+pub fn ollama_turns(messages: &[Value]) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::Ollama)
+}
+
+fn turns(messages: &[Value], flavor: Flavor) -> Result<Vec<Turn>, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            flavor,
+            "'messages' must be a non-empty array",
+            Some("messages"),
+        ));
+    }
+    let wrong = |field: &str, expected: &str| {
+        ApiError::bad_request(
+            flavor,
+            format!("'{field}' must be {expected}"),
+            Some("messages"),
+        )
+    };
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        let Some(m) = m.as_object() else {
+            return Err(wrong("messages[]", "an object"));
+        };
+        let role = match m.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => Role::System,
+            Some("user") => Role::User,
+            Some("assistant") => Role::Assistant,
+            Some("tool" | "function") => Role::Tool,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    flavor,
+                    format!(
+                        "'messages[].role' '{other}' is not one of system, user, assistant, tool"
+                    ),
+                    Some("messages"),
+                ))
+            }
+            None => return Err(wrong("messages[].role", "a string")),
+        };
+        if m.get("images")
+            .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            return Err(ApiError::bad_request(
+                flavor,
+                "'messages': this model does not take images",
+                Some("messages"),
+            ));
+        }
+        let content = match m.get("content") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Array(parts)) if flavor == Flavor::OpenAi => text_parts(parts)?,
+            Some(_) => return Err(wrong("messages[].content", "a string")),
+        };
+        check_text(&content, flavor, "messages[].content")?;
+        out.push(Turn { role, content });
+    }
+    Ok(out)
+}
+
+/// The runtime takes C strings: a NUL byte in a prompt is the client's error, never a runtime one.
+pub fn check_text(text: &str, flavor: Flavor, field: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        let param = field.split(['[', '.']).next().unwrap_or(field);
+        return Err(ApiError::bad_request(
+            flavor,
+            format!("'{field}' contains a NUL byte"),
+            Some(param),
+        ));
+    }
+    Ok(())
+}
+
+fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
+    let mut text = String::new();
+    for part in parts {
+        match part.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default())
+            }
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    Flavor::OpenAi,
+                    format!(
+                    "'messages': content parts of type '{other}' are not supported by this model"
+                ),
+                    Some("messages"),
+                ))
+            }
+            None => {
+                return Err(ApiError::bad_request(
+                    Flavor::OpenAi,
+                    "'messages[].content[].type' must be a string",
+                    Some("messages"),
+                ))
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// Builds the job: the rendered conversation when the daemon templates, else the newest user
+/// message for the runtime's own template (which then sees only that turn).
+pub fn job_for(
+    ctx: &Ctx<'_>,
+    job_id: u64,
+    turns: &[Turn],
+    thinking: Option<bool>,
+    flavor: Flavor,
+) -> Result<Job, ApiError> {
+    if !turns.iter().any(|t| t.role == Role::User) {
+        return Err(ApiError::bad_request(
+            flavor,
+            "'messages' has no user message",
+            Some("messages"),
+        ));
+    }
+    let Some(template) = ctx.template else {
+        let newest = turns
+            .iter()
+            .rev()
+            .find(|t| t.role == Role::User)
+            .map(|t| t.content.clone())
+            .unwrap_or_default();
+        let mut job = Job::new(job_id, newest);
+        job.enable_thinking = thinking.unwrap_or(false);
+        return Ok(job);
+    };
+    let rendered = template.render(turns, thinking);
+    // Never left out: the leading system turns (and, where the family folds the system prompt
+    // into the next turn, that turn too); without a system turn, the first turn, whose piece
+    // carries the BOS text and any default system prompt.
+    let systems = turns.iter().take_while(|t| t.role == Role::System).count();
+    let folds = matches!(template.system_role, SystemRole::FoldIntoNextTurn { .. });
+    let kept = match (systems, folds) {
+        (0, _) => 1,
+        (n, true) => n + 1,
+        (n, false) => n,
+    }
+    .min(turns.len());
+    let mut job = Job::new(job_id, String::new());
+    job.conversation = Some(Conversation {
+        pieces: rendered.pieces,
+        kept,
+        generation_prompt: rendered.generation_prompt,
+    });
+    Ok(job)
+}

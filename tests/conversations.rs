@@ -1,0 +1,238 @@
+//! Conversations rendered by rkllmd with the model's chat template, and KV-cache reuse across
+//! turns, checked through the simulator's trace of what the runtime was asked to prefill.
+
+mod common;
+
+use common::{write_model, Daemon, TempDir};
+use serde_json::{json, Value};
+
+fn im(role: &str, text: &str) -> String {
+    format!("<|im_start|>{role}\n{text}<|im_end|>\n")
+}
+
+const GEN: &str = "<|im_start|>assistant\n";
+const SYSTEM: &str = "You answer briefly.";
+
+fn ask(d: &Daemon, messages: &[Value]) -> String {
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &json!({"messages": messages}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn qwen_daemon(tag: &str, extra: &[&str]) -> Daemon {
+    let dir = TempDir::new(tag);
+    let model = write_model(
+        dir.path(),
+        "m",
+        &["answer_tokens_min = 15", "answer_tokens_max = 25"],
+    );
+    Daemon::builder(tag)
+        .model(model)
+        .args(["--chat-template", "qwen2.5"])
+        .args(extra.iter().copied())
+        .start()
+}
+
+#[test]
+fn ten_turns_prefill_only_what_each_turn_adds() {
+    let d = qwen_daemon("tenturns", &[]);
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+    for turn in 1..=10 {
+        let question = format!("Question number {turn}: what else should I know?");
+        messages.push(json!({"role": "user", "content": question}));
+        let answer = ask(&d, &messages);
+        messages.push(json!({"role": "assistant", "content": answer}));
+    }
+    let runs = d.trace_of("rkllm_run");
+    let ends = d.trace_of("run_end");
+    assert_eq!(runs.len(), 10);
+    assert_eq!(
+        runs[0]["prompt"],
+        format!(
+            "{}{}{GEN}",
+            im("system", SYSTEM),
+            im("user", "Question number 1: what else should I know?")
+        )
+    );
+    for (n, run) in runs.iter().enumerate().skip(1) {
+        let question = format!("Question number {}: what else should I know?", n + 1);
+        assert_eq!(
+            run["prompt"],
+            format!("<|im_end|>\n{}{GEN}", im("user", &question)),
+            "turn {}",
+            n + 1
+        );
+        assert_eq!(run["keep_history"], 1);
+    }
+    let prefill: Vec<u64> = ends
+        .iter()
+        .map(|e| e["prefill_tokens"].as_u64().unwrap())
+        .collect();
+    let later = &prefill[1..];
+    let (lo, hi) = (*later.iter().min().unwrap(), *later.iter().max().unwrap());
+    assert!(
+        hi <= lo + 2,
+        "turns 2..10 prefill about the same: {prefill:?}"
+    );
+    let cached = ends.last().unwrap()["cache_tokens"].as_u64().unwrap();
+    assert!(
+        prefill[9] * 10 < cached,
+        "turn 10 prefilled {} of {cached} cached tokens",
+        prefill[9]
+    );
+    assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+    let template = &d.trace_of("rkllm_set_chat_template")[0];
+    assert_eq!(
+        (
+            template["system_prompt"].as_str(),
+            template["prompt_postfix"].as_str()
+        ),
+        (Some(""), Some(""))
+    );
+}
+
+#[test]
+fn two_interleaved_conversations_both_keep_their_context() {
+    let d = qwen_daemon("interleave", &[]);
+    let mut a = vec![json!({"role": "system", "content": SYSTEM})];
+    let mut b = vec![json!({"role": "system", "content": "You are a pirate."})];
+    for turn in 1..=3 {
+        for (conv, who) in [(&mut a, "alice"), (&mut b, "bob")] {
+            conv.push(json!({"role": "user", "content": format!("{who} turn {turn}")}));
+            let answer = ask(&d, conv);
+            conv.push(json!({"role": "assistant", "content": answer}));
+        }
+    }
+    let runs = d.trace_of("rkllm_run");
+    // Every switch of conversation clears the cache and sends that conversation whole.
+    assert_eq!(d.trace_of("rkllm_clear_kv_cache").len(), 5);
+    let last_b = runs.last().unwrap()["prompt"].as_str().unwrap().to_owned();
+    assert!(
+        last_b.starts_with(&im("system", "You are a pirate.")),
+        "{last_b}"
+    );
+    for turn in 1..=3 {
+        assert!(
+            last_b.contains(&format!("bob turn {turn}")),
+            "bob's context kept: {last_b}"
+        );
+    }
+    assert!(!last_b.contains("alice"), "no leak between conversations");
+}
+
+#[test]
+fn an_edited_history_starts_over() {
+    let d = qwen_daemon("edited", &[]);
+    let mut messages = vec![
+        json!({"role": "system", "content": SYSTEM}),
+        json!({"role": "user", "content": "first"}),
+    ];
+    let answer = ask(&d, &messages);
+    messages.push(json!({"role": "assistant", "content": format!("(edited) {answer}")}));
+    messages.push(json!({"role": "user", "content": "second"}));
+    ask(&d, &messages);
+    assert_eq!(d.trace_of("rkllm_clear_kv_cache").len(), 1);
+    let prompt = d.trace_of("rkllm_run")[1]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        prompt.starts_with(&im("system", SYSTEM)) && prompt.contains("(edited)"),
+        "{prompt}"
+    );
+}
+
+#[test]
+fn ollama_chat_reuses_the_cache_too() {
+    let d = qwen_daemon("ollamaturns", &[]);
+    let mut messages = vec![json!({"role": "user", "content": "hello"})];
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "stream": false, "messages": messages}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    messages.push(r.json()["message"].clone());
+    messages.push(json!({"role": "user", "content": "again"}));
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "stream": false, "messages": messages}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        d.trace_of("rkllm_run")[1]["prompt"],
+        format!("<|im_end|>\n{}{GEN}", im("user", "again"))
+    );
+}
+
+#[test]
+fn the_template_is_guessed_from_the_model_file_name_and_runtime_mode_stays_available() {
+    let dir = TempDir::new("guess");
+    let model = dir.path().join("Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm");
+    std::fs::copy(common::fast_model(), &model).unwrap();
+    let d = Daemon::builder("guess").model(model).start();
+    assert!(
+        d.stderr().contains("chat template 'qwen2.5' guessed"),
+        "{}",
+        d.stderr()
+    );
+    ask(&d, &[json!({"role": "user", "content": "hi"})]);
+    assert_eq!(d.trace_of("rkllm_set_chat_template").len(), 1);
+
+    // fast.rkllm matches no preset: the runtime templates the newest user message itself.
+    let d = Daemon::start("runtime-mode");
+    assert!(
+        d.stderr().contains("no chat template preset matches"),
+        "{}",
+        d.stderr()
+    );
+    ask(
+        &d,
+        &[
+            json!({"role": "system", "content": "S"}),
+            json!({"role": "user", "content": "only this"}),
+        ],
+    );
+    assert!(d.trace_of("rkllm_set_chat_template").is_empty());
+    assert_eq!(d.trace_of("rkllm_run")[0]["prompt"], "only this");
+}
+
+#[test]
+fn old_turns_are_left_out_when_the_context_fills_and_a_turn_too_long_is_a_400() {
+    let d = qwen_daemon("overflow", &["--max-context-len", "300"]);
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+    for turn in 1..=8 {
+        messages.push(
+            json!({"role": "user", "content": format!("turn {turn}: {}", "word ".repeat(30))}),
+        );
+        let answer = ask(&d, &messages);
+        messages.push(json!({"role": "assistant", "content": answer}));
+    }
+    assert!(
+        d.stderr().contains("oldest turn(s) to fit the context"),
+        "{}",
+        d.stderr()
+    );
+    let last = d.trace_of("rkllm_run").pop().unwrap()["prompt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        !last.contains("turn 1:") && last.contains("turn 8:"),
+        "{last}"
+    );
+    assert!(
+        last.starts_with(&im("system", SYSTEM)),
+        "the system prompt is kept"
+    );
+    messages.push(json!({"role": "user", "content": "word ".repeat(2000)}));
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &json!({"messages": messages}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+}
