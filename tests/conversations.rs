@@ -236,3 +236,56 @@ fn old_turns_are_left_out_when_the_context_fills_and_a_turn_too_long_is_a_400() 
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
 }
+
+#[test]
+fn a_custom_template_from_the_config_file_renders_the_conversation() {
+    let dir = TempDir::new("custom");
+    let conf = dir.path().join("rkllmd.conf");
+    std::fs::write(
+        &conf,
+        "chat-template = custom\n\
+         chat-template-bos = <s>\n\
+         chat-template-system-prefix = [SYS]\n\
+         chat-template-system-suffix = [/SYS]\\n\n\
+         chat-template-user-prefix = [U]\n\
+         chat-template-user-suffix = [/U]\\n\n\
+         chat-template-assistant-prefix = [A]\n\
+         chat-template-assistant-suffix = [/A]\\n\n",
+    )
+    .unwrap();
+    let d = Daemon::builder("custom")
+        .args(["--config", conf.to_str().unwrap()])
+        .start();
+    ask(
+        &d,
+        &[
+            json!({"role": "system", "content": "be kind"}),
+            json!({"role": "user", "content": "hi"}),
+        ],
+    );
+    assert_eq!(
+        d.trace_of("rkllm_run")[0]["prompt"],
+        "<s>[SYS]be kind[/SYS]\n[U]hi[/U]\n[A]"
+    );
+
+    std::fs::write(
+        &conf,
+        "chat-template = custom\nchat-template-user-prefix = bad\\q\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--model",
+            common::fast_model().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("chat-template-user-prefix"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -109,6 +109,8 @@ pub struct Config {
     /// `auto`, `runtime` or a preset name (validated).
     pub chat_template: String,
     pub kv_cache_reuse: bool,
+    /// The `chat-template-*` keys, used when `chat_template` is `custom`.
+    pub chat_template_parts: crate::chat::CustomParts,
 }
 
 impl Default for Config {
@@ -148,6 +150,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             chat_template: "auto".to_owned(),
             kv_cache_reuse: true,
+            chat_template_parts: crate::chat::CustomParts::default(),
         }
     }
 }

@@ -40,6 +40,16 @@ pub(super) enum Setting {
     LogLevel,
     ChatTemplate,
     KvCacheReuse,
+    TemplateBos,
+    TemplateSystemPrefix,
+    TemplateSystemSuffix,
+    TemplateUserPrefix,
+    TemplateUserSuffix,
+    TemplateAssistantPrefix,
+    TemplateAssistantSuffix,
+    TemplateToolPrefix,
+    TemplateToolSuffix,
+    TemplateGenerationPrompt,
     Config,
     Help,
     Version,
@@ -88,6 +98,7 @@ const ACCESS: &str = "Sockets and access";
 const LIMITS: &str = "Limits and timeouts";
 const SAMPLING: &str = "Generation defaults (a request may override them)";
 const PROCESS: &str = "Process";
+const TEMPLATE: &str = "Custom chat template (chat-template = custom; \\n and \\t are decoded)";
 
 macro_rules! opt {
     ($key:ident, $name:literal, $kind:expr, $default:expr, $section:expr, $help:literal) => {
@@ -129,7 +140,87 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("NAME"),
         Dv("auto"),
         MODEL,
-        "How conversations are rendered: a preset (chatml, qwen2,\nqwen2.5, qwen3, llama3, gemma2, gemma3, phi3, deepseek-r1,\nminicpm, internlm2); 'auto' (guess from the model file name,\nelse 'runtime'); or 'runtime' (the runtime applies the model's\nbuilt-in template and sees only the newest user turn)"
+        "How conversations are rendered: a preset (chatml, qwen2,\nqwen2.5, qwen3, llama3, gemma2, gemma3, phi3, deepseek-r1,\nminicpm, internlm2); 'auto' (guess from the model file name,\nelse 'runtime'); 'custom' (the chat-template-* keys below); or\n'runtime' (the runtime applies the model's built-in template and\nsees only the newest user turn)"
+    ),
+    opt!(
+        TemplateBos,
+        "chat-template-bos",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text at the very start of the prompt (e.g. <|begin_of_text|>)"
+    ),
+    opt!(
+        TemplateSystemPrefix,
+        "chat-template-system-prefix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text before a system turn"
+    ),
+    opt!(
+        TemplateSystemSuffix,
+        "chat-template-system-suffix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text after a system turn"
+    ),
+    opt!(
+        TemplateUserPrefix,
+        "chat-template-user-prefix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text before a user turn"
+    ),
+    opt!(
+        TemplateUserSuffix,
+        "chat-template-user-suffix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text after a user turn"
+    ),
+    opt!(
+        TemplateAssistantPrefix,
+        "chat-template-assistant-prefix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text before an assistant turn"
+    ),
+    opt!(
+        TemplateAssistantSuffix,
+        "chat-template-assistant-suffix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text after an assistant turn"
+    ),
+    opt!(
+        TemplateToolPrefix,
+        "chat-template-tool-prefix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text before a tool result"
+    ),
+    opt!(
+        TemplateToolSuffix,
+        "chat-template-tool-suffix",
+        V("TEXT"),
+        NoDefault,
+        TEMPLATE,
+        "Text after a tool result"
+    ),
+    opt!(
+        TemplateGenerationPrompt,
+        "chat-template-generation-prompt",
+        V("TEXT"),
+        Note("the assistant prefix"),
+        TEMPLATE,
+        "Text that opens the answer"
     ),
     opt!(
         KvCacheReuse,

@@ -100,6 +100,34 @@ impl Draft {
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
             Setting::ChatTemplate => c.chat_template = values::chat_template(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
+            Setting::TemplateBos => c.chat_template_parts.bos = Some(values::template_text(raw)?),
+            Setting::TemplateSystemPrefix => {
+                c.chat_template_parts.system_prefix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateSystemSuffix => {
+                c.chat_template_parts.system_suffix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateUserPrefix => {
+                c.chat_template_parts.user_prefix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateUserSuffix => {
+                c.chat_template_parts.user_suffix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateAssistantPrefix => {
+                c.chat_template_parts.assistant_prefix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateAssistantSuffix => {
+                c.chat_template_parts.assistant_suffix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateToolPrefix => {
+                c.chat_template_parts.tool_prefix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateToolSuffix => {
+                c.chat_template_parts.tool_suffix = Some(values::template_text(raw)?)
+            }
+            Setting::TemplateGenerationPrompt => {
+                c.chat_template_parts.generation_prompt = Some(values::template_text(raw)?)
+            }
             // Handled by the scanner and never produced by the file reader.
             Setting::Config | Setting::Help | Setting::Version => {}
         }

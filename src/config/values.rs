@@ -119,14 +119,20 @@ pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
 /// `auto`, `runtime` or a chat template preset's name.
 pub(super) fn chat_template(raw: &str) -> Result<String, Expected> {
     let name = raw.trim().to_ascii_lowercase();
-    if name == "auto" || name == "runtime" || crate::chat::Template::preset(&name).is_some() {
+    let named = ["auto", "runtime", "custom"].contains(&name.as_str());
+    if named || crate::chat::Template::preset(&name).is_some() {
         Ok(name)
     } else {
         Err(format!(
-            "'auto', 'runtime' or one of {}",
+            "'auto', 'runtime', 'custom' or one of {}",
             crate::chat::PRESET_NAMES.join(", ")
         ))
     }
+}
+
+/// A custom template part: kept as written, checked now so that a bad escape fails at start.
+pub(super) fn template_text(raw: &str) -> Result<String, Expected> {
+    crate::chat::decode_escapes(raw).map(|_| raw.to_owned())
 }
 
 /// `ADDR:PORT` with a literal IPv4 or bracketed IPv6 address, or `localhost:PORT`. Port 0 asks

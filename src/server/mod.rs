@@ -138,6 +138,8 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
         .unwrap_or_default();
     let name = match cfg.chat_template.as_str() {
         "runtime" => return None,
+        // Validated when the configuration was read.
+        "custom" => return Template::custom(&cfg.chat_template_parts).ok(),
         "auto" => match chat::guess(&file) {
             Some(name) => {
                 log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");

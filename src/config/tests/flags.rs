@@ -341,7 +341,11 @@ fn bad_values_name_the_flag_the_value_and_what_is_expected() {
             "loud",
             "one of error, warn, info, debug, trace",
         ),
-        ("--chat-template", "qwen9", "'auto', 'runtime' or one of"),
+        (
+            "--chat-template",
+            "qwen9",
+            "'auto', 'runtime', 'custom' or one of",
+        ),
         (
             "--tcp",
             "example.com:80",
