@@ -401,7 +401,7 @@ fn cases() -> Vec<Case> {
             Close(&[200]),
         ),
         Case::new("PUT /health", "PUT /health HTTP/1.1\r\nContent-Length: 0\r\n\r\n", KeepOpen(&[405]))
-            .check(Check::Header("allow", "GET")),
+            .check(Check::Header("allow", "GET, HEAD")),
         Case::new(
             "GET on a POST endpoint",
             "GET /v1/chat/completions HTTP/1.1\r\n\r\n",

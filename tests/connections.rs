@@ -112,7 +112,7 @@ fn limits_get_the_right_answer_and_the_daemon_keeps_serving() {
     }
     let mut c = d.client();
     c.send_raw(b"DELETE /health HTTP/1.1\r\n\r\n");
-    assert_eq!(c.read_response().header("allow"), Some("GET"));
+    assert_eq!(c.read_response().header("allow"), Some("GET, HEAD"));
 }
 
 #[test]
@@ -389,4 +389,35 @@ fn a_large_pipelined_request_waits_for_the_stream_then_is_read() {
     let r2 = c.read_response();
     assert_eq!(r2.status, 200, "{}", String::from_utf8_lossy(&r2.body));
     writer.join().unwrap();
+}
+
+#[test]
+fn head_is_get_without_the_body() {
+    let d = Daemon::start("head");
+    let mut c = d.client();
+    c.send_raw(b"HEAD /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    let (status, headers) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    let length: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!(length > 0, "HEAD announces the GET body's length");
+    // No body follows: the next bytes are the second response.
+    let get = c.read_response();
+    assert_eq!(get.status, 200);
+    assert_eq!(get.json()["status"], "ok");
+    let mut c = d.client();
+    c.send_raw(b"HEAD /v1/chat/completions HTTP/1.1\r\n\r\n");
+    assert_eq!(
+        c.read_head().unwrap().0,
+        405,
+        "a HEAD answer has no body to read"
+    );
+    let mut c = d.client();
+    c.send_raw(b"DELETE /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(c.read_response().header("allow"), Some("GET, HEAD"));
 }

@@ -11,6 +11,7 @@ mod openai;
 mod params;
 mod responder;
 mod stop;
+mod think;
 
 use std::time::Instant;
 
@@ -94,7 +95,13 @@ const ROUTES: &[(&str, &[Method])] = &[
 
 /// Routes a request. `job_id` is the id the job gets if the request starts a generation.
 pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
-    let result = match (&req.method, req.path.as_str()) {
+    // HEAD is GET without the body (the connection leaves the body out).
+    let method = if req.method == Method::Head {
+        &Method::Get
+    } else {
+        &req.method
+    };
+    let result = match (method, req.path.as_str()) {
         (Method::Get, "/health") => Ok(Reply::Full(health::handle(ctx))),
         (Method::Get, "/metrics") => Ok(Reply::Full(metrics::handle(ctx))),
         (Method::Get, "/v1/models") => Ok(Reply::Full(openai::models(ctx))),
@@ -129,11 +136,11 @@ fn not_routed(method: &Method, path: &str) -> ApiError {
     let flavor = Flavor::for_path(path);
     match ROUTES.iter().find(|(p, _)| *p == path) {
         Some((_, methods)) => {
-            let allow = methods
-                .iter()
-                .map(|m| m.as_str())
-                .collect::<Vec<_>>()
-                .join(", ");
+            let mut allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+            if methods.contains(&Method::Get) {
+                allow.push("HEAD");
+            }
+            let allow = allow.join(", ");
             ApiError::method_not_allowed(flavor, method.as_str(), allow)
         }
         None => ApiError::not_found(flavor, path),

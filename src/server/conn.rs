@@ -53,6 +53,8 @@ pub struct Conn {
     /// Metrics label of the request being answered, and the status it got (taken when counted).
     pub endpoint: &'static str,
     pub status: Option<u16>,
+    /// The request being answered is a HEAD: responses carry their head only.
+    pub head_only: bool,
     /// The most a request may take in the read buffer (head and body limits).
     request_cap: usize,
     /// The last read stopped at the cap with input possibly left in the socket.
@@ -87,6 +89,7 @@ impl Conn {
             lingering_since: None,
             endpoint: "other",
             status: None,
+            head_only: false,
             request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
             read_paused: false,
         }
@@ -176,14 +179,25 @@ impl Conn {
     pub fn write_full(&mut self, response: FullResponse) {
         let mut headers: Vec<(&str, &str)> = vec![("Content-Type", response.content_type)];
         headers.extend(response.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        http::write_response(
-            &mut self.wbuf,
-            response.status,
-            &headers,
-            &response.body,
-            self.keep_alive,
-            self.version,
-        );
+        if self.head_only {
+            http::write_response_head(
+                &mut self.wbuf,
+                response.status,
+                &headers,
+                response.body.len(),
+                self.keep_alive,
+                self.version,
+            );
+        } else {
+            http::write_response(
+                &mut self.wbuf,
+                response.status,
+                &headers,
+                &response.body,
+                self.keep_alive,
+                self.version,
+            );
+        }
         self.response_done = true;
         self.status = Some(response.status);
     }

@@ -653,6 +653,7 @@ impl EventLoop {
                     conn.version = req.version;
                     conn.response_done = false;
                     conn.endpoint = api::endpoint_label(&req.path);
+                    conn.head_only = req.method == http::Method::Head;
                     self.answer(token, req, now);
                     self.record_response(token);
                 }
