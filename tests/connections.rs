@@ -282,7 +282,10 @@ fn thousands_of_clients_come_and_go_without_leaking() {
     for i in 0..3000 {
         let mut c = d.client();
         match i % 3 {
-            0 => assert_eq!(c.get("/health").status, 200),
+            0 => {
+                let r = c.get("/health");
+                assert_eq!(r.status, 200, "client {i}: {}", r.text());
+            }
             1 => c.send_raw(b"GET /health HTTP/1.1\r\nHost"),
             _ => {
                 c.send_post("/v1/chat/completions", &chat(true));
