@@ -11,7 +11,6 @@ mod openai;
 mod params;
 mod responder;
 mod stop;
-mod think;
 
 use std::time::Instant;
 
