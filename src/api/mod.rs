@@ -11,6 +11,7 @@ mod openai;
 mod params;
 mod responder;
 mod stop;
+mod think;
 
 use std::time::Instant;
 

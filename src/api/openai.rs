@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::conversation;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
+use super::think::ThinkSplitter;
 use super::{
     ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher,
 };
@@ -126,7 +127,10 @@ fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, mut job: Job, kind: Kind) -> Result<R
         warnings,
         head_sent: false,
         content: String::new(),
+        reasoning: String::new(),
         stop: StopMatcher::new(params.stop),
+        // A completion continues raw text; only a chat answer's think block is reasoning.
+        think: (kind == Kind::Chat).then(ThinkSplitter::new),
         event: Vec::new(),
     };
     Ok(Reply::Generate {
@@ -164,6 +168,22 @@ enum Kind {
     Completion,
 }
 
+/// Which part of a chat answer a piece of text is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Part {
+    Content,
+    Reasoning,
+}
+
+impl Part {
+    fn key(self) -> &'static str {
+        match self {
+            Part::Content => "content",
+            Part::Reasoning => "reasoning_content",
+        }
+    }
+}
+
 struct OpenAiResponder {
     kind: Kind,
     id: String,
@@ -175,7 +195,11 @@ struct OpenAiResponder {
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
+    reasoning: String,
+    /// Applies to the content only: reasoning is never cut by a stop sequence.
     stop: StopMatcher,
+    /// Separates a chat answer's `<think>` block (`reasoning_content`); `None` for completions.
+    think: Option<ThinkSplitter>,
     /// Scratch buffer for one SSE event, reused for every token.
     event: Vec<u8>,
 }
@@ -190,10 +214,10 @@ impl OpenAiResponder {
     }
 
     /// A stream chunk as a JSON tree (first and last chunks; tokens take `write_text_event`).
-    fn chunk(&self, text: Option<&str>, finish: Option<&str>) -> Value {
+    fn chunk(&self, part: Part, text: Option<&str>, finish: Option<&str>) -> Value {
         let choice = match self.kind {
             Kind::Chat => {
-                let delta = text.map_or(json!({}), |t| json!({"content": t}));
+                let delta = text.map_or(json!({}), |t| json!({part.key(): t}));
                 json!({"index": 0, "delta": delta, "finish_reason": finish})
             }
             Kind::Completion => {
@@ -211,7 +235,7 @@ impl OpenAiResponder {
     }
 
     /// The hot path: one event per token, written without building a JSON tree.
-    fn write_text_event(&mut self, text: &str, out: &mut dyn ResponseOut) {
+    fn write_text_event(&mut self, part: Part, text: &str, out: &mut dyn ResponseOut) {
         let object = self.object();
         let e = &mut self.event;
         e.clear();
@@ -225,7 +249,9 @@ impl OpenAiResponder {
         let _ = serde_json::to_writer(&mut *e, &self.model);
         match self.kind {
             Kind::Chat => {
-                e.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"content\":")
+                e.extend_from_slice(b",\"choices\":[{\"index\":0,\"delta\":{\"");
+                e.extend_from_slice(part.key().as_bytes());
+                e.extend_from_slice(b"\":");
             }
             Kind::Completion => e.extend_from_slice(b",\"choices\":[{\"index\":0,\"text\":"),
         }
@@ -249,22 +275,31 @@ impl OpenAiResponder {
         out.start_stream(200, "text/event-stream", &headers);
         self.head_sent = true;
         if self.kind == Kind::Chat {
-            let mut first = self.chunk(Some(""), None);
+            let mut first = self.chunk(Part::Content, Some(""), None);
             first["choices"][0]["delta"]["role"] = json!("assistant");
             Self::send(out, &first);
         }
     }
 
-    fn emit(&mut self, text: &str, out: &mut dyn ResponseOut) {
+    fn emit(&mut self, part: Part, text: &str, out: &mut dyn ResponseOut) {
         if text.is_empty() {
             return;
         }
         if self.stream {
             self.ensure_head(out);
-            self.write_text_event(text, out);
+            self.write_text_event(part, text, out);
+        } else if part == Part::Reasoning {
+            self.reasoning.push_str(text);
         } else {
             self.content.push_str(text);
         }
+    }
+
+    /// Content passes the stop sequences first.
+    fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+        let (piece, next) = self.stop.filter(text);
+        self.emit(Part::Content, &piece, out);
+        next
     }
 }
 
@@ -272,20 +307,33 @@ impl Responder for OpenAiResponder {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let (piece, next) = self.stop.filter(text);
-        self.emit(&piece, out);
+        // Taken out for the call so that its borrowed output can be written through `self`.
+        let Some(mut think) = self.think.take() else {
+            return self.emit_content(text, out);
+        };
+        let split = think.push(text);
+        self.emit(Part::Reasoning, split.reasoning, out);
+        let next = self.emit_content(split.content, out);
+        self.think = Some(think);
         next
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
+        let mut thought = false;
+        if let Some(mut think) = self.think.take() {
+            let split = think.finish();
+            self.emit(Part::Reasoning, split.reasoning, out);
+            self.emit_content(split.content, out);
+            thought = think.thought();
+        }
         let rest = self.stop.finish();
-        self.emit(&rest, out);
+        self.emit(Part::Content, &rest, out);
         let reason = self.stop.reason(finish_reason(finish.reason));
         if self.stream {
             self.ensure_head(out);
-            Self::send(out, &self.chunk(None, Some(reason)));
+            Self::send(out, &self.chunk(Part::Content, None, Some(reason)));
             if self.include_usage {
-                let mut last = self.chunk(None, None);
+                let mut last = self.chunk(Part::Content, None, None);
                 last["choices"] = json!([]);
                 last["usage"] = usage(finish);
                 Self::send(out, &last);
@@ -295,12 +343,18 @@ impl Responder for OpenAiResponder {
             return;
         }
         let choice = match self.kind {
-            Kind::Chat => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": self.content},
-                "logprobs": null,
-                "finish_reason": reason,
-            }),
+            Kind::Chat => {
+                let mut message = json!({"role": "assistant", "content": self.content});
+                if thought {
+                    message["reasoning_content"] = json!(self.reasoning);
+                }
+                json!({
+                    "index": 0,
+                    "message": message,
+                    "logprobs": null,
+                    "finish_reason": reason,
+                })
+            }
             Kind::Completion => {
                 json!({"index": 0, "text": self.content, "logprobs": null, "finish_reason": reason})
             }
@@ -354,18 +408,24 @@ mod tests {
             warnings: Vec::new(),
             head_sent: true,
             content: String::new(),
+            reasoning: String::new(),
             stop: StopMatcher::default(),
+            think: (kind == Kind::Chat).then(ThinkSplitter::new),
             event: Vec::new(),
         }
     }
 
     #[test]
     fn the_hand_written_token_event_equals_the_json_tree_version() {
-        for kind in [Kind::Chat, Kind::Completion] {
+        for (kind, part) in [
+            (Kind::Chat, Part::Content),
+            (Kind::Chat, Part::Reasoning),
+            (Kind::Completion, Part::Content),
+        ] {
             let mut r = responder(kind);
             let mut out = Capture::default();
             let text = "a \"quoted\"\n 你好 🚀";
-            r.write_text_event(text, &mut out);
+            r.write_text_event(part, text, &mut out);
             let s = String::from_utf8(out.0).unwrap();
             let payload = s
                 .strip_prefix("data: ")
@@ -373,7 +433,62 @@ mod tests {
                 .strip_suffix("\n\n")
                 .unwrap();
             let parsed: Value = serde_json::from_str(payload).unwrap();
-            assert_eq!(parsed, r.chunk(Some(text), None), "{kind:?}");
+            assert_eq!(parsed, r.chunk(part, Some(text), None), "{kind:?} {part:?}");
         }
+    }
+
+    fn deltas(out: &Capture) -> Vec<Value> {
+        events(&out.0)
+            .into_iter()
+            .map(|v| v["choices"][0]["delta"].clone())
+            .collect()
+    }
+
+    fn events(body: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(body)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter(|e| *e != "[DONE]")
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_think_block_is_reasoning_deltas_and_stops_apply_to_the_content_only() {
+        let mut r = responder(Kind::Chat);
+        r.stop = StopMatcher::new(vec!["END".into(), "see".into()]);
+        let mut out = Capture::default();
+        for piece in [
+            "<think>\n",
+            "let me see",
+            "\n</th",
+            "ink>\n\nAn",
+            "swer END more",
+        ] {
+            if r.text(piece, &mut out) == Next::Stop {
+                break;
+            }
+        }
+        let d = deltas(&out);
+        let reasoning: String = d
+            .iter()
+            .filter_map(|v| v["reasoning_content"].as_str())
+            .collect();
+        let content: String = d.iter().filter_map(|v| v["content"].as_str()).collect();
+        assert_eq!(
+            (reasoning.as_str(), content.as_str()),
+            ("let me see", "Answer ")
+        );
+        assert!(d.iter().all(|v| v.as_object().unwrap().len() == 1), "{d:?}");
+    }
+
+    #[test]
+    fn a_completion_passes_a_think_block_through_as_text() {
+        let mut r = responder(Kind::Completion);
+        let mut out = Capture::default();
+        r.text("<think>x</think>", &mut out);
+        let e = events(&out.0);
+        assert_eq!(e[0]["choices"][0]["text"], "<think>x</think>");
     }
 }

@@ -864,12 +864,30 @@ def test_thinking(session, model):
     head, sep, answer = r.text.partition(b"</think>\n\n")
     assert sep and len(head) > len(b"<think>\n") and answer
     assert b"<think>" not in s.run("Is 17 prime?", enable_thinking=False).text
-    # After rkllm_set_chat_template, enable_thinking has no effect.
-    assert LIB.rkllm_set_chat_template(s.handle, None, None, None) == 0
-    assert b"<think>" not in s.run("Is 17 prime?", enable_thinking=True).text
     # A model without thinking ignores the flag.
     plain = session(FAST)
     assert b"<think>" not in plain.run("Is 17 prime?", enable_thinking=True).text
+
+
+def test_thinking_with_a_custom_template_follows_the_prompt(session, model):
+    # The caller renders the prompt (as rkllmd does, with empty template strings): the model
+    # thinks unless the prompt ends with the empty think block; enable_thinking is ignored.
+    s = session(model(thinking=1))
+    assert LIB.rkllm_set_chat_template(s.handle, b"", b"", b"") == 0
+    rendered = "<|im_start|>user\nIs 17 prime?<|im_end|>\n<|im_start|>assistant\n"
+    r = s.run(rendered, enable_thinking=False)
+    head, sep, answer = r.text.partition(b"</think>\n\n")
+    assert r.text.startswith(b"<think>\n") and sep and answer
+    off = s.run(rendered + "<think>\n\n</think>\n\n", enable_thinking=True)
+    assert b"<think>" not in off.text and off.text
+    # The block must end the turn: the template's postfix counts.
+    assert LIB.rkllm_set_chat_template(s.handle, None, None, b"\n") == 0
+    assert s.run(rendered + "<think>\n\n</think>\n\n").text.startswith(b"<think>\n")
+    # Token input has no text to read: no thinking.
+    assert b"<think>" not in s.run(tokens=[100, 200, 300]).text
+    plain = session(FAST)
+    assert LIB.rkllm_set_chat_template(plain.handle, b"", b"", b"") == 0
+    assert b"<think>" not in plain.run(rendered).text
 
 
 def test_demo_model_thinks_and_answers_with_multibyte_text(session, model):

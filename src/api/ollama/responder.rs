@@ -1,6 +1,7 @@
 //! One generation as Ollama answers it: NDJSON lines (`application/x-ndjson`), one per piece of
 //! text and a last one with `done: true` and the run's statistics; or, without streaming, that
-//! last object alone carrying the whole text.
+//! last object alone carrying the whole text. A `<think>` block that opens the answer is sent as
+//! `thinking` (in `message` for chat), never as content.
 
 use std::time::{Instant, SystemTime};
 
@@ -8,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::clock::{rfc3339, write_rfc3339};
 use super::FLAVOR;
+use crate::api::think::ThinkSplitter;
 use crate::api::{ApiError, FullResponse, Next, Responder, ResponseOut, StopMatcher};
 use crate::engine::{EngineError, Finish, FinishReason};
 
@@ -23,12 +25,15 @@ pub struct OllamaResponder {
     model: String,
     stream: bool,
     pub warnings: Vec<(&'static str, String)>,
+    /// Applies to the content only: thinking is never cut by a stop sequence.
     stop: StopMatcher,
+    think: ThinkSplitter,
     /// When the request was routed: `total_duration` runs from here.
     received: Instant,
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
+    thinking: String,
     /// Scratch buffer for one line, reused for every token.
     line: Vec<u8>,
 }
@@ -41,39 +46,62 @@ impl OllamaResponder {
             stream,
             warnings: Vec::new(),
             stop,
+            think: ThinkSplitter::new(),
             received: Instant::now(),
             head_sent: false,
             content: String::new(),
+            thinking: String::new(),
             line: Vec::new(),
         }
     }
 
-    /// The object every line starts from: model, time, and the text in this kind's field.
-    fn object(&self, text: &str, done: bool, now: SystemTime) -> Map<String, Value> {
+    /// The object every line starts from: model, time, and the text in this kind's fields.
+    fn object(
+        &self,
+        text: &str,
+        thinking: Option<&str>,
+        done: bool,
+        now: SystemTime,
+    ) -> Map<String, Value> {
         let mut o = Map::new();
         o.insert("model".into(), json!(self.model));
         o.insert("created_at".into(), json!(rfc3339(now)));
         match self.kind {
-            Kind::Chat => o.insert(
-                "message".into(),
-                json!({"role": "assistant", "content": text}),
-            ),
-            Kind::Generate => o.insert("response".into(), json!(text)),
-        };
+            Kind::Chat => {
+                let mut message = json!({"role": "assistant", "content": text});
+                if let Some(t) = thinking {
+                    message["thinking"] = json!(t);
+                }
+                o.insert("message".into(), message);
+            }
+            Kind::Generate => {
+                o.insert("response".into(), json!(text));
+                if let Some(t) = thinking {
+                    o.insert("thinking".into(), json!(t));
+                }
+            }
+        }
         o.insert("done".into(), json!(done));
         o
     }
 
     /// The answer to a load call: done at once, nothing generated.
     pub fn load_reply(&self) -> Value {
-        let mut o = self.object("", true, SystemTime::now());
+        let mut o = self.object("", None, true, SystemTime::now());
         o.insert("done_reason".into(), json!("load"));
         Value::Object(o)
     }
 
     /// The hot path: one line per piece of text, written without building a JSON tree. Must
-    /// equal `object(text, false, now)` (see the test).
-    fn write_text_line(&mut self, text: &str, now: SystemTime, out: &mut dyn ResponseOut) {
+    /// equal `object(text, None, false, now)`, or for thinking `object("", Some(text), ..)`
+    /// (see the test).
+    fn write_text_line(
+        &mut self,
+        thinking: bool,
+        text: &str,
+        now: SystemTime,
+        out: &mut dyn ResponseOut,
+    ) {
         let l = &mut self.line;
         l.clear();
         l.extend_from_slice(b"{\"model\":");
@@ -85,6 +113,9 @@ impl OllamaResponder {
                 l.extend_from_slice(b"\",\"message\":{\"role\":\"assistant\",\"content\":")
             }
             Kind::Generate => l.extend_from_slice(b"\",\"response\":"),
+        }
+        if thinking {
+            l.extend_from_slice(b"\"\",\"thinking\":");
         }
         let _ = serde_json::to_writer(&mut *l, text);
         match self.kind {
@@ -108,27 +139,37 @@ impl OllamaResponder {
         }
     }
 
-    fn emit(&mut self, text: &str, out: &mut dyn ResponseOut) {
+    fn emit(&mut self, thinking: bool, text: &str, out: &mut dyn ResponseOut) {
         if text.is_empty() {
             return;
         }
         if self.stream {
             self.ensure_head(out);
-            self.write_text_line(text, SystemTime::now(), out);
+            self.write_text_line(thinking, text, SystemTime::now(), out);
+        } else if thinking {
+            self.thinking.push_str(text);
         } else {
             self.content.push_str(text);
         }
     }
 
-    /// The last object: the whole text when not streaming (empty after a stream), the reason,
-    /// and the statistics.
+    /// Content passes the stop sequences first.
+    fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+        let (piece, next) = self.stop.filter(text);
+        self.emit(false, &piece, out);
+        next
+    }
+
+    /// The last object: the whole text (and thinking, when the answer had it) when not
+    /// streaming (empty after a stream), the reason, and the statistics.
     fn last(&self, finish: &Finish, reason: &str, now: SystemTime) -> Value {
-        let text = if self.stream {
-            ""
+        let (text, thinking) = if self.stream {
+            ("", None)
         } else {
-            self.content.as_str()
+            let thinking = self.think.thought().then_some(self.thinking.as_str());
+            (self.content.as_str(), thinking)
         };
-        let mut o = self.object(text, true, now);
+        let mut o = self.object(text, thinking, true, now);
         o.insert("done_reason".into(), json!(reason));
         stats(&mut o, finish, self.received.elapsed().as_nanos());
         if self.kind == Kind::Generate {
@@ -181,14 +222,23 @@ impl Responder for OllamaResponder {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let (piece, next) = self.stop.filter(text);
-        self.emit(&piece, out);
+        // Swapped out for the call so that its borrowed output can be written through `self`.
+        let mut think = std::mem::take(&mut self.think);
+        let split = think.push(text);
+        self.emit(true, split.reasoning, out);
+        let next = self.emit_content(split.content, out);
+        self.think = think;
         next
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
+        let mut think = std::mem::take(&mut self.think);
+        let split = think.finish();
+        self.emit(true, split.reasoning, out);
+        self.emit_content(split.content, out);
+        self.think = think;
         let rest = self.stop.finish();
-        self.emit(&rest, out);
+        self.emit(false, &rest, out);
         let reason = self.stop.reason(done_reason(finish.reason));
         let last = self.last(finish, reason, SystemTime::now());
         if self.stream {
@@ -297,17 +347,71 @@ mod tests {
             let mut out = Capture::default();
             out.start_stream(200, "application/x-ndjson", &[]);
             let text = "a \"quoted\"\n\t\\ 你好 🚀 \u{1}";
-            r.write_text_line(text, now, &mut out);
-            let line = std::str::from_utf8(&out.body).unwrap();
-            let line = line.strip_suffix('\n').unwrap();
-            assert!(!line.contains('\n'), "one line per object");
-            let parsed: Value = serde_json::from_str(line).unwrap();
+            for thinking in [false, true] {
+                out.body.clear();
+                r.write_text_line(thinking, text, now, &mut out);
+                let line = std::str::from_utf8(&out.body).unwrap();
+                let line = line.strip_suffix('\n').unwrap();
+                assert!(!line.contains('\n'), "one line per object");
+                let parsed: Value = serde_json::from_str(line).unwrap();
+                let expected = if thinking {
+                    r.object("", Some(text), false, now)
+                } else {
+                    r.object(text, None, false, now)
+                };
+                assert_eq!(parsed, Value::Object(expected), "{kind:?} {thinking}");
+            }
+        }
+    }
+
+    #[test]
+    fn thinking_streams_in_its_own_field_and_stops_apply_to_the_content_only() {
+        for kind in [Kind::Chat, Kind::Generate] {
+            let mut r = responder(kind, true);
+            r.stop = StopMatcher::new(vec!["END".into(), "hm".into()]);
+            let mut out = Capture::default();
+            for piece in ["<think>\nhm", "m\n</think>", "\n\nok E", "ND"] {
+                r.text(piece, &mut out);
+            }
+            r.finished(&finish(None), &mut out);
+            let lines = out.lines();
+            let field = |l: &Value, key: &str| -> String {
+                let o = if kind == Kind::Chat { &l["message"] } else { l };
+                o[key].as_str().unwrap_or_default().to_owned()
+            };
+            let text_key = if kind == Kind::Chat {
+                "content"
+            } else {
+                "response"
+            };
+            let thinking: String = lines.iter().map(|l| field(l, "thinking")).collect();
+            let content: String = lines.iter().map(|l| field(l, text_key)).collect();
             assert_eq!(
-                parsed,
-                Value::Object(r.object(text, false, now)),
+                (thinking.as_str(), content.as_str()),
+                ("hmm", "ok "),
                 "{kind:?}"
             );
+            assert_eq!(lines.last().unwrap()["done_reason"], "stop");
         }
+    }
+
+    #[test]
+    fn without_streaming_thinking_is_returned_beside_the_content_only_when_there_was_some() {
+        let mut r = responder(Kind::Chat, false);
+        let mut out = Capture::default();
+        r.text("<think>\nA.\n</think>\n\nB.", &mut out);
+        r.finished(&finish(None), &mut out);
+        let v: Value = serde_json::from_slice(&out.full.unwrap().body).unwrap();
+        assert_eq!(
+            v["message"],
+            json!({"role": "assistant", "content": "B.", "thinking": "A."})
+        );
+        let mut r = responder(Kind::Generate, false);
+        let mut out = Capture::default();
+        r.text("B.", &mut out);
+        r.finished(&finish(None), &mut out);
+        let v: Value = serde_json::from_slice(&out.full.unwrap().body).unwrap();
+        assert!(v.get("thinking").is_none() && v["response"] == "B.");
     }
 
     #[test]

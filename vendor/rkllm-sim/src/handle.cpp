@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string_view>
 #include <system_error>
 
 #include "generator.h"
@@ -36,6 +37,11 @@ void wait_locked(std::condition_variable& cv, std::mutex& mu, Pred pred) noexcep
 const char* const kDefaultSystem = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n";
 const char* const kDefaultPrefix = "<|im_start|>user\n";
 const char* const kDefaultPostfix = "<|im_end|>\n<|im_start|>assistant\n";
+const char* const kEmptyThinkBlock = "<think>\n\n</think>\n\n";
+
+bool ends_with(const String& s, std::string_view tail) {
+    return s.size() >= tail.size() && std::string_view(s).substr(s.size() - tail.size()) == tail;
+}
 
 const char* reason_name(Outcome::Reason r) {
     switch (r) {
@@ -330,6 +336,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     // The token sequence this run adds, and whether the system turn precedes it.
     Tokens input;
     bool templated = false;
+    bool thinking_switched_off = false;  // the turn ends with the empty think block
     switch (req.kind) {
         case InputKind::kPrompt:
         case InputKind::kMultimodal: {
@@ -340,6 +347,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
                 body += "\n</tool_response>";
             }
             body += s.tmpl.postfix;
+            thinking_switched_off = ends_with(prefix + body, kEmptyThinkBlock);
             if (req.opaque_tokens == 0) {
                 input = tokenize(prefix + body);
             } else {  // image positions sit at the start of the user turn
@@ -398,7 +406,12 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
             }
         }
     }
-    const bool think = model_.thinking && req.enable_thinking && !s.tmpl.custom && tool.empty();
+    // The runtime's own template honours enable_thinking. With a custom one the caller renders
+    // the prompt, and a thinking model thinks unless that prompt switched it off, as Qwen3's
+    // template does, by ending with an empty think block.
+    const bool wants_think =
+        s.tmpl.custom ? templated && !thinking_switched_off : req.enable_thinking;
+    const bool think = model_.thinking && wants_think && tool.empty();
     Generator gen(model_, generation_seed(full, sampling), think, tool, settings_.ignore_eos);
     const int32_t cap = req.max_new_tokens > 0 ? req.max_new_tokens : settings_.max_new_tokens;
 

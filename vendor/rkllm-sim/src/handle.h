@@ -103,7 +103,7 @@ private:
         String system;
         String prefix;
         String postfix;
-        bool custom = false;  // set by rkllm_set_chat_template; enable_thinking is then ignored
+        bool custom = false;  // set by rkllm_set_chat_template; the prompt then decides thinking
     };
     // The state a run works from, taken when it is accepted.
     struct Snapshot {
