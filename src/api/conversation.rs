@@ -64,13 +64,19 @@ fn turns(messages: &[Value], flavor: Flavor) -> Result<Vec<Turn>, ApiError> {
                 Some("messages"),
             ));
         }
-        let content = match m.get("content") {
+        let mut content = match m.get("content") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
             Some(Value::Array(parts)) if flavor == Flavor::OpenAi => text_parts(parts)?,
             Some(_) => return Err(wrong("messages[].content", "a string")),
         };
         check_text(&content, flavor, "messages[].content")?;
+        if role == Role::Assistant {
+            if let Some(calls) = m.get("tool_calls") {
+                super::tools::render_calls(&mut content, calls, flavor)?;
+                check_text(&content, flavor, "messages[].tool_calls")?;
+            }
+        }
         out.push(Turn { role, content });
     }
     Ok(out)

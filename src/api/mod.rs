@@ -12,6 +12,7 @@ mod params;
 mod responder;
 mod stop;
 mod think;
+mod tools;
 
 use std::time::Instant;
 

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 use super::conversation;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
 use super::think::ThinkSplitter;
+use super::tools::{self, Choice, Piece, ToolCall, ToolCallParser};
 use super::{
     ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher,
 };
@@ -46,8 +47,20 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         }
     };
     let turns = conversation::openai_turns(messages)?;
-    let job = conversation::job_for(ctx, job_id, &turns, enable_thinking(&f)?, FLAVOR)?;
-    generate(&f, ctx, job, Kind::Chat)
+    let mut job = conversation::job_for(ctx, job_id, &turns, enable_thinking(&f)?, FLAVOR)?;
+    let tools = tools::request_tools(&f)?;
+    let choice = tools::tool_choice(&f)?;
+    let mut note = None;
+    if choice != Choice::None {
+        if tools.is_some() && choice == Choice::Forced {
+            note = Some(
+                "tool_choice cannot force a call: the runtime decides whether to call a tool"
+                    .to_owned(),
+            );
+        }
+        job.tools = tools;
+    }
+    generate(&f, ctx, job, Kind::Chat, note)
 }
 
 /// Thinking on or off (Qwen3-style models): `enable_thinking` at the top level, or in
@@ -89,10 +102,16 @@ pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, Ap
     conversation::check_text(&prompt, FLAVOR, "prompt")?;
     // A completion continues the text as it is: with rkllmd's templates the runtime's own is off,
     // so the prompt reaches the model unchanged.
-    generate(&f, ctx, Job::new(job_id, prompt), Kind::Completion)
+    generate(&f, ctx, Job::new(job_id, prompt), Kind::Completion, None)
 }
 
-fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, mut job: Job, kind: Kind) -> Result<Reply, ApiError> {
+fn generate(
+    f: &Fields<'_>,
+    ctx: &Ctx<'_>,
+    mut job: Job,
+    kind: Kind,
+    note: Option<String>,
+) -> Result<Reply, ApiError> {
     let model = check_model(ctx, f)?;
     if f.count("n")?.is_some_and(|n| n > 1) {
         return Err(ApiError::bad_request(
@@ -112,7 +131,8 @@ fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, mut job: Job, kind: Kind) -> Result<R
         stop: f.stop("stop")?,
         seed: f.int("seed")?,
     };
-    let warnings = params.apply(ctx, &mut job);
+    let mut warnings = params.apply(ctx, &mut job);
+    warnings.extend(note.map(|n| (super::WARNING_HEADER, n)));
     let prefix = match kind {
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",
@@ -131,6 +151,8 @@ fn generate(f: &Fields<'_>, ctx: &Ctx<'_>, mut job: Job, kind: Kind) -> Result<R
         stop: StopMatcher::new(params.stop),
         // A completion continues raw text; only a chat answer's think block is reasoning.
         think: (kind == Kind::Chat).then(ThinkSplitter::new),
+        tools: (kind == Kind::Chat && job.tools.is_some()).then(|| ToolCallParser::new(job.id)),
+        tool_calls: Vec::new(),
         event: Vec::new(),
     };
     Ok(Reply::Generate {
@@ -200,6 +222,9 @@ struct OpenAiResponder {
     stop: StopMatcher,
     /// Separates a chat answer's `<think>` block (`reasoning_content`); `None` for completions.
     think: Option<ThinkSplitter>,
+    /// Finds tool calls in a chat answer's content when tools were given.
+    tools: Option<ToolCallParser>,
+    tool_calls: Vec<ToolCall>,
     /// Scratch buffer for one SSE event, reused for every token.
     event: Vec<u8>,
 }
@@ -295,12 +320,60 @@ impl OpenAiResponder {
         }
     }
 
-    /// Content passes the stop sequences first.
+    /// Content passes the tool-call parser, then the stop sequences.
     fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+        let Some(parser) = self.tools.as_mut() else {
+            return self.emit_stopped(text, out);
+        };
+        if text.is_empty() {
+            return Next::Continue;
+        }
+        for piece in parser.push(text) {
+            let next = match piece {
+                Piece::Text(t) => self.emit_stopped(&t, out),
+                Piece::Call(call) => self.emit_call(call, out),
+            };
+            if next == Next::Stop {
+                return next;
+            }
+        }
+        Next::Continue
+    }
+
+    fn emit_stopped(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
         let (piece, next) = self.stop.filter(text);
         self.emit(Part::Content, &piece, out);
         next
     }
+
+    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) -> Next {
+        if self.stop.matched() {
+            return Next::Stop;
+        }
+        if self.stream {
+            self.ensure_head(out);
+            let mut chunk = self.chunk(Part::Content, None, None);
+            chunk["choices"][0]["delta"] = json!({"tool_calls": [
+                openai_call(&call, Some(self.tool_calls.len()))
+            ]});
+            Self::send(out, &chunk);
+        }
+        self.tool_calls.push(call);
+        Next::Continue
+    }
+}
+
+/// A tool call as OpenAI sends it: `arguments` is a JSON string; streamed calls carry an index.
+fn openai_call(call: &ToolCall, index: Option<usize>) -> Value {
+    let mut v = json!({
+        "id": call.id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": call.arguments.to_string()},
+    });
+    if let Some(i) = index {
+        v["index"] = json!(i);
+    }
+    v
 }
 
 impl Responder for OpenAiResponder {
@@ -326,9 +399,16 @@ impl Responder for OpenAiResponder {
             self.emit_content(split.content, out);
             thought = think.thought();
         }
+        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
+            self.emit_stopped(&rest, out);
+        }
         let rest = self.stop.finish();
         self.emit(Part::Content, &rest, out);
-        let reason = self.stop.reason(finish_reason(finish.reason));
+        let reason = if self.tool_calls.is_empty() {
+            self.stop.reason(finish_reason(finish.reason))
+        } else {
+            "tool_calls"
+        };
         if self.stream {
             self.ensure_head(out);
             Self::send(out, &self.chunk(Part::Content, None, Some(reason)));
@@ -345,6 +425,17 @@ impl Responder for OpenAiResponder {
         let choice = match self.kind {
             Kind::Chat => {
                 let mut message = json!({"role": "assistant", "content": self.content});
+                if !self.tool_calls.is_empty() {
+                    if self.content.is_empty() {
+                        message["content"] = Value::Null;
+                    }
+                    let calls: Vec<Value> = self
+                        .tool_calls
+                        .iter()
+                        .map(|c| openai_call(c, None))
+                        .collect();
+                    message["tool_calls"] = json!(calls);
+                }
                 if thought {
                     message["reasoning_content"] = json!(self.reasoning);
                 }
@@ -411,6 +502,8 @@ mod tests {
             reasoning: String::new(),
             stop: StopMatcher::default(),
             think: (kind == Kind::Chat).then(ThinkSplitter::new),
+            tools: None,
+            tool_calls: Vec::new(),
             event: Vec::new(),
         }
     }
@@ -481,6 +574,30 @@ mod tests {
             ("let me see", "Answer ")
         );
         assert!(d.iter().all(|v| v.as_object().unwrap().len() == 1), "{d:?}");
+    }
+
+    #[test]
+    fn streamed_calls_are_deltas_and_malformed_ones_stay_content() {
+        let mut r = responder(Kind::Chat);
+        r.tools = Some(ToolCallParser::new(0x7));
+        let mut out = Capture::default();
+        for piece in [
+            "Checking. <tool_",
+            "call>\n{\"name\": \"f\", \"arguments\": {\"x\": 1}}\n</tool_call>",
+            "<tool_call>oops</tool_call>",
+        ] {
+            assert_eq!(r.text(piece, &mut out), Next::Continue);
+        }
+        let d = deltas(&out);
+        let content: String = d.iter().filter_map(|v| v["content"].as_str()).collect();
+        assert_eq!(content, "Checking. <tool_call>oops</tool_call>");
+        let calls: Vec<&Value> = d.iter().filter_map(|v| v.get("tool_calls")).collect();
+        assert_eq!(
+            calls,
+            vec![&json!([{"index": 0, "id": "call_7_0", "type": "function",
+                "function": {"name": "f", "arguments": "{\"x\":1}"}}])]
+        );
+        assert_eq!(r.tool_calls.len(), 1);
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub struct Job {
     /// A conversation rendered by rkllmd; when set, `prompt` is unused and the engine feeds the
     /// runtime only what its KV cache does not already hold.
     pub conversation: Option<Conversation>,
+    /// The function tools (a JSON array as text) the runtime is given for this run; `None` for
+    /// none.
+    pub tools: Option<String>,
 }
 
 /// A conversation rendered turn by turn, so old turns can be left out to fit the context.
@@ -48,6 +51,7 @@ impl Job {
             max_new_tokens: None,
             sampling: None,
             conversation: None,
+            tools: None,
         }
     }
 }

@@ -76,6 +76,7 @@ pub(super) fn run(
         init: cfg.init,
         cache: KvCache::default(),
         reuse: cfg.kv_cache_reuse,
+        tools: String::new(),
         notify,
         cancelled,
     };
@@ -111,6 +112,8 @@ struct Worker {
     init: InitConfig,
     cache: KvCache,
     reuse: bool,
+    /// The tools last given to the runtime (empty: none).
+    tools: String,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
 }
@@ -138,6 +141,7 @@ impl Worker {
                 hit_cap: false,
             });
         }
+        self.set_tools(job)?;
         let cap = job
             .max_new_tokens
             .unwrap_or(self.init.max_new_tokens)
@@ -237,6 +241,22 @@ impl Worker {
             answer,
             hit_cap: generated >= cap,
         }
+    }
+
+    /// Gives the runtime the job's tools when they differ from the last ones. The tools change
+    /// the context the runtime prefills, so the cache record no longer holds.
+    fn set_tools(&mut self, job: &Job) -> Result<(), EngineError> {
+        let wanted = job.tools.as_deref().unwrap_or("");
+        if wanted == self.tools {
+            return Ok(());
+        }
+        self.cache.invalidate();
+        // Empty system prompt: rkllmd renders the system prompt itself.
+        self.runtime
+            .set_function_tools("", wanted, "tool_response")
+            .map_err(EngineError::Runtime)?;
+        self.tools = wanted.to_owned();
+        Ok(())
     }
 
     /// Turns a run's end into the job's result, learning bytes per token on the way.

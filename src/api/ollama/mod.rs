@@ -35,9 +35,9 @@ const OPTIONS: &[&str] = &[
 
 /// Request fields accepted so that clients which send them work, but not acted on yet: the
 /// prompt goes to the runtime as is, under the model's own template and system prompt, and no
-/// output format, tool or thinking control is passed on. A warning header names the ones a
+/// output format or template control is passed on. A warning header names the ones a
 /// request gave a value. (`keep_alive` is not among them: the model stays loaded regardless.)
-const IGNORED_FIELDS: &[&str] = &["format", "tools", "template", "suffix", "context"];
+const IGNORED_FIELDS: &[&str] = &["format", "template", "suffix", "context"];
 
 pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
     let body = parse_json(&req.body, FLAVOR)?;
@@ -48,7 +48,8 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         return load(ctx, head);
     }
     let turns = conversation::ollama_turns(messages)?;
-    let job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
+    let mut job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
+    job.tools = super::tools::request_tools(&f)?;
     start(&f, ctx, head, job, None)
 }
 
@@ -169,6 +170,9 @@ fn start(
         StopMatcher::new(params.stop),
     );
     r.warnings = warnings;
+    if head.kind == Kind::Chat && job.tools.is_some() {
+        r.find_tool_calls(job.id);
+    }
     Ok(Reply::Generate {
         job,
         responder: Box::new(r),

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::clock::{rfc3339, write_rfc3339};
 use super::FLAVOR;
 use crate::api::think::ThinkSplitter;
+use crate::api::tools::{Piece, ToolCall, ToolCallParser};
 use crate::api::{ApiError, FullResponse, Next, Responder, ResponseOut, StopMatcher};
 use crate::engine::{EngineError, Finish, FinishReason};
 
@@ -34,6 +35,9 @@ pub struct OllamaResponder {
     head_sent: bool,
     content: String,
     thinking: String,
+    /// Finds tool calls in a chat answer's content when tools were given.
+    tools: Option<ToolCallParser>,
+    tool_calls: Vec<ToolCall>,
     /// Scratch buffer for one line, reused for every token.
     line: Vec<u8>,
 }
@@ -51,8 +55,15 @@ impl OllamaResponder {
             head_sent: false,
             content: String::new(),
             thinking: String::new(),
+            tools: None,
+            tool_calls: Vec::new(),
             line: Vec::new(),
         }
+    }
+
+    /// Turns `<tool_call>` blocks in the content into `message.tool_calls`.
+    pub fn find_tool_calls(&mut self, job_id: u64) {
+        self.tools = Some(ToolCallParser::new(job_id));
     }
 
     /// The object every line starts from: model, time, and the text in this kind's fields.
@@ -153,11 +164,47 @@ impl OllamaResponder {
         }
     }
 
-    /// Content passes the stop sequences first.
+    /// Content passes the tool-call parser, then the stop sequences.
     fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+        let Some(parser) = self.tools.as_mut() else {
+            return self.emit_stopped(text, out);
+        };
+        if text.is_empty() {
+            return Next::Continue;
+        }
+        for piece in parser.push(text) {
+            let next = match piece {
+                Piece::Text(t) => self.emit_stopped(&t, out),
+                Piece::Call(call) => self.emit_call(call, out),
+            };
+            if next == Next::Stop {
+                return next;
+            }
+        }
+        Next::Continue
+    }
+
+    fn emit_stopped(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
         let (piece, next) = self.stop.filter(text);
         self.emit(false, &piece, out);
         next
+    }
+
+    /// A call goes out on its own line when streaming, else in the last object.
+    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) -> Next {
+        if self.stop.matched() {
+            return Next::Stop;
+        }
+        if self.stream {
+            self.ensure_head(out);
+            let mut o = self.object("", None, false, SystemTime::now());
+            if let Some(m) = o.get_mut("message") {
+                m["tool_calls"] = json!([ollama_call(&call)]);
+            }
+            Self::send(out, &Value::Object(o));
+        }
+        self.tool_calls.push(call);
+        Next::Continue
     }
 
     /// The last object: the whole text (and thinking, when the answer had it) when not
@@ -170,6 +217,12 @@ impl OllamaResponder {
             (self.content.as_str(), thinking)
         };
         let mut o = self.object(text, thinking, true, now);
+        if !self.stream && !self.tool_calls.is_empty() {
+            if let Some(m) = o.get_mut("message") {
+                let calls: Vec<Value> = self.tool_calls.iter().map(ollama_call).collect();
+                m["tool_calls"] = json!(calls);
+            }
+        }
         o.insert("done_reason".into(), json!(reason));
         stats(&mut o, finish, self.received.elapsed().as_nanos());
         if self.kind == Kind::Generate {
@@ -178,6 +231,11 @@ impl OllamaResponder {
         }
         Value::Object(o)
     }
+}
+
+/// A tool call as Ollama sends it: `arguments` is an object.
+fn ollama_call(call: &ToolCall) -> Value {
+    json!({"function": {"name": call.name, "arguments": call.arguments}})
 }
 
 /// Ollama's statistics, in nanoseconds, from what was measured:
@@ -237,6 +295,9 @@ impl Responder for OllamaResponder {
         self.emit(true, split.reasoning, out);
         self.emit_content(split.content, out);
         self.think = think;
+        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
+            self.emit_stopped(&rest, out);
+        }
         let rest = self.stop.finish();
         self.emit(false, &rest, out);
         let reason = self.stop.reason(done_reason(finish.reason));

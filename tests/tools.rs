@@ -1,0 +1,266 @@
+//! Function calling: request tools reach the runtime's function-tools API, the simulator's
+//! `<tool_call>` answers come back as structured calls, and tool results go back in.
+
+mod common;
+
+use common::client::sse_data;
+use common::{write_model, Daemon, TempDir};
+use serde_json::{json, Value};
+
+fn qwen_daemon(tag: &str) -> Daemon {
+    let dir = TempDir::new(tag);
+    let model = write_model(
+        dir.path(),
+        "m",
+        &["answer_tokens_min = 15", "answer_tokens_max = 25"],
+    );
+    Daemon::builder(tag)
+        .model(model)
+        .args(["--chat-template", "qwen2.5"])
+        .start()
+}
+
+fn weather_tools() -> Value {
+    json!([{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+        }
+    }])
+}
+
+const QUESTION: &str = "What is the weather in Paris? Use get_weather.";
+
+fn tools_set(d: &Daemon) -> Vec<String> {
+    d.trace_of("rkllm_set_function_tools")
+        .iter()
+        .map(|t| t["tools"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn openai_tools_reach_the_runtime_and_a_call_comes_back_structured() {
+    let d = qwen_daemon("tools-openai");
+    let body = json!({
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": weather_tools(),
+    });
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let choice = &v["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{v}");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let calls = choice["message"]["tool_calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["type"], "function");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0]["function"]["arguments"], "{}");
+    assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
+
+    let set = tools_set(&d);
+    assert_eq!(set.len(), 1, "{set:?}");
+    let sent: Value = serde_json::from_str(&set[0]).unwrap();
+    assert_eq!(sent, weather_tools());
+    let trace = d.trace_of("rkllm_set_function_tools");
+    assert_eq!(trace[0]["system_prompt"], "");
+    assert_eq!(trace[0]["tool_response_str"], "tool_response");
+}
+
+#[test]
+fn a_streamed_call_is_a_tool_calls_delta_and_the_last_chunk_says_tool_calls() {
+    let d = qwen_daemon("tools-openai-stream");
+    let body = json!({
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": weather_tools(),
+        "stream": true,
+    });
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events: Vec<Value> = sse_data(&r.body)
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{events:?}");
+    let call = &calls[0][0];
+    assert_eq!(call["index"], 0);
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{}");
+    let content: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "");
+    assert_eq!(
+        events.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+}
+
+#[test]
+fn ollama_tools_come_back_as_objects_streamed_or_not() {
+    let d = qwen_daemon("tools-ollama");
+    for stream in [false, true] {
+        let body = json!({
+            "model": "m",
+            "messages": [{"role": "user", "content": QUESTION}],
+            "tools": weather_tools(),
+            "stream": stream,
+        });
+        let r = d.client().post_json("/api/chat", &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r
+            .header("X-Rkllmd-Warning")
+            .is_none_or(|w| !w.contains("tools")));
+        let lines: Vec<Value> = r
+            .text()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let calls: Vec<&Value> = lines
+            .iter()
+            .filter_map(|l| l["message"].get("tool_calls"))
+            .collect();
+        assert_eq!(calls.len(), 1, "stream {stream}: {lines:?}");
+        assert_eq!(
+            calls[0],
+            &json!([{"function": {"name": "get_weather", "arguments": {}}}])
+        );
+        let last = lines.last().unwrap();
+        assert_eq!(last["done"], true);
+        assert_eq!(last["done_reason"], "stop");
+        assert_eq!(last["message"]["content"], "");
+    }
+    assert_eq!(tools_set(&d).len(), 1);
+}
+
+#[test]
+fn tool_choice_none_sends_no_tools_and_the_answer_is_text() {
+    let d = qwen_daemon("tools-none");
+    let body = json!({
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": weather_tools(),
+        "tool_choice": "none",
+    });
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"].get("tool_calls").is_none());
+    assert!(tools_set(&d).iter().all(|t| !t.contains("get_weather")));
+}
+
+#[test]
+fn required_tool_choice_is_sent_with_a_warning() {
+    let d = qwen_daemon("tools-required");
+    let body = json!({
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": weather_tools(),
+        "tool_choice": "required",
+    });
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("X-Rkllmd-Warning")
+        .is_some_and(|w| w.contains("tool_choice")));
+    assert_eq!(tools_set(&d).len(), 1);
+}
+
+#[test]
+fn wrong_types_are_400_naming_the_field() {
+    let d = qwen_daemon("tools-bad");
+    for (field, value) in [
+        ("tools", json!("get_weather")),
+        ("tools", json!([{"type": "function"}])),
+        ("tool_choice", json!(3)),
+        ("tool_choice", json!("sometimes")),
+    ] {
+        let mut body = json!({
+            "messages": [{"role": "user", "content": QUESTION}],
+            "tools": weather_tools(),
+        });
+        body[field] = value;
+        let r = d.client().post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 400, "{field}: {}", r.text());
+        assert_eq!(r.json()["error"]["param"], field, "{}", r.text());
+    }
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": {}}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("tools"));
+}
+
+#[test]
+fn a_tool_result_goes_back_in_and_is_answered() {
+    let d = qwen_daemon("tools-result");
+    let mut messages = vec![json!({"role": "user", "content": QUESTION})];
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "tools": weather_tools()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let message = r.json()["choices"][0]["message"].clone();
+    let id = message["tool_calls"][0]["id"].clone();
+    messages.push(message);
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "Sunny, 22 C"}));
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": messages, "tools": weather_tools()}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
+    assert!(!v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+
+    let runs = d.trace_of("rkllm_run");
+    assert_eq!(runs.len(), 2);
+    let first = runs[0]["prompt"].as_str().unwrap();
+    let second = runs[1]["prompt"].as_str().unwrap();
+    // The answer with the call stayed in the cache: only the tool result is new.
+    assert!(!second.contains("get_weather"), "{second}");
+    assert!(
+        second.contains("<|im_start|>user\n<tool_response>\nSunny, 22 C\n</tool_response><|im_end|>\n<|im_start|>assistant\n"),
+        "{second}"
+    );
+    assert!(first.ends_with("<|im_start|>assistant\n"), "{first}");
+    assert_eq!(tools_set(&d).len(), 1);
+    assert!(d.trace_of("rkllm_clear_kv_cache").len() <= 1);
+}
+
+#[test]
+fn the_tool_call_is_rendered_in_the_history_for_a_fresh_daemon() {
+    // Ollama sends arguments as an object; the rendered prompt has the call as the model wrote it.
+    let d = qwen_daemon("tools-history");
+    let messages = json!([
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+        ]},
+        {"role": "tool", "content": "Sunny"},
+    ]);
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "messages": messages, "stream": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let runs = d.trace_of("rkllm_run");
+    let prompt = runs.last().unwrap()["prompt"].as_str().unwrap();
+    assert!(
+        prompt.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call><|im_end|>\n<|im_start|>user\n<tool_response>\nSunny\n</tool_response><|im_end|>\n"),
+        "{prompt}"
+    );
+}
