@@ -8,6 +8,7 @@ mod health;
 mod metrics;
 mod ollama;
 mod openai;
+mod output;
 mod params;
 mod responder;
 mod stop;

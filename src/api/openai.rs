@@ -5,12 +5,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::conversation;
+use super::output::{Event, OutputFilter};
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
-use super::think::ThinkSplitter;
-use super::tools::{self, Choice, Piece, ToolCall, ToolCallParser};
-use super::{
-    ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut, StopMatcher,
-};
+use super::tools::{self, Choice, ToolCall};
+use super::{ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut};
 use crate::engine::{EngineError, Finish, FinishReason, Job};
 use crate::http::Request;
 
@@ -148,10 +146,13 @@ fn generate(
         head_sent: false,
         content: String::new(),
         reasoning: String::new(),
-        stop: StopMatcher::new(params.stop),
-        // A completion continues raw text; only a chat answer's think block is reasoning.
-        think: (kind == Kind::Chat).then(ThinkSplitter::new),
-        tools: (kind == Kind::Chat && job.tools.is_some()).then(|| ToolCallParser::new(job.id)),
+        // A completion continues raw text; only a chat answer's think block is reasoning, and
+        // only a chat with tools looks for calls.
+        filter: OutputFilter::new(
+            kind == Kind::Chat,
+            (kind == Kind::Chat && job.tools.is_some()).then_some(job.id),
+            params.stop,
+        ),
         tool_calls: Vec::new(),
         event: Vec::new(),
     };
@@ -218,12 +219,8 @@ struct OpenAiResponder {
     head_sent: bool,
     content: String,
     reasoning: String,
-    /// Applies to the content only: reasoning is never cut by a stop sequence.
-    stop: StopMatcher,
-    /// Separates a chat answer's `<think>` block (`reasoning_content`); `None` for completions.
-    think: Option<ThinkSplitter>,
-    /// Finds tool calls in a chat answer's content when tools were given.
-    tools: Option<ToolCallParser>,
+    /// Reasoning, content and tool calls out of the generated text; stop sequences.
+    filter: OutputFilter,
     tool_calls: Vec<ToolCall>,
     /// Scratch buffer for one SSE event, reused for every token.
     event: Vec<u8>,
@@ -320,36 +317,15 @@ impl OpenAiResponder {
         }
     }
 
-    /// Content passes the tool-call parser, then the stop sequences.
-    fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let Some(parser) = self.tools.as_mut() else {
-            return self.emit_stopped(text, out);
-        };
-        if text.is_empty() {
-            return Next::Continue;
+    fn on_event(&mut self, event: Event<'_>, out: &mut dyn ResponseOut) {
+        match event {
+            Event::Reasoning(text) => self.emit(Part::Reasoning, text, out),
+            Event::Content(text) => self.emit(Part::Content, text, out),
+            Event::Call(call) => self.emit_call(call, out),
         }
-        for piece in parser.push(text) {
-            let next = match piece {
-                Piece::Text(t) => self.emit_stopped(&t, out),
-                Piece::Call(call) => self.emit_call(call, out),
-            };
-            if next == Next::Stop {
-                return next;
-            }
-        }
-        Next::Continue
     }
 
-    fn emit_stopped(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let (piece, next) = self.stop.filter(text);
-        self.emit(Part::Content, &piece, out);
-        next
-    }
-
-    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) -> Next {
-        if self.stop.matched() {
-            return Next::Stop;
-        }
+    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) {
         if self.stream {
             self.ensure_head(out);
             let mut chunk = self.chunk(Part::Content, None, None);
@@ -359,7 +335,6 @@ impl OpenAiResponder {
             Self::send(out, &chunk);
         }
         self.tool_calls.push(call);
-        Next::Continue
     }
 }
 
@@ -380,35 +355,23 @@ impl Responder for OpenAiResponder {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        // Taken out for the call so that its borrowed output can be written through `self`.
-        let Some(mut think) = self.think.take() else {
-            return self.emit_content(text, out);
-        };
-        let split = think.push(text);
-        self.emit(Part::Reasoning, split.reasoning, out);
-        let next = self.emit_content(split.content, out);
-        self.think = Some(think);
+        // Taken out for the call so that its borrowed events can be written through `self`.
+        let mut filter = std::mem::take(&mut self.filter);
+        let next = filter.push(text, &mut |e| self.on_event(e, out));
+        self.filter = filter;
         next
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
-        let mut thought = false;
-        if let Some(mut think) = self.think.take() {
-            let split = think.finish();
-            self.emit(Part::Reasoning, split.reasoning, out);
-            self.emit_content(split.content, out);
-            thought = think.thought();
-        }
-        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
-            self.emit_stopped(&rest, out);
-        }
-        let rest = self.stop.finish();
-        self.emit(Part::Content, &rest, out);
-        let reason = if self.tool_calls.is_empty() {
-            self.stop.reason(finish_reason(finish.reason))
+        let mut filter = std::mem::take(&mut self.filter);
+        filter.finish(&mut |e| self.on_event(e, out));
+        let thought = filter.thought();
+        let reason = if filter.calls() == 0 {
+            filter.reason(finish_reason(finish.reason))
         } else {
             "tool_calls"
         };
+        self.filter = filter;
         if self.stream {
             self.ensure_head(out);
             Self::send(out, &self.chunk(Part::Content, None, Some(reason)));
@@ -500,9 +463,7 @@ mod tests {
             head_sent: true,
             content: String::new(),
             reasoning: String::new(),
-            stop: StopMatcher::default(),
-            think: (kind == Kind::Chat).then(ThinkSplitter::new),
-            tools: None,
+            filter: OutputFilter::new(kind == Kind::Chat, None, vec![]),
             tool_calls: Vec::new(),
             event: Vec::new(),
         }
@@ -550,7 +511,7 @@ mod tests {
     #[test]
     fn a_streamed_think_block_is_reasoning_deltas_and_stops_apply_to_the_content_only() {
         let mut r = responder(Kind::Chat);
-        r.stop = StopMatcher::new(vec!["END".into(), "see".into()]);
+        r.filter = OutputFilter::new(true, None, vec!["END".into(), "see".into()]);
         let mut out = Capture::default();
         for piece in [
             "<think>\n",
@@ -579,7 +540,7 @@ mod tests {
     #[test]
     fn streamed_calls_are_deltas_and_malformed_ones_stay_content() {
         let mut r = responder(Kind::Chat);
-        r.tools = Some(ToolCallParser::new(0x7));
+        r.filter = OutputFilter::new(true, Some(0x7), vec![]);
         let mut out = Capture::default();
         for piece in [
             "Checking. <tool_",

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::conversation;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
-use super::{ApiError, Ctx, Flavor, FullResponse, Reply, StopMatcher};
+use super::{ApiError, Ctx, Flavor, FullResponse, Reply};
 use crate::chat::{Role, Turn};
 use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
@@ -126,7 +126,7 @@ fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
     if let Some(e) = not_ready {
         return Err(ApiError::from_engine(FLAVOR, &e));
     }
-    let r = OllamaResponder::new(head.kind, head.model, head.stream, StopMatcher::default());
+    let r = OllamaResponder::new(head.kind, head.model, head.stream, Vec::new());
     let mut response = FullResponse::json(200, &r.load_reply());
     if head.stream {
         // A stream of one line, for clients that read lines.
@@ -163,12 +163,7 @@ fn start(
             format!("request fields not supported by rkllmd were ignored: {w}"),
         ));
     }
-    let mut r = OllamaResponder::new(
-        head.kind,
-        head.model,
-        head.stream,
-        StopMatcher::new(params.stop),
-    );
+    let mut r = OllamaResponder::new(head.kind, head.model, head.stream, params.stop);
     r.warnings = warnings;
     if head.kind == Kind::Chat && job.tools.is_some() {
         r.find_tool_calls(job.id);

@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 
 use super::clock::{rfc3339, write_rfc3339};
 use super::FLAVOR;
-use crate::api::think::ThinkSplitter;
-use crate::api::tools::{Piece, ToolCall, ToolCallParser};
-use crate::api::{ApiError, FullResponse, Next, Responder, ResponseOut, StopMatcher};
+use crate::api::output::{Event, OutputFilter};
+use crate::api::tools::ToolCall;
+use crate::api::{ApiError, FullResponse, Next, Responder, ResponseOut};
 use crate::engine::{EngineError, Finish, FinishReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,36 +26,31 @@ pub struct OllamaResponder {
     model: String,
     stream: bool,
     pub warnings: Vec<(&'static str, String)>,
-    /// Applies to the content only: thinking is never cut by a stop sequence.
-    stop: StopMatcher,
-    think: ThinkSplitter,
+    /// Thinking, content and tool calls out of the generated text; stop sequences.
+    filter: OutputFilter,
     /// When the request was routed: `total_duration` runs from here.
     received: Instant,
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
     thinking: String,
-    /// Finds tool calls in a chat answer's content when tools were given.
-    tools: Option<ToolCallParser>,
     tool_calls: Vec<ToolCall>,
     /// Scratch buffer for one line, reused for every token.
     line: Vec<u8>,
 }
 
 impl OllamaResponder {
-    pub fn new(kind: Kind, model: String, stream: bool, stop: StopMatcher) -> OllamaResponder {
+    pub fn new(kind: Kind, model: String, stream: bool, stops: Vec<String>) -> OllamaResponder {
         OllamaResponder {
             kind,
             model,
             stream,
             warnings: Vec::new(),
-            stop,
-            think: ThinkSplitter::new(),
+            filter: OutputFilter::new(true, None, stops),
             received: Instant::now(),
             head_sent: false,
             content: String::new(),
             thinking: String::new(),
-            tools: None,
             tool_calls: Vec::new(),
             line: Vec::new(),
         }
@@ -63,7 +58,7 @@ impl OllamaResponder {
 
     /// Turns `<tool_call>` blocks in the content into `message.tool_calls`.
     pub fn find_tool_calls(&mut self, job_id: u64) {
-        self.tools = Some(ToolCallParser::new(job_id));
+        self.filter.find_tool_calls(job_id);
     }
 
     /// The object every line starts from: model, time, and the text in this kind's fields.
@@ -164,37 +159,16 @@ impl OllamaResponder {
         }
     }
 
-    /// Content passes the tool-call parser, then the stop sequences.
-    fn emit_content(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let Some(parser) = self.tools.as_mut() else {
-            return self.emit_stopped(text, out);
-        };
-        if text.is_empty() {
-            return Next::Continue;
+    fn on_event(&mut self, event: Event<'_>, out: &mut dyn ResponseOut) {
+        match event {
+            Event::Reasoning(text) => self.emit(true, text, out),
+            Event::Content(text) => self.emit(false, text, out),
+            Event::Call(call) => self.emit_call(call, out),
         }
-        for piece in parser.push(text) {
-            let next = match piece {
-                Piece::Text(t) => self.emit_stopped(&t, out),
-                Piece::Call(call) => self.emit_call(call, out),
-            };
-            if next == Next::Stop {
-                return next;
-            }
-        }
-        Next::Continue
-    }
-
-    fn emit_stopped(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        let (piece, next) = self.stop.filter(text);
-        self.emit(false, &piece, out);
-        next
     }
 
     /// A call goes out on its own line when streaming, else in the last object.
-    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) -> Next {
-        if self.stop.matched() {
-            return Next::Stop;
-        }
+    fn emit_call(&mut self, call: ToolCall, out: &mut dyn ResponseOut) {
         if self.stream {
             self.ensure_head(out);
             let mut o = self.object("", None, false, SystemTime::now());
@@ -204,7 +178,6 @@ impl OllamaResponder {
             Self::send(out, &Value::Object(o));
         }
         self.tool_calls.push(call);
-        Next::Continue
     }
 
     /// The last object: the whole text (and thinking, when the answer had it) when not
@@ -213,7 +186,7 @@ impl OllamaResponder {
         let (text, thinking) = if self.stream {
             ("", None)
         } else {
-            let thinking = self.think.thought().then_some(self.thinking.as_str());
+            let thinking = self.filter.thought().then_some(self.thinking.as_str());
             (self.content.as_str(), thinking)
         };
         let mut o = self.object(text, thinking, true, now);
@@ -280,27 +253,18 @@ impl Responder for OllamaResponder {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        // Swapped out for the call so that its borrowed output can be written through `self`.
-        let mut think = std::mem::take(&mut self.think);
-        let split = think.push(text);
-        self.emit(true, split.reasoning, out);
-        let next = self.emit_content(split.content, out);
-        self.think = think;
+        // Taken out for the call so that its borrowed events can be written through `self`.
+        let mut filter = std::mem::take(&mut self.filter);
+        let next = filter.push(text, &mut |e| self.on_event(e, out));
+        self.filter = filter;
         next
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
-        let mut think = std::mem::take(&mut self.think);
-        let split = think.finish();
-        self.emit(true, split.reasoning, out);
-        self.emit_content(split.content, out);
-        self.think = think;
-        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
-            self.emit_stopped(&rest, out);
-        }
-        let rest = self.stop.finish();
-        self.emit(false, &rest, out);
-        let reason = self.stop.reason(done_reason(finish.reason));
+        let mut filter = std::mem::take(&mut self.filter);
+        filter.finish(&mut |e| self.on_event(e, out));
+        let reason = filter.reason(done_reason(finish.reason));
+        self.filter = filter;
         let last = self.last(finish, reason, SystemTime::now());
         if self.stream {
             self.ensure_head(out);
@@ -375,12 +339,7 @@ mod tests {
     }
 
     fn responder(kind: Kind, stream: bool) -> OllamaResponder {
-        OllamaResponder::new(
-            kind,
-            "qwen \"2.5\":latest".into(),
-            stream,
-            StopMatcher::default(),
-        )
+        OllamaResponder::new(kind, "qwen \"2.5\":latest".into(), stream, Vec::new())
     }
 
     fn finish(perf: Option<Perf>) -> Finish {
@@ -429,7 +388,7 @@ mod tests {
     fn thinking_streams_in_its_own_field_and_stops_apply_to_the_content_only() {
         for kind in [Kind::Chat, Kind::Generate] {
             let mut r = responder(kind, true);
-            r.stop = StopMatcher::new(vec!["END".into(), "hm".into()]);
+            r.filter = OutputFilter::new(true, None, vec!["END".into(), "hm".into()]);
             let mut out = Capture::default();
             for piece in ["<think>\nhm", "m\n</think>", "\n\nok E", "ND"] {
                 r.text(piece, &mut out);
@@ -565,7 +524,7 @@ mod tests {
     #[test]
     fn a_stop_sequence_ends_the_text_and_reports_stop() {
         let mut r = responder(Kind::Generate, true);
-        r.stop = StopMatcher::new(vec!["END".into()]);
+        r.filter = OutputFilter::new(true, None, vec!["END".into()]);
         let mut out = Capture::default();
         assert_eq!(r.text("one E", &mut out), Next::Continue);
         assert_eq!(r.text("ND two", &mut out), Next::Stop);

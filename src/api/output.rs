@@ -1,0 +1,205 @@
+//! What a generation's text becomes for a client, whatever the API: a leading `<think>` block
+//! is reasoning, `<tool_call>` blocks in the content are calls, and stop sequences end the
+//! content (reasoning is never cut by them). Events borrow their text: nothing is copied on the
+//! per-token path unless a tag or a stop sequence may be pending.
+
+use super::think::ThinkSplitter;
+use super::tools::{Piece, ToolCall, ToolCallParser};
+use super::{Next, StopMatcher};
+
+/// One piece of output, in order.
+#[derive(Debug, PartialEq)]
+pub enum Event<'a> {
+    Reasoning(&'a str),
+    Content(&'a str),
+    Call(ToolCall),
+}
+
+#[derive(Debug, Default)]
+pub struct OutputFilter {
+    /// `None` when the text is not an answer that may open with reasoning (completions).
+    think: Option<ThinkSplitter>,
+    /// `None` when the request gave no tools.
+    tools: Option<ToolCallParser>,
+    stop: StopMatcher,
+    calls: usize,
+}
+
+impl OutputFilter {
+    /// `tools_for_job`: the job's id when the request gave tools (call ids derive from it).
+    pub fn new(think: bool, tools_for_job: Option<u64>, stops: Vec<String>) -> OutputFilter {
+        OutputFilter {
+            think: think.then(ThinkSplitter::new),
+            tools: tools_for_job.map(ToolCallParser::new),
+            stop: StopMatcher::new(stops),
+            calls: 0,
+        }
+    }
+
+    /// Also looks for tool calls in the content (the request gave tools).
+    pub fn find_tool_calls(&mut self, job_id: u64) {
+        self.tools = Some(ToolCallParser::new(job_id));
+    }
+
+    /// Feeds generated text; `emit` gets what may be sent now. `Stop` when a stop sequence
+    /// matched and the generation should end.
+    pub fn push(&mut self, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
+        match self.think.as_mut() {
+            Some(think) => {
+                let split = think.push(text);
+                if !split.reasoning.is_empty() {
+                    emit(Event::Reasoning(split.reasoning));
+                }
+                content(
+                    &mut self.tools,
+                    &mut self.stop,
+                    &mut self.calls,
+                    split.content,
+                    emit,
+                )
+            }
+            None => content(&mut self.tools, &mut self.stop, &mut self.calls, text, emit),
+        }
+    }
+
+    /// The generation ended: releases what was held back.
+    pub fn finish(&mut self, emit: &mut dyn FnMut(Event<'_>)) {
+        if let Some(think) = self.think.as_mut() {
+            let split = think.finish();
+            if !split.reasoning.is_empty() {
+                emit(Event::Reasoning(split.reasoning));
+            }
+            content(
+                &mut self.tools,
+                &mut self.stop,
+                &mut self.calls,
+                split.content,
+                emit,
+            );
+        }
+        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
+            stopped(&mut self.stop, &rest, emit);
+        }
+        let rest = self.stop.finish();
+        if !rest.is_empty() {
+            emit(Event::Content(&rest));
+        }
+    }
+
+    /// The answer opened with a reasoning block.
+    pub fn thought(&self) -> bool {
+        self.think.as_ref().is_some_and(ThinkSplitter::thought)
+    }
+
+    /// Tool calls emitted so far.
+    pub fn calls(&self) -> usize {
+        self.calls
+    }
+
+    /// The finish reason: "stop" when a stop sequence ended the answer, else `otherwise`.
+    pub fn reason<'a>(&self, otherwise: &'a str) -> &'a str {
+        self.stop.reason(otherwise)
+    }
+}
+
+/// Content passes the tool-call parser (when tools were given), then the stop sequences.
+fn content(
+    tools: &mut Option<ToolCallParser>,
+    stop: &mut StopMatcher,
+    calls: &mut usize,
+    text: &str,
+    emit: &mut dyn FnMut(Event<'_>),
+) -> Next {
+    let Some(parser) = tools.as_mut() else {
+        return stopped(stop, text, emit);
+    };
+    if text.is_empty() {
+        return Next::Continue;
+    }
+    for piece in parser.push(text) {
+        match piece {
+            Piece::Text(t) => {
+                if stopped(stop, &t, emit) == Next::Stop {
+                    return Next::Stop;
+                }
+            }
+            // Nothing after a stop sequence is sent, calls included.
+            Piece::Call(_) if stop.matched() => return Next::Stop,
+            Piece::Call(call) => {
+                *calls += 1;
+                emit(Event::Call(call));
+            }
+        }
+    }
+    Next::Continue
+}
+
+fn stopped(stop: &mut StopMatcher, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
+    let (piece, next) = stop.filter(text);
+    if !piece.is_empty() {
+        emit(Event::Content(&piece));
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(filter: &mut OutputFilter, pieces: &[&str]) -> (String, String, Vec<String>, Next) {
+        let (mut reasoning, mut content, mut calls) = (String::new(), String::new(), Vec::new());
+        let mut last = Next::Continue;
+        let mut sink = |e: Event<'_>| match e {
+            Event::Reasoning(t) => reasoning.push_str(t),
+            Event::Content(t) => content.push_str(t),
+            Event::Call(c) => calls.push(c.name),
+        };
+        for p in pieces {
+            last = filter.push(p, &mut sink);
+        }
+        filter.finish(&mut sink);
+        (reasoning, content, calls, last)
+    }
+
+    #[test]
+    fn reasoning_content_and_calls_come_apart_across_token_boundaries() {
+        let mut f = OutputFilter::new(true, Some(7), vec![]);
+        let (r, c, calls, _) = run(
+            &mut f,
+            &[
+                "<thi",
+                "nk>\nplan</th",
+                "ink>\n\nok <tool",
+                "_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>",
+            ],
+        );
+        assert_eq!((r.as_str(), c.as_str()), ("plan", "ok "));
+        assert_eq!(calls, ["w"]);
+        assert!(f.thought());
+        assert_eq!(f.calls(), 1);
+    }
+
+    #[test]
+    fn a_stop_sequence_ends_the_content_but_never_cuts_reasoning() {
+        let mut f = OutputFilter::new(true, None, vec!["END".into()]);
+        let (r, c, _, last) = run(
+            &mut f,
+            &["<think>no END here</think>\n\nans", "wer E", "ND more"],
+        );
+        assert_eq!(
+            (r.as_str(), c.as_str(), last),
+            ("no END here", "answer ", Next::Stop)
+        );
+        assert_eq!(f.reason("length"), "stop");
+    }
+
+    #[test]
+    fn without_think_or_tools_text_passes_through() {
+        let mut f = OutputFilter::new(false, None, vec![]);
+        let (r, c, calls, _) = run(&mut f, &["<think>x</think>", " <tool_call>{}</tool_call>"]);
+        assert_eq!(
+            (r.as_str(), c.as_str(), calls.len()),
+            ("", "<think>x</think> <tool_call>{}</tool_call>", 0)
+        );
+    }
+}
