@@ -19,6 +19,12 @@ pub enum Event<'a> {
 pub struct OutputFilter {
     /// `None` when the text is not an answer that may open with reasoning (completions).
     think: Option<ThinkSplitter>,
+    content: ContentFilter,
+}
+
+/// What happens to the content: tool calls found, then stop sequences applied.
+#[derive(Debug, Default)]
+struct ContentFilter {
     /// `None` when the request gave no tools.
     tools: Option<ToolCallParser>,
     stop: StopMatcher,
@@ -30,60 +36,38 @@ impl OutputFilter {
     pub fn new(think: bool, tools_for_job: Option<u64>, stops: Vec<String>) -> OutputFilter {
         OutputFilter {
             think: think.then(ThinkSplitter::new),
-            tools: tools_for_job.map(ToolCallParser::new),
-            stop: StopMatcher::new(stops),
-            calls: 0,
+            content: ContentFilter {
+                tools: tools_for_job.map(ToolCallParser::new),
+                stop: StopMatcher::new(stops),
+                calls: 0,
+            },
         }
     }
 
     /// Also looks for tool calls in the content (the request gave tools).
     pub fn find_tool_calls(&mut self, job_id: u64) {
-        self.tools = Some(ToolCallParser::new(job_id));
+        self.content.tools = Some(ToolCallParser::new(job_id));
     }
 
     /// Feeds generated text; `emit` gets what may be sent now. `Stop` when a stop sequence
     /// matched and the generation should end.
     pub fn push(&mut self, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
-        match self.think.as_mut() {
-            Some(think) => {
-                let split = think.push(text);
-                if !split.reasoning.is_empty() {
-                    emit(Event::Reasoning(split.reasoning));
-                }
-                content(
-                    &mut self.tools,
-                    &mut self.stop,
-                    &mut self.calls,
-                    split.content,
-                    emit,
-                )
-            }
-            None => content(&mut self.tools, &mut self.stop, &mut self.calls, text, emit),
-        }
+        let Some(think) = self.think.as_mut() else {
+            return self.content.push(text, emit);
+        };
+        let split = think.push(text);
+        emit_reasoning(split.reasoning, emit);
+        self.content.push(split.content, emit)
     }
 
     /// The generation ended: releases what was held back.
     pub fn finish(&mut self, emit: &mut dyn FnMut(Event<'_>)) {
         if let Some(think) = self.think.as_mut() {
             let split = think.finish();
-            if !split.reasoning.is_empty() {
-                emit(Event::Reasoning(split.reasoning));
-            }
-            content(
-                &mut self.tools,
-                &mut self.stop,
-                &mut self.calls,
-                split.content,
-                emit,
-            );
+            emit_reasoning(split.reasoning, emit);
+            self.content.push(split.content, emit);
         }
-        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
-            stopped(&mut self.stop, &rest, emit);
-        }
-        let rest = self.stop.finish();
-        if !rest.is_empty() {
-            emit(Event::Content(&rest));
-        }
+        self.content.finish(emit);
     }
 
     /// The answer opened with a reasoning block.
@@ -93,45 +77,56 @@ impl OutputFilter {
 
     /// Tool calls emitted so far.
     pub fn calls(&self) -> usize {
-        self.calls
+        self.content.calls
     }
 
     /// The finish reason: "stop" when a stop sequence ended the answer, else `otherwise`.
     pub fn reason<'a>(&self, otherwise: &'a str) -> &'a str {
-        self.stop.reason(otherwise)
+        self.content.stop.reason(otherwise)
     }
 }
 
-/// Content passes the tool-call parser (when tools were given), then the stop sequences.
-fn content(
-    tools: &mut Option<ToolCallParser>,
-    stop: &mut StopMatcher,
-    calls: &mut usize,
-    text: &str,
-    emit: &mut dyn FnMut(Event<'_>),
-) -> Next {
-    let Some(parser) = tools.as_mut() else {
-        return stopped(stop, text, emit);
-    };
-    if text.is_empty() {
-        return Next::Continue;
+fn emit_reasoning(text: &str, emit: &mut dyn FnMut(Event<'_>)) {
+    if !text.is_empty() {
+        emit(Event::Reasoning(text));
     }
-    for piece in parser.push(text) {
-        match piece {
-            Piece::Text(t) => {
-                if stopped(stop, &t, emit) == Next::Stop {
-                    return Next::Stop;
+}
+
+impl ContentFilter {
+    fn push(&mut self, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
+        let Some(parser) = self.tools.as_mut() else {
+            return stopped(&mut self.stop, text, emit);
+        };
+        if text.is_empty() {
+            return Next::Continue;
+        }
+        for piece in parser.push(text) {
+            match piece {
+                Piece::Text(t) => {
+                    if stopped(&mut self.stop, &t, emit) == Next::Stop {
+                        return Next::Stop;
+                    }
+                }
+                // Nothing after a stop sequence is sent, calls included.
+                Piece::Call(_) if self.stop.matched() => return Next::Stop,
+                Piece::Call(call) => {
+                    self.calls += 1;
+                    emit(Event::Call(call));
                 }
             }
-            // Nothing after a stop sequence is sent, calls included.
-            Piece::Call(_) if stop.matched() => return Next::Stop,
-            Piece::Call(call) => {
-                *calls += 1;
-                emit(Event::Call(call));
-            }
+        }
+        Next::Continue
+    }
+
+    fn finish(&mut self, emit: &mut dyn FnMut(Event<'_>)) {
+        if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
+            stopped(&mut self.stop, &rest, emit);
+        }
+        let rest = self.stop.finish();
+        if !rest.is_empty() {
+            emit(Event::Content(&rest));
         }
     }
-    Next::Continue
 }
 
 fn stopped(stop: &mut StopMatcher, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
