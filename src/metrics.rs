@@ -41,6 +41,12 @@ pub struct Metrics {
     pub queue_rejections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    /// Accepted connections since closed: accepted - closed = open, so a leak shows.
+    pub connections_closed: u64,
+    /// Generations handed to the engine, and those the event loop is done with (answered,
+    /// failed, or their client left): the difference is what is in flight.
+    pub generations_submitted: u64,
+    pub generations_ended: u64,
 }
 
 impl Metrics {

@@ -52,6 +52,24 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     );
     counter(
         &mut out,
+        "rkllmd_connections_closed_total",
+        "Accepted client connections since closed.",
+        m.connections_closed,
+    );
+    counter(
+        &mut out,
+        "rkllmd_generations_submitted_total",
+        "Generation requests handed to the engine.",
+        m.generations_submitted,
+    );
+    counter(
+        &mut out,
+        "rkllmd_generations_ended_total",
+        "Generation requests done with: answered, failed, or the client left.",
+        m.generations_ended,
+    );
+    counter(
+        &mut out,
         "rkllmd_tokens_prefilled_total",
         "Prompt tokens the runtime prefilled.",
         m.tokens_prefilled,

@@ -59,6 +59,8 @@ pub struct Conn {
     request_cap: usize,
     /// The last read stopped at the cap with input possibly left in the socket.
     pub read_paused: bool,
+    /// Only delivers a refusal: counted as refused, not as an accepted connection.
+    pub refused: bool,
 }
 
 pub enum ReadOutcome {
@@ -92,6 +94,7 @@ impl Conn {
             head_only: false,
             request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
             read_paused: false,
+            refused: false,
         }
     }
 
@@ -100,6 +103,7 @@ impl Conn {
         let mut conn = Conn::new(stream, peer, limits, now);
         conn.wbuf.extend_from_slice(bytes);
         conn.phase = Phase::Closing;
+        conn.refused = true;
         conn
     }
 

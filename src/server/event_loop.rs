@@ -505,7 +505,7 @@ impl EventLoop {
             return;
         };
         if last {
-            self.jobs.remove(&id);
+            end_job(&mut self.jobs, &mut self.metrics, id);
         }
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
@@ -559,7 +559,7 @@ impl EventLoop {
                 if let Phase::Generating { job, .. } = conn.phase {
                     log::debug!("client of request {job} hung up; aborting it");
                     self.engine.cancel(job, now);
-                    self.jobs.remove(&job);
+                    end_job(&mut self.jobs, &mut self.metrics, job);
                     conn.phase = Phase::Closing;
                     conn.wbuf.clear();
                     conn.wpos = 0;
@@ -595,7 +595,7 @@ impl EventLoop {
             conn.wpos = 0;
             if let Phase::Generating { job, .. } = conn.phase {
                 self.engine.cancel(job, now);
-                self.jobs.remove(&job);
+                end_job(&mut self.jobs, &mut self.metrics, job);
             }
             conn.phase = Phase::Closing;
             return;
@@ -739,6 +739,7 @@ impl EventLoop {
                             responder,
                         };
                         self.jobs.insert(job_id, token);
+                        self.metrics.generations_submitted += 1;
                     }
                     Err(e) => {
                         if matches!(e, crate::engine::EngineError::QueueFull { .. }) {
@@ -802,6 +803,7 @@ impl EventLoop {
     /// is gone while they were waiting for a request.
     fn reap(&mut self) {
         let registry = self.poll.registry();
+        let metrics = &mut self.metrics;
         let before = self.conns.len();
         self.conns.retain(|_, conn| {
             let done = match conn.phase {
@@ -811,6 +813,9 @@ impl EventLoop {
             };
             if done {
                 let _ = registry.deregister(&mut conn.stream);
+                if !conn.refused {
+                    metrics.connections_closed += 1;
+                }
             }
             !done
         });
@@ -818,6 +823,13 @@ impl EventLoop {
         if self.shutdown.is_some() {
             self.report.connections_closed += closed;
         }
+    }
+}
+
+/// The loop is done with job `id`: forgets its connection and counts it as ended, once.
+fn end_job(jobs: &mut HashMap<JobId, Token>, metrics: &mut crate::metrics::Metrics, id: JobId) {
+    if jobs.remove(&id).is_some() {
+        metrics.generations_ended += 1;
     }
 }
 
