@@ -263,6 +263,18 @@ impl Daemon {
             .collect()
     }
 
+    /// Resident set size in KiB (VmRSS), 0 once the process is gone.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn fd_count(&self) -> usize {
         fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .map(|d| d.count())
