@@ -17,7 +17,7 @@ use rkllmd::runtime::{Flow, InitConfig, RunRequest, Runtime, Sampling};
 const LONG_ANSWER: u32 = 200_000;
 
 fn row(what: &str, value: String, target: &str) {
-    println!("| {what:<44} | {value:>16} | {target:<22} |");
+    println!("| {what:<50} | {value:>18} | {target:<28} |");
 }
 
 fn init(model: std::path::PathBuf) -> InitConfig {
@@ -91,16 +91,6 @@ fn engine_rate(model: &std::path::Path) -> f64 {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Context switches of every thread of the process: each is a wakeup.
 fn switches(pid: u32) -> u64 {
     let mut total = 0;
@@ -141,14 +131,14 @@ fn main() {
             &format!("answer_tokens_max = {LONG_ANSWER}"),
         ],
     );
-    println!("| measure                                      |            value | target                 |");
-    println!("|----------------------------------------------|------------------|------------------------|");
+    println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+    println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
 
     let sim = simulator_rate(&long);
     row(
         "simulator callback rate (fast, no-op sink)",
         format!("{:.0} tok/s", sim),
-        "(reference)",
+        "-",
     );
     let eng = engine_rate(&long);
     row(
@@ -177,7 +167,7 @@ fn main() {
     row(
         "start to ready (fast.rkllm, median of 5)",
         format!("{:.1} ms", starts[2].as_secs_f64() * 1e3),
-        "(report)",
+        "-",
     );
 
     let d = Daemon::builder("bench-idle")
@@ -188,7 +178,7 @@ fn main() {
     std::thread::sleep(Duration::from_millis(300));
     row(
         "idle RSS (fast.rkllm)",
-        format!("{} KiB", rss_kib(pid)),
+        format!("{} KiB", d.rss_kib()),
         "< 4096 KiB",
     );
     let before = switches(pid);
@@ -219,8 +209,8 @@ fn main() {
     });
     row(
         "RSS with 1000 idle connections",
-        format!("{} KiB", rss_kib(pid)),
-        "(report)",
+        format!("{} KiB", d.rss_kib()),
+        "-",
     );
     let mut lat: Vec<Duration> = (0..3000)
         .map(|_| {
@@ -235,12 +225,22 @@ fn main() {
     row(
         "/health p50 with 1000 open connections",
         format!("{:.1} us", percentile(&lat, 0.5).as_secs_f64() * 1e6),
-        "(report)",
+        "-",
     );
     row(
         "/health p99 with 1000 open connections",
         format!("{:.1} us", percentile(&lat, 0.99).as_secs_f64() * 1e6),
-        "(report)",
+        "-",
+    );
+    // Now each of the 1000 asks once: every connection has had its buffers in use.
+    for s in &idle {
+        let mut c = common::Client::from_stream(s.try_clone().unwrap());
+        assert_eq!(c.get("/health").status, 200);
+    }
+    row(
+        "RSS with 1000 connections, each after a /health",
+        format!("{} KiB", d.rss_kib()),
+        "-",
     );
     drop(idle);
 
@@ -250,6 +250,8 @@ fn main() {
         .args([
             "--max-new-tokens",
             "200000",
+            "--max-context-len",
+            "1048576",
             "--output-cap-bytes",
             "67108864",
         ])
@@ -275,6 +277,7 @@ fn main() {
         "> 100000 tok/s",
     );
     latency_rows(dir.path());
+    abort_rows(dir.path());
     multi_turn_rows(dir.path());
 }
 
@@ -332,12 +335,12 @@ fn latency_rows(dir: &std::path::Path) {
         .collect();
     added.sort();
     row(
-        "callback to client bytes p50 (demo speed)",
+        "per token: callback to client bytes p50 (demo)",
         format!("{:.1} us", percentile(&added, 0.5).as_secs_f64() * 1e6),
-        "(report)",
+        "-",
     );
     row(
-        "callback to client bytes p99 (demo speed)",
+        "per token: callback to client bytes p99 (demo)",
         format!("{:.1} us", percentile(&added, 0.99).as_secs_f64() * 1e6),
         "p99 < 100 us",
     );
@@ -349,7 +352,7 @@ fn latency_rows(dir: &std::path::Path) {
             floor50.as_secs_f64() * 1e6,
             floor99.as_secs_f64() * 1e6
         ),
-        "machine floor",
+        "- (this machine's floor)",
     );
     row(
         "  rkllmd's own share of p50 (minus floor)",
@@ -357,7 +360,7 @@ fn latency_rows(dir: &std::path::Path) {
             "{:.1} us",
             (percentile(&added, 0.5).as_secs_f64() - floor50.as_secs_f64()).max(0.0) * 1e6
         ),
-        "(report)",
+        "-",
     );
 
     let d = Daemon::builder("bench-dispatch")
@@ -376,15 +379,98 @@ fn latency_rows(dir: &std::path::Path) {
     }
     waits.sort();
     row(
-        "request to rkllm_run p50 (idle daemon)",
+        "TTFT overhead: request to rkllm_run p50",
         format!("{:.1} us", percentile(&waits, 0.5).as_secs_f64() * 1e6),
-        "(report)",
+        "-",
     );
     row(
-        "request to rkllm_run p99 (idle daemon)",
+        "TTFT overhead: request to rkllm_run p99",
         format!("{:.1} us", percentile(&waits, 0.99).as_secs_f64() * 1e6),
-        "(report)",
+        "-",
     );
+}
+
+/// A client hangs up mid-stream: the time from its hangup to the runtime's `rkllm_abort` call
+/// and to the run's end, from the simulator trace's CLOCK_MONOTONIC stamps; 50 aborts at demo
+/// speed (one token per 60 ms) and at fast.rkllm speed (no delay, an answer too long to end
+/// by itself).
+fn abort_rows(dir: &std::path::Path) {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    for (speed, decode_us) in [("demo", 59_880), ("fast", 0)] {
+        let model = write_model(
+            dir,
+            &format!("abort-{speed}"),
+            &[
+                "answer_tokens_min = 1000000",
+                "answer_tokens_max = 1000000",
+                &format!("decode_us_per_token = {decode_us}"),
+            ],
+        );
+        // Neither the context, the token cap nor the output cap may end the run before the
+        // hangup does.
+        let d = Daemon::builder("bench-abort")
+            .model(model)
+            .args([
+                "--max-new-tokens",
+                "1000000",
+                "--max-context-len",
+                "1048576",
+                "--output-cap-bytes",
+                "1073741824",
+            ])
+            .start();
+        let (mut to_abort, mut to_end) = (Vec::new(), Vec::new());
+        for i in 0..50 {
+            let mut c = d.client();
+            c.send_post(
+                "/v1/chat/completions",
+                &serde_json::json!({"stream": true, "messages": [{"role": "user", "content": format!("abort {i}")}]}),
+            );
+            assert_eq!(c.read_head().unwrap().0, 200);
+            // Mid-stream: after the first piece of the answer, not just the role chunk.
+            while !String::from_utf8_lossy(&c.read_chunk().unwrap()).contains("\"content\":\"") {}
+            let hangup = monotonic_us();
+            drop(c);
+            let (mut abort, mut end) = (None, None);
+            common::wait_until(Duration::from_secs(5), "the abort in the trace", || {
+                let trace = d.trace();
+                let nth = |f: &str| trace.iter().filter(|l| l["fn"] == f).nth(i).cloned();
+                (abort, end) = (nth("rkllm_abort"), nth("run_end"));
+                abort.is_some() && end.is_some()
+            });
+            let (abort, end) = (abort.unwrap(), end.unwrap());
+            // The engine calls rkllm_abort and also pauses from the next callback: either ends it.
+            assert!(
+                end["reason"] == "abort" || end["reason"] == "pause",
+                "the hangup, not the answer, ended run {i}: {end}"
+            );
+            let since = |l: &serde_json::Value| {
+                Duration::from_micros((l["t_us"].as_i64().unwrap() - hangup).max(0) as u64)
+            };
+            to_abort.push(since(&abort));
+            to_end.push(since(&end));
+        }
+        to_abort.sort();
+        to_end.sort();
+        row(
+            &format!("hangup to rkllm_abort p50/p99 ({speed} speed)"),
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(percentile(&to_abort, 0.5)),
+                ms(percentile(&to_abort, 0.99))
+            ),
+            "-",
+        );
+        row(
+            &format!("hangup to the run's end p50/p99 ({speed} speed)"),
+            format!(
+                "{:.2} / {:.2} ms",
+                ms(percentile(&to_end, 0.5)),
+                ms(percentile(&to_end, 0.99))
+            ),
+            "-",
+        );
+    }
 }
 
 /// The floor under "callback to client bytes" on this machine: the same two cross-thread
@@ -496,7 +582,7 @@ fn multi_turn_rows(dir: &std::path::Path) {
             if turn == 10 {
                 "reuse: within 1.5x of turn 1"
             } else {
-                "(report)"
+                "-"
             },
         );
     }
