@@ -7,7 +7,7 @@ use std::process::Command;
 #[test]
 fn the_example_config_is_valid() {
     let dir = common::TempDir::new("example");
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .arg("check")
         .arg("--config")
         .arg(common::repo_path("board/etc/rkllmd.conf"))
@@ -29,7 +29,7 @@ fn a_bad_config_value_is_one_line_naming_file_and_line() {
     let dir = common::TempDir::new("badconf");
     let conf = dir.path().join("bad.conf");
     std::fs::write(&conf, "queue-size = 8\nmax-connections = lots\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .args([
             "--config",
             conf.to_str().unwrap(),

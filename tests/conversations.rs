@@ -273,7 +273,7 @@ fn a_custom_template_from_the_config_file_renders_the_conversation() {
         "chat-template = custom\nchat-template-user-prefix = bad\\q\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = std::process::Command::new(common::daemon_bin())
         .args([
             "--config",
             conf.to_str().unwrap(),

@@ -85,7 +85,7 @@ fn sigkill_leaves_a_stale_socket_that_the_next_start_removes() {
 fn a_second_instance_refuses_and_touches_nothing() {
     let d = Daemon::start("twice");
     let ino = std::fs::metadata(&d.socket).unwrap().ino();
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .args([
             "--model",
             common::fast_model().to_str().unwrap(),
@@ -113,7 +113,7 @@ fn a_foreign_file_at_the_socket_path_is_never_removed() {
     let dir = TempDir::new("foreign");
     let path = dir.path().join("rkllmd.sock");
     std::fs::write(&path, b"precious").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .args([
             "--model",
             common::fast_model().to_str().unwrap(),
@@ -160,7 +160,7 @@ fn bad_flags_and_missing_models_exit_before_binding() {
                 }
             })
             .collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        let out = Command::new(common::daemon_bin())
             .args(&args)
             .args(["--socket", socket.to_str().unwrap()])
             .output()
@@ -174,7 +174,7 @@ fn bad_flags_and_missing_models_exit_before_binding() {
 
 #[test]
 fn version_names_the_abi_and_the_simulator() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .arg("--version")
         .output()
         .unwrap();
@@ -185,7 +185,7 @@ fn version_names_the_abi_and_the_simulator() {
         "{text}"
     );
     assert!(text.contains("simulator"), "{text}");
-    let help = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let help = Command::new(common::daemon_bin())
         .arg("--help")
         .output()
         .unwrap();

@@ -51,7 +51,7 @@ fn an_api_key_is_checked_on_tcp() {
 #[test]
 fn a_non_loopback_address_without_a_key_is_refused_at_start() {
     let dir = common::TempDir::new("tcpnokey");
-    let out = Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+    let out = Command::new(common::daemon_bin())
         .args(["--model", common::fast_model().to_str().unwrap()])
         .args([
             "--socket",

@@ -46,6 +46,14 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// The daemon binary the tests start: `RKLLMD_TEST_BIN` when set (board/cross-test.sh points it
+/// at a qemu-user wrapper around the aarch64 build), otherwise the one cargo built for this host.
+pub fn daemon_bin() -> PathBuf {
+    std::env::var_os("RKLLMD_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rkllmd")))
+}
+
 pub fn fast_model() -> PathBuf {
     repo_path("vendor/rkllm-sim/models/fast.rkllm")
 }
@@ -130,7 +138,7 @@ impl DaemonBuilder {
         let stderr_path = self.dir.path().join("stderr.log");
         let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
         let write_fd = write_end.as_raw_fd();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rkllmd"));
+        let mut cmd = Command::new(daemon_bin());
         cmd.arg("--model")
             .arg(&self.model)
             .arg("--socket")
