@@ -288,11 +288,18 @@ impl Sandbox {
     /// to /run (checked in `new`), and an absolute symlink seen from the test would lead to
     /// the host's /run.
     fn pid_file(&self, path: &str) -> u32 {
-        let text = fs::read_to_string(self.inside(path))
-            .unwrap_or_else(|e| panic!("read pid file {path}: {e}"));
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("pid file {path} holds {text:?}"))
+        let mut pid = None;
+        // Read until whole: the writer may be between creating the file and writing it.
+        wait_until(Duration::from_secs(5), &format!("a pid in {path}"), || {
+            pid = self.try_pid_file(path);
+            pid.is_some()
+        });
+        pid.unwrap()
+    }
+
+    fn try_pid_file(&self, path: &str) -> Option<u32> {
+        let text = fs::read_to_string(self.inside(path)).ok()?;
+        text.strip_suffix('\n')?.parse().ok()
     }
 
     /// rkllmd processes running in this namespace.
@@ -625,15 +632,18 @@ impl OpenRc {
 
     /// The daemon supervise-daemon runs for `service` (its pid file holds the supervisor's).
     fn daemon(&self, sb: &Sandbox, service: &str) -> (u32, u32) {
-        let supervisor = sb.pid_file(&format!("/run/{service}.pid"));
-        let mut child = None;
+        let pid_file = format!("/run/{service}.pid");
+        let mut found = None;
         wait_until(Duration::from_secs(15), "supervised daemon", || {
-            child = children(supervisor)
-                .into_iter()
-                .find(|&c| exe(c).as_deref() == Some(Path::new(DAEMON)));
-            child.is_some()
+            found = sb.try_pid_file(&pid_file).and_then(|supervisor| {
+                let child = children(supervisor)
+                    .into_iter()
+                    .find(|&c| exe(c).as_deref() == Some(Path::new(DAEMON)))?;
+                Some((supervisor, child))
+            });
+            found.is_some()
         });
-        (supervisor, child.unwrap())
+        found.unwrap()
     }
 }
 
