@@ -518,8 +518,24 @@ fn init_d_lifecycle(system: InitSystem, tag: &str) {
         pids.push(new);
     }
 
+    // After a crash: the pid file and the socket are stale; start replaces both.
+    let crashed = *pids.last().unwrap();
+    kill(Pid::from_raw(crashed as i32), Signal::SIGKILL).unwrap();
+    wait_until(Duration::from_secs(5), "the crash", || !alive(crashed));
+    assert!(sb.inside(SOCKET).exists(), "SIGKILL leaves the socket");
+    let run = init.run(&sb, "start").ok("start after a crash");
+    assert_eq!(run.output, "Starting rkllmd: OK\n");
+    let pid = sb.pid_file("/run/rkllmd.pid");
+    assert_ne!(pid, crashed);
+    assert_eq!(sb.healthy(SOCKET)["status"], "ok");
+    sb.wait_logged(
+        Duration::from_secs(5),
+        "restart after a crash",
+        pid,
+        "removed a stale socket",
+    );
+
     // Stop during a generation: the abort takes 1.5 s, and stop must wait for the exit.
-    let pid = *pids.last().unwrap();
     let mut client = Client::unix(&sb.inside(SOCKET));
     client.send_post(
         "/v1/chat/completions",
