@@ -1,6 +1,8 @@
-//! Compiles the C++ shim against the vendored `rkllm.h` of the selected ABI and decides which
-//! `librkllmrt.so` the binary links: the real one from `RKLLM_LIB_DIR` (board, buildroot) or,
-//! when that is unset, our simulator built from `vendor/rkllm-sim/` (dev host, CI).
+//! Compiles the C++ shim against the vendored `rkllm.h` of the selected ABI. The runtime itself is
+//! not linked: the shim dlopens it at engine start (`runtime-library`). When `RKLLM_LIB_DIR` is
+//! unset (dev host, CI) our simulator is built from `vendor/rkllm-sim/` into target/<profile>/,
+//! where the binaries' `$ORIGIN` runpath lets dlopen find it; when it is set (board, buildroot)
+//! nothing more is built and the real runtime is found by the normal dlopen search at run time.
 
 use std::env;
 use std::fs;
@@ -33,28 +35,18 @@ fn main() {
         .extra_warnings(true)
         .compile("rkllmd_shim");
 
-    match env::var_os("RKLLM_LIB_DIR") {
-        Some(dir) => link_real_runtime(Path::new(&dir)),
-        None => link_simulator(&manifest, &out_dir, &header_dir, abi_minor),
+    if env::var_os("RKLLM_LIB_DIR").is_none() {
+        build_simulator(&manifest, &out_dir, &header_dir, abi_minor);
     }
+    // dlopen lives in libdl before glibc 2.34 (still common on board images); later it is an
+    // empty stub, so linking it is always right.
     println!("cargo:rustc-link-lib=dylib=dl");
 }
 
-/// Board / buildroot case: link by soname, no rpath, so the loader finds /usr/lib/librkllmrt.so.
-fn link_real_runtime(dir: &Path) {
-    if !dir.join("librkllmrt.so").exists() {
-        println!(
-            "cargo:warning=RKLLM_LIB_DIR={} has no librkllmrt.so; linking will fail",
-            dir.display()
-        );
-    }
-    println!("cargo:rustc-link-search=native={}", dir.display());
-    println!("cargo:rustc-link-lib=dylib=rkllmrt");
-}
-
 /// Dev host case: build the simulator as `librkllmrt.so` next to the binaries (target/<profile>/)
-/// and give them an `$ORIGIN`-relative rpath, never a build-host absolute one.
-fn link_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor: &str) {
+/// and give them an `$ORIGIN`-relative runpath (never a build-host absolute one), which dlopen
+/// called from the binary honours.
+fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor: &str) {
     let sim_src = manifest.join("vendor/rkllm-sim/src");
     println!("cargo:rerun-if-changed={}", sim_src.display());
     let mut sources: Vec<PathBuf> = fs::read_dir(&sim_src)
@@ -97,12 +89,10 @@ fn link_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor:
     fs::copy(&lib, &tmp).expect("copy simulator next to the binaries");
     fs::rename(&tmp, &installed).expect("install simulator next to the binaries");
 
-    println!("cargo:rustc-link-search=native={}", profile_dir.display());
-    println!("cargo:rustc-link-lib=dylib=rkllmrt");
     // Binaries sit in <profile>/, test and bench binaries in <profile>/deps/.
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/..");
     println!(
-        "cargo:warning=RKLLM_LIB_DIR is unset: linking the rkllm simulator ({})",
+        "cargo:warning=RKLLM_LIB_DIR is unset: built the rkllm simulator ({}) for dlopen",
         installed.display()
     );
 }

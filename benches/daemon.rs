@@ -22,6 +22,7 @@ fn row(what: &str, value: String, target: &str) {
 
 fn init(model: std::path::PathBuf) -> InitConfig {
     InitConfig {
+        library: rkllmd::runtime::DEFAULT_LIBRARY.into(),
         model_path: model,
         max_context_len: 1_000_000,
         max_new_tokens: LONG_ANSWER,

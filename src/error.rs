@@ -5,6 +5,7 @@ use std::io;
 
 use crate::config::ConfigError;
 use crate::lifecycle::LifecycleError;
+use crate::runtime::RuntimeError;
 use crate::server::Ending;
 
 /// Exit codes, documented in `--help` and the README.
@@ -16,7 +17,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Another instance holds the socket's lock.
     pub const ALREADY_RUNNING: i32 = 3;
-    /// The model did not load, or the inference thread died.
+    /// The runtime library or the model did not load, or the inference thread died.
     pub const ENGINE: i32 = 4;
     /// The runtime was wedged or the shutdown deadline passed; the socket was still removed.
     pub const DEADLINE: i32 = 5;
@@ -30,6 +31,8 @@ pub mod exit {
 pub enum DaemonError {
     Config(ConfigError),
     Lifecycle(LifecycleError),
+    /// The runtime library could not be loaded.
+    Runtime(RuntimeError),
     Io {
         what: &'static str,
         source: io::Error,
@@ -46,6 +49,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(_) => exit::USAGE,
             DaemonError::Lifecycle(e) if e.is_already_running() => exit::ALREADY_RUNNING,
+            DaemonError::Runtime(_) => exit::ENGINE,
             DaemonError::Lifecycle(_) | DaemonError::Io { .. } | DaemonError::Logging(_) => {
                 exit::FAILURE
             }
@@ -67,6 +71,7 @@ impl fmt::Display for DaemonError {
         match self {
             DaemonError::Config(e) => write!(f, "{e}"),
             DaemonError::Lifecycle(e) => write!(f, "{e}"),
+            DaemonError::Runtime(e) => write!(f, "{e}"),
             DaemonError::Io { what, source } => write!(f, "cannot {what}: {source}"),
             DaemonError::Logging(e) => write!(f, "cannot set up logging: {e}"),
         }
@@ -78,6 +83,7 @@ impl std::error::Error for DaemonError {
         match self {
             DaemonError::Config(e) => Some(e),
             DaemonError::Lifecycle(e) => Some(e),
+            DaemonError::Runtime(e) => Some(e),
             DaemonError::Io { source, .. } | DaemonError::Logging(source) => Some(source),
         }
     }
@@ -86,6 +92,12 @@ impl std::error::Error for DaemonError {
 impl From<ConfigError> for DaemonError {
     fn from(e: ConfigError) -> Self {
         DaemonError::Config(e)
+    }
+}
+
+impl From<RuntimeError> for DaemonError {
+    fn from(e: RuntimeError) -> Self {
+        DaemonError::Runtime(e)
     }
 }
 
@@ -122,5 +134,15 @@ mod tests {
         );
         assert_eq!(e.exit_code(), exit::FAILURE);
         assert!(e.to_string().starts_with("cannot bind the TCP listener: "));
+    }
+
+    #[test]
+    fn a_runtime_library_that_does_not_load_is_an_engine_failure() {
+        let e = DaemonError::from(RuntimeError::LibraryOpen {
+            library: "librkllmrt.so".into(),
+            reason: "librkllmrt.so: cannot open shared object file".to_owned(),
+        });
+        assert_eq!(e.exit_code(), exit::ENGINE);
+        assert!(e.to_string().contains("cannot open shared object file"), "{e}");
     }
 }

@@ -29,16 +29,17 @@ fn run() -> i32 {
             exit::OK
         }
         Command::Version => {
-            let info = runtime::info();
             println!("rkllmd {}", env!("CARGO_PKG_VERSION"));
-            println!(
-                "runtime ABI {} ({})",
-                info.abi,
-                match &info.simulator {
-                    Some(v) => format!("simulator loaded: {v}"),
-                    None => "real librkllmrt loaded".to_owned(),
-                }
-            );
+            // Only the default name: --version reads no config file. Loading runs no runtime code
+            // beyond the library's constructors.
+            let loaded = runtime::load(std::path::Path::new(runtime::DEFAULT_LIBRARY));
+            let info = runtime::info();
+            let detail = match (&loaded, &info.simulator) {
+                (Ok(lib), Some(v)) => format!("simulator {v} loaded from {}", lib.path.display()),
+                (Ok(lib), None) => format!("librkllmrt loaded from {}", lib.path.display()),
+                (Err(e), _) => format!("no runtime loaded: {e}"),
+            };
+            println!("runtime ABI {} ({detail})", info.abi);
             exit::OK
         }
         Command::Check(cfg) => {

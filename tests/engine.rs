@@ -35,6 +35,7 @@ fn init_lock_tracing_to(dir: &std::path::Path) -> std::sync::MutexGuard<'static,
 
 fn init_config(model: std::path::PathBuf) -> InitConfig {
     InitConfig {
+        library: runtime::DEFAULT_LIBRARY.into(),
         model_path: model,
         max_context_len: 4096,
         max_new_tokens: 4096,

@@ -70,6 +70,8 @@ pub struct Config {
     pub model: PathBuf,
     /// `--model-name`, else the model file name without its extension (empty without a model).
     pub model_name: String,
+    /// The runtime to dlopen: a file name searched for, or a path (contains '/') used as is.
+    pub runtime_library: PathBuf,
     pub socket: PathBuf,
     pub socket_mode: u32,
     /// A group name or number, resolved by `lifecycle::lookup_group`.
@@ -118,6 +120,7 @@ impl Default for Config {
         Config {
             model: PathBuf::new(),
             model_name: String::new(),
+            runtime_library: PathBuf::from(crate::runtime::DEFAULT_LIBRARY),
             socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
             socket_mode: 0o660,
             socket_group: None,

@@ -8,6 +8,7 @@
 pub(super) enum Setting {
     Model,
     ModelName,
+    RuntimeLibrary,
     Socket,
     SocketMode,
     SocketGroup,
@@ -133,6 +134,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Note("the model file name without extension"),
         MODEL,
         "Model name reported to clients"
+    ),
+    opt!(
+        RuntimeLibrary,
+        "runtime-library",
+        V("FILE"),
+        Dv("librkllmrt.so"),
+        MODEL,
+        "The RKLLM runtime to load: a file name is searched for as\ndlopen does (LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib);\na name with '/' is used as is"
     ),
     opt!(
         ChatTemplate,
@@ -568,7 +577,7 @@ Signals:
 
 Exit codes:
   0 clean shutdown   1 I/O failure at start   2 bad command line or config
-  3 already running  4 model failed to load or inference thread died
+  3 already running  4 runtime library or model failed to load, or inference thread died
   5 wedged runtime or shutdown deadline passed  6 second signal  70 internal error (panic)
   The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
 

@@ -62,6 +62,7 @@ impl Draft {
         match key {
             Setting::Model => c.model = values::path(raw)?,
             Setting::ModelName => self.model_name = Some(values::non_empty(raw, "name")?),
+            Setting::RuntimeLibrary => c.runtime_library = values::path(raw)?,
             Setting::Socket => self.socket = Some(values::path(raw)?),
             Setting::SocketMode => c.socket_mode = values::octal_mode(raw)?,
             Setting::SocketGroup => c.socket_group = Some(values::non_empty(raw, "group name")?),

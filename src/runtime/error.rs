@@ -9,6 +9,12 @@ pub enum RuntimeError {
     NoFinish,
     Call { call: &'static str, code: i32 },
     NulByte { what: &'static str },
+    /// dlopen failed; `reason` is dlerror's text.
+    LibraryOpen { library: PathBuf, reason: String },
+    /// The library opened but lacks a function rkllmd calls; `reason` is dlerror's text.
+    MissingSymbol { library: PathBuf, reason: String },
+    /// A process holds one runtime; another one was asked for after the first loaded.
+    OtherLibraryLoaded { loaded: PathBuf, requested: PathBuf },
 }
 
 impl fmt::Display for RuntimeError {
@@ -33,6 +39,22 @@ impl fmt::Display for RuntimeError {
             RuntimeError::NulByte { what } => write!(
                 f,
                 "the {what} contains a NUL byte, which the runtime cannot take"
+            ),
+            RuntimeError::LibraryOpen { library, reason } => write!(
+                f,
+                "cannot load the runtime library '{}': {reason} (set runtime-library, or run 'rkllmd check')",
+                library.display()
+            ),
+            RuntimeError::MissingSymbol { library, reason } => write!(
+                f,
+                "the runtime library '{}' is not a usable librkllmrt: {reason}",
+                library.display()
+            ),
+            RuntimeError::OtherLibraryLoaded { loaded, requested } => write!(
+                f,
+                "cannot load runtime library '{}': '{}' is already loaded in this process",
+                requested.display(),
+                loaded.display()
             ),
         }
     }

@@ -64,7 +64,18 @@ pub const STATE_WAITING: i32 = 1;
 pub const STATE_FINISH: i32 = 2;
 pub const STATE_ERROR: i32 = 3;
 
+// rkd_load results.
+pub const LOAD_OK: i32 = 0;
+pub const LOAD_MISSING_SYMBOL: i32 = 2;
+
 extern "C" {
+    pub fn rkd_load(
+        name: *const c_char,
+        err: *mut c_char,
+        err_len: usize,
+        path: *mut c_char,
+        path_len: usize,
+    ) -> i32;
     pub fn rkd_caps() -> i32;
     pub fn rkd_simulator_version() -> *const c_char;
     pub fn rkd_init(handle: *mut *mut c_void, cfg: *const RkdConfig) -> i32;

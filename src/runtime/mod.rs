@@ -7,6 +7,7 @@
 mod callback;
 mod error;
 mod ffi;
+mod library;
 
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use error::RuntimeError;
+pub use library::{load, loaded, Library, DEFAULT_LIBRARY};
 
 /// Sampling values, at init and (ABI 1.3) per run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,6 +43,8 @@ impl Default for Sampling {
 
 #[derive(Clone, Debug)]
 pub struct InitConfig {
+    /// The runtime library to dlopen (`runtime-library`), unless one is loaded already.
+    pub library: PathBuf,
     pub model_path: PathBuf,
     pub max_context_len: u32,
     pub max_new_tokens: u32,
@@ -138,20 +142,23 @@ pub struct Capabilities {
 pub struct RuntimeInfo {
     /// The ABI compiled in, "1.2" or "1.3".
     pub abi: &'static str,
+    /// The file dlopen opened; `None` before `load` succeeded.
+    pub library: Option<PathBuf>,
     /// `Some(version)` when the loaded librkllmrt.so is our simulator.
     pub simulator: Option<String>,
 }
 
 impl RuntimeInfo {
     pub fn kind(&self) -> &'static str {
-        if self.simulator.is_some() {
-            "simulator"
-        } else {
-            "rockchip"
+        match (&self.library, &self.simulator) {
+            (None, _) => "not loaded",
+            (Some(_), Some(_)) => "simulator",
+            (Some(_), None) => "rockchip",
         }
     }
 }
 
+/// What is known about the runtime now: call it after `load` to describe the loaded library.
 pub fn info() -> RuntimeInfo {
     // SAFETY: the shim's function takes no arguments and returns NULL or a static NUL-terminated
     // string owned by the loaded library.
@@ -165,6 +172,7 @@ pub fn info() -> RuntimeInfo {
         });
     RuntimeInfo {
         abi: env!("RKLLMD_ABI"),
+        library: loaded().map(|lib| lib.path.clone()),
         simulator,
     }
 }
@@ -237,8 +245,10 @@ fn cstring(what: &'static str, s: &str) -> Result<CString, RuntimeError> {
 }
 
 impl Runtime {
-    /// Loads the model; blocks for as long as the runtime takes.
+    /// Loads the runtime library if needed, then the model; blocks for as long as the runtime
+    /// takes.
     pub fn init(cfg: &InitConfig) -> Result<Runtime, RuntimeError> {
+        load(&cfg.library)?;
         let path = CString::new(cfg.model_path.as_os_str().as_bytes())
             .map_err(|_| RuntimeError::NulByte { what: "model path" })?;
         let c = ffi::RkdConfig {

@@ -1,11 +1,17 @@
 // rkllmd's shim over librkllmrt: a narrow C ABI of our own (rkd_*) on top of the runtime's
 // C++ header. The compiler, not Rust, owns the layout of the runtime's structs, and the
 // differences between the 1.2.x and 1.3.x ABIs stay in this file (RKLLMD_ABI_MINOR).
+//
+// The runtime is not linked: rkd_load dlopens it and looks up every function used here, so a
+// missing or broken library is an error the daemon reports instead of a loader failure before
+// main (and `rkllmd check` can run on a board whose runtime would crash).
 #include <cstddef>  // rkllm.h uses size_t without including it
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include <dlfcn.h>
+#include <link.h>
 
 #include "rkllm.h"
 
@@ -68,6 +74,43 @@ enum {
 
 namespace {
 
+// The runtime's functions, resolved by rkd_load. Written once, before any other rkd_* call (the
+// Rust side serialises rkd_load and publishes its success through a OnceLock).
+struct Api {
+    void* lib;
+    decltype(&rkllm_createDefaultParam) create_default_param;
+    decltype(&rkllm_init) init;
+    decltype(&rkllm_run) run;
+    decltype(&rkllm_abort) abort;
+    decltype(&rkllm_is_running) is_running;
+    decltype(&rkllm_clear_kv_cache) clear_kv_cache;
+    decltype(&rkllm_get_kv_cache_size) get_kv_cache_size;
+    decltype(&rkllm_set_chat_template) set_chat_template;
+    decltype(&rkllm_set_function_tools) set_function_tools;
+    decltype(&rkllm_destroy) destroy;
+};
+
+Api api{};
+
+void copy_message(char* out, size_t out_len, const char* text) {
+    if (out == nullptr || out_len == 0) {
+        return;
+    }
+    std::snprintf(out, out_len, "%s", text != nullptr ? text : "unknown error");
+}
+
+template <typename F>
+bool resolve(void* lib, const char* name, F& slot, char* err, size_t err_len) {
+    dlerror();  // clear a stale error so the one below belongs to this lookup
+    void* sym = dlsym(lib, name);
+    if (sym == nullptr) {
+        copy_message(err, err_len, dlerror());
+        return false;
+    }
+    slot = reinterpret_cast<F>(sym);
+    return true;
+}
+
 struct RunCtx {
     rkd_event_fn fn;
     void* ctx;
@@ -107,10 +150,57 @@ int32_t rkd_caps(void) {
 #endif
 }
 
-// The simulator exports rkllm_sim_version; the real runtime does not.
+enum {
+    RKD_LOAD_OK = 0,
+    RKD_LOAD_OPEN_FAILED = 1,
+    RKD_LOAD_MISSING_SYMBOL = 2,
+};
+
+// Opens `name` (the dlopen search applies unless it contains '/') and resolves every runtime
+// function. On failure `err` gets dlerror's text; on success `path` gets the file the loader
+// chose. Called once per process, before anything else here.
+int32_t rkd_load(const char* name, char* err, size_t err_len, char* path, size_t path_len) {
+    // RTLD_NOW: an unresolvable dependency fails here, not in the middle of a generation.
+    void* lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    if (lib == nullptr) {
+        copy_message(err, err_len, dlerror());
+        return RKD_LOAD_OPEN_FAILED;
+    }
+    Api a{};
+    a.lib = lib;
+    bool ok = resolve(lib, "rkllm_createDefaultParam", a.create_default_param, err, err_len) &&
+              resolve(lib, "rkllm_init", a.init, err, err_len) &&
+              resolve(lib, "rkllm_run", a.run, err, err_len) &&
+              resolve(lib, "rkllm_abort", a.abort, err, err_len) &&
+              resolve(lib, "rkllm_is_running", a.is_running, err, err_len) &&
+              resolve(lib, "rkllm_clear_kv_cache", a.clear_kv_cache, err, err_len) &&
+              resolve(lib, "rkllm_get_kv_cache_size", a.get_kv_cache_size, err, err_len) &&
+              resolve(lib, "rkllm_set_chat_template", a.set_chat_template, err, err_len) &&
+              resolve(lib, "rkllm_set_function_tools", a.set_function_tools, err, err_len) &&
+              resolve(lib, "rkllm_destroy", a.destroy, err, err_len);
+    if (!ok) {
+        dlclose(lib);
+        return RKD_LOAD_MISSING_SYMBOL;
+    }
+    const char* where = name;
+    struct link_map* map = nullptr;
+    if (dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
+        map->l_name[0] != '\0') {
+        where = map->l_name;
+    }
+    copy_message(path, path_len, where);
+    // Never closed: the runtime starts threads of its own and lives as long as the process.
+    api = a;
+    return RKD_LOAD_OK;
+}
+
+// The simulator exports rkllm_sim_version; the real runtime does not. NULL before rkd_load.
 const char* rkd_simulator_version(void) {
+    if (api.lib == nullptr) {
+        return nullptr;
+    }
     using version_fn = const char* (*)(void);
-    void* sym = dlsym(RTLD_DEFAULT, "rkllm_sim_version");
+    void* sym = dlsym(api.lib, "rkllm_sim_version");
     if (sym == nullptr) {
         return nullptr;
     }
@@ -118,10 +208,10 @@ const char* rkd_simulator_version(void) {
 }
 
 int32_t rkd_init(void** handle, const rkd_config* cfg) {
-    if (handle == nullptr || cfg == nullptr) {
+    if (handle == nullptr || cfg == nullptr || api.lib == nullptr) {
         return -1;
     }
-    RKLLMParam param = rkllm_createDefaultParam();
+    RKLLMParam param = api.create_default_param();
     param.model_path = cfg->model_path;
     param.max_context_len = cfg->max_context_len;
     param.max_new_tokens = cfg->max_new_tokens;
@@ -140,9 +230,9 @@ int32_t rkd_init(void** handle, const rkd_config* cfg) {
     param.ignore_eos_token = false;
     RKLLMCallback callbacks{};
     callbacks.result_callback = on_result;
-    int rc = rkllm_init(&h, &param, &callbacks);
+    int rc = api.init(&h, &param, &callbacks);
 #else
-    int rc = rkllm_init(&h, &param, on_result);
+    int rc = api.init(&h, &param, on_result);
 #endif
     *handle = rc == 0 ? h : nullptr;
     return rc;
@@ -166,7 +256,7 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
 #if RKLLMD_ABI_MINOR >= 3
     RKLLMSamplingParam sampling{};
     if (p->sampling != nullptr) {
-        RKLLMParam defaults = rkllm_createDefaultParam();
+        RKLLMParam defaults = api.create_default_param();
         sampling.top_k = p->sampling->top_k;
         sampling.top_p = p->sampling->top_p;
         sampling.temperature = p->sampling->temperature;
@@ -181,15 +271,15 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
     infer.max_new_tokens = p->max_new_tokens;
 #endif
     RunCtx run{fn, ctx};
-    return rkllm_run(handle, &input, &infer, &run);
+    return api.run(handle, &input, &infer, &run);
 }
 
-int32_t rkd_abort(void* handle) { return handle == nullptr ? -1 : rkllm_abort(handle); }
+int32_t rkd_abort(void* handle) { return handle == nullptr ? -1 : api.abort(handle); }
 
-int32_t rkd_is_running(void* handle) { return handle == nullptr ? 0 : rkllm_is_running(handle); }
+int32_t rkd_is_running(void* handle) { return handle == nullptr ? 0 : api.is_running(handle); }
 
 int32_t rkd_clear_kv_cache(void* handle, int32_t keep_system_prompt) {
-    return handle == nullptr ? -1 : rkllm_clear_kv_cache(handle, keep_system_prompt, nullptr, nullptr);
+    return handle == nullptr ? -1 : api.clear_kv_cache(handle, keep_system_prompt, nullptr, nullptr);
 }
 
 int32_t rkd_kv_cache_size(void* handle, int32_t* size) {
@@ -197,19 +287,19 @@ int32_t rkd_kv_cache_size(void* handle, int32_t* size) {
         return -1;
     }
     int sizes[1] = {0};  // n_batch is 1: one entry
-    int rc = rkllm_get_kv_cache_size(handle, sizes);
+    int rc = api.get_kv_cache_size(handle, sizes);
     *size = sizes[0];
     return rc;
 }
 
 int32_t rkd_set_chat_template(void* handle, const char* system, const char* prefix, const char* postfix) {
-    return handle == nullptr ? -1 : rkllm_set_chat_template(handle, system, prefix, postfix);
+    return handle == nullptr ? -1 : api.set_chat_template(handle, system, prefix, postfix);
 }
 
 int32_t rkd_set_function_tools(void* handle, const char* system, const char* tools, const char* tag) {
-    return handle == nullptr ? -1 : rkllm_set_function_tools(handle, system, tools, tag);
+    return handle == nullptr ? -1 : api.set_function_tools(handle, system, tools, tag);
 }
 
-int32_t rkd_destroy(void* handle) { return handle == nullptr ? -1 : rkllm_destroy(handle); }
+int32_t rkd_destroy(void* handle) { return handle == nullptr ? -1 : api.destroy(handle); }
 
 }  // extern "C"

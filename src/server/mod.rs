@@ -69,6 +69,9 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
     let waker = event_loop::EventLoop::waker(&poll)
         .map_err(|e| DaemonError::io("create the engine waker", e))?;
+    // Loaded here, before the inference thread, so that /health and the log name what loaded;
+    // a failure ends the start like any other (socket removed, exit code 4).
+    runtime::load(&cfg.runtime_library)?;
     let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
     let info = runtime::info();
@@ -161,6 +164,7 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
 fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
     EngineConfig {
         init: InitConfig {
+            library: cfg.runtime_library.clone(),
             model_path: cfg.model.clone(),
             max_context_len: cfg.max_context_len,
             max_new_tokens: cfg.max_new_tokens,
