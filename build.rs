@@ -35,13 +35,21 @@ fn main() {
         .extra_warnings(true)
         .compile("rkllmd_shim");
 
-    if env::var_os("RKLLM_LIB_DIR").is_none() {
+    // The runpath the binaries get, for `rkllmd check` to follow dlopen's search.
+    let runpath = if env::var_os("RKLLM_LIB_DIR").is_none() {
         build_simulator(&manifest, &out_dir, &header_dir, abi_minor);
-    }
+        SIMULATOR_RUNPATH
+    } else {
+        ""
+    };
+    println!("cargo:rustc-env=RKLLMD_RUNPATH={runpath}");
     // dlopen lives in libdl before glibc 2.34 (still common on board images); later it is an
     // empty stub, so linking it is always right.
     println!("cargo:rustc-link-lib=dylib=dl");
 }
+
+/// Binaries sit in <profile>/, test and bench binaries in <profile>/deps/.
+const SIMULATOR_RUNPATH: &str = "$ORIGIN:$ORIGIN/..";
 
 /// Dev host case: build the simulator as `librkllmrt.so` next to the binaries (target/<profile>/)
 /// and give them an `$ORIGIN`-relative runpath (never a build-host absolute one), which dlopen
@@ -89,8 +97,7 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
     fs::copy(&lib, &tmp).expect("copy simulator next to the binaries");
     fs::rename(&tmp, &installed).expect("install simulator next to the binaries");
 
-    // Binaries sit in <profile>/, test and bench binaries in <profile>/deps/.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN:$ORIGIN/..");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{SIMULATOR_RUNPATH}");
     println!(
         "cargo:warning=RKLLM_LIB_DIR is unset: built the rkllm simulator ({}) for dlopen",
         installed.display()

@@ -23,6 +23,8 @@ pub mod exit {
     pub const DEADLINE: i32 = 5;
     /// A second signal cut the shutdown short; the socket was still removed.
     pub const FORCED: i32 = 6;
+    /// `rkllmd check`: a check failed, so rkllmd cannot serve as configured.
+    pub const CHECK_FAILED: i32 = 1;
     /// A bug: a panic unwound to main (the socket was still removed).
     pub const PANIC: i32 = 70;
 }
@@ -143,6 +145,9 @@ mod tests {
             reason: "librkllmrt.so: cannot open shared object file".to_owned(),
         });
         assert_eq!(e.exit_code(), exit::ENGINE);
-        assert!(e.to_string().contains("cannot open shared object file"), "{e}");
+        assert!(
+            e.to_string().contains("cannot open shared object file"),
+            "{e}"
+        );
     }
 }

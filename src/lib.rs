@@ -3,11 +3,12 @@
 //! Layers, bottom up: `runtime` (the FFI boundary to librkllmrt), `engine` (the inference
 //! thread and its queue), `http` (sans-io HTTP/1.1), `api` (the endpoints), `server` (the mio
 //! event loop and connections), `lifecycle` (socket file, lock, credentials), `config`
-//! (command line and file).
+//! (command line and file), `doctor` (`rkllmd check`).
 
 pub mod api;
 pub mod chat;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod http;

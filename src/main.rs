@@ -2,7 +2,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rkllmd::config::{self, Command};
 use rkllmd::error::{ending_exit_code, exit, DaemonError};
-use rkllmd::{logging, runtime, server};
+use rkllmd::{doctor, logging, runtime, server};
 
 fn main() {
     let code = match catch_unwind(AssertUnwindSafe(run)) {
@@ -42,16 +42,13 @@ fn run() -> i32 {
             println!("runtime ABI {} ({detail})", info.abi);
             exit::OK
         }
-        Command::Check(cfg) => {
-            // The configuration parsed and validated; the board checks come with `rkllmd check`'s
-            // own issue.
-            println!(
-                "config: ok (socket {}, model {})",
-                cfg.socket.display(),
-                cfg.model.display()
-            );
-            exit::OK
-        }
+        Command::Check(setup) => match doctor::run(&setup, &mut std::io::stdout().lock()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("rkllmd: cannot write the report: {e}");
+                exit::FAILURE
+            }
+        },
         Command::Run(cfg) => {
             if let Err(e) = logging::init(cfg.log_level, cfg.syslog) {
                 eprintln!("rkllmd: {}", DaemonError::Logging(e));

@@ -91,3 +91,665 @@ fn version_says_when_no_runtime_loads() {
         "{text}"
     );
 }
+
+// ---- rkllmd check against fake system roots ----
+
+/// The ABI this build speaks, and the runtime release our simulator stands in for.
+const BUILT_ABI: &str = env!("RKLLMD_ABI");
+
+fn sim_version(abi: &str) -> &'static str {
+    match abi {
+        "1.2" => "1.2.3",
+        _ => "1.3.0",
+    }
+}
+
+fn other_abi() -> &'static str {
+    if BUILT_ABI == "1.2" {
+        "1.3"
+    } else {
+        "1.2"
+    }
+}
+
+/// The simulator's real bytes, its version marker rewritten to `abi`'s release (same length),
+/// as a stand-in for a runtime of that ABI.
+fn runtime_bytes(abi: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(simulator_library()).unwrap();
+    let from = format!("rkllm-runtime version: {}", sim_version(BUILT_ABI));
+    let to = format!("rkllm-runtime version: {}", sim_version(abi));
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the simulator carries its version marker");
+    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    bytes
+}
+
+/// A feature list as an RK3588 (Cortex-A55 + A76, ARMv8.2) reports it: no `sve`.
+const RK3588_FEATURES: &str = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp \
+                               cpuid asimdrdm lrcpc dcpop asimddp";
+
+/// A fake system root laid out as a Rockchip vendor kernel shows it.
+struct FakeRoot {
+    dir: TempDir,
+}
+
+impl FakeRoot {
+    /// A healthy board: RKNPU driver 0.9.8 on renderD129 (the GPU on renderD128), 7 GiB
+    /// available, performance governors, the runtime of the built ABI in /usr/lib. For ABI 1.3
+    /// the CPUs report SVE (that runtime needs it); for ABI 1.2 they are RK3588's.
+    fn healthy(tag: &str) -> FakeRoot {
+        let root = FakeRoot {
+            dir: TempDir::new(tag),
+        };
+        root.write("dev/dri/renderD128", "");
+        root.write("dev/dri/renderD129", "");
+        root.write(
+            "sys/class/drm/renderD128/device/uevent",
+            "DRIVER=mali\nOF_NAME=gpu\n",
+        );
+        root.write(
+            "sys/class/drm/renderD129/device/uevent",
+            "DRIVER=RKNPU\nOF_NAME=npu\nOF_COMPATIBLE_0=rockchip,rk3588-rknpu\n",
+        );
+        root.write("sys/kernel/debug/rknpu/version", "RKNPU driver: v0.9.8\n");
+        root.write(
+            "proc/device-tree/compatible",
+            "radxa,rock-5b\0rockchip,rk3588\0",
+        );
+        root.cpus(if BUILT_ABI == "1.2" {
+            RK3588_FEATURES.to_owned()
+        } else {
+            format!("{RK3588_FEATURES} sve")
+        });
+        root.write(
+            "proc/meminfo",
+            "MemTotal:        8026736 kB\nMemFree:         5000000 kB\nMemAvailable:    7340032 kB\n",
+        );
+        for cpu in 0..8 {
+            root.write(
+                &format!("sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"),
+                "performance\n",
+            );
+        }
+        root.write("sys/class/devfreq/fdab0000.npu/governor", "performance\n");
+        root.write("etc/ld.so.conf", "include /etc/ld.so.conf.d/*.conf\n");
+        root.write(
+            "etc/ld.so.conf.d/aarch64-linux-gnu.conf",
+            "# Multiarch support\n/usr/local/lib/aarch64-linux-gnu\n/lib/aarch64-linux-gnu\n",
+        );
+        root.write("etc/group", "root:x:0:\nrkllm:x:990:\n");
+        root.write(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\nrkllmd:x:991:990::/:/sbin/nologin\n",
+        );
+        root.write_bytes("usr/lib/librkllmrt.so", &runtime_bytes(BUILT_ABI));
+        // A sparse 1.5 GiB model: its size is what counts.
+        let model = root.path("models/qwen2.5-1.5b.rkllm");
+        std::fs::create_dir_all(model.parent().unwrap()).unwrap();
+        std::fs::File::create(&model)
+            .unwrap()
+            .set_len(1536 << 20)
+            .unwrap();
+        root
+    }
+
+    fn path(&self, rel: &str) -> std::path::PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        self.write_bytes(rel, text.as_bytes());
+    }
+
+    fn write_bytes(&self, rel: &str, bytes: &[u8]) {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    fn remove(&self, rel: &str) {
+        let path = self.path(rel);
+        if path.is_dir() {
+            std::fs::remove_dir_all(path).unwrap();
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+
+    fn cpus(&self, features: String) {
+        let mut text = String::new();
+        for cpu in 0..8 {
+            let part = if cpu < 4 { "0xd05" } else { "0xd0b" };
+            text.push_str(&format!(
+                "processor\t: {cpu}\nBogoMIPS\t: 48.00\nFeatures\t: {features}\n\
+                 CPU implementer\t: 0x41\nCPU architecture: 8\nCPU part\t: {part}\n\n"
+            ));
+        }
+        self.write("proc/cpuinfo", &text);
+    }
+
+    fn command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"));
+        cmd.arg("check")
+            .arg("--root")
+            .arg(self.dir.path())
+            .arg("--model")
+            .arg(self.path("models/qwen2.5-1.5b.rkllm"))
+            .arg("--socket")
+            .arg(self.path("run/rkllmd/rkllmd.sock"))
+            .args(["--socket-group", "rkllm", "--user", "rkllmd"])
+            // cargo's LD_LIBRARY_PATH names host dirs; the board's environment has none.
+            .env_remove("LD_LIBRARY_PATH");
+        cmd
+    }
+
+    fn check(&self, extra: &[&str]) -> Report {
+        Report::of(self.command().args(extra).output().unwrap())
+    }
+}
+
+struct Report {
+    code: Option<i32>,
+    text: String,
+}
+
+impl Report {
+    fn of(out: std::process::Output) -> Report {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.stderr.is_empty(),
+            "nothing on stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Report {
+            code: out.status.code(),
+            text,
+        }
+    }
+
+    /// The line of `check` (with its hint line, if any).
+    fn line(&self, check: &str) -> String {
+        let lines: Vec<&str> = self.text.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| {
+                l.get(6..)
+                    .is_some_and(|rest| rest.starts_with(&format!("{check}: ")))
+            })
+            .unwrap_or_else(|| panic!("no '{check}' line in:\n{}", self.text));
+        let mut out = lines[at].to_owned();
+        if let Some(hint) = lines.get(at + 1).filter(|l| l.starts_with("      hint: ")) {
+            out.push('\n');
+            out.push_str(hint);
+        }
+        out
+    }
+
+    fn status(&self, check: &str) -> String {
+        self.line(check)[..6].trim_end().to_owned()
+    }
+}
+
+const CHECKS: [&str; 9] = [
+    "config",
+    "npu",
+    "runtime",
+    "sve",
+    "memory",
+    "open-files",
+    "cpufreq",
+    "npufreq",
+    "socket",
+];
+
+#[test]
+fn a_healthy_board_with_the_matching_runtime_passes_every_check() {
+    let root = FakeRoot::healthy("healthy");
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    for check in CHECKS {
+        let status = r.status(check);
+        assert!(status == "ok" || status == "skip", "{check}: {}", r.text);
+    }
+    assert_eq!(r.text.lines().count(), CHECKS.len() + 1, "{}", r.text);
+    assert!(
+        r.text.ends_with("no check failed, 0 warning(s)\n"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        r.line("npu"),
+        "ok    npu: /dev/dri/renderD129, RKNPU driver v0.9.8"
+    );
+    assert_eq!(
+        r.line("runtime"),
+        format!(
+            "ok    runtime: {} (from default), version {}, ABI {BUILT_ABI} as built",
+            root.path("usr/lib/librkllmrt.so").display(),
+            sim_version(BUILT_ABI)
+        )
+    );
+    if BUILT_ABI == "1.3" {
+        assert_eq!(r.line("sve"), "ok    sve: all 8 CPUs have SVE");
+    } else {
+        assert_eq!(r.status("sve"), "skip");
+    }
+    assert!(r
+        .line("memory")
+        .starts_with("ok    memory: 7.0 GiB available, model file 1.5 GiB"));
+    assert!(r.line("cpufreq").contains("performance on CPUs 0-7"));
+    assert!(r.line("npufreq").contains("performance on fdab0000.npu"));
+    assert!(
+        r.line("socket").contains("will be created (mode 0750)"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn rk3588_without_sve_and_a_1_3_runtime_fails_with_the_rk3588_hint() {
+    let root = FakeRoot::healthy("nosve");
+    root.cpus(RK3588_FEATURES.to_owned());
+    root.write_bytes("usr/lib/librkllmrt.so", &runtime_bytes("1.3"));
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let sve = r.line("sve");
+    assert!(
+        sve.starts_with(
+            "FAIL  sve: runtime 1.3 uses SVE instructions but CPUs 0-7 (RK3588) have none"
+        ),
+        "{sve}"
+    );
+    assert!(sve.contains("'Illegal instruction'"), "{sve}");
+    assert!(
+        sve.contains("hint: use runtime 1.2.3") && sve.contains("--features rkllm-1-2"),
+        "{sve}"
+    );
+}
+
+#[test]
+fn a_missing_npu_fails_and_the_other_checks_still_run() {
+    let root = FakeRoot::healthy("nonpu");
+    root.remove("sys/class/drm/renderD129");
+    root.remove("dev/dri/renderD129");
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("npu").starts_with("FAIL  npu: no RKNPU device"),
+        "{}",
+        r.text
+    );
+    assert!(r
+        .line("npu")
+        .contains("hint: boot a kernel with Rockchip's RKNPU driver"));
+    assert_eq!(r.status("runtime"), "ok", "{}", r.text);
+    assert_eq!(
+        r.text.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "{}",
+        r.text
+    );
+
+    // The driver bound but no device node (no devtmpfs).
+    let root = FakeRoot::healthy("nonode");
+    root.remove("dev/dri/renderD129");
+    let r = root.check(&[]);
+    assert!(
+        r.line("npu").starts_with(
+            "FAIL  npu: the RKNPU driver is bound but /dev/dri/renderD129 does not exist"
+        ),
+        "{}",
+        r.text
+    );
+
+    // The misc-device flavour of the driver, and a driver too old for the runtime.
+    let root = FakeRoot::healthy("oldnpu");
+    root.remove("sys/class/drm/renderD129");
+    root.remove("dev/dri/renderD129");
+    root.write("dev/rknpu", "");
+    root.write("sys/kernel/debug/rknpu/version", "RKNPU driver: v0.8.2\n");
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("npu")
+            .starts_with("FAIL  npu: /dev/rknpu, RKNPU driver v0.8.2")
+            && r.line("npu").contains("0.9.7 or later"),
+        "{}",
+        r.text
+    );
+
+    // Only the mainline driver: librkllmrt cannot use it.
+    let root = FakeRoot::healthy("rocket");
+    root.remove("sys/class/drm/renderD129");
+    root.remove("dev/dri/renderD129");
+    root.write("dev/accel/accel0", "");
+    root.write("sys/class/accel/accel0/device/uevent", "DRIVER=rocket\n");
+    let r = root.check(&[]);
+    assert!(
+        r.line("npu").starts_with(
+            "FAIL  npu: only the mainline 'rocket' NPU driver is present (/dev/accel/accel0)"
+        ),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn no_runtime_library_anywhere_fails_and_names_what_was_skipped() {
+    let root = FakeRoot::healthy("nolib");
+    root.remove("usr/lib/librkllmrt.so");
+    // Not an ELF: dlopen skips it and goes on searching, and so does the doctor.
+    root.write(
+        "lib/aarch64-linux-gnu/librkllmrt.so",
+        "version https://git-lfs.github.com/spec/v1\n",
+    );
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let line = r.line("runtime");
+    assert!(
+        line.starts_with("FAIL  runtime: librkllmrt.so not found; skipped "),
+        "{line}"
+    );
+    assert!(
+        line.contains("lib/aarch64-linux-gnu/librkllmrt.so (not an ELF file)"),
+        "{line}"
+    );
+    assert!(line.contains("hint: install librkllmrt.so"), "{line}");
+    // Without a runtime the SVE question is asked for the ABI rkllmd is built for.
+    let sve = r.status("sve");
+    assert_eq!(
+        sve,
+        if BUILT_ABI == "1.3" { "ok" } else { "skip" },
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn the_search_follows_ld_library_path_and_ld_so_conf_inside_the_root() {
+    let root = FakeRoot::healthy("search");
+    root.write_bytes(
+        "lib/aarch64-linux-gnu/librkllmrt.so",
+        &runtime_bytes(BUILT_ABI),
+    );
+    let r = root.check(&[]);
+    assert!(
+        r.line("runtime").starts_with(&format!(
+            "ok    runtime: {} (from ld.so.conf)",
+            root.path("lib/aarch64-linux-gnu/librkllmrt.so").display()
+        )),
+        "{}",
+        r.text
+    );
+    root.write_bytes("opt/rkllm/librkllmrt.so", &runtime_bytes(BUILT_ABI));
+    let r = Report::of(
+        root.command()
+            .env("LD_LIBRARY_PATH", "/opt/rkllm")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        r.line("runtime").starts_with(&format!(
+            "ok    runtime: {} (from LD_LIBRARY_PATH)",
+            root.path("opt/rkllm/librkllmrt.so").display()
+        )),
+        "{}",
+        r.text
+    );
+    // A path is taken as given, not searched.
+    let lib = root.path("elsewhere/librkllmrt-custom.so");
+    root.write_bytes("elsewhere/librkllmrt-custom.so", &runtime_bytes(BUILT_ABI));
+    let r = root.check(&["--runtime-library", lib.to_str().unwrap()]);
+    assert!(
+        r.line("runtime").starts_with(&format!(
+            "ok    runtime: {} (from runtime-library)",
+            lib.display()
+        )),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_runtime_of_the_other_abi_fails_with_the_rebuild_hint() {
+    let root = FakeRoot::healthy("mismatch");
+    let other = other_abi();
+    root.write_bytes("usr/lib/librkllmrt.so", &runtime_bytes(other));
+    // An SVE-capable CPU, so that only the ABI is at fault.
+    root.cpus(format!("{RK3588_FEATURES} sve"));
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let line = r.line("runtime");
+    assert!(
+        line.contains(&format!(
+            "version {}: ABI {other}, but rkllmd is built for ABI {BUILT_ABI}",
+            sim_version(other)
+        )),
+        "{line}"
+    );
+    let hint = if other == "1.2" {
+        "hint: rebuild rkllmd with --features rkllm-1-2, or install runtime 1.3.x"
+    } else {
+        "hint: rebuild rkllmd without --features rkllm-1-2, or install runtime 1.2.3"
+    };
+    assert!(line.contains(hint), "{line}");
+    assert_eq!(
+        r.text.lines().filter(|l| l.starts_with("FAIL")).count(),
+        1,
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_runtime_without_a_version_marker_is_a_warning() {
+    let root = FakeRoot::healthy("nomarker");
+    let mut bytes = runtime_bytes(BUILT_ABI);
+    let marker = b"rkllm-runtime version: ";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap();
+    bytes[at] = b'X';
+    root.write_bytes("usr/lib/librkllmrt.so", &bytes);
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert!(
+        r.line("runtime").starts_with("warn  runtime: ")
+            && r.line("runtime").contains("version unknown"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn too_little_memory_for_the_model_fails() {
+    let root = FakeRoot::healthy("lowmem");
+    root.write(
+        "proc/meminfo",
+        "MemTotal: 4026736 kB\nMemFree: 900000 kB\nMemAvailable: 1048576 kB\n",
+    );
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("memory")
+            .starts_with("FAIL  memory: 1.0 GiB available, model file 1.5 GiB"),
+        "{}",
+        r.text
+    );
+    // Enough for the weights, little beyond: a warning.
+    root.write("proc/meminfo", "MemAvailable: 1677722 kB\n");
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    assert_eq!(r.status("memory"), "warn", "{}", r.text);
+}
+
+#[test]
+fn a_powersave_governor_is_a_warning_and_the_exit_stays_zero() {
+    let root = FakeRoot::healthy("governor");
+    for cpu in 4..8 {
+        root.write(
+            &format!("sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_governor"),
+            "powersave\n",
+        );
+    }
+    root.write(
+        "sys/class/devfreq/fdab0000.npu/governor",
+        "rknpu_ondemand\n",
+    );
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let cpu = r.line("cpufreq");
+    assert!(
+        cpu.starts_with("warn  cpufreq: performance on CPUs 0-3, powersave on CPUs 4-7"),
+        "{cpu}"
+    );
+    assert!(
+        cpu.contains("hint: for steady token rates: echo performance"),
+        "{cpu}"
+    );
+    assert!(
+        r.line("npufreq")
+            .starts_with("warn  npufreq: rknpu_ondemand on fdab0000.npu"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.ends_with("no check failed, 2 warning(s)\n"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn an_invalid_config_is_a_fail_line_and_every_other_check_still_prints() {
+    let root = FakeRoot::healthy("badconf");
+    root.write("etc/rkllmd/rkllmd.conf", "queue-size = 8\ntop-p = 7\n");
+    let conf = root.path("etc/rkllmd/rkllmd.conf");
+    let r = root.check(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let line = r.line("config");
+    assert!(
+        line.starts_with(&format!(
+            "FAIL  config: {} line 2: invalid value '7' for top-p",
+            conf.display()
+        )),
+        "{line}"
+    );
+    for check in CHECKS {
+        r.line(check);
+    }
+    assert_eq!(r.status("npu"), "ok", "{}", r.text);
+    assert_eq!(
+        r.status("memory"),
+        "ok",
+        "the model still counts: {}",
+        r.text
+    );
+
+    // No model at all: the daemon would refuse to start.
+    let r = Report::of(
+        std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+            .args(["check", "--root"])
+            .arg(root.dir.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("config").starts_with("FAIL  config: no model given"),
+        "{}",
+        r.text
+    );
+    assert_eq!(r.status("memory"), "skip", "{}", r.text);
+}
+
+#[test]
+fn a_bad_command_line_is_still_a_usage_error() {
+    let root = FakeRoot::healthy("usage");
+    let out = root.command().arg("--no-such-flag").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        .args(["--root", "/"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--root is only for 'rkllmd check'"));
+}
+
+#[test]
+fn a_low_hard_open_files_limit_is_a_warning() {
+    use std::os::unix::process::CommandExt;
+    let root = FakeRoot::healthy("nofile");
+    let mut cmd = root.command();
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 512,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let r = Report::of(cmd.output().unwrap());
+    assert_eq!(r.code, Some(0), "{}", r.text);
+    let line = r.line("open-files");
+    assert!(
+        line.starts_with("warn  open-files: soft 256, hard 512 here; rkllmd raises its soft limit"),
+        "{line}"
+    );
+    assert!(line.contains("at least 4096"), "{line}");
+}
+
+#[test]
+fn a_world_writable_socket_directory_fails_as_the_daemon_would_refuse_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = FakeRoot::healthy("sockdir");
+    let dir = root.path("run/rkllmd");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("socket")
+            .contains("is world-writable without the sticky bit")
+            && r.line("socket").contains("hint: chmod o-w"),
+        "{}",
+        r.text
+    );
+    // A group that does not exist in the root's /etc/group.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let r = root.check(&["--socket-group", "nosuch"]);
+    assert!(
+        r.line("socket")
+            .starts_with("FAIL  socket: socket-group 'nosuch' does not exist"),
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn on_this_system_the_runtime_is_the_one_dlopen_finds_through_the_runpath() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
+        .args(["check", "--model"])
+        .arg(common::fast_model())
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    let r = Report::of(out);
+    assert_eq!(
+        r.line("runtime"),
+        format!(
+            "ok    runtime: {} (from rkllmd's runpath), version {}, ABI {BUILT_ABI} as built",
+            simulator_library().display(),
+            sim_version(BUILT_ABI)
+        )
+    );
+}

@@ -18,6 +18,8 @@ pub(super) struct Flag {
 pub(super) struct CommandLine {
     pub check: bool,
     pub config: Option<PathBuf>,
+    /// `--root`, meaningful for `check` only.
+    pub root: Option<PathBuf>,
     pub flags: Vec<Flag>,
 }
 
@@ -38,6 +40,7 @@ pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
     let mut line = CommandLine {
         check,
         config: None,
+        root: None,
         flags: Vec::new(),
     };
     while let Some(arg) = rest.next() {
@@ -91,14 +94,18 @@ pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
                 },
             },
         };
-        if opt.key == Setting::Config {
+        if matches!(opt.key, Setting::Config | Setting::Root) {
             let path = values::path(&value).map_err(|expected| ConfigError::InvalidValue {
                 origin: Origin::CommandLine,
                 name: typed,
                 value,
                 expected,
             })?;
-            line.config = Some(path);
+            if opt.key == Setting::Root {
+                line.root = Some(path);
+            } else {
+                line.config = Some(path);
+            }
         } else {
             line.flags.push(Flag {
                 key: opt.key,

@@ -86,6 +86,8 @@ pub enum ConfigError {
         path: PathBuf,
         len: usize,
     },
+    /// `--root` outside `rkllmd check`.
+    RootOutsideCheck,
 }
 
 /// Longest socket path `bind(2)` accepts: `sun_path` holds 108 bytes including the NUL.
@@ -139,6 +141,7 @@ impl fmt::Display for ConfigError {
                 "socket path '{}' is {len} bytes long; at most {MAX_SOCKET_PATH} fit",
                 path.display()
             ),
+            RootOutsideCheck => write!(f, "--root is only for 'rkllmd check' (see --help)"),
         }
     }
 }

@@ -36,8 +36,20 @@ pub enum Command {
     Help(String),
     /// Print the version and exit 0.
     Version,
-    /// The configuration is valid; exit 0.
-    Check(Config),
+    /// Run the doctor (`rkllmd check`).
+    Check(CheckSetup),
+}
+
+/// What `rkllmd check` works from. A configuration that does not validate is one of the things
+/// it reports, not a reason to stop: the other checks run on what could be read.
+#[derive(Debug, Clone)]
+pub struct CheckSetup {
+    /// `--root`: where the system files the checks read live (`/` on the board).
+    pub root: PathBuf,
+    /// Why the configuration is invalid (the message `rkllmd` would exit with), if it is.
+    pub config_error: Option<String>,
+    /// The configuration when valid; otherwise every value that could be applied.
+    pub config: Config,
 }
 
 /// The parts of the process environment that change defaults.
@@ -170,6 +182,9 @@ impl Config {
 
 /// Parses `args`, the arguments after the program name (`std::env::args().skip(1)`), and the
 /// config file.
+///
+/// For `check`, only a bad command line is an error; an invalid configuration is reported in
+/// the [`CheckSetup`].
 pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
     let line = match args::scan(&args)? {
         args::Scan::Help => return Ok(Command::Help(help())),
@@ -177,49 +192,86 @@ pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
         args::Scan::Parsed(line) => line,
     };
 
-    let (config_file, entries) = match &line.config {
-        Some(path) => match file::load(path)? {
-            Some(entries) => (Some(path.clone()), entries),
-            None => return Err(ConfigError::ConfigFileMissing { path: path.clone() }),
+    if line.root.is_some() && !line.check {
+        return Err(ConfigError::RootOutsideCheck);
+    }
+    if !line.check {
+        let draft = layers(&line, env).map_err(|(_, e)| e)?;
+        return draft.finish(env, true).map(Command::Run);
+    }
+    let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let (config, config_error) = match layers(&line, env) {
+        Ok(draft) => match draft.clone().finish(env, false) {
+            Ok(config) => (config, None),
+            Err(e) => (draft.finish_lenient(env), Some(e)),
         },
-        None => match file::load(&env.default_config)? {
-            Some(entries) => (Some(env.default_config.clone()), entries),
-            None => (None, Vec::new()),
+        Err((draft, e)) => (draft.finish_lenient(env), Some(e)),
+    };
+    Ok(Command::Check(CheckSetup {
+        root,
+        config_error: config_error.map(|e| e.to_string()),
+        config,
+    }))
+}
+
+/// The config file's values, then the flags'. On error, the draft holds every value that was
+/// valid (so `check` can go on) next to the first error.
+fn layers(
+    line: &args::CommandLine,
+    env: &Env,
+) -> Result<settings::Draft, (settings::Draft, ConfigError)> {
+    let mut draft = settings::Draft::new();
+    let mut first_error = None;
+    let loaded = match &line.config {
+        Some(path) => match file::load(path) {
+            Ok(Some(entries)) => Some((path.clone(), entries)),
+            Ok(None) => {
+                first_error = Some(ConfigError::ConfigFileMissing { path: path.clone() });
+                None
+            }
+            Err(e) => {
+                first_error = Some(e);
+                None
+            }
+        },
+        None => match file::load(&env.default_config) {
+            Ok(Some(entries)) => Some((env.default_config.clone(), entries)),
+            Ok(None) => None,
+            Err(e) => {
+                first_error = Some(e);
+                None
+            }
         },
     };
-
-    let mut draft = settings::Draft::new();
-    if let Some(path) = &config_file {
+    let config_file = loaded.as_ref().map(|(path, _)| path.clone());
+    for (path, entries) in loaded.iter() {
         for entry in entries {
-            draft
-                .apply(entry.key, &entry.value, settings::Layer::File)
-                .map_err(|expected| ConfigError::InvalidValue {
+            if let Err(expected) = draft.apply(entry.key, &entry.value, settings::Layer::File) {
+                first_error.get_or_insert(ConfigError::InvalidValue {
                     origin: Origin::File {
                         path: path.clone(),
                         line: entry.line,
                     },
-                    name: entry.name,
+                    name: entry.name.clone(),
                     value: entry.value.clone(),
                     expected,
-                })?;
+                });
+            }
         }
     }
-    for flag in line.flags {
-        draft
-            .apply(flag.key, &flag.value, settings::Layer::Flags)
-            .map_err(|expected| ConfigError::InvalidValue {
+    for flag in &line.flags {
+        if let Err(expected) = draft.apply(flag.key, &flag.value, settings::Layer::Flags) {
+            first_error.get_or_insert(ConfigError::InvalidValue {
                 origin: Origin::CommandLine,
-                name: flag.name,
+                name: flag.name.clone(),
                 value: flag.value.clone(),
                 expected,
-            })?;
+            });
+        }
     }
     draft.set_config_file(config_file);
-
-    let config = draft.finish(env, !line.check)?;
-    Ok(if line.check {
-        Command::Check(config)
-    } else {
-        Command::Run(config)
-    })
+    match first_error {
+        None => Ok(draft),
+        Some(e) => Err((draft, e)),
+    }
 }

@@ -52,6 +52,7 @@ pub(super) enum Setting {
     TemplateToolSuffix,
     TemplateGenerationPrompt,
     Config,
+    Root,
     Help,
     Version,
 }
@@ -90,7 +91,10 @@ pub(super) struct Opt {
 impl Opt {
     /// Whether the option may appear in the config file.
     pub fn in_file(&self) -> bool {
-        !matches!(self.key, Setting::Config | Setting::Help | Setting::Version)
+        !matches!(
+            self.key,
+            Setting::Config | Setting::Root | Setting::Help | Setting::Version
+        )
     }
 }
 
@@ -488,6 +492,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         PROCESS,
         "One of error, warn, info, debug, trace (RUST_LOG wins)"
     ),
+    opt!(
+        Root,
+        "root",
+        V("DIR"),
+        Dv("/"),
+        PROCESS,
+        "check only: read /dev, /proc, /sys, /etc/ld.so.conf and the\nlibrary directories under DIR (an image, a test tree)"
+    ),
     Opt {
         short: Some('h'),
         ..opt!(
@@ -528,11 +540,13 @@ const HELP_WIDTH: usize = 100;
 /// The full `--help` text.
 pub fn help() -> String {
     let mut out = String::from(
-        "Usage: rkllmd [OPTIONS]\n       rkllmd check [OPTIONS]\n\n\
+        "Usage: rkllmd [OPTIONS]\n       rkllmd check [--root DIR] [OPTIONS]\n\n\
          Serve a Rockchip RKLLM model over HTTP on a Unix socket (and optionally TCP).\n\
-         'check' reads and validates the configuration, then exits.\n\n\
-         Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --help and\n\
-         --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
+         'check' diagnoses the board and the configuration without loading the runtime: one line\n\
+         per check (ok, warn or FAIL, with a hint), exit 0 unless something blocks serving (1),\n\
+         2 for a bad command line.\n\n\
+         Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --root, --help\n\
+         and --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
     );
     let mut section = "";
     for opt in OPTIONS {

@@ -20,6 +20,7 @@ pub(super) enum Layer {
 
 /// A `Config` under construction. Settings whose meaning depends on both layers (the key
 /// and key file, the allow lists) are kept per layer until `finish`.
+#[derive(Clone)]
 pub(super) struct Draft {
     config: Config,
     socket: Option<PathBuf>,
@@ -130,7 +131,7 @@ impl Draft {
                 c.chat_template_parts.generation_prompt = Some(values::template_text(raw)?)
             }
             // Handled by the scanner and never produced by the file reader.
-            Setting::Config | Setting::Help | Setting::Version => {}
+            Setting::Config | Setting::Root | Setting::Help | Setting::Version => {}
         }
         Ok(())
     }
@@ -179,6 +180,20 @@ impl Draft {
                 .unwrap_or_default(),
         };
         Ok(self.config)
+    }
+}
+
+impl Draft {
+    /// For `check` after `finish` refused the draft: the same settings without the checks that
+    /// can fail, so the other checks can still run on what was configured.
+    pub fn finish_lenient(mut self, env: &Env) -> Config {
+        let [file_uids, flag_uids] = self.allow_uid;
+        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
+        let [file_gids, flag_gids] = self.allow_gid;
+        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+        self.config.socket = self.socket.unwrap_or_else(|| default_socket(env));
+        self.config.model_name = self.model_name.unwrap_or_default();
+        self.config
     }
 }
 

@@ -4,17 +4,36 @@ use std::path::PathBuf;
 /// Failures reported by librkllmrt (or by us before reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeError {
-    Init { model: PathBuf, code: i32 },
-    RunFailed { code: i32 },
+    Init {
+        model: PathBuf,
+        code: i32,
+    },
+    RunFailed {
+        code: i32,
+    },
     NoFinish,
-    Call { call: &'static str, code: i32 },
-    NulByte { what: &'static str },
+    Call {
+        call: &'static str,
+        code: i32,
+    },
+    NulByte {
+        what: &'static str,
+    },
     /// dlopen failed; `reason` is dlerror's text.
-    LibraryOpen { library: PathBuf, reason: String },
+    LibraryOpen {
+        library: PathBuf,
+        reason: String,
+    },
     /// The library opened but lacks a function rkllmd calls; `reason` is dlerror's text.
-    MissingSymbol { library: PathBuf, reason: String },
+    MissingSymbol {
+        library: PathBuf,
+        reason: String,
+    },
     /// A process holds one runtime; another one was asked for after the first loaded.
-    OtherLibraryLoaded { loaded: PathBuf, requested: PathBuf },
+    OtherLibraryLoaded {
+        loaded: PathBuf,
+        requested: PathBuf,
+    },
 }
 
 impl fmt::Display for RuntimeError {

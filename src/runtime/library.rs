@@ -43,11 +43,10 @@ pub fn load(requested: &Path) -> Result<&'static Library, RuntimeError> {
             })
         };
     }
-    let name = CString::new(requested.as_os_str().as_bytes()).map_err(|_| {
-        RuntimeError::NulByte {
+    let name =
+        CString::new(requested.as_os_str().as_bytes()).map_err(|_| RuntimeError::NulByte {
             what: "runtime library path",
-        }
-    })?;
+        })?;
     let mut err = [0 as c_char; 1024];
     let mut path = [0 as c_char; 4096];
     // SAFETY: `name` is NUL-terminated and outlives the call; both buffers are writable for the

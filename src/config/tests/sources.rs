@@ -114,27 +114,96 @@ fn model_is_required_to_run_and_must_be_a_readable_file() {
     assert_eq!(err.exit_code(), crate::lifecycle::exit::USAGE);
 }
 
+/// The setup of `rkllmd check`, which a bad command line still refuses.
+fn check_setup(args: &[&str], env: &Env) -> CheckSetup {
+    match parse(argv(args), env) {
+        Ok(Command::Check(setup)) => setup,
+        other => panic!("{args:?}: {other:?}"),
+    }
+}
+
 #[test]
 fn check_runs_without_a_model_but_checks_one_that_is_named() {
     let s = Scratch::new();
-    match parse(argv(&["check", "--max-connections", "3"]), &s.env()) {
-        Ok(Command::Check(c)) => {
-            assert_eq!(c.model, PathBuf::new());
-            assert_eq!(c.model_name, "");
-            assert_eq!(c.max_connections, 3);
-        }
-        other => panic!("{other:?}"),
-    }
+    let c = check_setup(&["check", "--max-connections", "3"], &s.env());
+    assert_eq!(c.config_error, None);
+    assert_eq!(c.root, PathBuf::from("/"));
+    assert_eq!(c.config.model, PathBuf::new());
+    assert_eq!(c.config.model_name, "");
+    assert_eq!(c.config.max_connections, 3);
+
     let missing = s.path("x.rkllm");
+    let c = check_setup(&["check", "--model", &missing], &s.env());
     assert_eq!(
-        fail(&["check", "--model", &missing], &s.env()),
-        format!("model file '{missing}' does not exist")
+        c.config_error.as_deref(),
+        Some(format!("model file '{missing}' does not exist").as_str())
     );
-    assert!(matches!(
-        parse(argv(&["check", "--model", &s.model()]), &s.env()),
-        Ok(Command::Check(_))
-    ));
-    assert!(fail(&["check", "--top-p", "2"], &s.env()).starts_with("invalid value '2' for --top-p"));
+    assert_eq!(
+        c.config.model,
+        PathBuf::from(&missing),
+        "kept for the other checks"
+    );
+
+    let c = check_setup(
+        &["check", "--model", &s.model(), "--root", "/srv/img"],
+        &s.env(),
+    );
+    assert_eq!(c.config_error, None);
+    assert_eq!(c.root, PathBuf::from("/srv/img"));
+}
+
+#[test]
+fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
+    let s = Scratch::new();
+    let conf = s.write(
+        "bad.conf",
+        "queue-size = 3\ntop-p = 2\nmax-connections = 9\n",
+    );
+    let c = check_setup(
+        &[
+            "check",
+            "--config",
+            &conf,
+            "--top-k",
+            "7",
+            "--temperature",
+            "x",
+        ],
+        &s.env(),
+    );
+    let err = c.config_error.unwrap();
+    assert!(
+        err.contains("line 2") && err.contains("top-p"),
+        "the first error: {err}"
+    );
+    assert_eq!(c.config.queue_size, 3);
+    assert_eq!(c.config.max_connections, 9);
+    assert_eq!(c.config.top_k, 7);
+    assert_eq!(c.config.top_p, Config::default().top_p);
+    assert_eq!(c.config.config_file, Some(PathBuf::from(&conf)));
+
+    let absent = s.path("absent.conf");
+    let c = check_setup(
+        &["check", "--config", &absent, "--queue-size", "5"],
+        &s.env(),
+    );
+    assert_eq!(
+        c.config_error.as_deref(),
+        Some(format!("config file '{absent}' does not exist").as_str())
+    );
+    assert_eq!(c.config.queue_size, 5);
+
+    // A bad command line is not a configuration to diagnose.
+    assert_eq!(
+        fail(&["check", "--no-such"], &s.env()),
+        "unknown option '--no-such' (see --help)"
+    );
+    // Outside check, the same errors stop the daemon, and --root is refused.
+    assert!(fail(&["--config", &conf, "--model", &s.model()], &s.env()).contains("line 2"));
+    assert_eq!(
+        fail(&["--root", "/", "--model", &s.model()], &s.env()),
+        "--root is only for 'rkllmd check' (see --help)"
+    );
 }
 
 #[test]

@@ -23,6 +23,14 @@
 #define SIM_STRINGIFY2(x) #x
 #define SIM_STRINGIFY(x) SIM_STRINGIFY2(x)
 #define SIM_ABI "1." SIM_STRINGIFY(RKLLM_SIM_ABI_MINOR)
+// The runtime release the simulator stands in for. It is spliced into the init banner as a
+// literal, as "rkllm-runtime version: X" so that the version can be read from the file's bytes
+// the way `rkllmd check` reads it from a real librkllmrt.so.
+#if RKLLM_SIM_ABI_MINOR == 2
+#define SIM_RUNTIME_VERSION "1.2.3"
+#else
+#define SIM_RUNTIME_VERSION "1.3.0"
+#endif
 
 extern "C" __attribute__((visibility("default"))) const char* rkllm_sim_version(void);
 
@@ -453,7 +461,9 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         Handle* h = new Handle(id, std::move(model), s, trace_path);
         registry().add(h);
         *handle = h;
-        std::fprintf(stderr, "I rkllm: rkllm-runtime version: %s, model: %s, max_context_len: %d\n",
+        std::fprintf(stderr,
+                     "I rkllm: rkllm-runtime version: " SIM_RUNTIME_VERSION
+                     " (%s), model: %s, max_context_len: %d\n",
                      rkllm_sim_version(), name.c_str(), param->max_context_len);
         return 0;
     });

@@ -1,0 +1,423 @@
+//! Which runtime library `dlopen` would load, found without loading it (the 1.3 runtime can die
+//! with SIGILL on a CPU without SVE), and its version read from the file's bytes.
+//!
+//! The real runtime logs "rkllm-runtime version: 1.2.3, rknpu driver version: ..." at init;
+//! the text after the marker `rkllm-runtime version: ` in the file is its version when it is
+//! stored there as a literal. Our simulator stores it that way too.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::report::Finding;
+use super::root::Root;
+
+const NAME: &str = "runtime";
+const MARKER: &[u8] = b"rkllm-runtime version: ";
+
+/// Where dlopen looks for a bare file name, in its order (glibc): `LD_LIBRARY_PATH`, the
+/// binary's runpath (only when checking this system), the `ld.so.conf` directories (what
+/// `ld.so.cache` holds after `ldconfig`), then the multiarch and default directories.
+/// The runpath directories are host paths; the others are read inside `root`.
+pub fn search_dirs(root: &Root, ld_library_path: Option<&str>) -> Vec<(PathBuf, &'static str)> {
+    let mut dirs: Vec<(PathBuf, &'static str)> = Vec::new();
+    let mut add = |p: PathBuf, from: &'static str| {
+        if !dirs.iter().any(|(d, _)| *d == p) {
+            dirs.push((p, from));
+        }
+    };
+    for d in ld_library_path.unwrap_or("").split([':', ';']) {
+        if d.starts_with('/') {
+            add(root.path(d), "LD_LIBRARY_PATH");
+        }
+    }
+    if root.is_host() {
+        if let Some(origin) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_owned))
+        {
+            for d in env!("RKLLMD_RUNPATH").split(':').filter(|d| !d.is_empty()) {
+                let expanded = d.replace("$ORIGIN", &origin.to_string_lossy());
+                add(PathBuf::from(expanded), "rkllmd's runpath");
+            }
+        }
+    }
+    for d in ld_so_conf_dirs(root) {
+        add(root.path(d), "ld.so.conf");
+    }
+    for d in multiarch_dirs().into_iter().chain(["/lib", "/usr/lib"]) {
+        add(root.path(d), "default");
+    }
+    dirs
+}
+
+fn multiarch_dirs() -> Vec<&'static str> {
+    if cfg!(target_arch = "aarch64") {
+        vec!["/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu"]
+    } else if cfg!(target_arch = "x86_64") {
+        vec!["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"]
+    } else if cfg!(target_arch = "arm") {
+        vec!["/lib/arm-linux-gnueabihf", "/usr/lib/arm-linux-gnueabihf"]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The directories `/etc/ld.so.conf` lists, following `include` lines (with `*` globs in the
+/// file name, relative to /etc when not absolute). Nesting is bounded.
+pub fn ld_so_conf_dirs(root: &Root) -> Vec<String> {
+    let mut dirs = Vec::new();
+    read_conf(root, "/etc/ld.so.conf", 0, &mut dirs);
+    dirs
+}
+
+fn read_conf(root: &Root, file: &str, depth: u32, dirs: &mut Vec<String>) {
+    if depth > 8 {
+        return;
+    }
+    let Ok(text) = root.read(file) else { return };
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() || line.starts_with("hwcap ") {
+            continue;
+        }
+        if let Some(pattern) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
+            for pattern in pattern.split_whitespace() {
+                let pattern = if pattern.starts_with('/') {
+                    pattern.to_owned()
+                } else {
+                    format!("/etc/{pattern}")
+                };
+                for f in expand_glob(root, &pattern) {
+                    read_conf(root, &f, depth + 1, dirs);
+                }
+            }
+        } else {
+            for d in line
+                .split([' ', '\t', ',', ':'])
+                .filter(|d| d.starts_with('/'))
+            {
+                dirs.push(d.trim_end_matches('/').to_owned());
+            }
+        }
+    }
+}
+
+/// `dir/pat*tern` inside the root, sorted (as glob(3) sorts); no wildcards in the directory.
+fn expand_glob(root: &Root, pattern: &str) -> Vec<String> {
+    let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
+    if !name.contains('*') {
+        return vec![pattern.to_owned()];
+    }
+    root.list(if dir.is_empty() { "/" } else { dir })
+        .into_iter()
+        .filter(|f| wildcard(name, f))
+        .map(|f| format!("{dir}/{f}"))
+        .collect()
+}
+
+fn wildcard(pattern: &str, name: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == name,
+        Some((head, tail)) => {
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i))
+                .any(|i| wildcard(tail, &rest[i..]))
+        }
+    }
+}
+
+/// ELF class and machine of the binaries this rkllmd is built as: dlopen skips others.
+fn expected_elf() -> Option<(u8, u16, &'static str)> {
+    if cfg!(target_arch = "aarch64") {
+        Some((2, 183, "aarch64"))
+    } else if cfg!(target_arch = "x86_64") {
+        Some((2, 62, "x86_64"))
+    } else if cfg!(target_arch = "arm") {
+        Some((1, 40, "arm"))
+    } else {
+        None
+    }
+}
+
+/// Why the file cannot be the shared object dlopen would take here, if it cannot.
+pub fn elf_problem(header: &[u8]) -> Option<String> {
+    if header.len() < 20 || &header[..4] != b"\x7fELF" {
+        return Some("not an ELF file".to_owned());
+    }
+    if header[5] != 1 {
+        return Some("not a little-endian ELF file".to_owned());
+    }
+    if u16::from_le_bytes([header[16], header[17]]) != 3 {
+        return Some("not a shared object".to_owned());
+    }
+    let (class, machine, arch) = expected_elf()?;
+    let got = u16::from_le_bytes([header[18], header[19]]);
+    if header[4] != class || got != machine {
+        return Some(format!(
+            "built for another CPU (ELF machine {got}), not {arch}"
+        ));
+    }
+    None
+}
+
+/// The version after the first `rkllm-runtime version: ` marker followed by a literal version
+/// (`1.2.3`, `1.2.1b1`), if the file has one.
+pub fn runtime_version(bytes: &[u8]) -> Option<String> {
+    let mut rest = bytes;
+    while let Some(at) = find(rest, MARKER) {
+        rest = &rest[at + MARKER.len()..];
+        let end = rest
+            .iter()
+            .position(|b| !(b.is_ascii_alphanumeric() || *b == b'.'))
+            .unwrap_or(rest.len());
+        let word = &rest[..end];
+        if word.first().is_some_and(u8::is_ascii_digit) && word.contains(&b'.') && end <= 32 {
+            return Some(String::from_utf8_lossy(word).into_owned());
+        }
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `(major, minor)` of `1.2.3` or `1.2.1b1`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor_digits: String = parts
+        .next()?
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((major, minor_digits.parse().ok()?))
+}
+
+/// What the runtime check learnt, for the SVE check.
+pub struct Found {
+    pub finding: Finding,
+    /// The runtime's minor version when known.
+    pub minor: Option<u32>,
+}
+
+fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut header = Vec::with_capacity(64);
+    std::fs::File::open(path)?
+        .take(64)
+        .read_to_end(&mut header)?;
+    Ok(header)
+}
+
+pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> Found {
+    let built = env!("RKLLMD_ABI");
+    let mut skipped = Vec::new();
+    let chosen = if configured.as_os_str().to_string_lossy().contains('/') {
+        Some((configured.to_owned(), "runtime-library"))
+    } else {
+        search_dirs(root, ld_library_path)
+            .into_iter()
+            .find_map(|(dir, from)| {
+                let candidate = dir.join(configured);
+                let header = read_header(&candidate).ok()?;
+                match elf_problem(&header) {
+                    None => Some((candidate, from)),
+                    Some(why) => {
+                        skipped.push(format!("{} ({why})", candidate.display()));
+                        None
+                    }
+                }
+            })
+    };
+    let Some((path, from)) = chosen else {
+        let mut detail = format!("{} not found", configured.display());
+        if !skipped.is_empty() {
+            detail.push_str(&format!("; skipped {}", skipped.join(", ")));
+        }
+        return Found {
+            finding: Finding::fail(
+                NAME,
+                detail,
+                format!(
+                    "install librkllmrt.so {built}.x from rknn-llm (rkllm-runtime/Linux/librkllm_api/) \
+                     into /usr/lib, or set runtime-library to its path"
+                ),
+            ),
+            minor: None,
+        };
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return Found {
+                finding: Finding::fail(
+                    NAME,
+                    format!("cannot read {}: {e}", path.display()),
+                    "the daemon's user must be able to read the runtime library",
+                ),
+                minor: None,
+            }
+        }
+    };
+    if let Some(why) = elf_problem(&bytes) {
+        return Found {
+            finding: Finding::fail(
+                NAME,
+                format!("{}: {why}", path.display()),
+                "runtime-library must name librkllmrt.so for this CPU",
+            ),
+            minor: None,
+        };
+    }
+    let shown = format!("{} (from {from})", path.display());
+    let Some(version) = runtime_version(&bytes) else {
+        return Found {
+            finding: Finding::warn(
+                NAME,
+                format!("{shown}: version unknown (no 'rkllm-runtime version' text in the file)"),
+                format!(
+                    "rkllmd is built for ABI {built}: check the 'rkllm-runtime version' line the \
+                     runtime logs when rkllmd starts"
+                ),
+            ),
+            minor: None,
+        };
+    };
+    let Some((major, minor)) = major_minor(&version) else {
+        return Found {
+            finding: Finding::warn(
+                NAME,
+                format!("{shown}: version '{version}' not understood"),
+                format!("rkllmd is built for ABI {built}"),
+            ),
+            minor: None,
+        };
+    };
+    let abi = format!("{major}.{minor}");
+    let detail = format!("{shown}, version {version}");
+    let finding = if abi == built {
+        Finding::ok(NAME, format!("{detail}, ABI {abi} as built"))
+    } else if major == 1 && (minor == 2 || minor == 3) {
+        let rebuild = if minor == 2 {
+            "rebuild rkllmd with --features rkllm-1-2, or install runtime 1.3.x"
+        } else {
+            "rebuild rkllmd without --features rkllm-1-2, or install runtime 1.2.3"
+        };
+        Finding::fail(
+            NAME,
+            format!("{detail}: ABI {abi}, but rkllmd is built for ABI {built}"),
+            rebuild,
+        )
+    } else if (major, minor) < (1, 2) {
+        Finding::fail(
+            NAME,
+            format!("{detail}: older than any ABI rkllmd supports (1.2, 1.3)"),
+            format!("install runtime {built}.x (and models converted by the same toolkit version)"),
+        )
+    } else {
+        Finding::warn(
+            NAME,
+            format!("{detail}: newer than the ABIs rkllmd knows (1.2, 1.3); built for {built}"),
+            "watch the first requests; rebuild rkllmd when it supports this runtime",
+        )
+    };
+    Found {
+        finding,
+        minor: Some(minor),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_after_the_marker() {
+        let mut lib =
+            b"\x7fELF junk\0I rkllm: rkllm-runtime version: %s, rknpu driver version: %s\0"
+                .to_vec();
+        assert_eq!(runtime_version(&lib), None, "a format string is no version");
+        lib.extend_from_slice(b"rkllm-runtime version: 1.2.3, rknpu driver\0");
+        assert_eq!(runtime_version(&lib).as_deref(), Some("1.2.3"));
+        assert_eq!(
+            runtime_version(b"xx rkllm-runtime version: 1.2.1b1\0").as_deref(),
+            Some("1.2.1b1")
+        );
+        assert_eq!(
+            runtime_version(b"rkllm-runtime version: 1.3.0 (rkllm-sim 0.1)").as_deref(),
+            Some("1.3.0")
+        );
+        assert_eq!(runtime_version(b"rkllm-runtime version: "), None);
+        assert_eq!(runtime_version(b"rkllm-runtime version: 7"), None);
+        assert_eq!(runtime_version(b""), None);
+    }
+
+    #[test]
+    fn major_and_minor() {
+        assert_eq!(major_minor("1.2.3"), Some((1, 2)));
+        assert_eq!(major_minor("1.2.1b1"), Some((1, 2)));
+        assert_eq!(major_minor("1.3.0"), Some((1, 3)));
+        assert_eq!(major_minor("1"), None);
+        assert_eq!(major_minor("a.b"), None);
+    }
+
+    #[test]
+    fn elf_headers() {
+        assert_eq!(elf_problem(b"hello").as_deref(), Some("not an ELF file"));
+        let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        // A test executable is ET_DYN (PIE) for this very CPU.
+        assert_eq!(elf_problem(&own[..64]), None);
+        let mut other = own[..64].to_vec();
+        other[18] = 0xff;
+        assert!(elf_problem(&other)
+            .unwrap()
+            .starts_with("built for another CPU"));
+        let mut exec = own[..64].to_vec();
+        exec[16] = 2;
+        assert_eq!(elf_problem(&exec).as_deref(), Some("not a shared object"));
+    }
+
+    #[test]
+    fn globs() {
+        assert!(wildcard("*.conf", "aarch64-linux-gnu.conf"));
+        assert!(wildcard("lib*.conf", "libc.conf"));
+        assert!(!wildcard("*.conf", "x.conf.bak"));
+        assert!(wildcard("exact", "exact"));
+        assert!(!wildcard("a*b*c", "acb"));
+    }
+
+    #[test]
+    fn ld_so_conf_with_includes_and_comments() {
+        let dir = std::env::temp_dir().join(format!("rkllmd-ldconf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("etc/ld.so.conf.d")).unwrap();
+        std::fs::write(
+            dir.join("etc/ld.so.conf"),
+            "# comment\n/opt/first/\ninclude ld.so.conf.d/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("etc/ld.so.conf.d/b.conf"),
+            "/usr/local/lib # local\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("etc/ld.so.conf.d/a.conf"),
+            "/opt/rkllm\ninclude /etc/ld.so.conf\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("etc/ld.so.conf.d/c.txt"), "/not/this\n").unwrap();
+        let dirs = ld_so_conf_dirs(&Root::new(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The self-include is followed a bounded number of times, never forever.
+        assert_eq!(&dirs[..3], ["/opt/first", "/opt/rkllm", "/opt/first"]);
+        assert!(dirs.contains(&"/usr/local/lib".to_owned()));
+        assert!(!dirs.contains(&"/not/this".to_owned()));
+    }
+}

@@ -1,0 +1,128 @@
+//! Free memory against the model: the runtime keeps the whole model in memory, plus the KV
+//! cache and its buffers.
+
+use std::path::Path;
+
+use super::report::Finding;
+use super::root::Root;
+
+const NAME: &str = "memory";
+
+/// Bytes the kernel estimates can be allocated without swapping: `MemAvailable`, or on kernels
+/// older than 3.14 `MemFree + Buffers + Cached`.
+pub fn available(meminfo: &str) -> Option<u64> {
+    let field = |name: &str| {
+        meminfo.lines().find_map(|line| {
+            let (key, rest) = line.split_once(':')?;
+            if key.trim() != name {
+                return None;
+            }
+            let mut words = rest.split_whitespace();
+            let n: u64 = words.next()?.parse().ok()?;
+            match words.next() {
+                Some("kB") => n.checked_mul(1024),
+                None => Some(n),
+                Some(_) => None,
+            }
+        })
+    };
+    field("MemAvailable").or_else(|| {
+        let (free, buffers, cached) = (field("MemFree")?, field("Buffers")?, field("Cached")?);
+        free.checked_add(buffers)?.checked_add(cached)
+    })
+}
+
+/// `1.7 GiB`, `640 MiB`.
+pub fn human(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mib = bytes as f64 / MIB;
+    if mib >= 1024.0 {
+        format!("{:.1} GiB", mib / 1024.0)
+    } else if bytes >= 1 << 20 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
+}
+
+pub fn check(root: &Root, model: &Path) -> Finding {
+    if model.as_os_str().is_empty() {
+        return Finding::skip(NAME, "no model configured to compare with");
+    }
+    let size = match std::fs::metadata(model) {
+        Ok(meta) => meta.len(),
+        Err(e) => {
+            return Finding::skip(NAME, format!("cannot size '{}': {e}", model.display()));
+        }
+    };
+    let avail = match root
+        .read("/proc/meminfo")
+        .ok()
+        .as_deref()
+        .and_then(available)
+    {
+        Some(avail) => avail,
+        None => {
+            return Finding::warn(
+                NAME,
+                "cannot read MemAvailable from /proc/meminfo",
+                format!("the model needs at least {} free", human(size)),
+            )
+        }
+    };
+    let detail = format!(
+        "{} available, model file {} ({})",
+        human(avail),
+        human(size),
+        model.display()
+    );
+    if avail < size {
+        Finding::fail(
+            NAME,
+            detail,
+            "the runtime holds the whole model in memory: stop other model servers, or use a \
+             smaller model (fewer parameters or w4a16) or a board with more RAM",
+        )
+    } else if avail < size + size / 4 {
+        Finding::warn(
+            NAME,
+            detail,
+            "little room left for the KV cache and the runtime's buffers; a long context may fail",
+        )
+    } else {
+        Finding::ok(NAME, detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mem_available_in_bytes() {
+        let text = "MemTotal:       16203020 kB\nMemFree:         1016052 kB\nMemAvailable:   12345678 kB\nBuffers:  10 kB\n";
+        assert_eq!(available(text), Some(12_345_678 * 1024));
+    }
+
+    #[test]
+    fn old_kernels_fall_back_to_free_buffers_and_cached() {
+        let text = "MemTotal: 100 kB\nMemFree: 10 kB\nBuffers: 2 kB\nCached: 3 kB\n";
+        assert_eq!(available(text), Some(15 * 1024));
+    }
+
+    #[test]
+    fn garbage_is_unknown_not_a_panic() {
+        assert_eq!(available(""), None);
+        assert_eq!(available("MemAvailable: lots kB\n"), None);
+        assert_eq!(available("MemAvailable: 5 MB\n"), None);
+        assert_eq!(available("MemAvailable: 18446744073709551615 kB\n"), None);
+        assert_eq!(available("MemAvailable 5 kB\n"), None);
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human(640 << 20), "640 MiB");
+        assert_eq!(human(1_825_361_100), "1.7 GiB");
+        assert_eq!(human(300), "1 KiB");
+    }
+}
