@@ -196,16 +196,18 @@ pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
         return Err(ConfigError::RootOutsideCheck);
     }
     if !line.check {
-        let draft = layers(&line, env).map_err(|(_, e)| e)?;
-        return draft.finish(env, true).map(Command::Run);
+        return match layers(&line, env) {
+            (draft, None) => draft.finish(env, true).map(Command::Run),
+            (_, Some(e)) => Err(e),
+        };
     }
     let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let (config, config_error) = match layers(&line, env) {
-        Ok(draft) => match draft.clone().finish(env, false) {
+        (draft, None) => match draft.clone().finish(env, false) {
             Ok(config) => (config, None),
             Err(e) => (draft.finish_lenient(env), Some(e)),
         },
-        Err((draft, e)) => (draft.finish_lenient(env), Some(e)),
+        (draft, Some(e)) => (draft.finish_lenient(env), Some(e)),
     };
     Ok(Command::Check(CheckSetup {
         root,
@@ -214,12 +216,9 @@ pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
     }))
 }
 
-/// The config file's values, then the flags'. On error, the draft holds every value that was
-/// valid (so `check` can go on) next to the first error.
-fn layers(
-    line: &args::CommandLine,
-    env: &Env,
-) -> Result<settings::Draft, (settings::Draft, ConfigError)> {
+/// The config file's values, then the flags', and the first error if any. The draft holds every
+/// value that was valid either way, so `check` can go on.
+fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<ConfigError>) {
     let mut draft = settings::Draft::new();
     let mut first_error = None;
     let loaded = match &line.config {
@@ -270,8 +269,5 @@ fn layers(
         }
     }
     draft.set_config_file(config_file);
-    match first_error {
-        None => Ok(draft),
-        Some(e) => Err((draft, e)),
-    }
+    (draft, first_error)
 }
