@@ -160,9 +160,14 @@ impl RuntimeInfo {
 
 /// What is known about the runtime now: call it after `load` to describe the loaded library.
 pub fn info() -> RuntimeInfo {
-    // SAFETY: the shim's function takes no arguments and returns NULL or a static NUL-terminated
-    // string owned by the loaded library.
-    let sim = unsafe { ffi::rkd_simulator_version() };
+    let library = loaded();
+    // Only once `load` has published the shim's table (the OnceLock orders it before us).
+    let sim = match library {
+        // SAFETY: the shim's function takes no arguments and returns NULL or a static
+        // NUL-terminated string owned by the loaded library, which is never unloaded.
+        Some(_) => unsafe { ffi::rkd_simulator_version() },
+        None => std::ptr::null(),
+    };
     let simulator = (!sim.is_null())
         // SAFETY: non-NULL, NUL-terminated and static, as above.
         .then(|| {
@@ -172,7 +177,7 @@ pub fn info() -> RuntimeInfo {
         });
     RuntimeInfo {
         abi: env!("RKLLMD_ABI"),
-        library: loaded().map(|lib| lib.path.clone()),
+        library: library.map(|lib| lib.path.clone()),
         simulator,
     }
 }
