@@ -130,6 +130,15 @@ fn runtime_bytes(abi: &str) -> Vec<u8> {
 const RK3588_FEATURES: &str = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp \
                                cpuid asimdrdm lrcpc dcpop asimddp";
 
+/// The libraries the simulator links (for either CPU rkllmd is built on here).
+const SIMULATOR_NEEDS: [&str; 5] = [
+    "libstdc++.so.6",
+    "libgcc_s.so.1",
+    "libc.so.6",
+    "ld-linux-x86-64.so.2",
+    "ld-linux-aarch64.so.1",
+];
+
 /// A fake system root laid out as a Rockchip vendor kernel shows it.
 struct FakeRoot {
     dir: TempDir,
@@ -185,6 +194,10 @@ impl FakeRoot {
             "root:x:0:0::/root:/bin/sh\nrkllmd:x:991:990::/:/sbin/nologin\n",
         );
         root.write_bytes("usr/lib/librkllmrt.so", &runtime_bytes(BUILT_ABI));
+        // What the simulator needs (readelf -d), as placeholders: only their presence counts.
+        for lib in SIMULATOR_NEEDS {
+            root.write(&format!("usr/lib/{lib}"), "");
+        }
         // A sparse 1.5 GiB model: its size is what counts.
         let model = root.path("models/qwen2.5-1.5b.rkllm");
         std::fs::create_dir_all(model.parent().unwrap()).unwrap();
@@ -465,6 +478,25 @@ fn no_runtime_library_anywhere_fails_and_names_what_was_skipped() {
         "{}",
         r.text
     );
+}
+
+#[test]
+fn a_runtime_whose_dependency_is_missing_fails_by_name() {
+    let root = FakeRoot::healthy("needed");
+    root.remove("usr/lib/libstdc++.so.6");
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("runtime").starts_with(&format!(
+            "FAIL  runtime: {} (from default) needs libstdc++.so.6, not found in the library path",
+            root.path("usr/lib/librkllmrt.so").display()
+        )),
+        "{}",
+        r.text
+    );
+    // Found through ld.so.conf instead: fine again.
+    root.write("lib/aarch64-linux-gnu/libstdc++.so.6", "");
+    assert_eq!(root.check(&[]).code, Some(0));
 }
 
 #[test]

@@ -184,6 +184,77 @@ pub fn runtime_version(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// The `DT_NEEDED` names of a little-endian ELF shared object (what `ldd` lists), or `None` when
+/// the file's dynamic section cannot be read. Every offset is bounds-checked: the file may be
+/// anything.
+pub fn needed(elf: &[u8]) -> Option<Vec<String>> {
+    let is64 = match elf.get(4)? {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let word = |off: usize, size: usize| -> Option<u64> {
+        let bytes = elf.get(off..off.checked_add(size)?)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)),
+        )
+    };
+    let addr = if is64 { 8 } else { 4 };
+    let at = |v: u64| usize::try_from(v).ok();
+    let (phoff, phentsize, phnum) = if is64 {
+        (word(0x20, 8)?, word(0x36, 2)?, word(0x38, 2)?)
+    } else {
+        (word(0x1c, 4)?, word(0x2a, 2)?, word(0x2c, 2)?)
+    };
+    // (file offset, virtual address, size in the file) of the loadable segments.
+    let mut loads = Vec::new();
+    let mut dynamic = None;
+    for i in 0..phnum {
+        let ph = at(phoff.checked_add(i.checked_mul(phentsize)?)?)?;
+        let kind = word(ph, 4)?;
+        let (offset, vaddr, filesz) = if is64 {
+            (word(ph + 8, 8)?, word(ph + 16, 8)?, word(ph + 32, 8)?)
+        } else {
+            (word(ph + 4, 4)?, word(ph + 8, 4)?, word(ph + 16, 4)?)
+        };
+        match kind {
+            1 => loads.push((offset, vaddr, filesz)),
+            2 => dynamic = Some((offset, filesz)),
+            _ => {}
+        }
+    }
+    let (dyn_off, dyn_size) = dynamic?;
+    let (mut names, mut strtab) = (Vec::new(), None);
+    let entry = 2 * addr;
+    for i in 0..dyn_size / entry as u64 {
+        let e = at(dyn_off.checked_add(i * entry as u64)?)?;
+        let (tag, val) = (word(e, addr)?, word(e + addr, addr)?);
+        match tag {
+            0 => break,
+            1 => names.push(val),
+            5 => strtab = Some(val),
+            _ => {}
+        }
+    }
+    let strtab = strtab?;
+    let (seg_off, seg_vaddr, _) = loads
+        .iter()
+        .find(|(_, vaddr, size)| strtab >= *vaddr && strtab - vaddr < *size)?;
+    let table = at(seg_off.checked_add(strtab - seg_vaddr)?)?;
+    names
+        .into_iter()
+        .map(|n| {
+            let start = table.checked_add(at(n)?)?;
+            let rest = elf.get(start..)?;
+            let end = rest.iter().position(|b| *b == 0)?;
+            Some(String::from_utf8_lossy(&rest[..end]).into_owned())
+        })
+        .collect()
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -276,6 +347,27 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
         };
     }
     let shown = format!("{} (from {from})", path.display());
+    // What dlopen would fail on next: a dependency (libomp.so, in the field) nowhere to be found.
+    let dirs = search_dirs(root, ld_library_path);
+    let missing: Vec<String> = needed(&bytes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|lib| !dirs.iter().any(|(d, _)| d.join(lib).exists()))
+        .collect();
+    if !missing.is_empty() {
+        return Found {
+            finding: Finding::fail(
+                NAME,
+                format!(
+                    "{shown} needs {}, not found in the library path",
+                    missing.join(", ")
+                ),
+                "install the missing libraries (ldd on the board lists them) or add their \
+                 directory to /etc/ld.so.conf.d/ and run ldconfig",
+            ),
+            minor: None,
+        };
+    }
     let Some(version) = runtime_version(&bytes) else {
         return Found {
             finding: Finding::warn(
@@ -381,6 +473,24 @@ mod tests {
         let mut exec = own[..64].to_vec();
         exec[16] = 2;
         assert_eq!(elf_problem(&exec).as_deref(), Some("not a shared object"));
+    }
+
+    #[test]
+    fn needed_libraries_of_a_real_elf() {
+        // This test binary is a dynamic ELF of this CPU; it needs libc at least.
+        let own = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let libs = needed(&own).expect("a readable dynamic section");
+        assert!(libs.iter().any(|l| l.starts_with("libc.so")), "{libs:?}");
+        // Truncated or scrambled files give None or a list, never a panic.
+        for cut in [0, 4, 20, 64, 200, own.len() / 2] {
+            let _ = needed(&own[..cut]);
+        }
+        let mut scrambled = own.clone();
+        for b in scrambled.iter_mut().skip(0x20).take(0x40) {
+            *b = 0xff;
+        }
+        let _ = needed(&scrambled);
+        assert_eq!(needed(b""), None);
     }
 
     #[test]
