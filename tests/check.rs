@@ -4,6 +4,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Daemon, TempDir};
@@ -783,5 +784,47 @@ fn on_this_system_the_runtime_is_the_one_dlopen_finds_through_the_runpath() {
             simulator_library().display(),
             sim_version(BUILT_ABI)
         )
+    );
+}
+
+#[test]
+fn config_only_judges_the_configuration_and_not_the_board() {
+    // This host has no NPU, so the full check fails here; --config-only must not.
+    let model = common::fast_model();
+    let ok = Command::new(common::daemon_bin())
+        .args(["check", "--config-only", "--model"])
+        .arg(&model)
+        .output()
+        .expect("run rkllmd check");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert_eq!(ok.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("ok    config:"), "{stdout}");
+    assert!(!stdout.contains("npu:"), "{stdout}");
+
+    let bad = Command::new(common::daemon_bin())
+        .args([
+            "check",
+            "--config-only",
+            "--model",
+            "/nonexistent/model.rkllm",
+        ])
+        .output()
+        .expect("run rkllmd check");
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert_eq!(bad.status.code(), Some(1), "{stdout}");
+    assert!(stdout.starts_with("FAIL  config:"), "{stdout}");
+    // The finding, its hint and the summary; no board check ran.
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(!stdout.contains("npu:"), "{stdout}");
+
+    // Outside check it is a command-line error.
+    let run = Command::new(common::daemon_bin())
+        .args(["--config-only", "--model"])
+        .arg(&model)
+        .output()
+        .expect("run rkllmd");
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&run.stderr).contains("--config-only is only for 'rkllmd check'")
     );
 }

@@ -587,9 +587,9 @@ fn init_d_start_reports_a_bad_configuration_on_the_console() {
     let run = init.run(&sb, "start");
     assert_eq!(run.status.code(), Some(1), "{}", run.output);
     assert!(
-        run.output.starts_with("Starting rkllmd: ")
-            && run.output.contains("does not exist")
-            && run.output.ends_with("FAIL\n"),
+        run.output.starts_with("Starting rkllmd: FAIL\n")
+            && run.output.contains("FAIL  config:")
+            && run.output.contains("does not exist"),
         "{}",
         run.output
     );

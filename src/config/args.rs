@@ -20,6 +20,8 @@ pub(super) struct CommandLine {
     pub config: Option<PathBuf>,
     /// `--root`, meaningful for `check` only.
     pub root: Option<PathBuf>,
+    /// `--config-only`, meaningful for `check` only.
+    pub config_only: bool,
     pub flags: Vec<Flag>,
 }
 
@@ -41,6 +43,7 @@ pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
         check,
         config: None,
         root: None,
+        config_only: false,
         flags: Vec::new(),
     };
     while let Some(arg) = rest.next() {
@@ -94,7 +97,15 @@ pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
                 },
             },
         };
-        if matches!(opt.key, Setting::Config | Setting::Root) {
+        if opt.key == Setting::ConfigOnly {
+            line.config_only =
+                values::boolean(&value).map_err(|expected| ConfigError::InvalidValue {
+                    origin: Origin::CommandLine,
+                    name: typed,
+                    value,
+                    expected,
+                })?;
+        } else if matches!(opt.key, Setting::Config | Setting::Root) {
             let path = values::path(&value).map_err(|expected| ConfigError::InvalidValue {
                 origin: Origin::CommandLine,
                 name: typed,

@@ -86,8 +86,10 @@ pub enum ConfigError {
         path: PathBuf,
         len: usize,
     },
-    /// `--root` outside `rkllmd check`.
-    RootOutsideCheck,
+    /// `--root` or `--config-only` outside `rkllmd check`.
+    CheckOptionOutsideCheck {
+        option: &'static str,
+    },
 }
 
 /// Longest socket path `bind(2)` accepts: `sun_path` holds 108 bytes including the NUL.
@@ -141,7 +143,9 @@ impl fmt::Display for ConfigError {
                 "socket path '{}' is {len} bytes long; at most {MAX_SOCKET_PATH} fit",
                 path.display()
             ),
-            RootOutsideCheck => write!(f, "--root is only for 'rkllmd check' (see --help)"),
+            CheckOptionOutsideCheck { option } => {
+                write!(f, "{option} is only for 'rkllmd check' (see --help)")
+            }
         }
     }
 }

@@ -46,6 +46,8 @@ pub enum Command {
 pub struct CheckSetup {
     /// `--root`: where the system files the checks read live (`/` on the board).
     pub root: PathBuf,
+    /// `--config-only`: report the configuration and skip the board checks.
+    pub config_only: bool,
     /// Why the configuration is invalid (the message `rkllmd` would exit with), if it is.
     pub config_error: Option<String>,
     /// The configuration when valid; otherwise every value that could be applied.
@@ -192,8 +194,15 @@ pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
         args::Scan::Parsed(line) => line,
     };
 
-    if line.root.is_some() && !line.check {
-        return Err(ConfigError::RootOutsideCheck);
+    if !line.check {
+        if line.root.is_some() {
+            return Err(ConfigError::CheckOptionOutsideCheck { option: "--root" });
+        }
+        if line.config_only {
+            return Err(ConfigError::CheckOptionOutsideCheck {
+                option: "--config-only",
+            });
+        }
     }
     if !line.check {
         return match layers(&line, env) {
@@ -211,6 +220,7 @@ pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
     };
     Ok(Command::Check(CheckSetup {
         root,
+        config_only: line.config_only,
         config_error: config_error.map(|e| e.to_string()),
         config,
     }))

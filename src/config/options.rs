@@ -53,6 +53,7 @@ pub(super) enum Setting {
     TemplateGenerationPrompt,
     Config,
     Root,
+    ConfigOnly,
     Help,
     Version,
 }
@@ -93,7 +94,11 @@ impl Opt {
     pub fn in_file(&self) -> bool {
         !matches!(
             self.key,
-            Setting::Config | Setting::Root | Setting::Help | Setting::Version
+            Setting::Config
+                | Setting::Root
+                | Setting::ConfigOnly
+                | Setting::Help
+                | Setting::Version
         )
     }
 }
@@ -499,6 +504,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("/"),
         PROCESS,
         "check only: read /dev, /proc, /sys, /etc/ld.so.conf and the\nlibrary directories under DIR (an image, a test tree)"
+    ),
+    opt!(
+        ConfigOnly,
+        "config-only",
+        Switch,
+        Dv("false"),
+        PROCESS,
+        "check only: validate the configuration and nothing else (for\ninit scripts, which must not judge the board)"
     ),
     Opt {
         short: Some('h'),

@@ -131,7 +131,11 @@ impl Draft {
                 c.chat_template_parts.generation_prompt = Some(values::template_text(raw)?)
             }
             // Handled by the scanner and never produced by the file reader.
-            Setting::Config | Setting::Root | Setting::Help | Setting::Version => {}
+            Setting::Config
+            | Setting::Root
+            | Setting::ConfigOnly
+            | Setting::Help
+            | Setting::Version => {}
         }
         Ok(())
     }

@@ -23,6 +23,9 @@ use root::Root;
 
 /// Runs every check in a fixed order and returns the findings.
 pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Finding> {
+    if setup.config_only {
+        return vec![config(setup)];
+    }
     let root = Root::new(&setup.root);
     let cfg = &setup.config;
     let soc = cpu::soc(&root);
