@@ -1,0 +1,58 @@
+################################################################################
+#
+# rkllmd
+#
+################################################################################
+
+# The external tree lives in board/buildroot/ of the rkllmd sources.
+RKLLMD_SITE = $(BR2_EXTERNAL_RKLLMD_PATH)/../..
+RKLLMD_SITE_METHOD = local
+RKLLMD_LICENSE = MIT or Apache-2.0
+RKLLMD_LICENSE_FILES = LICENSE
+RKLLMD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude=/target/
+
+# build.rs links the runtime found in RKLLM_LIB_DIR instead of
+# building the simulator.
+RKLLMD_DEPENDENCIES = rkllm-runtime
+RKLLMD_CARGO_ENV = RKLLM_LIB_DIR=$(STAGING_DIR)/usr/lib
+
+# The install step builds again: it needs the same features.
+ifeq ($(BR2_PACKAGE_RKLLM_RUNTIME_1_2_3),y)
+RKLLMD_CARGO_BUILD_OPTS = --features rkllm-1-2
+RKLLMD_CARGO_INSTALL_OPTS = --features rkllm-1-2
+endif
+
+# A local site skips the download step, where the cargo
+# infrastructure vendors the crates; vendor them here so that the
+# offline build finds them.
+define RKLLMD_VENDOR_CRATES
+	mkdir -p $(BR_CARGO_HOME) $(@D)/.cargo
+	cd $(@D) && $(HOST_MAKE_ENV) $(PKG_COMMON_CARGO_ENV) \
+		flock $(BR_CARGO_HOME)/.br-lock \
+		cargo vendor --locked VENDOR > $(@D)/.cargo/config.toml
+endef
+RKLLMD_PRE_CONFIGURE_HOOKS += RKLLMD_VENDOR_CRATES
+
+define RKLLMD_USERS
+	rkllmd -1 rkllmd -1 * - - - rkllmd daemon
+endef
+
+define RKLLMD_INSTALL_CONFIG
+	$(INSTALL) -D -m 0644 $(@D)/board/etc/rkllmd.conf \
+		$(TARGET_DIR)/etc/rkllmd/rkllmd.conf
+endef
+RKLLMD_POST_INSTALL_TARGET_HOOKS += RKLLMD_INSTALL_CONFIG
+
+define RKLLMD_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(@D)/board/init.d/S95rkllmd \
+		$(TARGET_DIR)/etc/init.d/S95rkllmd
+endef
+
+define RKLLMD_INSTALL_INIT_OPENRC
+	$(INSTALL) -D -m 0755 $(@D)/board/openrc/rkllmd \
+		$(TARGET_DIR)/etc/init.d/rkllmd
+	$(INSTALL) -D -m 0644 $(@D)/board/openrc/rkllmd.confd \
+		$(TARGET_DIR)/etc/conf.d/rkllmd
+endef
+
+$(eval $(cargo-package))
