@@ -11,8 +11,12 @@ RKLLM_RUNTIME_SITE = $(call github,airockchip,rknn-llm,release-v$(RKLLM_RUNTIME_
 else ifneq ($(RKLLM_RUNTIME_LOCAL_PATH),)
 RKLLM_RUNTIME_SITE = $(RKLLM_RUNTIME_LOCAL_PATH)
 RKLLM_RUNTIME_SITE_METHOD = local
-else ifeq ($(BR_BUILDING)$(BR2_PACKAGE_RKLLM_RUNTIME),yy)
+else
+# Nothing to fetch until the path is set.
+RKLLM_RUNTIME_SOURCE =
+ifeq ($(BR_BUILDING)$(BR2_PACKAGE_RKLLM_RUNTIME),yy)
 $(error BR2_PACKAGE_RKLLM_RUNTIME_LOCAL_PATH is empty: set it to a checkout of rknn-llm at release-v$(RKLLM_RUNTIME_VERSION), or choose the GitHub download)
+endif
 endif
 # BSD-3-Clause terms plus a clause on the bundled open source parts
 # (ggml, llama.cpp, under MIT). Binary redistribution is allowed

@@ -7,6 +7,8 @@
 # The external tree lives in board/buildroot/ of the rkllmd sources.
 RKLLMD_SITE = $(BR2_EXTERNAL_RKLLMD_PATH)/../..
 RKLLMD_SITE_METHOD = local
+RKLLMD_VERSION = $(shell sed -n '/^version = /{s/^version = "\(.*\)"$$/\1/p;q}' \
+	$(RKLLMD_SITE)/Cargo.toml)
 RKLLMD_LICENSE = MIT or Apache-2.0
 RKLLMD_LICENSE_FILES = LICENSE
 RKLLMD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude=/target/
@@ -33,8 +35,10 @@ define RKLLMD_VENDOR_CRATES
 endef
 RKLLMD_PRE_CONFIGURE_HOOKS += RKLLMD_VENDOR_CRATES
 
+# The start scripts run the daemon as rkllmd:rkllm; members of rkllm
+# may use the socket.
 define RKLLMD_USERS
-	rkllmd -1 rkllmd -1 * - - - rkllmd daemon
+	rkllmd -1 rkllm -1 * - - - rkllmd daemon
 endef
 
 define RKLLMD_INSTALL_CONFIG
@@ -46,12 +50,14 @@ RKLLMD_POST_INSTALL_TARGET_HOOKS += RKLLMD_INSTALL_CONFIG
 define RKLLMD_INSTALL_INIT_SYSV
 	$(INSTALL) -D -m 0755 $(@D)/board/init.d/S95rkllmd \
 		$(TARGET_DIR)/etc/init.d/S95rkllmd
+	$(INSTALL) -D -m 0644 $(@D)/board/default/rkllmd \
+		$(TARGET_DIR)/etc/default/rkllmd
 endef
 
 define RKLLMD_INSTALL_INIT_OPENRC
 	$(INSTALL) -D -m 0755 $(@D)/board/openrc/rkllmd \
 		$(TARGET_DIR)/etc/init.d/rkllmd
-	$(INSTALL) -D -m 0644 $(@D)/board/openrc/rkllmd.confd \
+	$(INSTALL) -D -m 0644 $(@D)/board/openrc/conf.d/rkllmd \
 		$(TARGET_DIR)/etc/conf.d/rkllmd
 endef
 
