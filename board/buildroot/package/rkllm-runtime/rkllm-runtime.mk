@@ -60,14 +60,6 @@ define RKLLM_RUNTIME_BUILD_CMDS
 		exit 1; }
 endef
 
-# rkllmd links against the runtime when it is built.
-RKLLM_RUNTIME_INSTALL_STAGING = YES
-
-define RKLLM_RUNTIME_INSTALL_STAGING_CMDS
-	$(INSTALL) -D -m 0755 $(@D)/$(RKLLM_RUNTIME_API_DIR)/aarch64/librkllmrt.so \
-		$(STAGING_DIR)/usr/lib/librkllmrt.so
-endef
-
 define RKLLM_RUNTIME_INSTALL_TARGET_CMDS
 	$(INSTALL) -D -m 0755 $(@D)/$(RKLLM_RUNTIME_API_DIR)/aarch64/librkllmrt.so \
 		$(TARGET_DIR)/usr/lib/librkllmrt.so

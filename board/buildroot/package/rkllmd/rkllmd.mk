@@ -13,10 +13,11 @@ RKLLMD_LICENSE = MIT or Apache-2.0
 RKLLMD_LICENSE_FILES = LICENSE
 RKLLMD_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude=/target/
 
-# build.rs links the runtime found in RKLLM_LIB_DIR instead of
-# building the simulator.
-RKLLMD_DEPENDENCIES = rkllm-runtime
-RKLLMD_CARGO_ENV = RKLLM_LIB_DIR=$(STAGING_DIR)/usr/lib
+# rkllmd dlopens the runtime when it starts, so rkllm-runtime is
+# selected but not a build dependency. RKLLM_LIB_DIR being set tells
+# build.rs not to build the runtime simulator; its value, the
+# runtime's directory on the target, is not used.
+RKLLMD_CARGO_ENV = RKLLM_LIB_DIR=/usr/lib
 
 # The install step builds again: it needs the same features.
 ifeq ($(BR2_PACKAGE_RKLLM_RUNTIME_1_2_3),y)
