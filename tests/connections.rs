@@ -149,6 +149,29 @@ fn too_many_connections_get_a_canned_503() {
 }
 
 #[test]
+fn slots_of_clients_that_hung_up_are_freed_before_anyone_is_refused() {
+    use nix::sys::signal::Signal;
+    let d = Daemon::builder("freed")
+        .args(["--max-connections", "2"])
+        .start();
+    let mut a = d.client();
+    let mut b = d.client();
+    assert_eq!(a.get("/health").status, 200);
+    assert_eq!(b.get("/health").status, 200);
+    // With the daemon stopped, both clients hang up and a third one connects: when it runs
+    // again, one event batch holds the two hangups and the new client.
+    d.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(50));
+    drop((a, b));
+    let mut c = d.client();
+    c.send_raw(b"GET /health HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(50));
+    d.signal(Signal::SIGCONT);
+    let r = c.try_read_response().expect("an answer");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), d.stderr());
+}
+
+#[test]
 fn slow_headers_and_idle_keep_alive_are_closed() {
     let d = Daemon::builder("slow")
         .args(["--header-timeout", "0.3", "--keepalive-timeout", "0.5"])

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixListener};
 use mio::unix::SourceFd;
@@ -28,7 +28,7 @@ const SIGNALS: Token = Token(2);
 pub const WAKER: Token = Token(3);
 const FIRST_CONN: usize = 16;
 /// How long a closing connection keeps draining input after its last response.
-const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER: Duration = Duration::from_secs(2);
 
 const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"this user may not use rkllmd\",\"type\":\"permission_error\"}}";
 
@@ -74,6 +74,11 @@ pub struct EventLoop {
     started: Instant,
     shutdown: Option<Shutdown>,
     ending: Option<Ending>,
+    /// Listeners whose backlog waits: the connection limit was reached, and clients that hung up
+    /// may be holding slots whose hangup is in this event batch or the next one.
+    deferred_accepts: heapless::Vec<Token, 2>,
+    /// Whether the loop has already polled once more (without waiting) for those hangups.
+    deferral_polled: bool,
     report: Report,
     ready_notified: bool,
     engine_events: Vec<Event>,
@@ -141,6 +146,8 @@ impl EventLoop {
             started: Instant::now(),
             shutdown: None,
             ending: None,
+            deferred_accepts: heapless::Vec::new(),
+            deferral_polled: false,
             report: Report::default(),
             ready_notified: false,
             engine_events: Vec::new(),
@@ -162,9 +169,12 @@ impl EventLoop {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let timeout = self
-                .next_deadline()
-                .map(|d| d.saturating_duration_since(now));
+            let timeout = if self.deferred_accepts.is_empty() {
+                self.next_deadline()
+                    .map(|d| d.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -176,7 +186,7 @@ impl EventLoop {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    UNIX_LISTENER | TCP_LISTENER => self.accept(event.token(), now),
+                    UNIX_LISTENER | TCP_LISTENER => self.accept(event.token(), now, false),
                     SIGNALS => self.on_signals(now),
                     WAKER => self.on_engine_wake(now),
                     token => self.on_conn_event(
@@ -192,6 +202,7 @@ impl EventLoop {
             }
             self.on_timers(Instant::now());
             self.reap();
+            self.accept_deferred();
             if self.ending.is_none() {
                 self.check_shutdown_done(Instant::now());
             }
@@ -237,8 +248,35 @@ impl EventLoop {
 
     // ---- listeners -------------------------------------------------------------------------
 
-    fn accept(&mut self, token: Token, now: Instant) {
+    /// Accepts a deferred backlog once a slot is free, or refuses it (503) when the limit still
+    /// holds after one more poll: a client that hung up must not cost a waiting one its slot.
+    fn accept_deferred(&mut self) {
+        if self.deferred_accepts.is_empty() {
+            return;
+        }
+        if self.conns.len() >= self.cfg.max_connections && !self.deferral_polled {
+            self.deferral_polled = true;
+            return;
+        }
+        self.deferral_polled = false;
+        let now = Instant::now();
+        for token in std::mem::take(&mut self.deferred_accepts) {
+            self.accept(token, now, true);
+        }
+        self.reap();
+    }
+
+    /// Accepts the listener's backlog. At the connection limit the backlog is deferred
+    /// (`accept_deferred`) unless this is that deferred pass (`after_reap`), which refuses.
+    fn accept(&mut self, token: Token, now: Instant, after_reap: bool) {
         loop {
+            if !after_reap && self.conns.len() >= self.cfg.max_connections {
+                if !self.deferred_accepts.contains(&token) {
+                    // Capacity 2, one entry per listener: the push cannot fail.
+                    let _ = self.deferred_accepts.push(token);
+                }
+                return;
+            }
             let accepted = match (token, &self.unix, &self.tcp) {
                 (UNIX_LISTENER, Some(l), _) => l.accept().map(|(s, _)| Stream::Unix(s)),
                 (TCP_LISTENER, _, Some(l)) => l.accept().map(|(s, _)| Stream::Tcp(s)),
