@@ -51,12 +51,15 @@ impl StopMatcher {
             return text.to_owned();
         }
         self.held.push_str(text);
+        // The match that ends first is the one a token-by-token run completes first; taking
+        // the one that starts first instead would make the answer depend on where the tokens
+        // split. Of matches ending at the same place, the longest wins.
         let first_match = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .filter_map(|s| self.held.find(s.as_str()).map(|pos| (pos + s.len(), pos)))
             .min();
-        if let Some(pos) = first_match {
+        if let Some((_, pos)) = first_match {
             self.matched = true;
             self.held.truncate(pos);
             return std::mem::take(&mut self.held);
@@ -134,6 +137,16 @@ mod tests {
             run(&["world", "lo w"], &["hel", "lo world"]),
             ("hel".into(), true)
         );
+    }
+
+    #[test]
+    fn the_stop_that_ends_first_wins_wherever_the_tokens_split() {
+        // Found by fuzz/output_filter: "abc" starts first, but "b" is complete first.
+        let stops = ["abc", "b"];
+        assert_eq!(run(&stops, &["abc"]), ("a".into(), true));
+        assert_eq!(run(&stops, &["a", "b", "c"]), ("a".into(), true));
+        // Ending at the same place, the longer one wins.
+        assert_eq!(run(&["xbc", "c"], &["axbc"]), ("a".into(), true));
     }
 
     #[test]
