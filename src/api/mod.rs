@@ -22,6 +22,7 @@ use crate::http::{Method, Request};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
 pub use error::{ApiError, Flavor};
+pub use output::{Event, OutputFilter};
 pub use params::WARNING_HEADER;
 pub use responder::{Next, Responder, ResponseOut};
 pub use stop::StopMatcher;
