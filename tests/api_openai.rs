@@ -172,6 +172,58 @@ fn include_usage_adds_a_usage_chunk_with_empty_choices() {
 }
 
 #[test]
+fn a_run_cut_short_by_a_full_context_ends_with_length() {
+    let dir = TempDir::new("ctxfull");
+    let model = write_model(
+        dir.path(),
+        "long",
+        &["answer_tokens_min = 500", "answer_tokens_max = 500"],
+    );
+    // The runtime's template (a prompt without history) and ours (a conversation kept in the
+    // KV cache) measure the context differently.
+    for template in ["runtime", "qwen2.5"] {
+        let d = Daemon::builder("ctxfull")
+            .model(model.clone())
+            .args(["--max-context-len", "96", "--max-new-tokens", "400"])
+            .args(["--chat-template", template])
+            .start();
+        let requests = [
+            ("/v1/chat/completions", chat("a short question")),
+            ("/v1/completions", json!({"prompt": "Once upon a time"})),
+        ];
+        for (path, body) in requests {
+            for stream in [false, true] {
+                let r = d
+                    .client()
+                    .post_json(path, &with(body.clone(), json!({"stream": stream})));
+                assert_eq!(r.status, 200, "{}", r.text());
+                let end = d.trace_of("run_end").pop().unwrap();
+                let generated = end["generate_tokens"].as_u64().unwrap();
+                assert!(generated > 0 && generated < 96, "{end}");
+                let reason = if stream {
+                    events(&r.body).last().unwrap()["choices"][0]["finish_reason"].clone()
+                } else {
+                    r.json()["choices"][0]["finish_reason"].clone()
+                };
+                assert_eq!(reason, "length", "{template} {path} stream={stream}");
+            }
+        }
+        // Ollama says the same.
+        let r = d.client().post_json(
+            "/api/chat",
+            &json!({"model": "long", "stream": false,
+                    "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        assert_eq!(
+            r.json()["done_reason"],
+            "length",
+            "{template}: {}",
+            r.text()
+        );
+    }
+}
+
+#[test]
 fn completions_stream_and_not() {
     let d = Daemon::start("completions");
     let r = d.client().post_json(

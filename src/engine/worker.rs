@@ -235,12 +235,36 @@ impl Worker {
                 text: rest,
             });
         }
+        let hit_cap = generated >= cap || self.filled_context(&end, keep_history, generated);
         Ran {
             end,
             generated,
             answer,
-            hit_cap: generated >= cap,
+            hit_cap,
         }
+    }
+
+    /// Whether a run that ended by itself stopped because the context was full: the client must
+    /// hear "length" then, as when max_tokens cut it. One token of slack, as the runtime may stop
+    /// one short of the limit.
+    fn filled_context(
+        &mut self,
+        end: &Result<RunEnd, crate::runtime::RuntimeError>,
+        keep_history: bool,
+        generated: u32,
+    ) -> bool {
+        let Ok(RunEnd::Finished(perf)) = end else {
+            return false;
+        };
+        // The prefill counts only what this run added to a reused prefix. The cache holds the
+        // whole context with history kept, and only the prompt without.
+        let cached = self.runtime.kv_cache_size().unwrap_or(0);
+        let used = if keep_history {
+            cached
+        } else {
+            cached.max(perf.prefill_tokens).saturating_add(generated)
+        };
+        used.saturating_add(1) >= self.init.max_context_len
     }
 
     /// Gives the runtime the job's tools when they differ from the last ones. The tools change
