@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -370,6 +371,18 @@ fn metric(d: &Daemon, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
 }
 
+/// `rkllmd_requests_total` of one endpoint, by status.
+fn responses(d: &Daemon, endpoint: &str) -> BTreeMap<u16, u64> {
+    let prefix = format!("rkllmd_requests_total{{endpoint=\"{endpoint}\",status=\"");
+    let text = d.client().get("/metrics").text();
+    text.lines()
+        .filter_map(|l| {
+            let (status, n) = l.strip_prefix(&prefix)?.split_once("\"} ")?;
+            Some((status.parse().ok()?, n.parse().ok()?))
+        })
+        .collect()
+}
+
 fn queue_depth(d: &Daemon) -> u64 {
     d.client().get("/health").json()["queue_depth"]
         .as_u64()
@@ -441,6 +454,19 @@ fn run_case(case: &Case) {
         exp.aborts,
         "{case}: aborts"
     );
+    // The request is counted once, whatever became of it: with the status it got, or 499 when
+    // its client left before any was sent.
+    let counted = responses(&d, case.api.path());
+    assert_eq!(counted.values().sum::<u64>(), 1, "{case}: {counted:?}");
+    let status = *counted.keys().next().unwrap();
+    match exp.seen {
+        Seen::Error(want, _) => assert_eq!(status, want, "{case}"),
+        Seen::StreamError(_) | Seen::Finished(_) => assert_eq!(status, 200, "{case}"),
+        Seen::Left if case.stream && case.fault != Fault::AbortDelay => {
+            assert_eq!(status, 200, "{case}: a stream head was read")
+        }
+        Seen::Left => assert!([499, 500].contains(&status), "{case}: {status}"),
+    }
     let aborts = d.trace_of("rkllm_abort");
     assert_eq!(!aborts.is_empty(), exp.abort_called, "{case}: {aborts:?}");
     if let (Some(left), Some(first)) = (left_at, aborts.first()) {

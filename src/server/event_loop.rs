@@ -571,12 +571,16 @@ impl EventLoop {
         {
             *slot = responder;
         }
-        if conn.pending_output() > self.cfg.output_cap_bytes {
+        // Only a stream still generating is cut off; a finished answer waits for its reader
+        // like any other response.
+        if !last && conn.pending_output() > self.cfg.output_cap_bytes {
             log::warn!(
                 "a client stopped reading its stream ({} bytes pending); cutting it off",
                 conn.pending_output()
             );
             self.engine.cancel(id, Instant::now());
+            end_job(&mut self.jobs, &mut self.metrics, id);
+            record_abandoned(&mut self.metrics, conn);
             conn.phase = Phase::Closing;
             conn.wbuf.clear();
             conn.wpos = 0;
@@ -598,6 +602,7 @@ impl EventLoop {
                     log::debug!("client of request {job} hung up; aborting it");
                     self.engine.cancel(job, now);
                     end_job(&mut self.jobs, &mut self.metrics, job);
+                    record_abandoned(&mut self.metrics, conn);
                     conn.phase = Phase::Closing;
                     conn.wbuf.clear();
                     conn.wpos = 0;
@@ -634,6 +639,7 @@ impl EventLoop {
             if let Phase::Generating { job, .. } = conn.phase {
                 self.engine.cancel(job, now);
                 end_job(&mut self.jobs, &mut self.metrics, job);
+                record_abandoned(&mut self.metrics, conn);
             }
             conn.phase = Phase::Closing;
             return;
@@ -870,6 +876,16 @@ fn end_job(jobs: &mut HashMap<JobId, Token>, metrics: &mut crate::metrics::Metri
         metrics.generations_ended += 1;
     }
 }
+
+/// Counts the response of a client that left before its end: with the status it was sent (a
+/// stream's 200), or 499 ("client closed request", as nginx logs it) when none was sent yet.
+fn record_abandoned(metrics: &mut crate::metrics::Metrics, conn: &mut Conn) {
+    let status = conn.status.take().unwrap_or(CLIENT_CLOSED_REQUEST);
+    metrics.record_response(conn.endpoint, status);
+}
+
+/// Not an HTTP status anyone receives: the metrics label of a request whose client left first.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Stands in for a responder while its own is borrowed out of the connection.
 struct Detached;
