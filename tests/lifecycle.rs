@@ -426,6 +426,39 @@ fn syslog_gets_the_log_lines() {
 }
 
 #[test]
+fn with_no_syslog_at_start_lines_go_to_stderr_until_it_appears() {
+    let dir = TempDir::new("nosyslog");
+    let path = dir.path().join("log.sock");
+    let mut d = Daemon::builder("nosyslog")
+        .arg("--syslog")
+        .start_with_env("RKLLMD_SYSLOG_SOCKET", path.to_str().unwrap());
+    let stderr = d.stderr();
+    assert!(
+        stderr.contains("logging to stderr until one appears") && stderr.contains("ready"),
+        "{stderr}"
+    );
+    // syslogd comes up: within a second the daemon finds it.
+    let sink = UnixDatagram::bind(&path).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    d.signal(Signal::SIGHUP);
+    d.signal(Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    sink.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut lines = Vec::new();
+    let mut buf = [0u8; 2048];
+    while let Ok(n) = sink.recv(&mut buf) {
+        lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("socket removed")),
+        "{lines:?}\nstderr: {}",
+        d.stderr()
+    );
+    assert!(!d.stderr().contains("socket removed"), "{}", d.stderr());
+}
+
+#[test]
 fn a_wedged_runtime_is_reported_by_health_and_refuses_new_work() {
     let dir = TempDir::new("wedgehealth");
     let model = write_model(dir.path(), "hang", &["hang_after_tokens = 2"]);
