@@ -62,4 +62,9 @@ define RKLLMD_INSTALL_INIT_OPENRC
 		$(TARGET_DIR)/etc/conf.d/rkllmd
 endef
 
+define RKLLMD_INSTALL_INIT_SYSTEMD
+	$(INSTALL) -D -m 0644 $(@D)/board/systemd/rkllmd.service \
+		$(TARGET_DIR)/usr/lib/systemd/system/rkllmd.service
+endef
+
 $(eval $(cargo-package))
