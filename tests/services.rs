@@ -596,8 +596,16 @@ fn init_d_start_reports_a_bad_configuration_on_the_console() {
     assert!(sb.daemons().is_empty());
     assert!(!sb.inside("/run/rkllmd.pid").exists());
 
-    // A daemon that dies after the check (here: no syslog to log to) is a FAIL too, not an OK.
-    fs::remove_file(sb.dir().join("syslog.sock")).unwrap();
+    // A daemon that dies after the check is a FAIL too, not an OK. Here another process holds
+    // the socket's lock, so the daemon exits (3) before it creates the socket.
+    let run_dir = sb.inside("/run/rkllmd");
+    fs::create_dir_all(&run_dir).unwrap();
+    let lock_path = run_dir.join("rkllmd.sock.lock");
+    let lock = fs::File::create(&lock_path).unwrap();
+    fs::set_permissions(&lock_path, fs::Permissions::from_mode(0o666)).unwrap();
+    let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
     write_defaults(
         &sb,
         &format!(

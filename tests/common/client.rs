@@ -12,10 +12,18 @@ pub enum Conn {
 }
 
 impl Read for Conn {
+    /// Retries a read a signal interrupted: a blocking read with a timeout returns EINTR when the
+    /// process is stopped and resumed (as a frozen and thawed container is), handler or not.
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
+        loop {
+            let got = match self {
+                Conn::Unix(s) => s.read(buf),
+                Conn::Tcp(s) => s.read(buf),
+            };
+            match got {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
         }
     }
 }
