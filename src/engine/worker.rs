@@ -124,6 +124,8 @@ struct Ran {
     generated: u32,
     answer: String,
     hit_cap: bool,
+    /// The KV cache size after a run that finished (read once, here), None after any other.
+    cache_tokens: Option<Result<u32, crate::runtime::RuntimeError>>,
 }
 
 impl Worker {
@@ -235,36 +237,25 @@ impl Worker {
                 text: rest,
             });
         }
-        let hit_cap = generated >= cap || self.filled_context(&end, keep_history, generated);
+        let cache_tokens = match &end {
+            Ok(RunEnd::Finished(_)) => Some(self.runtime.kv_cache_size()),
+            _ => None,
+        };
+        let hit_cap = generated >= cap
+            || filled_context(
+                &end,
+                cache_tokens.as_ref(),
+                keep_history,
+                generated,
+                self.init.max_context_len,
+            );
         Ran {
             end,
             generated,
             answer,
             hit_cap,
+            cache_tokens,
         }
-    }
-
-    /// Whether a run that ended by itself stopped because the context was full: the client must
-    /// hear "length" then, as when max_tokens cut it. One token of slack, as the runtime may stop
-    /// one short of the limit.
-    fn filled_context(
-        &mut self,
-        end: &Result<RunEnd, crate::runtime::RuntimeError>,
-        keep_history: bool,
-        generated: u32,
-    ) -> bool {
-        let Ok(RunEnd::Finished(perf)) = end else {
-            return false;
-        };
-        // The prefill counts only what this run added to a reused prefix. The cache holds the
-        // whole context with history kept, and only the prompt without.
-        let cached = self.runtime.kv_cache_size().unwrap_or(0);
-        let used = if keep_history {
-            cached
-        } else {
-            cached.max(perf.prefill_tokens).saturating_add(generated)
-        };
-        used.saturating_add(1) >= self.init.max_context_len
     }
 
     /// Gives the runtime the job's tools when they differ from the last ones. The tools change
@@ -323,18 +314,16 @@ impl Worker {
             generated,
             answer,
             hit_cap,
+            cache_tokens,
         } = ran;
         let result = self.conclude(end, generated, hit_cap, sent);
-        if clean_finish {
-            match self.runtime.kv_cache_size() {
-                Ok(tokens) => self.cache.finished(plan, &answer, tokens),
-                Err(e) => {
-                    log::warn!("cannot read the KV cache size: {e}");
-                    self.cache.invalidate();
-                }
+        match cache_tokens {
+            Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
+            Some(Err(e)) if clean_finish => {
+                log::warn!("cannot read the KV cache size: {e}");
+                self.cache.invalidate();
             }
-        } else {
-            self.cache.invalidate();
+            _ => self.cache.invalidate(),
         }
         result
     }
@@ -360,4 +349,31 @@ impl Worker {
             EngineError::Runtime(error)
         }
     }
+}
+
+/// Whether a run that ended by itself stopped because the context was full: the client must hear
+/// "length" then, as when max_tokens cut it. One token of slack, as the runtime may stop one
+/// short of the limit.
+fn filled_context(
+    end: &Result<RunEnd, crate::runtime::RuntimeError>,
+    cache_tokens: Option<&Result<u32, crate::runtime::RuntimeError>>,
+    keep_history: bool,
+    generated: u32,
+    max_context_len: u32,
+) -> bool {
+    let Ok(RunEnd::Finished(perf)) = end else {
+        return false;
+    };
+    let cached = cache_tokens
+        .and_then(|r| r.as_ref().ok())
+        .copied()
+        .unwrap_or(0);
+    // The prefill counts only what this run added to a reused prefix. The cache holds the whole
+    // context with history kept, and only the prompt without.
+    let used = if keep_history {
+        cached
+    } else {
+        cached.max(perf.prefill_tokens).saturating_add(generated)
+    };
+    used.saturating_add(1) >= max_context_len
 }

@@ -578,12 +578,14 @@ impl EventLoop {
                 "a client stopped reading its stream ({} bytes pending); cutting it off",
                 conn.pending_output()
             );
-            self.engine.cancel(id, Instant::now());
-            end_job(&mut self.jobs, &mut self.metrics, id);
-            record_abandoned(&mut self.metrics, conn);
-            conn.phase = Phase::Closing;
-            conn.wbuf.clear();
-            conn.wpos = 0;
+            abandon(
+                &mut self.engine,
+                &mut self.jobs,
+                &mut self.metrics,
+                conn,
+                id,
+                Instant::now(),
+            );
             conn.peer_closed = true;
             return;
         }
@@ -600,12 +602,14 @@ impl EventLoop {
             if let ReadOutcome::Closed = conn.read_available(now) {
                 if let Phase::Generating { job, .. } = conn.phase {
                     log::debug!("client of request {job} hung up; aborting it");
-                    self.engine.cancel(job, now);
-                    end_job(&mut self.jobs, &mut self.metrics, job);
-                    record_abandoned(&mut self.metrics, conn);
-                    conn.phase = Phase::Closing;
-                    conn.wbuf.clear();
-                    conn.wpos = 0;
+                    abandon(
+                        &mut self.engine,
+                        &mut self.jobs,
+                        &mut self.metrics,
+                        conn,
+                        job,
+                        now,
+                    );
                 }
             }
         }
@@ -634,14 +638,19 @@ impl EventLoop {
         };
         if conn.flush().is_err() {
             conn.peer_closed = true;
-            conn.wbuf.clear();
-            conn.wpos = 0;
             if let Phase::Generating { job, .. } = conn.phase {
-                self.engine.cancel(job, now);
-                end_job(&mut self.jobs, &mut self.metrics, job);
-                record_abandoned(&mut self.metrics, conn);
+                abandon(
+                    &mut self.engine,
+                    &mut self.jobs,
+                    &mut self.metrics,
+                    conn,
+                    job,
+                    now,
+                );
             }
             conn.phase = Phase::Closing;
+            conn.wbuf.clear();
+            conn.wpos = 0;
             return;
         }
         if matches!(conn.phase, Phase::Closing) && conn.pending_output() == 0 {
@@ -877,11 +886,24 @@ fn end_job(jobs: &mut HashMap<JobId, Token>, metrics: &mut crate::metrics::Metri
     }
 }
 
-/// Counts the response of a client that left before its end: with the status it was sent (a
-/// stream's 200), or 499 ("client closed request", as nginx logs it) when none was sent yet.
-fn record_abandoned(metrics: &mut crate::metrics::Metrics, conn: &mut Conn) {
+/// The client of job `id` is gone (hung up, or cut off for not reading): aborts the job, counts
+/// its response once, with the status it was sent (a stream's 200) or 499 ("client closed
+/// request", as nginx logs it) when none was, and drops what was still to be written.
+fn abandon(
+    engine: &mut Engine,
+    jobs: &mut HashMap<JobId, Token>,
+    metrics: &mut crate::metrics::Metrics,
+    conn: &mut Conn,
+    id: JobId,
+    now: Instant,
+) {
+    engine.cancel(id, now);
+    end_job(jobs, metrics, id);
     let status = conn.status.take().unwrap_or(CLIENT_CLOSED_REQUEST);
     metrics.record_response(conn.endpoint, status);
+    conn.phase = Phase::Closing;
+    conn.wbuf.clear();
+    conn.wpos = 0;
 }
 
 /// Not an HTTP status anyone receives: the metrics label of a request whose client left first.
