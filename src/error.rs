@@ -1,33 +1,12 @@
-//! The daemon's top-level error, and the one mapping from how the daemon ended to its exit code.
+//! The daemon's top-level error, and its one mapping to the process exit code.
 
 use std::fmt;
 use std::io;
 
 use crate::config::ConfigError;
+use crate::exit;
 use crate::lifecycle::LifecycleError;
 use crate::runtime::RuntimeError;
-use crate::server::Ending;
-
-/// Exit codes, documented in `--help` and the README.
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// An I/O failure at start (bind, poll, thread).
-    pub const FAILURE: i32 = 1;
-    /// Bad command line or config file.
-    pub const USAGE: i32 = 2;
-    /// Another instance holds the socket's lock.
-    pub const ALREADY_RUNNING: i32 = 3;
-    /// The runtime library or the model did not load, or the inference thread died.
-    pub const ENGINE: i32 = 4;
-    /// The runtime was wedged or the shutdown deadline passed; the socket was still removed.
-    pub const DEADLINE: i32 = 5;
-    /// A second signal cut the shutdown short; the socket was still removed.
-    pub const FORCED: i32 = 6;
-    /// `rkllmd check`: a check failed, so rkllmd cannot serve as configured.
-    pub const CHECK_FAILED: i32 = 1;
-    /// A bug: a panic unwound to main (the socket was still removed).
-    pub const PANIC: i32 = 70;
-}
 
 #[derive(Debug)]
 pub enum DaemonError {
@@ -50,21 +29,10 @@ impl DaemonError {
     pub fn exit_code(&self) -> i32 {
         match self {
             DaemonError::Config(_) => exit::USAGE,
-            DaemonError::Lifecycle(e) if e.is_already_running() => exit::ALREADY_RUNNING,
+            DaemonError::Lifecycle(e) => e.exit_code(),
             DaemonError::Runtime(_) => exit::ENGINE,
-            DaemonError::Lifecycle(_) | DaemonError::Io { .. } | DaemonError::Logging(_) => {
-                exit::FAILURE
-            }
+            DaemonError::Io { .. } | DaemonError::Logging(_) => exit::FAILURE,
         }
-    }
-}
-
-pub fn ending_exit_code(ending: Ending) -> i32 {
-    match ending {
-        Ending::Clean => exit::OK,
-        Ending::EngineFailed => exit::ENGINE,
-        Ending::DeadlineExceeded => exit::DEADLINE,
-        Ending::Forced => exit::FORCED,
     }
 }
 
@@ -112,21 +80,6 @@ impl From<LifecycleError> for DaemonError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endings_map_to_distinct_codes() {
-        let codes = [
-            Ending::Clean,
-            Ending::EngineFailed,
-            Ending::DeadlineExceeded,
-            Ending::Forced,
-        ]
-        .map(ending_exit_code);
-        assert_eq!(
-            codes,
-            [exit::OK, exit::ENGINE, exit::DEADLINE, exit::FORCED]
-        );
-    }
 
     #[test]
     fn io_errors_are_failures_with_a_sentence() {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod doctor;
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;

@@ -1,7 +1,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rkllmd::config::{self, Command};
-use rkllmd::error::{ending_exit_code, exit, DaemonError};
+use rkllmd::error::DaemonError;
+use rkllmd::exit;
 use rkllmd::{doctor, logging, runtime, server};
 
 fn main() {
@@ -55,7 +56,7 @@ fn run() -> i32 {
                 return exit::FAILURE;
             }
             match server::serve(cfg) {
-                Ok(ending) => ending_exit_code(ending),
+                Ok(ending) => ending.exit_code(),
                 Err(e) => {
                     log::error!("{e}");
                     e.exit_code()

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::FullResponse;
 use crate::engine::EngineError;
+use crate::http::HttpError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -97,6 +98,43 @@ impl ApiError {
         );
         e.headers.push(("WWW-Authenticate", "Bearer".into()));
         e
+    }
+
+    /// A Unix-socket peer whose uid and gid are not allowed (`allow-uid`, `allow-gid`).
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            Flavor::OpenAi,
+            403,
+            "permission_error",
+            "this user may not use rkllmd".into(),
+        )
+    }
+
+    /// The connection limit is reached; answered before the request is read, so in the OpenAI
+    /// shape whatever the path.
+    pub fn too_many_connections() -> ApiError {
+        ApiError::new(
+            Flavor::OpenAi,
+            503,
+            "server_error",
+            "too many connections".into(),
+        )
+    }
+
+    /// A request that did not arrive whole within the header timeout. Its path may be unknown.
+    pub fn request_timeout() -> ApiError {
+        ApiError::new(
+            Flavor::OpenAi,
+            408,
+            "timeout_error",
+            "the request took too long to arrive".into(),
+        )
+    }
+
+    /// A request the HTTP parser refused, in the shape of the API its path names (the OpenAI
+    /// shape when the request line was not read).
+    pub fn from_http(flavor: Flavor, err: &HttpError) -> ApiError {
+        ApiError::new(flavor, err.status(), "invalid_request_error", err.to_string())
     }
 
     /// The one mapping from engine failures to HTTP status.

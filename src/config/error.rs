@@ -97,9 +97,9 @@ pub const MAX_SOCKET_PATH: usize = 107;
 
 impl ConfigError {
     /// The process exit code for this error: always the usage code of the scheme described
-    /// in [`crate::lifecycle::exit`].
+    /// in [`crate::exit`].
     pub fn exit_code(&self) -> i32 {
-        crate::lifecycle::exit::USAGE
+        crate::exit::USAGE
     }
 }
 

@@ -17,7 +17,7 @@ use std::io::{self, Write};
 use nix::sys::resource::{getrlimit, Resource};
 
 use crate::config::{CheckSetup, Config};
-use crate::error::exit;
+use crate::exit;
 pub use report::{Finding, Status};
 use root::Root;
 

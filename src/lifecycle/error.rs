@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use super::exit;
+use crate::exit;
 
 #[derive(Debug)]
 pub enum LifecycleError {

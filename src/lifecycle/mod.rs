@@ -17,7 +17,6 @@
 
 mod cred;
 mod error;
-pub mod exit;
 mod lock;
 mod privileges;
 mod socket;

@@ -17,6 +17,7 @@ use super::signals::{SignalAction, Signals};
 use super::stream::{Peer, Stream};
 use crate::api::{self, Ctx, Next, Reply};
 use crate::config::Config;
+use crate::exit::Ending;
 use crate::engine::{Engine, Event, JobId, State};
 use crate::http::{self, Limits, Progress};
 use crate::lifecycle;
@@ -31,19 +32,6 @@ const FIRST_CONN: usize = 16;
 const LINGER: Duration = Duration::from_secs(2);
 
 const FORBIDDEN: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: 78\r\nConnection: close\r\n\r\n{\"error\":{\"message\":\"this user may not use rkllmd\",\"type\":\"permission_error\"}}";
-
-/// How the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ending {
-    /// Every step of the graceful shutdown completed.
-    Clean,
-    /// The deadline passed with work left (a wedged runtime, a client that would not read).
-    DeadlineExceeded,
-    /// A second signal cut the shutdown short.
-    Forced,
-    /// The model could not be loaded or the inference thread died.
-    EngineFailed,
-}
 
 #[derive(Default, Debug, Clone, Copy)]
 pub struct Report {

@@ -21,11 +21,12 @@ use crate::chat::{self, Template};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
+use crate::exit::Ending;
 use crate::lifecycle::{self, LockFile};
 use crate::runtime::{self, InitConfig, Sampling};
 
 use event_loop::Serving;
-pub use event_loop::{Ending, Report};
+pub use event_loop::Report;
 
 pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let signals = signals::Signals::install()

@@ -111,7 +111,7 @@ fn model_is_required_to_run_and_must_be_a_readable_file() {
         format!("model '{dir}' is not a regular file")
     );
     let err = parse(argv(&["--model", &missing]), &s.env()).unwrap_err();
-    assert_eq!(err.exit_code(), crate::lifecycle::exit::USAGE);
+    assert_eq!(err.exit_code(), crate::exit::USAGE);
 }
 
 /// The setup of `rkllmd check`, which a bad command line still refuses.
