@@ -1,8 +1,9 @@
-//! Counters the event loop keeps, rendered as Prometheus text by `api::metrics`.
+//! Counters the event loop keeps, rendered as Prometheus text by `api::metrics`. Every count
+//! is made through a method here, so what a number means is decided in one place.
 
 use std::collections::BTreeMap;
 
-use crate::engine::{Finish, FinishReason};
+use crate::engine::{EngineError, Event, Finish, FinishReason};
 
 /// Bucket upper bounds in seconds, shared by the prefill and decode histograms.
 pub const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -10,13 +11,13 @@ pub const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 #[derive(Clone, Debug, Default)]
 pub struct Histogram {
     /// Cumulative counts per bucket of `BUCKETS`.
-    pub buckets: [u64; BUCKETS.len()],
-    pub count: u64,
-    pub sum: f64,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
 }
 
 impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
+    fn observe(&mut self, seconds: f64) {
         for (bound, n) in BUCKETS.iter().zip(self.buckets.iter_mut()) {
             if seconds <= *bound {
                 *n += 1;
@@ -25,36 +26,62 @@ impl Histogram {
         self.count += 1;
         self.sum += seconds;
     }
+
+    /// Cumulative counts per bucket of `BUCKETS`.
+    pub fn buckets(&self) -> &[u64; BUCKETS.len()] {
+        &self.buckets
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn sum(&self) -> f64 {
+        self.sum
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
     /// Responses by (endpoint, HTTP status).
-    pub requests: BTreeMap<(&'static str, u16), u64>,
-    pub tokens_prefilled: u64,
-    pub tokens_generated: u64,
-    pub prefill_seconds: Histogram,
-    pub decode_seconds: Histogram,
+    requests: BTreeMap<(&'static str, u16), u64>,
+    tokens_prefilled: u64,
+    tokens_generated: u64,
+    prefill_seconds: Histogram,
+    decode_seconds: Histogram,
     /// Generations ended by an abort: client gone, request timeout, shutdown.
-    pub aborts: u64,
-    pub runtime_errors: u64,
-    pub queue_rejections: u64,
-    pub connections_accepted: u64,
-    pub connections_refused: u64,
+    aborts: u64,
+    runtime_errors: u64,
+    queue_rejections: u64,
+    connections_accepted: u64,
+    connections_refused: u64,
     /// Accepted connections since closed: accepted - closed = open, so a leak shows.
-    pub connections_closed: u64,
+    connections_closed: u64,
     /// Generations handed to the engine, and those the event loop is done with (answered,
     /// failed, or their client left): the difference is what is in flight.
-    pub generations_submitted: u64,
-    pub generations_ended: u64,
+    generations_submitted: u64,
+    generations_ended: u64,
 }
 
 impl Metrics {
-    pub fn record_response(&mut self, endpoint: &'static str, status: u16) {
+    /// A response was sent (or, with 499, its client left before one could be).
+    pub fn response(&mut self, endpoint: &'static str, status: u16) {
         *self.requests.entry((endpoint, status)).or_default() += 1;
     }
 
-    pub fn record_finish(&mut self, finish: &Finish) {
+    /// Counts what an engine event says about the runtime: finishes and runtime failures.
+    pub fn engine_event(&mut self, event: &Event) {
+        match event {
+            Event::Finished { finish, .. } => self.finish(finish),
+            Event::Failed {
+                error: EngineError::Runtime(_),
+                ..
+            } => self.runtime_errors += 1,
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, finish: &Finish) {
         if matches!(finish.reason, FinishReason::Aborted | FinishReason::Timeout) {
             self.aborts += 1;
         }
@@ -68,6 +95,85 @@ impl Metrics {
             None => self.tokens_generated += u64::from(finish.generated_tokens),
         }
     }
+
+    pub fn queue_rejected(&mut self) {
+        self.queue_rejections += 1;
+    }
+
+    pub fn connection_accepted(&mut self) {
+        self.connections_accepted += 1;
+    }
+
+    /// Refused at accept time: over the connection limit, or credentials not allowed.
+    pub fn connection_refused(&mut self) {
+        self.connections_refused += 1;
+    }
+
+    /// An accepted connection is gone (refusals are not counted here).
+    pub fn connection_closed(&mut self) {
+        self.connections_closed += 1;
+    }
+
+    pub fn generation_submitted(&mut self) {
+        self.generations_submitted += 1;
+    }
+
+    pub fn generation_ended(&mut self) {
+        self.generations_ended += 1;
+    }
+
+    /// Responses by (endpoint, HTTP status).
+    pub fn requests(&self) -> &BTreeMap<(&'static str, u16), u64> {
+        &self.requests
+    }
+
+    pub fn tokens_prefilled(&self) -> u64 {
+        self.tokens_prefilled
+    }
+
+    pub fn tokens_generated(&self) -> u64 {
+        self.tokens_generated
+    }
+
+    pub fn prefill_seconds(&self) -> &Histogram {
+        &self.prefill_seconds
+    }
+
+    pub fn decode_seconds(&self) -> &Histogram {
+        &self.decode_seconds
+    }
+
+    pub fn aborts(&self) -> u64 {
+        self.aborts
+    }
+
+    pub fn runtime_errors(&self) -> u64 {
+        self.runtime_errors
+    }
+
+    pub fn queue_rejections(&self) -> u64 {
+        self.queue_rejections
+    }
+
+    pub fn connections_accepted(&self) -> u64 {
+        self.connections_accepted
+    }
+
+    pub fn connections_refused(&self) -> u64 {
+        self.connections_refused
+    }
+
+    pub fn connections_closed(&self) -> u64 {
+        self.connections_closed
+    }
+
+    pub fn generations_submitted(&self) -> u64 {
+        self.generations_submitted
+    }
+
+    pub fn generations_ended(&self) -> u64 {
+        self.generations_ended
+    }
 }
 
 #[cfg(test)]
@@ -79,10 +185,20 @@ mod tests {
         let mut h = Histogram::default();
         h.observe(0.07);
         h.observe(3.0);
-        assert_eq!(h.buckets[0], 0);
-        assert_eq!(h.buckets[1], 1);
-        assert_eq!(h.buckets[6], 2);
-        assert_eq!(h.count, 2);
-        assert!((h.sum - 3.07).abs() < 1e-9);
+        assert_eq!(h.buckets()[0], 0);
+        assert_eq!(h.buckets()[1], 1);
+        assert_eq!(h.buckets()[6], 2);
+        assert_eq!(h.count(), 2);
+        assert!((h.sum() - 3.07).abs() < 1e-9);
+    }
+
+    #[test]
+    fn responses_are_counted_by_endpoint_and_status() {
+        let mut m = Metrics::default();
+        m.response("/health", 200);
+        m.response("/health", 200);
+        m.response("other", 408);
+        assert_eq!(m.requests().get(&("/health", 200)), Some(&2));
+        assert_eq!(m.requests().get(&("other", 408)), Some(&1));
     }
 }

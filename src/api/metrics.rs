@@ -14,102 +14,103 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
         "counter",
         "HTTP responses by endpoint and status.",
     );
-    for ((endpoint, status), n) in &m.requests {
+    for ((endpoint, status), n) in m.requests() {
         let _ = writeln!(
             out,
             "rkllmd_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {n}"
         );
     }
-    gauge(
-        &mut out,
-        "rkllmd_queue_depth",
-        "Requests waiting for the runtime.",
-        ctx.queue_depth as u64,
-    );
-    gauge(
-        &mut out,
-        "rkllmd_running",
-        "Generations running now (0 or 1).",
-        u64::from(ctx.running),
-    );
-    gauge(
-        &mut out,
-        "rkllmd_connections",
-        "Open client connections.",
-        ctx.connections as u64,
-    );
-    counter(
-        &mut out,
-        "rkllmd_connections_accepted_total",
-        "Client connections accepted.",
-        m.connections_accepted,
-    );
-    counter(
-        &mut out,
-        "rkllmd_connections_refused_total",
-        "Connections refused (limit or credentials).",
-        m.connections_refused,
-    );
-    counter(
-        &mut out,
-        "rkllmd_connections_closed_total",
-        "Accepted client connections since closed.",
-        m.connections_closed,
-    );
-    counter(
-        &mut out,
-        "rkllmd_generations_submitted_total",
-        "Generation requests handed to the engine.",
-        m.generations_submitted,
-    );
-    counter(
-        &mut out,
-        "rkllmd_generations_ended_total",
-        "Generation requests done with: answered, failed, or the client left.",
-        m.generations_ended,
-    );
-    counter(
-        &mut out,
-        "rkllmd_tokens_prefilled_total",
-        "Prompt tokens the runtime prefilled.",
-        m.tokens_prefilled,
-    );
-    counter(
-        &mut out,
-        "rkllmd_tokens_generated_total",
-        "Tokens the runtime generated.",
-        m.tokens_generated,
-    );
+    let gauges = [
+        (
+            "rkllmd_queue_depth",
+            "Requests waiting for the runtime.",
+            ctx.queue_depth,
+        ),
+        (
+            "rkllmd_running",
+            "Generations running now (0 or 1).",
+            usize::from(ctx.running),
+        ),
+        (
+            "rkllmd_connections",
+            "Open client connections.",
+            ctx.connections,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    for (name, help, value) in [
+        (
+            "rkllmd_connections_accepted_total",
+            "Client connections accepted.",
+            m.connections_accepted(),
+        ),
+        (
+            "rkllmd_connections_refused_total",
+            "Connections refused (limit or credentials).",
+            m.connections_refused(),
+        ),
+        (
+            "rkllmd_connections_closed_total",
+            "Accepted client connections since closed.",
+            m.connections_closed(),
+        ),
+        (
+            "rkllmd_generations_submitted_total",
+            "Generation requests handed to the engine.",
+            m.generations_submitted(),
+        ),
+        (
+            "rkllmd_generations_ended_total",
+            "Generation requests done with: answered, failed, or the client left.",
+            m.generations_ended(),
+        ),
+        (
+            "rkllmd_tokens_prefilled_total",
+            "Prompt tokens the runtime prefilled.",
+            m.tokens_prefilled(),
+        ),
+        (
+            "rkllmd_tokens_generated_total",
+            "Tokens the runtime generated.",
+            m.tokens_generated(),
+        ),
+    ] {
+        counter(&mut out, name, help, value);
+    }
     histogram(
         &mut out,
         "rkllmd_prefill_seconds",
         "Prefill time per request, from the runtime.",
-        &m.prefill_seconds,
+        m.prefill_seconds(),
     );
     histogram(
         &mut out,
         "rkllmd_decode_seconds",
         "Decode time per request, from the runtime.",
-        &m.decode_seconds,
+        m.decode_seconds(),
     );
-    counter(
-        &mut out,
-        "rkllmd_aborts_total",
-        "Generations aborted (client gone, timeout, shutdown).",
-        m.aborts,
-    );
-    counter(
-        &mut out,
-        "rkllmd_runtime_errors_total",
-        "Runs the runtime failed.",
-        m.runtime_errors,
-    );
-    counter(
-        &mut out,
-        "rkllmd_queue_rejections_total",
-        "Requests refused because the queue was full.",
-        m.queue_rejections,
-    );
+    for (name, help, value) in [
+        (
+            "rkllmd_aborts_total",
+            "Generations aborted (client gone, timeout, shutdown).",
+            m.aborts(),
+        ),
+        (
+            "rkllmd_runtime_errors_total",
+            "Runs the runtime failed.",
+            m.runtime_errors(),
+        ),
+        (
+            "rkllmd_queue_rejections_total",
+            "Requests refused because the queue was full.",
+            m.queue_rejections(),
+        ),
+    ] {
+        counter(&mut out, name, help, value);
+    }
     FullResponse {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -127,17 +128,12 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
     let _ = writeln!(out, "{name} {value}");
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    header(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
 fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     header(out, name, "histogram", help);
-    for (bound, n) in BUCKETS.iter().zip(h.buckets.iter()) {
+    for (bound, n) in BUCKETS.iter().zip(h.buckets()) {
         let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {n}");
     }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-    let _ = writeln!(out, "{name}_sum {}", h.sum);
-    let _ = writeln!(out, "{name}_count {}", h.count);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+    let _ = writeln!(out, "{name}_sum {}", h.sum());
+    let _ = writeln!(out, "{name}_count {}", h.count());
 }

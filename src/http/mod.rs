@@ -13,9 +13,7 @@ pub use self::chunked::{write_chunk, write_last_chunk, write_stream_head, Stream
 pub use self::error::HttpError;
 pub use self::parser::{Progress, RequestParser};
 pub use self::request::{Method, Request, Version};
-pub use self::response::{
-    reason, write_error, write_response, write_response_head, CONTINUE_100, TOO_MANY_CONNECTIONS,
-};
+pub use self::response::{reason, write_response, write_response_head, CONTINUE_100};
 
 /// Header fields accepted in one request; more is answered with 431.
 pub const MAX_HEADERS: usize = 64;

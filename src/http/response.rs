@@ -1,21 +1,10 @@
 //! Writing responses into a connection's write buffer. Nothing here allocates except by
 //! growing that buffer.
 
-use std::fmt::{self, Write as _};
-
-use super::error::HttpError;
 use super::request::Version;
 
 /// The interim answer to `Expect: 100-continue`.
 pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// The whole answer to a connection over the limit, sent without parsing its request.
-pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Content-Length: 66\r\n\
-Connection: close\r\n\
-Content-Type: application/json\r\n\
-\r\n\
-{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\"}}";
 
 /// The standard reason phrase; empty for codes we never send, which RFC 9112 allows.
 pub fn reason(status: u16) -> &'static str {
@@ -90,35 +79,6 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// The answer to a refused request: its status, a short JSON body, and `Connection: close`,
-/// since the stream's framing can no longer be trusted.
-pub fn write_error(out: &mut Vec<u8>, err: &HttpError, version: Version) {
-    const PREFIX: &str = "{\"error\":{\"message\":\"";
-    const SUFFIX: &str = "\",\"type\":\"invalid_request_error\"}}";
-    // Measure the escaped message first, so the text is formatted straight into `out`.
-    let mut measure = JsonText { out: None, len: 0 };
-    // JsonText never fails and our Display only writes, so there is no error to handle.
-    let _ = write!(measure, "{err}");
-    let length = PREFIX.len() + measure.len + SUFFIX.len();
-    write_response_head(
-        out,
-        err.status(),
-        &[("Content-Type", "application/json")],
-        length,
-        false,
-        version,
-    );
-    out.extend_from_slice(PREFIX.as_bytes());
-    let _ = write!(
-        JsonText {
-            out: Some(out),
-            len: 0
-        },
-        "{err}"
-    );
-    out.extend_from_slice(SUFFIX.as_bytes());
-}
-
 fn has_body(status: u16) -> bool {
     !(100..200).contains(&status) && status != 204
 }
@@ -181,42 +141,9 @@ pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// Formats text as the inside of a JSON string, into `out` if given, counting bytes.
-struct JsonText<'a> {
-    out: Option<&'a mut Vec<u8>>,
-    len: usize,
-}
-
-impl fmt::Write for JsonText<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        for c in text.chars() {
-            let mut utf8 = [0u8; 4];
-            let mut escape = [b'\\', b'u', b'0', b'0', b'0', b'0'];
-            let bytes: &[u8] = match c {
-                '"' => b"\\\"",
-                '\\' => b"\\\\",
-                '\n' => b"\\n",
-                '\r' => b"\\r",
-                '\t' => b"\\t",
-                c if u32::from(c) < 0x20 => {
-                    let hex = b"0123456789abcdef";
-                    escape[4] = hex[(u32::from(c) >> 4) as usize];
-                    escape[5] = hex[(u32::from(c) & 0xf) as usize];
-                    &escape
-                }
-                c => c.encode_utf8(&mut utf8).as_bytes(),
-            };
-            self.len += bytes.len();
-            if let Some(out) = self.out.as_mut() {
-                out.extend_from_slice(bytes);
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::error::HttpError;
     use super::*;
 
     fn response(
@@ -370,70 +297,6 @@ mod tests {
         for err in errors {
             assert!(!reason(err.status()).is_empty(), "{err:?}");
         }
-    }
-
-    #[test]
-    fn error_response_bytes() {
-        let mut out = Vec::new();
-        write_error(
-            &mut out,
-            &HttpError::TransferEncodingNotSupported,
-            Version::Http11,
-        );
-        let body = "{\"error\":{\"message\":\"request bodies with Transfer-Encoding are not supported, send Content-Length\",\"type\":\"invalid_request_error\"}}";
-        assert_eq!(
-            text(&out),
-            format!(
-                "HTTP/1.1 501 Not Implemented\r\nContent-Length: {}\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n{body}",
-                body.len()
-            )
-        );
-    }
-
-    #[test]
-    fn error_message_is_escaped_and_length_matches() {
-        let mut out = Vec::new();
-        let err = HttpError::InvalidHeaderValue {
-            name: "a\"b\\c\u{1}\u{e9}".to_string(),
-        };
-        write_error(&mut out, &err, Version::Http10);
-        let out = text(&out);
-        let (head, body) = out.split_once("\r\n\r\n").expect("head and body");
-        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
-        assert!(
-            head.contains(&format!("Content-Length: {}\r\n", body.len())),
-            "{head}"
-        );
-        assert_eq!(
-            body,
-            "{\"error\":{\"message\":\"the value of header field a\\\"b\\\\c\\u0001\u{e9} is not valid text\",\"type\":\"invalid_request_error\"}}"
-        );
-    }
-
-    #[test]
-    fn json_escapes() {
-        let mut out = Vec::new();
-        let mut json = JsonText {
-            out: Some(&mut out),
-            len: 0,
-        };
-        assert!(json.write_str("\"\\\n\r\t\u{1f}x\u{e9}").is_ok());
-        let len = json.len;
-        assert_eq!(text(&out), "\\\"\\\\\\n\\r\\t\\u001fx\u{e9}");
-        assert_eq!(len, out.len());
-    }
-
-    #[test]
-    fn too_many_connections_is_a_well_formed_response() {
-        let body = b"{\"error\":{\"message\":\"too many connections\",\"type\":\"server_error\"}}";
-        let expected = response(
-            503,
-            &[("Content-Type", "application/json")],
-            body,
-            false,
-            Version::Http11,
-        );
-        assert_eq!(text(TOO_MANY_CONNECTIONS), text(&expected));
     }
 
     #[test]

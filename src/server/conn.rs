@@ -1,22 +1,45 @@
-//! One client connection: its buffers, its parser, and where its current response stands.
+//! One client connection: its socket, its parser, its output, and a phase that says what it is
+//! doing and which timer runs. The event loop asks it to change; it never edits its fields.
 
-use std::io::{self, Read, Write};
-use std::time::Instant;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
+use mio::{Interest, Registry, Token};
+
+use super::output::Output;
 use super::stream::{Peer, Stream};
-use crate::api::{FullResponse, Responder, ResponseOut};
-use crate::engine::JobId;
-use crate::http::{self, Limits, RequestParser, StreamEncoding, Version};
+use crate::api::{ApiError, Flavor, FullResponse, Next, Responder, ResponseOut};
+use crate::engine::{EngineError, JobId};
+use crate::http::{Limits, Progress, Request, RequestParser, CONTINUE_100};
+use crate::metrics::Metrics;
 
-/// Reads stop while this much unparsed input is buffered (a pipelining client waits).
 /// While a response is in progress, reading stops once this much input is buffered (a
 /// pipelining client waits); while a request is read, the cap is the request limit itself.
 const PIPELINE_BUFFER_CAP: usize = 64 * 1024;
 const READ_CHUNK: usize = 8 * 1024;
+/// How long a closing connection keeps draining input after its last response.
+const LINGER: Duration = Duration::from_secs(2);
+/// Not an HTTP status anyone receives: the metrics label of a request whose client left first.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-pub enum Phase {
-    /// Waiting for a request, or the rest of one.
-    Reading,
+/// The two timers of a connection waiting for a request.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// From a request's first byte until it is whole.
+    pub header: Duration,
+    /// From the last response until the next request begins.
+    pub keepalive: Duration,
+}
+
+enum Phase {
+    /// Waiting for a request (`request_since` is `None`), or the rest of one.
+    Reading {
+        /// When the connection was accepted or finished its last response.
+        idle_since: Instant,
+        /// When the first byte of the request being read arrived.
+        request_since: Option<Instant>,
+    },
     /// A generation runs (or waits in the queue) for the request just parsed.
     Generating {
         job: JobId,
@@ -25,42 +48,24 @@ pub enum Phase {
     /// The last response is queued for writing; once it is out, our side is shut down and
     /// input is drained until the peer closes or the linger time passes (so a client still
     /// sending gets to read the answer instead of a reset).
-    Closing,
+    Closing { lingering_since: Option<Instant> },
 }
 
 pub struct Conn {
-    pub stream: Stream,
-    pub peer: Peer,
-    pub rbuf: Vec<u8>,
-    pub parser: RequestParser,
-    pub wbuf: Vec<u8>,
-    pub wpos: usize,
-    pub phase: Phase,
-    /// Keep-alive and version of the request being answered.
-    pub keep_alive: bool,
-    pub version: Version,
-    pub encoding: Option<StreamEncoding>,
-    /// The response to the current request is complete (it may still be in `wbuf`).
-    pub response_done: bool,
-    pub writable_registered: bool,
-    pub peer_closed: bool,
-    /// When the connection last finished a response or was accepted (keep-alive timer).
-    pub idle_since: Instant,
-    /// When the first byte of the request being read arrived (header timer).
-    pub request_since: Option<Instant>,
-    /// When our write side was shut down in `Closing` (linger timer).
-    pub lingering_since: Option<Instant>,
-    /// Metrics label of the request being answered, and the status it got (taken when counted).
-    pub endpoint: &'static str,
-    pub status: Option<u16>,
-    /// The request being answered is a HEAD: responses carry their head only.
-    pub head_only: bool,
+    stream: Stream,
+    peer: Peer,
+    rbuf: Vec<u8>,
+    parser: RequestParser,
+    out: Output,
+    phase: Phase,
     /// The most a request may take in the read buffer (head and body limits).
     request_cap: usize,
+    writable_registered: bool,
+    peer_closed: bool,
     /// The last read stopped at the cap with input possibly left in the socket.
-    pub read_paused: bool,
+    read_paused: bool,
     /// Only delivers a refusal: counted as refused, not as an accepted connection.
-    pub refused: bool,
+    refused: bool,
 }
 
 pub enum ReadOutcome {
@@ -77,69 +82,104 @@ impl Conn {
             peer,
             rbuf: Vec::new(),
             parser: RequestParser::new(limits),
-            wbuf: Vec::new(),
-            wpos: 0,
-            phase: Phase::Reading,
-            keep_alive: true,
-            version: Version::Http11,
-            encoding: None,
-            response_done: false,
+            out: Output::new(),
+            phase: Phase::Reading {
+                idle_since: now,
+                request_since: None,
+            },
+            request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
             writable_registered: false,
             peer_closed: false,
-            idle_since: now,
-            request_since: None,
-            lingering_since: None,
-            endpoint: "other",
-            status: None,
-            head_only: false,
-            request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
             read_paused: false,
             refused: false,
         }
     }
 
     /// Starts a connection that only delivers `bytes` and then closes (refusals).
-    pub fn refusal(stream: Stream, peer: Peer, limits: Limits, bytes: &[u8], now: Instant) -> Conn {
-        let mut conn = Conn::new(stream, peer, limits, now);
-        conn.wbuf.extend_from_slice(bytes);
-        conn.phase = Phase::Closing;
+    pub fn refusal(stream: Stream, peer: Peer, bytes: &[u8], now: Instant) -> Conn {
+        let mut conn = Conn::new(stream, peer, Limits::default(), now);
+        conn.out.push_raw(bytes);
+        conn.phase = Phase::Closing {
+            lingering_since: None,
+        };
         conn.refused = true;
         conn
     }
 
-    /// In `Closing` with everything written: stop writing, keep draining input.
-    pub fn start_linger(&mut self, now: Instant) {
-        if self.lingering_since.is_none() {
-            self.stream.shutdown(std::net::Shutdown::Write);
-            self.lingering_since = Some(now);
+    pub fn peer(&self) -> Peer {
+        self.peer
+    }
+
+    pub fn is_refusal(&self) -> bool {
+        self.refused
+    }
+
+    pub fn is_peer_closed(&self) -> bool {
+        self.peer_closed
+    }
+
+    pub fn pending_output(&self) -> usize {
+        self.out.pending()
+    }
+
+    /// The job this connection waits for, while it does.
+    pub fn job(&self) -> Option<JobId> {
+        match self.phase {
+            Phase::Generating { job, .. } => Some(job),
+            _ => None,
+        }
+    }
+
+    /// When this connection's current timer expires; `None` while a generation runs (the
+    /// engine times those) or a last response is still being written.
+    pub fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
+        match self.phase {
+            Phase::Reading {
+                request_since: Some(since),
+                ..
+            } => Some(since + timeouts.header),
+            Phase::Reading { idle_since, .. } => Some(idle_since + timeouts.keepalive),
+            Phase::Closing { lingering_since } => lingering_since.map(|t| t + LINGER),
+            Phase::Generating { .. } => None,
+        }
+    }
+
+    /// Done with: closing with the peer gone (or the linger over), or the peer gone while
+    /// waiting for a request with nothing left to write.
+    pub fn is_finished(&self) -> bool {
+        match self.phase {
+            Phase::Closing { .. } => self.peer_closed,
+            Phase::Reading { .. } => self.peer_closed && self.out.pending() == 0,
+            Phase::Generating { .. } => false,
         }
     }
 
     /// Reads until WouldBlock, EOF or the buffer cap.
     pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
+        let closing = matches!(self.phase, Phase::Closing { .. });
         let cap = match self.phase {
-            Phase::Reading => self.request_cap,
-            Phase::Generating { .. } | Phase::Closing => PIPELINE_BUFFER_CAP,
+            Phase::Reading { .. } => self.request_cap,
+            Phase::Generating { .. } | Phase::Closing { .. } => PIPELINE_BUFFER_CAP,
         };
         // Edge-triggered: if we stop below WouldBlock, nothing wakes us for the rest, so note it
         // and read again once the connection is back to reading a request.
         self.read_paused = false;
-        while self.rbuf.len() < cap || matches!(self.phase, Phase::Closing) {
+        while closing || self.rbuf.len() < cap {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     self.peer_closed = true;
                     return ReadOutcome::Closed;
                 }
-                Ok(_) if matches!(self.phase, Phase::Closing) => {}
+                Ok(_) if closing => {}
                 Ok(n) => {
-                    if self.request_since.is_none() {
-                        self.request_since = Some(now);
+                    if let Phase::Reading { request_since, .. } = &mut self.phase {
+                        request_since.get_or_insert(now);
                     }
                     self.rbuf.extend_from_slice(&chunk[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.peer_closed = true;
                     return ReadOutcome::Closed;
@@ -152,101 +192,222 @@ impl Conn {
         ReadOutcome::Drained
     }
 
-    /// Writes until the buffer is empty or WouldBlock. Err means the peer is gone.
-    pub fn flush(&mut self) -> io::Result<()> {
-        while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+    /// A read stopped at the buffer cap and the connection can take more input now: input
+    /// that no new edge will announce is waiting in the socket.
+    pub fn wants_resumed_read(&self) -> bool {
+        self.read_paused && matches!(self.phase, Phase::Reading { .. }) && !self.peer_closed
+    }
+
+    /// Reads again after a paused read; false when that brought nothing new.
+    pub fn resume_read(&mut self, now: Instant) -> bool {
+        let before = self.rbuf.len();
+        self.read_available(now);
+        self.rbuf.len() != before || !self.read_paused
+    }
+
+    /// The next whole request, while the connection is free to answer one and its output is
+    /// below `output_cap`. Answers `Expect: 100-continue` and refuses a malformed request (400
+    /// family, then close) itself. `keep_alive` is false when the daemon closes after it.
+    pub fn next_request(
+        &mut self,
+        now: Instant,
+        output_cap: usize,
+        keep_alive: bool,
+        metrics: &mut Metrics,
+    ) -> Option<Request> {
+        loop {
+            let Phase::Reading { request_since, .. } = &mut self.phase else {
+                return None;
+            };
+            if self.out.pending() > output_cap {
+                return None;
+            }
+            match self.parser.advance(&mut self.rbuf) {
+                Ok(Progress::NeedMore) => {
+                    // The request timer runs from a request's first byte until it is whole:
+                    // also while its body is awaited with nothing of it buffered yet, and for
+                    // a partial request pipelined behind one just answered (whose answer reset
+                    // the timer). Otherwise such clients were only cut off by the keep-alive
+                    // timeout, silently.
+                    if self.rbuf.is_empty() && !self.parser.awaiting_body() {
+                        *request_since = None;
+                    } else {
+                        request_since.get_or_insert(now);
+                    }
+                    return None;
+                }
+                Ok(Progress::Continue100) => self.out.push_raw(CONTINUE_100),
+                Ok(Progress::Request(req)) => {
+                    self.out.begin(&req, keep_alive);
+                    return Some(req);
+                }
+                Err(e) => {
+                    log::debug!("bad request: {e}");
+                    self.out.begin_unparsed();
+                    let err = ApiError::from_http(Flavor::OpenAi, &e);
+                    self.respond(err.response(), now, metrics);
+                    return None;
+                }
             }
         }
-        if self.wpos == self.wbuf.len() {
-            self.wbuf.clear();
-            self.wpos = 0;
+    }
+
+    /// Writes a complete response to the current request and finishes it.
+    pub fn respond(&mut self, response: FullResponse, now: Instant, metrics: &mut Metrics) {
+        self.out.full(response);
+        self.finish_response(now, metrics);
+    }
+
+    /// The request just parsed waits for generation `job`, which `responder` formats.
+    pub fn start_generation(&mut self, job: JobId, responder: Box<dyn Responder>) {
+        self.phase = Phase::Generating { job, responder };
+    }
+
+    /// The generation could not start: `responder` answers with the error.
+    pub fn refuse_generation(
+        &mut self,
+        mut responder: Box<dyn Responder>,
+        error: &EngineError,
+        now: Instant,
+        metrics: &mut Metrics,
+    ) {
+        responder.failed(error, &mut self.out);
+        self.finish_response(now, metrics);
+    }
+
+    /// Hands the generation's responder and this connection's output to `f`; `None` when the
+    /// connection is not generating.
+    pub fn with_responder(
+        &mut self,
+        f: impl FnOnce(&mut dyn Responder, &mut dyn ResponseOut) -> Next,
+    ) -> Option<Next> {
+        let Phase::Generating { responder, .. } = &mut self.phase else {
+            return None;
+        };
+        Some(f(responder.as_mut(), &mut self.out))
+    }
+
+    /// The response to the current request is complete (it may still be buffered): counts it,
+    /// then waits for the next request, or closes when the connection is not kept alive.
+    pub fn finish_response(&mut self, now: Instant, metrics: &mut Metrics) {
+        if let Some(status) = self.out.take_status() {
+            metrics.response(self.out.endpoint(), status);
+        }
+        self.phase = if self.out.keep_alive() {
+            Phase::Reading {
+                idle_since: now,
+                request_since: None,
+            }
+        } else {
+            Phase::Closing {
+                lingering_since: None,
+            }
+        };
+    }
+
+    /// The client is gone (or cut off) while its generation runs: counts the response with the
+    /// status it was sent (a stream's 200), or 499 ("client closed request", as nginx logs it)
+    /// when none was, and drops the connection. Returns the job to cancel.
+    pub fn abandon(&mut self, metrics: &mut Metrics) -> Option<JobId> {
+        let job = self.job()?;
+        let status = self.out.take_status().unwrap_or(CLIENT_CLOSED_REQUEST);
+        metrics.response(self.out.endpoint(), status);
+        self.discard_output();
+        Some(job)
+    }
+
+    /// Drops whatever is still to be written and closes without lingering.
+    pub fn discard_output(&mut self) {
+        self.out.discard();
+        self.phase = Phase::Closing {
+            lingering_since: None,
+        };
+        self.peer_closed = true;
+    }
+
+    /// Its deadline passed: a linger ends, a request that arrives too slowly gets a 408, an
+    /// idle keep-alive connection just closes.
+    pub fn time_out(&mut self, metrics: &mut Metrics) {
+        if let Phase::Reading {
+            request_since: Some(_),
+            ..
+        } = self.phase
+        {
+            log::debug!("a client sent its request too slowly; closing it");
+            self.out.begin_unparsed();
+            self.out.full(ApiError::request_timeout().response());
+            let _ = self.out.flush_to(&mut self.stream);
+            // Counted like every other answer, so /metrics shows slow clients.
+            if let Some(status) = self.out.take_status() {
+                metrics.response(self.out.endpoint(), status);
+            }
+        }
+        self.discard_output();
+    }
+
+    /// The daemon shuts down: an idle connection closes now, one writing a response closes
+    /// once it is written, a generating one once its response is complete.
+    pub fn begin_shutdown(&mut self) {
+        match self.phase {
+            Phase::Reading { .. } if self.out.pending() == 0 => {
+                // Idle: close now rather than linger, so shutdown is not held up.
+                self.phase = Phase::Closing {
+                    lingering_since: None,
+                };
+                self.peer_closed = true;
+            }
+            // Left in `Reading`, the connection waited for a next request, holding the shutdown
+            // up to its deadline (and exit code 5) after the client had everything.
+            Phase::Reading { .. } => {
+                self.out.close_after_response();
+                self.phase = Phase::Closing {
+                    lingering_since: None,
+                };
+            }
+            Phase::Generating { .. } => self.out.close_after_response(),
+            Phase::Closing { .. } => {}
+        }
+    }
+
+    /// Writes what is pending; once a closing connection has written everything, shuts down
+    /// its write side and starts lingering. Err means the peer is gone.
+    pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        self.out.flush_to(&mut self.stream)?;
+        if let Phase::Closing {
+            lingering_since: lingering_since @ None,
+        } = &mut self.phase
+        {
+            if self.out.pending() == 0 {
+                self.stream.shutdown(Shutdown::Write);
+                *lingering_since = Some(now);
+            }
         }
         Ok(())
     }
 
-    pub fn pending_output(&self) -> usize {
-        self.wbuf.len() - self.wpos
-    }
-
-    /// The writer a responder uses for this connection's current response.
-    pub fn out(&mut self) -> ConnOut<'_> {
-        ConnOut { conn: self }
-    }
-
-    /// Writes a complete response for the current request.
-    pub fn write_full(&mut self, response: FullResponse) {
-        let mut headers: Vec<(&str, &str)> = vec![("Content-Type", response.content_type)];
-        headers.extend(response.headers.iter().map(|(k, v)| (*k, v.as_str())));
-        if self.head_only {
-            http::write_response_head(
-                &mut self.wbuf,
-                response.status,
-                &headers,
-                response.body.len(),
-                self.keep_alive,
-                self.version,
-            );
+    /// Holds WRITABLE interest only while output is pending.
+    pub fn sync_interest(&mut self, registry: &Registry, token: Token) {
+        let want_write = self.out.pending() > 0;
+        if want_write == self.writable_registered {
+            return;
+        }
+        let interest = if want_write {
+            Interest::READABLE | Interest::WRITABLE
         } else {
-            http::write_response(
-                &mut self.wbuf,
-                response.status,
-                &headers,
-                &response.body,
-                self.keep_alive,
-                self.version,
-            );
+            Interest::READABLE
+        };
+        if let Err(e) = registry.reregister(&mut self.stream, token, interest) {
+            log::warn!("cannot update interest: {e}");
         }
-        self.response_done = true;
-        self.status = Some(response.status);
-    }
-}
-
-pub struct ConnOut<'a> {
-    conn: &'a mut Conn,
-}
-
-impl ResponseOut for ConnOut<'_> {
-    fn start_stream(
-        &mut self,
-        status: u16,
-        content_type: &'static str,
-        headers: &[(&'static str, String)],
-    ) {
-        let c = &mut *self.conn;
-        let mut all: Vec<(&str, &str)> = vec![("Content-Type", content_type)];
-        all.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
-        let encoding = http::write_stream_head(&mut c.wbuf, status, &all, c.version, c.keep_alive);
-        if encoding == StreamEncoding::UntilClose {
-            c.keep_alive = false;
-        }
-        c.encoding = Some(encoding);
-        c.status = Some(status);
+        self.writable_registered = want_write;
     }
 
-    fn chunk(&mut self, data: &[u8]) {
-        let c = &mut *self.conn;
-        match c.encoding {
-            Some(StreamEncoding::Chunked) => http::write_chunk(&mut c.wbuf, data),
-            Some(StreamEncoding::UntilClose) => c.wbuf.extend_from_slice(data),
-            None => log::error!("a responder wrote a chunk before starting its stream"),
-        }
+    pub fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
     }
 
-    fn end_stream(&mut self) {
-        let c = &mut *self.conn;
-        if c.encoding.take() == Some(StreamEncoding::Chunked) {
-            http::write_last_chunk(&mut c.wbuf);
-        }
-        c.response_done = true;
-    }
-
-    fn full(&mut self, response: FullResponse) {
-        self.conn.write_full(response);
+    /// Cuts the connection at exit, whatever its state.
+    pub fn shutdown(&self) {
+        self.stream.shutdown(Shutdown::Both);
     }
 }

@@ -6,9 +6,13 @@
 //! runtime is destroyed (on its own thread), then the socket and lock file are removed by their
 //! guards, which also run when a panic unwinds through here.
 
+mod admission;
 mod conn;
 mod event_loop;
+mod jobs;
+mod output;
 mod readiness;
+mod serving;
 mod signals;
 mod stream;
 
@@ -25,8 +29,9 @@ use crate::exit::Ending;
 use crate::lifecycle::{self, LockFile};
 use crate::runtime::{self, InitConfig, Sampling};
 
-use event_loop::Serving;
 pub use event_loop::Report;
+use event_loop::{EventLoop, Listeners};
+use serving::Serving;
 
 pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let signals = signals::Signals::install()
@@ -68,8 +73,8 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
 
     let template = resolve_template(&cfg);
     let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
-    let waker = event_loop::EventLoop::waker(&poll)
-        .map_err(|e| DaemonError::io("create the engine waker", e))?;
+    let waker =
+        EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
     // Loaded here, before the inference thread, so that /health and the log name what loaded;
     // a failure ends the start like any other (socket removed, exit code 4).
     runtime::load(&cfg.runtime_library)?;
@@ -85,21 +90,14 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         cfg.model.display()
     );
 
-    let unix = mio::net::UnixListener::from_std(listener);
-    let cfg = Arc::new(cfg);
-    let event_loop = event_loop::EventLoop::new(
-        poll,
-        unix,
+    let listeners = Listeners {
+        unix: mio::net::UnixListener::from_std(listener),
         tcp,
-        signals,
-        engine,
-        Serving {
-            cfg: Arc::clone(&cfg),
-            info,
-            template,
-        },
-    )
-    .map_err(|e| DaemonError::io("register the listeners", e))?;
+    };
+    let sampling = sampling_of(&cfg);
+    let serving = Serving::new(Arc::new(cfg), info, template, sampling);
+    let event_loop = EventLoop::new(poll, listeners, signals, engine, serving)
+        .map_err(|e| DaemonError::io("register the listeners", e))?;
     let started = Instant::now();
     let (ending, report, mut engine) = event_loop.run();
 

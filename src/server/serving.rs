@@ -1,0 +1,105 @@
+//! What the daemon serves with and does not change while it runs: the configuration, the
+//! loaded runtime, the chat template, the sampling defaults, the limits. Handlers see it, with
+//! the live figures of the moment, through `api::Ctx`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::conn::Timeouts;
+use crate::api::Ctx;
+use crate::chat::Template;
+use crate::config::Config;
+use crate::engine::State;
+use crate::http::Limits;
+use crate::metrics::Metrics;
+use crate::runtime::{self, Capabilities, RuntimeInfo, Sampling};
+
+pub struct Serving {
+    cfg: Arc<Config>,
+    info: RuntimeInfo,
+    template: Option<Template>,
+    sampling: Sampling,
+    caps: Capabilities,
+    started: Instant,
+    /// How long the model took to load, once it has.
+    load_time: Option<Duration>,
+    limits: Limits,
+}
+
+/// The figures of the moment that handlers see beside the static ones.
+pub struct Live<'a> {
+    pub state: &'a State,
+    pub queue_depth: usize,
+    pub running: bool,
+    pub connections: usize,
+    pub metrics: &'a Metrics,
+}
+
+impl Serving {
+    pub fn new(
+        cfg: Arc<Config>,
+        info: RuntimeInfo,
+        template: Option<Template>,
+        sampling: Sampling,
+    ) -> Serving {
+        let limits = Limits {
+            max_head_bytes: Limits::default().max_head_bytes,
+            max_body_bytes: cfg.max_body_bytes,
+        };
+        Serving {
+            cfg,
+            info,
+            template,
+            sampling,
+            caps: runtime::capabilities(),
+            started: Instant::now(),
+            load_time: None,
+            limits,
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn shared_cfg(&self) -> &Arc<Config> {
+        &self.cfg
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header: self.cfg.header_timeout,
+            keepalive: self.cfg.keepalive_timeout,
+        }
+    }
+
+    /// The model is loaded.
+    pub fn loaded(&mut self, load_time: Duration) {
+        self.load_time = Some(load_time);
+    }
+
+    /// The view of the daemon a handler gets.
+    pub fn ctx<'a>(&'a self, live: Live<'a>) -> Ctx<'a> {
+        Ctx {
+            model_name: &self.cfg.model_name,
+            info: &self.info,
+            state: live.state,
+            queue_depth: live.queue_depth,
+            running: live.running,
+            connections: live.connections,
+            started: self.started,
+            load_time: self.load_time,
+            model_path: &self.cfg.model,
+            max_new_tokens: self.cfg.max_new_tokens,
+            max_context_len: self.cfg.max_context_len,
+            sampling: self.sampling,
+            caps: self.caps,
+            metrics: live.metrics,
+            template: self.template.as_ref(),
+        }
+    }
+}
