@@ -411,3 +411,339 @@ impl Conn {
         self.stream.shutdown(Shutdown::Both);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use mio::net::UnixStream;
+
+    use super::*;
+    use crate::lifecycle::PeerCred;
+
+    const TIMEOUTS: Timeouts = Timeouts {
+        header: Duration::from_secs(10),
+        keepalive: Duration::from_secs(75),
+    };
+    const OUTPUT_CAP: usize = 1 << 20;
+
+    /// A connection over a real socket pair, and the client's end.
+    fn pair(now: Instant) -> (Conn, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+        let peer = Peer::Unix(PeerCred {
+            pid: 1,
+            uid: 0,
+            gid: 0,
+        });
+        (
+            Conn::new(Stream::Unix(ours), peer, Limits::default(), now),
+            theirs,
+        )
+    }
+
+    /// Everything the client can read now; `None` once the daemon's side is shut down.
+    fn received(client: &mut UnixStream) -> (String, bool) {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (String::from_utf8_lossy(&out).into_owned(), false)
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Sends `bytes` from the client and lets the connection parse them.
+    fn request(
+        conn: &mut Conn,
+        client: &mut UnixStream,
+        bytes: &[u8],
+        now: Instant,
+        metrics: &mut Metrics,
+    ) -> Option<Request> {
+        client.write_all(bytes).expect("client write");
+        assert!(matches!(conn.read_available(now), ReadOutcome::Drained));
+        conn.next_request(now, OUTPUT_CAP, true, metrics)
+    }
+
+    fn count(metrics: &Metrics, endpoint: &'static str, status: u16) -> u64 {
+        metrics
+            .requests()
+            .get(&(endpoint, status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Streams text as chunks, the way the API responders do.
+    struct Chunks;
+
+    impl Responder for Chunks {
+        fn started(&mut self, out: &mut dyn ResponseOut) {
+            out.start_stream(200, "text/plain", &[]);
+        }
+        fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
+            out.chunk(text.as_bytes());
+            Next::Continue
+        }
+        fn finished(&mut self, _: &crate::engine::Finish, out: &mut dyn ResponseOut) {
+            out.end_stream();
+        }
+        fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
+            out.full(ApiError::from_engine(Flavor::OpenAi, error).response());
+        }
+    }
+
+    #[test]
+    fn a_full_response_is_counted_and_the_connection_waits_for_the_next() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.keepalive));
+        let req = request(
+            &mut conn,
+            &mut client,
+            b"GET /health HTTP/1.1\r\n\r\n",
+            now,
+            &mut m,
+        )
+        .expect("a request");
+        assert_eq!(req.path, "/health");
+        let later = now + Duration::from_secs(1);
+        conn.respond(
+            FullResponse::json(200, &serde_json::json!({"a": 1})),
+            later,
+            &mut m,
+        );
+        conn.flush(later).expect("flush");
+        assert_eq!(
+            received(&mut client),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Type: application/json\r\n\r\n{\"a\":1}"
+                    .to_owned(),
+                false
+            )
+        );
+        assert_eq!(count(&m, "/health", 200), 1);
+        assert_eq!(conn.deadline(TIMEOUTS), Some(later + TIMEOUTS.keepalive));
+        assert!(!conn.is_finished());
+    }
+
+    #[test]
+    fn connection_close_lingers_after_the_response_then_finishes_when_the_peer_leaves() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"HEAD /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        conn.respond(FullResponse::json(200, &serde_json::json!({})), now, &mut m);
+        conn.flush(now).expect("flush");
+        assert_eq!(
+            received(&mut client),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\nContent-Type: application/json\r\n\r\n"
+                    .to_owned(),
+                true
+            )
+        );
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + LINGER));
+        assert!(!conn.is_finished());
+        drop(client);
+        assert!(matches!(conn.read_available(now), ReadOutcome::Closed));
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn a_generation_streams_through_its_responder_and_counts_once() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        assert_eq!(conn.with_responder(|_, _| Next::Continue), None);
+        conn.start_generation(7, Box::new(Chunks));
+        assert_eq!(conn.job(), Some(7));
+        assert_eq!(conn.deadline(TIMEOUTS), None);
+        // Nothing more is parsed while the generation runs.
+        assert!(conn.next_request(now, OUTPUT_CAP, true, &mut m).is_none());
+        conn.with_responder(|r, out| {
+            r.started(out);
+            Next::Continue
+        });
+        assert_eq!(
+            conn.with_responder(|r, out| r.text("hi", out)),
+            Some(Next::Continue)
+        );
+        conn.with_responder(|_, out| {
+            out.end_stream();
+            Next::Continue
+        });
+        conn.finish_response(now, &mut m);
+        conn.flush(now).expect("flush");
+        assert_eq!(
+            received(&mut client).0,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+        );
+        assert_eq!(count(&m, "/v1/completions", 200), 1);
+        assert_eq!(conn.job(), None);
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.keepalive));
+    }
+
+    #[test]
+    fn an_abandoned_generation_counts_499_and_drops_its_output() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        conn.start_generation(3, Box::new(Chunks));
+        assert_eq!(conn.abandon(&mut m), Some(3));
+        assert_eq!(count(&m, "/v1/completions", 499), 1);
+        assert_eq!(conn.pending_output(), 0);
+        assert!(conn.is_finished());
+        assert_eq!(conn.abandon(&mut m), None, "abandoned once");
+    }
+
+    #[test]
+    fn a_refused_generation_is_answered_by_its_responder() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        conn.refuse_generation(Box::new(Chunks), &EngineError::Loading, now, &mut m);
+        conn.flush(now).expect("flush");
+        assert!(received(&mut client)
+            .0
+            .starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert_eq!(count(&m, "/v1/completions", 503), 1);
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.keepalive));
+    }
+
+    #[test]
+    fn a_malformed_request_gets_its_error_and_the_connection_closes() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"POST /api/chat HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(request(&mut conn, &mut client, raw, now, &mut m).is_none());
+        conn.flush(now).expect("flush");
+        let (text, closed) = received(&mut client);
+        assert!(
+            text.starts_with("HTTP/1.1 501 Not Implemented\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(
+            text.contains("\"type\":\"invalid_request_error\""),
+            "{text}"
+        );
+        assert!(closed);
+        assert_eq!(count(&m, "other", 501), 1);
+    }
+
+    #[test]
+    fn expect_continue_is_answered_before_the_body() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw =
+            b"POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n";
+        assert!(request(&mut conn, &mut client, raw, now, &mut m).is_none());
+        conn.flush(now).expect("flush");
+        assert_eq!(received(&mut client).0.as_bytes(), CONTINUE_100);
+        // The body is awaited: the request timer runs.
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.header));
+        let req = request(&mut conn, &mut client, b"{}", now, &mut m).expect("the request");
+        assert_eq!(req.body, b"{}");
+    }
+
+    #[test]
+    fn a_request_arriving_too_slowly_gets_a_408() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let later = now + Duration::from_secs(1);
+        assert!(request(
+            &mut conn,
+            &mut client,
+            b"GET /health HTTP/1.1\r\n",
+            later,
+            &mut m
+        )
+        .is_none());
+        assert_eq!(conn.deadline(TIMEOUTS), Some(later + TIMEOUTS.header));
+        conn.time_out(&mut m);
+        let text = received(&mut client).0;
+        assert!(
+            text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("the request took too long to arrive"),
+            "{text}"
+        );
+        assert_eq!(count(&m, "other", 408), 1);
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn an_idle_connection_times_out_silently() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        conn.time_out(&mut m);
+        assert_eq!(received(&mut client).0, "");
+        assert!(m.requests().is_empty());
+        assert!(conn.is_finished());
+    }
+
+    #[test]
+    fn shutdown_closes_idle_connections_and_lets_busy_ones_finish() {
+        let now = Instant::now();
+        let (mut idle, _a) = pair(now);
+        idle.begin_shutdown();
+        assert!(idle.is_finished());
+
+        let (mut busy, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"POST /v1/completions HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+        request(&mut busy, &mut client, raw, now, &mut m).expect("a request");
+        busy.start_generation(1, Box::new(Chunks));
+        busy.begin_shutdown();
+        assert!(!busy.is_finished());
+        busy.with_responder(|r, out| {
+            r.started(out);
+            out.end_stream();
+            Next::Continue
+        });
+        busy.finish_response(now, &mut m);
+        busy.flush(now).expect("flush");
+        let (text, closed) = received(&mut client);
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(closed, "shut down after the response");
+    }
+
+    #[test]
+    fn a_refusal_delivers_its_bytes_then_closes() {
+        let now = Instant::now();
+        let (ours, mut client) = UnixStream::pair().expect("a socket pair");
+        let peer = Peer::Unix(PeerCred {
+            pid: 1,
+            uid: 1000,
+            gid: 1000,
+        });
+        let mut conn = Conn::refusal(Stream::Unix(ours), peer, b"no", now);
+        assert!(conn.is_refusal());
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+        conn.read_available(now);
+        conn.flush(now).expect("flush");
+        assert_eq!(received(&mut client), ("no".to_owned(), true));
+        drop(client);
+        conn.read_available(now);
+        assert!(conn.is_finished());
+    }
+}
