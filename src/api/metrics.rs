@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::{Ctx, FullResponse};
-use crate::metrics::{Histogram, BUCKETS};
+use crate::metrics::{Histogram, Metrics, BUCKETS};
 
 pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     let m = ctx.metrics;
@@ -41,6 +41,48 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
         header(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    counters(&mut out, m);
+    histogram(
+        &mut out,
+        "rkllmd_prefill_seconds",
+        "Prefill time per request, from the runtime.",
+        m.prefill_seconds(),
+    );
+    histogram(
+        &mut out,
+        "rkllmd_decode_seconds",
+        "Decode time per request, from the runtime.",
+        m.decode_seconds(),
+    );
+    for (name, help, value) in [
+        (
+            "rkllmd_aborts_total",
+            "Generations aborted (client gone, timeout, shutdown).",
+            m.aborts(),
+        ),
+        (
+            "rkllmd_runtime_errors_total",
+            "Runs the runtime failed.",
+            m.runtime_errors(),
+        ),
+        (
+            "rkllmd_queue_rejections_total",
+            "Requests refused because the queue was full.",
+            m.queue_rejections(),
+        ),
+    ] {
+        counter(&mut out, name, help, value);
+    }
+    FullResponse {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        headers: Vec::new(),
+        body: out.into_bytes(),
+    }
+}
+
+/// The counters of connections, generations and tokens, in their exposition order.
+fn counters(out: &mut String, m: &Metrics) {
     for (name, help, value) in [
         (
             "rkllmd_connections_accepted_total",
@@ -78,44 +120,7 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
             m.tokens_generated(),
         ),
     ] {
-        counter(&mut out, name, help, value);
-    }
-    histogram(
-        &mut out,
-        "rkllmd_prefill_seconds",
-        "Prefill time per request, from the runtime.",
-        m.prefill_seconds(),
-    );
-    histogram(
-        &mut out,
-        "rkllmd_decode_seconds",
-        "Decode time per request, from the runtime.",
-        m.decode_seconds(),
-    );
-    for (name, help, value) in [
-        (
-            "rkllmd_aborts_total",
-            "Generations aborted (client gone, timeout, shutdown).",
-            m.aborts(),
-        ),
-        (
-            "rkllmd_runtime_errors_total",
-            "Runs the runtime failed.",
-            m.runtime_errors(),
-        ),
-        (
-            "rkllmd_queue_rejections_total",
-            "Requests refused because the queue was full.",
-            m.queue_rejections(),
-        ),
-    ] {
-        counter(&mut out, name, help, value);
-    }
-    FullResponse {
-        status: 200,
-        content_type: "text/plain; version=0.0.4; charset=utf-8",
-        headers: Vec::new(),
-        body: out.into_bytes(),
+        counter(out, name, help, value);
     }
 }
 

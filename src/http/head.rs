@@ -61,7 +61,7 @@ pub(super) fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     while let Some(offset) = buf.get(at..)?.iter().position(|&b| b == b'\n') {
         let lf = at + offset;
         match buf.get(..lf) {
-            Some([.., b'\n']) | Some([.., b'\n', b'\r']) => return Some(lf + 1),
+            Some([.., b'\n'] | [.., b'\n', b'\r']) => return Some(lf + 1),
             _ => at = lf + 1,
         }
     }
@@ -122,7 +122,7 @@ pub(super) fn parse_head(bytes: &[u8], limits: &Limits) -> Result<Head, HttpErro
         headers,
         keep_alive,
         content_length,
-        expect_continue: framing.expect_continue,
+        expect_continue: framing.expect == Expect::Continue,
     })
 }
 
@@ -133,8 +133,16 @@ struct Framing {
     transfer_encoding: bool,
     close: bool,
     keep_alive: bool,
-    expect_continue: bool,
-    expect_other: bool,
+    expect: Expect,
+}
+
+/// What the `Expect` fields asked for; any other expectation than `100-continue` wins.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    #[default]
+    Nothing,
+    Continue,
+    Other,
 }
 
 impl Framing {
@@ -163,10 +171,10 @@ impl Framing {
                 }
             }
             "expect" => {
-                if value.eq_ignore_ascii_case("100-continue") {
-                    self.expect_continue = true;
-                } else {
-                    self.expect_other = true;
+                if !value.eq_ignore_ascii_case("100-continue") {
+                    self.expect = Expect::Other;
+                } else if self.expect == Expect::Nothing {
+                    self.expect = Expect::Continue;
                 }
             }
             _ => {}
@@ -192,7 +200,7 @@ impl Framing {
         if length > limits.max_body_bytes {
             return Err(too_large);
         }
-        if self.expect_other {
+        if self.expect == Expect::Other {
             return Err(HttpError::ExpectationFailed);
         }
         Ok(length)

@@ -64,8 +64,15 @@ pub struct Conn {
     peer_closed: bool,
     /// The last read stopped at the cap with input possibly left in the socket.
     read_paused: bool,
-    /// Only delivers a refusal: counted as refused, not as an accepted connection.
-    refused: bool,
+    admitted: Admitted,
+}
+
+/// Whether the connection serves requests or only delivers a refusal (counted as refused, not
+/// as an accepted connection).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    Client,
+    Refusal,
 }
 
 pub enum ReadOutcome {
@@ -91,7 +98,7 @@ impl Conn {
             writable_registered: false,
             peer_closed: false,
             read_paused: false,
-            refused: false,
+            admitted: Admitted::Client,
         }
     }
 
@@ -102,7 +109,7 @@ impl Conn {
         conn.phase = Phase::Closing {
             lingering_since: None,
         };
-        conn.refused = true;
+        conn.admitted = Admitted::Refusal;
         conn
     }
 
@@ -111,7 +118,7 @@ impl Conn {
     }
 
     pub fn is_refusal(&self) -> bool {
-        self.refused
+        self.admitted == Admitted::Refusal
     }
 
     pub fn is_peer_closed(&self) -> bool {
@@ -154,7 +161,7 @@ impl Conn {
         }
     }
 
-    /// Reads until WouldBlock, EOF or the buffer cap.
+    /// Reads until `WouldBlock`, EOF or the buffer cap.
     pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
         let closing = matches!(self.phase, Phase::Closing { .. });

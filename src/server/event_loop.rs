@@ -257,7 +257,7 @@ impl EventLoop {
             conn.respond(e.response(), now, &mut self.metrics);
             return;
         }
-        let ctx = self.serving.ctx(Live {
+        let ctx = self.serving.ctx(&Live {
             state: self.engine.state(),
             queue_depth: self.engine.queue_depth(),
             running: self.engine.running().is_some(),

@@ -91,7 +91,7 @@ impl Output {
         self.encoding = None;
     }
 
-    /// Writes until the buffer is empty or WouldBlock. Err means the peer is gone.
+    /// Writes until the buffer is empty or `WouldBlock`. Err means the peer is gone.
     pub fn flush_to(&mut self, stream: &mut Stream) -> io::Result<()> {
         while self.pos < self.buf.len() {
             match stream.write(&self.buf[self.pos..]) {

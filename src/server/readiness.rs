@@ -1,4 +1,4 @@
-//! Readiness notification: a newline on an inherited fd (s6, newer OpenRC) and/or `READY=1` to
+//! Readiness notification: a newline on an inherited fd (s6, newer `OpenRC`) and/or `READY=1` to
 //! `$NOTIFY_SOCKET` (systemd).
 
 use std::fs::File;

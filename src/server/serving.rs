@@ -83,7 +83,7 @@ impl Serving {
     }
 
     /// The view of the daemon a handler gets.
-    pub fn ctx<'a>(&'a self, live: Live<'a>) -> Ctx<'a> {
+    pub fn ctx<'a>(&'a self, live: &Live<'a>) -> Ctx<'a> {
         Ctx {
             model_name: &self.cfg.model_name,
             info: &self.info,

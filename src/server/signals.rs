@@ -48,13 +48,20 @@ impl Signals {
         let mut actions = Vec::new();
         loop {
             match self.fd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => actions.push(SignalAction::Reload),
-                    Ok(sig) => actions.push(SignalAction::Shutdown(sig)),
-                    Err(_) => log::warn!("unexpected signal {} on the signalfd", info.ssi_signo),
-                },
+                Ok(Some(info)) => {
+                    let signal = i32::try_from(info.ssi_signo)
+                        .ok()
+                        .and_then(|n| Signal::try_from(n).ok());
+                    match signal {
+                        Some(Signal::SIGHUP) => actions.push(SignalAction::Reload),
+                        Some(sig) => actions.push(SignalAction::Shutdown(sig)),
+                        None => {
+                            log::warn!("unexpected signal {} on the signalfd", info.ssi_signo);
+                        }
+                    }
+                }
                 Ok(None) => break,
-                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
                     log::error!("reading the signalfd failed: {e}");
                     break;
