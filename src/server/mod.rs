@@ -25,8 +25,8 @@ use crate::exit::Ending;
 use crate::lifecycle::{self, LockFile};
 use crate::runtime::{self, InitConfig, Sampling};
 
-use event_loop::Serving;
 pub use event_loop::Report;
+use event_loop::Serving;
 
 pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let signals = signals::Signals::install()
