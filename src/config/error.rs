@@ -87,6 +87,8 @@ pub enum ConfigError {
         len: usize,
     },
     /// `--root` or `--config-only` outside `rkllmd check`.
+    /// The `chat-template-*` keys do not make a template.
+    CustomTemplate(crate::chat::CustomPartsError),
     CheckOptionOutsideCheck {
         option: &'static str,
     },
@@ -143,6 +145,7 @@ impl fmt::Display for ConfigError {
                 "socket path '{}' is {len} bytes long; at most {MAX_SOCKET_PATH} fit",
                 path.display()
             ),
+            CustomTemplate(e) => write!(f, "{e}"),
             CheckOptionOutsideCheck { option } => {
                 write!(f, "{option} is only for 'rkllmd check' (see --help)")
             }

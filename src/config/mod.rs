@@ -11,6 +11,7 @@ mod file;
 mod options;
 mod secret;
 mod settings;
+mod template;
 mod values;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ use std::time::Duration;
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
 pub use options::help;
 pub use secret::ApiKey;
+pub use template::ChatTemplate;
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/rkllmd/rkllmd.conf";
@@ -122,11 +124,8 @@ pub struct Config {
     pub syslog: bool,
     /// `--log-level`; `RUST_LOG`, when set, is meant to win over it.
     pub log_level: log::LevelFilter,
-    /// `auto`, `runtime` or a preset name (validated).
-    pub chat_template: String,
+    pub chat_template: ChatTemplate,
     pub kv_cache_reuse: bool,
-    /// The `chat-template-*` keys, used when `chat_template` is `custom`.
-    pub chat_template_parts: crate::chat::CustomParts,
 }
 
 impl Default for Config {
@@ -165,9 +164,8 @@ impl Default for Config {
             notify_fd: None,
             syslog: false,
             log_level: log::LevelFilter::Info,
-            chat_template: "auto".to_owned(),
+            chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
-            chat_template_parts: crate::chat::CustomParts::default(),
         }
     }
 }

@@ -5,9 +5,12 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::chat::CustomParts;
+
 use super::error::{ConfigError, MAX_SOCKET_PATH};
 use super::options::Setting;
 use super::secret::ApiKey;
+use super::template::TemplateName;
 use super::values::{self, Expected};
 use super::{Config, Env};
 
@@ -29,6 +32,9 @@ pub(super) struct Draft {
     api_key_file: [Option<PathBuf>; 2],
     allow_uid: [Option<Vec<u32>>; 2],
     allow_gid: [Option<Vec<u32>>; 2],
+    template_name: TemplateName,
+    /// The `chat-template-*` keys, used when `template_name` is `custom`.
+    template_parts: CustomParts,
 }
 
 fn int<T: TryFrom<u64>>(raw: &str, min: u64, max: u64) -> Result<T, Expected> {
@@ -54,6 +60,8 @@ impl Draft {
             api_key_file: [None, None],
             allow_uid: [None, None],
             allow_gid: [None, None],
+            template_name: TemplateName::Auto,
+            template_parts: CustomParts::default(),
         }
     }
 
@@ -100,35 +108,35 @@ impl Draft {
             Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
             Setting::Syslog => c.syslog = values::boolean(raw)?,
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
-            Setting::ChatTemplate => c.chat_template = values::chat_template(raw)?,
+            Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
-            Setting::TemplateBos => c.chat_template_parts.bos = Some(values::template_text(raw)?),
+            Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
-                c.chat_template_parts.system_prefix = Some(values::template_text(raw)?)
+                self.template_parts.system_prefix = Some(values::template_text(raw)?)
             }
             Setting::TemplateSystemSuffix => {
-                c.chat_template_parts.system_suffix = Some(values::template_text(raw)?)
+                self.template_parts.system_suffix = Some(values::template_text(raw)?)
             }
             Setting::TemplateUserPrefix => {
-                c.chat_template_parts.user_prefix = Some(values::template_text(raw)?)
+                self.template_parts.user_prefix = Some(values::template_text(raw)?)
             }
             Setting::TemplateUserSuffix => {
-                c.chat_template_parts.user_suffix = Some(values::template_text(raw)?)
+                self.template_parts.user_suffix = Some(values::template_text(raw)?)
             }
             Setting::TemplateAssistantPrefix => {
-                c.chat_template_parts.assistant_prefix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_prefix = Some(values::template_text(raw)?)
             }
             Setting::TemplateAssistantSuffix => {
-                c.chat_template_parts.assistant_suffix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_suffix = Some(values::template_text(raw)?)
             }
             Setting::TemplateToolPrefix => {
-                c.chat_template_parts.tool_prefix = Some(values::template_text(raw)?)
+                self.template_parts.tool_prefix = Some(values::template_text(raw)?)
             }
             Setting::TemplateToolSuffix => {
-                c.chat_template_parts.tool_suffix = Some(values::template_text(raw)?)
+                self.template_parts.tool_suffix = Some(values::template_text(raw)?)
             }
             Setting::TemplateGenerationPrompt => {
-                c.chat_template_parts.generation_prompt = Some(values::template_text(raw)?)
+                self.template_parts.generation_prompt = Some(values::template_text(raw)?)
             }
             // Handled by the scanner and never produced by the file reader.
             Setting::Config
@@ -183,6 +191,10 @@ impl Draft {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
+        self.config.chat_template = self
+            .template_name
+            .resolve(&self.template_parts)
+            .map_err(ConfigError::CustomTemplate)?;
         Ok(self.config)
     }
 }
@@ -197,6 +209,10 @@ impl Draft {
         self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
         self.config.socket = self.socket.unwrap_or_else(|| default_socket(env));
         self.config.model_name = self.model_name.unwrap_or_default();
+        // Each part's escapes were checked as it was read, so this holds; `finish` reports it.
+        if let Ok(template) = self.template_name.resolve(&self.template_parts) {
+            self.config.chat_template = template;
+        }
         self.config
     }
 }

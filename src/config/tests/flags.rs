@@ -110,7 +110,7 @@ fn every_flag_is_parsed() {
     assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
     assert_eq!(c.abort_grace, Duration::from_millis(2500));
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
-    assert_eq!(c.chat_template, "qwen3");
+    assert_eq!(c.chat_template, ChatTemplate::Preset("qwen3"));
     assert!(!c.kv_cache_reuse);
     assert_eq!((c.temperature, c.top_p, c.top_k), (0.0, 1.0, 40));
     assert_eq!(
