@@ -22,6 +22,8 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::runtime::Sampling;
+
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
 pub use options::help;
 pub use secret::ApiKey;
@@ -113,13 +115,7 @@ pub struct Config {
     pub max_context_len: u32,
     pub max_new_tokens: u32,
     /// Sampling defaults; a request may override each of them.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// 0 means no limit. `i32` because that is what the runtime takes.
-    pub top_k: i32,
-    pub repeat_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
+    pub sampling: Sampling,
     pub notify_fd: Option<RawFd>,
     pub syslog: bool,
     /// `--log-level`; `RUST_LOG`, when set, is meant to win over it.
@@ -155,12 +151,7 @@ impl Default for Config {
             abort_grace: Duration::from_secs(5),
             max_context_len: 4096,
             max_new_tokens: 4096,
-            temperature: 0.8,
-            top_p: 0.9,
-            top_k: 1,
-            repeat_penalty: 1.1,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
+            sampling: Sampling::default(),
             notify_fd: None,
             syslog: false,
             log_level: log::LevelFilter::Info,

@@ -97,14 +97,18 @@ impl Draft {
             Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
             Setting::MaxContextLen => c.max_context_len = int(raw, 1, MAX_TOKENS)?,
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
-            Setting::Temperature => c.temperature = values::float(raw, 0.0, 100.0, false)?,
-            Setting::TopP => c.top_p = values::float(raw, 0.0, 1.0, true)?,
-            Setting::TopK => c.top_k = int(raw, 0, MAX_TOKENS)?,
-            Setting::RepeatPenalty => c.repeat_penalty = values::float(raw, 0.0, 10.0, true)?,
-            Setting::FrequencyPenalty => {
-                c.frequency_penalty = values::float(raw, -2.0, 2.0, false)?
+            Setting::Temperature => c.sampling.temperature = values::float(raw, 0.0, 100.0, false)?,
+            Setting::TopP => c.sampling.top_p = values::float(raw, 0.0, 1.0, true)?,
+            Setting::TopK => c.sampling.top_k = int(raw, 0, MAX_TOKENS)?,
+            Setting::RepeatPenalty => {
+                c.sampling.repeat_penalty = values::float(raw, 0.0, 10.0, true)?
             }
-            Setting::PresencePenalty => c.presence_penalty = values::float(raw, -2.0, 2.0, false)?,
+            Setting::FrequencyPenalty => {
+                c.sampling.frequency_penalty = values::float(raw, -2.0, 2.0, false)?
+            }
+            Setting::PresencePenalty => {
+                c.sampling.presence_penalty = values::float(raw, -2.0, 2.0, false)?
+            }
             Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
             Setting::Syslog => c.syslog = values::boolean(raw)?,
             Setting::LogLevel => c.log_level = values::log_level(raw)?,

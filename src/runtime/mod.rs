@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub use error::RuntimeError;
 pub use library::{load, loaded, Library, DEFAULT_LIBRARY};
 
-/// Sampling values, at init and (ABI 1.3) per run.
+/// Sampling values, at init and (ABI 1.3) per run. `Default` holds rkllmd's defaults, the one
+/// definition behind the config's values and `--help`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
+    /// 0 means no limit. `i32` because that is what the runtime takes.
     pub top_k: i32,
     pub top_p: f32,
     pub temperature: f32,

@@ -123,14 +123,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
 }
 
 fn sampling_of(cfg: &Config) -> Sampling {
-    Sampling {
-        top_k: cfg.top_k,
-        top_p: cfg.top_p,
-        temperature: cfg.temperature,
-        repeat_penalty: cfg.repeat_penalty,
-        frequency_penalty: cfg.frequency_penalty,
-        presence_penalty: cfg.presence_penalty,
-    }
+    cfg.sampling
 }
 
 /// The chat template rkllmd renders conversations with; `None` leaves templating to the runtime.

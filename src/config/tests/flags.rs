@@ -112,9 +112,16 @@ fn every_flag_is_parsed() {
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
     assert_eq!(c.chat_template, ChatTemplate::Preset("qwen3"));
     assert!(!c.kv_cache_reuse);
-    assert_eq!((c.temperature, c.top_p, c.top_k), (0.0, 1.0, 40));
     assert_eq!(
-        (c.repeat_penalty, c.frequency_penalty, c.presence_penalty),
+        (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k),
+        (0.0, 1.0, 40)
+    );
+    assert_eq!(
+        (
+            c.sampling.repeat_penalty,
+            c.sampling.frequency_penalty,
+            c.sampling.presence_penalty
+        ),
         (1.0, -0.5, 0.5)
     );
     assert_eq!(c.notify_fd, Some(3));

@@ -22,7 +22,7 @@ fn config_file_then_flags() {
     assert_eq!(c.allow_uid, [1, 2, 3]);
     assert_eq!(c.allow_gid, [50]);
     assert!(c.syslog);
-    assert_eq!(c.temperature, 0.2);
+    assert_eq!(c.sampling.temperature, 0.2);
     assert_eq!(c.config_file.as_deref(), Some(Path::new(&conf)));
 
     let c = run(
@@ -178,8 +178,8 @@ fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
     );
     assert_eq!(c.config.queue_size, 3);
     assert_eq!(c.config.max_connections, 9);
-    assert_eq!(c.config.top_k, 7);
-    assert_eq!(c.config.top_p, Config::default().top_p);
+    assert_eq!(c.config.sampling.top_k, 7);
+    assert_eq!(c.config.sampling.top_p, Config::default().sampling.top_p);
     assert_eq!(c.config.config_file, Some(PathBuf::from(&conf)));
 
     let absent = s.path("absent.conf");
