@@ -8,6 +8,7 @@
 mod args;
 mod error;
 mod file;
+mod help;
 mod options;
 mod secret;
 mod settings;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use crate::runtime::Sampling;
 
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
-pub use options::help;
+pub use help::help;
 pub use secret::ApiKey;
 pub use template::ChatTemplate;
 
