@@ -73,23 +73,20 @@ fn simulator_runpath(out_dir: &Path) -> String {
     if let Some(relative) = relative {
         return format!("$ORIGIN/{relative}:$ORIGIN/../{relative}");
     }
-    match out_dir.to_str().filter(|a| usable(a)) {
-        Some(absolute) => {
-            println!(
-                "cargo:warning=OUT_DIR ({absolute}) is not in cargo's usual layout: the \
-                 binaries get it as an absolute runpath to find the rkllm simulator"
-            );
-            absolute.to_owned()
-        }
-        None => {
-            println!(
-                "cargo:warning=OUT_DIR ({}) cannot be a runpath: the binaries will not find \
-                 the rkllm simulator by name; set LD_LIBRARY_PATH to it or runtime-library \
-                 to its librkllmrt.so",
-                out_dir.display()
-            );
-            String::new()
-        }
+    if let Some(absolute) = out_dir.to_str().filter(|a| usable(a)) {
+        println!(
+            "cargo:warning=OUT_DIR ({absolute}) is not in cargo's usual layout: the \
+             binaries get it as an absolute runpath to find the rkllm simulator"
+        );
+        absolute.to_owned()
+    } else {
+        println!(
+            "cargo:warning=OUT_DIR ({}) cannot be a runpath: the binaries will not find \
+             the rkllm simulator by name; set LD_LIBRARY_PATH to it or runtime-library \
+             to its librkllmrt.so",
+            out_dir.display()
+        );
+        String::new()
     }
 }
 
@@ -123,7 +120,12 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
         .args(["-Wl,-soname,librkllmrt.so", "-o"])
         .arg(&lib)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {:?}: {e}", compiler.path()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the C++ compiler {}: {e}",
+                compiler.path().display()
+            )
+        });
     assert!(status.success(), "building the rkllm simulator failed");
 
     lib

@@ -107,7 +107,12 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ConfigError::*;
+        use ConfigError::{
+            ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
+            ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
+            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable, SocketPathTooLong,
+            Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
+        };
         match self {
             UnknownOption { option } => write!(f, "unknown option '{option}' (see --help)"),
             MissingValue { option } => write!(f, "option '{option}' needs a value (see --help)"),

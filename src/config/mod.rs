@@ -177,8 +177,8 @@ impl Config {
 ///
 /// For `check`, only a bad command line is an error; an invalid configuration is reported in
 /// the [`CheckSetup`].
-pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
-    let line = match args::scan(&args)? {
+pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
+    let line = match args::scan(args)? {
         args::Scan::Help => return Ok(Command::Help(help())),
         args::Scan::Version => return Ok(Command::Version),
         args::Scan::Parsed(line) => line,
@@ -243,7 +243,7 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
         },
     };
     let config_file = loaded.as_ref().map(|(path, _)| path.clone());
-    for (path, entries) in loaded.iter() {
+    if let Some((path, entries)) = &loaded {
         for entry in entries {
             if let Err(expected) = draft.apply(entry.key, &entry.value, settings::Layer::File) {
                 first_error.get_or_insert(ConfigError::InvalidValue {

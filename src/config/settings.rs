@@ -101,13 +101,13 @@ impl Draft {
             Setting::TopP => c.sampling.top_p = values::float(raw, 0.0, 1.0, true)?,
             Setting::TopK => c.sampling.top_k = int(raw, 0, MAX_TOKENS)?,
             Setting::RepeatPenalty => {
-                c.sampling.repeat_penalty = values::float(raw, 0.0, 10.0, true)?
+                c.sampling.repeat_penalty = values::float(raw, 0.0, 10.0, true)?;
             }
             Setting::FrequencyPenalty => {
-                c.sampling.frequency_penalty = values::float(raw, -2.0, 2.0, false)?
+                c.sampling.frequency_penalty = values::float(raw, -2.0, 2.0, false)?;
             }
             Setting::PresencePenalty => {
-                c.sampling.presence_penalty = values::float(raw, -2.0, 2.0, false)?
+                c.sampling.presence_penalty = values::float(raw, -2.0, 2.0, false)?;
             }
             Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
             Setting::Syslog => c.syslog = values::boolean(raw)?,
@@ -116,31 +116,31 @@ impl Draft {
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
-                self.template_parts.system_prefix = Some(values::template_text(raw)?)
+                self.template_parts.system_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateSystemSuffix => {
-                self.template_parts.system_suffix = Some(values::template_text(raw)?)
+                self.template_parts.system_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateUserPrefix => {
-                self.template_parts.user_prefix = Some(values::template_text(raw)?)
+                self.template_parts.user_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateUserSuffix => {
-                self.template_parts.user_suffix = Some(values::template_text(raw)?)
+                self.template_parts.user_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateAssistantPrefix => {
-                self.template_parts.assistant_prefix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateAssistantSuffix => {
-                self.template_parts.assistant_suffix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateToolPrefix => {
-                self.template_parts.tool_prefix = Some(values::template_text(raw)?)
+                self.template_parts.tool_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateToolSuffix => {
-                self.template_parts.tool_suffix = Some(values::template_text(raw)?)
+                self.template_parts.tool_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateGenerationPrompt => {
-                self.template_parts.generation_prompt = Some(values::template_text(raw)?)
+                self.template_parts.generation_prompt = Some(values::template_text(raw)?);
             }
             // Handled by the scanner and never produced by the file reader.
             Setting::Config
@@ -166,13 +166,14 @@ impl Draft {
         } else if need_model {
             return Err(ConfigError::ModelRequired);
         }
-        let [file_uids, flag_uids] = self.allow_uid;
-        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
-        let [file_gids, flag_gids] = self.allow_gid;
-        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+        self.config.allow_uid = flags_over_file(self.allow_uid).unwrap_or_default();
+        self.config.allow_gid = flags_over_file(self.allow_gid).unwrap_or_default();
 
-        self.config.api_key =
-            resolve_api_key(&self.api_key, &self.api_key_file, &self.config.config_file)?;
+        self.config.api_key = resolve_api_key(
+            &self.api_key,
+            &self.api_key_file,
+            self.config.config_file.as_ref(),
+        )?;
         if let Some(addr) = self.config.tcp {
             if !addr.ip().is_loopback() && self.config.api_key.is_none() {
                 return Err(ConfigError::TcpNeedsApiKey { addr });
@@ -207,10 +208,8 @@ impl Draft {
     /// For `check` after `finish` refused the draft: the same settings without the checks that
     /// can fail, so the other checks can still run on what was configured.
     pub fn finish_lenient(mut self, env: &Env) -> Config {
-        let [file_uids, flag_uids] = self.allow_uid;
-        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
-        let [file_gids, flag_gids] = self.allow_gid;
-        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+        self.config.allow_uid = flags_over_file(self.allow_uid).unwrap_or_default();
+        self.config.allow_gid = flags_over_file(self.allow_gid).unwrap_or_default();
         self.config.socket = self.socket.unwrap_or_else(|| default_socket(env));
         self.config.model_name = self.model_name.unwrap_or_default();
         // Each part's escapes were checked as it was read, so this holds; `finish` reports it.
@@ -219,6 +218,11 @@ impl Draft {
         }
         self.config
     }
+}
+
+/// The flags' value if they gave one, else the file's.
+fn flags_over_file<T>([file, flags]: [Option<T>; 2]) -> Option<T> {
+    flags.or(file)
 }
 
 /// `/run/rkllmd/rkllmd.sock` for root; otherwise under `$XDG_RUNTIME_DIR` (which must be an
@@ -267,12 +271,12 @@ fn check_model(path: &Path) -> Result<(), ConfigError> {
 fn resolve_api_key(
     keys: &[Option<String>; 2],
     key_files: &[Option<PathBuf>; 2],
-    config_file: &Option<PathBuf>,
+    config_file: Option<&PathBuf>,
 ) -> Result<Option<ApiKey>, ConfigError> {
     for layer in [Layer::Flags, Layer::File] {
         let l = layer as usize;
         let conflict_in = if layer == Layer::File {
-            config_file.clone()
+            config_file.cloned()
         } else {
             None
         };

@@ -244,14 +244,14 @@ fn help_and_version() {
         &["--model", "/nonexistent", "--help"],
         &["check", "-h"],
     ] {
-        match parse(argv(args), &s.env()) {
+        match parse(&argv(args), &s.env()) {
             Ok(Command::Help(text)) => assert_eq!(text, help()),
             other => panic!("{args:?}: {other:?}"),
         }
     }
     for args in [&["--version"][..], &["-V"]] {
         assert!(
-            matches!(parse(argv(args), &s.env()), Ok(Command::Version)),
+            matches!(parse(&argv(args), &s.env()), Ok(Command::Version)),
             "{args:?}"
         );
     }
