@@ -1,8 +1,13 @@
 //! Compiles the C++ shim against the vendored `rkllm.h` of the selected ABI. The runtime itself is
 //! not linked: the shim dlopens it at engine start (`runtime-library`). When `RKLLM_LIB_DIR` is
-//! unset (dev host, CI) our simulator is built from `vendor/rkllm-sim/` into target/<profile>/,
-//! where the binaries' `$ORIGIN` runpath lets dlopen find it; when it is set (board, buildroot)
-//! nothing more is built and the real runtime is found by the normal dlopen search at run time.
+//! unset (dev host, CI) our simulator is built from `vendor/rkllm-sim/` into `OUT_DIR`, and the
+//! package's binaries (and test and bench binaries) get an `$ORIGIN`-relative runpath to it, so
+//! dlopen's normal search finds it; when it is set (board, buildroot) nothing more is built and
+//! the real runtime is found by the normal dlopen search at run time.
+//!
+//! Besides `RKLLMD_ABI`, the crate gets `RKLLMD_RUNPATH` (the runpath, for `rkllmd check` to
+//! follow dlopen's search) and `RKLLMD_SIM_LIB` (the simulator's absolute path, for tests; both
+//! empty without the simulator).
 
 use std::env;
 use std::fs;
@@ -35,26 +40,58 @@ fn main() {
         .extra_warnings(true)
         .compile("rkllmd_shim");
 
-    // The runpath the binaries get, for `rkllmd check` to follow dlopen's search.
-    let runpath = if env::var_os("RKLLM_LIB_DIR").is_none() {
-        build_simulator(&manifest, &out_dir, &header_dir, abi_minor);
-        SIMULATOR_RUNPATH
+    let (runpath, sim_lib) = if env::var_os("RKLLM_LIB_DIR").is_none() {
+        let lib = build_simulator(&manifest, &out_dir, &header_dir, abi_minor);
+        let runpath = simulator_runpath(&out_dir);
+        if !runpath.is_empty() {
+            println!("cargo:rustc-link-arg=-Wl,-rpath,{runpath}");
+        }
+        (runpath, lib.display().to_string())
     } else {
-        ""
+        (String::new(), String::new())
     };
     println!("cargo:rustc-env=RKLLMD_RUNPATH={runpath}");
+    println!("cargo:rustc-env=RKLLMD_SIM_LIB={sim_lib}");
     // dlopen lives in libdl before glibc 2.34 (still common on board images); later it is an
     // empty stub, so linking it is always right.
     println!("cargo:rustc-link-lib=dylib=dl");
 }
 
-/// Binaries sit in <profile>/, test and bench binaries in <profile>/deps/.
-const SIMULATOR_RUNPATH: &str = "$ORIGIN:$ORIGIN/..";
+/// The runpath that lets dlopen find the simulator in `out_dir`. `OUT_DIR` is
+/// `<profile>/build/<pkg>-<hash>/out`; binaries sit in `<profile>/`, test and bench binaries in
+/// `<profile>/deps/`, so `$ORIGIN`-relative entries reach it from both (never a build-host
+/// absolute path, unless cargo's layout is not the usual one).
+fn simulator_runpath(out_dir: &Path) -> String {
+    // A runpath entry must not hold the runpath separator, a `$` token or, through `-Wl,`, a comma.
+    let usable = |s: &str| !s.contains([':', ',', '$']);
+    // `build/<pkg>-<hash>/out`: the last three components, when the third from last is `build`.
+    let tail: Vec<_> = out_dir.components().rev().take(3).collect();
+    let relative = (tail.len() == 3 && tail[2].as_os_str() == "build")
+        .then(|| tail.iter().rev().collect::<PathBuf>())
+        .and_then(|r| r.to_str().map(str::to_owned))
+        .filter(|r| usable(r));
+    if let Some(relative) = relative {
+        return format!("$ORIGIN/{relative}:$ORIGIN/../{relative}");
+    }
+    if let Some(absolute) = out_dir.to_str().filter(|a| usable(a)) {
+        println!(
+            "cargo:warning=OUT_DIR ({absolute}) is not in cargo's usual layout: the \
+             binaries get it as an absolute runpath to find the rkllm simulator"
+        );
+        absolute.to_owned()
+    } else {
+        println!(
+            "cargo:warning=OUT_DIR ({}) cannot be a runpath: the binaries will not find \
+             the rkllm simulator by name; set LD_LIBRARY_PATH to it or runtime-library \
+             to its librkllmrt.so",
+            out_dir.display()
+        );
+        String::new()
+    }
+}
 
-/// Dev host case: build the simulator as `librkllmrt.so` next to the binaries (target/<profile>/)
-/// and give them an `$ORIGIN`-relative runpath (never a build-host absolute one), which dlopen
-/// called from the binary honours.
-fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor: &str) {
+/// Dev host case: builds the simulator as `OUT_DIR/librkllmrt.so` and returns its path.
+fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor: &str) -> PathBuf {
     let sim_src = manifest.join("vendor/rkllm-sim/src");
     println!("cargo:rerun-if-changed={}", sim_src.display());
     let mut sources: Vec<PathBuf> = fs::read_dir(&sim_src)
@@ -83,23 +120,13 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
         .args(["-Wl,-soname,librkllmrt.so", "-o"])
         .arg(&lib)
         .status()
-        .unwrap_or_else(|e| panic!("cannot run the C++ compiler {:?}: {e}", compiler.path()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the C++ compiler {}: {e}",
+                compiler.path().display()
+            )
+        });
     assert!(status.success(), "building the rkllm simulator failed");
 
-    // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: the profile dir is three levels up.
-    let profile_dir = out_dir
-        .ancestors()
-        .nth(3)
-        .expect("OUT_DIR has the usual depth");
-    let installed = profile_dir.join("librkllmrt.so");
-    // Replace, not overwrite in place: a running daemon may have the old file mapped.
-    let tmp = profile_dir.join("librkllmrt.so.tmp");
-    fs::copy(&lib, &tmp).expect("copy simulator next to the binaries");
-    fs::rename(&tmp, &installed).expect("install simulator next to the binaries");
-
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{SIMULATOR_RUNPATH}");
-    println!(
-        "cargo:warning=RKLLM_LIB_DIR is unset: built the rkllm simulator ({}) for dlopen",
-        installed.display()
-    );
+    lib
 }

@@ -1,4 +1,4 @@
-//! Logging through `log`: env_logger on stderr by default, or syslog (`--syslog`) for init.d,
+//! Logging through `log`: `env_logger` on stderr by default, or syslog (`--syslog`) for init.d,
 //! whose start-stop-daemon --background throws stdio away. `RUST_LOG` overrides the level.
 
 use std::io;

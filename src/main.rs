@@ -17,7 +17,7 @@ fn main() {
 
 fn run() -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match config::parse(args, &config::Env::from_process()) {
+    let command = match config::parse(&args, &config::Env::from_process()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rkllmd: {e}");

@@ -3,18 +3,15 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{Daemon, TempDir};
 
-/// target/<profile>/librkllmrt.so: the simulator build.rs put beside the binary.
-fn simulator_library() -> std::path::PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rkllmd"))
-        .parent()
-        .expect("the binary has a directory")
-        .join("librkllmrt.so")
+/// The simulator build.rs built (in its `OUT_DIR`), which the binaries' runpath finds.
+fn simulator_library() -> PathBuf {
+    PathBuf::from(env!("RKLLMD_SIM_LIB"))
 }
 
 // ---- loading the runtime ----
@@ -76,7 +73,8 @@ fn a_runtime_library_path_is_used_as_is_and_logged() {
 fn version_says_when_no_runtime_loads() {
     let dir = TempDir::new("version");
     let exe = dir.path().join("rkllmd");
-    // A copy away from target/<profile>/: its $ORIGIN runpath no longer finds the simulator.
+    // A copy away from target/<profile>/: its $ORIGIN-relative runpath no longer finds the
+    // simulator.
     std::fs::copy(env!("CARGO_BIN_EXE_rkllmd"), &exe).unwrap();
     let out = std::process::Command::new(&exe)
         .arg("--version")

@@ -3,14 +3,14 @@
 # prove the linter is live: a copy of the tree with one known fault per file
 # kind must fail.
 #
-# Buildroot comes from $BUILDROOT (a checkout), else from the bare git
-# directory $BUILDROOT_GIT (default: this machine's snapshot), extracted to a
-# temporary directory. Needs python3 with the 'magic' and 'flake8' modules
-# (Debian: apt-get install python3-magic flake8) and shellcheck.
+# Buildroot's linter comes from $BUILDROOT (a checkout), else from the copy
+# of its utils/ in ../shared/buildroot-check-package/ beside the repository.
+# Needs python3 with the 'magic' and 'flake8' modules (Debian: apt-get
+# install python3-magic flake8) and shellcheck.
 set -euo pipefail
 
 tree=$(cd "$(dirname "$0")" && pwd)
-snapshot=${BUILDROOT_GIT:-/work/.mirror/buildroot+buildroot/repo}
+shared=$(cd "$tree/../../.." && pwd)/shared/buildroot-check-package
 
 die() {
 	printf '\n*** check-package.sh: %s\n\n' "$*" >&2
@@ -25,16 +25,13 @@ if [ -n "${BUILDROOT:-}" ]; then
 		die "BUILDROOT=$BUILDROOT has no utils/check-package"
 	br=$BUILDROOT
 	origin="$BUILDROOT"
-elif git --git-dir="$snapshot" rev-parse --verify -q HEAD >/dev/null 2>&1; then
-	br=$work/buildroot
-	mkdir -p "$br"
-	git --git-dir="$snapshot" archive HEAD utils/check-package utils/checkpackagelib |
-		tar -x -C "$br"
-	origin="$snapshot at $(git --git-dir="$snapshot" rev-parse --short HEAD)"
+elif [ -f "$shared/utils/check-package" ]; then
+	br=$(cd "$shared" && pwd)
+	origin="$br, Buildroot $(cut -c1-12 "$br/COMMIT" 2>/dev/null || echo '(commit unknown)')"
 else
-	die "no Buildroot: set BUILDROOT to a Buildroot checkout" \
+	die "no Buildroot linter: set BUILDROOT to a Buildroot checkout" \
 		"(git clone https://gitlab.com/buildroot.org/buildroot.git)" \
-		"or BUILDROOT_GIT to a bare clone of it"
+		"or put its utils/ copy in $shared"
 fi
 
 # check-package runs flake8 in-process and identifies shell scripts with

@@ -48,6 +48,8 @@ impl Rendered {
 }
 
 /// Where a turn stands in its conversation, for the rules that look beyond the turn itself.
+// Independent facts about one turn, read by different rules: not a state machine in disguise.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Default)]
 struct Position<'a> {
     is_first: bool,

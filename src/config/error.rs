@@ -87,6 +87,8 @@ pub enum ConfigError {
         len: usize,
     },
     /// `--root` or `--config-only` outside `rkllmd check`.
+    /// The `chat-template-*` keys do not make a template.
+    CustomTemplate(crate::chat::CustomPartsError),
     CheckOptionOutsideCheck {
         option: &'static str,
     },
@@ -105,7 +107,12 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use ConfigError::*;
+        use ConfigError::{
+            ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
+            ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
+            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable, SocketPathTooLong,
+            Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
+        };
         match self {
             UnknownOption { option } => write!(f, "unknown option '{option}' (see --help)"),
             MissingValue { option } => write!(f, "option '{option}' needs a value (see --help)"),
@@ -143,6 +150,7 @@ impl fmt::Display for ConfigError {
                 "socket path '{}' is {len} bytes long; at most {MAX_SOCKET_PATH} fit",
                 path.display()
             ),
+            CustomTemplate(e) => write!(f, "{e}"),
             CheckOptionOutsideCheck { option } => {
                 write!(f, "{option} is only for 'rkllmd check' (see --help)")
             }

@@ -8,9 +8,11 @@
 mod args;
 mod error;
 mod file;
+mod help;
 mod options;
 mod secret;
 mod settings;
+mod template;
 mod values;
 
 #[cfg(test)]
@@ -21,9 +23,12 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::runtime::Sampling;
+
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
-pub use options::help;
+pub use help::help;
 pub use secret::ApiKey;
+pub use template::ChatTemplate;
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/rkllmd/rkllmd.conf";
@@ -111,22 +116,13 @@ pub struct Config {
     pub max_context_len: u32,
     pub max_new_tokens: u32,
     /// Sampling defaults; a request may override each of them.
-    pub temperature: f32,
-    pub top_p: f32,
-    /// 0 means no limit. `i32` because that is what the runtime takes.
-    pub top_k: i32,
-    pub repeat_penalty: f32,
-    pub frequency_penalty: f32,
-    pub presence_penalty: f32,
+    pub sampling: Sampling,
     pub notify_fd: Option<RawFd>,
     pub syslog: bool,
     /// `--log-level`; `RUST_LOG`, when set, is meant to win over it.
     pub log_level: log::LevelFilter,
-    /// `auto`, `runtime` or a preset name (validated).
-    pub chat_template: String,
+    pub chat_template: ChatTemplate,
     pub kv_cache_reuse: bool,
-    /// The `chat-template-*` keys, used when `chat_template` is `custom`.
-    pub chat_template_parts: crate::chat::CustomParts,
 }
 
 impl Default for Config {
@@ -156,18 +152,12 @@ impl Default for Config {
             abort_grace: Duration::from_secs(5),
             max_context_len: 4096,
             max_new_tokens: 4096,
-            temperature: 0.8,
-            top_p: 0.9,
-            top_k: 1,
-            repeat_penalty: 1.1,
-            frequency_penalty: 0.0,
-            presence_penalty: 0.0,
+            sampling: Sampling::default(),
             notify_fd: None,
             syslog: false,
             log_level: log::LevelFilter::Info,
-            chat_template: "auto".to_owned(),
+            chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
-            chat_template_parts: crate::chat::CustomParts::default(),
         }
     }
 }
@@ -187,8 +177,8 @@ impl Config {
 ///
 /// For `check`, only a bad command line is an error; an invalid configuration is reported in
 /// the [`CheckSetup`].
-pub fn parse(args: Vec<String>, env: &Env) -> Result<Command, ConfigError> {
-    let line = match args::scan(&args)? {
+pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
+    let line = match args::scan(args)? {
         args::Scan::Help => return Ok(Command::Help(help())),
         args::Scan::Version => return Ok(Command::Version),
         args::Scan::Parsed(line) => line,
@@ -253,7 +243,7 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
         },
     };
     let config_file = loaded.as_ref().map(|(path, _)| path.clone());
-    for (path, entries) in loaded.iter() {
+    if let Some((path, entries)) = &loaded {
         for entry in entries {
             if let Err(expected) = draft.apply(entry.key, &entry.value, settings::Layer::File) {
                 first_error.get_or_insert(ConfigError::InvalidValue {

@@ -5,9 +5,12 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::chat::CustomParts;
+
 use super::error::{ConfigError, MAX_SOCKET_PATH};
 use super::options::Setting;
 use super::secret::ApiKey;
+use super::template::TemplateName;
 use super::values::{self, Expected};
 use super::{Config, Env};
 
@@ -29,6 +32,9 @@ pub(super) struct Draft {
     api_key_file: [Option<PathBuf>; 2],
     allow_uid: [Option<Vec<u32>>; 2],
     allow_gid: [Option<Vec<u32>>; 2],
+    template_name: TemplateName,
+    /// The `chat-template-*` keys, used when `template_name` is `custom`.
+    template_parts: CustomParts,
 }
 
 fn int<T: TryFrom<u64>>(raw: &str, min: u64, max: u64) -> Result<T, Expected> {
@@ -54,6 +60,8 @@ impl Draft {
             api_key_file: [None, None],
             allow_uid: [None, None],
             allow_gid: [None, None],
+            template_name: TemplateName::Auto,
+            template_parts: CustomParts::default(),
         }
     }
 
@@ -89,46 +97,50 @@ impl Draft {
             Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
             Setting::MaxContextLen => c.max_context_len = int(raw, 1, MAX_TOKENS)?,
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
-            Setting::Temperature => c.temperature = values::float(raw, 0.0, 100.0, false)?,
-            Setting::TopP => c.top_p = values::float(raw, 0.0, 1.0, true)?,
-            Setting::TopK => c.top_k = int(raw, 0, MAX_TOKENS)?,
-            Setting::RepeatPenalty => c.repeat_penalty = values::float(raw, 0.0, 10.0, true)?,
-            Setting::FrequencyPenalty => {
-                c.frequency_penalty = values::float(raw, -2.0, 2.0, false)?
+            Setting::Temperature => c.sampling.temperature = values::float(raw, 0.0, 100.0, false)?,
+            Setting::TopP => c.sampling.top_p = values::float(raw, 0.0, 1.0, true)?,
+            Setting::TopK => c.sampling.top_k = int(raw, 0, MAX_TOKENS)?,
+            Setting::RepeatPenalty => {
+                c.sampling.repeat_penalty = values::float(raw, 0.0, 10.0, true)?;
             }
-            Setting::PresencePenalty => c.presence_penalty = values::float(raw, -2.0, 2.0, false)?,
+            Setting::FrequencyPenalty => {
+                c.sampling.frequency_penalty = values::float(raw, -2.0, 2.0, false)?;
+            }
+            Setting::PresencePenalty => {
+                c.sampling.presence_penalty = values::float(raw, -2.0, 2.0, false)?;
+            }
             Setting::NotifyFd => c.notify_fd = Some(values::notify_fd(raw)?),
             Setting::Syslog => c.syslog = values::boolean(raw)?,
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
-            Setting::ChatTemplate => c.chat_template = values::chat_template(raw)?,
+            Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
-            Setting::TemplateBos => c.chat_template_parts.bos = Some(values::template_text(raw)?),
+            Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
-                c.chat_template_parts.system_prefix = Some(values::template_text(raw)?)
+                self.template_parts.system_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateSystemSuffix => {
-                c.chat_template_parts.system_suffix = Some(values::template_text(raw)?)
+                self.template_parts.system_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateUserPrefix => {
-                c.chat_template_parts.user_prefix = Some(values::template_text(raw)?)
+                self.template_parts.user_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateUserSuffix => {
-                c.chat_template_parts.user_suffix = Some(values::template_text(raw)?)
+                self.template_parts.user_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateAssistantPrefix => {
-                c.chat_template_parts.assistant_prefix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateAssistantSuffix => {
-                c.chat_template_parts.assistant_suffix = Some(values::template_text(raw)?)
+                self.template_parts.assistant_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateToolPrefix => {
-                c.chat_template_parts.tool_prefix = Some(values::template_text(raw)?)
+                self.template_parts.tool_prefix = Some(values::template_text(raw)?);
             }
             Setting::TemplateToolSuffix => {
-                c.chat_template_parts.tool_suffix = Some(values::template_text(raw)?)
+                self.template_parts.tool_suffix = Some(values::template_text(raw)?);
             }
             Setting::TemplateGenerationPrompt => {
-                c.chat_template_parts.generation_prompt = Some(values::template_text(raw)?)
+                self.template_parts.generation_prompt = Some(values::template_text(raw)?);
             }
             // Handled by the scanner and never produced by the file reader.
             Setting::Config
@@ -154,13 +166,14 @@ impl Draft {
         } else if need_model {
             return Err(ConfigError::ModelRequired);
         }
-        let [file_uids, flag_uids] = self.allow_uid;
-        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
-        let [file_gids, flag_gids] = self.allow_gid;
-        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+        self.config.allow_uid = flags_over_file(self.allow_uid).unwrap_or_default();
+        self.config.allow_gid = flags_over_file(self.allow_gid).unwrap_or_default();
 
-        self.config.api_key =
-            resolve_api_key(&self.api_key, &self.api_key_file, &self.config.config_file)?;
+        self.config.api_key = resolve_api_key(
+            &self.api_key,
+            &self.api_key_file,
+            self.config.config_file.as_ref(),
+        )?;
         if let Some(addr) = self.config.tcp {
             if !addr.ip().is_loopback() && self.config.api_key.is_none() {
                 return Err(ConfigError::TcpNeedsApiKey { addr });
@@ -183,6 +196,10 @@ impl Draft {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
+        self.config.chat_template = self
+            .template_name
+            .resolve(&self.template_parts)
+            .map_err(ConfigError::CustomTemplate)?;
         Ok(self.config)
     }
 }
@@ -191,14 +208,21 @@ impl Draft {
     /// For `check` after `finish` refused the draft: the same settings without the checks that
     /// can fail, so the other checks can still run on what was configured.
     pub fn finish_lenient(mut self, env: &Env) -> Config {
-        let [file_uids, flag_uids] = self.allow_uid;
-        self.config.allow_uid = flag_uids.or(file_uids).unwrap_or_default();
-        let [file_gids, flag_gids] = self.allow_gid;
-        self.config.allow_gid = flag_gids.or(file_gids).unwrap_or_default();
+        self.config.allow_uid = flags_over_file(self.allow_uid).unwrap_or_default();
+        self.config.allow_gid = flags_over_file(self.allow_gid).unwrap_or_default();
         self.config.socket = self.socket.unwrap_or_else(|| default_socket(env));
         self.config.model_name = self.model_name.unwrap_or_default();
+        // Each part's escapes were checked as it was read, so this holds; `finish` reports it.
+        if let Ok(template) = self.template_name.resolve(&self.template_parts) {
+            self.config.chat_template = template;
+        }
         self.config
     }
+}
+
+/// The flags' value if they gave one, else the file's.
+fn flags_over_file<T>([file, flags]: [Option<T>; 2]) -> Option<T> {
+    flags.or(file)
 }
 
 /// `/run/rkllmd/rkllmd.sock` for root; otherwise under `$XDG_RUNTIME_DIR` (which must be an
@@ -247,12 +271,12 @@ fn check_model(path: &Path) -> Result<(), ConfigError> {
 fn resolve_api_key(
     keys: &[Option<String>; 2],
     key_files: &[Option<PathBuf>; 2],
-    config_file: &Option<PathBuf>,
+    config_file: Option<&PathBuf>,
 ) -> Result<Option<ApiKey>, ConfigError> {
     for layer in [Layer::Flags, Layer::File] {
         let l = layer as usize;
         let conflict_in = if layer == Layer::File {
-            config_file.clone()
+            config_file.cloned()
         } else {
             None
         };

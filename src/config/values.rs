@@ -116,20 +116,6 @@ pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
     }
 }
 
-/// `auto`, `runtime` or a chat template preset's name.
-pub(super) fn chat_template(raw: &str) -> Result<String, Expected> {
-    let name = raw.trim().to_ascii_lowercase();
-    let named = ["auto", "runtime", "custom"].contains(&name.as_str());
-    if named || crate::chat::Template::preset(&name).is_some() {
-        Ok(name)
-    } else {
-        Err(format!(
-            "'auto', 'runtime', 'custom' or one of {}",
-            crate::chat::PRESET_NAMES.join(", ")
-        ))
-    }
-}
-
 /// A custom template part: kept as written, checked now so that a bad escape fails at start.
 pub(super) fn template_text(raw: &str) -> Result<String, Expected> {
     crate::chat::decode_escapes(raw).map(|_| raw.to_owned())

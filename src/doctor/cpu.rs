@@ -26,7 +26,7 @@ impl CpuInfo {
                 "processor" => current = value.trim().parse().ok(),
                 "Features" => {
                     // Some kernels print one Features line for all cores, before any processor.
-                    let cpu = current.unwrap_or(features.len() as u32);
+                    let cpu = current.unwrap_or(u32::try_from(features.len()).unwrap_or(u32::MAX));
                     features.push((cpu, value.split_whitespace().map(str::to_owned).collect()));
                 }
                 _ => {}

@@ -5,6 +5,7 @@
 //! the text after the marker `rkllm-runtime version: ` in the file is its version when it is
 //! stored there as a literal. Our simulator stores it that way too.
 
+use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -309,7 +310,7 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
     let Some((path, from)) = chosen else {
         let mut detail = format!("{} not found", configured.display());
         if !skipped.is_empty() {
-            detail.push_str(&format!("; skipped {}", skipped.join(", ")));
+            let _ = write!(detail, "; skipped {}", skipped.join(", "));
         }
         return Found {
             finding: Finding::fail(

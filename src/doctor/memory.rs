@@ -33,6 +33,7 @@ pub fn available(meminfo: &str) -> Option<u64> {
 }
 
 /// `1.7 GiB`, `640 MiB`.
+#[allow(clippy::cast_precision_loss)] // shown to one decimal: f64's 52 bits are plenty
 pub fn human(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let mib = bytes as f64 / MIB;
@@ -51,24 +52,19 @@ pub fn check(root: &Root, model: &Path) -> Finding {
     }
     let size = match std::fs::metadata(model) {
         Ok(meta) => meta.len(),
-        Err(e) => {
-            return Finding::skip(NAME, format!("cannot size '{}': {e}", model.display()));
-        }
+        Err(e) => return Finding::skip(NAME, format!("cannot size '{}': {e}", model.display())),
     };
-    let avail = match root
+    let Some(avail) = root
         .read("/proc/meminfo")
         .ok()
         .as_deref()
         .and_then(available)
-    {
-        Some(avail) => avail,
-        None => {
-            return Finding::warn(
-                NAME,
-                "cannot read MemAvailable from /proc/meminfo",
-                format!("the model needs at least {} free", human(size)),
-            )
-        }
+    else {
+        return Finding::warn(
+            NAME,
+            "cannot read MemAvailable from /proc/meminfo",
+            format!("the model needs at least {} free", human(size)),
+        );
     };
     let detail = format!(
         "{} available, model file {} ({})",

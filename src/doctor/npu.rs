@@ -3,6 +3,7 @@
 //! (`/sys/kernel/debug/rknpu/version`, "RKNPU driver: v0.9.8") or, with its procfs option,
 //! `/proc/rknpu/version`.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use nix::unistd::{access, AccessFlags};
@@ -88,8 +89,12 @@ pub fn check(root: &Root) -> Finding {
     });
     let mut detail = node.clone();
     match &driver {
-        Some((_, _, Some((a, b, c)))) => detail.push_str(&format!(", RKNPU driver v{a}.{b}.{c}")),
-        Some((file, text, None)) => detail.push_str(&format!(", driver version '{text}' ({file})")),
+        Some((_, _, Some((a, b, c)))) => {
+            let _ = write!(detail, ", RKNPU driver v{a}.{b}.{c}");
+        }
+        Some((file, text, None)) => {
+            let _ = write!(detail, ", driver version '{text}' ({file})");
+        }
         None => detail
             .push_str(", driver version not readable (as root: /sys/kernel/debug/rknpu/version)"),
     }

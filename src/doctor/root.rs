@@ -35,7 +35,7 @@ impl Root {
     pub fn list(&self, abs: impl AsRef<Path>) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path(abs))
             .map(|dir| {
-                dir.filter_map(|e| e.ok())
+                dir.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
                     .collect()
             })

@@ -1,6 +1,6 @@
 //! What the runtime's KV cache holds, so a conversation that extends it prefills only the new
 //! part. rkllmd renders conversations itself (the runtime's own template is switched off) and
-//! runs with keep_history, so after a run the cache holds exactly the text fed so far plus the
+//! runs with `keep_history`, so after a run the cache holds exactly the text fed so far plus the
 //! answer generated. Anything uncertain (an abort, a pause, an error) invalidates the record and
 //! the next run starts from a cleared cache: a partial answer never poisons the next turn.
 
@@ -41,6 +41,13 @@ impl Plan {
 }
 
 impl KvCache {
+    // An estimate from byte counts far below 2^52, divided by at least 1: never negative, and
+    // a float's rounding does not matter.
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss
+    )]
     pub fn estimate_tokens(&self, bytes: usize) -> u64 {
         (bytes as f64
             / self
@@ -51,6 +58,7 @@ impl KvCache {
     }
 
     /// Learns bytes per token from a run that prefilled `bytes` as `tokens`.
+    #[allow(clippy::cast_precision_loss)] // a ratio of byte counts far below 2^52
     pub fn calibrate(&mut self, bytes: usize, tokens: u32) {
         if tokens > 0 && bytes > 0 {
             let ratio = bytes as f64 / f64::from(tokens);

@@ -365,7 +365,7 @@ impl Engine {
                     id,
                     dispatched: now,
                     aborted: None,
-                })
+                });
             }
             Err(e) => log::error!("cannot hand job {id} to the inference thread: {e}"),
         }

@@ -270,7 +270,7 @@ impl Worker {
         self.runtime
             .set_function_tools("", wanted, "tool_response")
             .map_err(EngineError::Runtime)?;
-        self.tools = wanted.to_owned();
+        wanted.clone_into(&mut self.tools);
         Ok(())
     }
 
@@ -352,7 +352,7 @@ impl Worker {
 }
 
 /// Whether a run that ended by itself stopped because the context was full: the client must hear
-/// "length" then, as when max_tokens cut it. One token of slack, as the runtime may stop one
+/// "length" then, as when `max_tokens` cut it. One token of slack, as the runtime may stop one
 /// short of the limit.
 fn filled_context(
     end: &Result<RunEnd, crate::runtime::RuntimeError>,

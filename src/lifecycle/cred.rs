@@ -22,6 +22,7 @@ impl PeerCred {
     /// - otherwise the uid must be in `allow_uid` or the primary gid in `allow_gid`.
     ///
     /// Supplementary groups are not seen here; grant groups through `--socket-group` instead.
+    #[allow(clippy::similar_names)] // named after the allow-uid and allow-gid options
     pub fn allowed(&self, allow_uid: &[u32], allow_gid: &[u32]) -> bool {
         self.uid == 0
             || (allow_uid.is_empty() && allow_gid.is_empty())

@@ -102,7 +102,7 @@ impl LifecycleError {
 
     /// The process exit code, per the scheme in [`exit`].
     pub fn exit_code(&self) -> i32 {
-        use LifecycleError::*;
+        use LifecycleError::{NeedsRoot, UnknownGroup, UnknownUser};
         match self {
             _ if self.is_already_running() => exit::ALREADY_RUNNING,
             NeedsRoot | UnknownUser { .. } | UnknownGroup { .. } => exit::USAGE,
@@ -113,7 +113,11 @@ impl LifecycleError {
 
 impl fmt::Display for LifecycleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use LifecycleError::*;
+        use LifecycleError::{
+            AlreadyRunning, ForeignDir, InsecureDir, Io, LockUnstable, NeedsRoot, NotADirectory,
+            NotASocket, PrivilegesKept, SharedDir, SocketChanged, SocketInUse, Sys, UnknownGroup,
+            UnknownUser,
+        };
         match self {
             AlreadyRunning { pid: Some(pid) } => write!(f, "already running (pid {pid})"),
             AlreadyRunning { pid: None } => write!(f, "already running (pid unknown)"),

@@ -5,6 +5,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{
     getegid, geteuid, getgid, getuid, initgroups, setgid, setuid, Gid, Group, Uid, User,
 };
@@ -105,15 +106,9 @@ fn widen(v: libc::rlim_t) -> u64 {
     u64::from(v)
 }
 
-fn nofile_limit() -> Option<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `rlimit` through the pointer, which points to a live,
-    // exclusively borrowed `rlimit`. (nix's safe wrapper needs its "resource" feature.)
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0).then_some(limit)
+/// The open-files limit in force, `(soft, hard)`.
+fn nofile_limit() -> nix::Result<(libc::rlim_t, libc::rlim_t)> {
+    getrlimit(Resource::RLIMIT_NOFILE)
 }
 
 /// Raises the soft open-files limit to the hard limit (librkllmrt's init can fail with EMFILE
@@ -121,28 +116,20 @@ fn nofile_limit() -> Option<libc::rlimit> {
 /// Failure is not fatal: it is logged and the limits in force are returned ((0, 0) if even
 /// they cannot be read).
 pub fn raise_nofile_limit() -> (u64, u64) {
-    let Some(mut limit) = nofile_limit() else {
-        log::warn!(
-            "cannot read the open-files limit: {}",
-            std::io::Error::last_os_error()
-        );
-        return (0, 0);
+    let (mut soft, hard) = match nofile_limit() {
+        Ok(limits) => limits,
+        Err(e) => {
+            log::warn!("cannot read the open-files limit: {e}");
+            return (0, 0);
+        }
     };
-    if limit.rlim_cur < limit.rlim_max {
-        let old = limit.rlim_cur;
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit only reads the `rlimit` behind the pointer, which is live and
-        // initialised.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            log::warn!(
-                "cannot raise the open-files limit to {}: {}",
-                limit.rlim_max,
-                std::io::Error::last_os_error()
-            );
-            limit.rlim_cur = old;
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => soft = hard,
+            Err(e) => log::warn!("cannot raise the open-files limit to {hard}: {e}"),
         }
     }
-    (widen(limit.rlim_cur), widen(limit.rlim_max))
+    (widen(soft), widen(hard))
 }
 
 #[cfg(test)]
@@ -159,8 +146,8 @@ mod tests {
     fn nofile_soft_limit_reaches_the_hard_limit() {
         let (soft, hard) = raise_nofile_limit();
         assert!(soft > 0 && soft <= hard, "soft {soft}, hard {hard}");
-        let now = nofile_limit().unwrap();
-        assert_eq!((widen(now.rlim_cur), widen(now.rlim_max)), (soft, hard));
+        let (now_soft, now_hard) = nofile_limit().unwrap();
+        assert_eq!((widen(now_soft), widen(now_hard)), (soft, hard));
         if hard != widen(libc::RLIM_INFINITY) {
             assert_eq!(soft, hard);
         }

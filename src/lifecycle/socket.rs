@@ -141,7 +141,7 @@ fn probe(path: &Path) -> io::Result<Probe> {
     )?;
     let addr = UnixAddr::new(path)?;
     match socket::connect(fd.as_raw_fd(), &addr) {
-        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Ok(Probe::Live),
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS) => Ok(Probe::Live),
         Err(Errno::ECONNREFUSED) => Ok(Probe::Refused),
         Err(Errno::ENOENT) => Ok(Probe::Gone),
         Err(errno) => Err(errno.into()),
@@ -181,7 +181,7 @@ pub fn bind(
     let listener = {
         let _serial = UMASK_LOCK
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let _umask = UmaskGuard::set(Mode::from_bits_truncate(0o777 & !(mode & 0o700)));
         UnixListener::bind(socket_path).map_err(LifecycleError::io("bind socket", socket_path))?
     };

@@ -17,9 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub use error::RuntimeError;
 pub use library::{load, loaded, Library, DEFAULT_LIBRARY};
 
-/// Sampling values, at init and (ABI 1.3) per run.
+/// Sampling values, at init and (ABI 1.3) per run. `Default` holds rkllmd's defaults, the one
+/// definition behind the config's values and `--help`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sampling {
+    /// 0 means no limit. `i32` because that is what the runtime takes.
     pub top_k: i32,
     pub top_p: f32,
     pub temperature: f32,
@@ -271,7 +273,7 @@ impl Runtime {
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: `c` and the path it points to live until the call returns; the shim copies what
         // it needs into the runtime's own parameter struct. `ptr` is a valid out-pointer.
-        let rc = unsafe { ffi::rkd_init(&mut ptr, &c) };
+        let rc = unsafe { ffi::rkd_init(std::ptr::addr_of_mut!(ptr), std::ptr::addr_of!(c)) };
         if rc != 0 || ptr.is_null() {
             return Err(RuntimeError::Init {
                 model: cfg.model_path.clone(),
@@ -315,7 +317,7 @@ impl Runtime {
             max_new_tokens: req.max_new_tokens.map_or(0, clamp_i32),
             sampling: sampling
                 .as_ref()
-                .map_or(std::ptr::null(), |s| s as *const _),
+                .map_or(std::ptr::null(), std::ptr::from_ref),
         };
         let mut state = callback::RunState {
             sink,
@@ -330,9 +332,9 @@ impl Runtime {
         let rc = unsafe {
             ffi::rkd_run(
                 self.ptr,
-                &params,
+                std::ptr::addr_of!(params),
                 callback::on_event,
-                (&mut state as *mut callback::RunState<'_>).cast(),
+                std::ptr::addr_of_mut!(state).cast(),
             )
         };
         if let Some(payload) = state.panic {
@@ -356,7 +358,7 @@ impl Runtime {
     pub fn kv_cache_size(&mut self) -> Result<u32, RuntimeError> {
         let mut size = 0i32;
         // SAFETY: live handle; `size` is a valid out-pointer for one int (n_batch is 1).
-        let rc = unsafe { ffi::rkd_kv_cache_size(self.ptr, &mut size) };
+        let rc = unsafe { ffi::rkd_kv_cache_size(self.ptr, std::ptr::addr_of_mut!(size)) };
         check("rkllm_get_kv_cache_size", rc)?;
         Ok(u32::try_from(size).unwrap_or(0))
     }

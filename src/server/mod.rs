@@ -22,7 +22,7 @@ use std::time::Instant;
 use mio::Poll;
 
 use crate::chat::{self, Template};
-use crate::config::Config;
+use crate::config::{ChatTemplate, Config};
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
@@ -121,43 +121,36 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
 }
 
 fn sampling_of(cfg: &Config) -> Sampling {
-    Sampling {
-        top_k: cfg.top_k,
-        top_p: cfg.top_p,
-        temperature: cfg.temperature,
-        repeat_penalty: cfg.repeat_penalty,
-        frequency_penalty: cfg.frequency_penalty,
-        presence_penalty: cfg.presence_penalty,
-    }
+    cfg.sampling
 }
 
 /// The chat template rkllmd renders conversations with; `None` leaves templating to the runtime.
 fn resolve_template(cfg: &Config) -> Option<Template> {
-    let file = cfg
-        .model
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = match cfg.chat_template.as_str() {
-        "runtime" => return None,
-        // Validated when the configuration was read.
-        "custom" => return Template::custom(&cfg.chat_template_parts).ok(),
-        "auto" => match chat::guess(&file) {
-            Some(name) => {
-                log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
-                name
+    match &cfg.chat_template {
+        ChatTemplate::Runtime => None,
+        ChatTemplate::Custom(template) => Some(Template::clone(template)),
+        ChatTemplate::Preset(name) => Template::preset(name),
+        ChatTemplate::Auto => {
+            let file = cfg
+                .model
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match chat::guess(&file) {
+                Some(name) => {
+                    log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
+                    Template::preset(name)
+                }
+                None => {
+                    log::info!(
+                        "no chat template preset matches '{file}': the runtime's built-in template is used, \
+                         which sees only the newest user turn (set chat-template to choose)"
+                    );
+                    None
+                }
             }
-            None => {
-                log::info!(
-                    "no chat template preset matches '{file}': the runtime's built-in template is used, \
-                     which sees only the newest user turn (set chat-template to choose)"
-                );
-                return None;
-            }
-        },
-        name => name,
-    };
-    Template::preset(name)
+        }
+    }
 }
 
 fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {

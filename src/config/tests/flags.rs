@@ -110,11 +110,18 @@ fn every_flag_is_parsed() {
     assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
     assert_eq!(c.abort_grace, Duration::from_millis(2500));
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
-    assert_eq!(c.chat_template, "qwen3");
+    assert_eq!(c.chat_template, ChatTemplate::Preset("qwen3"));
     assert!(!c.kv_cache_reuse);
-    assert_eq!((c.temperature, c.top_p, c.top_k), (0.0, 1.0, 40));
     assert_eq!(
-        (c.repeat_penalty, c.frequency_penalty, c.presence_penalty),
+        (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k),
+        (0.0, 1.0, 40)
+    );
+    assert_eq!(
+        (
+            c.sampling.repeat_penalty,
+            c.sampling.frequency_penalty,
+            c.sampling.presence_penalty
+        ),
         (1.0, -0.5, 0.5)
     );
     assert_eq!(c.notify_fd, Some(3));
@@ -237,14 +244,14 @@ fn help_and_version() {
         &["--model", "/nonexistent", "--help"],
         &["check", "-h"],
     ] {
-        match parse(argv(args), &s.env()) {
+        match parse(&argv(args), &s.env()) {
             Ok(Command::Help(text)) => assert_eq!(text, help()),
             other => panic!("{args:?}: {other:?}"),
         }
     }
     for args in [&["--version"][..], &["-V"]] {
         assert!(
-            matches!(parse(argv(args), &s.env()), Ok(Command::Version)),
+            matches!(parse(&argv(args), &s.env()), Ok(Command::Version)),
             "{args:?}"
         );
     }

@@ -53,14 +53,14 @@ pub(super) fn argv(args: &[&str]) -> Vec<String> {
 }
 
 pub(super) fn run(args: &[&str], env: &Env) -> Config {
-    match parse(argv(args), env) {
+    match parse(&argv(args), env) {
         Ok(Command::Run(config)) => config,
         other => panic!("expected Run, got {other:?}"),
     }
 }
 
 pub(super) fn fail(args: &[&str], env: &Env) -> String {
-    match parse(argv(args), env) {
+    match parse(&argv(args), env) {
         Err(e) => e.to_string(),
         Ok(other) => panic!("expected an error, got {other:?}"),
     }

@@ -22,7 +22,7 @@ fn config_file_then_flags() {
     assert_eq!(c.allow_uid, [1, 2, 3]);
     assert_eq!(c.allow_gid, [50]);
     assert!(c.syslog);
-    assert_eq!(c.temperature, 0.2);
+    assert_eq!(c.sampling.temperature, 0.2);
     assert_eq!(c.config_file.as_deref(), Some(Path::new(&conf)));
 
     let c = run(
@@ -73,7 +73,7 @@ fn named_config_file_must_exist_and_be_readable() {
         format!("config file '{missing}' does not exist")
     );
     let dir = s.path("");
-    let err = parse(argv(&["--config", &dir]), &s.env()).unwrap_err();
+    let err = parse(&argv(&["--config", &dir]), &s.env()).unwrap_err();
     assert!(matches!(err, ConfigError::ConfigFileRead { .. }), "{err:?}");
     assert!(err.source().is_some());
 }
@@ -110,13 +110,13 @@ fn model_is_required_to_run_and_must_be_a_readable_file() {
         fail(&["--model", &dir], &s.env()),
         format!("model '{dir}' is not a regular file")
     );
-    let err = parse(argv(&["--model", &missing]), &s.env()).unwrap_err();
+    let err = parse(&argv(&["--model", &missing]), &s.env()).unwrap_err();
     assert_eq!(err.exit_code(), crate::exit::USAGE);
 }
 
 /// The setup of `rkllmd check`, which a bad command line still refuses.
 fn check_setup(args: &[&str], env: &Env) -> CheckSetup {
-    match parse(argv(args), env) {
+    match parse(&argv(args), env) {
         Ok(Command::Check(setup)) => setup,
         other => panic!("{args:?}: {other:?}"),
     }
@@ -178,8 +178,8 @@ fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
     );
     assert_eq!(c.config.queue_size, 3);
     assert_eq!(c.config.max_connections, 9);
-    assert_eq!(c.config.top_k, 7);
-    assert_eq!(c.config.top_p, Config::default().top_p);
+    assert_eq!(c.config.sampling.top_k, 7);
+    assert_eq!(c.config.sampling.top_p, Config::default().sampling.top_p);
     assert_eq!(c.config.config_file, Some(PathBuf::from(&conf)));
 
     let absent = s.path("absent.conf");
@@ -288,7 +288,7 @@ fn api_key_sources() {
         format!("API key file '{empty}' is empty")
     );
     let missing = s.path("missing.key");
-    let err = parse(argv(&["--model", &m, "--api-key-file", &missing]), &env).unwrap_err();
+    let err = parse(&argv(&["--model", &m, "--api-key-file", &missing]), &env).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("cannot read API key file '{missing}'")

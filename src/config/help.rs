@@ -1,0 +1,75 @@
+//! The `--help` text, generated from the option table.
+
+use std::fmt::Write as _;
+
+use super::options::{DefaultText, Kind, OPTIONS};
+
+/// Width of the flag column in the help text.
+const HELP_COLUMN: usize = 30;
+/// A default that would push a help line past this many columns goes on the next line.
+const HELP_WIDTH: usize = 100;
+
+/// The full `--help` text.
+pub fn help() -> String {
+    let mut out = String::from(
+        "Usage: rkllmd [OPTIONS]\n       rkllmd check [--root DIR] [OPTIONS]\n\n\
+         Serve a Rockchip RKLLM model over HTTP on a Unix socket (and optionally TCP).\n\
+         'check' diagnoses the board and the configuration without loading the runtime: one line\n\
+         per check (ok, warn or FAIL, with a hint), exit 0 unless something blocks serving (1),\n\
+         2 for a bad command line.\n\n\
+         Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --root, --help\n\
+         and --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
+    );
+    let mut section = "";
+    for opt in OPTIONS {
+        if opt.section != section {
+            section = opt.section;
+            let _ = write!(out, "\n{section}:\n");
+        }
+        let mut flag = match opt.short {
+            Some(c) => format!("-{c}, --{}", opt.name),
+            None => format!("    --{}", opt.name),
+        };
+        if let Kind::Value(placeholder) = opt.kind {
+            flag = format!("{flag} {placeholder}");
+        }
+        let indent = format!("\n  {:HELP_COLUMN$} ", "");
+        let _ = write!(
+            out,
+            "  {flag:<HELP_COLUMN$} {}",
+            opt.help.replace('\n', &indent)
+        );
+        if let DefaultText::Value(v) | DefaultText::Note(v) = opt.default {
+            let default = format!("[default: {v}]");
+            let line_len = out.len() - out.rfind('\n').map_or(0, |i| i + 1);
+            if line_len + 1 + default.len() > HELP_WIDTH {
+                out.push_str(&indent);
+            } else {
+                out.push(' ');
+            }
+            out.push_str(&default);
+        }
+        out.push('\n');
+    }
+    out.push_str(HELP_FOOTER);
+    out
+}
+
+const HELP_FOOTER: &str = "
+Signals:
+  SIGTERM, SIGINT, SIGQUIT      graceful shutdown: stop accepting, abort the running generation,
+                                fail queued requests, flush, destroy the runtime, remove the socket
+                                (within --shutdown-timeout); a second signal exits at once
+  SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
+
+Exit codes:
+  0 clean shutdown   1 I/O failure at start   2 bad command line or config
+  3 already running  4 runtime library or model failed to load, or inference thread died
+  5 wedged runtime or shutdown deadline passed  6 second signal  70 internal error (panic)
+  The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
+
+Environment:
+  RUST_LOG                      log filter, overrides --log-level
+  NOTIFY_SOCKET                 systemd-style readiness: READY=1 is sent there when ready
+  RKLLMD_SYSLOG_SOCKET          syslog socket for --syslog (default /dev/log)
+";
