@@ -147,7 +147,7 @@ pub fn job_for(
             .map(|t| t.content.clone())
             .unwrap_or_default();
         let mut job = Job::new(job_id, newest);
-        job.enable_thinking = thinking.unwrap_or(false);
+        job.set_enable_thinking(thinking.unwrap_or(false));
         return Ok(job);
     };
     let rendered = template.render(turns, thinking);
@@ -162,11 +162,12 @@ pub fn job_for(
         (n, false) => n,
     }
     .min(turns.len());
-    let mut job = Job::new(job_id, String::new());
-    job.conversation = Some(Conversation {
-        pieces: rendered.pieces,
-        kept,
-        generation_prompt: rendered.generation_prompt,
-    });
-    Ok(job)
+    Ok(Job::conversation(
+        job_id,
+        Conversation {
+            pieces: rendered.pieces,
+            kept,
+            generation_prompt: rendered.generation_prompt,
+        },
+    ))
 }

@@ -134,7 +134,12 @@ impl ApiError {
     /// A request the HTTP parser refused, in the shape of the API its path names (the OpenAI
     /// shape when the request line was not read).
     pub fn from_http(flavor: Flavor, err: &HttpError) -> ApiError {
-        ApiError::new(flavor, err.status(), "invalid_request_error", err.to_string())
+        ApiError::new(
+            flavor,
+            err.status(),
+            "invalid_request_error",
+            err.to_string(),
+        )
     }
 
     /// The one mapping from engine failures to HTTP status.

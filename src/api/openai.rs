@@ -56,7 +56,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
                     .to_owned(),
             );
         }
-        job.tools = tools;
+        job.set_tools(tools);
     }
     generate(&f, ctx, job, Kind::Chat, note)
 }
@@ -137,7 +137,7 @@ fn generate(
     };
     let responder = OpenAiResponder {
         kind,
-        id: format!("{prefix}-{:x}", job.id),
+        id: format!("{prefix}-{:x}", job.id()),
         created: unix_now(),
         model,
         stream,
@@ -150,7 +150,7 @@ fn generate(
         // only a chat with tools looks for calls.
         filter: OutputFilter::new(
             kind == Kind::Chat,
-            (kind == Kind::Chat && job.tools.is_some()).then_some(job.id),
+            (kind == Kind::Chat && job.tools().is_some()).then_some(job.id()),
             params.stop,
         ),
         tool_calls: Vec::new(),

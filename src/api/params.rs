@@ -187,7 +187,7 @@ impl GenParams {
     /// Fills the job and returns the warnings for what could not be honoured.
     pub fn apply(&self, ctx: &Ctx<'_>, job: &mut Job) -> Vec<(&'static str, String)> {
         let mut warnings = Vec::new();
-        job.max_new_tokens = self.max_tokens.map(|n| n.min(ctx.max_new_tokens));
+        job.set_max_new_tokens(self.max_tokens.map(|n| n.min(ctx.max_new_tokens)));
         if self.max_tokens.is_some_and(|n| n > ctx.max_new_tokens) {
             warnings.push((
                 WARNING_HEADER,
@@ -199,7 +199,7 @@ impl GenParams {
         }
         if !self.sampling.is_empty() {
             if ctx.caps.run_sampling {
-                job.sampling = Some(self.sampling.over(ctx.sampling));
+                job.set_sampling(Some(self.sampling.over(ctx.sampling)));
             } else {
                 warnings.push((
                     WARNING_HEADER,

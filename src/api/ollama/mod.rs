@@ -49,7 +49,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     }
     let turns = conversation::ollama_turns(messages)?;
     let mut job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
-    job.tools = super::tools::request_tools(&f)?;
+    job.set_tools(super::tools::request_tools(&f)?);
     start(&f, ctx, head, job, None)
 }
 
@@ -165,8 +165,8 @@ fn start(
     }
     let mut r = OllamaResponder::new(head.kind, head.model, head.stream, params.stop);
     r.warnings = warnings;
-    if head.kind == Kind::Chat && job.tools.is_some() {
-        r.find_tool_calls(job.id);
+    if head.kind == Kind::Chat && job.tools().is_some() {
+        r.find_tool_calls(job.id());
     }
     Ok(Reply::Generate {
         job,
