@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{ApiError, Ctx, Flavor};
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
 use crate::chat::{Role, SystemRole, Turn};
 use crate::engine::{Conversation, Job};
 

@@ -5,10 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::conversation;
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
+use super::full_response::FullResponse;
 use super::output::{Event, OutputFilter};
+use super::params::WARNING_HEADER;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
+use super::reply::Reply;
+use super::responder::{Next, Responder, ResponseOut};
 use super::tools::{self, Choice, ToolCall};
-use super::{ApiError, Ctx, Flavor, FullResponse, Next, Reply, Responder, ResponseOut};
 use crate::engine::{EngineError, Finish, FinishReason, Job};
 use crate::http::Request;
 
@@ -130,7 +135,7 @@ fn generate(
         seed: f.int("seed")?,
     };
     let mut warnings = params.apply(ctx, &mut job);
-    warnings.extend(note.map(|n| (super::WARNING_HEADER, n)));
+    warnings.extend(note.map(|n| (WARNING_HEADER, n)));
     let prefix = match kind {
         Kind::Chat => "chatcmpl",
         Kind::Completion => "cmpl",

@@ -3,9 +3,10 @@
 //! content (reasoning is never cut by them). Events borrow their text: nothing is copied on the
 //! per-token path unless a tag or a stop sequence may be pending.
 
+use super::responder::Next;
+use super::stop::StopMatcher;
 use super::think::ThinkSplitter;
 use super::tools::{Piece, ToolCall, ToolCallParser};
-use super::{Next, StopMatcher};
 
 /// One piece of output, in order.
 #[derive(Debug, PartialEq)]

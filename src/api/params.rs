@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{ApiError, Ctx, Flavor};
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
 use crate::engine::Job;
 use crate::runtime::Sampling;
 

@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::error::{ApiError, Flavor};
 use super::params::Fields;
-use super::{ApiError, Flavor};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";

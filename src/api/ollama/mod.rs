@@ -9,8 +9,11 @@ mod responder;
 use serde_json::Value;
 
 use super::conversation;
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
+use super::full_response::FullResponse;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
-use super::{ApiError, Ctx, Flavor, FullResponse, Reply};
+use super::reply::Reply;
 use crate::chat::{Role, Turn};
 use crate::engine::{EngineError, Job, State};
 use crate::http::Request;

@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 
 use super::clock::rfc3339;
 use super::FLAVOR;
+use crate::api::ctx::Ctx;
+use crate::api::error::ApiError;
+use crate::api::full_response::FullResponse;
 use crate::api::params::{parse_json, Fields};
-use crate::api::{ApiError, Ctx, FullResponse};
 use crate::engine::State;
 use crate::http::Request;
 

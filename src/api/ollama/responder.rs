@@ -9,9 +9,11 @@ use serde_json::{json, Map, Value};
 
 use super::clock::{rfc3339, write_rfc3339};
 use super::FLAVOR;
+use crate::api::error::ApiError;
+use crate::api::full_response::FullResponse;
 use crate::api::output::{Event, OutputFilter};
+use crate::api::responder::{Next, Responder, ResponseOut};
 use crate::api::tools::ToolCall;
-use crate::api::{ApiError, FullResponse, Next, Responder, ResponseOut};
 use crate::engine::{EngineError, Finish, FinishReason};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
