@@ -6,6 +6,7 @@ mod conversation;
 mod ctx;
 mod error;
 mod full_response;
+mod generation;
 mod health;
 mod metrics;
 mod ollama;

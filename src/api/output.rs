@@ -45,11 +45,6 @@ impl OutputFilter {
         }
     }
 
-    /// Also looks for tool calls in the content (the request gave tools).
-    pub fn find_tool_calls(&mut self, job_id: u64) {
-        self.content.tools = Some(ToolCallParser::new(job_id));
-    }
-
     /// Feeds generated text; `emit` gets what may be sent now. `Stop` when a stop sequence
     /// matched and the generation should end.
     pub fn push(&mut self, text: &str, emit: &mut dyn FnMut(Event<'_>)) -> Next {
