@@ -101,7 +101,7 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
     for part in parts {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
-                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default())
+                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
             }
             Some(other) => {
                 return Err(ApiError::bad_request(

@@ -104,7 +104,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A number within [min, max].
+    /// A number within [min, max], at `f32` precision (what the runtime takes: rounding is
+    /// intended, and the range keeps it finite).
+    #[allow(clippy::cast_possible_truncation)]
     pub fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f32>, ApiError> {
         match self.get(name) {
             None => Ok(None),

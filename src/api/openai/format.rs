@@ -171,7 +171,7 @@ impl Format for OpenAiFormat {
     }
 }
 
-/// An answer that called tools finishes with "tool_calls".
+/// An answer that called tools finishes with `tool_calls`.
 fn reason(outcome: &Outcome<'_>) -> &'static str {
     if outcome.calls.is_empty() {
         outcome.reason
@@ -279,6 +279,7 @@ impl Serialize for JsonText<'_> {
 /// Token counts from the runtime's own statistics (never word counts). `prompt_tokens` is what
 /// the runtime prefilled: a prompt prefix it reused from its cache is not counted again.
 #[derive(Serialize)]
+#[allow(clippy::struct_field_names)] // OpenAI's names.
 struct Usage {
     prompt_tokens: u64,
     completion_tokens: u64,
