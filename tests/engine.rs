@@ -396,7 +396,7 @@ fn max_new_tokens_caps_the_answer_under_both_abis() {
     );
     h.wait_ready();
     let mut job = Job::new(1, "count");
-    job.max_new_tokens = Some(7);
+    job.set_max_new_tokens(Some(7));
     h.engine.submit(job, Instant::now()).unwrap();
     let (_, events) = h.run_to_end(1);
     let finish = finish_of(&events);
@@ -603,13 +603,14 @@ fn turn(role: &str, text: &str) -> String {
 const GEN: &str = "<|im_start|>assistant\n";
 
 fn conversation_job(id: u64, pieces: Vec<String>) -> Job {
-    let mut job = Job::new(id, "");
-    job.conversation = Some(Conversation {
-        pieces,
-        kept: 1,
-        generation_prompt: GEN.into(),
-    });
-    job
+    Job::conversation(
+        id,
+        Conversation {
+            pieces,
+            kept: 1,
+            generation_prompt: GEN.into(),
+        },
+    )
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
 use rkllmd::chat::{Template, PRESET_NAMES};
-use rkllmd::engine::{Finish, FinishReason, Job, State};
+use rkllmd::engine::{Finish, FinishReason, Input, Job, State};
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
@@ -147,20 +147,22 @@ fn check_full(response: &FullResponse) {
 }
 
 fn check_job(job: &Job) {
-    assert!(!job.prompt.contains('\0'), "NUL in prompt");
-    if let Some(c) = &job.conversation {
-        assert!(!c.pieces.is_empty());
-        assert!(c.kept <= c.pieces.len());
-        for piece in c.pieces.iter().chain([&c.generation_prompt]) {
-            assert!(!piece.contains('\0'), "NUL in a rendered turn");
+    match job.input() {
+        Input::Prompt(prompt) => assert!(!prompt.contains('\0'), "NUL in prompt"),
+        Input::Conversation(c) => {
+            assert!(!c.pieces.is_empty());
+            assert!(c.kept <= c.pieces.len());
+            for piece in c.pieces.iter().chain([&c.generation_prompt]) {
+                assert!(!piece.contains('\0'), "NUL in a rendered turn");
+            }
         }
     }
-    if let Some(tools) = &job.tools {
+    if let Some(tools) = job.tools() {
         assert!(!tools.contains('\0'), "NUL in tools");
         let parsed: serde_json::Value = serde_json::from_str(tools).expect("tools are JSON");
         assert!(parsed.as_array().is_some_and(|a| !a.is_empty()));
     }
-    assert!(job.max_new_tokens.is_none_or(|n| n <= MAX_NEW_TOKENS));
+    assert!(job.max_new_tokens().is_none_or(|n| n <= MAX_NEW_TOKENS));
 }
 
 fn check_headers<'a>(headers: impl Iterator<Item = (&'a str, &'a str)>) {

@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{ApiError, Ctx, Flavor};
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
 use crate::chat::{Role, SystemRole, Turn};
 use crate::engine::{Conversation, Job};
 
@@ -100,7 +101,7 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
     for part in parts {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
-                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default())
+                text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
             }
             Some(other) => {
                 return Err(ApiError::bad_request(
@@ -147,7 +148,7 @@ pub fn job_for(
             .map(|t| t.content.clone())
             .unwrap_or_default();
         let mut job = Job::new(job_id, newest);
-        job.enable_thinking = thinking.unwrap_or(false);
+        job.set_enable_thinking(thinking.unwrap_or(false));
         return Ok(job);
     };
     let rendered = template.render(turns, thinking);
@@ -162,11 +163,12 @@ pub fn job_for(
         (n, false) => n,
     }
     .min(turns.len());
-    let mut job = Job::new(job_id, String::new());
-    job.conversation = Some(Conversation {
-        pieces: rendered.pieces,
-        kept,
-        generation_prompt: rendered.generation_prompt,
-    });
-    Ok(job)
+    Ok(Job::conversation(
+        job_id,
+        Conversation {
+            pieces: rendered.pieces,
+            kept,
+            generation_prompt: rendered.generation_prompt,
+        },
+    ))
 }

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use super::FullResponse;
+use super::full_response::FullResponse;
 use crate::engine::EngineError;
 use crate::http::HttpError;
 
@@ -179,9 +179,7 @@ impl ApiError {
     }
 
     pub fn response(&self) -> FullResponse {
-        let mut r = FullResponse::json(self.status, &self.body());
-        r.headers.clone_from(&self.headers);
-        r
+        FullResponse::json(self.status, &self.body()).with_headers(self.headers.iter().cloned())
     }
 }
 

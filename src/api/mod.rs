@@ -3,97 +3,129 @@
 //! complete response or a generation to start with the responder that will format it.
 
 mod conversation;
+mod ctx;
 mod error;
+mod full_response;
+mod generation;
 mod health;
 mod metrics;
 mod ollama;
 mod openai;
 mod output;
 mod params;
+mod reply;
 mod responder;
 mod stop;
 mod think;
 mod tools;
 
-use std::time::Instant;
-
-use crate::engine::{Job, State};
 use crate::http::{Method, Request};
-use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
+pub use ctx::Ctx;
 pub use error::{ApiError, Flavor};
+pub use full_response::FullResponse;
 pub use output::{Event, OutputFilter};
 pub use params::WARNING_HEADER;
+pub use reply::Reply;
 pub use responder::{Next, Responder, ResponseOut};
 pub use stop::StopMatcher;
 
-/// What handlers may know about the daemon.
-pub struct Ctx<'a> {
-    pub model_name: &'a str,
-    pub info: &'a RuntimeInfo,
-    pub state: &'a State,
-    pub queue_depth: usize,
-    pub running: bool,
-    pub connections: usize,
-    pub started: Instant,
-    /// How long the model took to load, once it has.
-    pub load_time: Option<std::time::Duration>,
-    pub model_path: &'a std::path::Path,
-    pub max_new_tokens: u32,
-    pub max_context_len: u32,
-    /// The configured sampling, which requests may override on ABI 1.3.
-    pub sampling: Sampling,
-    pub caps: Capabilities,
-    pub metrics: &'a crate::metrics::Metrics,
-    /// The chat template conversations are rendered with; `None`: the runtime's own.
-    pub template: Option<&'a crate::chat::Template>,
-}
+/// A handler: the request, the daemon's state, and the id a generation it starts would get.
+type Handler = fn(&Request, &Ctx<'_>, u64) -> Result<Reply, ApiError>;
 
-impl Ctx<'_> {
-    /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
-    pub fn model_matches(&self, requested: &str) -> bool {
-        requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)
-    }
-}
-
-pub enum Reply {
-    Full(FullResponse),
-    Generate {
-        job: Job,
-        responder: Box<dyn Responder>,
+/// Which paths a route answers.
+enum Path {
+    Exact(&'static str),
+    /// Every path under a prefix; `label` names them all in metrics.
+    Under {
+        prefix: &'static str,
+        label: &'static str,
     },
 }
 
-pub struct FullResponse {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+struct Route {
+    method: Method,
+    path: Path,
+    handler: Handler,
 }
 
-impl FullResponse {
-    pub fn json(status: u16, value: &serde_json::Value) -> FullResponse {
-        FullResponse {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: serde_json::to_vec(value).unwrap_or_default(),
+impl Route {
+    /// The route's label when it answers `path`.
+    fn label_for(&self, path: &str) -> Option<&'static str> {
+        match self.path {
+            Path::Exact(p) => (p == path).then_some(p),
+            Path::Under { prefix, label } => path.starts_with(prefix).then_some(label),
         }
     }
 }
 
-const ROUTES: &[(&str, &[Method])] = &[
-    ("/health", &[Method::Get]),
-    ("/metrics", &[Method::Get]),
-    ("/v1/models", &[Method::Get]),
-    ("/v1/chat/completions", &[Method::Post]),
-    ("/v1/completions", &[Method::Post]),
-    ("/api/version", &[Method::Get]),
-    ("/api/tags", &[Method::Get]),
-    ("/api/ps", &[Method::Get]),
-    ("/api/show", &[Method::Post]),
-    ("/api/chat", &[Method::Post]),
-    ("/api/generate", &[Method::Post]),
+/// The one routing table: it routes, labels metrics and answers 405 with `Allow`.
+static ROUTES: &[Route] = &[
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/health"),
+        handler: |_, ctx, _| Ok(Reply::Full(health::handle(ctx))),
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/metrics"),
+        handler: |_, ctx, _| Ok(Reply::Full(metrics::handle(ctx))),
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/v1/models"),
+        handler: |_, ctx, _| Ok(Reply::Full(openai::models(ctx))),
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Under {
+            prefix: "/v1/models/",
+            label: "/v1/models",
+        },
+        handler: |req, ctx, _| {
+            openai::model(ctx, &req.path["/v1/models/".len()..]).map(Reply::Full)
+        },
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/v1/chat/completions"),
+        handler: openai::chat,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/v1/completions"),
+        handler: openai::completion,
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/api/version"),
+        handler: |_, _, _| Ok(Reply::Full(ollama::version())),
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/api/tags"),
+        handler: |_, ctx, _| Ok(Reply::Full(ollama::tags(ctx))),
+    },
+    Route {
+        method: Method::Get,
+        path: Path::Exact("/api/ps"),
+        handler: |_, ctx, _| Ok(Reply::Full(ollama::ps(ctx))),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/show"),
+        handler: |req, ctx, _| ollama::show(req, ctx).map(Reply::Full),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/chat"),
+        handler: ollama::chat,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/generate"),
+        handler: ollama::generate,
+    },
 ];
 
 /// Routes a request. `job_id` is the id the job gets if the request starts a generation.
@@ -104,48 +136,62 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     } else {
         &req.method
     };
-    let result = match (method, req.path.as_str()) {
-        (Method::Get, "/health") => Ok(Reply::Full(health::handle(ctx))),
-        (Method::Get, "/metrics") => Ok(Reply::Full(metrics::handle(ctx))),
-        (Method::Get, "/v1/models") => Ok(Reply::Full(openai::models(ctx))),
-        (Method::Get, path) if path.starts_with("/v1/models/") => {
-            openai::model(ctx, &path["/v1/models/".len()..]).map(Reply::Full)
-        }
-        (Method::Post, "/v1/chat/completions") => openai::chat(req, ctx, job_id),
-        (Method::Post, "/v1/completions") => openai::completion(req, ctx, job_id),
-        (Method::Get, "/api/version") => Ok(Reply::Full(ollama::version())),
-        (Method::Get, "/api/tags") => Ok(Reply::Full(ollama::tags(ctx))),
-        (Method::Get, "/api/ps") => Ok(Reply::Full(ollama::ps(ctx))),
-        (Method::Post, "/api/show") => ollama::show(req, ctx).map(Reply::Full),
-        (Method::Post, "/api/chat") => ollama::chat(req, ctx, job_id),
-        (Method::Post, "/api/generate") => ollama::generate(req, ctx, job_id),
-        (_, path) => Err(not_routed(&req.method, path)),
+    let path = req.path.as_str();
+    let result = match ROUTES
+        .iter()
+        .find(|r| r.method == *method && r.label_for(path).is_some())
+    {
+        Some(r) => (r.handler)(req, ctx, job_id),
+        None => Err(not_routed(&req.method, path)),
     };
     result.unwrap_or_else(|e| Reply::Full(e.response()))
 }
 
 /// The endpoint label for metrics: a routed path, or "other" (never a client's raw path).
 pub fn endpoint_label(path: &str) -> &'static str {
-    if path.starts_with("/v1/models/") {
-        return "/v1/models";
-    }
     ROUTES
         .iter()
-        .find(|(p, _)| *p == path)
-        .map_or("other", |(p, _)| p)
+        .find_map(|r| r.label_for(path))
+        .unwrap_or("other")
 }
 
+/// 405 with the methods the path takes, or 404 when no route takes it.
 fn not_routed(method: &Method, path: &str) -> ApiError {
     let flavor = Flavor::for_path(path);
-    match ROUTES.iter().find(|(p, _)| *p == path) {
-        Some((_, methods)) => {
-            let mut allow: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
-            if methods.contains(&Method::Get) {
-                allow.push("HEAD");
-            }
-            let allow = allow.join(", ");
-            ApiError::method_not_allowed(flavor, method.as_str(), allow)
-        }
-        None => ApiError::not_found(flavor, path),
+    let mut allow: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.label_for(path).is_some())
+        .map(|r| r.method.as_str())
+        .collect();
+    if allow.is_empty() {
+        return ApiError::not_found(flavor, path);
+    }
+    if allow.contains(&"GET") {
+        allow.push("HEAD");
+    }
+    ApiError::method_not_allowed(flavor, method.as_str(), allow.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_labels_routed_paths_and_nothing_else() {
+        assert_eq!(endpoint_label("/api/chat"), "/api/chat");
+        assert_eq!(endpoint_label("/v1/models/qwen"), "/v1/models");
+        assert_eq!(endpoint_label("/v1/chat/completions/x"), "other");
+        assert_eq!(endpoint_label("/secret"), "other");
+    }
+
+    #[test]
+    fn a_known_path_with_another_method_is_405_with_its_methods() {
+        let e = not_routed(&Method::Delete, "/v1/models");
+        assert_eq!(e.status, 405);
+        assert_eq!(e.headers, vec![("Allow", "GET, HEAD".to_owned())]);
+        let e = not_routed(&Method::Get, "/api/chat");
+        assert_eq!(e.headers, vec![("Allow", "POST".to_owned())]);
+        assert_eq!(e.flavor, Flavor::Ollama);
+        assert_eq!(not_routed(&Method::Get, "/nope").status, 404);
     }
 }

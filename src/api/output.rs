@@ -3,9 +3,10 @@
 //! content (reasoning is never cut by them). Events borrow their text: nothing is copied on the
 //! per-token path unless a tag or a stop sequence may be pending.
 
+use super::responder::Next;
+use super::stop::StopMatcher;
 use super::think::ThinkSplitter;
 use super::tools::{Piece, ToolCall, ToolCallParser};
-use super::{Next, StopMatcher};
 
 /// One piece of output, in order.
 #[derive(Debug, PartialEq)]
@@ -42,11 +43,6 @@ impl OutputFilter {
                 calls: 0,
             },
         }
-    }
-
-    /// Also looks for tool calls in the content (the request gave tools).
-    pub fn find_tool_calls(&mut self, job_id: u64) {
-        self.content.tools = Some(ToolCallParser::new(job_id));
     }
 
     /// Feeds generated text; `emit` gets what may be sent now. `Stop` when a stop sequence

@@ -3,7 +3,8 @@
 
 use serde_json::{Map, Value};
 
-use super::{ApiError, Ctx, Flavor};
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
 use crate::engine::Job;
 use crate::runtime::Sampling;
 
@@ -103,7 +104,9 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A number within [min, max].
+    /// A number within [min, max], at `f32` precision (what the runtime takes: rounding is
+    /// intended, and the range keeps it finite).
+    #[allow(clippy::cast_possible_truncation)]
     pub fn number(&self, name: &str, min: f64, max: f64) -> Result<Option<f32>, ApiError> {
         match self.get(name) {
             None => Ok(None),
@@ -187,7 +190,7 @@ impl GenParams {
     /// Fills the job and returns the warnings for what could not be honoured.
     pub fn apply(&self, ctx: &Ctx<'_>, job: &mut Job) -> Vec<(&'static str, String)> {
         let mut warnings = Vec::new();
-        job.max_new_tokens = self.max_tokens.map(|n| n.min(ctx.max_new_tokens));
+        job.set_max_new_tokens(self.max_tokens.map(|n| n.min(ctx.max_new_tokens)));
         if self.max_tokens.is_some_and(|n| n > ctx.max_new_tokens) {
             warnings.push((
                 WARNING_HEADER,
@@ -199,7 +202,7 @@ impl GenParams {
         }
         if !self.sampling.is_empty() {
             if ctx.caps.run_sampling {
-                job.sampling = Some(self.sampling.over(ctx.sampling));
+                job.set_sampling(Some(self.sampling.over(ctx.sampling)));
             } else {
                 warnings.push((
                     WARNING_HEADER,

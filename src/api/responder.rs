@@ -1,6 +1,6 @@
 //! The contract between a generation's events and the bytes a client receives.
 
-use super::FullResponse;
+use super::full_response::FullResponse;
 use crate::engine::{EngineError, Finish};
 
 /// Where a responder writes. The connection frames the stream (chunked for HTTP/1.1, raw until

@@ -1,6 +1,8 @@
 //! Stop sequences matched across token boundaries: text that could still turn out to be the
 //! start of a stop sequence is held back, and nothing at or after a match is ever sent.
 
+use super::responder::Next;
+
 #[derive(Debug, Default)]
 pub struct StopMatcher {
     stops: Vec<String>,
@@ -23,12 +25,12 @@ impl StopMatcher {
     }
 
     /// `push` for a responder: the text to send now, and whether the generation must end.
-    pub fn filter(&mut self, text: &str) -> (String, super::Next) {
+    pub fn filter(&mut self, text: &str) -> (String, Next) {
         let piece = self.push(text);
         let next = if self.matched {
-            super::Next::Stop
+            Next::Stop
         } else {
-            super::Next::Continue
+            Next::Continue
         };
         (piece, next)
     }

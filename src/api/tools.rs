@@ -5,8 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::error::{ApiError, Flavor};
 use super::params::Fields;
-use super::{ApiError, Flavor};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -48,39 +48,35 @@ impl ToolCallParser {
         self.held.push_str(text);
         let mut out = Vec::new();
         loop {
-            match self.held.find(OPEN) {
-                Some(start) => {
-                    let body_start = start + OPEN.len();
-                    let Some(len) = self.held[body_start..].find(CLOSE) else {
-                        // An open block: release the text before it, hold the rest.
-                        if start > 0 {
-                            let rest = self.held.split_off(start);
-                            out.push(Piece::Text(std::mem::replace(&mut self.held, rest)));
-                        }
-                        break;
-                    };
-                    let end = body_start + len + CLOSE.len();
-                    let rest = self.held.split_off(end);
-                    let block = std::mem::replace(&mut self.held, rest);
-                    match self.parse(&block[body_start..body_start + len]) {
-                        Some(call) => {
-                            if start > 0 {
-                                out.push(Piece::Text(block[..start].to_owned()));
-                            }
-                            out.push(Piece::Call(call));
-                        }
-                        None => out.push(Piece::Text(block)),
-                    }
+            let Some(start) = self.held.find(OPEN) else {
+                let keep = partial_open_suffix(&self.held);
+                let emit = self.held.len() - keep;
+                if emit > 0 {
+                    let rest = self.held.split_off(emit);
+                    out.push(Piece::Text(std::mem::replace(&mut self.held, rest)));
                 }
-                None => {
-                    let keep = partial_open_suffix(&self.held);
-                    let emit = self.held.len() - keep;
-                    if emit > 0 {
-                        let rest = self.held.split_off(emit);
-                        out.push(Piece::Text(std::mem::replace(&mut self.held, rest)));
-                    }
-                    break;
+                break;
+            };
+            let body_start = start + OPEN.len();
+            let Some(len) = self.held[body_start..].find(CLOSE) else {
+                // An open block: release the text before it, hold the rest.
+                if start > 0 {
+                    let rest = self.held.split_off(start);
+                    out.push(Piece::Text(std::mem::replace(&mut self.held, rest)));
                 }
+                break;
+            };
+            let end = body_start + len + CLOSE.len();
+            let rest = self.held.split_off(end);
+            let block = std::mem::replace(&mut self.held, rest);
+            match self.parse(&block[body_start..body_start + len]) {
+                Some(call) => {
+                    if start > 0 {
+                        out.push(Piece::Text(block[..start].to_owned()));
+                    }
+                    out.push(Piece::Call(call));
+                }
+                None => out.push(Piece::Text(block)),
             }
         }
         merge(out)
@@ -159,7 +155,7 @@ pub fn request_tools(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
     Ok(Some(Value::Array(tools.clone()).to_string()))
 }
 
-/// What OpenAI's `tool_choice` asks for.
+/// What an OpenAI request's `tool_choice` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
     None,

@@ -7,24 +7,29 @@ use crate::runtime::{Perf, Role, RuntimeError, Sampling};
 
 pub type JobId = u64;
 
-/// One generation request as the engine runs it.
+/// One generation request as the engine runs it. Built by the API with a constructor and
+/// setters; the engine reads it through getters.
 #[derive(Clone, Debug)]
 pub struct Job {
-    pub id: JobId,
-    pub prompt: String,
-    pub role: Role,
-    pub enable_thinking: bool,
-    pub keep_history: bool,
-    /// Clear the runtime's KV cache before this run.
-    pub clear_cache: bool,
-    pub max_new_tokens: Option<u32>,
-    pub sampling: Option<Sampling>,
-    /// A conversation rendered by rkllmd; when set, `prompt` is unused and the engine feeds the
-    /// runtime only what its KV cache does not already hold.
-    pub conversation: Option<Conversation>,
-    /// The function tools (a JSON array as text) the runtime is given for this run; `None` for
-    /// none.
-    pub tools: Option<String>,
+    id: JobId,
+    input: Input,
+    role: Role,
+    enable_thinking: bool,
+    keep_history: bool,
+    clear_cache: bool,
+    max_new_tokens: Option<u32>,
+    sampling: Option<Sampling>,
+    tools: Option<String>,
+}
+
+/// What the runtime is asked to continue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// One prompt, templated by the runtime or (a raw completion) passed on as it is.
+    Prompt(String),
+    /// A conversation rendered by rkllmd; the engine feeds the runtime only what its KV cache
+    /// does not already hold.
+    Conversation(Conversation),
 }
 
 /// A conversation rendered turn by turn, so old turns can be left out to fit the context.
@@ -40,19 +45,99 @@ pub struct Conversation {
 }
 
 impl Job {
+    /// A job for one prompt, with the runtime's defaults for everything else.
     pub fn new(id: JobId, prompt: impl Into<String>) -> Job {
+        Job::with_input(id, Input::Prompt(prompt.into()))
+    }
+
+    /// A job for a conversation rkllmd rendered.
+    pub fn conversation(id: JobId, conversation: Conversation) -> Job {
+        Job::with_input(id, Input::Conversation(conversation))
+    }
+
+    fn with_input(id: JobId, input: Input) -> Job {
         Job {
             id,
-            prompt: prompt.into(),
+            input,
             role: Role::User,
             enable_thinking: false,
             keep_history: false,
             clear_cache: false,
             max_new_tokens: None,
             sampling: None,
-            conversation: None,
             tools: None,
         }
+    }
+
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    pub fn input(&self) -> &Input {
+        &self.input
+    }
+
+    /// The role the prompt is sent as (a conversation is always sent as the user's).
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn set_role(&mut self, role: Role) {
+        self.role = role;
+    }
+
+    pub fn enable_thinking(&self) -> bool {
+        self.enable_thinking
+    }
+
+    pub fn set_enable_thinking(&mut self, on: bool) {
+        self.enable_thinking = on;
+    }
+
+    /// Whether the runtime keeps a prompt's run in its KV cache (a conversation's always is).
+    pub fn keep_history(&self) -> bool {
+        self.keep_history
+    }
+
+    pub fn set_keep_history(&mut self, keep: bool) {
+        self.keep_history = keep;
+    }
+
+    /// Clear the runtime's KV cache before a prompt's run.
+    pub fn clear_cache(&self) -> bool {
+        self.clear_cache
+    }
+
+    pub fn set_clear_cache(&mut self, clear: bool) {
+        self.clear_cache = clear;
+    }
+
+    /// The request's cap on new tokens; `None`: the daemon's.
+    pub fn max_new_tokens(&self) -> Option<u32> {
+        self.max_new_tokens
+    }
+
+    pub fn set_max_new_tokens(&mut self, cap: Option<u32>) {
+        self.max_new_tokens = cap;
+    }
+
+    /// The request's sampling; `None`: the configured one.
+    pub fn sampling(&self) -> Option<Sampling> {
+        self.sampling
+    }
+
+    pub fn set_sampling(&mut self, sampling: Option<Sampling>) {
+        self.sampling = sampling;
+    }
+
+    /// The function tools (a JSON array as text) the runtime is given for this run; `None` for
+    /// none.
+    pub fn tools(&self) -> Option<&str> {
+        self.tools.as_deref()
+    }
+
+    pub fn set_tools(&mut self, tools: Option<String>) {
+        self.tools = tools;
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 pub use error::EngineError;
-pub use job::{Conversation, Event, Finish, FinishReason, Job, JobId};
+pub use job::{Conversation, Event, Finish, FinishReason, Input, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -165,7 +165,7 @@ impl Engine {
     /// The client of `id` is gone: drop it from the queue, or abort it if it is running.
     /// Returns true when the job was known.
     pub fn cancel(&mut self, id: JobId, now: Instant) -> bool {
-        if let Some(pos) = self.queue.iter().position(|q| q.job.id == id) {
+        if let Some(pos) = self.queue.iter().position(|q| q.job.id() == id) {
             self.queue.remove(pos);
             return true;
         }
@@ -213,7 +213,7 @@ impl Engine {
             }
             if let Some(q) = self.queue.pop_front() {
                 out.push(Event::Failed {
-                    id: q.job.id,
+                    id: q.job.id(),
                     error: EngineError::QueueTimeout { waited },
                 });
             }
@@ -253,7 +253,7 @@ impl Engine {
         }
         for q in self.queue.drain(..) {
             out.push(Event::Failed {
-                id: q.job.id,
+                id: q.job.id(),
                 error: EngineError::ShuttingDown,
             });
         }
@@ -285,7 +285,7 @@ impl Engine {
                 self.state = State::LoadFailed(reason.clone());
                 for q in self.queue.drain(..) {
                     out.push(Event::Failed {
-                        id: q.job.id,
+                        id: q.job.id(),
                         error: EngineError::LoadFailed {
                             reason: reason.clone(),
                         },
@@ -357,7 +357,7 @@ impl Engine {
         let Some(next) = self.queue.pop_front() else {
             return;
         };
-        let id = next.job.id;
+        let id = next.job.id();
         // The worker is idle and the channel holds one job, so this cannot be full.
         match jobs.try_send(next.job) {
             Ok(()) => {
@@ -401,7 +401,7 @@ impl Engine {
         }
         for q in self.queue.drain(..) {
             out.push(Event::Failed {
-                id: q.job.id,
+                id: q.job.id(),
                 error: EngineError::Wedged,
             });
         }
@@ -418,7 +418,7 @@ impl Engine {
         }
         for q in self.queue.drain(..) {
             out.push(Event::Failed {
-                id: q.job.id,
+                id: q.job.id(),
                 error: EngineError::WorkerGone,
             });
         }

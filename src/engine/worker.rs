@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use mio::Waker;
 
-use super::job::{Job, RunSummary, WorkerMsg};
+use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::utf8::Utf8Assembler;
 use super::EngineError;
@@ -82,11 +82,14 @@ pub(super) fn run(
     };
     worker.cache.cleared();
     while let Ok(job) = jobs.recv() {
-        if !worker.notify.send(WorkerMsg::Started { id: job.id }) {
+        if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
         let result = worker.run_job(&job);
-        if !worker.notify.send(WorkerMsg::Done { id: job.id, result }) {
+        if !worker.notify.send(WorkerMsg::Done {
+            id: job.id(),
+            result,
+        }) {
             break;
         }
     }
@@ -130,7 +133,7 @@ struct Ran {
 
 impl Worker {
     fn is_cancelled(&self, job: &Job) -> bool {
-        self.cancelled.load(Ordering::Acquire) == job.id
+        self.cancelled.load(Ordering::Acquire) == job.id()
     }
 
     fn run_job(&mut self, job: &Job) -> Result<RunSummary, EngineError> {
@@ -145,11 +148,11 @@ impl Worker {
         }
         self.set_tools(job)?;
         let cap = job
-            .max_new_tokens
+            .max_new_tokens()
             .unwrap_or(self.init.max_new_tokens)
             .min(self.init.max_new_tokens.max(1));
-        match &job.conversation {
-            Some(conv) => {
+        match job.input() {
+            Input::Conversation(conv) => {
                 let reserve = cap.min(self.init.max_context_len / 4);
                 if !self.reuse {
                     self.cache.invalidate();
@@ -158,7 +161,7 @@ impl Worker {
                 if plan.dropped_turns > 0 {
                     log::info!(
                         "request {}: left out the {} oldest turn(s) to fit the context",
-                        job.id,
+                        job.id(),
                         plan.dropped_turns
                     );
                 }
@@ -172,17 +175,17 @@ impl Worker {
                 let ran = self.generate(job, plan.input(), Role::User, true, cap);
                 self.conclude_conversation(job, plan, ran)
             }
-            None => {
+            Input::Prompt(prompt) => {
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
                 // ways the record does not follow.
                 self.cache.invalidate();
-                if job.clear_cache {
+                if job.clear_cache() {
                     self.runtime
                         .clear_kv_cache(false)
                         .map_err(EngineError::Runtime)?;
                 }
-                let ran = self.generate(job, &job.prompt, job.role, job.keep_history, cap);
-                self.conclude(ran.end, ran.generated, ran.hit_cap, job.prompt.len())
+                let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
+                self.conclude(ran.end, ran.generated, ran.hit_cap, prompt.len())
             }
         }
     }
@@ -198,10 +201,10 @@ impl Worker {
         let req = RunRequest {
             prompt,
             role,
-            enable_thinking: job.enable_thinking,
+            enable_thinking: job.enable_thinking(),
             keep_history,
             max_new_tokens: Some(cap),
-            sampling: job.sampling,
+            sampling: job.sampling(),
         };
         let mut generated = 0u32;
         let mut text = Utf8Assembler::default();
@@ -214,13 +217,13 @@ impl Worker {
                 if !piece.is_empty() {
                     answer.push_str(&piece);
                     notify.send(WorkerMsg::Text {
-                        id: job.id,
+                        id: job.id(),
                         text: piece,
                     });
                 }
             }
             // ABI 1.2 has no per-run cap: stop the run ourselves when it is reached.
-            if cancelled.load(Ordering::Acquire) == job.id
+            if cancelled.load(Ordering::Acquire) == job.id()
                 || (!caps.run_max_new_tokens && generated >= cap)
             {
                 Flow::Pause
@@ -233,7 +236,7 @@ impl Worker {
         if !rest.is_empty() {
             answer.push_str(&rest);
             self.notify.send(WorkerMsg::Text {
-                id: job.id,
+                id: job.id(),
                 text: rest,
             });
         }
@@ -261,7 +264,7 @@ impl Worker {
     /// Gives the runtime the job's tools when they differ from the last ones. The tools change
     /// the context the runtime prefills, so the cache record no longer holds.
     fn set_tools(&mut self, job: &Job) -> Result<(), EngineError> {
-        let wanted = job.tools.as_deref().unwrap_or("");
+        let wanted = job.tools().unwrap_or("");
         if wanted == self.tools {
             return Ok(());
         }

@@ -1,31 +1,43 @@
 //! RFC 3339 timestamps in UTC (`2024-06-04T14:38:31.837530123Z`), which Ollama clients expect in
-//! `created_at`, `modified_at` and `expires_at`. Written by hand: one call per streamed token.
+//! `created_at`, `modified_at` and `expires_at`. Computed here rather than with a date crate:
+//! one is written per streamed token.
 
-use std::io::Write;
+use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Appends `t` to `buf`; times before 1970 are written as the epoch.
-pub fn write_rfc3339(buf: &mut Vec<u8>, t: SystemTime) {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let (year, month, day) = civil_date(days);
-    let rem = secs % 86_400;
-    // Writing to a Vec cannot fail.
-    let _ = write!(
-        buf,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_nanos()
-    );
+use serde::{Serialize, Serializer};
+
+/// A time written as RFC 3339; times before 1970 are written as the epoch. Serializes as a
+/// string without building one (one per streamed token).
+#[derive(Clone, Copy, Debug)]
+pub struct Rfc3339(pub SystemTime);
+
+impl fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+        let (year, month, day) = civil_date(days);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            since.subsec_nanos()
+        )
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 pub fn rfc3339(t: SystemTime) -> String {
-    let mut buf = Vec::with_capacity(32);
-    write_rfc3339(&mut buf, t);
-    String::from_utf8(buf).unwrap_or_default()
+    Rfc3339(t).to_string()
 }
 
 /// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01. Works in 400-year
@@ -45,7 +57,9 @@ fn civil_date(days: i64) -> (i64, u32, u32) {
         march_month - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month as u32, day as u32)
+    // Both are small and positive by construction.
+    let small = |n: i64| u32::try_from(n).unwrap_or_default();
+    (year, small(month), small(day))
 }
 
 #[cfg(test)]

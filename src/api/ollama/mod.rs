@@ -3,18 +3,22 @@
 //! `{"error": "..."}`.
 
 mod clock;
+mod format;
 mod models;
-mod responder;
 
 use serde_json::Value;
 
 use super::conversation;
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
+use super::generation::Generation;
+use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
-use super::{ApiError, Ctx, Flavor, FullResponse, Reply};
+use super::reply::Reply;
 use crate::chat::{Role, Turn};
 use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
-use responder::{Kind, OllamaResponder};
+use format::{Kind, OllamaFormat};
 
 pub use models::{ps, show, tags, version};
 
@@ -49,7 +53,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     }
     let turns = conversation::ollama_turns(messages)?;
     let mut job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
-    job.tools = super::tools::request_tools(&f)?;
+    job.set_tools(super::tools::request_tools(&f)?);
     start(&f, ctx, head, job, None)
 }
 
@@ -126,8 +130,7 @@ fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
     if let Some(e) = not_ready {
         return Err(ApiError::from_engine(FLAVOR, &e));
     }
-    let r = OllamaResponder::new(head.kind, head.model, head.stream, Vec::new());
-    let mut response = FullResponse::json(200, &r.load_reply());
+    let mut response = OllamaFormat::new(head.kind, head.model).load_reply();
     if head.stream {
         // A stream of one line, for clients that read lines.
         response.content_type = "application/x-ndjson";
@@ -163,14 +166,12 @@ fn start(
             format!("request fields not supported by rkllmd were ignored: {w}"),
         ));
     }
-    let mut r = OllamaResponder::new(head.kind, head.model, head.stream, params.stop);
-    r.warnings = warnings;
-    if head.kind == Kind::Chat && job.tools.is_some() {
-        r.find_tool_calls(job.id);
-    }
+    let calls_for = (head.kind == Kind::Chat && job.tools().is_some()).then_some(job.id());
+    let filter = OutputFilter::new(true, calls_for, params.stop);
+    let format = OllamaFormat::new(head.kind, head.model);
     Ok(Reply::Generate {
         job,
-        responder: Box::new(r),
+        responder: Box::new(Generation::new(format, head.stream, filter, warnings)),
     })
 }
 

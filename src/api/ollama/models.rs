@@ -1,17 +1,21 @@
 //! What Ollama clients ask about models: `/api/version`, `/api/tags`, `/api/ps`, `/api/show`.
 //! One model is served, loaded at start; it is described from its file and the daemon's settings.
 
+use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 
 use super::clock::rfc3339;
-use super::FLAVOR;
+use crate::api::ctx::Ctx;
+use crate::api::error::{ApiError, Flavor};
+use crate::api::full_response::FullResponse;
 use crate::api::params::{parse_json, Fields};
-use crate::api::{ApiError, Ctx, FullResponse};
 use crate::engine::State;
 use crate::http::Request;
+
+const FLAVOR: Flavor = Flavor::Ollama;
 
 pub fn version() -> FullResponse {
     FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
@@ -64,10 +68,11 @@ pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
     let modelfile = format!(
         "# Served by rkllmd; the runtime applies the model's own chat template.\nFROM {}\n{}",
         ctx.model_path.display(),
-        parameters
-            .lines()
-            .map(|l| format!("PARAMETER {l}\n"))
-            .collect::<String>()
+        parameters.lines().fold(String::new(), |mut out, l| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "PARAMETER {l}");
+            out
+        })
     );
     Ok(FullResponse::json(
         200,
@@ -113,7 +118,7 @@ impl ModelFile {
             .checked_sub(ctx.started.elapsed())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         ModelFile {
-            size: meta.as_ref().map_or(0, |m| m.len()),
+            size: meta.as_ref().map_or(0, std::fs::Metadata::len),
             modified: meta.and_then(|m| m.modified().ok()).unwrap_or(started),
         }
     }

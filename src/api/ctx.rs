@@ -1,0 +1,37 @@
+//! What handlers may know about the daemon: a read-only view the event loop fills per request.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::chat::Template;
+use crate::engine::State;
+use crate::metrics::Metrics;
+use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
+
+pub struct Ctx<'a> {
+    pub model_name: &'a str,
+    pub info: &'a RuntimeInfo,
+    pub state: &'a State,
+    pub queue_depth: usize,
+    pub running: bool,
+    pub connections: usize,
+    pub started: Instant,
+    /// How long the model took to load, once it has.
+    pub load_time: Option<Duration>,
+    pub model_path: &'a Path,
+    pub max_new_tokens: u32,
+    pub max_context_len: u32,
+    /// The configured sampling, which requests may override on ABI 1.3.
+    pub sampling: Sampling,
+    pub caps: Capabilities,
+    pub metrics: &'a Metrics,
+    /// The chat template conversations are rendered with; `None`: the runtime's own.
+    pub template: Option<&'a Template>,
+}
+
+impl Ctx<'_> {
+    /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
+    pub fn model_matches(&self, requested: &str) -> bool {
+        requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)
+    }
+}

@@ -1,0 +1,160 @@
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::conversation;
+use super::ctx::Ctx;
+use super::error::{ApiError, Flavor};
+use super::full_response::FullResponse;
+use super::generation::Generation;
+use super::output::OutputFilter;
+use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
+use super::reply::Reply;
+use super::tools::{self, Choice};
+use crate::engine::Job;
+use crate::http::Request;
+use format::{Kind, OpenAiFormat};
+
+mod format;
+
+const FLAVOR: Flavor = Flavor::OpenAi;
+
+pub fn models(ctx: &Ctx<'_>) -> FullResponse {
+    FullResponse::json(200, &json!({"object": "list", "data": [model_card(ctx)]}))
+}
+
+pub fn model(ctx: &Ctx<'_>, id: &str) -> Result<FullResponse, ApiError> {
+    if ctx.model_matches(id) {
+        Ok(FullResponse::json(200, &model_card(ctx)))
+    } else {
+        Err(ApiError::model_not_found(FLAVOR, id))
+    }
+}
+
+fn model_card(ctx: &Ctx<'_>) -> Value {
+    let created = unix_now().saturating_sub(ctx.started.elapsed().as_secs());
+    json!({"id": ctx.model_name, "object": "model", "created": created, "owned_by": "rkllmd"})
+}
+
+pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let messages = match f.array("messages")? {
+        Some(m) if !m.is_empty() => m,
+        Some(_) | None => {
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'messages' must be a non-empty array",
+                Some("messages"),
+            ))
+        }
+    };
+    let turns = conversation::openai_turns(messages)?;
+    let mut job = conversation::job_for(ctx, job_id, &turns, enable_thinking(&f)?, FLAVOR)?;
+    let tools = tools::request_tools(&f)?;
+    let choice = tools::tool_choice(&f)?;
+    let mut note = None;
+    if choice != Choice::None {
+        if tools.is_some() && choice == Choice::Forced {
+            note = Some(
+                "tool_choice cannot force a call: the runtime decides whether to call a tool"
+                    .to_owned(),
+            );
+        }
+        job.set_tools(tools);
+    }
+    generate(&f, ctx, job, Kind::Chat, note)
+}
+
+/// Thinking on or off (Qwen3-style models): `enable_thinking` at the top level, or in
+/// `chat_template_kwargs` as vLLM and SGLang clients send it.
+fn enable_thinking(f: &Fields<'_>) -> Result<Option<bool>, ApiError> {
+    if let Some(b) = f.bool("enable_thinking")? {
+        return Ok(Some(b));
+    }
+    match f.object("chat_template_kwargs")? {
+        Some(kwargs) => kwargs.bool("enable_thinking"),
+        None => Ok(None),
+    }
+}
+
+pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
+    let body = parse_json(&req.body, FLAVOR)?;
+    let f = Fields::parse_body(&body, FLAVOR)?;
+    let prompt = match f.obj.get("prompt") {
+        Some(Value::String(p)) => p.clone(),
+        Some(Value::Array(items)) if items.len() == 1 && items[0].is_string() => {
+            items[0].as_str().unwrap_or_default().to_owned()
+        }
+        Some(Value::Array(_)) => {
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'prompt' must be one string: batches are not supported",
+                Some("prompt"),
+            ))
+        }
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                FLAVOR,
+                "'prompt' is required",
+                Some("prompt"),
+            ))
+        }
+        Some(_) => return Err(f.wrong_type("prompt", "a string")),
+    };
+    conversation::check_text(&prompt, FLAVOR, "prompt")?;
+    // A completion continues the text as it is: with rkllmd's templates the runtime's own is off,
+    // so the prompt reaches the model unchanged.
+    generate(&f, ctx, Job::new(job_id, prompt), Kind::Completion, None)
+}
+
+fn generate(
+    f: &Fields<'_>,
+    ctx: &Ctx<'_>,
+    mut job: Job,
+    kind: Kind,
+    note: Option<String>,
+) -> Result<Reply, ApiError> {
+    let model = check_model(ctx, f)?;
+    if f.count("n")?.is_some_and(|n| n > 1) {
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "'n' greater than 1 is not supported",
+            Some("n"),
+        ));
+    }
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let include_usage = match f.object("stream_options")? {
+        Some(o) => o.bool("include_usage")?.unwrap_or(false),
+        None => false,
+    };
+    let params = GenParams {
+        max_tokens: f.count("max_completion_tokens")?.or(f.count("max_tokens")?),
+        sampling: SamplingRequest::read(f)?,
+        stop: f.stop("stop")?,
+        seed: f.int("seed")?,
+    };
+    let mut warnings = params.apply(ctx, &mut job);
+    warnings.extend(note.map(|n| (WARNING_HEADER, n)));
+    // A completion continues raw text; only a chat answer's think block is reasoning, and only
+    // a chat with tools looks for calls.
+    let chat = kind == Kind::Chat;
+    let filter = OutputFilter::new(
+        chat,
+        (chat && job.tools().is_some()).then_some(job.id()),
+        params.stop,
+    );
+    let format = OpenAiFormat::new(kind, job.id(), model, unix_now(), stream, include_usage);
+    Ok(Reply::Generate {
+        job,
+        responder: Box::new(Generation::new(format, stream, filter, warnings)),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
