@@ -43,7 +43,7 @@ impl Jobs {
         token: Token,
         now: Instant,
     ) -> Result<JobId, EngineError> {
-        let id = job.id;
+        let id = job.id();
         self.next += 1;
         match engine.submit(job, now) {
             Ok(()) => {
