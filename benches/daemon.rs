@@ -31,8 +31,10 @@ fn init(model: std::path::PathBuf) -> InitConfig {
     }
 }
 
-/// Callbacks per second straight from the simulator into a Rust closure that does nothing.
-fn simulator_rate(model: &std::path::Path) -> f64 {
+/// One run of `model` straight from the simulator into a Rust closure that does nothing:
+/// (callbacks, wall time, this thread's CPU time). The simulator calls back on the thread that
+/// called `rkllm_run` and does its work there, so this thread's CPU clock holds all of the run.
+fn simulator_run(model: &std::path::Path) -> (u64, Duration, Duration) {
     let mut rt = Runtime::init(&init(model.to_owned())).expect("init");
     let req = RunRequest {
         prompt: "bench",
@@ -43,13 +45,50 @@ fn simulator_rate(model: &std::path::Path) -> f64 {
         sampling: None,
     };
     let mut n = 0u64;
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), thread_cpu());
     rt.run(&req, &mut |_| {
         n += 1;
         Flow::Continue
     })
     .expect("run");
-    n as f64 / t.elapsed().as_secs_f64()
+    (n, t.elapsed(), thread_cpu() - cpu)
+}
+
+/// Callbacks per second straight from the simulator into a Rust closure that does nothing.
+fn simulator_rate(model: &std::path::Path) -> f64 {
+    let (n, wall, _) = simulator_run(model);
+    n as f64 / wall.as_secs_f64()
+}
+
+fn timespec(ts: nix::sys::time::TimeSpec) -> Duration {
+    Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+}
+
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    timespec(nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap())
+}
+
+/// CPU time of every thread of process `pid`, living or exited, in nanoseconds: its process
+/// CPU clock, the same sum as utime + stime.
+fn process_cpu(pid: u32) -> Duration {
+    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let clock = nix::time::ClockId::pid_cpu_clock_id(pid).expect("the daemon's CPU clock");
+    timespec(nix::time::clock_gettime(clock).unwrap())
+}
+
+/// utime + stime of process `pid` (all threads) from /proc/PID/stat: clock ticks, 10 ms each.
+fn proc_stat_cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces, start
+    // with field 3; utime and stime are fields 14 and 15.
+    let fields: Vec<u64> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_nanos((fields[11] + fields[12]) * 1_000_000_000 / hz)
 }
 
 /// Tokens per second through the engine: inference thread, channel, waker, a mio loop.
@@ -277,9 +316,84 @@ fn main() {
         format!("{:.0} tok/s", events as f64 / secs),
         "> 100000 tok/s",
     );
+    cpu_per_token_rows(dir.path());
     latency_rows(dir.path());
     abort_rows(dir.path());
     multi_turn_rows(dir.path());
+}
+
+/// The daemon's CPU per streamed token at demo speed, the simulator's own share taken out.
+///
+/// One stream of `TOKENS` tokens at demo speed (one per 59.88 ms, demo.rkllm's decode delay;
+/// no prefill delay, which costs sleep, not CPU) from a daemon to this process: the daemon's
+/// CPU over it is the difference of its process CPU clock (every thread: event loop, engine,
+/// the simulator's calls on the inference thread) read before the request and after the last
+/// byte plus a moment for the generation to end. At the same time a thread of this process
+/// drives the simulator directly with the same model and a no-op callback and reads its own
+/// thread CPU clock around the run: the simulator's CPU for the same tokens, its 5 ms sleep
+/// slices included. (daemon - simulator) / tokens is what rkllmd itself costs per token.
+/// CPU clocks, not wall time: at demo speed nearly all of the 15 s is sleep. The process CPU
+/// clock is utime + stime of /proc/PID/stat in nanoseconds; /proc's own figure, in 10 ms
+/// ticks, is printed beside it as a check, too coarse to carry the result.
+fn cpu_per_token_rows(dir: &std::path::Path) {
+    const TOKENS: u64 = 250;
+    let model = write_model(
+        dir,
+        "demo-cpu",
+        &[
+            &format!("answer_tokens_min = {TOKENS}"),
+            &format!("answer_tokens_max = {TOKENS}"),
+            "decode_us_per_token = 59880",
+        ],
+    );
+    let d = Daemon::builder("bench-cpu")
+        .model(model.clone())
+        .args(["--max-new-tokens", "1000"])
+        .start();
+    let pid = d.child.id();
+    let mut c = d.client();
+    let sim = std::thread::spawn(move || simulator_run(&model));
+    let (cpu0, stat0) = (process_cpu(pid), proc_stat_cpu(pid));
+    c.send_post(
+        "/v1/chat/completions",
+        &serde_json::json!({"stream": true, "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "bench"}]}),
+    );
+    assert_eq!(c.read_head().unwrap().0, 200);
+    let mut body = Vec::new();
+    while let Some(chunk) = c.read_chunk() {
+        body.extend_from_slice(&chunk);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (cpu1, stat1) = (process_cpu(pid), proc_stat_cpu(pid));
+    let (sim_tokens, _, sim_cpu) = sim.join().unwrap();
+    let tokens = common::client::sse_data(&body)
+        .iter()
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .find_map(|v| v["usage"]["completion_tokens"].as_u64())
+        .expect("a usage chunk");
+    assert_eq!(
+        (tokens, sim_tokens),
+        (TOKENS, TOKENS),
+        "tokens streamed, simulated"
+    );
+    let us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / TOKENS as f64;
+    let (daemon, simulator) = (us(cpu1 - cpu0), us(sim_cpu));
+    row(
+        "daemon CPU per streamed token (demo speed)",
+        format!("{:.1} us", daemon - simulator),
+        "<= 20 us",
+    );
+    row(
+        "  daemon process / simulator alone, per token",
+        format!("{daemon:.1} / {simulator:.1} us"),
+        "-",
+    );
+    row(
+        "  daemon process from /proc/PID/stat (10 ms ticks)",
+        format!("{:.0} us", us(stat1 - stat0)),
+        "-",
+    );
 }
 
 /// CLOCK_MONOTONIC in microseconds: the simulator's trace clock.

@@ -629,7 +629,7 @@ fn run_case(d: &Daemon, case: &Case) -> Result<(), String> {
     };
     let mut got: Vec<Response> = Vec::new();
     for _ in expected {
-        match c.try_read_response() {
+        match c.read_response_or_close() {
             Some(r) => got.push(r),
             None => break,
         }

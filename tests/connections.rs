@@ -17,7 +17,7 @@ fn chat(stream: bool) -> serde_json::Value {
 fn status_of(d: &Daemon, raw: &[u8]) -> Option<u16> {
     let mut c = d.client();
     c.send_raw(raw);
-    c.try_read_response().map(|r| r.status)
+    c.read_response_or_close().map(|r| r.status)
 }
 
 #[test]
@@ -137,14 +137,14 @@ fn too_many_connections_get_a_canned_503() {
     common::wait_until(Duration::from_secs(2), "two connections held", || true);
     std::thread::sleep(Duration::from_millis(100));
     let mut c = d.client();
-    let r = c.try_read_response().expect("a canned answer");
+    let r = c.read_response_or_close().expect("a canned answer");
     assert_eq!(r.status, 503);
     assert!(c.is_closed());
     drop((_a, _b));
     common::wait_until(Duration::from_secs(2), "slots freed", || {
         let mut c = d.client();
         c.send_raw(b"GET /health HTTP/1.1\r\n\r\n");
-        c.try_read_response().is_some_and(|r| r.status == 200)
+        c.read_response_or_close().is_some_and(|r| r.status == 200)
     });
 }
 
@@ -167,7 +167,7 @@ fn slots_of_clients_that_hung_up_are_freed_before_anyone_is_refused() {
     c.send_raw(b"GET /health HTTP/1.1\r\n\r\n");
     std::thread::sleep(Duration::from_millis(50));
     d.signal(Signal::SIGCONT);
-    let r = c.try_read_response().expect("an answer");
+    let r = c.read_response_or_close().expect("an answer");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), d.stderr());
 }
 
@@ -179,7 +179,7 @@ fn slow_headers_and_idle_keep_alive_are_closed() {
     let mut slow = d.client();
     slow.send_raw(b"GET /health HTTP/1.1\r\nHost: x\r\n");
     let t = Instant::now();
-    let r = slow.try_read_response().expect("a 408 before closing");
+    let r = slow.read_response_or_close().expect("a 408 before closing");
     assert_eq!(r.status, 408);
     assert!(t.elapsed() < Duration::from_secs(3));
     let mut idle = d.client();

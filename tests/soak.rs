@@ -12,14 +12,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::client::{post_request, ClientError, Response};
+use common::{Client, Daemon};
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
@@ -30,7 +29,6 @@ const KEEPALIVE: Duration = Duration::from_secs(5);
 /// How late a daemon timer may fire on a loaded, shared 2-core machine.
 const TIMER_SLACK: Duration = Duration::from_secs(3);
 const MAX_BODY: usize = 64 * 1024;
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const SIGHUP_EVERY: Duration = Duration::from_millis(250);
 
 const WORKERS: usize = 10;
@@ -59,7 +57,6 @@ const PROMPTS: [&str; 6] = [
 ];
 
 type Res<T> = Result<T, String>;
-type Headers = Vec<(String, String)>;
 
 /// What the clients saw: successes by kind, and the first failures in words.
 #[derive(Default)]
@@ -112,210 +109,25 @@ impl Rng {
     }
 }
 
-// ---- a fallible HTTP/1.1 client ------------------------------------------------------------
+// ---- reading with the shared client ---------------------------------------------------------
 
-struct Resp {
-    status: u16,
-    headers: Headers,
-    body: Vec<u8>,
+/// The next response; None when the daemon closes first. Unlike a test, the soak insists that
+/// every answer is framed by a length or chunked encoding, never by the connection's end.
+fn response(w: &mut Client) -> Result<Option<Response>, ClientError> {
+    let Some(r) = w.try_read_response()? else {
+        return Ok(None);
+    };
+    if r.header("content-length").is_none() && r.header("transfer-encoding") != Some("chunked") {
+        return Err(ClientError::Http(format!(
+            "{} with neither a length nor chunked encoding",
+            r.status
+        )));
+    }
+    Ok(Some(r))
 }
 
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> Res<Value> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            format!(
-                "body is not JSON ({e}): {}",
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-}
-
-/// One client connection. Errors are returned, never panicked on: a worker records them and
-/// goes on.
-struct Wire {
-    s: UnixStream,
-    buf: Vec<u8>,
-    /// Bytes per read(): 1 for a slow reader.
-    read_size: usize,
-    /// A slow reader sleeps 1 ms after every this many bytes (0: never).
-    pause_every: usize,
-    since_pause: usize,
-}
-
-impl Wire {
-    fn connect(socket: &Path) -> Res<Wire> {
-        let s = UnixStream::connect(socket).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(IO_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        Ok(Wire {
-            s,
-            buf: Vec::new(),
-            read_size: 16384,
-            pause_every: 0,
-            since_pause: 0,
-        })
-    }
-
-    fn send(&mut self, bytes: &[u8]) -> Res<()> {
-        self.s.write_all(bytes).map_err(|e| format!("write: {e}"))
-    }
-
-    /// Reads more; false at EOF.
-    fn fill(&mut self) -> Res<bool> {
-        let mut chunk = [0u8; 16384];
-        let want = self.read_size.min(chunk.len());
-        let n = loop {
-            match self.s.read(&mut chunk[..want]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("read: {e}")),
-            }
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        if self.pause_every > 0 {
-            self.since_pause += n;
-            if self.since_pause >= self.pause_every {
-                self.since_pause = 0;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        Ok(n > 0)
-    }
-
-    /// One CRLF-terminated line; None at EOF before any of it.
-    fn line(&mut self) -> Res<Option<String>> {
-        loop {
-            if let Some(pos) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line = String::from_utf8_lossy(&self.buf[..pos]).into_owned();
-                self.buf.drain(..pos + 2);
-                return Ok(Some(line));
-            }
-            if !self.fill()? {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(format!(
-                        "EOF inside a line: {:?}",
-                        String::from_utf8_lossy(&self.buf)
-                    ))
-                };
-            }
-        }
-    }
-
-    fn need_line(&mut self) -> Res<String> {
-        self.line()?
-            .ok_or_else(|| "EOF where a line was due".into())
-    }
-
-    /// Status and headers; None when the connection closes before a status line.
-    fn head(&mut self) -> Res<Option<(u16, Headers)>> {
-        let Some(status_line) = self.line()? else {
-            return Ok(None);
-        };
-        let status = status_line
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|s| s.get(..3))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-        let mut headers = Vec::new();
-        loop {
-            let line = self.need_line()?;
-            if line.is_empty() {
-                return Ok(Some((status, headers)));
-            }
-            let (k, v) = line
-                .split_once(':')
-                .ok_or_else(|| format!("bad header line {line:?}"))?;
-            headers.push((k.trim().to_owned(), v.trim().to_owned()));
-        }
-    }
-
-    /// One chunk of a chunked body; None at the last chunk.
-    fn chunk(&mut self) -> Res<Option<Vec<u8>>> {
-        let size_line = self.need_line()?;
-        let size = usize::from_str_radix(size_line.trim(), 16)
-            .map_err(|_| format!("bad chunk size {size_line:?}"))?;
-        if size == 0 {
-            let end = self.need_line()?;
-            return if end.is_empty() {
-                Ok(None)
-            } else {
-                Err(format!("trailer after the last chunk: {end:?}"))
-            };
-        }
-        while self.buf.len() < size + 2 {
-            if !self.fill()? {
-                return Err("EOF inside a chunk".into());
-            }
-        }
-        let data: Vec<u8> = self.buf.drain(..size).collect();
-        if self.buf.drain(..2).as_slice() != b"\r\n" {
-            return Err("chunk not followed by CRLF".into());
-        }
-        Ok(Some(data))
-    }
-
-    fn response(&mut self) -> Res<Option<Resp>> {
-        let Some((status, headers)) = self.head()? else {
-            return Ok(None);
-        };
-        let mut r = Resp {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if let Some(len) = r.header("content-length") {
-            let len: usize = len.parse().map_err(|_| format!("bad length {len:?}"))?;
-            while self.buf.len() < len {
-                if !self.fill()? {
-                    return Err("EOF inside a body".into());
-                }
-            }
-            r.body = self.buf.drain(..len).collect();
-        } else if r.header("transfer-encoding") == Some("chunked") {
-            while let Some(chunk) = self.chunk()? {
-                r.body.extend_from_slice(&chunk);
-            }
-        } else {
-            return Err(format!(
-                "{status} with neither a length nor chunked encoding"
-            ));
-        }
-        Ok(Some(r))
-    }
-
-    fn need_response(&mut self) -> Res<Resp> {
-        self.response()?
-            .ok_or_else(|| "closed before a response".into())
-    }
-
-    /// True when the daemon has closed the connection (and sent nothing more).
-    fn closed(&mut self) -> Res<bool> {
-        if !self.buf.is_empty() {
-            return Ok(false);
-        }
-        Ok(!self.fill()? && self.buf.is_empty())
-    }
-}
-
-fn post(path: &str, body: &Value) -> Vec<u8> {
-    let body = body.to_string();
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: rkllmd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+fn need_response(w: &mut Client) -> Result<Response, ClientError> {
+    response(w)?.ok_or_else(|| ClientError::Http("closed before a response".into()))
 }
 
 fn messages(prompt: &str) -> Value {
@@ -324,7 +136,7 @@ fn messages(prompt: &str) -> Value {
 
 // ---- what a complete, well-formed answer is ------------------------------------------------
 
-fn expect_status(r: &Resp, status: u16) -> Res<()> {
+fn expect_status(r: &Response, status: u16) -> Res<()> {
     if r.status == status {
         Ok(())
     } else {
@@ -344,6 +156,14 @@ fn expect_eq(what: &str, got: &Value, want: &Value) -> Res<()> {
     }
 }
 
+fn expect_closed(w: &mut Client, after: &str) -> Res<()> {
+    if w.try_is_closed()? {
+        Ok(())
+    } else {
+        Err(format!("still open after {after}"))
+    }
+}
+
 fn expect_answer(got: &str, want: &str) -> Res<()> {
     if got == want {
         Ok(())
@@ -359,9 +179,9 @@ fn expect_tokens(what: &str, v: &Value) -> Res<u64> {
     }
 }
 
-fn check_openai(r: &Resp, answer: &str) -> Res<()> {
+fn check_openai(r: &Response, answer: &str) -> Res<()> {
     expect_status(r, 200)?;
-    let b = r.json()?;
+    let b = r.try_json()?;
     expect_eq("object", &b["object"], &json!("chat.completion"))?;
     expect_eq(
         "role",
@@ -392,7 +212,7 @@ fn check_usage(u: &Value) -> Res<()> {
     )
 }
 
-fn check_openai_stream(r: &Resp, answer: &str, usage: bool) -> Res<()> {
+fn check_openai_stream(r: &Response, answer: &str, usage: bool) -> Res<()> {
     expect_status(r, 200)?;
     if r.header("content-type") != Some("text/event-stream") {
         return Err(format!("content type {:?}", r.header("content-type")));
@@ -459,16 +279,16 @@ fn check_openai_stream(r: &Resp, answer: &str, usage: bool) -> Res<()> {
     }
 }
 
-fn check_ollama(r: &Resp, answer: &str) -> Res<()> {
+fn check_ollama(r: &Response, answer: &str) -> Res<()> {
     expect_status(r, 200)?;
-    let b = r.json()?;
+    let b = r.try_json()?;
     expect_eq("done", &b["done"], &json!(true))?;
     expect_eq("done_reason", &b["done_reason"], &json!("stop"))?;
     expect_answer(b["message"]["content"].as_str().unwrap_or(""), answer)?;
     expect_tokens("eval_count", &b["eval_count"]).map(drop)
 }
 
-fn check_ollama_stream(r: &Resp, answer: &str) -> Res<()> {
+fn check_ollama_stream(r: &Response, answer: &str) -> Res<()> {
     expect_status(r, 200)?;
     let text = std::str::from_utf8(&r.body).map_err(|e| format!("stream not UTF-8: {e}"))?;
     let lines: Vec<Value> = text
@@ -495,7 +315,7 @@ fn check_ollama_stream(r: &Resp, answer: &str) -> Res<()> {
 }
 
 /// An error answer in the OpenAI shape with one of `statuses`.
-fn check_error(r: &Resp, statuses: &[u16]) -> Res<()> {
+fn check_error(r: &Response, statuses: &[u16]) -> Res<()> {
     if !statuses.contains(&r.status) {
         return Err(format!(
             "status {} not one of {statuses:?}: {}",
@@ -503,7 +323,7 @@ fn check_error(r: &Resp, statuses: &[u16]) -> Res<()> {
             String::from_utf8_lossy(&r.body)
         ));
     }
-    let b = r.json()?;
+    let b = r.try_json()?;
     if b["error"]["message"].is_string() {
         Ok(())
     } else {
@@ -561,37 +381,37 @@ impl Kind {
 }
 
 /// A well-behaved chat of `kind` on `w`: the request, the whole answer, its check.
-fn chat(w: &mut Wire, kind: Kind, prompt: usize, sh: &Shared) -> Res<()> {
+fn chat(w: &mut Client, kind: Kind, prompt: usize, sh: &Shared) -> Res<()> {
     let (p, answer) = (PROMPTS[prompt], sh.answers[prompt].as_str());
     match kind {
         Kind::OpenAi => {
-            w.send(&post(
+            w.try_send(&post_request(
                 "/v1/chat/completions",
                 &json!({"messages": messages(p)}),
             ))?;
-            check_openai(&w.need_response()?, answer)
+            check_openai(&need_response(w)?, answer)
         }
         Kind::OpenAiStream | Kind::OpenAiStreamUsage => {
             let usage = matches!(kind, Kind::OpenAiStreamUsage);
-            w.send(&post(
+            w.try_send(&post_request(
                 "/v1/chat/completions",
                 &json!({"stream": true, "stream_options": {"include_usage": usage}, "messages": messages(p)}),
             ))?;
-            check_openai_stream(&w.need_response()?, answer, usage)
+            check_openai_stream(&need_response(w)?, answer, usage)
         }
         Kind::Ollama => {
-            w.send(&post(
+            w.try_send(&post_request(
                 "/api/chat",
                 &json!({"model": "fast", "stream": false, "messages": messages(p)}),
             ))?;
-            check_ollama(&w.need_response()?, answer)
+            check_ollama(&need_response(w)?, answer)
         }
         Kind::OllamaStream => {
-            w.send(&post(
+            w.try_send(&post_request(
                 "/api/chat",
                 &json!({"model": "fast", "messages": messages(p)}),
             ))?;
-            check_ollama_stream(&w.need_response()?, answer)
+            check_ollama_stream(&need_response(w)?, answer)
         }
         _ => unreachable!("not a chat"),
     }
@@ -599,7 +419,7 @@ fn chat(w: &mut Wire, kind: Kind, prompt: usize, sh: &Shared) -> Res<()> {
 
 fn client(kind: Kind, sh: &Shared, rng: &mut Rng) -> Res<()> {
     let prompt = rng.below(PROMPTS.len());
-    let mut w = Wire::connect(&sh.socket)?;
+    let mut w = Client::try_unix(&sh.socket)?;
     match kind {
         Kind::OpenAi
         | Kind::OpenAiStream
@@ -619,54 +439,52 @@ fn client(kind: Kind, sh: &Shared, rng: &mut Rng) -> Res<()> {
                 chat(&mut w, k, (prompt + i) % PROMPTS.len(), sh)
                     .map_err(|e| format!("request {i} on one connection: {e}"))?;
             }
-            w.send(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")?;
-            expect_status(&w.need_response()?, 200)?;
-            if w.closed()? {
-                Ok(())
-            } else {
-                Err("still open after Connection: close".into())
-            }
+            w.try_send(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n")?;
+            expect_status(&need_response(&mut w)?, 200)?;
+            expect_closed(&mut w, "Connection: close")
         }
         Kind::AbortAfterFirstChunk => {
-            w.send(&post(
+            w.try_send(&post_request(
                 "/v1/chat/completions",
                 &json!({"stream": true, "messages": messages(PROMPTS[prompt])}),
             ))?;
-            let (status, _) = w.head()?.ok_or("closed before the head")?;
+            let (status, _) = w.try_read_head()?.ok_or("closed before the head")?;
             if status != 200 {
                 return Err(format!("status {status}"));
             }
-            w.chunk()?.ok_or("stream ended before its first chunk")?;
+            w.try_read_chunk()?
+                .ok_or("stream ended before its first chunk")?;
             Ok(())
         }
-        Kind::AbortAtOnce => w.send(&post(
+        Kind::AbortAtOnce => Ok(w.try_send(&post_request(
             "/api/chat",
             &json!({"messages": messages(PROMPTS[prompt])}),
-        )),
+        ))?),
         Kind::Garbage => garbage(w, rng),
         Kind::Oversized => {
             // The head announces four times the limit; a part of the body follows before the
             // answer is read, as a client that does not wait for it would send.
-            w.send(
+            w.try_send(
                 format!(
                     "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
                     4 * MAX_BODY
                 )
                 .as_bytes(),
             )?;
-            w.send(&vec![b'{'; 3 * MAX_BODY / 2])?;
-            check_error(&w.need_response()?, &[413])?;
-            if w.closed()? {
-                Ok(())
-            } else {
-                Err("still open after a 413".into())
-            }
+            w.try_send(&vec![b'{'; 3 * MAX_BODY / 2])?;
+            check_error(&need_response(&mut w)?, &[413])?;
+            expect_closed(&mut w, "a 413")
         }
         Kind::BadJson => {
-            w.send(&post("/v1/chat/completions", &json!("not an object")))?;
-            check_error(&w.need_response()?, &[400])?;
-            w.send(b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"messag")?;
-            check_error(&w.need_response()?, &[400])?;
+            w.try_send(&post_request(
+                "/v1/chat/completions",
+                &json!("not an object"),
+            ))?;
+            check_error(&need_response(&mut w)?, &[400])?;
+            w.try_send(
+                b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 8\r\n\r\n{\"messag",
+            )?;
+            check_error(&need_response(&mut w)?, &[400])?;
             chat(&mut w, Kind::OpenAi, prompt, sh)
                 .map_err(|e| format!("after two 400s on one connection: {e}"))
         }
@@ -676,16 +494,15 @@ fn client(kind: Kind, sh: &Shared, rng: &mut Rng) -> Res<()> {
 /// Random bytes, half the time with our write side shut. The daemon answers with a 4xx (a
 /// 408 when the bytes stop mid-request) or just closes; it must not take longer than its
 /// header timeout to do either.
-fn garbage(mut w: Wire, rng: &mut Rng) -> Res<()> {
+fn garbage(mut w: Client, rng: &mut Rng) -> Res<()> {
     let len = 1 + rng.below(2048);
     let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
     let t = Instant::now();
-    w.send(&bytes)?;
+    w.try_send(&bytes)?;
     if rng.below(2) == 0 {
-        w.s.shutdown(std::net::Shutdown::Write)
-            .map_err(|e| e.to_string())?;
+        w.try_shutdown_write()?;
     }
-    let outcome = match w.response()? {
+    let outcome = match response(&mut w)? {
         Some(r) => check_error(&r, &[400, 408, 413, 414, 431, 501, 505]),
         None => Ok(()),
     };
@@ -708,26 +525,25 @@ fn slow_reader(sh: &Shared, seed: u64) {
     let mut rng = Rng(seed);
     while !sh.stop.load(Ordering::Relaxed) {
         let outcome = (|| {
-            let mut w = Wire::connect(&sh.socket)?;
+            let mut w = Client::try_unix(&sh.socket)?;
             let prompts: Vec<usize> = (0..SLOW_PIPELINE)
                 .map(|_| rng.below(PROMPTS.len()))
                 .collect();
             let mut raw = Vec::new();
             for (i, &p) in prompts.iter().enumerate() {
                 raw.extend(if i % 2 == 0 {
-                    post(
+                    post_request(
                         "/v1/chat/completions",
                         &json!({"stream": true, "messages": messages(PROMPTS[p])}),
                     )
                 } else {
-                    post("/api/chat", &json!({"messages": messages(PROMPTS[p])}))
+                    post_request("/api/chat", &json!({"messages": messages(PROMPTS[p])}))
                 });
             }
-            w.send(&raw)?;
-            w.read_size = 1;
-            w.pause_every = 32;
+            w.try_send(&raw)?;
+            w.read_slowly(1, 32);
             for (i, &p) in prompts.iter().enumerate() {
-                let r = w.need_response()?;
+                let r = need_response(&mut w)?;
                 if i % 2 == 0 {
                     check_openai_stream(&r, &sh.answers[p], false)
                 } else {
@@ -748,7 +564,7 @@ fn slowloris(sh: &Shared, seed: u64) {
     while !sh.stop.load(Ordering::Relaxed) {
         let in_body = rng.below(2) == 0;
         let outcome = (|| -> Res<&'static str> {
-            let mut w = Wire::connect(&sh.socket)?;
+            let mut w = Client::try_unix(&sh.socket)?;
             let (head, dribble): (Vec<u8>, &[u8]) = if in_body {
                 (
                     b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n".to_vec(),
@@ -762,19 +578,19 @@ fn slowloris(sh: &Shared, seed: u64) {
             };
             let t = Instant::now();
             if !head.is_empty() {
-                w.send(&head)?;
+                w.try_send(&head)?;
             }
-            w.s.set_nonblocking(true).map_err(|e| e.to_string())?;
+            w.try_set_nonblocking(true)?;
             let mut cut = false;
             for &b in dribble {
-                if w.s.write_all(&[b]).is_err() {
+                if w.try_send(&[b]).is_err() {
                     cut = true;
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
                 // Whatever arrives stays in the buffer for the response read below.
-                match w.fill() {
-                    Err(e) if e.contains("temporarily unavailable") => {}
+                match w.try_fill() {
+                    Err(e) if e.is_would_block() => {}
                     Ok(_) | Err(_) => {
                         cut = true;
                         break;
@@ -788,15 +604,13 @@ fn slowloris(sh: &Shared, seed: u64) {
             if took > HEADER_TIMEOUT + TIMER_SLACK {
                 return Err(format!("cut off only after {took:?}"));
             }
-            w.s.set_nonblocking(false).map_err(|e| e.to_string())?;
-            match w.response() {
+            w.try_set_nonblocking(false)?;
+            match response(&mut w) {
                 Ok(Some(r)) => check_error(&r, &[408]).map(|()| "slowloris got 408"),
                 Ok(None) => Ok("slowloris closed"),
                 // Our later bytes may reset the connection once the daemon has closed it.
-                Err(e) if e.contains("reset") || e.contains("Broken pipe") => {
-                    Ok("slowloris closed")
-                }
-                Err(e) => Err(e),
+                Err(e) if e.is_reset() => Ok("slowloris closed"),
+                Err(e) => Err(e.into()),
             }
         })();
         match outcome {
@@ -811,13 +625,13 @@ fn slowloris(sh: &Shared, seed: u64) {
 /// replaced.
 fn idle_holder(sh: &Shared) {
     struct Held {
-        w: Wire,
+        w: Client,
         opened: Instant,
         used: Option<Instant>,
     }
     let open = || -> Res<Held> {
         Ok(Held {
-            w: Wire::connect(&sh.socket)?,
+            w: Client::try_unix(&sh.socket)?,
             opened: Instant::now(),
             used: None,
         })
@@ -840,22 +654,23 @@ fn idle_holder(sh: &Shared) {
                 None if h.opened.elapsed() >= Duration::from_secs(1) => {
                     h.used = Some(Instant::now());
                     (|| {
-                        h.w.send(b"GET /health HTTP/1.1\r\n\r\n")?;
-                        let r = h.w.need_response()?;
+                        h.w.try_send(b"GET /health HTTP/1.1\r\n\r\n")?;
+                        let r = need_response(&mut h.w)?;
                         expect_status(&r, 200)?;
-                        expect_eq("health", &r.json()?["status"], &json!("ok"))
+                        expect_eq("health", &r.try_json()?["status"], &json!("ok"))
                     })()
                     .map(|()| false)
                 }
                 Some(used) if used.elapsed() > KEEPALIVE + TIMER_SLACK => {
-                    let _ = h.w.s.set_nonblocking(true);
-                    match h.w.closed() {
+                    let _ = h.w.try_set_nonblocking(true);
+                    match h.w.try_is_closed() {
                         Ok(true) => Ok(true),
                         Ok(false) => Err("sent bytes while idle".into()),
-                        Err(e) if e.contains("would block") || e.contains("temporarily") => Err(
-                            format!("open {:?} after its keep-alive timeout", used.elapsed()),
-                        ),
-                        Err(e) => Err(e),
+                        Err(e) if e.is_would_block() => Err(format!(
+                            "open {:?} after its keep-alive timeout",
+                            used.elapsed()
+                        )),
+                        Err(e) => Err(e.into()),
                     }
                 }
                 _ => Ok(false),
@@ -944,15 +759,14 @@ fn load(d: &mut Daemon, sh: &Arc<Shared>, secs: Duration, label: &str) {
 
 /// Waits until only `probe` is connected and nothing is queued or running; then returns
 /// (RSS KiB, open fds) with the probe still connected, so both counts include it.
-fn quiet_figures(d: &Daemon, probe: &mut Wire) -> (u64, usize) {
+fn quiet_figures(d: &Daemon, probe: &mut Client) -> (u64, usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         probe
-            .send(b"GET /health HTTP/1.1\r\n\r\n")
+            .try_send(b"GET /health HTTP/1.1\r\n\r\n")
             .expect("probe /health");
-        let h = probe
-            .need_response()
-            .and_then(|r| r.json())
+        let h = need_response(probe)
+            .and_then(|r| r.try_json())
             .expect("probe /health answer");
         if h["connections"] == 1 && h["queue_depth"] == 0 && h["running"] == false {
             // Let allocator and kernel settle a moment after the last reaping.
@@ -967,11 +781,11 @@ fn quiet_figures(d: &Daemon, probe: &mut Wire) -> (u64, usize) {
     }
 }
 
-fn metrics(probe: &mut Wire) -> BTreeMap<String, f64> {
+fn metrics(probe: &mut Client) -> BTreeMap<String, f64> {
     probe
-        .send(b"GET /metrics HTTP/1.1\r\n\r\n")
+        .try_send(b"GET /metrics HTTP/1.1\r\n\r\n")
         .expect("/metrics");
-    let r = probe.need_response().expect("/metrics answer");
+    let r = need_response(probe).expect("/metrics answer");
     assert_eq!(r.status, 200);
     String::from_utf8(r.body)
         .expect("UTF-8 metrics")
@@ -1042,7 +856,7 @@ fn soak() {
     });
 
     load(&mut d, &sh, WARMUP, "warm-up");
-    let mut probe = Wire::connect(&d.socket).expect("probe connection");
+    let mut probe = Client::try_unix(&d.socket).expect("probe connection");
     let (rss0, fds0) = quiet_figures(&d, &mut probe);
     let before = metrics(&mut probe);
     drop(probe);
@@ -1051,7 +865,7 @@ fn soak() {
     let t = Instant::now();
     load(&mut d, &sh, Duration::from_secs(secs), "load");
     let loaded = t.elapsed();
-    let mut probe = Wire::connect(&d.socket).expect("probe connection");
+    let mut probe = Client::try_unix(&d.socket).expect("probe connection");
     let (rss1, fds1) = quiet_figures(&d, &mut probe);
     let m = metrics(&mut probe);
 
@@ -1149,8 +963,8 @@ fn soak() {
     );
 
     // No crash: alive and serving, then a clean exit on SIGTERM with the socket removed.
-    probe.send(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
-    let h = probe.need_response().unwrap();
+    probe.try_send(b"GET /health HTTP/1.1\r\n\r\n").unwrap();
+    let h = need_response(&mut probe).unwrap();
     assert_eq!(h.status, 200);
     drop(probe);
     let stderr = d.stderr();
