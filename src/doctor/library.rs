@@ -289,65 +289,104 @@ fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
 
 pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> Found {
     let built = env!("RKLLMD_ABI");
-    let mut skipped = Vec::new();
-    let chosen = if configured.as_os_str().to_string_lossy().contains('/') {
-        Some((configured.to_owned(), "runtime-library"))
-    } else {
-        search_dirs(root, ld_library_path)
-            .into_iter()
-            .find_map(|(dir, from)| {
-                let candidate = dir.join(configured);
-                let header = read_header(&candidate).ok()?;
-                match elf_problem(&header) {
-                    None => Some((candidate, from)),
-                    Some(why) => {
-                        skipped.push(format!("{} ({why})", candidate.display()));
-                        None
-                    }
-                }
-            })
+    let unversioned = |finding| Found {
+        finding,
+        minor: None,
     };
-    let Some((path, from)) = chosen else {
+    let (path, from) = match locate(root, configured, ld_library_path, built) {
+        Ok(found) => found,
+        Err(finding) => return unversioned(finding),
+    };
+    let bytes = match loadable(root, &path, from, ld_library_path) {
+        Ok(bytes) => bytes,
+        Err(finding) => return unversioned(finding),
+    };
+    let shown = format!("{} (from {from})", path.display());
+    let Some(version) = runtime_version(&bytes) else {
+        return unversioned(Finding::warn(
+            NAME,
+            format!("{shown}: version unknown (no 'rkllm-runtime version' text in the file)"),
+            format!(
+                "rkllmd is built for ABI {built}: check the 'rkllm-runtime version' line the \
+                 runtime logs when rkllmd starts"
+            ),
+        ));
+    };
+    let Some((major, minor)) = major_minor(&version) else {
+        return unversioned(Finding::warn(
+            NAME,
+            format!("{shown}: version '{version}' not understood"),
+            format!("rkllmd is built for ABI {built}"),
+        ));
+    };
+    Found {
+        finding: judge_version(&format!("{shown}, version {version}"), major, minor, built),
+        minor: Some(minor),
+    }
+}
+
+/// The library the daemon would load: `runtime-library` when it is a path, else the first
+/// candidate for this CPU in the loader's search order.
+fn locate(
+    root: &Root,
+    configured: &Path,
+    ld_library_path: Option<&str>,
+    built: &str,
+) -> Result<(PathBuf, &'static str), Finding> {
+    if configured.as_os_str().to_string_lossy().contains('/') {
+        return Ok((configured.to_owned(), "runtime-library"));
+    }
+    let mut skipped = Vec::new();
+    let chosen = search_dirs(root, ld_library_path)
+        .into_iter()
+        .find_map(|(dir, from)| {
+            let candidate = dir.join(configured);
+            let header = read_header(&candidate).ok()?;
+            match elf_problem(&header) {
+                None => Some((candidate, from)),
+                Some(why) => {
+                    skipped.push(format!("{} ({why})", candidate.display()));
+                    None
+                }
+            }
+        });
+    chosen.ok_or_else(|| {
         let mut detail = format!("{} not found", configured.display());
         if !skipped.is_empty() {
             let _ = write!(detail, "; skipped {}", skipped.join(", "));
         }
-        return Found {
-            finding: Finding::fail(
-                NAME,
-                detail,
-                format!(
-                    "install librkllmrt.so {built}.x from rknn-llm (rkllm-runtime/Linux/librkllm_api/) \
-                     into /usr/lib, or set runtime-library to its path"
-                ),
+        Finding::fail(
+            NAME,
+            detail,
+            format!(
+                "install librkllmrt.so {built}.x from rknn-llm (rkllm-runtime/Linux/librkllm_api/) \
+                 into /usr/lib, or set runtime-library to its path"
             ),
-            minor: None,
-        };
-    };
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            return Found {
-                finding: Finding::fail(
-                    NAME,
-                    format!("cannot read {}: {e}", path.display()),
-                    "the daemon's user must be able to read the runtime library",
-                ),
-                minor: None,
-            }
-        }
-    };
+        )
+    })
+}
+
+/// The library's bytes once it is readable, built for this CPU and has every library it needs.
+fn loadable(
+    root: &Root,
+    path: &Path,
+    from: &str,
+    ld_library_path: Option<&str>,
+) -> Result<Vec<u8>, Finding> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Finding::fail(
+            NAME,
+            format!("cannot read {}: {e}", path.display()),
+            "the daemon's user must be able to read the runtime library",
+        )
+    })?;
     if let Some(why) = elf_problem(&bytes) {
-        return Found {
-            finding: Finding::fail(
-                NAME,
-                format!("{}: {why}", path.display()),
-                "runtime-library must name librkllmrt.so for this CPU",
-            ),
-            minor: None,
-        };
+        return Err(Finding::fail(
+            NAME,
+            format!("{}: {why}", path.display()),
+            "runtime-library must name librkllmrt.so for this CPU",
+        ));
     }
-    let shown = format!("{} (from {from})", path.display());
     // What dlopen would fail on next: a dependency (libomp.so, in the field) nowhere to be found.
     let dirs = search_dirs(root, ld_library_path);
     let missing: Vec<String> = needed(&bytes)
@@ -356,45 +395,24 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
         .filter(|lib| !dirs.iter().any(|(d, _)| d.join(lib).exists()))
         .collect();
     if !missing.is_empty() {
-        return Found {
-            finding: Finding::fail(
-                NAME,
-                format!(
-                    "{shown} needs {}, not found in the library path",
-                    missing.join(", ")
-                ),
-                "install the missing libraries (ldd on the board lists them) or add their \
-                 directory to /etc/ld.so.conf.d/ and run ldconfig",
+        return Err(Finding::fail(
+            NAME,
+            format!(
+                "{} (from {from}) needs {}, not found in the library path",
+                path.display(),
+                missing.join(", ")
             ),
-            minor: None,
-        };
+            "install the missing libraries (ldd on the board lists them) or add their \
+             directory to /etc/ld.so.conf.d/ and run ldconfig",
+        ));
     }
-    let Some(version) = runtime_version(&bytes) else {
-        return Found {
-            finding: Finding::warn(
-                NAME,
-                format!("{shown}: version unknown (no 'rkllm-runtime version' text in the file)"),
-                format!(
-                    "rkllmd is built for ABI {built}: check the 'rkllm-runtime version' line the \
-                     runtime logs when rkllmd starts"
-                ),
-            ),
-            minor: None,
-        };
-    };
-    let Some((major, minor)) = major_minor(&version) else {
-        return Found {
-            finding: Finding::warn(
-                NAME,
-                format!("{shown}: version '{version}' not understood"),
-                format!("rkllmd is built for ABI {built}"),
-            ),
-            minor: None,
-        };
-    };
+    Ok(bytes)
+}
+
+/// The runtime's version against the ABI this binary was built for.
+fn judge_version(detail: &str, major: u32, minor: u32, built: &str) -> Finding {
     let abi = format!("{major}.{minor}");
-    let detail = format!("{shown}, version {version}");
-    let finding = if abi == built {
+    if abi == built {
         Finding::ok(NAME, format!("{detail}, ABI {abi} as built"))
     } else if major == 1 && (minor == 2 || minor == 3) {
         let rebuild = if minor == 2 {
@@ -419,10 +437,6 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
             format!("{detail}: newer than the ABIs rkllmd knows (1.2, 1.3); built for {built}"),
             "watch the first requests; rebuild rkllmd when it supports this runtime",
         )
-    };
-    Found {
-        finding,
-        minor: Some(minor),
     }
 }
 

@@ -63,9 +63,11 @@ pub(super) fn run(
             return;
         }
     };
+    // The slot is only ever filled here; dropping our Arc leaves the engine's.
     if let Ok(mut slot) = abort_slot.lock() {
         *slot = Some(runtime.abort_handle());
     }
+    drop(abort_slot);
     notify.send(WorkerMsg::Loaded {
         load_time: started.elapsed(),
     });
@@ -81,7 +83,7 @@ pub(super) fn run(
         cancelled,
     };
     worker.cache.cleared();
-    while let Ok(job) = jobs.recv() {
+    for job in jobs {
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }

@@ -136,19 +136,15 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            match chat::guess(&file) {
-                Some(name) => {
-                    log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
-                    Template::preset(name)
-                }
-                None => {
-                    log::info!(
-                        "no chat template preset matches '{file}': the runtime's built-in template is used, \
-                         which sees only the newest user turn (set chat-template to choose)"
-                    );
-                    None
-                }
-            }
+            let Some(name) = chat::guess(&file) else {
+                log::info!(
+                    "no chat template preset matches '{file}': the runtime's built-in template is used, \
+                     which sees only the newest user turn (set chat-template to choose)"
+                );
+                return None;
+            };
+            log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
+            Template::preset(name)
         }
     }
 }
