@@ -20,9 +20,9 @@ use crate::engine::{EngineError, Finish, FinishReason};
 /// Which part of an answer a piece of text is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
-    Content,
+    Content = 0,
     /// A leading think block.
-    Reasoning,
+    Reasoning = 1,
 }
 
 /// How events are framed in a stream.
@@ -39,27 +39,98 @@ pub enum Framing {
 pub struct Events {
     framing: Framing,
     buf: Vec<u8>,
+    /// Per part, a text event as serde wrote it around a placeholder for its text (see
+    /// `text_event`).
+    repeating: [Option<Template>; 2],
 }
+
+/// A text event serialized once with `PLACEHOLDER` as its text, split where the placeholder's
+/// JSON string stands: the event for any text is `before`, the text as serde writes a JSON
+/// string, then `after`.
+#[derive(Debug)]
+struct Template {
+    before: Vec<u8>,
+    after: Vec<u8>,
+}
+
+/// Serialized as a JSON string it is itself in quotes: nothing in it is escaped.
+const PLACEHOLDER: &str = "rkllmd:text-of-this-event:c1f0";
 
 impl Events {
     pub fn new(framing: Framing) -> Events {
         Events {
             framing,
             buf: Vec::new(),
+            repeating: [None, None],
         }
     }
 
     /// Appends one event.
     pub fn event(&mut self, value: &impl Serialize) {
-        if self.framing == Framing::Sse {
-            self.buf.extend_from_slice(b"data: ");
+        Self::write_event(self.framing, &mut self.buf, value);
+    }
+
+    fn write_event(framing: Framing, buf: &mut Vec<u8>, value: &impl Serialize) {
+        if framing == Framing::Sse {
+            buf.extend_from_slice(b"data: ");
         }
         // Writing to a Vec cannot fail, and these values have no maps with non-string keys.
-        let _ = serde_json::to_writer(&mut self.buf, value);
-        self.buf.extend_from_slice(match self.framing {
+        let _ = serde_json::to_writer(Sink(buf), value);
+        buf.extend_from_slice(match framing {
             Framing::Sse => b"\n\n",
             Framing::Ndjson => b"\n",
         });
+    }
+
+    /// Appends the event `event(text)` for one piece of text, for a format whose text events
+    /// differ only in their text for the whole stream (and in which part they carry). The
+    /// first event of each part is serialized whole, with a placeholder for the text, and
+    /// kept; every event after it is that serialization with the text, written by serde as the
+    /// JSON string it would write in place, where the placeholder stood. The per-token cost is
+    /// then one string's escaping rather than every key and value of the event. When the
+    /// placeholder does not stand exactly once (a model name containing it), every event is
+    /// serialized whole.
+    pub fn text_event<'a, V: Serialize>(
+        &mut self,
+        part: Part,
+        text: &'a str,
+        event: impl Fn(&'a str) -> V,
+    ) {
+        let slot = &mut self.repeating[part as usize];
+        if slot.is_none() {
+            *slot = Some(Self::template(self.framing, &event(PLACEHOLDER)));
+        }
+        match slot {
+            Some(t) if !t.before.is_empty() => {
+                self.buf.extend_from_slice(&t.before);
+                let _ = serde_json::to_writer(Sink(&mut self.buf), text);
+                self.buf.extend_from_slice(&t.after);
+            }
+            _ => Self::write_event(self.framing, &mut self.buf, &event(text)),
+        }
+    }
+
+    /// The template of `value`, or an empty one when the placeholder is not there exactly once.
+    fn template(framing: Framing, value: &impl Serialize) -> Template {
+        let mut whole = Vec::new();
+        Self::write_event(framing, &mut whole, value);
+        let quoted = format!("\"{PLACEHOLDER}\"");
+        let found: Vec<usize> = whole
+            .windows(quoted.len())
+            .enumerate()
+            .filter(|(_, w)| *w == quoted.as_bytes())
+            .map(|(i, _)| i)
+            .collect();
+        match found[..] {
+            [at] => Template {
+                before: whole[..at].to_vec(),
+                after: whole[at + quoted.len()..].to_vec(),
+            },
+            _ => Template {
+                before: Vec::new(),
+                after: Vec::new(),
+            },
+        }
     }
 
     /// Appends bytes as they are (a stream's end marker).
@@ -78,6 +149,32 @@ impl Events {
     #[cfg(test)]
     pub fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
+    }
+}
+
+/// `serde_json`'s writer for events. It writes a token's event in some sixty pieces, most of them
+/// one byte of punctuation; `Vec<u8>`'s own writer calls `memcpy` for each, this one pushes a
+/// single byte in place (the stream throughput benchmark measures the difference).
+struct Sink<'a>(&'a mut Vec<u8>);
+
+impl std::io::Write for Sink<'_> {
+    #[inline]
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match buf {
+            [byte] => self.0.push(*byte),
+            _ => self.0.extend_from_slice(buf),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -129,14 +226,21 @@ pub fn finish_reason(reason: FinishReason) -> &'static str {
     }
 }
 
-/// The responder for one generation in format `F`.
+/// The responder for one generation in format `F`: the output filter, and the answer it
+/// feeds (apart, so that the filter's events are written through the answer while the filter
+/// is borrowed).
 pub struct Generation<F> {
+    /// Reasoning, content and tool calls out of the generated text; stop sequences.
+    filter: OutputFilter,
+    answer: Answer<F>,
+}
+
+/// What a generation has answered so far, and how it answers.
+struct Answer<F> {
     format: F,
     stream: bool,
     /// Headers naming what the daemon could not honour; sent with the head or the answer.
     warnings: Vec<(&'static str, String)>,
-    /// Reasoning, content and tool calls out of the generated text; stop sequences.
-    filter: OutputFilter,
     /// The stream's head went out: errors must now travel inside the stream.
     head_sent: bool,
     content: String,
@@ -153,18 +257,22 @@ impl<F: Format> Generation<F> {
         warnings: Vec<(&'static str, String)>,
     ) -> Generation<F> {
         Generation {
-            format,
-            stream,
-            warnings,
             filter,
-            head_sent: false,
-            content: String::new(),
-            reasoning: String::new(),
-            calls: Vec::new(),
-            events: Events::new(F::FRAMING),
+            answer: Answer {
+                format,
+                stream,
+                warnings,
+                head_sent: false,
+                content: String::new(),
+                reasoning: String::new(),
+                calls: Vec::new(),
+                events: Events::new(F::FRAMING),
+            },
         }
     }
+}
 
+impl<F: Format> Answer<F> {
     /// Sends the stream's head on the first output, so a failure before it is a plain error.
     fn ensure_head(&mut self, out: &mut dyn ResponseOut) {
         if self.head_sent {
@@ -214,19 +322,32 @@ impl<F: Format> Responder for Generation<F> {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
-        // Taken out for the call so that its borrowed events can be written through `self`.
-        let mut filter = std::mem::take(&mut self.filter);
-        let next = filter.push(text, &mut |e| self.on_event(e, out));
-        self.filter = filter;
-        next
+        let answer = &mut self.answer;
+        self.filter.push(text, &mut |e| answer.on_event(e, out))
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
-        let mut filter = std::mem::take(&mut self.filter);
-        filter.finish(&mut |e| self.on_event(e, out));
+        let filter = &mut self.filter;
+        let answer = &mut self.answer;
+        filter.finish(&mut |e| answer.on_event(e, out));
         let thought = filter.thought();
         let reason = filter.reason(finish_reason(finish.reason));
-        self.filter = filter;
+        answer.finish(finish, thought, reason, out);
+    }
+
+    fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
+        self.answer.fail(error, out);
+    }
+}
+
+impl<F: Format> Answer<F> {
+    fn finish(
+        &mut self,
+        finish: &Finish,
+        thought: bool,
+        reason: &'static str,
+        out: &mut dyn ResponseOut,
+    ) {
         if self.stream {
             // The head is not out yet when the answer is empty.
             self.ensure_head(out);
@@ -250,7 +371,7 @@ impl<F: Format> Responder for Generation<F> {
         }
     }
 
-    fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
+    fn fail(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
         let err = ApiError::from_engine(F::FLAVOR, error);
         if self.head_sent {
             self.events.event(&err.body());
@@ -308,6 +429,128 @@ pub mod testing {
         /// The whole response as JSON, when it was not streamed.
         pub fn json(&self) -> Value {
             serde_json::from_slice(&self.full.as_ref().expect("a full response").body).unwrap()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A text event whose key names its part, as the formats' are.
+    fn event<'a>(model: &'a str, part: Part, text: &'a str) -> Value<'a> {
+        match part {
+            Part::Content => Value::Content { model, text },
+            Part::Reasoning => Value::Reasoning {
+                model,
+                reasoning: text,
+            },
+        }
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Value<'a> {
+        Content { model: &'a str, text: &'a str },
+        Reasoning { model: &'a str, reasoning: &'a str },
+    }
+
+    /// What `event` writes for the same value: the reference a template must reproduce.
+    fn whole(framing: Framing, value: &impl Serialize) -> Vec<u8> {
+        let mut events = Events::new(framing);
+        events.event(value);
+        events.take()
+    }
+
+    const TEXTS: [&str; 6] = [
+        "plain",
+        "",
+        "quote \" backslash \\ newline \n tab \t",
+        "control \u{1} \u{1f}",
+        "unicode é 漢字 🙂",
+        "rkllmd:text-of-this-event:c1f0",
+    ];
+
+    #[test]
+    fn a_templated_text_event_is_byte_for_byte_what_serde_writes_whole() {
+        for framing in [Framing::Sse, Framing::Ndjson] {
+            let mut events = Events::new(framing);
+            for part in [Part::Content, Part::Reasoning] {
+                for text in TEXTS {
+                    events.text_event(part, text, |t| event("m\"odel", part, t));
+                    let expected = whole(framing, &event("m\"odel", part, text));
+                    assert_eq!(
+                        String::from_utf8(events.take()).unwrap(),
+                        String::from_utf8(expected).unwrap(),
+                        "{framing:?} {part:?} {text:?}"
+                    );
+                }
+            }
+            assert!(events
+                .repeating
+                .iter()
+                .all(|t| t.as_ref().is_some_and(|t| !t.before.is_empty())));
+        }
+    }
+
+    #[test]
+    fn each_part_keeps_its_own_template() {
+        #[derive(Serialize)]
+        struct Delta<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            content: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reasoning: Option<&'a str>,
+        }
+        let delta = |part, t| match part {
+            Part::Content => Delta {
+                content: Some(t),
+                reasoning: None,
+            },
+            Part::Reasoning => Delta {
+                content: None,
+                reasoning: Some(t),
+            },
+        };
+        let mut events = Events::new(Framing::Ndjson);
+        events.text_event(Part::Reasoning, "a", |t| delta(Part::Reasoning, t));
+        events.text_event(Part::Content, "b", |t| delta(Part::Content, t));
+        events.text_event(Part::Reasoning, "c", |t| delta(Part::Reasoning, t));
+        let lines: Vec<serde_json::Value> = String::from_utf8(events.take())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                json!({"reasoning": "a"}),
+                json!({"content": "b"}),
+                json!({"reasoning": "c"})
+            ]
+        );
+    }
+
+    #[test]
+    fn a_model_name_holding_the_placeholder_gets_whole_events() {
+        let model = "x rkllmd:text-of-this-event:c1f0";
+        // The placeholder then stands twice (as the model's text too, unquoted there) or is
+        // not alone in its string: either way no template, and every event is still right.
+        for model in [model, PLACEHOLDER] {
+            let mut events = Events::new(Framing::Sse);
+            for text in TEXTS {
+                events.text_event(Part::Content, text, |t| event(model, Part::Content, t));
+                assert_eq!(
+                    events.take(),
+                    whole(Framing::Sse, &event(model, Part::Content, text)),
+                    "{model:?} {text:?}"
+                );
+            }
+            if model == PLACEHOLDER {
+                let template = events.repeating[Part::Content as usize].as_ref().unwrap();
+                assert!(template.before.is_empty(), "placeholder twice: no template");
+            }
         }
     }
 }

@@ -108,19 +108,24 @@ impl Format for OpenAiFormat {
         }
     }
 
+    /// Every text event of a stream has the same id, time and model: only the text differs.
     fn text(&mut self, part: Part, text: &str, events: &mut Events) {
-        let delta = match part {
-            Part::Content => Delta {
-                content: Some(text),
-                ..Delta::default()
-            },
-            Part::Reasoning => Delta {
-                reasoning_content: Some(text),
-                ..Delta::default()
-            },
-        };
-        let choice = self.streamed(delta, None);
-        events.event(&self.chunk(std::slice::from_ref(&choice), None));
+        events.text_event(part, text, |text| {
+            let delta = match part {
+                Part::Content => Delta {
+                    content: Some(text),
+                    ..Delta::default()
+                },
+                Part::Reasoning => Delta {
+                    reasoning_content: Some(text),
+                    ..Delta::default()
+                },
+            };
+            Streamed {
+                format: self,
+                choice: self.streamed(delta, None),
+            }
+        });
     }
 
     fn call(&mut self, call: &ToolCall, index: usize, events: &mut Events) {
@@ -168,6 +173,20 @@ impl Format for OpenAiFormat {
         };
         let usage = Usage::of(outcome.finish);
         FullResponse::json(200, &self.chunk(std::slice::from_ref(&choice), Some(usage)))
+    }
+}
+
+/// A stream chunk with one choice, owning it (for `Events::text_event`).
+struct Streamed<'a> {
+    format: &'a OpenAiFormat,
+    choice: Choice<'a>,
+}
+
+impl Serialize for Streamed<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.format
+            .chunk(std::slice::from_ref(&self.choice), None)
+            .serialize(serializer)
     }
 }
 
