@@ -17,9 +17,6 @@
 namespace sim SIM_HIDDEN {
 namespace {
 
-// Delays sleep in slices this long so that an abort is seen promptly.
-constexpr int64_t kSliceUs = 5000;
-
 // Guards against rkllm_destroy from inside one of this handle's callbacks (it would wait for
 // the very run that is calling it).
 thread_local const Handle* tl_callback_owner = nullptr;
@@ -129,6 +126,11 @@ Handle::Handle(int id, ModelConfig model, InitSettings settings, String trace_pa
     tmpl_.system = kDefaultSystem;
     tmpl_.prefix = kDefaultPrefix;
     tmpl_.postfix = kDefaultPostfix;
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&abort_cond_, &attr);
+    pthread_condattr_destroy(&attr);
 }
 
 Handle::~Handle() {
@@ -140,6 +142,7 @@ Handle::~Handle() {
     }
     work_cv_.notify_all();
     if (worker_.joinable()) worker_.join();
+    pthread_cond_destroy(&abort_cond_);
 }
 
 bool Handle::begin_locked(Snapshot& snap) {
@@ -204,6 +207,7 @@ void Handle::worker_loop() {
 void Handle::request_abort_locked() {
     const int64_t at = now_us() + static_cast<int64_t>(model_.abort_delay_ms) * 1000;
     if (at < abort_at_us_.load()) abort_at_us_.store(at);  // a later abort never delays one
+    pthread_cond_broadcast(&abort_cond_);
 }
 
 int Handle::abort() {
@@ -217,13 +221,21 @@ bool Handle::abort_due() const {
     return at != kNever && now_us() >= at;
 }
 
-bool Handle::sleep_unless_aborted(int64_t us) const {
+// One wakeup per delay, not one per slice: the simulator's own CPU stays out of what callers
+// measure. The wait ends early when an abort becomes due (request_abort_locked signals).
+bool Handle::sleep_unless_aborted(int64_t us) {
     const int64_t deadline = now_us() + us;
+    std::lock_guard<std::mutex> lk(mu_);
     for (;;) {
-        if (abort_due()) return false;
-        const int64_t left = deadline - now_us();
-        if (left <= 0) return true;
-        sleep_us(std::min(left, kSliceUs));
+        const int64_t now = now_us();
+        const int64_t abort_at = abort_at_us_.load();
+        if (abort_at != kNever && now >= abort_at) return false;
+        if (now >= deadline) return true;
+        const int64_t until = std::min(deadline, abort_at);
+        timespec ts{};
+        ts.tv_sec = static_cast<time_t>(until / 1000000);
+        ts.tv_nsec = static_cast<long>(until % 1000000) * 1000;
+        pthread_cond_timedwait(&abort_cond_, mu_.native_handle(), &ts);
     }
 }
 

@@ -12,6 +12,8 @@
 #include <optional>
 #include <thread>
 
+#include <pthread.h>
+
 #include "model_file.h"
 #include "sim.h"
 #include "tokenizer.h"
@@ -125,7 +127,7 @@ private:
     void worker_loop();
     void request_abort_locked();
     bool abort_due() const;
-    bool sleep_unless_aborted(int64_t us) const;
+    bool sleep_unless_aborted(int64_t us);
     int deliver(void* userdata, RKLLMResult& result, LLMCallState state);
     [[noreturn]] void hang_forever() const;
 
@@ -144,6 +146,9 @@ private:
     std::mutex mu_;
     std::condition_variable idle_cv_;  // running_ became false
     std::condition_variable work_cv_;  // job_ was queued or closing_ was set
+    // abort_at_us_ was set: delays wait on it with mu_ until their end or the abort, whichever
+    // comes first. A pthread condition on CLOCK_MONOTONIC, the simulator's one clock.
+    pthread_cond_t abort_cond_;
     // Guarded by mu_:
     bool running_ = false;
     bool closing_ = false;
