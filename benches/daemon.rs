@@ -353,6 +353,7 @@ fn cpu_per_token_rows(dir: &std::path::Path) {
     let pid = d.child.id();
     let mut c = d.client();
     let sim = std::thread::spawn(move || simulator_run(&model));
+    let floor = std::thread::spawn(|| wakeup_cpu_floor(TOKENS, Duration::from_micros(59_880)));
     let (cpu0, stat0) = (process_cpu(pid), proc_stat_cpu(pid));
     c.send_post(
         "/v1/chat/completions",
@@ -367,6 +368,7 @@ fn cpu_per_token_rows(dir: &std::path::Path) {
     std::thread::sleep(Duration::from_millis(100));
     let (cpu1, stat1) = (process_cpu(pid), proc_stat_cpu(pid));
     let (sim_tokens, _, sim_cpu) = sim.join().unwrap();
+    let floor = floor.join().unwrap();
     let tokens = common::client::sse_data(&body)
         .iter()
         .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
@@ -394,6 +396,58 @@ fn cpu_per_token_rows(dir: &std::path::Path) {
         format!("{:.0} us", us(stat1 - stat0)),
         "-",
     );
+    row(
+        "  same wakeup and write with no work, CPU",
+        format!("{:.1} us", floor.as_secs_f64() * 1e6),
+        "- (this machine's floor)",
+    );
+    row(
+        "  daemon CPU per token / the floor",
+        format!("{:.2}x", (daemon - simulator) / (floor.as_secs_f64() * 1e6)),
+        "-",
+    );
+}
+
+/// The CPU a token costs any design with one event loop woken per token, on this machine: a
+/// producer thread that waits out the token period and wakes a mio poll (as the inference
+/// thread does after the runtime's callback), and a loop thread that wakes and writes an
+/// event's worth of bytes to a Unix socket that a third thread reads (the client, not
+/// counted). The figure is the loop thread's CPU plus the producer's CPU in `wake`, per token.
+fn wakeup_cpu_floor(tokens: u64, period: Duration) -> Duration {
+    use std::io::Read;
+    let (mut tx, mut rx) = UnixStream::pair().unwrap();
+    let mut poll = mio::Poll::new().unwrap();
+    let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+    let producer = {
+        let waker = Arc::clone(&waker);
+        std::thread::spawn(move || {
+            let mut in_wake = Duration::ZERO;
+            for _ in 0..tokens {
+                std::thread::sleep(period);
+                let t = thread_cpu();
+                waker.wake().unwrap();
+                in_wake += thread_cpu() - t;
+            }
+            in_wake
+        })
+    };
+    let event = [b'x'; 170];
+    let reader = std::thread::spawn(move || {
+        let mut b = [0u8; 170];
+        for _ in 0..tokens {
+            rx.read_exact(&mut b).unwrap();
+        }
+    });
+    let mut events = mio::Events::with_capacity(4);
+    let cpu = thread_cpu();
+    for _ in 0..tokens {
+        poll.poll(&mut events, None).unwrap();
+        tx.write_all(&event).unwrap();
+    }
+    let looped = thread_cpu() - cpu;
+    let in_wake = producer.join().unwrap();
+    reader.join().unwrap();
+    (looped + in_wake) / u32::try_from(tokens).unwrap()
 }
 
 /// CLOCK_MONOTONIC in microseconds: the simulator's trace clock.
