@@ -12,7 +12,9 @@ pub struct FullResponse {
 impl FullResponse {
     /// A JSON body; `value` is anything serde can write (a `json!` tree or a borrowed struct).
     pub fn json(status: u16, value: &impl Serialize) -> FullResponse {
-        FullResponse::json_bytes(status, serde_json::to_vec(value).unwrap_or_default())
+        let mut body = Vec::with_capacity(128);
+        super::json::write(&mut body, value);
+        FullResponse::json_bytes(status, body)
     }
 
     /// A body already written as JSON.

@@ -8,6 +8,7 @@ mod error;
 mod full_response;
 mod generation;
 mod health;
+mod json;
 mod metrics;
 mod ollama;
 mod openai;
