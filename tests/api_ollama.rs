@@ -176,7 +176,10 @@ fn ps_is_empty_and_the_load_call_is_503_while_the_model_loads() {
     let b = Daemon::builder("olloading");
     let model = write_model(b.dir(), "fast", &["load_ms = 1500"]);
     let mut d = b.model(model).no_wait().start();
-    wait_until(Duration::from_secs(10), "the socket", || d.socket.exists());
+    // The file appears at bind(2), a moment before listen(2): wait until it takes connections.
+    wait_until(Duration::from_secs(10), "the socket to listen", || {
+        std::os::unix::net::UnixStream::connect(&d.socket).is_ok()
+    });
     assert_eq!(d.client().get("/health").status, 503, "still loading");
     assert_eq!(d.client().get("/api/ps").json(), json!({"models": []}));
     assert_eq!(
