@@ -14,7 +14,74 @@ fn simulator_library() -> PathBuf {
     PathBuf::from(env!("RKLLMD_SIM_LIB"))
 }
 
+/// The other ABI's simulator, which build.rs builds beside ours under its own name.
+fn other_simulator_library() -> PathBuf {
+    let path = PathBuf::from(env!("RKLLMD_OTHER_SIM_LIB"));
+    assert!(
+        path.is_file(),
+        "build.rs builds the other ABI's simulator; '{}' is missing (RKLLM_LIB_DIR set?)",
+        path.display()
+    );
+    path
+}
+
+/// A runtime whose `rkllm_createDefaultParam` raises SIGILL, built by build.rs.
+fn sigill_library() -> PathBuf {
+    let path = PathBuf::from(env!("RKLLMD_SIGILL_LIB"));
+    assert!(
+        path.is_file(),
+        "build.rs builds the SIGILL test runtime; '{}' is missing (RKLLM_LIB_DIR set?)",
+        path.display()
+    );
+    path
+}
+
+const EXIT_ABI: i32 = 7;
+
 // ---- loading the runtime ----
+
+#[test]
+fn a_runtime_of_the_other_abi_is_refused_before_rkllm_init_with_exit_7() {
+    use std::os::unix::process::ExitStatusExt;
+    let other = other_simulator_library();
+    let mut d = Daemon::builder("otherabi")
+        .args(["--runtime-library", other.to_str().unwrap()])
+        .no_wait()
+        .start();
+    let status = d.wait_exit(Duration::from_secs(10));
+    let log = d.stderr();
+    assert_eq!(status.signal(), None, "killed by a signal: {log}");
+    assert_eq!(status.code(), Some(EXIT_ABI), "{log}");
+    let (built, found) = if BUILT_ABI == "1.3" {
+        ("1.3", "1.2")
+    } else {
+        ("1.2", "1.3")
+    };
+    assert!(
+        log.contains(&format!(
+            "the runtime library '{}' speaks ABI {found}",
+            other.display()
+        )) && log.contains(&format!("rkllmd is built for ABI {built}"))
+            && log.contains("refusing to call rkllm_init"),
+        "{log}"
+    );
+    assert!(!d.socket.exists(), "socket left behind");
+    // The probe asked for the defaults; nothing else reached the runtime.
+    let calls = std::fs::read_to_string(&d.trace).unwrap_or_default();
+    assert!(calls.contains("rkllm_createDefaultParam"), "{calls}");
+    assert!(!calls.contains("\"rkllm_init\""), "{calls}");
+}
+
+#[test]
+fn the_built_abi_simulator_passes_the_probe() {
+    // The same daemon with its own simulator: the probe recognises the built ABI.
+    let mut d = Daemon::builder("ownabi")
+        .args(["--runtime-library", simulator_library().to_str().unwrap()])
+        .start();
+    assert_eq!(d.client().get("/health").json()["runtime"], "simulator");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
 
 #[test]
 fn a_missing_runtime_library_ends_the_start_with_exit_4_and_no_socket() {

@@ -76,8 +76,10 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let waker =
         EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
     // Loaded here, before the inference thread, so that /health and the log name what loaded;
-    // a failure ends the start like any other (socket removed, exit code 4).
+    // a failure ends the start like any other (socket removed, exit code 4). A runtime of the
+    // other ABI is refused here, before rkllm_init could misread our RKLLMParam (exit code 7).
     runtime::load(&cfg.runtime_library)?;
+    runtime::verify_abi()?;
     let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
     let info = runtime::info();
@@ -158,6 +160,7 @@ fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
             max_new_tokens: cfg.max_new_tokens,
             sampling: sampling_of(cfg),
             base_domain_id: 0,
+            cpu_mask: None,
         },
         queue_size: cfg.queue_size,
         queue_timeout: cfg.queue_timeout,
