@@ -178,17 +178,20 @@ fn other_abi() -> &'static str {
     }
 }
 
-/// The simulator's real bytes, its version marker rewritten to `abi`'s release (same length),
-/// as a stand-in for a runtime of that ABI.
+/// A runtime of `abi`: our simulator of that ABI, which carries that release's version marker.
 fn runtime_bytes(abi: &str) -> Vec<u8> {
-    let mut bytes = std::fs::read(simulator_library()).unwrap();
-    let from = format!("rkllm-runtime version: {}", sim_version(BUILT_ABI));
-    let to = format!("rkllm-runtime version: {}", sim_version(abi));
-    let at = bytes
-        .windows(from.len())
-        .position(|w| w == from.as_bytes())
-        .expect("the simulator carries its version marker");
-    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let lib = if abi == BUILT_ABI {
+        simulator_library()
+    } else {
+        other_simulator_library()
+    };
+    let bytes = std::fs::read(&lib).unwrap();
+    let marker = format!("rkllm-runtime version: {}", sim_version(abi));
+    assert!(
+        bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "{} carries '{marker}'",
+        lib.display()
+    );
     bytes
 }
 
@@ -371,10 +374,11 @@ impl Report {
     }
 }
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "config",
     "npu",
     "runtime",
+    "abi",
     "sve",
     "memory",
     "open-files",
@@ -633,9 +637,55 @@ fn a_runtime_of_the_other_abi_fails_with_the_rebuild_hint() {
         "hint: rebuild rkllmd without --features rkllm-1-2, or install runtime 1.2.3"
     };
     assert!(line.contains(hint), "{line}");
+    // The probe, in a child process, finds the other layout in the library itself.
+    let abi = r.line("abi");
+    assert!(
+        abi.starts_with(&format!(
+            "FAIL  abi: {}: rkllm_createDefaultParam fills an ABI {other} RKLLMParam, but rkllmd \
+             is built for ABI {BUILT_ABI}: the daemon would refuse it (exit code 7)",
+            root.path("usr/lib/librkllmrt.so").display()
+        )),
+        "{abi}"
+    );
     assert_eq!(
         r.text.lines().filter(|l| l.starts_with("FAIL")).count(),
-        1,
+        2,
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_runtime_that_dies_in_the_probe_is_a_finding_and_check_goes_on() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = FakeRoot::healthy("sigill");
+    root.write_bytes(
+        "usr/lib/librkllmrt.so",
+        &std::fs::read(sigill_library()).unwrap(),
+    );
+    let out = root.command().output().unwrap();
+    assert_eq!(out.status.signal(), None, "check itself was killed");
+    let r = Report::of(out);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let abi = r.line("abi");
+    assert!(
+        abi.starts_with(&format!(
+            "FAIL  abi: {}: the runtime died with SIGILL (Illegal instruction) in \
+             rkllm_createDefaultParam (probed in a child process)",
+            root.path("usr/lib/librkllmrt.so").display()
+        )),
+        "{abi}"
+    );
+    assert!(
+        abi.contains("hint: it uses an instruction this CPU lacks"),
+        "{abi}"
+    );
+    // Every check after it still ran.
+    for check in CHECKS {
+        r.line(check);
+    }
+    assert!(
+        r.text.ends_with("rkllmd cannot serve as configured\n"),
         "{}",
         r.text
     );

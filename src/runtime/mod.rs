@@ -6,6 +6,7 @@
 
 mod abi;
 mod callback;
+mod child;
 mod error;
 mod ffi;
 mod library;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use abi::{Abi, AbiProbe};
+pub use child::{probe_in_child, ChildProbe};
 pub use error::RuntimeError;
 pub use library::{load, loaded, probe_abi, verify_abi, Library, DEFAULT_LIBRARY};
 
