@@ -113,12 +113,11 @@ pub(super) fn cpu_list(raw: &str) -> Result<u32, Expected> {
     let cpu = |s: &str| s.trim().parse::<u32>().ok().filter(|n| *n < 32);
     let mut mask = 0u32;
     for part in raw.split(',') {
-        let (first, last) = match part.split_once('-') {
-            Some((a, b)) => (cpu(a).ok_or_else(expected)?, cpu(b).ok_or_else(expected)?),
-            None => {
-                let n = cpu(part).ok_or_else(expected)?;
-                (n, n)
-            }
+        let (first, last) = if let Some((a, b)) = part.split_once('-') {
+            (cpu(a).ok_or_else(expected)?, cpu(b).ok_or_else(expected)?)
+        } else {
+            let n = cpu(part).ok_or_else(expected)?;
+            (n, n)
         };
         if first > last {
             return Err(expected());

@@ -49,7 +49,7 @@ pub fn probe_in_child(library: &Path, deadline: Duration) -> ChildProbe {
         Err(e) => ChildProbe::Failed(format!("cannot fork: {e}")),
         Ok(ForkResult::Child) => {
             drop(read_end);
-            child(library, write_end)
+            child(library, &write_end)
         }
         Ok(ForkResult::Parent { child }) => {
             drop(write_end);
@@ -58,7 +58,7 @@ pub fn probe_in_child(library: &Path, deadline: Duration) -> ChildProbe {
     }
 }
 
-fn child(library: &Path, out: OwnedFd) -> ! {
+fn child(library: &Path, out: &OwnedFd) -> ! {
     // The runtime may print a banner: keep it out of the report on stdout.
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 1);
@@ -70,7 +70,7 @@ fn child(library: &Path, out: OwnedFd) -> ! {
         Ok(AbiProbe::Neither { detail }) => (NEITHER, detail),
         Err(e) => (FAILED, e.to_string()),
     };
-    let _ = nix::unistd::write(&out, detail.as_bytes());
+    let _ = nix::unistd::write(out, detail.as_bytes());
     // SAFETY: _exit ends the child at once: no atexit handler, no destructor and no stdio flush
     // of state copied from the parent runs twice.
     unsafe { libc::_exit(code) }

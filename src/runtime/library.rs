@@ -92,7 +92,7 @@ pub fn load(requested: &Path) -> Result<&'static Library, RuntimeError> {
 pub fn probe_abi() -> Result<AbiProbe, RuntimeError> {
     let Some(lib) = LOADED.get() else {
         return Err(RuntimeError::Call {
-            call: "rkllm_createDefaultParam",
+            call: "the ABI probe (before the runtime loaded)",
             code: -1,
         });
     };
