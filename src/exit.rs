@@ -41,6 +41,8 @@ pub enum Ending {
     Forced,
     /// The model could not be loaded or the inference thread died.
     EngineFailed,
+    /// The runtime library speaks another ABI: refused before `rkllm_init`.
+    AbiMismatch,
 }
 
 impl Ending {
@@ -49,6 +51,7 @@ impl Ending {
         match self {
             Ending::Clean => OK,
             Ending::EngineFailed => ENGINE,
+            Ending::AbiMismatch => ABI,
             Ending::DeadlineExceeded => DEADLINE,
             Ending::Forced => FORCED,
         }
@@ -66,8 +69,9 @@ mod tests {
             Ending::EngineFailed,
             Ending::DeadlineExceeded,
             Ending::Forced,
+            Ending::AbiMismatch,
         ]
         .map(Ending::exit_code);
-        assert_eq!(codes, [OK, ENGINE, DEADLINE, FORCED]);
+        assert_eq!(codes, [OK, ENGINE, DEADLINE, FORCED, ABI]);
     }
 }

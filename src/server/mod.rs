@@ -76,10 +76,11 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let waker =
         EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
     // Loaded here, before the inference thread, so that /health and the log name what loaded;
-    // a failure ends the start like any other (socket removed, exit code 4). A runtime of the
-    // other ABI is refused here, before rkllm_init could misread our RKLLMParam (exit code 7).
+    // a failure ends the start like any other (socket removed, exit code 4). The inference
+    // thread probes its ABI before rkllm_init (`Runtime::init`): a runtime of the other ABI ends
+    // the daemon with exit code 7. (There, not here: the probe runs the runtime's code, which
+    // may block, and this thread must serve /health meanwhile.)
     runtime::load(&cfg.runtime_library)?;
-    runtime::verify_abi()?;
     let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
     let info = runtime::info();
