@@ -25,7 +25,10 @@ fn main() {
     let header_dir = manifest.join("vendor/rkllm").join(format!("1.{abi_minor}"));
 
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed={}", header_dir.display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        manifest.join("vendor/rkllm").display()
+    );
     println!("cargo:rerun-if-changed=src/runtime/shim.cpp");
     println!("cargo:rerun-if-env-changed=RKLLM_LIB_DIR");
     println!("cargo:rustc-env=RKLLMD_ABI=1.{abi_minor}");
@@ -40,18 +43,52 @@ fn main() {
         .extra_warnings(true)
         .compile("rkllmd_shim");
 
-    let (runpath, sim_lib) = if env::var_os("RKLLM_LIB_DIR").is_none() {
-        let lib = build_simulator(&manifest, &out_dir, &header_dir, abi_minor);
+    // Both headers' `RKLLMParam` layouts, whatever the ABI: the ABI probe compares a runtime's
+    // defaults against each.
+    for minor in ["2", "3"] {
+        cc::Build::new()
+            .cpp(true)
+            .std("c++17")
+            .file("src/runtime/layout.cpp")
+            .include(manifest.join("vendor/rkllm").join(format!("1.{minor}")))
+            .define("RKLLMD_LAYOUT_MINOR", minor)
+            // One object directory per header: the two objects share a source file name.
+            .out_dir(out_dir.join(format!("layout-1.{minor}")))
+            .warnings(true)
+            .extra_warnings(true)
+            .compile(&format!("rkllmd_layout_1_{minor}"));
+    }
+    println!("cargo:rerun-if-changed=src/runtime/layout.cpp");
+
+    let (runpath, sim_lib, other_sim_lib, sigill_lib) = if env::var_os("RKLLM_LIB_DIR").is_none() {
+        let lib = build_simulator(&manifest, &out_dir, abi_minor, "librkllmrt.so");
+        // The other ABI's simulator under a name dlopen never finds by itself, and a runtime
+        // that dies with SIGILL: both for tests of the ABI probe and of `rkllmd check`.
+        let other_minor = if abi_minor == "2" { "3" } else { "2" };
+        let other = build_simulator(
+            &manifest,
+            &out_dir,
+            other_minor,
+            &format!("librkllmrt-abi1.{other_minor}.so"),
+        );
+        let sigill = build_sigill_runtime(&manifest, &out_dir);
         let runpath = simulator_runpath(&out_dir);
         if !runpath.is_empty() {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{runpath}");
         }
-        (runpath, lib.display().to_string())
+        (
+            runpath,
+            lib.display().to_string(),
+            other.display().to_string(),
+            sigill.display().to_string(),
+        )
     } else {
-        (String::new(), String::new())
+        Default::default()
     };
     println!("cargo:rustc-env=RKLLMD_RUNPATH={runpath}");
     println!("cargo:rustc-env=RKLLMD_SIM_LIB={sim_lib}");
+    println!("cargo:rustc-env=RKLLMD_OTHER_SIM_LIB={other_sim_lib}");
+    println!("cargo:rustc-env=RKLLMD_SIGILL_LIB={sigill_lib}");
     // dlopen lives in libdl before glibc 2.34 (still common on board images); later it is an
     // empty stub, so linking it is always right.
     println!("cargo:rustc-link-lib=dylib=dl");
@@ -90,8 +127,10 @@ fn simulator_runpath(out_dir: &Path) -> String {
     }
 }
 
-/// Dev host case: builds the simulator as `OUT_DIR/librkllmrt.so` and returns its path.
-fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor: &str) -> PathBuf {
+/// Dev host case: builds the simulator of ABI `1.<abi_minor>` as `OUT_DIR/<file>` and returns
+/// its path.
+fn build_simulator(manifest: &Path, out_dir: &Path, abi_minor: &str, file: &str) -> PathBuf {
+    let header_dir = manifest.join("vendor/rkllm").join(format!("1.{abi_minor}"));
     let sim_src = manifest.join("vendor/rkllm-sim/src");
     println!("cargo:rerun-if-changed={}", sim_src.display());
     let mut sources: Vec<PathBuf> = fs::read_dir(&sim_src)
@@ -101,7 +140,7 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
         .collect();
     sources.sort();
 
-    let lib = out_dir.join("librkllmrt.so");
+    let lib = out_dir.join(file);
     let compiler = cc::Build::new().cpp(true).get_compiler();
     let status = compiler
         .to_command()
@@ -115,7 +154,7 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
         ])
         .arg(format!("-DRKLLM_SIM_ABI_MINOR={abi_minor}"))
         .arg("-I")
-        .arg(header_dir)
+        .arg(&header_dir)
         .args(&sources)
         .args(["-Wl,-soname,librkllmrt.so", "-o"])
         .arg(&lib)
@@ -128,5 +167,28 @@ fn build_simulator(manifest: &Path, out_dir: &Path, header_dir: &Path, abi_minor
         });
     assert!(status.success(), "building the rkllm simulator failed");
 
+    lib
+}
+
+/// A test double that has every function rkllmd resolves and raises SIGILL in
+/// `rkllm_createDefaultParam`, as the 1.3 runtime dies on a CPU without SVE.
+fn build_sigill_runtime(manifest: &Path, out_dir: &Path) -> PathBuf {
+    let src = manifest.join("tests/fixtures/sigill_rkllmrt.c");
+    println!("cargo:rerun-if-changed={}", src.display());
+    let lib = out_dir.join("librkllmrt-sigill.so");
+    let compiler = cc::Build::new().get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-O2", "-fPIC", "-shared", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the C compiler {}: {e}",
+                compiler.path().display()
+            )
+        });
+    assert!(status.success(), "building the SIGILL test runtime failed");
     lib
 }

@@ -28,6 +28,7 @@ fn init(model: std::path::PathBuf) -> InitConfig {
         max_new_tokens: LONG_ANSWER,
         sampling: Sampling::default(),
         base_domain_id: 0,
+        cpu_mask: None,
     }
 }
 

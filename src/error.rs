@@ -30,6 +30,7 @@ impl DaemonError {
         match self {
             DaemonError::Config(_) => exit::USAGE,
             DaemonError::Lifecycle(e) => e.exit_code(),
+            DaemonError::Runtime(e) if e.is_abi() => exit::ABI,
             DaemonError::Runtime(_) => exit::ENGINE,
             DaemonError::Io { .. } | DaemonError::Logging(_) => exit::FAILURE,
         }
@@ -89,6 +90,24 @@ mod tests {
         );
         assert_eq!(e.exit_code(), exit::FAILURE);
         assert!(e.to_string().starts_with("cannot bind the TCP listener: "));
+    }
+
+    #[test]
+    fn a_runtime_of_the_other_abi_has_its_own_code() {
+        use crate::runtime::Abi;
+        let e = DaemonError::from(RuntimeError::AbiMismatch {
+            library: "/usr/lib/librkllmrt.so".into(),
+            built: Abi::V1_3,
+            found: Abi::V1_2,
+        });
+        assert_eq!(e.exit_code(), exit::ABI);
+        assert!(e.to_string().contains("speaks ABI 1.2"), "{e}");
+        let e = DaemonError::from(RuntimeError::AbiUnknown {
+            library: "/usr/lib/librkllmrt.so".into(),
+            detail: "as 1.2: reserved byte 3 would be nonzero".to_owned(),
+        });
+        assert_eq!(e.exit_code(), exit::ABI);
+        assert_ne!(exit::ABI, exit::ENGINE);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | 4 | the runtime library or the model did not load, or the inference thread died |
 //! | 5 | the runtime was wedged or the shutdown deadline passed (the socket was still removed) |
 //! | 6 | a second signal cut the shutdown short (the socket was still removed) |
+//! | 7 | the runtime library speaks another ABI than rkllmd is built for (1.2 vs 1.3), or none it knows; found before `rkllm_init` |
 //! | 70 | a bug: a panic unwound to `main` (the socket was still removed) |
 //!
 //! Init scripts can tell "fix the configuration" (2) and "already up" (3) from a real failure
@@ -23,6 +24,8 @@ pub const ALREADY_RUNNING: i32 = 3;
 pub const ENGINE: i32 = 4;
 pub const DEADLINE: i32 = 5;
 pub const FORCED: i32 = 6;
+/// The runtime library's ABI is not the one rkllmd is built for.
+pub const ABI: i32 = 7;
 /// `rkllmd check`: a check failed, so rkllmd cannot serve as configured.
 pub const CHECK_FAILED: i32 = 1;
 pub const PANIC: i32 = 70;
@@ -38,6 +41,8 @@ pub enum Ending {
     Forced,
     /// The model could not be loaded or the inference thread died.
     EngineFailed,
+    /// The runtime library speaks another ABI: refused before `rkllm_init`.
+    AbiMismatch,
 }
 
 impl Ending {
@@ -46,6 +51,7 @@ impl Ending {
         match self {
             Ending::Clean => OK,
             Ending::EngineFailed => ENGINE,
+            Ending::AbiMismatch => ABI,
             Ending::DeadlineExceeded => DEADLINE,
             Ending::Forced => FORCED,
         }
@@ -63,8 +69,9 @@ mod tests {
             Ending::EngineFailed,
             Ending::DeadlineExceeded,
             Ending::Forced,
+            Ending::AbiMismatch,
         ]
         .map(Ending::exit_code);
-        assert_eq!(codes, [OK, ENGINE, DEADLINE, FORCED]);
+        assert_eq!(codes, [OK, ENGINE, DEADLINE, FORCED, ABI]);
     }
 }

@@ -14,7 +14,74 @@ fn simulator_library() -> PathBuf {
     PathBuf::from(env!("RKLLMD_SIM_LIB"))
 }
 
+/// The other ABI's simulator, which build.rs builds beside ours under its own name.
+fn other_simulator_library() -> PathBuf {
+    let path = PathBuf::from(env!("RKLLMD_OTHER_SIM_LIB"));
+    assert!(
+        path.is_file(),
+        "build.rs builds the other ABI's simulator; '{}' is missing (RKLLM_LIB_DIR set?)",
+        path.display()
+    );
+    path
+}
+
+/// A runtime whose `rkllm_createDefaultParam` raises SIGILL, built by build.rs.
+fn sigill_library() -> PathBuf {
+    let path = PathBuf::from(env!("RKLLMD_SIGILL_LIB"));
+    assert!(
+        path.is_file(),
+        "build.rs builds the SIGILL test runtime; '{}' is missing (RKLLM_LIB_DIR set?)",
+        path.display()
+    );
+    path
+}
+
+const EXIT_ABI: i32 = 7;
+
 // ---- loading the runtime ----
+
+#[test]
+fn a_runtime_of_the_other_abi_is_refused_before_rkllm_init_with_exit_7() {
+    use std::os::unix::process::ExitStatusExt;
+    let other = other_simulator_library();
+    let mut d = Daemon::builder("otherabi")
+        .args(["--runtime-library", other.to_str().unwrap()])
+        .no_wait()
+        .start();
+    let status = d.wait_exit(Duration::from_secs(10));
+    let log = d.stderr();
+    assert_eq!(status.signal(), None, "killed by a signal: {log}");
+    assert_eq!(status.code(), Some(EXIT_ABI), "{log}");
+    let (built, found) = if BUILT_ABI == "1.3" {
+        ("1.3", "1.2")
+    } else {
+        ("1.2", "1.3")
+    };
+    assert!(
+        log.contains(&format!(
+            "the runtime library '{}' speaks ABI {found}",
+            other.display()
+        )) && log.contains(&format!("rkllmd is built for ABI {built}"))
+            && log.contains("refusing to call rkllm_init"),
+        "{log}"
+    );
+    assert!(!d.socket.exists(), "socket left behind");
+    // The probe asked for the defaults; nothing else reached the runtime.
+    let calls = std::fs::read_to_string(&d.trace).unwrap_or_default();
+    assert!(calls.contains("rkllm_createDefaultParam"), "{calls}");
+    assert!(!calls.contains("\"rkllm_init\""), "{calls}");
+}
+
+#[test]
+fn the_built_abi_simulator_passes_the_probe() {
+    // The same daemon with its own simulator: the probe recognises the built ABI.
+    let mut d = Daemon::builder("ownabi")
+        .args(["--runtime-library", simulator_library().to_str().unwrap()])
+        .start();
+    assert_eq!(d.client().get("/health").json()["runtime"], "simulator");
+    d.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(d.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
 
 #[test]
 fn a_missing_runtime_library_ends_the_start_with_exit_4_and_no_socket() {
@@ -111,17 +178,20 @@ fn other_abi() -> &'static str {
     }
 }
 
-/// The simulator's real bytes, its version marker rewritten to `abi`'s release (same length),
-/// as a stand-in for a runtime of that ABI.
+/// A runtime of `abi`: our simulator of that ABI, which carries that release's version marker.
 fn runtime_bytes(abi: &str) -> Vec<u8> {
-    let mut bytes = std::fs::read(simulator_library()).unwrap();
-    let from = format!("rkllm-runtime version: {}", sim_version(BUILT_ABI));
-    let to = format!("rkllm-runtime version: {}", sim_version(abi));
-    let at = bytes
-        .windows(from.len())
-        .position(|w| w == from.as_bytes())
-        .expect("the simulator carries its version marker");
-    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let lib = if abi == BUILT_ABI {
+        simulator_library()
+    } else {
+        other_simulator_library()
+    };
+    let bytes = std::fs::read(&lib).unwrap();
+    let marker = format!("rkllm-runtime version: {}", sim_version(abi));
+    assert!(
+        bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "{} carries '{marker}'",
+        lib.display()
+    );
     bytes
 }
 
@@ -304,10 +374,11 @@ impl Report {
     }
 }
 
-const CHECKS: [&str; 9] = [
+const CHECKS: [&str; 10] = [
     "config",
     "npu",
     "runtime",
+    "abi",
     "sve",
     "memory",
     "open-files",
@@ -566,9 +637,55 @@ fn a_runtime_of_the_other_abi_fails_with_the_rebuild_hint() {
         "hint: rebuild rkllmd without --features rkllm-1-2, or install runtime 1.2.3"
     };
     assert!(line.contains(hint), "{line}");
+    // The probe, in a child process, finds the other layout in the library itself.
+    let abi = r.line("abi");
+    assert!(
+        abi.starts_with(&format!(
+            "FAIL  abi: {}: rkllm_createDefaultParam fills an ABI {other} RKLLMParam, but rkllmd \
+             is built for ABI {BUILT_ABI}: the daemon would refuse it (exit code 7)",
+            root.path("usr/lib/librkllmrt.so").display()
+        )),
+        "{abi}"
+    );
     assert_eq!(
         r.text.lines().filter(|l| l.starts_with("FAIL")).count(),
-        1,
+        2,
+        "{}",
+        r.text
+    );
+}
+
+#[test]
+fn a_runtime_that_dies_in_the_probe_is_a_finding_and_check_goes_on() {
+    use std::os::unix::process::ExitStatusExt;
+    let root = FakeRoot::healthy("sigill");
+    root.write_bytes(
+        "usr/lib/librkllmrt.so",
+        &std::fs::read(sigill_library()).unwrap(),
+    );
+    let out = root.command().output().unwrap();
+    assert_eq!(out.status.signal(), None, "check itself was killed");
+    let r = Report::of(out);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let abi = r.line("abi");
+    assert!(
+        abi.starts_with(&format!(
+            "FAIL  abi: {}: the runtime died with SIGILL (Illegal instruction) in \
+             rkllm_createDefaultParam (probed in a child process)",
+            root.path("usr/lib/librkllmrt.so").display()
+        )),
+        "{abi}"
+    );
+    assert!(
+        abi.contains("hint: it uses an instruction this CPU lacks"),
+        "{abi}"
+    );
+    // Every check after it still ran.
+    for check in CHECKS {
+        r.line(check);
+    }
+    assert!(
+        r.text.ends_with("rkllmd cannot serve as configured\n"),
         "{}",
         r.text
     );

@@ -41,6 +41,7 @@ fn init_config(model: std::path::PathBuf) -> InitConfig {
         max_new_tokens: 4096,
         sampling: Sampling::default(),
         base_domain_id: 0,
+        cpu_mask: None,
     }
 }
 

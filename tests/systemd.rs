@@ -159,6 +159,29 @@ fn the_check_before_the_start_stops_a_bad_configuration() {
     let out = run(p.command("ExecStart"));
     assert_eq!(out.status.code(), Some(2));
     assert!(restarts_prevented_for().contains(&2));
+
+    // A runtime of the other ABI: 7, which no restart can fix either.
+    let other = env!("RKLLMD_OTHER_SIM_LIB");
+    assert!(
+        Path::new(other).is_file(),
+        "build.rs builds the other ABI's simulator: '{other}' is missing"
+    );
+    fs::write(
+        p.config(),
+        format!(
+            "model = {}\nruntime-library = {other}\n",
+            fast_model().display()
+        ),
+    )
+    .unwrap();
+    let out = run(p.command("ExecStart"));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(restarts_prevented_for().contains(&7));
 }
 
 #[test]

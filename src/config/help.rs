@@ -65,7 +65,9 @@ Signals:
 Exit codes:
   0 clean shutdown   1 I/O failure at start   2 bad command line or config
   3 already running  4 runtime library or model failed to load, or inference thread died
-  5 wedged runtime or shutdown deadline passed  6 second signal  70 internal error (panic)
+  5 wedged runtime or shutdown deadline passed  6 second signal
+  7 the runtime library has another ABI than rkllmd is built for (1.2 vs 1.3)
+  70 internal error (panic)
   The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
 
 Environment:

@@ -115,6 +115,10 @@ pub struct Config {
     pub abort_grace: Duration,
     pub max_context_len: u32,
     pub max_new_tokens: u32,
+    /// `extend_param.base_domain_id`: the NPU IOMMU domain of the model.
+    pub base_domain_id: i32,
+    /// The CPUs the runtime may use, as a bit mask; `None`: the runtime's default.
+    pub enabled_cpus: Option<u32>,
     /// Sampling defaults; a request may override each of them.
     pub sampling: Sampling,
     pub notify_fd: Option<RawFd>,
@@ -152,6 +156,8 @@ impl Default for Config {
             abort_grace: Duration::from_secs(5),
             max_context_len: 4096,
             max_new_tokens: 4096,
+            base_domain_id: 0,
+            enabled_cpus: None,
             sampling: Sampling::default(),
             notify_fd: None,
             syslog: false,

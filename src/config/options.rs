@@ -30,6 +30,8 @@ pub(super) enum Setting {
     AbortGrace,
     MaxContextLen,
     MaxNewTokens,
+    BaseDomainId,
+    EnabledCpus,
     Temperature,
     TopP,
     TopK,
@@ -263,6 +265,22 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("4096"),
         MODEL,
         "Most tokens one request may generate"
+    ),
+    opt!(
+        BaseDomainId,
+        "base-domain-id",
+        V("N"),
+        Dv("0"),
+        MODEL,
+        "NPU IOMMU domain of the model (extend_param.base_domain_id,\n0 to 15): give each rkllmd on a board its own, and use 1 beside\nan RKNN model (the vision encoder of Rockchip's multimodal demo)\non RK3588/RK3576"
+    ),
+    opt!(
+        EnabledCpus,
+        "enabled-cpus",
+        V("LIST"),
+        Note("the runtime's choice"),
+        MODEL,
+        "CPUs the runtime's threads may use, as a list such as 4-7 (the\nRK3588's Cortex-A76 cores); sets extend_param.enabled_cpus_mask\nand enabled_cpus_num"
     ),
     opt!(
         Socket,

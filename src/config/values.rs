@@ -105,6 +105,30 @@ pub(super) fn id_list(raw: &str) -> Result<Vec<u32>, Expected> {
         .collect()
 }
 
+/// CPUs as a Linux CPU list (`4-7`, `0,2,4-7`, as `taskset -c` takes them), returned as a bit
+/// mask. The runtime's mask is 32 bits wide: CPUs 0 to 31.
+pub(super) fn cpu_list(raw: &str) -> Result<u32, Expected> {
+    let expected =
+        || "CPU numbers from 0 to 31 as a list or ranges, such as 4-7 or 0,2,4-7".to_owned();
+    let cpu = |s: &str| s.trim().parse::<u32>().ok().filter(|n| *n < 32);
+    let mut mask = 0u32;
+    for part in raw.split(',') {
+        let (first, last) = if let Some((a, b)) = part.split_once('-') {
+            (cpu(a).ok_or_else(expected)?, cpu(b).ok_or_else(expected)?)
+        } else {
+            let n = cpu(part).ok_or_else(expected)?;
+            (n, n)
+        };
+        if first > last {
+            return Err(expected());
+        }
+        for n in first..=last {
+            mask |= 1 << n;
+        }
+    }
+    Ok(mask)
+}
+
 pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "error" => Ok(log::LevelFilter::Error),
@@ -202,6 +226,16 @@ mod tests {
         assert_eq!(tcp_addr("[::1]:80"), Ok("[::1]:80".parse().unwrap()));
         assert!(tcp_addr("example.com:80").is_err());
         assert!(tcp_addr("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn cpu_lists_become_masks() {
+        assert_eq!(cpu_list("4-7"), Ok(0xf0));
+        assert_eq!(cpu_list("0, 2,4-5"), Ok(0b11_0101));
+        assert_eq!(cpu_list("31"), Ok(1 << 31));
+        for bad in ["", "32", "7-4", "a", "1,,2", "-1", "0-"] {
+            assert!(cpu_list(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -277,6 +277,8 @@ pub struct Found {
     pub finding: Finding,
     /// The runtime's minor version when known.
     pub minor: Option<u32>,
+    /// The library, once it is found and loadable (for the ABI probe).
+    pub path: Option<PathBuf>,
 }
 
 fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
@@ -289,17 +291,23 @@ fn read_header(path: &Path) -> std::io::Result<Vec<u8>> {
 
 pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> Found {
     let built = env!("RKLLMD_ABI");
-    let unversioned = |finding| Found {
+    let unloadable = |finding| Found {
         finding,
         minor: None,
+        path: None,
     };
     let (path, from) = match locate(root, configured, ld_library_path, built) {
         Ok(found) => found,
-        Err(finding) => return unversioned(finding),
+        Err(finding) => return unloadable(finding),
     };
     let bytes = match loadable(root, &path, from, ld_library_path) {
         Ok(bytes) => bytes,
-        Err(finding) => return unversioned(finding),
+        Err(finding) => return unloadable(finding),
+    };
+    let unversioned = |finding| Found {
+        finding,
+        minor: None,
+        path: Some(path.clone()),
     };
     let shown = format!("{} (from {from})", path.display());
     let Some(version) = runtime_version(&bytes) else {
@@ -322,6 +330,7 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
     Found {
         finding: judge_version(&format!("{shown}, version {version}"), major, minor, built),
         minor: Some(minor),
+        path: Some(path.clone()),
     }
 }
 

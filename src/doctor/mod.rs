@@ -1,9 +1,11 @@
 //! `rkllmd check`: a doctor for a board that "gives no response".
 //!
-//! Every check reads files (under `--root`) or asks the kernel about this process; none loads
-//! the runtime, which may die with SIGILL. Each prints one line (`report`), and the exit code
-//! says whether anything blocks serving.
+//! Every check reads files (under `--root`) or asks the kernel about this process, except `abi`,
+//! which loads the runtime it found in a forked child (the runtime may die with SIGILL; the
+//! child dies, not the check). Each prints one line (`report`), and the exit code says whether
+//! anything blocks serving.
 
+mod abi;
 mod cpu;
 mod library;
 mod memory;
@@ -36,6 +38,7 @@ pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Findin
         config(setup),
         npu::check(&root),
         runtime.finding,
+        abi::check(runtime.path.as_deref()),
         cpu::sve(
             &root,
             runtime.minor.unwrap_or(built_minor),

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::EngineError;
+use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
 
 pub type JobId = u64;
@@ -167,12 +168,29 @@ pub struct Finish {
 /// What the engine reports to the event loop.
 #[derive(Debug)]
 pub enum Event {
-    Ready { load_time: Duration },
-    LoadFailed { reason: String },
-    Started { id: JobId },
-    Text { id: JobId, text: String },
-    Finished { id: JobId, finish: Finish },
-    Failed { id: JobId, error: EngineError },
+    Ready {
+        load_time: Duration,
+    },
+    /// `ending`: how the process ends for it (`AbiMismatch` for a runtime of another ABI).
+    LoadFailed {
+        reason: String,
+        ending: Ending,
+    },
+    Started {
+        id: JobId,
+    },
+    Text {
+        id: JobId,
+        text: String,
+    },
+    Finished {
+        id: JobId,
+        finish: Finish,
+    },
+    Failed {
+        id: JobId,
+        error: EngineError,
+    },
     Wedged,
     Stopped,
 }

@@ -9,6 +9,7 @@ mod kv_cache;
 mod utf8;
 mod worker;
 
+use crate::exit::Ending;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
@@ -282,6 +283,11 @@ impl Engine {
             }
             WorkerMsg::LoadFailed(e) => {
                 let reason = e.to_string();
+                let ending = if e.is_abi() {
+                    Ending::AbiMismatch
+                } else {
+                    Ending::EngineFailed
+                };
                 self.state = State::LoadFailed(reason.clone());
                 for q in self.queue.drain(..) {
                     out.push(Event::Failed {
@@ -291,7 +297,7 @@ impl Engine {
                         },
                     });
                 }
-                out.push(Event::LoadFailed { reason });
+                out.push(Event::LoadFailed { reason, ending });
             }
             WorkerMsg::Started { id } => {
                 if self.is_current(id) {

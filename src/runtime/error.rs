@@ -1,6 +1,8 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::abi::Abi;
+
 /// Failures reported by librkllmrt (or by us before reaching it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -28,6 +30,17 @@ pub enum RuntimeError {
     MissingSymbol {
         library: PathBuf,
         reason: String,
+    },
+    /// The probe found the other ABI's `RKLLMParam` layout: `rkllm_init` would misread ours.
+    AbiMismatch {
+        library: PathBuf,
+        built: Abi,
+        found: Abi,
+    },
+    /// The probe's bytes fit neither ABI's `RKLLMParam`.
+    AbiUnknown {
+        library: PathBuf,
+        detail: String,
     },
     /// A process holds one runtime; another one was asked for after the first loaded.
     OtherLibraryLoaded {
@@ -69,6 +82,24 @@ impl fmt::Display for RuntimeError {
                 "the runtime library '{}' is not a usable librkllmrt: {reason}",
                 library.display()
             ),
+            RuntimeError::AbiMismatch {
+                library,
+                built,
+                found,
+            } => write!(
+                f,
+                "the runtime library '{}' speaks ABI {found} (its default RKLLMParam has the \
+                 {found} layout), but rkllmd is built for ABI {built}; refusing to call rkllm_init: \
+                 {}",
+                library.display(),
+                found.remedy()
+            ),
+            RuntimeError::AbiUnknown { library, detail } => write!(
+                f,
+                "the runtime library '{}' has an RKLLMParam layout of neither ABI rkllmd knows \
+                 (1.2, 1.3): {detail}; refusing to call rkllm_init",
+                library.display()
+            ),
             RuntimeError::OtherLibraryLoaded { loaded, requested } => write!(
                 f,
                 "cannot load runtime library '{}': '{}' is already loaded in this process",
@@ -76,6 +107,16 @@ impl fmt::Display for RuntimeError {
                 loaded.display()
             ),
         }
+    }
+}
+
+impl RuntimeError {
+    /// The runtime speaks another ABI (or none rkllmd knows): a distinct exit code.
+    pub fn is_abi(&self) -> bool {
+        matches!(
+            self,
+            RuntimeError::AbiMismatch { .. } | RuntimeError::AbiUnknown { .. }
+        )
     }
 }
 

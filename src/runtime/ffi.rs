@@ -15,6 +15,29 @@ pub struct RkdConfig {
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
     pub base_domain_id: i32,
+    /// 0: the runtime's default CPUs.
+    pub enabled_cpus_mask: u32,
+}
+
+/// `rkd_layout` of `layout.cpp`: offsets in `RKLLMParam` of one ABI; -1 where it has no such
+/// field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RkdLayout {
+    pub size: i32,
+    pub skip_special_token: i32,
+    pub ignore_eos_token: i32,
+    pub is_async: i32,
+    pub img_start: i32,
+    pub img_end: i32,
+    pub img_content: i32,
+    pub pointer_size: i32,
+    pub base_domain_id: i32,
+    pub enabled_cpus_num: i32,
+    pub enabled_cpus_mask: i32,
+    pub n_batch: i32,
+    pub reserved: i32,
+    pub reserved_len: i32,
 }
 
 #[repr(C)]
@@ -77,6 +100,9 @@ extern "C" {
         path_len: usize,
     ) -> i32;
     pub fn rkd_caps() -> i32;
+    pub fn rkd_probe_default_param(out_a: *mut u8, out_b: *mut u8, len: usize) -> i32;
+    pub fn rkd_layout_1_2(out: *mut RkdLayout);
+    pub fn rkd_layout_1_3(out: *mut RkdLayout);
     pub fn rkd_simulator_version() -> *const c_char;
     pub fn rkd_init(handle: *mut *mut c_void, cfg: *const RkdConfig) -> i32;
     pub fn rkd_run(

@@ -4,7 +4,9 @@
 //! runtime is a `Runtime` value (owned by the inference thread) plus an `AbortHandle` that any
 //! thread may use.
 
+mod abi;
 mod callback;
+mod child;
 mod error;
 mod ffi;
 mod library;
@@ -14,8 +16,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+pub use abi::{Abi, AbiProbe};
+pub use child::{probe_in_child, ChildProbe};
 pub use error::RuntimeError;
-pub use library::{load, loaded, Library, DEFAULT_LIBRARY};
+pub use library::{load, loaded, probe_abi, verify_abi, Library, DEFAULT_LIBRARY};
 
 /// Sampling values, at init and (ABI 1.3) per run. `Default` holds rkllmd's defaults, the one
 /// definition behind the config's values and `--help`.
@@ -52,6 +56,8 @@ pub struct InitConfig {
     pub max_new_tokens: u32,
     pub sampling: Sampling,
     pub base_domain_id: i32,
+    /// The CPUs the runtime may use, as a bit mask; `None`: the runtime's default.
+    pub cpu_mask: Option<u32>,
 }
 
 /// Who speaks the input text of a run, as the runtime's template knows it.
@@ -256,6 +262,7 @@ impl Runtime {
     /// takes.
     pub fn init(cfg: &InitConfig) -> Result<Runtime, RuntimeError> {
         load(&cfg.library)?;
+        verify_abi()?;
         let path = CString::new(cfg.model_path.as_os_str().as_bytes())
             .map_err(|_| RuntimeError::NulByte { what: "model path" })?;
         let c = ffi::RkdConfig {
@@ -269,6 +276,7 @@ impl Runtime {
             frequency_penalty: cfg.sampling.frequency_penalty,
             presence_penalty: cfg.sampling.presence_penalty,
             base_domain_id: cfg.base_domain_id,
+            enabled_cpus_mask: cfg.cpu_mask.unwrap_or(0),
         };
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: `c` and the path it points to live until the call returns; the shim copies what

@@ -10,8 +10,12 @@
 #include <cstdio>
 #include <cstring>
 
+#include <new>
+
 #include <dlfcn.h>
 #include <link.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "rkllm.h"
 
@@ -32,6 +36,7 @@ struct rkd_config {
     float frequency_penalty;
     float presence_penalty;
     int32_t base_domain_id;
+    uint32_t enabled_cpus_mask;  // 0: the runtime's default CPUs
 };
 
 struct rkd_sampling {
@@ -207,6 +212,57 @@ const char* rkd_simulator_version(void) {
     return reinterpret_cast<version_fn>(sym)();
 }
 
+// What rkllm_createDefaultParam returns, seen through a buffer larger than either ABI's
+// RKLLMParam (184 and 208 bytes on 64-bit). Both struct returns go through the same hidden
+// result pointer (x8 on aarch64, rdi on x86_64), so the runtime writes its own struct at the
+// start of this buffer whatever its ABI. The destructor makes the type non-trivial for calls:
+// the compiler may then not return through a temporary, so the result pointer is `buf` below.
+struct ProbeBuf {
+    unsigned char bytes[1024];
+    ~ProbeBuf() {}
+};
+
+// Calls rkllm_createDefaultParam twice, into buffers filled with two different canaries, and
+// copies what each call left into `out_a` / `out_b` (`len` bytes each, at most 1024): a byte
+// the runtime wrote is equal in both. The buffer ends at a PROT_NONE page, so a runtime that
+// wrote beyond it would fault instead of corrupting memory. Returns 0, or -1 before rkd_load,
+// -2 when the pages cannot be mapped.
+int32_t rkd_probe_default_param(uint8_t* out_a, uint8_t* out_b, size_t len) {
+    if (api.lib == nullptr || out_a == nullptr || out_b == nullptr) {
+        return -1;
+    }
+    const long page_size = sysconf(_SC_PAGESIZE);
+    const size_t page = page_size > 0 ? static_cast<size_t>(page_size) : 4096;
+    const size_t usable = (sizeof(ProbeBuf) + page - 1) / page * page;
+    void* map = mmap(nullptr, usable + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED) {
+        return -2;
+    }
+    unsigned char* guard = static_cast<unsigned char*>(map) + usable;
+    if (mprotect(guard, page, PROT_NONE) != 0) {
+        munmap(map, usable + page);
+        return -2;
+    }
+    unsigned char* buf = guard - sizeof(ProbeBuf);
+    using probe_fn = ProbeBuf (*)();
+    // Through void(*)(), the generic function pointer type: the runtime's own signature is the
+    // very thing in question.
+    auto fn = reinterpret_cast<probe_fn>(reinterpret_cast<void (*)()>(api.create_default_param));
+    const size_t n = len < sizeof(ProbeBuf) ? len : sizeof(ProbeBuf);
+    uint8_t* outs[2] = {out_a, out_b};
+    const unsigned char canaries[2] = {0xa5, 0x5a};
+    for (int i = 0; i < 2; ++i) {
+        std::memset(buf, canaries[i], sizeof(ProbeBuf));
+        // The canary must be in memory before the call, not dropped as a dead store.
+        asm volatile("" : : "r"(buf) : "memory");
+        ProbeBuf* result = new (buf) ProbeBuf(fn());
+        asm volatile("" : : "r"(result) : "memory");
+        std::memcpy(outs[i], buf, n);
+    }
+    munmap(map, usable + page);
+    return 0;
+}
+
 int32_t rkd_init(void** handle, const rkd_config* cfg) {
     if (handle == nullptr || cfg == nullptr || api.lib == nullptr) {
         return -1;
@@ -224,6 +280,10 @@ int32_t rkd_init(void** handle, const rkd_config* cfg) {
     param.skip_special_token = true;
     param.is_async = false;
     param.extend_param.base_domain_id = cfg->base_domain_id;
+    if (cfg->enabled_cpus_mask != 0) {
+        param.extend_param.enabled_cpus_mask = cfg->enabled_cpus_mask;
+        param.extend_param.enabled_cpus_num = static_cast<int8_t>(__builtin_popcount(cfg->enabled_cpus_mask));
+    }
 
     LLMHandle h = nullptr;
 #if RKLLMD_ABI_MINOR >= 3

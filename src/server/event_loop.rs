@@ -35,8 +35,8 @@ pub struct Report {
 struct Shutdown {
     deadline: Instant,
     /// The engine forced this shutdown (the model failed to load, the inference thread died):
-    /// it ends as `EngineFailed` even once every client is flushed.
-    engine_failed: bool,
+    /// it ends so (`EngineFailed`, `AbiMismatch`) even once every client is flushed.
+    engine_failed: Option<Ending>,
 }
 
 /// The listeners the daemon accepts clients on.
@@ -342,7 +342,7 @@ impl EventLoop {
         }
         self.shutdown = Some(Shutdown {
             deadline: now + self.serving.cfg().shutdown_timeout,
-            engine_failed: false,
+            engine_failed: None,
         });
         self.admission.close(self.poll.registry());
         if self.engine.running().is_some() {
@@ -362,11 +362,7 @@ impl EventLoop {
         let Some(s) = &self.shutdown else { return };
         let engine_done = matches!(self.engine.state(), State::Stopped);
         if engine_done && self.conns.is_empty() {
-            self.ending = Some(if s.engine_failed {
-                Ending::EngineFailed
-            } else {
-                Ending::Clean
-            });
+            self.ending = Some(s.engine_failed.unwrap_or(Ending::Clean));
         } else if matches!(self.engine.state(), State::Wedged) && self.conns.is_empty() {
             // Nothing left to flush, and a wedged run never returns: waiting longer is pointless.
             log::error!("the runtime is wedged: exiting without destroying it");
@@ -433,9 +429,9 @@ impl EventLoop {
                     "RKLLMD_DEBUG_PANIC_AFTER_READY is set: panicking on purpose"
                 );
             }
-            Event::LoadFailed { reason } => {
+            Event::LoadFailed { reason, ending } => {
                 log::error!("{reason}");
-                self.fail_engine(now);
+                self.fail_engine(now, ending);
             }
             // Stay up so /health can say so; every new generation gets a 503, and a shutdown
             // still ends within its deadline. Only a restart recovers the NPU.
@@ -444,7 +440,7 @@ impl EventLoop {
             ),
             Event::Stopped => {
                 if self.shutdown.is_none() {
-                    self.fail_engine(now);
+                    self.fail_engine(now, Ending::EngineFailed);
                 }
             }
             Event::Started { .. }
@@ -454,15 +450,15 @@ impl EventLoop {
         }
     }
 
-    fn fail_engine(&mut self, now: Instant) {
+    fn fail_engine(&mut self, now: Instant, ending: Ending) {
         self.begin_shutdown(now);
         // With clients still connected (even an idle /health poller) the shutdown completes
         // later, in `check_shutdown_done`: it must still exit with the engine's code, not 0.
         if let Some(s) = &mut self.shutdown {
-            s.engine_failed = true;
+            s.engine_failed = Some(ending);
         }
         if self.ending.is_none() && self.conns.is_empty() {
-            self.ending = Some(Ending::EngineFailed);
+            self.ending = Some(ending);
         }
     }
 }

@@ -76,7 +76,10 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let waker =
         EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
     // Loaded here, before the inference thread, so that /health and the log name what loaded;
-    // a failure ends the start like any other (socket removed, exit code 4).
+    // a failure ends the start like any other (socket removed, exit code 4). The inference
+    // thread probes its ABI before rkllm_init (`Runtime::init`): a runtime of the other ABI ends
+    // the daemon with exit code 7. (There, not here: the probe runs the runtime's code, which
+    // may block, and this thread must serve /health meanwhile.)
     runtime::load(&cfg.runtime_library)?;
     let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
@@ -157,7 +160,8 @@ fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
             max_context_len: cfg.max_context_len,
             max_new_tokens: cfg.max_new_tokens,
             sampling: sampling_of(cfg),
-            base_domain_id: 0,
+            base_domain_id: cfg.base_domain_id,
+            cpu_mask: cfg.enabled_cpus,
         },
         queue_size: cfg.queue_size,
         queue_timeout: cfg.queue_timeout,
