@@ -111,18 +111,32 @@ fn other_abi() -> &'static str {
     }
 }
 
-/// The simulator's real bytes, its version marker rewritten to `abi`'s release (same length),
-/// as a stand-in for a runtime of that ABI.
+/// Where a runtime library carries its version, as the real one does.
+const BANNER: &str = "RKLLM SDK (version: ";
+
+/// The simulator's real bytes, the version in its SDK banner rewritten to `abi`'s release (same
+/// length), as a stand-in for a runtime of that ABI.
 fn runtime_bytes(abi: &str) -> Vec<u8> {
     let mut bytes = std::fs::read(simulator_library()).unwrap();
-    let from = format!("rkllm-runtime version: {}", sim_version(BUILT_ABI));
-    let to = format!("rkllm-runtime version: {}", sim_version(abi));
-    let at = bytes
-        .windows(from.len())
-        .position(|w| w == from.as_bytes())
-        .expect("the simulator carries its version marker");
-    bytes[at..at + to.len()].copy_from_slice(to.as_bytes());
+    let from = format!("{BANNER}{}", sim_version(BUILT_ABI));
+    let to = format!("{BANNER}{}", sim_version(abi));
+    let n = rewrite_all(&mut bytes, from.as_bytes(), to.as_bytes());
+    assert!(n > 0, "the simulator carries its version banner");
     bytes
+}
+
+/// Overwrites every `from` in `bytes` with `to` (same length or shorter); returns how many.
+/// A debug build has the banner twice (its debug info holds the constant's value too).
+fn rewrite_all(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
+        let at = i + at;
+        bytes[at..at + to.len()].copy_from_slice(to);
+        n += 1;
+        i = at + from.len();
+    }
+    n
 }
 
 /// A feature list as an RK3588 (Cortex-A55 + A76, ARMv8.2) reports it: no `sve`.
@@ -578,12 +592,7 @@ fn a_runtime_of_the_other_abi_fails_with_the_rebuild_hint() {
 fn a_runtime_without_a_version_marker_is_a_warning() {
     let root = FakeRoot::healthy("nomarker");
     let mut bytes = runtime_bytes(BUILT_ABI);
-    let marker = b"rkllm-runtime version: ";
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .unwrap();
-    bytes[at] = b'X';
+    assert!(rewrite_all(&mut bytes, BANNER.as_bytes(), b"X") > 0);
     root.write_bytes("usr/lib/librkllmrt.so", &bytes);
     let r = root.check(&[]);
     assert_eq!(r.code, Some(0), "{}", r.text);
