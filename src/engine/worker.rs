@@ -228,7 +228,7 @@ impl Worker {
             if cancelled.load(Ordering::Acquire) == job.id()
                 || (!caps.run_max_new_tokens && generated >= cap)
             {
-                Flow::Pause
+                Flow::Stop
             } else {
                 Flow::Continue
             }
@@ -294,7 +294,7 @@ impl Worker {
                         self.cache.calibrate(prompt_bytes, perf.prefill_tokens);
                         Some(perf)
                     }
-                    RunEnd::Paused => None,
+                    RunEnd::Stopped(perf) => perf,
                 };
                 Ok(RunSummary {
                     perf,
