@@ -45,6 +45,23 @@ def test_function_tools_clear_the_kv_cache(session):
     assert r.finish.prefill_tokens == ntok(system + PREFIX + "again" + POSTFIX)
 
 
+def test_tools_defined_in_the_prompt_are_known_while_in_the_cache(session):
+    # A caller that renders the conversation itself (empty template) writes the tool
+    # definitions into its system turn: the model knows them from there.
+    s = session(FAST, max_context_len=4096)
+    assert LIB.rkllm_set_chat_template(s.handle, b"", b"", b"") == 0
+    system = "<|im_start|>system\n# Tools\n<tools>\n" + TOOLS + "\n</tools><|im_end|>\n"
+    joke = s.run(system + PREFIX + "Tell me a joke." + POSTFIX, keep_history=1)
+    assert b"<tool_call>" not in joke.text, "the definitions alone do not ask for a call"
+    # The next turn continues the cache that holds the definitions.
+    r = s.run(POSTFIX + PREFIX + "Weather in Paris? Use get_weather." + POSTFIX, keep_history=1)
+    assert r.text == b'<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>'
+    # Gone with the cache.
+    assert LIB.rkllm_clear_kv_cache(s.handle, 0, None, None) == 0
+    r = s.run(PREFIX + "Weather in Paris? Use get_weather." + POSTFIX, keep_history=1)
+    assert b"<tool_call>" not in r.text
+
+
 # --------------------------------------------------------------------------------------------
 # Pause (callback returns 1): no FINISH, cache kept, the next keep_history run resumes
 # --------------------------------------------------------------------------------------------

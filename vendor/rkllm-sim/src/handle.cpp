@@ -118,6 +118,21 @@ Vec<String> parse_tool_names(const String& json) {
     return names;
 }
 
+// Tool names defined in `<tools>...</tools>` blocks of prompt text, added to `names`.
+void add_prompt_tool_names(const String& text, Vec<String>& names) {
+    size_t pos = 0;
+    while ((pos = text.find("<tools>", pos)) != String::npos) {
+        const size_t end = text.find("</tools>", pos);
+        if (end == String::npos) break;
+        for (String& name : parse_tool_names(text.substr(pos, end - pos))) {
+            if (std::find(names.begin(), names.end(), name) == names.end()) {
+                names.push_back(std::move(name));
+            }
+        }
+        pos = end;
+    }
+}
+
 }  // namespace
 
 Handle::Handle(int id, ModelConfig model, InitSettings settings, String trace_path)
@@ -163,6 +178,7 @@ bool Handle::begin_locked(Snapshot& snap) {
     snap.tool_names = tool_names_;
     snap.cache = cache_;
     snap.cache_sys_len = cache_sys_len_;
+    snap.cache_tool_names = cache_tool_names_;
     snap.paused = paused_;
     paused_.reset();  // the next run resumes a paused generation or discards it
     running_ = true;
@@ -266,6 +282,7 @@ int Handle::clear_kv_cache(bool keep_system_prompt, const int* start, const int*
     std::lock_guard<std::mutex> lk(mu_);
     if (running_) return -1;
     paused_.reset();
+    cache_tool_names_.clear();  // conservative: the block may be in the part that goes
     if (start == nullptr && end == nullptr) {
         if (keep_system_prompt) {
             cache_.resize(cache_sys_len_);
@@ -307,6 +324,7 @@ int Handle::set_function_tools(const char* system, const char* tools) {
     // A new system prompt: the cache built on the old one is dropped (rknn-llm#377).
     cache_.clear();
     cache_sys_len_ = 0;
+    cache_tool_names_.clear();
     paused_.reset();
     if (tools == nullptr || *tools == '\0') {
         tools_system_.clear();
@@ -421,6 +439,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     if (req.keep_history && !s.cache.empty()) {
         full = s.cache;
         out.cache_sys_len = s.cache_sys_len;
+        out.cache_tool_names = s.cache_tool_names;
         reused = s.cache.size();
     } else {
         full = system;
@@ -443,10 +462,19 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     }
 
     const Sampling sampling = req.sampling.value_or(settings_.sampling);
+    if (templated) add_prompt_tool_names(req.text, out.cache_tool_names);
+    Vec<String> known = s.tool_names;
+    for (const String& name : out.cache_tool_names) {
+        if (std::find(known.begin(), known.end(), name) == known.end()) known.push_back(name);
+    }
     String tool;
     if (req.kind == InputKind::kPrompt && !req.tool_role) {
-        for (const String& name : s.tool_names) {
-            if (req.text.find(name) != String::npos) {
+        // A request names a tool; the definitions themselves do not count.
+        const size_t defs_end = req.text.rfind("</tools>");
+        const std::string_view asked = std::string_view(req.text).substr(
+            defs_end == String::npos ? 0 : defs_end);
+        for (const String& name : known) {
+            if (asked.find(name) != std::string_view::npos) {
                 tool = name;
                 break;
             }
@@ -555,6 +583,7 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
             cache_.swap(out.cache);
             cache_sys_len_ = out.cache_sys_len;
             paused_ = std::move(out.paused);
+            cache_tool_names_ = std::move(out.cache_tool_names);
         }
         cache_tokens = cache_.size();
         // Idle before the final callback, so that a client may start its next run from it.

@@ -79,6 +79,7 @@ struct Outcome {
     int64_t t_prefill_end = 0;
     Tokens cache;              // the KV cache after the run, unless it failed
     size_t cache_sys_len = 0;
+    Vec<String> cache_tool_names;  // tools defined in the prompt text that is in `cache`
     std::optional<Paused> paused;  // set when a callback paused the run
     // With RKLLM_SIM_TRACE_TOKENS: when each token callback was made (us) and whether it was
     // WAITING; written to the trace after the run so the trace's I/O cannot slow the run.
@@ -129,6 +130,7 @@ private:
         Vec<String> tool_names;
         Tokens cache;
         size_t cache_sys_len = 0;
+        Vec<String> cache_tool_names;
         std::optional<Paused> paused;
     };
     struct Job {
@@ -174,6 +176,9 @@ private:
     Tokens cache_;
     size_t cache_sys_len_ = 0;  // leading cache tokens that are the system prompt
     std::optional<Paused> paused_;  // a paused generation the next keep_history run resumes
+    // Tools defined by a `<tools>` block in prompt text now in the cache: a model knows the tools
+    // it was shown, whether the runtime or the caller's own template wrote them.
+    Vec<String> cache_tool_names_;
     std::optional<Job> job_;
     std::thread worker_;
 };
