@@ -129,8 +129,8 @@ fn expected(case: &Case) -> Expected {
             abort_called: false,
             run_end: &["error"],
         },
-        // The client is gone before the error: its run is cut by rkllm_abort, from the loop or
-        // from the daemon's own per-token cancel check, whichever is first.
+        // The client is gone before the error: the loop cuts its run with rkllm_abort (the
+        // daemon drops any token that comes before the abort takes effect).
         (ErrorAfterTokens, LeavesMidAnswer) => Expected {
             seen: Seen::Left,
             then: Then::Serving,

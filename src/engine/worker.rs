@@ -231,10 +231,11 @@ impl Worker {
                     });
                 }
             }
-            // ABI 1.2 has no per-run cap: stop the run ourselves when it is reached.
-            if cancelled.load(Ordering::Acquire) == job.id()
-                || (!caps.run_max_new_tokens && generated >= cap)
-            {
+            if cancelled.load(Ordering::Acquire) == job.id() {
+                // The loop set the flag, then called rkllm_abort.
+                Flow::Discard
+            } else if !caps.run_max_new_tokens && generated >= cap {
+                // ABI 1.2 has no per-run cap: end the run ourselves when it is reached.
                 Flow::Stop
             } else {
                 Flow::Continue

@@ -57,6 +57,7 @@ pub(super) extern "C" fn on_event(
     match outcome {
         Ok(Flow::Continue) => {}
         Ok(Flow::Stop) => stop(run),
+        Ok(Flow::Discard) => run.stopped = true,
         Err(payload) => {
             run.panic = Some(payload);
             stop(run);

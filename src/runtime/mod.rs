@@ -99,6 +99,9 @@ pub enum Flow {
     Continue,
     /// End the run now: it is aborted (`rkllm_abort`), never paused, and gets no more output.
     Stop,
+    /// Another thread has aborted the run (or is about to): it gets no more output, and no
+    /// second `rkllm_abort`.
+    Discard,
 }
 
 /// The runtime's own measurements of a finished run.
