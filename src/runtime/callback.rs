@@ -21,7 +21,7 @@ pub(super) struct RunState<'a> {
     pub handle: *mut c_void,
     pub finished: Option<Perf>,
     pub error: bool,
-    /// The sink asked to stop (or panicked) and the run was aborted: its output is dropped.
+    /// The sink asked to stop or discard, or panicked: later output of the run is dropped.
     pub stopped: bool,
     pub panic: Option<Box<dyn Any + Send>>,
 }
@@ -72,8 +72,9 @@ fn stop(run: &mut RunState<'_>) {
     }
     run.stopped = true;
     // SAFETY: `run.handle` is the live handle whose `rkd_run` is calling us (it cannot be
-    // destroyed during the run: that needs the `Runtime` that is running it). The runtime allows
-    // `rkllm_abort` at any time from any thread.
+    // destroyed during the run: that needs the `Runtime` that is running it), and abort takes
+    // only the handle. (That the real runtime honours an abort made from inside its own callback
+    // is not verified on a board; the simulator does.)
     let rc = unsafe { ffi::rkd_abort(run.handle) };
     if rc != 0 {
         log::warn!("rkllm_abort returned {rc}; the run goes on to its end unseen");
