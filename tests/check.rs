@@ -178,7 +178,10 @@ fn other_abi() -> &'static str {
     }
 }
 
-/// A runtime of `abi`: our simulator of that ABI, which carries that release's version marker.
+/// Where a runtime library carries its version, as the real one does.
+const BANNER: &str = "RKLLM SDK (version: ";
+
+/// A runtime of `abi`: our simulator of that ABI, which carries that release's SDK banner.
 fn runtime_bytes(abi: &str) -> Vec<u8> {
     let lib = if abi == BUILT_ABI {
         simulator_library()
@@ -186,13 +189,27 @@ fn runtime_bytes(abi: &str) -> Vec<u8> {
         other_simulator_library()
     };
     let bytes = std::fs::read(&lib).unwrap();
-    let marker = format!("rkllm-runtime version: {}", sim_version(abi));
+    let marker = format!("{BANNER}{}", sim_version(abi));
     assert!(
         bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
         "{} carries '{marker}'",
         lib.display()
     );
     bytes
+}
+
+/// Overwrites every `from` in `bytes` with `to` (same length or shorter); returns how many.
+/// A debug build has the banner twice (its debug info holds the constant's value too).
+fn rewrite_all(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(from.len()).position(|w| w == from) {
+        let at = i + at;
+        bytes[at..at + to.len()].copy_from_slice(to);
+        n += 1;
+        i = at + from.len();
+    }
+    n
 }
 
 /// A feature list as an RK3588 (Cortex-A55 + A76, ARMv8.2) reports it: no `sve`.
@@ -695,12 +712,7 @@ fn a_runtime_that_dies_in_the_probe_is_a_finding_and_check_goes_on() {
 fn a_runtime_without_a_version_marker_is_a_warning() {
     let root = FakeRoot::healthy("nomarker");
     let mut bytes = runtime_bytes(BUILT_ABI);
-    let marker = b"rkllm-runtime version: ";
-    let at = bytes
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .unwrap();
-    bytes[at] = b'X';
+    assert!(rewrite_all(&mut bytes, BANNER.as_bytes(), b"X") > 0);
     root.write_bytes("usr/lib/librkllmrt.so", &bytes);
     let r = root.check(&[]);
     assert_eq!(r.code, Some(0), "{}", r.text);

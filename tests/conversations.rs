@@ -25,11 +25,20 @@ fn ask(d: &Daemon, messages: &[Value]) -> String {
 }
 
 fn qwen_daemon(tag: &str, extra: &[&str]) -> Daemon {
+    qwen_daemon_with(tag, "add_bos = 0", extra)
+}
+
+/// `model_line`: one more line of the model file.
+fn qwen_daemon_with(tag: &str, model_line: &str, extra: &[&str]) -> Daemon {
     let dir = TempDir::new(tag);
     let model = write_model(
         dir.path(),
         "m",
-        &["answer_tokens_min = 15", "answer_tokens_max = 25"],
+        &[
+            "answer_tokens_min = 15",
+            "answer_tokens_max = 25",
+            model_line,
+        ],
     );
     Daemon::builder(tag)
         .model(model)
@@ -203,7 +212,19 @@ fn the_template_is_guessed_from_the_model_file_name_and_runtime_mode_stays_avail
 
 #[test]
 fn old_turns_are_left_out_when_the_context_fills_and_a_turn_too_long_is_a_400() {
-    let d = qwen_daemon("overflow", &["--max-context-len", "300"]);
+    // Also with a runtime that adds BOS itself: one token the daemon does not see.
+    for bos in ["add_bos = 0", "add_bos = 1"] {
+        context_fills(bos);
+    }
+}
+
+fn context_fills(bos: &str) {
+    let tag = if bos.ends_with('1') {
+        "overflow-bos"
+    } else {
+        "overflow"
+    };
+    let d = qwen_daemon_with(tag, bos, &["--max-context-len", "300"]);
     let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
     for turn in 1..=8 {
         messages.push(
@@ -288,4 +309,55 @@ fn a_custom_template_from_the_config_file_renders_the_conversation() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A runtime that adds BOS itself (`add_bos = 1`; whether the real one does is unknown) puts one
+/// more token in front of a fresh cache, next to the BOS text of templates that write one
+/// (llama3). The cache is still reused turn after turn, and its size counts that token.
+#[test]
+fn the_cache_is_reused_when_the_runtime_adds_bos_itself() {
+    for template in ["qwen2.5", "llama3"] {
+        let tag = format!("bos-{template}");
+        let dir = TempDir::new(&tag);
+        let model = write_model(
+            dir.path(),
+            "m",
+            &[
+                "answer_tokens_min = 15",
+                "answer_tokens_max = 25",
+                "add_bos = 1",
+            ],
+        );
+        let d = Daemon::builder(&tag)
+            .model(model)
+            .args(["--chat-template", template])
+            .start();
+        let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+        for turn in 1..=4 {
+            messages.push(json!({"role": "user", "content": format!("Question {turn}?")}));
+            let answer = ask(&d, &messages);
+            messages.push(json!({"role": "assistant", "content": answer}));
+        }
+        let runs = d.trace_of("rkllm_run");
+        assert_eq!(runs.len(), 4, "{template}");
+        assert!(
+            d.trace_of("rkllm_clear_kv_cache").is_empty(),
+            "{template}: the cache was never started over"
+        );
+        for run in &runs[1..] {
+            let prompt = run["prompt"].as_str().unwrap();
+            assert_eq!(run["keep_history"], 1, "{template}");
+            assert!(
+                !prompt.contains(SYSTEM),
+                "{template}: only the new turn: {prompt}"
+            );
+        }
+        // Everything prefilled and generated is in the cache, the runtime's BOS included.
+        let ends = d.trace_of("run_end");
+        let total: u64 = ends
+            .iter()
+            .map(|e| e["prefill_tokens"].as_u64().unwrap() + e["generate_tokens"].as_u64().unwrap())
+            .sum();
+        assert_eq!(ends[3]["cache_tokens"].as_u64(), Some(total), "{template}");
+    }
 }

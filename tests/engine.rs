@@ -582,6 +582,62 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
 }
 
 #[test]
+fn a_sink_that_stops_gets_the_run_aborted_not_paused() {
+    let dir = TempDir::new("stop");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &[
+            "answer_tokens_min = 30",
+            "answer_tokens_max = 30",
+            "vocabulary = alpha beta gamma",
+        ],
+    );
+    let _guard = init_lock_tracing_to(dir.path());
+    let mut rt = Runtime::init(&init_config(model)).unwrap();
+    let mut req = RunRequest {
+        prompt: "hi",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history: true,
+        max_new_tokens: None,
+        sampling: None,
+    };
+    let mut tokens = 0;
+    let end = rt
+        .run(&req, &mut |_| {
+            tokens += 1;
+            if tokens == 5 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        })
+        .unwrap();
+    assert!(matches!(end, RunEnd::Stopped(_)), "{end:?}");
+    assert_eq!(tokens, 5, "no output reaches the sink after it stopped");
+    // A paused run would resume here with the 25 tokens left of the stopped answer.
+    req.prompt = "next";
+    let mut next = 0;
+    let end = rt
+        .run(&req, &mut |_| {
+            next += 1;
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(matches!(end, RunEnd::Finished(_)), "{end:?}");
+    assert_eq!(next, 30, "the next run answers anew");
+    let trace = read_trace(&dir.path().join("trace.jsonl"));
+    let ends: Vec<_> = trace
+        .iter()
+        .filter(|v| v["fn"] == "run_end")
+        .map(|v| v["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ends, ["abort", "eos"]);
+    assert_eq!(trace.iter().filter(|v| v["fn"] == "rkllm_abort").count(), 1);
+}
+
+#[test]
 fn init_fails_for_missing_and_foreign_model_files() {
     let dir = TempDir::new("init");
     let _guard = init_lock_tracing_to(dir.path());

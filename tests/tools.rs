@@ -1,5 +1,7 @@
-//! Function calling: request tools reach the runtime's function-tools API, the simulator's
-//! `<tool_call>` answers come back as structured calls, and tool results go back in.
+//! Function calling: request tools reach the model (written into the system turn when rkllmd
+//! renders the conversation, through the runtime's function-tools API with the runtime's
+//! template), the simulator's `<tool_call>` answers come back as structured calls, and tool
+//! results go back in.
 
 mod common;
 
@@ -33,10 +35,26 @@ fn weather_tools() -> Value {
 
 const QUESTION: &str = "What is the weather in Paris? Use get_weather.";
 
-fn tools_set(d: &Daemon) -> Vec<String> {
-    d.trace_of("rkllm_set_function_tools")
+/// The tool definitions rkllmd wrote into each prompt that has them (one JSON object per line
+/// between `<tools>` and `</tools>`), as JSON arrays. With rkllmd's own template the runtime's
+/// function-tools API is never used: it fails under the empty template (rknn-llm#397).
+fn tools_in_prompts(d: &Daemon) -> Vec<Value> {
+    assert!(
+        d.trace_of("rkllm_set_function_tools").is_empty(),
+        "rkllm_set_function_tools called although rkllmd renders the template"
+    );
+    d.trace_of("rkllm_run")
         .iter()
-        .map(|t| t["tools"].as_str().unwrap_or_default().to_owned())
+        .filter_map(|run| {
+            let prompt = run["prompt"].as_str()?;
+            let start = prompt.find("<tools>\n")? + "<tools>\n".len();
+            let end = start + prompt[start..].find("\n</tools>")?;
+            let tools = prompt[start..end]
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            Some(Value::Array(tools))
+        })
         .collect()
 }
 
@@ -60,13 +78,54 @@ fn openai_tools_reach_the_runtime_and_a_call_comes_back_structured() {
     assert_eq!(calls[0]["function"]["arguments"], "{}");
     assert!(calls[0]["id"].as_str().unwrap().starts_with("call_"));
 
-    let set = tools_set(&d);
+    assert_eq!(tools_in_prompts(&d), [weather_tools()]);
+    let prompt = d.trace_of("rkllm_run")[0]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // In the system turn (Qwen 2.5's default system prompt, as its template writes it with
+    // tools), before the user's turn.
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou are Qwen") && prompt.contains("\n\n# Tools\n"),
+        "{prompt}"
+    );
+    assert!(
+        prompt.find("</tools>") < prompt.find("<|im_start|>user"),
+        "{prompt}"
+    );
+}
+
+#[test]
+fn with_the_runtimes_template_the_tools_go_through_its_function_tools_api() {
+    let dir = TempDir::new("tools-runtime");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &["answer_tokens_min = 15", "answer_tokens_max = 25"],
+    );
+    let d = Daemon::builder("tools-runtime")
+        .model(model)
+        .args(["--chat-template", "runtime"])
+        .start();
+    let body = json!({
+        "messages": [{"role": "user", "content": QUESTION}],
+        "tools": weather_tools(),
+    });
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let set = d.trace_of("rkllm_set_function_tools");
     assert_eq!(set.len(), 1, "{set:?}");
-    let sent: Value = serde_json::from_str(&set[0]).unwrap();
+    let sent: Value = serde_json::from_str(set[0]["tools"].as_str().unwrap()).unwrap();
     assert_eq!(sent, weather_tools());
-    let trace = d.trace_of("rkllm_set_function_tools");
-    assert_eq!(trace[0]["system_prompt"], "");
-    assert_eq!(trace[0]["tool_response_str"], "tool_response");
+    assert_eq!(set[0]["system_prompt"], "");
+    assert_eq!(set[0]["tool_response_str"], "tool_response");
+    let prompt = d.trace_of("rkllm_run")[0]["prompt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!prompt.contains("<tools>"), "{prompt}");
 }
 
 #[test]
@@ -140,7 +199,8 @@ fn ollama_tools_come_back_as_objects_streamed_or_not() {
         assert_eq!(last["done_reason"], "stop");
         assert_eq!(last["message"]["content"], "");
     }
-    assert_eq!(tools_set(&d).len(), 1);
+    let sent = tools_in_prompts(&d);
+    assert!(!sent.is_empty() && sent.iter().all(|t| *t == weather_tools()));
 }
 
 #[test]
@@ -156,7 +216,7 @@ fn tool_choice_none_sends_no_tools_and_the_answer_is_text() {
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["choices"][0]["message"].get("tool_calls").is_none());
-    assert!(tools_set(&d).iter().all(|t| !t.contains("get_weather")));
+    assert!(tools_in_prompts(&d).is_empty());
 }
 
 #[test]
@@ -172,7 +232,7 @@ fn required_tool_choice_is_sent_with_a_warning() {
     assert!(r
         .header("X-Rkllmd-Warning")
         .is_some_and(|w| w.contains("tool_choice")));
-    assert_eq!(tools_set(&d).len(), 1);
+    assert_eq!(tools_in_prompts(&d), [weather_tools()]);
 }
 
 #[test]
@@ -237,7 +297,8 @@ fn a_tool_result_goes_back_in_and_is_answered() {
         "{second}"
     );
     assert!(first.ends_with("<|im_start|>assistant\n"), "{first}");
-    assert_eq!(tools_set(&d).len(), 1);
+    // The definitions were prefilled once, with the first turn, and stayed in the cache.
+    assert_eq!(tools_in_prompts(&d), [weather_tools()]);
     assert!(d.trace_of("rkllm_clear_kv_cache").len() <= 1);
 }
 

@@ -126,11 +126,15 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
 
 /// Builds the job: the rendered conversation when the daemon templates, else the newest user
 /// message for the runtime's own template (which then sees only that turn).
+/// `tools`: the request's tool definitions (JSON array), written into the system turn when
+/// rkllmd renders the conversation; in `runtime` template mode the engine gives them to the
+/// runtime instead.
 pub fn job_for(
     ctx: &Ctx<'_>,
     job_id: u64,
     turns: &[Turn],
     thinking: Option<bool>,
+    tools: Option<&str>,
     flavor: Flavor,
 ) -> Result<Job, ApiError> {
     if !turns.iter().any(|t| t.role == Role::User) {
@@ -150,6 +154,15 @@ pub fn job_for(
         let mut job = Job::new(job_id, newest);
         job.set_enable_thinking(thinking.unwrap_or(false));
         return Ok(job);
+    };
+    let with_tools;
+    let turns = match tools {
+        Some(json) => {
+            with_tools =
+                super::tools::with_definitions(turns, json, template.default_system.as_deref());
+            &with_tools[..]
+        }
+        None => turns,
     };
     let rendered = template.render(turns, thinking);
     // Never left out: the leading system turns (and, where the family folds the system prompt

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, Flavor};
 use super::params::Fields;
+use crate::chat::{Role, Turn};
 
 const OPEN: &str = "<tool_call>";
 const CLOSE: &str = "</tool_call>";
@@ -155,6 +156,59 @@ pub fn request_tools(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
     Ok(Some(Value::Array(tools.clone()).to_string()))
 }
 
+/// The turns with the tool definitions written into the system turn (one is added, with the
+/// template's default system prompt, when the conversation has none). rkllmd does this when it
+/// renders conversations itself: the runtime's function-tools API fails under the empty chat
+/// template rkllmd sets then (rknn-llm#397) and is not applied after a custom one (#431). The
+/// block is the one Qwen 2.5's template writes, one JSON object per tool and line: the
+/// `<tool_call>` form that `ToolCallParser` reads back is the one it asks for.
+pub fn with_definitions(
+    turns: &[Turn],
+    tools_json: &str,
+    default_system: Option<&str>,
+) -> Vec<Turn> {
+    let lines = match serde_json::from_str::<Vec<Value>>(tools_json) {
+        Ok(tools) => tools
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(_) => tools_json.to_owned(),
+    };
+    let block = format!(
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+         You are provided with function signatures within <tools></tools> XML tags:\n\
+         <tools>\n{lines}\n</tools>\n\n\
+         For each function call, return a json object with function name and arguments within \
+         <tool_call></tool_call> XML tags:\n<tool_call>\n\
+         {{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n</tool_call>"
+    );
+    let mut out = Vec::with_capacity(turns.len() + 1);
+    let rest = match turns.first() {
+        Some(first) if first.role == Role::System => {
+            out.push(Turn::new(Role::System, join_system(&first.content, &block)));
+            &turns[1..]
+        }
+        _ => {
+            out.push(Turn::new(
+                Role::System,
+                join_system(default_system.unwrap_or(""), &block),
+            ));
+            turns
+        }
+    };
+    out.extend_from_slice(rest);
+    out
+}
+
+fn join_system(system: &str, block: &str) -> String {
+    if system.is_empty() {
+        block.to_owned()
+    } else {
+        format!("{system}\n\n{block}")
+    }
+}
+
 /// What an OpenAI request's `tool_choice` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
@@ -266,6 +320,36 @@ fn write_json(out: &mut String, v: &Value) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn definitions_go_into_the_system_turn() {
+        let tools = r#"[{"type":"function","function":{"name":"a"}},{"function":{"name":"b"}}]"#;
+        let lines = "<tools>\n{\"function\":{\"name\":\"a\"},\"type\":\"function\"}\n\
+                     {\"function\":{\"name\":\"b\"}}\n</tools>";
+        let user = Turn::new(Role::User, "hi");
+        let with_system = with_definitions(
+            &[Turn::new(Role::System, "Be brief."), user.clone()],
+            tools,
+            Some("unused"),
+        );
+        assert_eq!(with_system.len(), 2);
+        assert!(with_system[0]
+            .content
+            .starts_with("Be brief.\n\n# Tools\n\n"));
+        assert!(
+            with_system[0].content.contains(lines),
+            "{}",
+            with_system[0].content
+        );
+        assert_eq!(with_system[1], user);
+        let added = with_definitions(std::slice::from_ref(&user), tools, Some("Default."));
+        assert_eq!(added[0].role, Role::System);
+        assert!(added[0].content.starts_with("Default.\n\n# Tools"));
+        assert_eq!(added[1], user);
+        let bare = with_definitions(std::slice::from_ref(&user), tools, None);
+        assert!(bare[0].content.starts_with("# Tools"));
+        assert!(bare[0].content.ends_with("</tool_call>"));
+    }
 
     fn run(pieces: &[&str]) -> Vec<Piece> {
         let mut p = ToolCallParser::new(0x2a);

@@ -1,9 +1,10 @@
 //! Which runtime library `dlopen` would load, found without loading it (the 1.3 runtime can die
 //! with SIGILL on a CPU without SVE), and its version read from the file's bytes.
 //!
-//! The real runtime logs "rkllm-runtime version: 1.2.3, rknpu driver version: ..." at init;
-//! the text after the marker `rkllm-runtime version: ` in the file is its version when it is
-//! stored there as a literal. Our simulator stores it that way too.
+//! The real runtime logs "rkllm-runtime version: 1.2.3, ..." at init through a format string, so
+//! that line's version is not in the file; the file carries it in a banner,
+//! `RKLLM SDK (version: 1.2.1b1 | target: Linux | build: ...)`, and so does our simulator. A
+//! literal `rkllm-runtime version: X`, as older files of ours had, is understood too.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -13,7 +14,8 @@ use super::report::Finding;
 use super::root::Root;
 
 const NAME: &str = "runtime";
-const MARKER: &[u8] = b"rkllm-runtime version: ";
+/// Where the version follows, best first.
+const MARKERS: [&[u8]; 2] = [b"RKLLM SDK (version: ", b"rkllm-runtime version: "];
 
 /// Where dlopen looks for a bare file name, in its order (glibc): `LD_LIBRARY_PATH`, the
 /// binary's runpath (only when checking this system), the `ld.so.conf` directories (what
@@ -167,12 +169,18 @@ pub fn elf_problem(header: &[u8]) -> Option<String> {
     None
 }
 
-/// The version after the first `rkllm-runtime version: ` marker followed by a literal version
-/// (`1.2.3`, `1.2.1b1`), if the file has one.
+/// The version in the SDK banner, else after a `rkllm-runtime version: ` literal: the first
+/// marker followed by a literal version (`1.2.3`, `1.2.1b1`), if the file has one.
 pub fn runtime_version(bytes: &[u8]) -> Option<String> {
+    MARKERS
+        .iter()
+        .find_map(|marker| version_after(bytes, marker))
+}
+
+fn version_after(bytes: &[u8], marker: &[u8]) -> Option<String> {
     let mut rest = bytes;
-    while let Some(at) = find(rest, MARKER) {
-        rest = &rest[at + MARKER.len()..];
+    while let Some(at) = find(rest, marker) {
+        rest = &rest[at + marker.len()..];
         let end = rest
             .iter()
             .position(|b| !(b.is_ascii_alphanumeric() || *b == b'.'))
@@ -313,7 +321,7 @@ pub fn check(root: &Root, configured: &Path, ld_library_path: Option<&str>) -> F
     let Some(version) = runtime_version(&bytes) else {
         return unversioned(Finding::warn(
             NAME,
-            format!("{shown}: version unknown (no 'rkllm-runtime version' text in the file)"),
+            format!("{shown}: version unknown (no 'RKLLM SDK (version: ...)' banner in the file)"),
             format!(
                 "rkllmd is built for ABI {built}: check the 'rkllm-runtime version' line the \
                  runtime logs when rkllmd starts"
@@ -452,6 +460,30 @@ fn judge_version(detail: &str, major: u32, minor: u32, built: &str) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_from_the_sdk_banner() {
+        let banner = b"\x7fELF\0I rkllm: rkllm-runtime version: %s, rknpu driver version: %s\0\
+            RKLLM SDK (version: 1.2.1b1 | target: Linux | build: 27637c95 2025-05-02 17:46:07)\0";
+        assert_eq!(runtime_version(banner).as_deref(), Some("1.2.1b1"));
+        assert_eq!(
+            runtime_version(b"RKLLM SDK (version: 1.3.0 | target: Linux | build: rkllm-sim)")
+                .as_deref(),
+            Some("1.3.0")
+        );
+        // The banner wins over a literal log line elsewhere in the file.
+        assert_eq!(
+            runtime_version(b"rkllm-runtime version: 1.2.3\0RKLLM SDK (version: 1.3.1 |")
+                .as_deref(),
+            Some("1.3.1")
+        );
+        // A banner without a version falls back to the literal.
+        assert_eq!(
+            runtime_version(b"RKLLM SDK (version: %s |\0rkllm-runtime version: 1.2.3\0").as_deref(),
+            Some("1.2.3")
+        );
+        assert_eq!(runtime_version(b"RKLLM SDK (version: "), None);
+    }
 
     #[test]
     fn versions_after_the_marker() {

@@ -78,7 +78,9 @@ pub(super) fn run(
         init: cfg.init,
         cache: KvCache::default(),
         reuse: cfg.kv_cache_reuse,
+        raw_template: cfg.raw_template,
         tools: String::new(),
+        tools_warned: false,
         notify,
         cancelled,
     };
@@ -117,8 +119,13 @@ struct Worker {
     init: InitConfig,
     cache: KvCache,
     reuse: bool,
+    /// rkllmd renders conversations, tool definitions included: the runtime's tools API is not
+    /// used (it fails under the empty template, rknn-llm#397).
+    raw_template: bool,
     /// The tools last given to the runtime (empty: none).
     tools: String,
+    /// `rkllm_set_function_tools` failed once already (it is logged once).
+    tools_warned: bool,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
 }
@@ -148,7 +155,7 @@ impl Worker {
                 hit_cap: false,
             });
         }
-        self.set_tools(job)?;
+        self.set_tools(job);
         let cap = job
             .max_new_tokens()
             .unwrap_or(self.init.max_new_tokens)
@@ -224,11 +231,12 @@ impl Worker {
                     });
                 }
             }
-            // ABI 1.2 has no per-run cap: stop the run ourselves when it is reached.
-            if cancelled.load(Ordering::Acquire) == job.id()
-                || (!caps.run_max_new_tokens && generated >= cap)
-            {
-                Flow::Pause
+            if cancelled.load(Ordering::Acquire) == job.id() {
+                // The loop set the flag, then called rkllm_abort.
+                Flow::Discard
+            } else if !caps.run_max_new_tokens && generated >= cap {
+                // ABI 1.2 has no per-run cap: end the run ourselves when it is reached.
+                Flow::Stop
             } else {
                 Flow::Continue
             }
@@ -263,20 +271,31 @@ impl Worker {
         }
     }
 
-    /// Gives the runtime the job's tools when they differ from the last ones. The tools change
-    /// the context the runtime prefills, so the cache record no longer holds.
-    fn set_tools(&mut self, job: &Job) -> Result<(), EngineError> {
+    /// With the runtime's template, gives the runtime the job's tools when they differ from the
+    /// last ones. The tools change the context the runtime prefills (and the runtime empties
+    /// its KV cache), so the cache record no longer holds. A runtime that refuses them (a model
+    /// without a chat template, rknn-llm#397) runs the job without them: the model then answers
+    /// in prose; that is logged once.
+    fn set_tools(&mut self, job: &Job) {
+        if self.raw_template {
+            return;
+        }
         let wanted = job.tools().unwrap_or("");
         if wanted == self.tools {
-            return Ok(());
+            return;
         }
         self.cache.invalidate();
-        // Empty system prompt: rkllmd renders the system prompt itself.
-        self.runtime
-            .set_function_tools("", wanted, "tool_response")
-            .map_err(EngineError::Runtime)?;
-        wanted.clone_into(&mut self.tools);
-        Ok(())
+        match self.runtime.set_function_tools("", wanted, "tool_response") {
+            Ok(()) => wanted.clone_into(&mut self.tools),
+            Err(e) if !self.tools_warned => {
+                self.tools_warned = true;
+                log::warn!(
+                    "the runtime refused the request's tools ({e}); requests run without them \
+                     (logged once; a model converted without a chat template has this)"
+                );
+            }
+            Err(e) => log::debug!("the runtime refused the request's tools: {e}"),
+        }
     }
 
     /// Turns a run's end into the job's result, learning bytes per token on the way.
@@ -294,7 +313,7 @@ impl Worker {
                         self.cache.calibrate(prompt_bytes, perf.prefill_tokens);
                         Some(perf)
                     }
-                    RunEnd::Paused => None,
+                    RunEnd::Stopped(perf) => perf,
                 };
                 Ok(RunSummary {
                     perf,

@@ -1,6 +1,11 @@
 //! The trampoline the runtime calls for every result: it gets the Rust sink back from
 //! `userdata`, runs it under `catch_unwind` (unwinding into C++ is undefined behaviour) and keeps
 //! the panic to resume once `rkllm_run` has returned.
+//!
+//! A sink that wants the run to end (or that panicked) gets it aborted with `rkllm_abort`, never
+//! paused by returning 1: a paused run keeps its generation and resumes it in the next
+//! `keep_history` run (rkllm.h, `LLMResultCallback`), so the next request would get the rest of
+//! the cancelled answer.
 
 use std::any::Any;
 use std::ffi::{c_char, c_void, CStr};
@@ -12,9 +17,12 @@ use super::{Flow, Output, Perf};
 /// What one `rkllm_run` call has seen so far; lives on the stack of `Runtime::run`.
 pub(super) struct RunState<'a> {
     pub sink: &'a mut dyn FnMut(Output<'_>) -> Flow,
+    /// The handle running this generation, for `rkllm_abort`.
+    pub handle: *mut c_void,
     pub finished: Option<Perf>,
     pub error: bool,
-    pub paused: bool,
+    /// The sink asked to stop or discard, or panicked: later output of the run is dropped.
+    pub stopped: bool,
     pub panic: Option<Box<dyn Any + Send>>,
 }
 
@@ -32,9 +40,10 @@ pub(super) extern "C" fn on_event(
     // the call, and the runtime calls back on the thread running `rkd_run`, so no other reference
     // to it exists while this one is alive.
     let run = unsafe { &mut *ctx.cast::<RunState<'_>>() };
-    if run.panic.is_some() || run.paused {
-        // A sink that panicked or asked to stop gets nothing more; keep asking for the pause.
-        return 1;
+    let output = state == ffi::STATE_NORMAL || state == ffi::STATE_WAITING;
+    if run.stopped && output {
+        // Tokens the runtime makes before the abort takes effect: nobody wants them.
+        return 0;
     }
     // SAFETY: the runtime passes a NUL-terminated string valid for the duration of the callback,
     // or NULL; we copy out of it before returning.
@@ -46,15 +55,29 @@ pub(super) extern "C" fn on_event(
         dispatch(run, state, bytes, token_id, perf)
     }));
     match outcome {
-        Ok(Flow::Continue) => 0,
-        Ok(Flow::Pause) => {
-            run.paused = true;
-            1
-        }
+        Ok(Flow::Continue) => {}
+        Ok(Flow::Stop) => stop(run),
+        Ok(Flow::Discard) => run.stopped = true,
         Err(payload) => {
             run.panic = Some(payload);
-            1
+            stop(run);
         }
+    }
+    0
+}
+
+fn stop(run: &mut RunState<'_>) {
+    if run.stopped {
+        return;
+    }
+    run.stopped = true;
+    // SAFETY: `run.handle` is the live handle whose `rkd_run` is calling us (it cannot be
+    // destroyed during the run: that needs the `Runtime` that is running it), and abort takes
+    // only the handle. (That the real runtime honours an abort made from inside its own callback
+    // is not verified on a board; the simulator does.)
+    let rc = unsafe { ffi::rkd_abort(run.handle) };
+    if rc != 0 {
+        log::warn!("rkllm_abort returned {rc}; the run goes on to its end unseen");
     }
 }
 

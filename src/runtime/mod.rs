@@ -103,8 +103,11 @@ pub enum Output<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// Stop generating now (the runtime's "pause": `rkllm_run` returns without FINISH).
-    Pause,
+    /// End the run now: it is aborted (`rkllm_abort`), never paused, and gets no more output.
+    Stop,
+    /// Another thread has aborted the run (or is about to): it gets no more output, and no
+    /// second `rkllm_abort`.
+    Discard,
 }
 
 /// The runtime's own measurements of a finished run.
@@ -134,8 +137,8 @@ impl From<ffi::RkdPerf> for Perf {
 pub enum RunEnd {
     /// FINISH arrived (end of sequence, length cap, context full or abort).
     Finished(Perf),
-    /// The sink asked for a pause; the runtime reports no statistics then.
-    Paused,
+    /// The sink asked to stop and the run was aborted; the statistics when FINISH followed.
+    Stopped(Option<Perf>),
 }
 
 /// What the runtime can do per run in the ABI this binary was built for.
@@ -329,9 +332,10 @@ impl Runtime {
         };
         let mut state = callback::RunState {
             sink,
+            handle: self.ptr,
             finished: None,
             error: false,
-            paused: false,
+            stopped: false,
             panic: None,
         };
         // SAFETY: `self.ptr` is live (only `Drop` destroys it and it needs `&mut self`); `params`,
@@ -348,10 +352,10 @@ impl Runtime {
         if let Some(payload) = state.panic {
             std::panic::resume_unwind(payload);
         }
-        match (state.error, state.finished, state.paused) {
+        match (state.error, state.finished, state.stopped) {
             (true, _, _) => Err(RuntimeError::RunFailed { code: rc }),
-            (false, Some(perf), _) => Ok(RunEnd::Finished(perf)),
-            (false, None, true) => Ok(RunEnd::Paused),
+            (false, finished, true) => Ok(RunEnd::Stopped(finished)),
+            (false, Some(perf), false) => Ok(RunEnd::Finished(perf)),
             (false, None, false) if rc != 0 => Err(RuntimeError::RunFailed { code: rc }),
             (false, None, false) => Err(RuntimeError::NoFinish),
         }

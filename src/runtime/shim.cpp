@@ -141,6 +141,13 @@ int on_result(RKLLMResult* result, void* userdata, LLMCallState state) {
     return run->fn(run->ctx, static_cast<int32_t>(state), text, token_id, perf_ptr);
 }
 
+#if RKLLMD_ABI_MINOR >= 3
+// rkllm_init takes a pointer to this struct and the runtime may keep the pointer rather than a
+// copy (the simulator does), so it must outlive every handle: static, shared by all of them
+// (the per-run context travels as rkllm_run's userdata). Constant-initialised: no init race.
+RKLLMCallback g_callbacks = {on_result, nullptr, nullptr, nullptr, nullptr, nullptr};
+#endif
+
 }  // namespace
 
 extern "C" {
@@ -288,9 +295,7 @@ int32_t rkd_init(void** handle, const rkd_config* cfg) {
     LLMHandle h = nullptr;
 #if RKLLMD_ABI_MINOR >= 3
     param.ignore_eos_token = false;
-    RKLLMCallback callbacks{};
-    callbacks.result_callback = on_result;
-    int rc = api.init(&h, &param, &callbacks);
+    int rc = api.init(&h, &param, &g_callbacks);
 #else
     int rc = api.init(&h, &param, on_result);
 #endif

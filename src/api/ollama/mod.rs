@@ -52,8 +52,16 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         return load(ctx, head);
     }
     let turns = conversation::ollama_turns(messages)?;
-    let mut job = conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?;
-    job.set_tools(super::tools::request_tools(&f)?);
+    let tools = super::tools::request_tools(&f)?;
+    let mut job = conversation::job_for(
+        ctx,
+        job_id,
+        &turns,
+        f.bool("think")?,
+        tools.as_deref(),
+        FLAVOR,
+    )?;
+    job.set_tools(tools);
     start(&f, ctx, head, job, None)
 }
 
@@ -89,7 +97,7 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
             role: Role::User,
             content: prompt.to_owned(),
         });
-        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, FLAVOR)?
+        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, None, FLAVOR)?
     };
     let note = (raw && ctx.template.is_none()).then_some(
         "raw was ignored: the runtime applies the model's template (chat-template = runtime)",

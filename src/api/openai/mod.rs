@@ -52,19 +52,18 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         }
     };
     let turns = conversation::openai_turns(messages)?;
-    let mut job = conversation::job_for(ctx, job_id, &turns, enable_thinking(&f)?, FLAVOR)?;
-    let tools = tools::request_tools(&f)?;
     let choice = tools::tool_choice(&f)?;
+    let tools = tools::request_tools(&f)?.filter(|_| choice != Choice::None);
+    let thinking = enable_thinking(&f)?;
+    let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
     let mut note = None;
-    if choice != Choice::None {
-        if tools.is_some() && choice == Choice::Forced {
-            note = Some(
-                "tool_choice cannot force a call: the runtime decides whether to call a tool"
-                    .to_owned(),
-            );
-        }
-        job.set_tools(tools);
+    if tools.is_some() && choice == Choice::Forced {
+        note = Some(
+            "tool_choice cannot force a call: the runtime decides whether to call a tool"
+                .to_owned(),
+        );
     }
+    job.set_tools(tools);
     generate(&f, ctx, job, Kind::Chat, note)
 }
 

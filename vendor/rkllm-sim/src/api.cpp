@@ -23,9 +23,10 @@
 #define SIM_STRINGIFY2(x) #x
 #define SIM_STRINGIFY(x) SIM_STRINGIFY2(x)
 #define SIM_ABI "1." SIM_STRINGIFY(RKLLM_SIM_ABI_MINOR)
-// The runtime release the simulator stands in for. It is spliced into the init banner as a
-// literal, as "rkllm-runtime version: X" so that the version can be read from the file's bytes
-// the way `rkllmd check` reads it from a real librkllmrt.so.
+// The runtime release the simulator stands in for. Like the real library, the file carries it
+// in an SDK banner ("RKLLM SDK (version: X | target: Linux | build: ...)", where `rkllmd check`
+// reads it) and logs it at init through a format string, so no "rkllm-runtime version: X" literal
+// is in the file.
 #if RKLLM_SIM_ABI_MINOR == 2
 #define SIM_RUNTIME_VERSION "1.2.3"
 #else
@@ -35,6 +36,12 @@
 extern "C" __attribute__((visibility("default"))) const char* rkllm_sim_version(void);
 
 namespace {
+
+// In .rodata even though nothing reads it: it is there to be found in the file's bytes.
+__attribute__((used)) const char kSdkBanner[] =
+    "RKLLM SDK (version: " SIM_RUNTIME_VERSION " | target: Linux | build: rkllm-sim abi " SIM_ABI ")";
+// Passed to the init log line as an argument, never spliced into its format.
+const char kRuntimeVersion[] = SIM_RUNTIME_VERSION;
 
 using sim::Handle;
 using sim::JsonLine;
@@ -450,10 +457,7 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         s.sampling.presence_penalty = param->presence_penalty;
 #if RKLLM_SIM_ABI_MINOR >= 3
         s.ignore_eos = param->ignore_eos_token;
-        if (callback != nullptr) {
-            s.callback = callback->result_callback;
-            s.default_userdata = callback->result_userdata;
-        }
+        s.callbacks = callback;  // the pointer, not a copy: the caller must keep it alive
 #else
         s.callback = callback;
 #endif
@@ -461,10 +465,8 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         Handle* h = new Handle(id, std::move(model), s, trace_path);
         registry().add(h);
         *handle = h;
-        std::fprintf(stderr,
-                     "I rkllm: rkllm-runtime version: " SIM_RUNTIME_VERSION
-                     " (%s), model: %s, max_context_len: %d\n",
-                     rkllm_sim_version(), name.c_str(), param->max_context_len);
+        std::fprintf(stderr, "I rkllm: rkllm-runtime version: %s (%s), model: %s, max_context_len: %d\n",
+                     kRuntimeVersion, rkllm_sim_version(), name.c_str(), param->max_context_len);
         return 0;
     });
 }
@@ -602,8 +604,7 @@ int rkllm_set_function_tools(LLMHandle handle, const char* system_prompt, const 
                 .str("tool_response_str", tool_response_str);
         });
         if (!h) return -1;
-        h->set_function_tools(system_prompt, tools);
-        return 0;
+        return h->set_function_tools(system_prompt, tools);
     });
 }
 

@@ -35,6 +35,9 @@ const char* const kDefaultSystem = "<|im_start|>system\nYou are a helpful assist
 const char* const kDefaultPrefix = "<|im_start|>user\n";
 const char* const kDefaultPostfix = "<|im_end|>\n<|im_start|>assistant\n";
 const char* const kEmptyThinkBlock = "<think>\n\n</think>\n\n";
+// The id of the BOS token that `add_bos = 1` puts at the start of a fresh cache (tokenizer ids
+// are >= 3, so it never collides with text).
+constexpr int32_t kBosToken = 1;
 
 bool ends_with(const String& s, std::string_view tail) {
     return s.size() >= tail.size() && std::string_view(s).substr(s.size() - tail.size()) == tail;
@@ -115,6 +118,21 @@ Vec<String> parse_tool_names(const String& json) {
     return names;
 }
 
+// Tool names defined in `<tools>...</tools>` blocks of prompt text, added to `names`.
+void add_prompt_tool_names(const String& text, Vec<String>& names) {
+    size_t pos = 0;
+    while ((pos = text.find("<tools>", pos)) != String::npos) {
+        const size_t end = text.find("</tools>", pos);
+        if (end == String::npos) break;
+        for (String& name : parse_tool_names(text.substr(pos, end - pos))) {
+            if (std::find(names.begin(), names.end(), name) == names.end()) {
+                names.push_back(std::move(name));
+            }
+        }
+        pos = end;
+    }
+}
+
 }  // namespace
 
 Handle::Handle(int id, ModelConfig model, InitSettings settings, String trace_path)
@@ -145,6 +163,14 @@ Handle::~Handle() {
     pthread_cond_destroy(&abort_cond_);
 }
 
+void* Handle::default_userdata() const {
+#if RKLLM_SIM_ABI_MINOR >= 3
+    return settings_.callbacks != nullptr ? settings_.callbacks->result_userdata : nullptr;
+#else
+    return nullptr;
+#endif
+}
+
 bool Handle::begin_locked(Snapshot& snap) {
     if (running_ || closing_) return false;
     snap.tmpl = tmpl_;  // copies first: if one throws, the handle is not left marked busy
@@ -152,6 +178,9 @@ bool Handle::begin_locked(Snapshot& snap) {
     snap.tool_names = tool_names_;
     snap.cache = cache_;
     snap.cache_sys_len = cache_sys_len_;
+    snap.cache_tool_names = cache_tool_names_;
+    snap.paused = paused_;
+    paused_.reset();  // the next run resumes a paused generation or discards it
     running_ = true;
     abort_at_us_.store(kNever);  // an abort that arrived while idle does not carry over
     return true;
@@ -252,6 +281,8 @@ bool Handle::is_running() {
 int Handle::clear_kv_cache(bool keep_system_prompt, const int* start, const int* end) {
     std::lock_guard<std::mutex> lk(mu_);
     if (running_) return -1;
+    paused_.reset();
+    cache_tool_names_.clear();  // conservative: the block may be in the part that goes
     if (start == nullptr && end == nullptr) {
         if (keep_system_prompt) {
             cache_.resize(cache_sys_len_);
@@ -283,12 +314,22 @@ void Handle::set_chat_template(const char* system, const char* prefix, const cha
     tmpl_.custom = true;
 }
 
-void Handle::set_function_tools(const char* system, const char* tools) {
+int Handle::set_function_tools(const char* system, const char* tools) {
     std::lock_guard<std::mutex> lk(mu_);
+    // The runtime builds the tools' system turn from the chat template (rknn-llm#397).
+    if (tmpl_.custom && tmpl_.system.empty() && tmpl_.prefix.empty() && tmpl_.postfix.empty()) {
+        std::fprintf(stderr, "E rkllm: cannot set function tools: the chat template is empty\n");
+        return -1;
+    }
+    // A new system prompt: the cache built on the old one is dropped (rknn-llm#377).
+    cache_.clear();
+    cache_sys_len_ = 0;
+    cache_tool_names_.clear();
+    paused_.reset();
     if (tools == nullptr || *tools == '\0') {
         tools_system_.clear();
         tool_names_.clear();
-        return;
+        return 0;
     }
     // The tool definitions are part of the system turn, as in Qwen's template, so they are
     // prefilled (and cached) with it.
@@ -298,6 +339,7 @@ void Handle::set_function_tools(const char* system, const char* tools) {
     tools_system_ += tools;
     tools_system_ += "\n</tools><|im_end|>\n";
     tool_names_ = parse_tool_names(tools);
+    return 0;
 }
 
 int Handle::close() {
@@ -323,10 +365,17 @@ int Handle::close() {
 }
 
 int Handle::deliver(void* userdata, RKLLMResult& result, LLMCallState state) {
-    if (settings_.callback == nullptr) return 0;
+#if RKLLM_SIM_ABI_MINOR >= 3
+    // Read through the caller's struct at every call (see InitSettings::callbacks).
+    const LLMResultCallback callback =
+        settings_.callbacks != nullptr ? settings_.callbacks->result_callback : nullptr;
+#else
+    const LLMResultCallback callback = settings_.callback;
+#endif
+    if (callback == nullptr) return 0;
     const Handle* outer = tl_callback_owner;
     tl_callback_owner = this;
-    const int rc = settings_.callback(&result, userdata, state);
+    const int rc = callback(&result, userdata, state);
     tl_callback_owner = outer;
     return rc;
 }
@@ -379,7 +428,10 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
             break;
     }
     const String& system_text = s.tools_system.empty() ? s.tmpl.system : s.tools_system;
-    const Tokens system = templated ? tokenize(system_text) : Tokens{};
+    Tokens system = templated ? tokenize(system_text) : Tokens{};
+    // llama.cpp-style runtimes may add BOS themselves when a sequence starts from scratch; a
+    // template that also writes BOS text then gives two.
+    if (templated && model_.add_bos) system.insert(system.begin(), kBosToken);
 
     // The full sequence that will be in the KV cache, and how much of it is already there.
     Tokens& full = out.cache;
@@ -387,6 +439,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     if (req.keep_history && !s.cache.empty()) {
         full = s.cache;
         out.cache_sys_len = s.cache_sys_len;
+        out.cache_tool_names = s.cache_tool_names;
         reused = s.cache.size();
     } else {
         full = system;
@@ -409,10 +462,19 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     }
 
     const Sampling sampling = req.sampling.value_or(settings_.sampling);
+    if (templated) add_prompt_tool_names(req.text, out.cache_tool_names);
+    Vec<String> known = s.tool_names;
+    for (const String& name : out.cache_tool_names) {
+        if (std::find(known.begin(), known.end(), name) == known.end()) known.push_back(name);
+    }
     String tool;
     if (req.kind == InputKind::kPrompt && !req.tool_role) {
-        for (const String& name : s.tool_names) {
-            if (req.text.find(name) != String::npos) {
+        // A request names a tool; the definitions themselves do not count.
+        const size_t defs_end = req.text.rfind("</tools>");
+        const std::string_view asked = std::string_view(req.text).substr(
+            defs_end == String::npos ? 0 : defs_end);
+        for (const String& name : known) {
+            if (asked.find(name) != std::string_view::npos) {
                 tool = name;
                 break;
             }
@@ -423,8 +485,20 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     // template does, by ending with an empty think block.
     const bool wants_think =
         s.tmpl.custom ? templated && !thinking_switched_off : req.enable_thinking;
-    const bool think = model_.thinking && wants_think && tool.empty();
-    Generator gen(model_, generation_seed(full, sampling), think, tool, settings_.ignore_eos);
+    // A keep_history run after a pause continues the paused answer (after its own input).
+    const bool resume = req.keep_history && s.paused.has_value();
+    Paused cont;
+    if (resume) {
+        cont = *s.paused;
+    } else {
+        cont.seed = generation_seed(full, sampling);
+        cont.think = model_.thinking && wants_think && tool.empty();
+        cont.tool = tool;
+    }
+    Generator gen(model_, cont.seed, cont.think, cont.tool, settings_.ignore_eos);
+    String skipped;
+    for (size_t i = 0; i < cont.emitted && gen.next(skipped); ++i) {
+    }
     const int32_t cap = req.max_new_tokens > 0 ? req.max_new_tokens : settings_.max_new_tokens;
 
     // Prefill.
@@ -486,11 +560,17 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         if (!waiting) pending.clear();
         if (rc == 1) {
             out.reason = Outcome::kPause;
+            cont.emitted += generated.size();
+            out.paused = std::move(cont);
             break;
         }
     }
     out.generated = generated.size();
-    if (req.keep_history) full.insert(full.end(), generated.begin(), generated.end());
+    // A pause keeps the generated tokens in the cache whatever keep_history says: the paused
+    // generation is resumed from there.
+    if (req.keep_history || out.reason == Outcome::kPause) {
+        full.insert(full.end(), generated.begin(), generated.end());
+    }
 }
 
 int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
@@ -502,6 +582,8 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
         if (ok) {
             cache_.swap(out.cache);
             cache_sys_len_ = out.cache_sys_len;
+            paused_ = std::move(out.paused);
+            cache_tool_names_ = std::move(out.cache_tool_names);
         }
         cache_tokens = cache_.size();
         // Idle before the final callback, so that a client may start its next run from it.

@@ -36,8 +36,21 @@ struct InitSettings {
     int32_t max_new_tokens = -1;  // <= 0: no cap below the context length
     Sampling sampling;
     bool ignore_eos = false;
+#if RKLLM_SIM_ABI_MINOR >= 3
+    // The caller's struct itself, read at every callback: the runtime keeps the pointer given to
+    // rkllm_init, so a caller whose struct dies after init breaks (as with the real runtime).
+    const RKLLMCallback* callbacks = nullptr;
+#else
     LLMResultCallback callback = nullptr;
-    void* default_userdata = nullptr;  // 1.3: RKLLMCallback.result_userdata
+#endif
+};
+
+// Where a paused generation stopped (a callback returned 1): the next keep_history run resumes it.
+struct Paused {
+    uint64_t seed = 0;
+    bool think = false;
+    String tool;
+    size_t emitted = 0;  // pieces of the answer already delivered
 };
 
 enum class InputKind { kPrompt, kToken, kEmbed, kMultimodal };
@@ -66,6 +79,8 @@ struct Outcome {
     int64_t t_prefill_end = 0;
     Tokens cache;              // the KV cache after the run, unless it failed
     size_t cache_sys_len = 0;
+    Vec<String> cache_tool_names;  // tools defined in the prompt text that is in `cache`
+    std::optional<Paused> paused;  // set when a callback paused the run
     // With RKLLM_SIM_TRACE_TOKENS: when each token callback was made (us) and whether it was
     // WAITING; written to the trace after the run so the trace's I/O cannot slow the run.
     Vec<std::pair<int64_t, bool>> callback_stamps;
@@ -87,7 +102,7 @@ public:
 
     int id() const { return id_; }
     const String& trace_path() const { return trace_path_; }
-    void* default_userdata() const { return settings_.default_userdata; }
+    void* default_userdata() const;
 
     int run(RunRequest req);        // blocks until the run ends; callbacks on this thread
     int run_async(RunRequest req);  // returns at once; callbacks on the handle's worker thread
@@ -96,7 +111,8 @@ public:
     int clear_kv_cache(bool keep_system_prompt, const int* start, const int* end);
     size_t kv_cache_size();
     void set_chat_template(const char* system, const char* prefix, const char* postfix);
-    void set_function_tools(const char* system, const char* tools);
+    // -1 under an empty chat template; on success the KV cache is emptied.
+    int set_function_tools(const char* system, const char* tools);
     // rkllm_destroy: aborts and waits for a run in progress, stops the worker thread.
     int close();
 
@@ -114,6 +130,8 @@ private:
         Vec<String> tool_names;
         Tokens cache;
         size_t cache_sys_len = 0;
+        Vec<String> cache_tool_names;
+        std::optional<Paused> paused;
     };
     struct Job {
         RunRequest req;
@@ -157,6 +175,10 @@ private:
     Vec<String> tool_names_;
     Tokens cache_;
     size_t cache_sys_len_ = 0;  // leading cache tokens that are the system prompt
+    std::optional<Paused> paused_;  // a paused generation the next keep_history run resumes
+    // Tools defined by a `<tools>` block in prompt text now in the cache: a model knows the tools
+    // it was shown, whether the runtime or the caller's own template wrote them.
+    Vec<String> cache_tool_names_;
     std::optional<Job> job_;
     std::thread worker_;
 };

@@ -19,6 +19,7 @@ struct ModelConfig {
     int error_after_tokens = -1;  // -1: fault not configured
     int hang_after_tokens = -1;   // -1: fault not configured
     int abort_delay_ms = 0;
+    bool add_bos = false;  // a BOS token opens every fresh KV cache (llama.cpp's add_bos_token)
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
