@@ -13,11 +13,25 @@ const NAME: &str = "abi";
 /// Longer than any runtime takes to load and fill in its defaults.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-pub fn check(library: Option<&Path>) -> Finding {
+/// What the probe found, and whether the runtime died of an instruction this CPU lacks (the
+/// `sve` check's evidence).
+pub struct Probed {
+    pub finding: Finding,
+    pub illegal_instruction: bool,
+}
+
+pub fn check(library: Option<&Path>) -> Probed {
     let Some(library) = library else {
-        return Finding::skip(NAME, "no loadable runtime library to probe");
+        return Probed {
+            finding: Finding::skip(NAME, "no loadable runtime library to probe"),
+            illegal_instruction: false,
+        };
     };
-    judge(library, &probe_in_child(library, DEADLINE))
+    let probe = probe_in_child(library, DEADLINE);
+    Probed {
+        finding: judge(library, &probe),
+        illegal_instruction: matches!(probe, ChildProbe::Signaled(Signal::SIGILL)),
+    }
 }
 
 fn judge(library: &Path, probe: &ChildProbe) -> Finding {

@@ -90,8 +90,20 @@ pub fn ranges(cpus: &[u32]) -> String {
 }
 
 /// The 1.3 runtime's SVE code against this CPU. `runtime_minor` is the runtime's minor version,
-/// or with `from_build` the build's (the runtime's version is unknown).
-pub fn sve(root: &Root, runtime_minor: u32, from_build: bool, soc: Option<&str>) -> Finding {
+/// or with `from_build` the build's (the runtime's version is unknown). `probe_died_illegal`:
+/// the `abi` check's child died with SIGILL inside the runtime.
+///
+/// A CPU without SVE is a warning, not a failure, because the field reports disagree: 1.3.0
+/// dies with "Illegal instruction" on some RK3588 boards (rknn-llm#518) while others load it
+/// and run it (rknn-llm#509 logs a successful init on RK3588 with 1.3.0). Only a runtime that
+/// actually died with SIGILL in the probe makes it a failure.
+pub fn sve(
+    root: &Root,
+    runtime_minor: u32,
+    from_build: bool,
+    soc: Option<&str>,
+    probe_died_illegal: bool,
+) -> Finding {
     const NAME: &str = "sve";
     if runtime_minor < 3 {
         return Finding::skip(NAME, format!("runtime 1.{runtime_minor} does not need SVE"));
@@ -124,11 +136,26 @@ pub fn sve(root: &Root, runtime_minor: u32, from_build: bool, soc: Option<&str>)
     } else {
         format!("runtime 1.{runtime_minor}")
     };
-    Finding::fail(
+    let hint = "use runtime 1.2.3 (it falls back to NEON) with an rkllmd built with \
+                --features rkllm-1-2; RK3588 and RK3576 have no SVE";
+    if probe_died_illegal {
+        return Finding::fail(
+            NAME,
+            format!(
+                "{runtime} uses SVE instructions but {cpus} none: it died with 'Illegal \
+                 instruction' in the abi probe"
+            ),
+            hint,
+        );
+    }
+    Finding::warn(
         NAME,
-        format!("{runtime} uses SVE instructions but {cpus} none: it dies with 'Illegal instruction'"),
-        "use runtime 1.2.3 (it falls back to NEON) with an rkllmd built with --features rkllm-1-2; \
-         RK3588 and RK3576 have no SVE",
+        format!(
+            "{runtime} may use SVE instructions but {cpus} none: on some RK3588 boards 1.3.0 dies \
+             with 'Illegal instruction' (rknn-llm#518), on others it runs (rknn-llm#509); the abi \
+             probe here did not die"
+        ),
+        hint,
     )
 }
 

@@ -34,16 +34,18 @@ pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Findin
     let runtime = library::check(&root, &cfg.runtime_library, ld_library_path);
     let built_minor =
         library::major_minor(&format!("{}.0", env!("RKLLMD_ABI"))).map_or(3, |(_, minor)| minor);
+    let abi = abi::check(runtime.path.as_deref());
     vec![
         config(setup),
         npu::check(&root),
         runtime.finding,
-        abi::check(runtime.path.as_deref()),
+        abi.finding,
         cpu::sve(
             &root,
             runtime.minor.unwrap_or(built_minor),
             runtime.minor.is_none(),
             soc.as_deref(),
+            abi.illegal_instruction,
         ),
         memory::check(&root, &cfg.model),
         open_files(cfg),

@@ -1,7 +1,8 @@
 //! The NPU: Rockchip's RKNPU driver exposes a DRM render node (its platform driver is named
 //! `RKNPU`) or, built with its DMA-heap option, `/dev/rknpu`; its version is in debugfs
-//! (`/sys/kernel/debug/rknpu/version`, "RKNPU driver: v0.9.8") or, with its procfs option,
-//! `/proc/rknpu/version`.
+//! (`/sys/kernel/debug/rknpu/version`, "RKNPU driver: v0.9.8", root only), with its procfs
+//! option in `/proc/rknpu/version`, and as a module's version in `/sys/module/rknpu/version`
+//! ("0.9.8", readable by anyone).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -14,14 +15,23 @@ use super::root::Root;
 const NAME: &str = "npu";
 
 /// The oldest driver the runtime accepts without its "rknpu driver version is too low, please
-/// upgrade to 0.9.7" warning; older ones fail its w8a8 matmuls.
+/// upgrade to 0.9.7" warning. The runtime itself only warns (older drivers have failed its w8a8
+/// matmuls in the field), so the check warns too.
 const MIN_DRIVER: (u32, u32, u32) = (0, 9, 7);
 
-const VERSION_FILES: [&str; 2] = ["/sys/kernel/debug/rknpu/version", "/proc/rknpu/version"];
+const VERSION_FILES: [&str; 3] = [
+    "/sys/kernel/debug/rknpu/version",
+    "/proc/rknpu/version",
+    "/sys/module/rknpu/version",
+];
 
-/// `RKNPU driver: v0.9.8` gives (0, 9, 8).
+/// `RKNPU driver: v0.9.8` (debugfs, procfs) or `0.9.8` (the module's version) gives (0, 9, 8).
 pub fn parse_driver_version(text: &str) -> Option<(u32, u32, u32)> {
-    let v = text.split_once(": v")?.1.trim();
+    let text = text.trim();
+    let v = match text.split_once(": v") {
+        Some((_, v)) => v,
+        None => text.strip_prefix('v').unwrap_or(text),
+    };
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
     let version = (parts.next()??, parts.next()??, parts.next()??);
     parts.next().is_none().then_some(version)
@@ -95,16 +105,18 @@ pub fn check(root: &Root) -> Finding {
         Some((file, text, None)) => {
             let _ = write!(detail, ", driver version '{text}' ({file})");
         }
-        None => detail
-            .push_str(", driver version not readable (as root: /sys/kernel/debug/rknpu/version)"),
+        None => detail.push_str(
+            ", driver version not readable (as root: /sys/kernel/debug/rknpu/version; or \
+             /sys/module/rknpu/version when rknpu is a module)",
+        ),
     }
     if let Some((_, _, Some(v))) = driver {
         if v < MIN_DRIVER {
-            return Finding::fail(
+            return Finding::warn(
                 NAME,
-                detail,
-                "librkllmrt needs RKNPU driver 0.9.7 or later (rknn-llm ships 0.9.8): update the \
-                 kernel or its rknpu driver",
+                format!("{detail}: older than 0.9.7, which the runtime asks for"),
+                "librkllmrt warns below RKNPU driver 0.9.7 and w8a8 models have failed on older \
+                 ones (rknn-llm ships 0.9.8): update the kernel or its rknpu driver",
             );
         }
     }
@@ -142,6 +154,10 @@ mod tests {
         assert_eq!(parse_driver_version("RKNPU driver: v0.9.8.1"), None);
         assert_eq!(parse_driver_version("RKNPU driver: vx.y.z"), None);
         assert_eq!(parse_driver_version(""), None);
+        // /sys/module/rknpu/version holds the bare version.
+        assert_eq!(parse_driver_version("0.9.8\n"), Some((0, 9, 8)));
+        assert_eq!(parse_driver_version("v0.9.6"), Some((0, 9, 6)));
+        assert_eq!(parse_driver_version("0.9"), None);
         assert!((0, 9, 6) < MIN_DRIVER && (0, 9, 8) >= MIN_DRIVER && (1, 0, 0) > MIN_DRIVER);
     }
 }
