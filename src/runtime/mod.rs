@@ -130,6 +130,10 @@ pub enum RunEnd {
     Finished(Perf),
     /// The sink asked for a pause; the runtime reports no statistics then.
     Paused,
+    /// `rkllm_run` returned 0 with neither FINISH nor a pause: how a run may end after
+    /// `rkllm_abort` (whether the runtime sends FINISH then is not known). Only the caller knows
+    /// whether it aborted the run.
+    Unfinished,
 }
 
 /// What the runtime can do per run in the ABI this binary was built for.
@@ -345,7 +349,7 @@ impl Runtime {
             (false, Some(perf), _) => Ok(RunEnd::Finished(perf)),
             (false, None, true) => Ok(RunEnd::Paused),
             (false, None, false) if rc != 0 => Err(RuntimeError::RunFailed { code: rc }),
-            (false, None, false) => Err(RuntimeError::NoFinish),
+            (false, None, false) => Ok(RunEnd::Unfinished),
         }
     }
 
