@@ -321,13 +321,27 @@ fn a_second_signal_during_shutdown_exits_at_once() {
 
 #[test]
 fn a_panic_still_removes_the_socket() {
-    let mut d = Daemon::builder("panic")
-        .no_wait()
-        .start_with_env("RKLLMD_DEBUG_PANIC_AFTER_READY", "1");
+    // The hook fires only for the socket it names, in debug and release builds alike.
+    let b = Daemon::builder("panic").no_wait();
+    let socket = b.dir().join("rkllmd.sock");
+    let mut d = b.start_with_env("RKLLMD_TEST_PANIC_AFTER_READY", socket.to_str().unwrap());
     let status = d.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(70), "{}", d.stderr());
     assert!(!d.socket.exists(), "socket removed while unwinding");
     assert!(d.stderr().contains("panicked"), "{}", d.stderr());
+}
+
+#[test]
+fn the_test_panic_hook_cannot_fire_by_accident() {
+    for value in ["1", "/run/rkllmd/rkllmd.sock", ""] {
+        let d = Daemon::builder("nopanic").start_with_env("RKLLMD_TEST_PANIC_AFTER_READY", value);
+        assert_eq!(d.client().get("/health").status, 200, "{value:?}");
+        assert!(
+            !d.stderr().contains("panicked"),
+            "{value:?}: {}",
+            d.stderr()
+        );
+    }
 }
 
 #[test]
