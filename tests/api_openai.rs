@@ -487,7 +487,8 @@ fn the_request_timeout_ends_a_runaway_generation_with_an_error_event() {
     let last = evs.last().unwrap();
     assert_eq!(last["error"]["type"], "timeout_error", "{last}");
     assert!(
-        evs.iter().all(|e| e["choices"][0]["finish_reason"].is_null()),
+        evs.iter()
+            .all(|e| e["choices"][0]["finish_reason"].is_null()),
         "{evs:?}"
     );
     assert_eq!(d.trace_of("rkllm_abort").len(), 1);

@@ -480,6 +480,13 @@ mod tests {
     ];
 
     #[test]
+    fn only_a_complete_answer_has_a_finish_reason() {
+        assert_eq!(finish_reason(FinishReason::Stop), Some("stop"));
+        assert_eq!(finish_reason(FinishReason::Length), Some("length"));
+        assert_eq!(finish_reason(FinishReason::Aborted), None);
+    }
+
+    #[test]
     fn a_templated_text_event_is_byte_for_byte_what_serde_writes_whole() {
         for framing in [Framing::Sse, Framing::Ndjson] {
             let mut events = Events::new(framing);
