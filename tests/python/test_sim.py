@@ -1089,6 +1089,20 @@ def test_prefill_abort_lag(session, model):
     assert not out["result"].tokens
 
 
+def test_the_demo_model_aborts_its_prefill_as_late_as_a_board(session):
+    # rknn-llm#400: abort ~100 ms into the run, effective at ~1.37 s.
+    s = session(DEMO, max_context_len=4096)
+    t0 = time.monotonic()
+    t, out = _start(s, "word " * 900)  # ~2.7 s of prefill at 2950 us per token
+    time.sleep(0.1)
+    LIB.rkllm_abort(s.handle)
+    assert s.wait(_finished, 3)
+    t.join(2)
+    r = out["result"]
+    assert 1.3 <= r.finish.t - t0 < 1.5
+    assert not r.tokens and r.rc == 0
+
+
 def test_prefill_abort_lag_ends_at_the_prefill_end_when_that_comes_first(session, model):
     s = session(model(prefill_abort_lag_ms=5000, prefill_us_per_token=20000,
                       decode_us_per_token=59880))
