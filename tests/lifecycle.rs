@@ -515,8 +515,10 @@ fn a_run_that_ends_after_being_declared_wedged_brings_the_daemon_back() {
     let model = write_model(
         dir.path(),
         "late",
+        // Mid-answer (an abort in the prefill gets a longer grace): the next token comes a
+        // second later and the abort takes 1.5 s.
         &[
-            "prefill_us_per_token = 100000",
+            "decode_us_per_token = 1000000",
             "abort_delay_ms = 1500",
             "answer_tokens_min = 5",
             "answer_tokens_max = 5",
@@ -527,10 +529,9 @@ fn a_run_that_ends_after_being_declared_wedged_brings_the_daemon_back() {
         .args(["--abort-grace", "0.3"])
         .start();
     let mut c = d.client();
-    c.send_post("/v1/chat/completions", &chat_body(false));
-    common::wait_until(Duration::from_secs(5), "run", || {
-        !d.trace_of("rkllm_run").is_empty()
-    });
+    c.send_post("/v1/chat/completions", &chat_body(true));
+    assert_eq!(c.read_head().unwrap().0, 200);
+    c.read_chunk().expect("a first event");
     drop(c);
     common::wait_until(Duration::from_secs(5), "wedged", || {
         d.client().get("/health").json()["status"] == "wedged"
