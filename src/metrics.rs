@@ -77,12 +77,17 @@ impl Metrics {
                 error: EngineError::Runtime(_),
                 ..
             } => self.runtime_errors += 1,
+            // Cut short by the request timeout: an abort, answered as an error.
+            Event::Failed {
+                error: EngineError::Timeout { .. },
+                ..
+            } => self.aborts += 1,
             _ => {}
         }
     }
 
     fn finish(&mut self, finish: &Finish) {
-        if matches!(finish.reason, FinishReason::Aborted | FinishReason::Timeout) {
+        if finish.reason == FinishReason::Aborted {
             self.aborts += 1;
         }
         match finish.perf {

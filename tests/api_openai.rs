@@ -473,7 +473,7 @@ fn a_request_waits_at_most_the_queue_timeout() {
 }
 
 #[test]
-fn the_request_timeout_ends_a_runaway_generation_with_length() {
+fn the_request_timeout_ends_a_runaway_generation_with_an_error_event() {
     let d = slow_daemon("rtimeout", &["--request-timeout", "0.3"]);
     let evs = events(
         &d.client()
@@ -483,7 +483,14 @@ fn the_request_timeout_ends_a_runaway_generation_with_length() {
             )
             .body,
     );
-    assert_eq!(evs.last().unwrap()["choices"][0]["finish_reason"], "length");
+    // The answer was cut short: it must not look complete.
+    let last = evs.last().unwrap();
+    assert_eq!(last["error"]["type"], "timeout_error", "{last}");
+    assert!(
+        evs.iter()
+            .all(|e| e["choices"][0]["finish_reason"].is_null()),
+        "{evs:?}"
+    );
     assert_eq!(d.trace_of("rkllm_abort").len(), 1);
 }
 

@@ -29,10 +29,16 @@ enum Fault {
     ErrorAfterTokens,
     /// `hang_after_tokens = 2`: the run blocks forever and ignores abort.
     HangAfterTokens,
-    /// `abort_delay_ms = 300`, with a ~0.9 s prefill: an abort during the prefill takes effect
-    /// 300 ms late. (During decoding the daemon drops the tokens that come before the abort
-    /// takes effect.)
+    /// `abort_delay_ms = 300`, with a prefill of about a second: an abort during the prefill
+    /// takes effect 300 ms late. (During decoding the daemon drops the tokens that come before
+    /// the abort takes effect.)
     AbortDelay,
+    /// As `AbortDelay`, with `abort_finish = 0`: the aborted run ends with no FINISH at all.
+    AbortDelayNoFinish,
+    /// `prefill_abort_lag_ms = 5000` with a ~1.3 s prefill and `--abort-grace 0.3`: an abort
+    /// in the prefill takes effect only at its end, ~0.8 s after the abort, past the grace: the
+    /// runtime is not wedged for it.
+    PrefillAbortLag,
     /// `fail_init = 1`: the model never loads.
     FailInit,
 }
@@ -77,8 +83,6 @@ enum Seen {
     /// A 200 stream with some text, ended by an error event (OpenAI, then `[DONE]`) or error
     /// line (Ollama) in the API's shape, whose message contains the text.
     StreamError(&'static str),
-    /// A complete answer with this finish reason (OpenAI `finish_reason`, Ollama `done_reason`).
-    Finished(&'static str),
     /// Nothing: the client left.
     Left,
 }
@@ -157,17 +161,18 @@ fn expected(case: &Case) -> Expected {
             abort_called: true,
             run_end: &[],
         },
-        // --request-timeout 0.3 aborts the run in its prefill; it ends 300 ms later, before
-        // any token: an empty answer, cut short ("length").
-        (AbortDelay, Stays) => Expected {
-            seen: Seen::Finished("length"),
+        // --request-timeout 0.3 aborts the run in its prefill; it ends later, before any
+        // token: an answer cut short is an error, never a complete-looking empty answer (and
+        // no stream head went out yet, so a plain one).
+        (AbortDelay | AbortDelayNoFinish | PrefillAbortLag, Stays) => Expected {
+            seen: Seen::Error(504, "request timeout"),
             then: Then::Serving,
             runtime_errors: 0,
             aborts: 1,
             abort_called: true,
             run_end: &["abort"],
         },
-        (AbortDelay, LeavesMidAnswer) => Expected {
+        (AbortDelay | AbortDelayNoFinish | PrefillAbortLag, LeavesMidAnswer) => Expected {
             seen: Seen::Left,
             then: Then::Serving,
             runtime_errors: 0,
@@ -214,23 +219,51 @@ impl Fault {
             Fault::AbortDelay => &[
                 "answer_tokens_min = 300",
                 "answer_tokens_max = 300",
-                "prefill_us_per_token = 40000",
+                "prefill_us_per_token = 10000",
                 "decode_us_per_token = 20000",
                 "abort_delay_ms = 300",
+            ],
+            Fault::AbortDelayNoFinish => &[
+                "answer_tokens_min = 300",
+                "answer_tokens_max = 300",
+                "prefill_us_per_token = 10000",
+                "decode_us_per_token = 20000",
+                "abort_delay_ms = 300",
+                "abort_finish = 0",
+            ],
+            Fault::PrefillAbortLag => &[
+                "answer_tokens_min = 300",
+                "answer_tokens_max = 300",
+                "prefill_us_per_token = 10000",
+                "decode_us_per_token = 20000",
+                "prefill_abort_lag_ms = 5000",
             ],
             Fault::FailInit => &["fail_init = 1"],
         }
     }
 
+    /// The run is aborted during its prefill, which ends late.
+    fn aborts_in_prefill(self) -> bool {
+        matches!(
+            self,
+            Fault::AbortDelay | Fault::AbortDelayNoFinish | Fault::PrefillAbortLag
+        )
+    }
+
     fn args(self, client: Leaving) -> Vec<&'static str> {
         let mut args = vec!["--shutdown-timeout", "1"];
         match self {
-            Fault::HangAfterTokens => args.extend(["--abort-grace", "0.3"]),
+            Fault::HangAfterTokens | Fault::PrefillAbortLag => {
+                args.extend(["--abort-grace", "0.3"]);
+            }
             _ => args.extend(["--abort-grace", "1"]),
         }
         // A client that stays needs something else to abort its run: the request timeout.
-        if client == Leaving::Stays && matches!(self, Fault::HangAfterTokens | Fault::AbortDelay) {
+        if client == Leaving::Stays && self == Fault::HangAfterTokens {
             args.extend(["--request-timeout", "0.3"]);
+        }
+        if client == Leaving::Stays && self.aborts_in_prefill() {
+            args.extend(["--request-timeout", "0.5"]);
         }
         args
     }
@@ -409,14 +442,22 @@ fn run_case(case: &Case) {
         .args(case.fault.args(case.client))
         .start();
     let mut c = d.client();
-    c.send_post(case.api.path(), &case.api.body(case.stream));
+    let mut body = case.api.body(case.stream);
+    if case.fault.aborts_in_prefill() {
+        // About 130 tokens, 1.3 s of prefill: the request timeout (0.5 s) falls in it, and a
+        // small request after it still fits the timeout.
+        body["messages"][0]["content"] = "tell me about the river and the mountain "
+            .repeat(16)
+            .into();
+    }
+    c.send_post(case.api.path(), &body);
     let mut left_at = None;
     match case.client {
         Leaving::Stays => check_seen(case, exp.seen, &c.read_response()),
         Leaving::LeavesMidAnswer => {
             // A stream is left after its first event; otherwise once the run has started (in
             // the prefill for AbortDelay, when no stream head has gone out yet).
-            if case.stream && case.fault != Fault::AbortDelay {
+            if case.stream && !case.fault.aborts_in_prefill() {
                 let (status, _) = c.read_head().expect("a stream head");
                 assert_eq!(status, 200, "{case}");
                 c.read_chunk().expect("a first chunk");
@@ -462,8 +503,8 @@ fn run_case(case: &Case) {
     let status = *counted.keys().next().unwrap();
     match exp.seen {
         Seen::Error(want, _) => assert_eq!(status, want, "{case}"),
-        Seen::StreamError(_) | Seen::Finished(_) => assert_eq!(status, 200, "{case}"),
-        Seen::Left if case.stream && case.fault != Fault::AbortDelay => {
+        Seen::StreamError(_) => assert_eq!(status, 200, "{case}"),
+        Seen::Left if case.stream && !case.fault.aborts_in_prefill() => {
             assert_eq!(status, 200, "{case}: a stream head was read")
         }
         Seen::Left => assert!([499, 500].contains(&status), "{case}: {status}"),
@@ -488,10 +529,10 @@ fn run_case(case: &Case) {
         "{case}: run_end {reasons:?}, expected one of {:?}",
         exp.run_end
     );
-    if case.fault == Fault::AbortDelay {
+    if case.fault.aborts_in_prefill() {
         let late = run_end[0]["t_us"].as_i64().unwrap() - aborts[0]["t_us"].as_i64().unwrap();
         assert!(
-            late >= 300_000,
+            late >= 300_000 || case.client == Leaving::LeavesMidAnswer,
             "{case}: the run ended {late} us after the abort"
         );
         assert_eq!(
@@ -505,6 +546,18 @@ fn run_case(case: &Case) {
     match exp.then {
         Then::Serving => {
             assert_eq!(next.status, 200, "{case}: next request {}", next.text());
+            // A cut run leaves the KV cache unknown: it is cleared before the next run.
+            let calls: Vec<String> = d
+                .trace()
+                .iter()
+                .filter_map(|l| l["fn"].as_str().map(str::to_owned))
+                .filter(|f| ["rkllm_run", "run_end", "rkllm_clear_kv_cache"].contains(&f.as_str()))
+                .collect();
+            let second_run = calls.iter().rposition(|f| f == "rkllm_run").unwrap();
+            assert!(
+                calls[..second_run].ends_with(&["run_end".into(), "rkllm_clear_kv_cache".into()]),
+                "{case}: {calls:?}"
+            );
             d.signal(Signal::SIGTERM);
             assert_eq!(
                 d.wait_exit(Duration::from_secs(5)).code(),
@@ -543,17 +596,13 @@ fn check_seen(case: &Case, seen: Seen, r: &Response) {
             let objects = api.stream_objects(&r.body);
             let text: String = objects.iter().filter_map(|o| api.text_of(o)).collect();
             assert!(!text.is_empty(), "{case}: no text before the error");
+            assert!(
+                objects.iter().all(|o| api.finish_reason(o).is_null()),
+                "{case}: a cut stream must not look complete: {objects:?}"
+            );
             let last = objects.last().unwrap();
             let message = api.error_message(last).unwrap();
             assert!(message.contains(says), "{case}: {message}");
-        }
-        Seen::Finished(reason) => {
-            assert_eq!(r.status, 200, "{case}: {}", r.text());
-            let last = match case.stream {
-                true => api.stream_objects(&r.body).pop().unwrap(),
-                false => r.json(),
-            };
-            assert_eq!(api.finish_reason(&last), reason, "{case}: {last}");
         }
         Seen::Left => unreachable!("a client that stays sees something"),
     }
@@ -629,6 +678,16 @@ fn hang_after_tokens_matrix() {
 #[test]
 fn abort_delay_matrix() {
     run_matrix(Fault::AbortDelay);
+}
+
+#[test]
+fn abort_delay_without_finish_matrix() {
+    run_matrix(Fault::AbortDelayNoFinish);
+}
+
+#[test]
+fn prefill_abort_lag_matrix() {
+    run_matrix(Fault::PrefillAbortLag);
 }
 
 #[test]
@@ -763,11 +822,22 @@ fn run_signal(sig: Signal, situation: Situation) {
             restart_over_stale_socket(&d.socket, &what);
         }
         _ => {
-            // Graceful: the stream is cut short but ends properly, the queue gets 503s.
+            // Graceful: the stream is cut short and says so, with an error event then [DONE]
+            // (never a finish reason that looks complete); the queue gets 503s.
             if let Some(mut c) = clients.stream.take() {
                 let rest = rest_of_stream(&mut c);
-                let last = Api::OpenAi.stream_objects(&rest).pop().unwrap();
-                assert_eq!(last["choices"][0]["finish_reason"], "length", "{what}");
+                let objects = Api::OpenAi.stream_objects(&rest);
+                let last = objects.last().unwrap();
+                assert_eq!(
+                    last["error"]["type"], "server_shutting_down",
+                    "{what}: {last}"
+                );
+                assert!(
+                    objects
+                        .iter()
+                        .all(|o| o["choices"][0]["finish_reason"].is_null()),
+                    "{what}: {objects:?}"
+                );
                 assert!(c.is_closed(), "{what}: closed after the stream");
             }
             for mut c in clients.queued.drain(..) {
@@ -885,4 +955,77 @@ fn a_client_still_reading_its_answer_does_not_hold_the_shutdown() {
         sent.elapsed()
     );
     assert!(!d.socket.exists());
+}
+
+/// An answer cut short mid-stream, by the request timeout or by a shutdown, under each API, with
+/// the runtime sending FINISH after an abort or not (`abort_finish`): the stream ends with an
+/// error in the API's shape (OpenAI: an error object, then `[DONE]`; Ollama: an `{"error"}`
+/// line) and never with a finish reason; an answer not streamed gets an error status.
+#[test]
+fn answers_cut_mid_stream_end_with_an_error() {
+    let mut failures = Vec::new();
+    for abort_finish in ["abort_finish = 0", "abort_finish = 1"] {
+        for api in [Api::OpenAi, Api::Ollama] {
+            for stream in [true, false] {
+                for cut in ["timeout", "SIGTERM"] {
+                    let what = format!("{api:?} stream={stream} {cut} {abort_finish}");
+                    let run = std::panic::catch_unwind(|| {
+                        run_cut(api, stream, cut == "SIGTERM", abort_finish);
+                    });
+                    if let Err(e) = run {
+                        failures.push(format!("{what}: {}", panic_text(&e)));
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn run_cut(api: Api, stream: bool, sigterm: bool, abort_finish: &str) {
+    let case = Case {
+        fault: Fault::ErrorAfterTokens, // only named in messages
+        stream,
+        api,
+        client: Leaving::Stays,
+    };
+    let dir = TempDir::new("cut");
+    let mut lines = SLOW.to_vec();
+    lines.push(abort_finish);
+    let model = write_model(dir.path(), "slow", &lines);
+    let mut b = Daemon::builder("cut")
+        .model(model)
+        .args(["--shutdown-timeout", "1"]);
+    if !sigterm {
+        b = b.args(["--request-timeout", "0.4"]);
+    }
+    let mut d = b.start();
+    let mut c = d.client();
+    c.send_post(api.path(), &api.body(stream));
+    if sigterm {
+        common::wait_until(Duration::from_secs(5), "the run started", || {
+            !d.trace_of("rkllm_run").is_empty()
+        });
+        // Some 30 tokens out of 100 (10 ms each).
+        std::thread::sleep(Duration::from_millis(300));
+        d.signal(Signal::SIGTERM);
+    }
+    let r = c.read_response();
+    let (status, says) = match sigterm {
+        true => (503, "shutting down"),
+        false => (504, "request timeout"),
+    };
+    match stream {
+        true => check_seen(&case, Seen::StreamError(says), &r),
+        false => check_seen(&case, Seen::Error(status, says), &r),
+    }
+    if sigterm {
+        assert!(c.is_closed(), "closed after the cut answer");
+    }
+    drop(c);
+    if !sigterm {
+        d.signal(Signal::SIGTERM);
+    }
+    let status = d.wait_exit(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0), "{}", d.stderr());
 }

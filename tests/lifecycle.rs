@@ -321,13 +321,27 @@ fn a_second_signal_during_shutdown_exits_at_once() {
 
 #[test]
 fn a_panic_still_removes_the_socket() {
-    let mut d = Daemon::builder("panic")
-        .no_wait()
-        .start_with_env("RKLLMD_DEBUG_PANIC_AFTER_READY", "1");
+    // The hook fires only for the socket it names, in debug and release builds alike.
+    let b = Daemon::builder("panic").no_wait();
+    let socket = b.dir().join("rkllmd.sock");
+    let mut d = b.start_with_env("RKLLMD_TEST_PANIC_AFTER_READY", socket.to_str().unwrap());
     let status = d.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(70), "{}", d.stderr());
     assert!(!d.socket.exists(), "socket removed while unwinding");
     assert!(d.stderr().contains("panicked"), "{}", d.stderr());
+}
+
+#[test]
+fn the_test_panic_hook_cannot_fire_by_accident() {
+    for value in ["1", "/run/rkllmd/rkllmd.sock", ""] {
+        let d = Daemon::builder("nopanic").start_with_env("RKLLMD_TEST_PANIC_AFTER_READY", value);
+        assert_eq!(d.client().get("/health").status, 200, "{value:?}");
+        assert!(
+            !d.stderr().contains("panicked"),
+            "{value:?}: {}",
+            d.stderr()
+        );
+    }
 }
 
 #[test]
@@ -501,8 +515,10 @@ fn a_run_that_ends_after_being_declared_wedged_brings_the_daemon_back() {
     let model = write_model(
         dir.path(),
         "late",
+        // Mid-answer (an abort in the prefill gets a longer grace): the next token comes a
+        // second later and the abort takes 1.5 s.
         &[
-            "prefill_us_per_token = 100000",
+            "decode_us_per_token = 1000000",
             "abort_delay_ms = 1500",
             "answer_tokens_min = 5",
             "answer_tokens_max = 5",
@@ -513,10 +529,9 @@ fn a_run_that_ends_after_being_declared_wedged_brings_the_daemon_back() {
         .args(["--abort-grace", "0.3"])
         .start();
     let mut c = d.client();
-    c.send_post("/v1/chat/completions", &chat_body(false));
-    common::wait_until(Duration::from_secs(5), "run", || {
-        !d.trace_of("rkllm_run").is_empty()
-    });
+    c.send_post("/v1/chat/completions", &chat_body(true));
+    assert_eq!(c.read_head().unwrap().0, 200);
+    c.read_chunk().expect("a first event");
     drop(c);
     common::wait_until(Duration::from_secs(5), "wedged", || {
         d.client().get("/health").json()["status"] == "wedged"

@@ -152,6 +152,9 @@ impl ApiError {
                 (503, "server_error")
             }
             EngineError::ShuttingDown => (503, "server_shutting_down"),
+            EngineError::Timeout { .. } => (504, "timeout_error"),
+            // As nginx logs a client that left; no client is there to read it.
+            EngineError::Cancelled => (499, "request_cancelled"),
             EngineError::PromptTooLong { .. } => (400, "invalid_request_error"),
             EngineError::Runtime(_) => (500, "runtime_error"),
         };
@@ -204,6 +207,13 @@ mod tests {
             (EngineError::Wedged, 503),
             (EngineError::ShuttingDown, 503),
             (EngineError::WorkerGone, 503),
+            (
+                EngineError::Timeout {
+                    after: Duration::from_secs(300),
+                },
+                504,
+            ),
+            (EngineError::Cancelled, 499),
             (
                 EngineError::Runtime(RuntimeError::RunFailed { code: -1 }),
                 500,

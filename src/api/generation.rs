@@ -191,12 +191,14 @@ pub trait Format {
     fn whole(&mut self, outcome: &Outcome<'_>) -> FullResponse;
 }
 
-/// The one mapping from how the engine ended a run to the reason clients see. A time limit or
-/// an abort cut the answer short, as the token cap does.
-pub fn finish_reason(reason: FinishReason) -> &'static str {
+/// The one mapping from how the engine ended a run to the reason clients see; `None` for an
+/// answer that was cut short and must not look complete (the engine reports a deadline or a
+/// shutdown as a failure; an abort for a client that left reaches no one).
+pub fn finish_reason(reason: FinishReason) -> Option<&'static str> {
     match reason {
-        FinishReason::Stop => "stop",
-        FinishReason::Length | FinishReason::Timeout | FinishReason::Aborted => "length",
+        FinishReason::Stop => Some("stop"),
+        FinishReason::Length => Some("length"),
+        FinishReason::Aborted => None,
     }
 }
 
@@ -305,7 +307,12 @@ impl<F: Format> Responder for Generation<F> {
         let answer = &mut self.answer;
         filter.finish(&mut |e| answer.on_event(e, out));
         let thought = filter.thought();
-        let reason = filter.reason(finish_reason(finish.reason));
+        let reason = match finish_reason(finish.reason) {
+            Some(reason) => filter.reason(reason),
+            // A stop sequence ended the answer before the abort did: it is complete.
+            None if filter.stopped() => "stop",
+            None => return answer.fail(&EngineError::Cancelled, out),
+        };
         answer.finish(finish, thought, reason, out);
     }
 
@@ -445,6 +452,13 @@ mod tests {
         "unicode é 漢字 🙂",
         "rkllmd:text-of-this-event:c1f0",
     ];
+
+    #[test]
+    fn only_a_complete_answer_has_a_finish_reason() {
+        assert_eq!(finish_reason(FinishReason::Stop), Some("stop"));
+        assert_eq!(finish_reason(FinishReason::Length), Some("length"));
+        assert_eq!(finish_reason(FinishReason::Aborted), None);
+    }
 
     #[test]
     fn a_templated_text_event_is_byte_for_byte_what_serde_writes_whole() {

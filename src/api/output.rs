@@ -76,6 +76,11 @@ impl OutputFilter {
         self.content.calls
     }
 
+    /// Whether a stop sequence ended the answer.
+    pub fn stopped(&self) -> bool {
+        self.content.stop.matched()
+    }
+
     /// The finish reason: "stop" when a stop sequence ended the answer, else `otherwise`.
     pub fn reason<'a>(&self, otherwise: &'a str) -> &'a str {
         self.content.stop.reason(otherwise)

@@ -18,6 +18,10 @@ pub enum EngineError {
     Wedged,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// The request ran past the request timeout and was cut short.
+    Timeout { after: Duration },
+    /// The client went away and its generation was aborted (nobody hears this).
+    Cancelled,
     /// The runtime refused a prompt that (by our estimate) does not fit its context.
     PromptTooLong {
         estimated_tokens: u64,
@@ -53,6 +57,12 @@ impl fmt::Display for EngineError {
                 "the runtime stopped responding; the daemon must be restarted"
             ),
             EngineError::ShuttingDown => write!(f, "the daemon is shutting down"),
+            EngineError::Cancelled => write!(f, "the request was cancelled"),
+            EngineError::Timeout { after } => write!(
+                f,
+                "the generation ran past the request timeout ({:.1} s) and was cut short",
+                after.as_secs_f32()
+            ),
             EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context } => write!(
                 f,
                 "the prompt does not fit the model's context: about {estimated_tokens} tokens ({prompt_bytes} bytes) \

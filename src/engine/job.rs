@@ -146,12 +146,11 @@ impl Job {
 pub enum FinishReason {
     /// The model ended its answer (end-of-sequence).
     Stop,
-    /// The token cap was reached.
+    /// The token cap (or the context) was reached.
     Length,
-    /// The caller cancelled it.
+    /// The client went away and the run was aborted; nobody hears this end. (A run the engine
+    /// cut short for a deadline or a shutdown ends as `Event::Failed` instead.)
     Aborted,
-    /// The per-request deadline passed and the run was aborted.
-    Timeout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -204,6 +203,8 @@ pub(super) enum WorkerMsg {
     LoadFailed(RuntimeError),
     Started {
         id: JobId,
+        /// About how many tokens the runtime is to prefill.
+        prefill_tokens: u64,
     },
     Text {
         id: JobId,

@@ -1,8 +1,10 @@
 //! What the runtime's KV cache holds, so a conversation that extends it prefills only the new
 //! part. rkllmd renders conversations itself (the runtime's own template is switched off) and
 //! runs with `keep_history`, so after a run the cache holds exactly the text fed so far plus the
-//! answer generated. Anything uncertain (an abort, a pause, an error) invalidates the record and
-//! the next run starts from a cleared cache: a partial answer never poisons the next turn.
+//! answer generated. Anything uncertain (an abort, a pause, an error, or a cache size after the
+//! run other than before + prefilled + generated, as after a context shift) invalidates the
+//! record, and the worker clears the runtime's cache before its next run of any kind: a partial
+//! answer never poisons the next turn.
 
 use super::job::Conversation;
 use super::EngineError;

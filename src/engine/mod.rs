@@ -24,7 +24,11 @@ pub use job::{Conversation, Event, Finish, FinishReason, Input, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
-use job::WorkerMsg;
+use job::{RunSummary, WorkerMsg};
+
+/// Until a run has reported its prefill: about a 3.8B model's rate on RK3588 (Rockchip's
+/// benchmark: 1.02 s for 128 tokens).
+const DEFAULT_PREFILL_PER_TOKEN: Duration = Duration::from_millis(8);
 
 /// How many messages the worker may have in flight before the runtime's callback blocks.
 const EVENT_CHANNEL_CAPACITY: usize = 1024;
@@ -62,9 +66,31 @@ struct Queued {
 struct Running {
     id: JobId,
     dispatched: Instant,
-    /// Set when we aborted it, with the reason to report and when.
-    aborted: Option<(FinishReason, Instant)>,
+    /// Set when we aborted it, with why and when.
+    aborted: Option<(AbortCause, Instant)>,
+    /// The runtime may still be prefilling: no text has come yet. An abort takes effect late
+    /// then (rknn-llm#400: ~1.3 s), so the wedge grace is longer.
+    prefilling: bool,
+    /// Our estimate of how long this run's prefill takes.
+    prefill_estimate: Duration,
 }
+
+/// Why the engine aborted the running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AbortCause {
+    /// The client went away: nobody hears the end.
+    Cancel,
+    /// A stop sequence matched: a complete answer.
+    Stop,
+    /// The request timeout passed: the answer is cut short, reported as an error.
+    Timeout,
+    /// The daemon is shutting down: the answer is cut short, reported as an error.
+    Shutdown,
+}
+
+/// At least this much longer grace for an abort while the runtime may be prefilling: users
+/// measured an abort during the prefill taking effect 1.27 s late (rknn-llm#400).
+const PREFILL_ABORT_LAG: Duration = Duration::from_millis(1500);
 
 pub struct Engine {
     cfg: EngineConfig,
@@ -80,6 +106,8 @@ pub struct Engine {
     cancelled: Arc<AtomicU64>,
     /// The run the engine was declared wedged in; if it ever ends, the engine recovers.
     wedged_job: Option<JobId>,
+    /// The slowest prefill seen, per token (learnt from the runtime's perf reports).
+    prefill_per_token: Option<Duration>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
@@ -119,6 +147,7 @@ impl Engine {
             abort,
             cancelled,
             wedged_job: None,
+            prefill_per_token: None,
             queue: VecDeque::new(),
             running: None,
             thread: Some(thread),
@@ -172,7 +201,7 @@ impl Engine {
         }
         match &self.running {
             Some(r) if r.id == id => {
-                self.abort_running(FinishReason::Aborted, now);
+                self.abort_running(AbortCause::Cancel, now);
                 true
             }
             _ => false,
@@ -182,7 +211,7 @@ impl Engine {
     /// Ends the running job `id` early as a normal stop (a stop sequence matched).
     pub fn stop(&mut self, id: JobId, now: Instant) {
         if self.is_current(id) {
-            self.abort_running(FinishReason::Stop, now);
+            self.abort_running(AbortCause::Stop, now);
         }
     }
 
@@ -223,10 +252,22 @@ impl Engine {
         match run.aborted {
             None if now >= run.dispatched + self.cfg.request_timeout => {
                 log::warn!("request {} passed the request timeout; aborting it", run.id);
-                self.abort_running(FinishReason::Timeout, now);
+                self.abort_running(AbortCause::Timeout, now);
             }
-            Some((_, at)) if now >= at + self.cfg.abort_grace => self.declare_wedged(out),
+            Some((_, at)) if now >= at + self.grace(run) => self.declare_wedged(out),
             _ => {}
+        }
+    }
+
+    /// How long the running job may ignore an abort before the runtime counts as wedged: the
+    /// configured grace, plus, while it may still be prefilling, the time the rest of the
+    /// prefill may take (an abort can take effect only at its end) and at least the lag seen
+    /// on boards.
+    fn grace(&self, run: &Running) -> Duration {
+        if run.prefilling {
+            self.cfg.abort_grace + run.prefill_estimate.max(PREFILL_ABORT_LAG)
+        } else {
+            self.cfg.abort_grace
         }
     }
 
@@ -235,7 +276,7 @@ impl Engine {
         let queue = self.queue.front().map(|q| q.since + self.cfg.queue_timeout);
         let run = self.running.as_ref().map(|r| match r.aborted {
             None => r.dispatched + self.cfg.request_timeout,
-            Some((_, at)) => at + self.cfg.abort_grace,
+            Some((_, at)) => at + self.grace(r),
         });
         match (queue, run) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -259,7 +300,7 @@ impl Engine {
             });
         }
         if self.running.as_ref().is_some_and(|r| r.aborted.is_none()) {
-            self.abort_running(FinishReason::Aborted, now);
+            self.abort_running(AbortCause::Shutdown, now);
         }
         self.jobs = None;
     }
@@ -299,13 +340,17 @@ impl Engine {
                 }
                 out.push(Event::LoadFailed { reason, ending });
             }
-            WorkerMsg::Started { id } => {
-                if self.is_current(id) {
+            WorkerMsg::Started { id, prefill_tokens } => {
+                let per_token = self.prefill_per_token.unwrap_or(DEFAULT_PREFILL_PER_TOKEN);
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.prefill_estimate =
+                        per_token.saturating_mul(u32::try_from(prefill_tokens).unwrap_or(u32::MAX));
                     out.push(Event::Started { id });
                 }
             }
             WorkerMsg::Text { id, text } => {
-                if self.is_current(id) {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.prefilling = false;
                     out.push(Event::Text { id, text });
                 }
             }
@@ -324,10 +369,32 @@ impl Engine {
                 let Some(run) = self.running.take() else {
                     return;
                 };
+                if let Ok(RunSummary {
+                    perf: Some(perf), ..
+                }) = &result
+                {
+                    self.learn_prefill(perf);
+                }
                 let event = match result {
+                    // An answer cut short must not look complete: it ends as an error.
+                    Ok(_) if matches!(run.aborted, Some((AbortCause::Timeout, _))) => {
+                        Event::Failed {
+                            id,
+                            error: EngineError::Timeout {
+                                after: self.cfg.request_timeout,
+                            },
+                        }
+                    }
+                    Ok(_) if matches!(run.aborted, Some((AbortCause::Shutdown, _))) => {
+                        Event::Failed {
+                            id,
+                            error: EngineError::ShuttingDown,
+                        }
+                    }
                     Ok(summary) => {
                         let reason = match run.aborted {
-                            Some((reason, _)) => reason,
+                            Some((AbortCause::Stop, _)) => FinishReason::Stop,
+                            Some(_) => FinishReason::Aborted,
                             None if summary.hit_cap => FinishReason::Length,
                             None => FinishReason::Stop,
                         };
@@ -371,18 +438,31 @@ impl Engine {
                     id,
                     dispatched: now,
                     aborted: None,
+                    prefilling: true,
+                    prefill_estimate: Duration::ZERO,
                 });
             }
             Err(e) => log::error!("cannot hand job {id} to the inference thread: {e}"),
         }
     }
 
-    fn abort_running(&mut self, reason: FinishReason, now: Instant) {
+    /// Keeps the slowest prefill rate seen, so the wedge grace errs long.
+    fn learn_prefill(&mut self, perf: &runtime::Perf) {
+        if perf.prefill_tokens == 0 || !perf.prefill_ms.is_finite() || perf.prefill_ms <= 0.0 {
+            return;
+        }
+        let rate = Duration::from_secs_f64(
+            f64::from(perf.prefill_ms) / 1e3 / f64::from(perf.prefill_tokens),
+        );
+        self.prefill_per_token = Some(self.prefill_per_token.map_or(rate, |r| r.max(rate)));
+    }
+
+    fn abort_running(&mut self, cause: AbortCause, now: Instant) {
         let Some(run) = &mut self.running else { return };
         if run.aborted.is_some() {
             return;
         }
-        run.aborted = Some((reason, now));
+        run.aborted = Some((cause, now));
         self.cancelled.store(run.id, Ordering::Release);
         let handle = self.abort.lock().ok().and_then(|slot| slot.clone());
         match handle.map(|h| h.abort()) {
@@ -393,9 +473,13 @@ impl Engine {
     }
 
     fn declare_wedged(&mut self, out: &mut Vec<Event>) {
+        let grace = self
+            .running
+            .as_ref()
+            .map_or(self.cfg.abort_grace, |r| self.grace(r));
         log::error!(
             "the runtime ignored an abort for {:.1} s; declaring the engine wedged",
-            self.cfg.abort_grace.as_secs_f32()
+            grace.as_secs_f32()
         );
         self.state = State::Wedged;
         if let Some(run) = self.running.take() {

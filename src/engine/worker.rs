@@ -81,12 +81,18 @@ pub(super) fn run(
         raw_template: cfg.raw_template,
         tools: String::new(),
         tools_warned: false,
+        must_clear: false,
         notify,
         cancelled,
+        warned_mismatch: false,
     };
     worker.cache.cleared();
     for job in jobs {
-        if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
+        let prefill_tokens = worker.prefill_estimate(&job);
+        if !worker.notify.send(WorkerMsg::Started {
+            id: job.id(),
+            prefill_tokens,
+        }) {
             break;
         }
         let result = worker.run_job(&job);
@@ -126,8 +132,13 @@ struct Worker {
     tools: String,
     /// `rkllm_set_function_tools` failed once already (it is logged once).
     tools_warned: bool,
+    /// The last run was aborted, paused, failed or left the cache other than expected: the
+    /// runtime's KV cache is cleared before the next run, whatever its kind.
+    must_clear: bool,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
+    /// A KV cache size mismatch was logged at warn level once; later ones go to debug.
+    warned_mismatch: bool,
 }
 
 /// What a run produced.
@@ -138,6 +149,9 @@ struct Ran {
     hit_cap: bool,
     /// The KV cache size after a run that finished (read once, here), None after any other.
     cache_tokens: Option<Result<u32, crate::runtime::RuntimeError>>,
+    /// The run ended as it should and left the cache as expected; false also when the caller
+    /// stopped it.
+    clean: bool,
 }
 
 impl Worker {
@@ -154,6 +168,14 @@ impl Worker {
                 generated_tokens: 0,
                 hit_cap: false,
             });
+        }
+        if self.must_clear {
+            self.cache.invalidate();
+            self.runtime
+                .clear_kv_cache(false)
+                .map_err(EngineError::Runtime)?;
+            self.cache.cleared();
+            self.must_clear = false;
         }
         self.set_tools(job);
         let cap = job
@@ -182,7 +204,7 @@ impl Worker {
                     self.cache.cleared();
                 }
                 let ran = self.generate(job, plan.input(), Role::User, true, cap);
-                self.conclude_conversation(job, plan, ran)
+                self.conclude_conversation(plan, ran)
             }
             Input::Prompt(prompt) => {
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
@@ -215,6 +237,12 @@ impl Worker {
             max_new_tokens: Some(cap),
             sampling: job.sampling(),
         };
+        // What the cache holds before the run, to check what it holds after (history kept).
+        let before = if keep_history {
+            self.runtime.kv_cache_size().ok()
+        } else {
+            None
+        };
         let mut generated = 0u32;
         let mut text = Utf8Assembler::default();
         let mut answer = String::new();
@@ -241,7 +269,14 @@ impl Worker {
                 Flow::Continue
             }
         };
-        let end = self.runtime.run(&req, &mut sink);
+        let end = match self.runtime.run(&req, &mut sink) {
+            // No FINISH after our abort is a normal end of an aborted run; without one, the
+            // runtime misbehaved.
+            Ok(RunEnd::Unfinished) if !self.is_cancelled(job) => {
+                Err(crate::runtime::RuntimeError::NoFinish)
+            }
+            end => end,
+        };
         let rest = text.finish();
         if !rest.is_empty() {
             answer.push_str(&rest);
@@ -262,13 +297,68 @@ impl Worker {
                 generated,
                 self.init.max_context_len,
             );
+        let finished = matches!(end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
+        let clean = finished && self.cache_as_expected(job, before, &end, generated, &cache_tokens);
+        // After an abort, a pause, an error or a surprise, the next run starts from scratch.
+        self.must_clear = !clean;
         Ran {
             end,
             generated,
             answer,
             hit_cap,
             cache_tokens,
+            clean,
         }
+    }
+
+    /// With history kept, the cache must hold what it held before plus what this run prefilled
+    /// and generated. Anything else (a context shift deleted a span, the runtime added a BOS or
+    /// kept the EOS, ...) means our record of it no longer holds.
+    fn cache_as_expected(
+        &mut self,
+        job: &Job,
+        before: Option<u32>,
+        end: &Result<RunEnd, crate::runtime::RuntimeError>,
+        generated: u32,
+        after: &Option<Result<u32, crate::runtime::RuntimeError>>,
+    ) -> bool {
+        let (Some(before), Ok(RunEnd::Finished(perf))) = (before, end) else {
+            return true; // history not kept: nothing to compare
+        };
+        let Some(Ok(after)) = after else {
+            return false;
+        };
+        let expected = before
+            .saturating_add(perf.prefill_tokens)
+            .saturating_add(generated);
+        if *after == expected {
+            return true;
+        }
+        let level = if self.warned_mismatch {
+            log::Level::Debug
+        } else {
+            log::Level::Warn
+        };
+        self.warned_mismatch = true;
+        log::log!(
+            level,
+            "request {}: the KV cache holds {after} tokens, not the {expected} expected \
+             ({before} before + {} prefilled + {generated} generated); clearing it before the next run",
+            job.id(),
+            perf.prefill_tokens
+        );
+        false
+    }
+
+    /// About how many tokens a job's run prefills at most, for the engine's wedge grace.
+    fn prefill_estimate(&self, job: &Job) -> u64 {
+        let bytes = match job.input() {
+            Input::Prompt(p) => p.len(),
+            Input::Conversation(c) => {
+                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+            }
+        };
+        self.cache.estimate_tokens(bytes)
     }
 
     /// With the runtime's template, gives the runtime the job's tools when they differ from the
@@ -314,6 +404,7 @@ impl Worker {
                         Some(perf)
                     }
                     RunEnd::Stopped(perf) => perf,
+                    RunEnd::Unfinished => None,
                 };
                 Ok(RunSummary {
                     perf,
@@ -325,13 +416,7 @@ impl Worker {
         }
     }
 
-    fn conclude_conversation(
-        &mut self,
-        job: &Job,
-        plan: Plan,
-        ran: Ran,
-    ) -> Result<RunSummary, EngineError> {
-        let clean_finish = matches!(ran.end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
+    fn conclude_conversation(&mut self, plan: Plan, ran: Ran) -> Result<RunSummary, EngineError> {
         let sent = plan.input().len();
         let Ran {
             end,
@@ -339,6 +424,7 @@ impl Worker {
             answer,
             hit_cap,
             cache_tokens,
+            clean: clean_finish,
         } = ran;
         let result = self.conclude(end, generated, hit_cap, sent);
         match cache_tokens {

@@ -139,6 +139,10 @@ pub enum RunEnd {
     Finished(Perf),
     /// The sink asked to stop and the run was aborted; the statistics when FINISH followed.
     Stopped(Option<Perf>),
+    /// `rkllm_run` returned 0 with no FINISH although the sink never asked to stop: how a run
+    /// may end after an `rkllm_abort` from outside (whether the runtime sends FINISH then is not
+    /// known). Only the caller knows whether it aborted the run.
+    Unfinished,
 }
 
 /// What the runtime can do per run in the ABI this binary was built for.
@@ -357,7 +361,7 @@ impl Runtime {
             (false, finished, true) => Ok(RunEnd::Stopped(finished)),
             (false, Some(perf), false) => Ok(RunEnd::Finished(perf)),
             (false, None, false) if rc != 0 => Err(RuntimeError::RunFailed { code: rc }),
-            (false, None, false) => Err(RuntimeError::NoFinish),
+            (false, None, false) => Ok(RunEnd::Unfinished),
         }
     }
 

@@ -422,12 +422,7 @@ impl EventLoop {
                     self.ready_notified = true;
                     super::readiness::notify_ready(self.serving.cfg().notify_fd);
                 }
-                // Lets the tests prove that a panic still removes the socket (debug builds only).
-                #[cfg(debug_assertions)]
-                assert!(
-                    std::env::var_os("RKLLMD_DEBUG_PANIC_AFTER_READY").is_none(),
-                    "RKLLMD_DEBUG_PANIC_AFTER_READY is set: panicking on purpose"
-                );
+                test_panic_hook(&self.serving.cfg().socket);
             }
             Event::LoadFailed { reason, ending } => {
                 log::error!("{reason}");
@@ -460,5 +455,15 @@ impl EventLoop {
         if self.ending.is_none() && self.conns.is_empty() {
             self.ending = Some(ending);
         }
+    }
+}
+
+/// Lets the tests prove, in debug and release builds alike, that a panic still removes the
+/// socket. It fires only when `RKLLMD_TEST_PANIC_AFTER_READY` names this very instance's socket
+/// path, so a variable left in an environment (`=1`, or another instance's path) cannot crash a
+/// daemon by accident.
+fn test_panic_hook(socket: &std::path::Path) {
+    if std::env::var_os("RKLLMD_TEST_PANIC_AFTER_READY").is_some_and(|v| socket == v.as_os_str()) {
+        panic!("RKLLMD_TEST_PANIC_AFTER_READY names this socket: panicking on purpose");
     }
 }

@@ -1073,6 +1073,101 @@ def test_abort_delay(session, model):
     assert sum(1 for e in out["result"].tokens if e.t > t_abort) >= 4  # it kept generating
 
 
+def test_prefill_abort_lag(session, model):
+    # rknn-llm#400: an abort during the prefill takes effect ~1.27 s late.
+    s = session(model(prefill_abort_lag_ms=800, prefill_us_per_token=20000,
+                      decode_us_per_token=59880))
+    t, out = _start(s, "a long prompt " * 20)  # ~2.5 s of prefill
+    time.sleep(0.1)
+    t_abort = time.monotonic()
+    LIB.rkllm_abort(s.handle)
+    assert not s.wait(_finished, 0.6), "the abort took effect before its lag"
+    assert s.wait(_finished, 1)
+    t.join(2)
+    fin = out["result"].finish
+    assert 0.8 <= fin.t - t_abort < 0.9
+    assert not out["result"].tokens
+
+
+def test_the_demo_model_aborts_its_prefill_as_late_as_a_board(session):
+    # rknn-llm#400: abort ~100 ms into the run, effective at ~1.37 s.
+    s = session(DEMO, max_context_len=4096)
+    t0 = time.monotonic()
+    t, out = _start(s, "word " * 900)  # ~2.7 s of prefill at 2950 us per token
+    time.sleep(0.1)
+    LIB.rkllm_abort(s.handle)
+    assert s.wait(_finished, 3)
+    t.join(2)
+    r = out["result"]
+    assert 1.3 <= r.finish.t - t0 < 1.5
+    assert not r.tokens and r.rc == 0
+
+
+def test_prefill_abort_lag_ends_at_the_prefill_end_when_that_comes_first(session, model):
+    s = session(model(prefill_abort_lag_ms=5000, prefill_us_per_token=20000,
+                      decode_us_per_token=59880))
+    prompt = "a long prompt " * 20
+    t0 = time.monotonic()
+    t, out = _start(s, prompt)
+    time.sleep(0.1)
+    LIB.rkllm_abort(s.handle)
+    assert s.wait(_finished, 4)
+    t.join(2)
+    r = out["result"]
+    prefill_s = ntok(SYSTEM + PREFIX + prompt + POSTFIX) * 0.02
+    assert prefill_s <= r.finish.t - t0 < prefill_s + 0.1
+    assert not r.tokens and r.rc == 0
+
+
+def test_a_decode_abort_has_no_prefill_lag(session, model):
+    s = session(model(prefill_abort_lag_ms=5000, **DEMO_SPEEDS))
+    t, out = _start(s)
+    assert s.wait(lambda ev: _tokens(ev) >= 2, 3)
+    t_abort = time.monotonic()
+    LIB.rkllm_abort(s.handle)
+    assert s.wait(_finished, 1)
+    t.join(2)
+    assert out["result"].finish.t - t_abort < TOKEN_PERIOD + 0.03
+
+
+def test_abort_finish_0_ends_an_aborted_run_without_a_final_callback(session, model):
+    s = session(model(abort_finish=0, **DEMO_SPEEDS), max_context_len=4096)
+    t, out = _start(s, keep_history=1)
+    assert s.wait(lambda ev: _tokens(ev) >= 3, 3)
+    LIB.rkllm_abort(s.handle)
+    t.join(2)
+    assert not t.is_alive()
+    r = out["result"]
+    assert r.rc == 0
+    assert all(e.state in (RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING) for e in r.events)
+    assert LIB.rkllm_is_running(s.handle) == 0
+    assert s.kv_size() > len(r.tokens), "the cache keeps what was generated"
+
+
+@pytest.mark.parametrize("n_keep, kept", [(0, 0), (5, 5), (-1, "system")])
+def test_keep_history_past_the_context_shifts_it(session, n_keep, kept):
+    s = session(FAST, max_context_len=200, max_new_tokens=20, n_keep=n_keep)
+    sizes = []
+    for i in range(12):
+        before = s.kv_size()
+        r = s.run(f"turn {i} of a conversation that goes on and on", keep_history=1)
+        assert r.rc == 0 and r.finish is not None, f"turn {i}"
+        sizes.append((before, r.finish.prefill_tokens, len(r.tokens), s.kv_size()))
+    shifted = [x for x in sizes if x[0] + x[1] + x[2] != x[3]]
+    assert shifted, f"no context shift in {sizes}"
+    assert all(after <= 200 for *_, after in sizes)
+    # A span after the first n_keep tokens went: the kept head is still the same.
+    want = ntok(SYSTEM) if kept == "system" else kept
+    assert s.kv_size() >= want
+
+
+def test_a_single_input_larger_than_the_context_still_fails_with_history(session):
+    s = session(FAST, max_context_len=60, max_new_tokens=5)
+    assert s.run("hi", keep_history=1).rc == 0
+    r = s.run("word " * 80, keep_history=1)
+    assert r.rc != 0 and [e.state for e in r.events] == [RKLLM_RUN_ERROR]
+
+
 def test_abort_when_idle_has_no_effect(session, model):
     s = session(model(answer_tokens_min=30, answer_tokens_max=30))
     assert LIB.rkllm_abort(s.handle) == 0

@@ -525,6 +525,27 @@ mod tests {
     }
 
     #[test]
+    fn an_aborted_answer_without_a_stop_match_never_looks_complete() {
+        let mut r = with(Kind::Chat, true, &["END"], Vec::new());
+        let mut out = Capture::default();
+        assert_eq!(r.text("one two", &mut out), Next::Continue);
+        r.finished(
+            &Finish {
+                reason: FinishReason::Aborted,
+                ..finish(None)
+            },
+            &mut out,
+        );
+        let lines = out.lines();
+        let last = lines.last().unwrap();
+        assert!(last["error"].is_string(), "{last}");
+        assert!(
+            lines.iter().all(|l| l.get("done_reason").is_none()),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
     fn a_failure_before_any_text_is_a_plain_error_response() {
         let mut r = responder(Kind::Chat, true);
         let mut out = Capture::default();

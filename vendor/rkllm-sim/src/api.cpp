@@ -449,6 +449,7 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         sim::InitSettings s;
         s.max_context_len = param->max_context_len;
         s.max_new_tokens = param->max_new_tokens;
+        s.n_keep = param->n_keep;
         s.sampling.top_k = param->top_k;
         s.sampling.top_p = param->top_p;
         s.sampling.temperature = param->temperature;

@@ -182,6 +182,8 @@ bool Handle::begin_locked(Snapshot& snap) {
     snap.paused = paused_;
     paused_.reset();  // the next run resumes a paused generation or discards it
     running_ = true;
+    in_prefill_ = false;
+    prefill_abort_ = false;
     abort_at_us_.store(kNever);  // an abort that arrived while idle does not carry over
     return true;
 }
@@ -234,7 +236,14 @@ void Handle::worker_loop() {
 }
 
 void Handle::request_abort_locked() {
-    const int64_t at = now_us() + static_cast<int64_t>(model_.abort_delay_ms) * 1000;
+    int delay_ms = model_.abort_delay_ms;
+    if (in_prefill_ && model_.prefill_abort_lag_ms > 0) {
+        // rknn-llm#400: an abort during the prefill takes effect late. The run also stops at
+        // the prefill's end if that comes first (see prefill()).
+        delay_ms = std::max(delay_ms, model_.prefill_abort_lag_ms);
+        prefill_abort_ = true;
+    }
+    const int64_t at = now_us() + static_cast<int64_t>(delay_ms) * 1000;
     if (at < abort_at_us_.load()) abort_at_us_.store(at);  // a later abort never delays one
     pthread_cond_broadcast(&abort_cond_);
 }
@@ -266,6 +275,41 @@ bool Handle::sleep_unless_aborted(int64_t us) {
         ts.tv_nsec = static_cast<long>(until % 1000000) * 1000;
         pthread_cond_timedwait(&abort_cond_, mu_.native_handle(), &ts);
     }
+}
+
+// The prefill's delay; false when the run was aborted during it.
+bool Handle::prefill(int64_t us) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        in_prefill_ = true;
+    }
+    bool done = sleep_unless_aborted(us);
+    std::lock_guard<std::mutex> lk(mu_);
+    in_prefill_ = false;
+    return done && !prefill_abort_;
+}
+
+// Context shift: when the kept history plus `incoming` tokens exceed max_context_len, deletes a
+// span of the cache after its first n_keep tokens (rkllm.h: n_keep is what is kept "when
+// shifting context window"), half of the rest or as much as the input needs, whichever is more,
+// as llama.cpp's context shift does. Returns how many tokens it deleted; 0 when nothing needed
+// to go or the input cannot fit even then (the run then fails as too long).
+size_t Handle::shift_context(Tokens& cache, size_t& cache_sys_len, size_t incoming) const {
+    const auto max = static_cast<size_t>(settings_.max_context_len);
+    if (cache.size() + incoming <= max) return 0;
+    size_t keep = 0;
+    if (settings_.n_keep > 0) keep = static_cast<size_t>(settings_.n_keep);
+    if (settings_.n_keep < 0) keep = cache_sys_len;
+    keep = std::min(keep, cache.size());
+    const size_t left = cache.size() - keep;
+    const size_t discard = std::max(left / 2, cache.size() + incoming - max);
+    if (discard > left) return 0;
+    const auto b = static_cast<std::ptrdiff_t>(keep);
+    cache.erase(cache.begin() + b, cache.begin() + b + static_cast<std::ptrdiff_t>(discard));
+    cache_sys_len = std::min(cache_sys_len, keep);
+    std::fprintf(stderr, "I rkllm: context full: delete the kv cache in [%zu, %zu)\n", keep,
+                 keep + discard);
+    return discard;
 }
 
 void Handle::hang_forever() const {
@@ -440,7 +484,8 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         full = s.cache;
         out.cache_sys_len = s.cache_sys_len;
         out.cache_tool_names = s.cache_tool_names;
-        reused = s.cache.size();
+        out.shifted = shift_context(full, out.cache_sys_len, input.size());
+        reused = full.size();
     } else {
         full = system;
         out.cache_sys_len = system.size();
@@ -503,7 +548,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
 
     // Prefill.
     const int64_t per_token = model_.prefill_us_per_token;
-    const bool prefill_done = sleep_unless_aborted(static_cast<int64_t>(to_prefill) * per_token);
+    const bool prefill_done = prefill(static_cast<int64_t>(to_prefill) * per_token);
     out.t_prefill_end = now_us();
     out.prefilled = to_prefill;
     if (!prefill_done) {
@@ -603,12 +648,14 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
                 .num("prefill_tokens", static_cast<int64_t>(out.prefilled))
                 .num("generate_tokens", static_cast<int64_t>(out.generated))
                 .num("cache_tokens", static_cast<int64_t>(cache_tokens))
+                .num("shifted_tokens", static_cast<int64_t>(out.shifted))
                 .str("reason", reason_name(out.reason));
             trace_write(trace_path_, line.finish());
         } catch (const std::exception&) {  // tracing never fails a run
         }
     }
     if (out.reason == Outcome::kPause) return 0;  // the pausing callback was the last one
+    if (out.reason == Outcome::kAbort && !model_.abort_finish) return 0;
 
     RKLLMResult result{};
     result.token_id = -1;

@@ -34,6 +34,7 @@ struct Sampling {
 struct InitSettings {
     int32_t max_context_len = 512;
     int32_t max_new_tokens = -1;  // <= 0: no cap below the context length
+    int32_t n_keep = 0;  // leading cache tokens a context shift keeps (< 0: the system prompt)
     Sampling sampling;
     bool ignore_eos = false;
 #if RKLLM_SIM_ABI_MINOR >= 3
@@ -76,6 +77,7 @@ struct Outcome {
     Reason reason = kEos;
     size_t prefilled = 0;      // tokens prefilled (fewer when aborted during the prefill)
     size_t generated = 0;      // token callbacks made
+    size_t shifted = 0;        // cache tokens a context shift deleted before the prefill
     int64_t t_prefill_end = 0;
     Tokens cache;              // the KV cache after the run, unless it failed
     size_t cache_sys_len = 0;
@@ -146,6 +148,8 @@ private:
     void request_abort_locked();
     bool abort_due() const;
     bool sleep_unless_aborted(int64_t us);
+    bool prefill(int64_t us);
+    size_t shift_context(Tokens& cache, size_t& cache_sys_len, size_t incoming) const;
     int deliver(void* userdata, RKLLMResult& result, LLMCallState state);
     [[noreturn]] void hang_forever() const;
 
@@ -160,6 +164,9 @@ private:
     // When the current run must stop (kNever: not requested). Written under mu_, read lock-free
     // by the running thread between tokens and delay slices.
     std::atomic<int64_t> abort_at_us_{kNever};
+    // The run is prefilling (written under mu_), and an abort arrived during it.
+    bool in_prefill_ = false;
+    bool prefill_abort_ = false;
 
     std::mutex mu_;
     std::condition_variable idle_cv_;  // running_ became false

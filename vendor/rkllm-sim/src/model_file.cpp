@@ -192,6 +192,10 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 0, kMaxMs, cfg.abort_delay_ms);
         } else if (key == "add_bos") {
             ok = parse_bool(value, cfg.add_bos);
+        } else if (key == "prefill_abort_lag_ms") {
+            ok = parse_int(value, 0, kMaxMs, cfg.prefill_abort_lag_ms);
+        } else if (key == "abort_finish") {
+            ok = parse_bool(value, cfg.abort_finish);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

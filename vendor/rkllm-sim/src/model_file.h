@@ -20,6 +20,10 @@ struct ModelConfig {
     int hang_after_tokens = -1;   // -1: fault not configured
     int abort_delay_ms = 0;
     bool add_bos = false;  // a BOS token opens every fresh KV cache (llama.cpp's add_bos_token)
+    // An abort that arrives during the prefill takes effect at the prefill's end or this many ms
+    // after the call, whichever comes first (0: at once, like any other abort).
+    int prefill_abort_lag_ms = 0;
+    bool abort_finish = true;  // an aborted run ends with FINISH (false: no final callback)
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
