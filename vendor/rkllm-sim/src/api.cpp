@@ -306,6 +306,13 @@ bool make_request(const RKLLMInput* in, const RKLLMInferParam* p, void* userdata
             return false;
     }
     r.keep_history = p != nullptr && p->keep_history != 0;
+    if (p != nullptr && p->prompt_cache_params != nullptr &&
+        p->prompt_cache_params->save_prompt_cache != 0) {
+        r.save_prompt_cache = true;
+        if (p->prompt_cache_params->prompt_cache_path != nullptr) {
+            r.prompt_cache_path = p->prompt_cache_params->prompt_cache_path;
+        }
+    }
 #if RKLLM_SIM_ABI_MINOR >= 3
     if (p != nullptr) {
         r.max_new_tokens = p->max_new_tokens;
@@ -500,7 +507,8 @@ int rkllm_load_prompt_cache(LLMHandle handle, const char* prompt_cache_path) {
         const Ref h = registry().find(handle);
         trace(h.get(), "rkllm_load_prompt_cache",
               [&](JsonLine& j) { j.str("prompt_cache_path", prompt_cache_path); });
-        return h && prompt_cache_path != nullptr ? 0 : -1;
+        if (!h || prompt_cache_path == nullptr) return -1;
+        return h->load_prompt_cache(prompt_cache_path);
     });
 }
 
@@ -508,7 +516,7 @@ int rkllm_release_prompt_cache(LLMHandle handle) {
     return guarded("rkllm_release_prompt_cache", [&] {
         const Ref h = registry().find(handle);
         trace(h.get(), "rkllm_release_prompt_cache");
-        return h ? 0 : -1;
+        return h ? h->release_prompt_cache() : -1;
     });
 }
 

@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "generator.h"
+#include "prompt_cache.h"
 #include "trace.h"
 
 namespace sim SIM_HIDDEN {
@@ -179,6 +180,7 @@ bool Handle::begin_locked(Snapshot& snap) {
     snap.cache = cache_;
     snap.cache_sys_len = cache_sys_len_;
     snap.cache_tool_names = cache_tool_names_;
+    snap.prompt_cache = prompt_cache_;
     snap.paused = paused_;
     paused_.reset();  // the next run resumes a paused generation or discards it
     running_ = true;
@@ -386,6 +388,24 @@ int Handle::set_function_tools(const char* system, const char* tools) {
     return 0;
 }
 
+int Handle::load_prompt_cache(const char* path) {
+    Tokens tokens;
+    String error;
+    if (!read_prompt_cache(path, model_.name, tokens, error)) {
+        std::fprintf(stderr, "E rkllm: %s\n", error.c_str());
+        return -1;
+    }
+    std::lock_guard<std::mutex> lk(mu_);
+    prompt_cache_ = std::move(tokens);
+    return 0;
+}
+
+int Handle::release_prompt_cache() {
+    std::lock_guard<std::mutex> lk(mu_);
+    prompt_cache_.clear();
+    return 0;
+}
+
 int Handle::close() {
     if (tl_callback_owner == this) {
         std::fprintf(stderr, "E rkllm: rkllm_destroy called from the handle's own callback\n");
@@ -492,6 +512,9 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     }
     full.insert(full.end(), input.begin(), input.end());
     if (!req.keep_history) reused = common_prefix(full, s.cache);
+    // A loaded prompt cache counts as computed for the part of the input that starts with it
+    // (SDK manual 3.2.9: the runtime compares the input with the prompt cache from the start).
+    reused = std::max(reused, common_prefix(full, s.prompt_cache));
     const size_t to_prefill = full.size() - reused;
 
     if (full.empty()) {
@@ -558,6 +581,16 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
             out.prefilled = std::min(to_prefill, done);
         }
         return;
+    }
+    // The SDK manual (3.2.9): the file holds the prefill's results, written when the run has
+    // prefilled. A file that cannot be written is logged; the run goes on.
+    if (req.save_prompt_cache) {
+        const char* path =
+            req.prompt_cache_path.empty() ? "./prompt_cache.bin" : req.prompt_cache_path.c_str();
+        String error;
+        if (!write_prompt_cache(path, model_.name, full, error)) {
+            std::fprintf(stderr, "E rkllm: %s\n", error.c_str());
+        }
     }
 
     // Decode.

@@ -68,6 +68,10 @@ struct RunRequest {
     bool keep_history = false;
     int32_t max_new_tokens = 0;  // > 0 overrides the init value (1.3)
     std::optional<Sampling> sampling;  // overrides the init values (1.3)
+    // RKLLMInferParam.prompt_cache_params: write the prefilled sequence to this file after the
+    // prefill.
+    bool save_prompt_cache = false;
+    String prompt_cache_path;
     void* userdata = nullptr;
 };
 
@@ -115,6 +119,10 @@ public:
     void set_chat_template(const char* system, const char* prefix, const char* postfix);
     // -1 under an empty chat template; on success the KV cache is emptied.
     int set_function_tools(const char* system, const char* tools);
+    // rkllm_load_prompt_cache: -1 (logged) for a missing, unreadable or foreign file.
+    int load_prompt_cache(const char* path);
+    // rkllm_release_prompt_cache.
+    int release_prompt_cache();
     // rkllm_destroy: aborts and waits for a run in progress, stops the worker thread.
     int close();
 
@@ -134,6 +142,7 @@ private:
         size_t cache_sys_len = 0;
         Vec<String> cache_tool_names;
         std::optional<Paused> paused;
+        Tokens prompt_cache;  // loaded from a file: a prefix the prefill can skip
     };
     struct Job {
         RunRequest req;
@@ -181,6 +190,7 @@ private:
     String tools_system_;
     Vec<String> tool_names_;
     Tokens cache_;
+    Tokens prompt_cache_;  // rkllm_load_prompt_cache's tokens until released
     size_t cache_sys_len_ = 0;  // leading cache tokens that are the system prompt
     std::optional<Paused> paused_;  // a paused generation the next keep_history run resumes
     // Tools defined by a `<tools>` block in prompt text now in the cache: a model knows the tools
