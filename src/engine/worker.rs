@@ -80,11 +80,10 @@ pub(super) fn run(
         reuse: cfg.kv_cache_reuse,
         raw_template: cfg.raw_template,
         tools: String::new(),
-        tools_warned: false,
+        warned: Warned::default(),
         must_clear: false,
         notify,
         cancelled,
-        warned_mismatch: false,
     };
     worker.cache.cleared();
     for job in jobs {
@@ -130,15 +129,22 @@ struct Worker {
     raw_template: bool,
     /// The tools last given to the runtime (empty: none).
     tools: String,
-    /// `rkllm_set_function_tools` failed once already (it is logged once).
-    tools_warned: bool,
     /// The last run was aborted, paused, failed or left the cache other than expected: the
     /// runtime's KV cache is cleared before the next run, whatever its kind.
     must_clear: bool,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
-    /// A KV cache size mismatch was logged at warn level once; later ones go to debug.
-    warned_mismatch: bool,
+    /// What was logged at warn level once already (later occurrences go to debug).
+    warned: Warned,
+}
+
+/// Things worth one warning per daemon run.
+#[derive(Default)]
+struct Warned {
+    /// `rkllm_set_function_tools` failed.
+    tools: bool,
+    /// The KV cache held other than the expected number of tokens.
+    mismatch: bool,
 }
 
 /// What a run produced.
@@ -298,7 +304,8 @@ impl Worker {
                 self.init.max_context_len,
             );
         let finished = matches!(end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
-        let clean = finished && self.cache_as_expected(job, before, &end, generated, &cache_tokens);
+        let clean =
+            finished && self.cache_as_expected(job, before, &end, generated, cache_tokens.as_ref());
         // After an abort, a pause, an error or a surprise, the next run starts from scratch.
         self.must_clear = !clean;
         Ran {
@@ -320,7 +327,7 @@ impl Worker {
         before: Option<u32>,
         end: &Result<RunEnd, crate::runtime::RuntimeError>,
         generated: u32,
-        after: &Option<Result<u32, crate::runtime::RuntimeError>>,
+        after: Option<&Result<u32, crate::runtime::RuntimeError>>,
     ) -> bool {
         let (Some(before), Ok(RunEnd::Finished(perf))) = (before, end) else {
             return true; // history not kept: nothing to compare
@@ -334,12 +341,12 @@ impl Worker {
         if *after == expected {
             return true;
         }
-        let level = if self.warned_mismatch {
+        let level = if self.warned.mismatch {
             log::Level::Debug
         } else {
             log::Level::Warn
         };
-        self.warned_mismatch = true;
+        self.warned.mismatch = true;
         log::log!(
             level,
             "request {}: the KV cache holds {after} tokens, not the {expected} expected \
@@ -377,8 +384,8 @@ impl Worker {
         self.cache.invalidate();
         match self.runtime.set_function_tools("", wanted, "tool_response") {
             Ok(()) => wanted.clone_into(&mut self.tools),
-            Err(e) if !self.tools_warned => {
-                self.tools_warned = true;
+            Err(e) if !self.warned.tools => {
+                self.warned.tools = true;
                 log::warn!(
                     "the runtime refused the request's tools ({e}); requests run without them \
                      (logged once; a model converted without a chat template has this)"

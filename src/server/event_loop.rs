@@ -463,7 +463,9 @@ impl EventLoop {
 /// path, so a variable left in an environment (`=1`, or another instance's path) cannot crash a
 /// daemon by accident.
 fn test_panic_hook(socket: &std::path::Path) {
-    if std::env::var_os("RKLLMD_TEST_PANIC_AFTER_READY").is_some_and(|v| socket == v.as_os_str()) {
-        panic!("RKLLMD_TEST_PANIC_AFTER_READY names this socket: panicking on purpose");
-    }
+    let named = std::env::var_os("RKLLMD_TEST_PANIC_AFTER_READY");
+    assert!(
+        named.is_none_or(|v| socket != v.as_os_str()),
+        "RKLLMD_TEST_PANIC_AFTER_READY names this socket: panicking on purpose"
+    );
 }
