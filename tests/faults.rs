@@ -263,7 +263,9 @@ impl Fault {
             args.extend(["--request-timeout", "0.3"]);
         }
         if client == Leaving::Stays && self.aborts_in_prefill() {
-            args.extend(["--request-timeout", "0.5"]);
+            // The cap makes the runtime end the next (small) request itself: under ABI 1.2 a
+            // per-request cap is an rkllm_abort, which this fault delays past the timeout.
+            args.extend(["--request-timeout", "0.5", "--max-new-tokens", "3"]);
         }
         args
     }
