@@ -9,6 +9,9 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
     Ok,
+    /// `selftest`: the check could not observe the behaviour (e.g. the run ended before the
+    /// abort landed); nothing is known to be wrong.
+    Unknown,
     /// The check does not apply here (e.g. no SVE question on a runtime that does not use it).
     Skip,
     /// Abnormal but rkllmd can serve.
@@ -21,6 +24,7 @@ impl Status {
     fn word(self) -> &'static str {
         match self {
             Status::Ok => "ok",
+            Status::Unknown => "unknown",
             Status::Skip => "skip",
             Status::Warn => "warn",
             Status::Fail => "FAIL",
@@ -41,6 +45,15 @@ impl Finding {
     pub fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
         Finding {
             status: Status::Ok,
+            check,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    pub fn unknown(check: &'static str, detail: impl Into<String>) -> Finding {
+        Finding {
+            status: Status::Unknown,
             check,
             detail: detail.into(),
             hint: None,
