@@ -1,8 +1,8 @@
 //! What a check found, and how findings are printed.
 //!
-//! One finding per line: a status word padded to six columns, the check's name, a colon and
-//! what was found; a problem adds an indented `hint:` line. `grep '^FAIL'` lists what blocks
-//! serving, `grep -v '^ok'` everything worth a look.
+//! One finding per line: a status word padded to six columns (`unknown`, longer, is followed by
+//! one space), the check's name, a colon and what was found; a problem adds an indented `hint:`
+//! line. `grep '^FAIL'` lists what blocks serving, `grep -v '^ok'` everything worth a look.
 
 use std::fmt;
 
@@ -98,13 +98,10 @@ impl Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:<6}{}: {}",
-            self.status.word(),
-            self.check,
-            self.detail
-        )?;
+        // `unknown` is longer than the column: one space still separates it.
+        let word = self.status.word();
+        let gap = if word.len() < 6 { "" } else { " " };
+        write!(f, "{word:<6}{gap}{}: {}", self.check, self.detail)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n      hint: {hint}")?;
         }
@@ -136,6 +133,10 @@ mod tests {
         assert_eq!(
             Finding::fail("runtime", "none found", "install it").to_string(),
             "FAIL  runtime: none found\n      hint: install it"
+        );
+        assert_eq!(
+            Finding::unknown("abort", "no abort landed").to_string(),
+            "unknown abort: no abort landed"
         );
         assert_eq!(
             Finding::warn("cpufreq", "ondemand", "x").to_string(),
