@@ -306,3 +306,14 @@ fn selftest_needs_a_model() {
     assert_eq!(out.status.code(), Some(USAGE));
     assert!(String::from_utf8_lossy(&out.stderr).contains("model"));
 }
+
+#[test]
+fn help_documents_selftest_and_its_exit_code() {
+    let out = Command::new(common::daemon_bin())
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("rkllmd selftest --model FILE"), "{help}");
+    assert!(help.contains("a failing check or selftest"), "{help}");
+}

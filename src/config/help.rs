@@ -67,7 +67,8 @@ Signals:
   SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
 
 Exit codes:
-  0 clean shutdown   1 I/O failure at start   2 bad command line or config
+  0 clean shutdown   1 I/O failure at start, or a failing check or selftest
+  2 bad command line or config
   3 already running  4 runtime library or model failed to load, or inference thread died
   5 wedged runtime or shutdown deadline passed  6 second signal
   7 the runtime library has another ABI than rkllmd is built for (1.2 vs 1.3)
