@@ -4,7 +4,8 @@
 //! The daemon declares the runtime wedged when an aborted run has not ended within
 //! `abort-grace`: a later end is a failure here. Whether FINISH comes it handles either way.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,31 +47,50 @@ struct Aborted {
     at: Result<Instant, String>,
 }
 
-/// A long prompt (the words of the decode prompt many times) aborted shortly after it starts.
+/// A long prompt (the words of the decode prompt many times) aborted shortly after it starts,
+/// unless a token came first: then the run is stopped instead and nothing is measured. The
+/// abort is never made once the run is over (a runtime might keep it for the next run).
 fn during_prefill(s: &mut Session) -> Aborted {
+    const PREFILL: u8 = 0;
+    const ABORTING: u8 = 1;
+    const OUTPUT: u8 = 2;
     let prompt = format!(" {DECODE_PROMPT}").repeat(24);
     let handle = s.rt.abort_handle();
+    let phase = Arc::new(AtomicU8::new(PREFILL));
     let (tx, rx) = mpsc::channel::<()>();
-    let aborter = thread::spawn(move || {
-        rx.recv().map_err(|_| "the run did not start".to_owned())?;
-        thread::sleep(PREFILL_DELAY);
-        let at = Instant::now();
-        handle.abort().map_err(|e| e.to_string())?;
-        Ok(at)
-    });
+    let aborter = {
+        let phase = Arc::clone(&phase);
+        thread::spawn(move || {
+            rx.recv().map_err(|_| "the run did not start".to_owned())?;
+            thread::sleep(PREFILL_DELAY);
+            if phase
+                .compare_exchange(PREFILL, ABORTING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return Err(format!(
+                    "the prefill ended within {} ms, before the abort",
+                    ms(PREFILL_DELAY)
+                ));
+            }
+            let at = Instant::now();
+            handle.abort().map_err(|e| e.to_string())?;
+            Ok(at)
+        })
+    };
     let _ = s.rt.clear_kv_cache(false);
     let _ = tx.send(());
-    let run = s.run(&prompt, false, CAP, &mut |_| Flow::Continue);
+    let run = s.run(&prompt, false, CAP, &mut |_| match phase.compare_exchange(
+        PREFILL,
+        OUTPUT,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    ) {
+        Ok(_) => Flow::Stop,
+        Err(_) => Flow::Continue,
+    });
     let at = aborter
         .join()
         .unwrap_or_else(|_| Err("the aborting thread panicked".to_owned()));
-    let at = match (at, run.first_token) {
-        (Ok(at), Some(first)) if first < at => Err(format!(
-            "the prefill ended {} ms before the abort",
-            ms(at - first)
-        )),
-        (at, _) => at,
-    };
     Aborted { run, at }
 }
 

@@ -20,7 +20,6 @@ pub struct Observed {
     pub end: Result<RunEnd, RuntimeError>,
     /// Token callbacks (NORMAL and WAITING) seen.
     pub tokens: u32,
-    pub first_token: Option<Instant>,
     pub returned: Instant,
     /// The thread of every callback differed from the caller's at least once.
     pub foreign_thread: bool,
@@ -70,7 +69,6 @@ impl Session {
     ) -> Observed {
         let caller = thread::current().id();
         let mut tokens = 0u32;
-        let mut first_token = None;
         let mut foreign_thread = false;
         let mut sink = |out: Output<'_>| {
             if thread::current().id() != caller {
@@ -78,7 +76,6 @@ impl Session {
             }
             match out {
                 Output::Token { .. } | Output::Waiting => {
-                    first_token.get_or_insert_with(Instant::now);
                     tokens += 1;
                     on_token(tokens)
                 }
@@ -98,7 +95,6 @@ impl Session {
         Observed {
             end,
             tokens,
-            first_token,
             returned: Instant::now(),
             foreign_thread,
         }
