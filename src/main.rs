@@ -50,7 +50,8 @@ fn run() -> i32 {
                 exit::FAILURE
             }
         },
-        Command::Selftest(cfg) => match selftest::run(&cfg, &mut std::io::stdout().lock()) {
+        // Not locked: selftest's watchdog may write the last lines from another thread.
+        Command::Selftest(cfg) => match selftest::run(&cfg, &mut std::io::stdout()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("rkllmd: cannot write the report: {e}");

@@ -317,3 +317,27 @@ fn help_documents_selftest_and_its_exit_code() {
     assert!(help.contains("rkllmd selftest --model FILE"), "{help}");
     assert!(help.contains("a failing check or selftest"), "{help}");
 }
+
+#[test]
+fn a_run_that_hangs_and_ignores_abort_ends_selftest_with_a_wedged_line() {
+    // The one-token runs of the template check pass; the history check's run hangs.
+    let dir = TempDir::new("selftest-hang");
+    let r = selftest(&dir, &["hang_after_tokens = 2"], &["--abort-grace", "0.2"]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert_eq!(r.status("template"), "ok", "{}", r.stdout);
+    assert!(
+        r.line("wedged").starts_with(
+            "FAIL  wedged: a run went on past 30 s and then ignored rkllm_abort for 200 ms"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("summary: stopped at a wedged run\nrkllmd "),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.count("rkllm_abort"), 1, "{}", r.trace);
+    assert!(r.took < Duration::from_secs(40), "took {:?}", r.took);
+}

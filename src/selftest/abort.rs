@@ -10,6 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::session::{ms, Observed, Session};
+use super::watchdog::Watchdog;
 use crate::config::Config;
 use crate::doctor::Finding;
 use crate::runtime::Flow;
@@ -21,8 +22,8 @@ const DECODE_PROMPT: &str = "Count from one to two hundred in words, one number 
 /// After the run starts, the prefill abort waits this long.
 const PREFILL_DELAY: Duration = Duration::from_millis(20);
 
-pub fn check(cfg: &Config) -> Vec<Finding> {
-    let mut s = match Session::open(cfg, CAP, true) {
+pub fn check(cfg: &Config, watchdog: &Watchdog) -> Vec<Finding> {
+    let mut s = match Session::open(cfg, watchdog, CAP, true) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("no handle: {e}");

@@ -3,6 +3,7 @@
 //! callback returning 1) leaves behind. The same runs show which thread calls back.
 
 use super::session::{describe_end, Observed, Session};
+use super::watchdog::Watchdog;
 use crate::config::Config;
 use crate::doctor::Finding;
 use crate::runtime::Flow;
@@ -12,8 +13,8 @@ const SECOND: &str = " green field under a blue sky";
 /// Generated tokens per run: enough to see them in the cache, short on a board.
 const NEW_TOKENS: u32 = 4;
 
-pub fn check(cfg: &Config) -> Vec<Finding> {
-    let mut s = match Session::open(cfg, NEW_TOKENS, true) {
+pub fn check(cfg: &Config, watchdog: &Watchdog) -> Vec<Finding> {
+    let mut s = match Session::open(cfg, watchdog, NEW_TOKENS, true) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("no handle: {e}");

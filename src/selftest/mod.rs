@@ -10,6 +10,7 @@ mod abort;
 mod cache;
 mod session;
 mod template;
+mod watchdog;
 
 use std::io::{self, Write};
 
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::doctor::{self, Finding, Status};
 use crate::exit;
 use crate::runtime;
+use watchdog::Watchdog;
 
 /// Runs the checks, printing each group's lines as they come, then the summary. The exit code is
 /// [`exit::CHECK_FAILED`] when any check failed, else 0.
@@ -40,9 +42,14 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> io::Result<i32> {
                     .ok()
                     .and_then(|b| doctor::banner_version(&b));
                 emit(out, vec![banner_finding(banner.as_deref(), &lib.path)])?;
-                emit(out, template::check(cfg))?;
-                emit(out, cache::check(cfg))?;
-                emit(out, abort::check(cfg))?;
+                let dog = Watchdog {
+                    budget: watchdog::RUN_BUDGET,
+                    grace: cfg.abort_grace,
+                    about: about(cfg, banner.as_deref()),
+                };
+                emit(out, template::check(cfg, &dog))?;
+                emit(out, cache::check(cfg, &dog))?;
+                emit(out, abort::check(cfg, &dog))?;
             }
             Err(e) => emit(
                 out,
@@ -77,6 +84,17 @@ fn banner_finding(version: Option<&str>, path: &std::path::Path) -> Finding {
 /// The lines to paste into a bug report.
 fn summary(cfg: &Config, banner: Option<&str>, findings: &[Finding]) -> String {
     let count = |s| findings.iter().filter(|f| f.status == s).count();
+    format!(
+        "summary: {} ok, {} unknown, {} FAIL\n{}",
+        count(Status::Ok),
+        count(Status::Unknown),
+        count(Status::Fail),
+        about(cfg, banner)
+    )
+}
+
+/// rkllmd, the runtime, the board and the model.
+fn about(cfg: &Config, banner: Option<&str>) -> String {
     let info = runtime::info();
     let runtime = match (&info.library, &info.simulator) {
         (Some(path), Some(sim)) => format!("{} ({sim})", path.display()),
@@ -86,14 +104,10 @@ fn summary(cfg: &Config, banner: Option<&str>, findings: &[Finding]) -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_owned(), |r| r.trim().to_owned());
     format!(
-        "summary: {} ok, {} unknown, {} FAIL\n\
-         rkllmd {} (ABI {})\n\
+        "rkllmd {} (ABI {})\n\
          runtime: {runtime}, banner version {}\n\
          soc: {}; {} kernel {kernel}\n\
          model: {}",
-        count(Status::Ok),
-        count(Status::Unknown),
-        count(Status::Fail),
         env!("CARGO_PKG_VERSION"),
         info.abi,
         banner.unwrap_or("unknown"),

@@ -4,6 +4,7 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::watchdog::Watchdog;
 use crate::config::Config;
 use crate::runtime::{
     Flow, InitConfig, Output, Perf, Role, RunEnd, RunRequest, Runtime, RuntimeError, Sampling,
@@ -12,6 +13,7 @@ use crate::runtime::{
 /// A handle on the model; dropping it destroys the handle.
 pub struct Session {
     pub rt: Runtime,
+    watchdog: Watchdog,
 }
 
 /// What one run showed.
@@ -39,7 +41,12 @@ impl Session {
     /// A fresh handle with the configuration's model and runtime, greedy sampling and a cap of
     /// `max_new_tokens` (ABI 1.2 has no per-run cap). `raw`: the empty chat template, as the
     /// daemon sets it when it renders conversations itself.
-    pub fn open(cfg: &Config, max_new_tokens: u32, raw: bool) -> Result<Session, RuntimeError> {
+    pub fn open(
+        cfg: &Config,
+        watchdog: &Watchdog,
+        max_new_tokens: u32,
+        raw: bool,
+    ) -> Result<Session, RuntimeError> {
         let mut rt = Runtime::init(&InitConfig {
             library: cfg.runtime_library.clone(),
             model_path: cfg.model.clone(),
@@ -55,11 +62,14 @@ impl Session {
         if raw {
             rt.set_chat_template("", "", "")?;
         }
-        Ok(Session { rt })
+        Ok(Session {
+            rt,
+            watchdog: watchdog.clone(),
+        })
     }
 
-    /// Runs `prompt` from this thread; `on_token` is told the number of tokens so far and
-    /// decides the flow.
+    /// Runs `prompt` from this thread, under the watchdog; `on_token` is told the number of
+    /// tokens so far and decides the flow.
     pub fn run(
         &mut self,
         prompt: &str,
@@ -81,6 +91,7 @@ impl Session {
                 }
             }
         };
+        let guard = self.watchdog.watch(self.rt.abort_handle());
         let end = self.rt.run(
             &RunRequest {
                 prompt,
@@ -92,6 +103,7 @@ impl Session {
             },
             &mut sink,
         );
+        drop(guard);
         Observed {
             end,
             tokens,

@@ -6,14 +6,15 @@
 //! `2 * once - twice`. Zero: the input goes in raw. One: a BOS. More: a template still wraps it.
 
 use super::session::Session;
+use super::watchdog::Watchdog;
 use crate::config::Config;
 use crate::doctor::Finding;
 
 /// Words that tokenize alike wherever they stand (a leading space on each).
 const TEXT: &str = " apple river stone cloud";
 
-pub fn check(cfg: &Config) -> Vec<Finding> {
-    let mut s = match Session::open(cfg, 4, false) {
+pub fn check(cfg: &Config, watchdog: &Watchdog) -> Vec<Finding> {
+    let mut s = match Session::open(cfg, watchdog, 4, false) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("no handle: {e}");
