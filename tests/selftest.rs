@@ -171,7 +171,8 @@ fn the_default_simulator_meets_every_assumption_and_each_line_says_what_it_saw()
         env!("RKLLMD_ABI")
     )));
     assert!(r.stdout.contains("banner version"));
-    assert!(r.stdout.contains("soc: "));
+    assert!(r.stdout.contains("\nsoc: "));
+    assert!(r.stdout.contains("; cpus: "));
     assert!(r.took < Duration::from_secs(20), "took {:?}", r.took);
 }
 

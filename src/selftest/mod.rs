@@ -7,6 +7,7 @@
 //! destroyed. On a board the whole takes well under a minute with a small model.
 
 mod abort;
+mod about;
 mod cache;
 mod session;
 mod template;
@@ -45,7 +46,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> io::Result<i32> {
                 let dog = Watchdog {
                     budget: watchdog::RUN_BUDGET,
                     grace: cfg.abort_grace,
-                    about: about(cfg, banner.as_deref()),
+                    about: about::lines(cfg, banner.as_deref()),
                 };
                 emit(out, template::check(cfg, &dog))?;
                 emit(out, cache::check(cfg, &dog))?;
@@ -89,30 +90,6 @@ fn summary(cfg: &Config, banner: Option<&str>, findings: &[Finding]) -> String {
         count(Status::Ok),
         count(Status::Unknown),
         count(Status::Fail),
-        about(cfg, banner)
-    )
-}
-
-/// rkllmd, the runtime, the board and the model.
-fn about(cfg: &Config, banner: Option<&str>) -> String {
-    let info = runtime::info();
-    let runtime = match (&info.library, &info.simulator) {
-        (Some(path), Some(sim)) => format!("{} ({sim})", path.display()),
-        (Some(path), None) => path.display().to_string(),
-        (None, _) => format!("{} (not loaded)", cfg.runtime_library.display()),
-    };
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".to_owned(), |r| r.trim().to_owned());
-    format!(
-        "rkllmd {} (ABI {})\n\
-         runtime: {runtime}, banner version {}\n\
-         soc: {}; {} kernel {kernel}\n\
-         model: {}",
-        env!("CARGO_PKG_VERSION"),
-        info.abi,
-        banner.unwrap_or("unknown"),
-        doctor::board_soc().unwrap_or_else(|| "unknown".to_owned()),
-        std::env::consts::ARCH,
-        cfg.model.display(),
+        about::lines(cfg, banner)
     )
 }
