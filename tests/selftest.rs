@@ -296,6 +296,31 @@ fn a_runtime_of_the_other_abi_fails_first_and_nothing_else_runs() {
         r.stdout
     );
     assert_eq!(r.count("rkllm_init"), 0, "{}", r.trace);
+
+    let dir = TempDir::new("selftest-nolib");
+    let r = selftest(
+        &dir,
+        &[],
+        &["--runtime-library", "/nonexistent/librkllmrt.so"],
+    );
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert!(
+        r.line("abi")
+            .starts_with("FAIL  abi: /nonexistent/librkllmrt.so"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("summary: 0 ok, 0 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("runtime: /nonexistent/librkllmrt.so (not loaded), banner version unknown"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

@@ -85,8 +85,13 @@ fn banner_finding(version: Option<&str>, path: &std::path::Path) -> Finding {
 /// The lines to paste into a bug report.
 fn summary(cfg: &Config, banner: Option<&str>, findings: &[Finding]) -> String {
     let count = |s| findings.iter().filter(|f| f.status == s).count();
+    // Only the ABI probe warns (defaults that fit both ABIs).
+    let warned = match count(Status::Warn) {
+        0 => String::new(),
+        n => format!(", {n} warn"),
+    };
     format!(
-        "summary: {} ok, {} unknown, {} FAIL\n{}",
+        "summary: {} ok, {} unknown, {} FAIL{warned}\n{}",
         count(Status::Ok),
         count(Status::Unknown),
         count(Status::Fail),
