@@ -218,6 +218,21 @@ print(f"cross-test: ok  abort {delay_ms:.1f} ms after the client left, after "
 EOF_PY
 (($(runs) > before)) || die "the abort check never started the aarch64 binary"
 
+# `rkllmd selftest` runs the runtime in its own process: once, against the aarch64 simulator,
+# with timings that let its aborts land in prefill and in decode; every line must pass.
+before=$(runs)
+t0=$SECONDS
+selftest_dir=$(mktemp -d)
+printf 'rkllm-sim 1\nname = selftest\nprefill_us_per_token = 1000\ndecode_us_per_token = 4000\nanswer_tokens_min = 300\nanswer_tokens_max = 400\n' \
+    >"$selftest_dir/model.rkllm"
+"$wrapper" selftest --config /dev/null --model "$selftest_dir/model.rkllm" \
+    >"$selftest_dir/out.txt" 2>&1 || { cat "$selftest_dir/out.txt" >&2; die "rkllmd selftest"; }
+grep -q '^summary: .* 0 FAIL$' "$selftest_dir/out.txt" \
+    || { cat "$selftest_dir/out.txt" >&2; die "rkllmd selftest: no summary"; }
+(($(runs) > before)) || die "selftest never started the aarch64 binary"
+say "ok  rkllmd selftest: $(grep '^summary:' "$selftest_dir/out.txt"), $((SECONDS - t0)) s"
+rm -rf "$selftest_dir"
+
 # The official OpenAI and Ollama Python clients against the aarch64 daemon.
 if ! python3 -c 'import pytest, openai, ollama, httpx' 2>/dev/null; then
     say "installing the Python client test requirements"

@@ -5,7 +5,7 @@
 //! | code | meaning |
 //! | ---- | ------- |
 //! | 0 | clean exit, including `--help`, `--version` and a passing `check` |
-//! | 1 | failure at run time or in the environment: I/O, bind, permissions; a failing `check` |
+//! | 1 | failure at run time or in the environment: I/O, bind, permissions; a failing `check` or `selftest` |
 //! | 2 | bad usage or configuration: the command line, the config file, `--user` without root, an unknown user or group |
 //! | 3 | another instance is running: it holds the lock, or something serves the socket |
 //! | 4 | the runtime library or the model did not load, or the inference thread died |
@@ -26,7 +26,8 @@ pub const DEADLINE: i32 = 5;
 pub const FORCED: i32 = 6;
 /// The runtime library's ABI is not the one rkllmd is built for.
 pub const ABI: i32 = 7;
-/// `rkllmd check`: a check failed, so rkllmd cannot serve as configured.
+/// `rkllmd check`: a check failed, so rkllmd cannot serve as configured; `rkllmd selftest`: the
+/// runtime breaks an assumption the daemon relies on.
 pub const CHECK_FAILED: i32 = 1;
 pub const PANIC: i32 = 70;
 

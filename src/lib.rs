@@ -3,7 +3,7 @@
 //! Layers, bottom up: `runtime` (the FFI boundary to librkllmrt), `engine` (the inference
 //! thread and its queue), `http` (sans-io HTTP/1.1), `api` (the endpoints), `server` (the mio
 //! event loop and connections), `lifecycle` (socket file, lock, credentials), `config`
-//! (command line and file), `doctor` (`rkllmd check`).
+//! (command line and file), `doctor` (`rkllmd check`), `selftest` (`rkllmd selftest`).
 
 pub mod api;
 pub mod chat;
@@ -17,4 +17,5 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod runtime;
+pub mod selftest;
 pub mod server;

@@ -3,7 +3,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rkllmd::config::{self, Command};
 use rkllmd::error::DaemonError;
 use rkllmd::exit;
-use rkllmd::{doctor, logging, runtime, server};
+use rkllmd::{doctor, logging, runtime, selftest, server};
 
 fn main() {
     let code = match catch_unwind(AssertUnwindSafe(run)) {
@@ -44,6 +44,14 @@ fn run() -> i32 {
             exit::OK
         }
         Command::Check(setup) => match doctor::run(&setup, &mut std::io::stdout().lock()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("rkllmd: cannot write the report: {e}");
+                exit::FAILURE
+            }
+        },
+        // Not locked: selftest's watchdog may write the last lines from another thread.
+        Command::Selftest(cfg) => match selftest::run(&cfg, &mut std::io::stdout()) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("rkllmd: cannot write the report: {e}");

@@ -17,6 +17,8 @@ pub(super) struct Flag {
 
 pub(super) struct CommandLine {
     pub check: bool,
+    /// `selftest`: the runtime's behaviour checked on this board.
+    pub selftest: bool,
     pub config: Option<PathBuf>,
     /// `--root`, meaningful for `check` only.
     pub root: Option<PathBuf>,
@@ -31,16 +33,18 @@ pub(super) enum Scan {
     Parsed(CommandLine),
 }
 
-/// `args` are the arguments after the program name. `check` is a subcommand only in first
-/// position. `--help` and `--version` stop the scan where they stand.
+/// `args` are the arguments after the program name. `check` and `selftest` are subcommands
+/// only in first position. `--help` and `--version` stop the scan where they stand.
 pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
     let mut rest = args.iter().peekable();
     let check = rest.peek().is_some_and(|a| a.as_str() == "check");
-    if check {
+    let selftest = rest.peek().is_some_and(|a| a.as_str() == "selftest");
+    if check || selftest {
         rest.next();
     }
     let mut line = CommandLine {
         check,
+        selftest,
         config: None,
         root: None,
         config_only: false,

@@ -12,11 +12,15 @@ const HELP_WIDTH: usize = 100;
 /// The full `--help` text.
 pub fn help() -> String {
     let mut out = String::from(
-        "Usage: rkllmd [OPTIONS]\n       rkllmd check [--root DIR] [OPTIONS]\n\n\
+        "Usage: rkllmd [OPTIONS]\n       rkllmd check [--root DIR] [OPTIONS]\n       \
+         rkllmd selftest --model FILE [OPTIONS]\n\n\
          Serve a Rockchip RKLLM model over HTTP on a Unix socket (and optionally TCP).\n\
          'check' diagnoses the board and the configuration without loading the runtime: one line\n\
          per check (ok, warn or FAIL, with a hint), exit 0 unless something blocks serving (1),\n\
-         2 for a bad command line.\n\n\
+         2 for a bad command line.\n\
+         'selftest' loads the runtime and the model and checks, in under a minute, what rkllmd\n\
+         assumes about the runtime (ok, FAIL or unknown per line, then a summary for bug reports);\n\
+         it serves nothing and writes no file. Exit 0 unless an assumption fails (1).\n\n\
          Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --root, --help\n\
          and --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
     );
@@ -63,7 +67,8 @@ Signals:
   SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
 
 Exit codes:
-  0 clean shutdown   1 I/O failure at start   2 bad command line or config
+  0 clean shutdown   1 I/O failure at start, or a failing check or selftest
+  2 bad command line or config
   3 already running  4 runtime library or model failed to load, or inference thread died
   5 wedged runtime or shutdown deadline passed  6 second signal
   7 the runtime library has another ABI than rkllmd is built for (1.2 vs 1.3)

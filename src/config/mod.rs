@@ -43,6 +43,9 @@ pub enum Command {
     Version,
     /// Run the doctor (`rkllmd check`).
     Check(CheckSetup),
+    /// Check the runtime's behaviour on this board (`rkllmd selftest`): a valid configuration
+    /// with a model.
+    Selftest(Config),
 }
 
 /// What `rkllmd check` works from. A configuration that does not validate is one of the things
@@ -199,6 +202,12 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
                 option: "--config-only",
             });
         }
+    }
+    if line.selftest {
+        return match layers(&line, env) {
+            (draft, None) => draft.finish(env, true).map(Command::Selftest),
+            (_, Some(e)) => Err(e),
+        };
     }
     if !line.check {
         return match layers(&line, env) {

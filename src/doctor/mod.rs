@@ -23,6 +23,21 @@ use crate::exit;
 pub use report::{Finding, Status};
 use root::Root;
 
+/// The `abi` check of `library`, as `selftest` runs it before loading the runtime itself.
+pub fn abi_finding(library: &std::path::Path) -> Finding {
+    abi::check(Some(library)).finding
+}
+
+/// The version in a runtime library's SDK banner (the file's bytes), if it carries one.
+pub fn banner_version(library_bytes: &[u8]) -> Option<String> {
+    library::runtime_version(library_bytes)
+}
+
+/// This board's Rockchip SoC from the device tree (`RK3588`), if it names one.
+pub fn board_soc() -> Option<String> {
+    cpu::soc(&Root::new(std::path::Path::new("/")))
+}
+
 /// Runs every check in a fixed order and returns the findings.
 pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Finding> {
     if setup.config_only {

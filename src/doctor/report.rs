@@ -1,14 +1,17 @@
 //! What a check found, and how findings are printed.
 //!
-//! One finding per line: a status word padded to six columns, the check's name, a colon and
-//! what was found; a problem adds an indented `hint:` line. `grep '^FAIL'` lists what blocks
-//! serving, `grep -v '^ok'` everything worth a look.
+//! One finding per line: a status word padded to six columns (`unknown`, longer, is followed by
+//! one space), the check's name, a colon and what was found; a problem adds an indented `hint:`
+//! line. `grep '^FAIL'` lists what blocks serving, `grep -v '^ok'` everything worth a look.
 
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
     Ok,
+    /// `selftest`: the check could not observe the behaviour (e.g. the run ended before the
+    /// abort landed); nothing is known to be wrong.
+    Unknown,
     /// The check does not apply here (e.g. no SVE question on a runtime that does not use it).
     Skip,
     /// Abnormal but rkllmd can serve.
@@ -21,6 +24,7 @@ impl Status {
     fn word(self) -> &'static str {
         match self {
             Status::Ok => "ok",
+            Status::Unknown => "unknown",
             Status::Skip => "skip",
             Status::Warn => "warn",
             Status::Fail => "FAIL",
@@ -41,6 +45,15 @@ impl Finding {
     pub fn ok(check: &'static str, detail: impl Into<String>) -> Finding {
         Finding {
             status: Status::Ok,
+            check,
+            detail: detail.into(),
+            hint: None,
+        }
+    }
+
+    pub fn unknown(check: &'static str, detail: impl Into<String>) -> Finding {
+        Finding {
+            status: Status::Unknown,
             check,
             detail: detail.into(),
             hint: None,
@@ -85,13 +98,10 @@ impl Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:<6}{}: {}",
-            self.status.word(),
-            self.check,
-            self.detail
-        )?;
+        // `unknown` is longer than the column: one space still separates it.
+        let word = self.status.word();
+        let gap = if word.len() < 6 { "" } else { " " };
+        write!(f, "{word:<6}{gap}{}: {}", self.check, self.detail)?;
         if let Some(hint) = &self.hint {
             write!(f, "\n      hint: {hint}")?;
         }
@@ -123,6 +133,10 @@ mod tests {
         assert_eq!(
             Finding::fail("runtime", "none found", "install it").to_string(),
             "FAIL  runtime: none found\n      hint: install it"
+        );
+        assert_eq!(
+            Finding::unknown("abort", "no abort landed").to_string(),
+            "unknown abort: no abort landed"
         );
         assert_eq!(
             Finding::warn("cpufreq", "ondemand", "x").to_string(),

@@ -58,6 +58,10 @@ pub(super) extern "C" fn on_event(
         Ok(Flow::Continue) => {}
         Ok(Flow::Stop) => stop(run),
         Ok(Flow::Discard) => run.stopped = true,
+        Ok(Flow::Pause) => {
+            run.stopped = true;
+            return 1;
+        }
         Err(payload) => {
             run.panic = Some(payload);
             stop(run);

@@ -108,6 +108,9 @@ pub enum Flow {
     /// Another thread has aborted the run (or is about to): it gets no more output, and no
     /// second `rkllm_abort`.
     Discard,
+    /// Pause the run: the callback returns 1 and the run gets no more output. Only `selftest`
+    /// pauses, to observe what the runtime does; the daemon never does (see `callback`).
+    Pause,
 }
 
 /// The runtime's own measurements of a finished run.

@@ -375,3 +375,27 @@ fn process_environment_is_read_once_into_env() {
         .as_ref()
         .is_none_or(|d| !d.as_os_str().is_empty()));
 }
+
+#[test]
+fn selftest_needs_a_valid_configuration_with_a_model_and_no_check_options() {
+    let s = Scratch::new();
+    let args = ["selftest", "--model", &s.model(), "--abort-grace", "0.5"];
+    match parse(&argv(&args), &s.env()) {
+        Ok(Command::Selftest(c)) => {
+            assert_eq!(c.model, PathBuf::from(s.model()));
+            assert_eq!(c.abort_grace, std::time::Duration::from_millis(500));
+        }
+        other => panic!("{other:?}"),
+    }
+    let fail = |args: &[&str]| parse(&argv(args), &s.env()).unwrap_err().to_string();
+    assert_eq!(
+        fail(&["selftest"]),
+        "no model given: pass --model FILE or set 'model' in the config file"
+    );
+    assert_eq!(
+        fail(&["selftest", "--model", &s.model(), "--root", "/srv"]),
+        "--root is only for 'rkllmd check' (see --help)"
+    );
+    // A subcommand only in first position.
+    assert!(fail(&["--model", &s.model(), "selftest"]).contains("selftest"));
+}
