@@ -217,6 +217,12 @@ impl Engine {
 
     /// Drains the worker's messages after a wake; the events go to `out` in order.
     pub fn on_wake(&mut self, now: Instant, out: &mut Vec<Event>) {
+        self.drain(now, out);
+        self.dispatch(now);
+    }
+
+    /// Handles every message the inference thread has sent so far.
+    fn drain(&mut self, now: Instant, out: &mut Vec<Event>) {
         // Clear before draining: a message sent during the drain wakes us again.
         self.wake_pending.store(false, Ordering::Release);
         loop {
@@ -231,7 +237,6 @@ impl Engine {
                 }
             }
         }
-        self.dispatch(now);
     }
 
     /// Applies the time limits that have passed; call when `next_deadline` is reached.
@@ -290,6 +295,9 @@ impl Engine {
         if matches!(self.state, State::Stopped) {
             return;
         }
+        // A run that has already ended, its messages still on their way (a long answer the
+        // loop has not caught up with), is complete: it must not be aborted and called cut.
+        self.drain(now, out);
         if !matches!(self.state, State::Wedged) {
             self.state = State::ShuttingDown;
         }

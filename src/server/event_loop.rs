@@ -345,12 +345,11 @@ impl EventLoop {
             engine_failed: None,
         });
         self.admission.close(self.poll.registry());
-        if self.engine.running().is_some() {
-            self.report.requests_aborted += 1;
-        }
-        self.report.requests_aborted += self.engine.queue_depth();
+        let queued = self.engine.queue_depth();
         let mut events = std::mem::take(&mut self.engine_events);
         self.engine.begin_shutdown(now, &mut events);
+        // Counted after the engine caught up: a run that had already ended is not aborted.
+        self.report.requests_aborted += queued + usize::from(self.engine.running().is_some());
         self.dispatch_engine_events(&mut events, now);
         self.engine_events = events;
         for conn in self.conns.values_mut() {
