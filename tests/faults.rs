@@ -934,10 +934,17 @@ fn a_client_still_reading_its_answer_does_not_hold_the_shutdown() {
         .start();
     let mut c = d.client();
     c.send_post("/v1/chat/completions", &chat(false));
-    // The whole answer (~600 KB, more than the socket holds) is generated and waits to be read.
+    // The whole answer (~600 KB, more than the socket holds) is generated and waits to be read:
+    // the runtime's run ended and the daemon has taken its end in (the inference thread's last
+    // message can trail the runtime's trace line, by a lot under qemu).
     common::wait_until(Duration::from_secs(10), "the run ended", || {
         !d.trace_of("run_end").is_empty()
     });
+    common::wait_until(
+        Duration::from_secs(10),
+        "the daemon saw the run end",
+        || d.client().get("/health").json()["running"] == false,
+    );
     let sent = Instant::now();
     d.signal(Signal::SIGTERM);
     let r = c.read_response();
