@@ -236,6 +236,47 @@ fn a_client_that_hangs_up_has_its_generation_aborted_within_5_ms() {
 }
 
 #[test]
+fn a_client_that_sends_a_request_and_hangs_up_at_once_frees_its_slot_and_queue_place() {
+    use nix::sys::signal::Signal;
+    let dir = TempDir::new("gone");
+    let model = write_model(
+        dir.path(),
+        "slow",
+        &[
+            "answer_tokens_min = 300",
+            "answer_tokens_max = 300",
+            "decode_us_per_token = 20000",
+        ],
+    );
+    let d = Daemon::builder("gone").model(model).start();
+    let mut running = d.client();
+    running.send_post("/v1/chat/completions", &chat(true));
+    assert_eq!(running.read_head().unwrap().0, 200);
+    // With the daemon stopped, five clients each send a whole request and hang up: when it
+    // runs again, it reads each request together with its hangup. Nobody can read those
+    // answers, so none may wait in the queue (and hold a connection) until the running
+    // generation (6 s) is done.
+    d.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..5 {
+        let mut c = d.client();
+        c.send_post("/v1/chat/completions", &chat(true));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    d.signal(Signal::SIGCONT);
+    let mut health = d.client();
+    common::wait_until(
+        Duration::from_secs(2),
+        "slots and queue places freed",
+        || {
+            let h = health.get("/health").json();
+            h["connections"] == 2 && h["queue_depth"] == 0
+        },
+    );
+    assert!(running.read_chunk().is_some(), "the running stream goes on");
+}
+
+#[test]
 fn a_client_that_stops_reading_is_cut_off_at_the_output_cap() {
     let dir = TempDir::new("cap");
     let model = write_model(

@@ -130,6 +130,9 @@ impl EventLoop {
                     UNIX_LISTENER | TCP_LISTENER => self.accept(event.token(), now, false),
                     SIGNALS => self.on_signals(now),
                     WAKER => self.on_engine_wake(now),
+                    // Hung up for good (EPOLLHUP; a half-close only ends the reading side):
+                    // whatever it sent is never answered, so it takes no queue place or slot.
+                    token if event.is_write_closed() => self.on_hung_up(token, now),
                     token if event.is_readable() || event.is_read_closed() => {
                         self.on_readable(token, now);
                     }
@@ -207,6 +210,18 @@ impl EventLoop {
             }
         }
         self.after_io(token, now);
+    }
+
+    /// The peer can neither send nor read any more: its generation, queued or running, is
+    /// cancelled, and what is buffered either way is dropped unanswered.
+    fn on_hung_up(&mut self, token: Token, now: Instant) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        log::trace!("{token:?} hung up");
+        let (engine, metrics) = (&mut self.engine, &mut self.metrics);
+        self.jobs.abandon(conn, engine, metrics, now);
+        conn.discard_output();
     }
 
     /// Answers what is buffered, writes what is pending, and fixes interests.
