@@ -157,6 +157,10 @@ fn the_call_and_its_result_go_back_as_llama_writes_them_and_removing_tools_works
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let message = r.json()["choices"][0]["message"].clone();
+    assert_eq!(
+        message["tool_calls"][0]["function"]["name"], "get_weather",
+        "{message}"
+    );
     let id = message["tool_calls"][0]["id"].clone();
     messages.push(message);
     messages.push(json!({"role": "tool", "tool_call_id": id, "content": "Sunny, 22 C"}));
@@ -185,7 +189,10 @@ fn the_call_and_its_result_go_back_as_llama_writes_them_and_removing_tools_works
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop", "{v}");
     assert_eq!(v["choices"][0]["message"]["content"], CALL, "{v}");
-    assert!(v["choices"][0]["message"].get("tool_calls").is_none(), "{v}");
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{v}"
+    );
     let sent = prompts(&d);
     let last = sent.last().unwrap();
     assert!(
@@ -198,4 +205,25 @@ fn the_call_and_its_result_go_back_as_llama_writes_them_and_removing_tools_works
         "{last}"
     );
     assert!(!last.contains("Environment: ipython") && !last.contains("Given the following"));
+
+    // A history written by the client (Ollama: arguments as an object): the call as the
+    // template writes it, the message's text dropped as the template drops it.
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "stream": false, "tools": weather_tools(), "messages": [
+            {"role": "user", "content": QUESTION},
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+            ]},
+            {"role": "tool", "content": "Sunny"},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent = prompts(&d);
+    let last = sent.last().unwrap();
+    let want = format!(
+        "{LLAMA_PROMPT}{CALL}<|eot_id|><|start_header_id|>ipython<|end_header_id|>\n\n\
+         \"Sunny\"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    assert_eq!(*last, want);
 }

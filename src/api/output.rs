@@ -166,7 +166,11 @@ mod tests {
 
     #[test]
     fn reasoning_content_and_calls_come_apart_across_token_boundaries() {
-        let mut f = OutputFilter::new(true, Some(ToolCallParser::new(ToolFormat::Hermes, 7)), vec![]);
+        let mut f = OutputFilter::new(
+            true,
+            Some(ToolCallParser::new(ToolFormat::Hermes, 7)),
+            vec![],
+        );
         let (r, c, calls, _) = run(
             &mut f,
             &[

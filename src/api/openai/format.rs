@@ -452,7 +452,10 @@ mod tests {
 
     #[test]
     fn streamed_calls_are_deltas_and_malformed_ones_stay_content() {
-        let mut r = responder(Kind::Chat, OutputFilter::new(true, Some(hermes_calls()), vec![]));
+        let mut r = responder(
+            Kind::Chat,
+            OutputFilter::new(true, Some(hermes_calls()), vec![]),
+        );
         let mut out = Capture::default();
         for piece in [
             "Checking. <tool_",

@@ -249,7 +249,10 @@ fn as_call(json: &str) -> Option<(String, Value)> {
         Value::String(name) => name,
         _ => return None,
     };
-    let arguments = match obj.remove("parameters").or_else(|| obj.remove("arguments"))? {
+    let arguments = match obj
+        .remove("parameters")
+        .or_else(|| obj.remove("arguments"))?
+    {
         Value::Null => Value::Object(Map::new()),
         v @ Value::Object(_) => v,
         _ => return None,
@@ -363,7 +366,8 @@ mod tests {
         );
         // Ollama's object arguments; several calls joined as the parser reads them.
         let mut content = String::new();
-        let calls = json!([{"function": {"name": "a", "arguments": {}}}, {"function": {"name": "b"}}]);
+        let calls =
+            json!([{"function": {"name": "a", "arguments": {}}}, {"function": {"name": "b"}}]);
         render_calls(&mut content, &calls, Flavor::Ollama, LLAMA).unwrap();
         assert_eq!(
             content,
@@ -448,7 +452,13 @@ mod tests {
         assert_eq!(p.finish(), vec![]);
 
         let mut p = ToolCallParser::new(LLAMA, 1);
-        for piece in ["<|python", "_tag|>", "{\"name\": \"f\", ", "\"parameters\": {}}", "\n"] {
+        for piece in [
+            "<|python",
+            "_tag|>",
+            "{\"name\": \"f\", ",
+            "\"parameters\": {}}",
+            "\n",
+        ] {
             assert_eq!(p.push(piece), vec![], "{piece:?}");
         }
         assert_eq!(p.finish(), vec![call("call_1_0", "f", json!({}))]);

@@ -298,7 +298,11 @@ mod testing {
         }
         let chars: Vec<String> = text.chars().map(String::from).collect();
         let chars: Vec<&str> = chars.iter().map(String::as_str).collect();
-        assert_eq!(run(format, &chars), whole, "{text:?} one character at a time");
+        assert_eq!(
+            run(format, &chars),
+            whole,
+            "{text:?} one character at a time"
+        );
         whole
     }
 
