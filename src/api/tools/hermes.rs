@@ -119,8 +119,13 @@ impl Parser {
     }
 
     /// The generation ended: whatever is held (an unclosed block) is plain text.
-    pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.held)
+    pub fn finish(&mut self) -> Vec<Piece> {
+        let rest = std::mem::take(&mut self.held);
+        if rest.is_empty() {
+            Vec::new()
+        } else {
+            vec![Piece::Text(rest)]
+        }
     }
 }
 

@@ -51,7 +51,7 @@ impl CallIds {
 #[derive(Debug)]
 pub struct ToolCallParser {
     ids: CallIds,
-    format: Parser,
+    parser: Parser,
 }
 
 #[derive(Debug)]
@@ -64,7 +64,7 @@ impl ToolCallParser {
     pub fn new(format: ToolFormat, job_id: u64) -> ToolCallParser {
         ToolCallParser {
             ids: CallIds { job_id, calls: 0 },
-            format: match format {
+            parser: match format {
                 ToolFormat::Hermes => Parser::Hermes(hermes::Parser::default()),
                 ToolFormat::Llama3Json => Parser::Llama3(llama3::Parser::default()),
             },
@@ -73,7 +73,7 @@ impl ToolCallParser {
 
     /// Adds generated text; returns what is settled now.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
-        match &mut self.format {
+        match &mut self.parser {
             Parser::Hermes(p) => p.push(text, &mut self.ids),
             Parser::Llama3(p) => p.push(text),
         }
@@ -81,15 +81,8 @@ impl ToolCallParser {
 
     /// The generation ended: what was held back, as text or calls.
     pub fn finish(&mut self) -> Vec<Piece> {
-        match &mut self.format {
-            Parser::Hermes(p) => {
-                let rest = p.finish();
-                if rest.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![Piece::Text(rest)]
-                }
-            }
+        match &mut self.parser {
+            Parser::Hermes(p) => p.finish(),
             Parser::Llama3(p) => p.finish(&mut self.ids),
         }
     }
