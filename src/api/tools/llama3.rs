@@ -109,9 +109,10 @@ impl Parser {
             return text_piece(text.to_owned());
         }
         self.held.push_str(text);
-        self.scan.feed(text);
-        // Inside an object nothing can settle the answer before the object closes.
-        if self.scan.depth > 0 {
+        // Text that stays inside an object cannot settle the answer: the object has to close
+        // first. Any other text is judged, so that the answer is released as early however it
+        // is cut into tokens.
+        if !self.scan.feed(text) {
             return Vec::new();
         }
         match judge(&self.held, false) {
@@ -154,10 +155,14 @@ struct Depth {
 }
 
 impl Depth {
-    fn feed(&mut self, text: &str) {
+    /// Takes `text`; true when any of it was outside every value, or closed one.
+    fn feed(&mut self, text: &str) -> bool {
+        let mut top = false;
         for b in text.bytes() {
-            self.step(b);
+            top |= self.depth == 0;
+            top |= self.step(b);
         }
+        top
     }
 
     /// Takes one byte; true when it closed a value opened at depth 0.
@@ -441,6 +446,24 @@ mod tests {
             );
         }
         assert_eq!(same_at_every_cut(LLAMA, ""), vec![]);
+    }
+
+    #[test]
+    fn text_that_cannot_be_a_call_is_released_by_the_push_that_shows_it() {
+        let cases: [&[&str]; 3] = [
+            // Not the python tag, although an object opens after it (found by fuzzing).
+            &["\n<|pythonGat_|>{\"name\": \"f\", \"parameters\": { world"],
+            &["{\"name\"", ": \"f\", \"parameters\": {}} x {\"a\": "],
+            &["{\"name\": \"f\", \"parameters\": {}}", " {\"b\": 1} x"],
+        ];
+        for pieces in cases {
+            let mut p = ToolCallParser::new(LLAMA, 1);
+            let (last, first) = pieces.split_last().unwrap();
+            for piece in first {
+                assert_eq!(p.push(piece), vec![], "{pieces:?}");
+            }
+            assert_eq!(p.push(last), vec![text(&pieces.concat())], "{pieces:?}");
+        }
     }
 
     #[test]
