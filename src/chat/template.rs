@@ -58,7 +58,8 @@ pub struct Thinking {
 
 /// How a family asks for tool calls and writes them: where the request's tool definitions go in
 /// the prompt, how the model answers with a call, and how calls in the history are written back.
-/// Decided once per template (presets in `presets.rs`; custom templates use [`ToolFormat::Hermes`]).
+/// Decided once per template: by the preset (`presets.rs`), or for a custom template by
+/// `chat-template-tool-format` (Hermes unless it says otherwise).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolFormat {
     /// Qwen 2.5's form (the Hermes form): the definitions in a `<tools>` block of the system turn,
