@@ -196,6 +196,14 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 0, kMaxMs, cfg.prefill_abort_lag_ms);
         } else if (key == "abort_finish") {
             ok = parse_bool(value, cfg.abort_finish);
+        } else if (key == "context_shift") {
+            ok = parse_bool(value, cfg.context_shift);
+        } else if (key == "custom_template") {
+            ok = parse_bool(value, cfg.custom_template);
+        } else if (key == "history_kept") {
+            ok = parse_bool(value, cfg.history_kept);
+        } else if (key == "callback_thread") {
+            ok = parse_bool(value, cfg.callback_thread);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;
