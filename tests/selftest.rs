@@ -13,7 +13,7 @@ const CHECK_FAILED: i32 = 1;
 const USAGE: i32 = 2;
 
 /// Every check's name, in the order they print.
-const CHECKS: [&str; 13] = [
+const CHECKS: [&str; 14] = [
     "abi",
     "banner",
     "template",
@@ -23,6 +23,7 @@ const CHECKS: [&str; 13] = [
     "prefix-reuse",
     "pause",
     "thread",
+    "runtime-tools",
     "context-shift",
     "abort-prefill",
     "abort-decode",
@@ -148,6 +149,13 @@ fn the_default_simulator_meets_every_assumption_and_each_line_says_what_it_saw()
     assert!(r
         .line("thread")
         .contains("every callback ran on the thread"));
+    // The simulator's tools system turn (README): 87 tokens more, gone after the removal.
+    assert_eq!(
+        r.line("runtime-tools"),
+        "ok    runtime-tools: set_function_tools under the model's own template puts the tools in \
+         the prompt and a call with none takes them out (25 tokens for 'apple river stone cloud', \
+         112 with the tools, 25 after a call with none)"
+    );
     assert_eq!(r.line("context-shift"), CONTEXT_SHIFTED);
     for check in ["abort-prefill", "abort-decode"] {
         assert!(
@@ -170,7 +178,7 @@ fn the_default_simulator_meets_every_assumption_and_each_line_says_what_it_saw()
         .lines()
         .find(|l| l.starts_with("summary:"))
         .unwrap();
-    assert_eq!(summary, "summary: 13 ok, 0 unknown, 0 FAIL");
+    assert_eq!(summary, "summary: 14 ok, 0 unknown, 0 FAIL");
     assert!(r.stdout.contains(&format!(
         "rkllmd {} (ABI {})",
         env!("CARGO_PKG_VERSION"),
@@ -249,7 +257,7 @@ fn an_abort_that_lands_too_late_fails_with_exit_1() {
         .contains("      hint: rkllmd would declare the runtime wedged"));
     assert_eq!(r.status("history"), "ok");
     assert!(
-        r.stdout.contains("summary: 11 ok, 0 unknown, 2 FAIL"),
+        r.stdout.contains("summary: 12 ok, 0 unknown, 2 FAIL"),
         "{}",
         r.stdout
     );
@@ -442,7 +450,7 @@ fn a_runtime_that_ignores_the_empty_template_fails_the_template_check_with_exit_
         "unknown bos: cannot tell while a template wraps the input"
     );
     assert!(
-        r.stdout.contains("summary: 11 ok, 1 unknown, 1 FAIL\n"),
+        r.stdout.contains("summary: 12 ok, 1 unknown, 1 FAIL\n"),
         "{}",
         r.stdout
     );
@@ -468,7 +476,7 @@ fn a_runtime_that_does_not_keep_history_fails_the_history_check_with_exit_1() {
         r.line("context-shift")
     );
     assert!(
-        r.stdout.contains("summary: 11 ok, 1 unknown, 1 FAIL\n"),
+        r.stdout.contains("summary: 12 ok, 1 unknown, 1 FAIL\n"),
         "{}",
         r.stdout
     );
@@ -485,7 +493,7 @@ fn callbacks_from_another_thread_fail_the_thread_check_with_exit_1() {
     );
     // Everything else holds.
     assert!(
-        r.stdout.contains("summary: 12 ok, 0 unknown, 1 FAIL\n"),
+        r.stdout.contains("summary: 13 ok, 0 unknown, 1 FAIL\n"),
         "{}",
         r.stdout
     );

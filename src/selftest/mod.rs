@@ -10,6 +10,7 @@ mod abort;
 mod about;
 mod cache;
 mod context;
+mod runtime_tools;
 mod session;
 mod template;
 mod watchdog;
