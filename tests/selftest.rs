@@ -498,3 +498,28 @@ fn callbacks_from_another_thread_fail_the_thread_check_with_exit_1() {
         r.stdout
     );
 }
+
+#[test]
+fn tools_that_a_call_with_none_does_not_remove_fail_the_runtime_tools_check_with_exit_1() {
+    let dir = TempDir::new("selftest-tools");
+    let r = selftest(&dir, &["tools_removable = 0"], &[]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert_eq!(
+        r.line("runtime-tools"),
+        "FAIL  runtime-tools: a call with no tools does not remove them (25 tokens for 'apple river \
+         stone cloud', 112 with the tools, 112 after a call with none)"
+    );
+    assert!(
+        r.stdout.contains(
+            "      hint: with chat-template = runtime requests would get the wrong tools"
+        ),
+        "{}",
+        r.stdout
+    );
+    // The other checks still hold.
+    assert!(
+        r.stdout.contains("summary: 13 ok, 0 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
+}

@@ -3,7 +3,8 @@ report of each can be tested (vendor/rkllm-sim/README.md, Faults). Each default 
 elsewhere; here, what the key changes."""
 import threading
 
-from test_sim import LIB, POSTFIX, PREFIX, RKLLM_RUN_ERROR, SYSTEM, model, ntok, session
+from test_sim import (LIB, POSTFIX, PREFIX, RKLLM_RUN_ERROR, SYSTEM, TOOLS, model, ntok,
+                      session)
 
 __all__ = ["model", "session"]  # fixtures used by the tests below
 
@@ -45,3 +46,14 @@ def test_callback_thread_1_calls_back_from_another_thread_while_rkllm_run_blocks
     assert r.rc == 0 and r.finish is not None
     assert threading.get_ident() not in {e.thread for e in r.events}
     assert LIB.rkllm_is_running(s.handle) == 0
+
+
+def test_tools_removable_0_keeps_the_tools_after_a_call_with_none(session, model):
+    s = session(model(tools_removable=0), max_context_len=4096)
+    assert LIB.rkllm_set_function_tools(s.handle, b"Sys.", TOOLS.encode(), b"tool_response") == 0
+    with_tools = s.run("hi").finish.prefill_tokens
+    assert with_tools > ntok(SYSTEM + PREFIX + "hi" + POSTFIX)
+    for none in (b"", None):
+        assert LIB.rkllm_set_function_tools(s.handle, b"Sys.", none, b"tool_response") == 0
+        assert s.kv_size() == 0
+        assert s.run("hi").finish.prefill_tokens == with_tools

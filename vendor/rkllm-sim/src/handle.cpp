@@ -385,6 +385,7 @@ int Handle::set_function_tools(const char* system, const char* tools) {
     cache_tool_names_.clear();
     paused_.reset();
     if (tools == nullptr || *tools == '\0') {
+        if (!model_.tools_removable) return 0;  // accepted; the tools stay
         tools_system_.clear();
         tool_names_.clear();
         return 0;

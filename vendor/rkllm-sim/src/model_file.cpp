@@ -204,6 +204,8 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_bool(value, cfg.history_kept);
         } else if (key == "callback_thread") {
             ok = parse_bool(value, cfg.callback_thread);
+        } else if (key == "tools_removable") {
+            ok = parse_bool(value, cfg.tools_removable);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

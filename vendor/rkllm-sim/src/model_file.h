@@ -30,6 +30,7 @@ struct ModelConfig {
     bool custom_template = true;   // false: rkllm_set_chat_template is accepted but ignored
     bool history_kept = true;      // false: keep_history = 1 runs as keep_history = 0
     bool callback_thread = false;  // true: callbacks come from a thread of the runtime's own
+    bool tools_removable = true;   // false: rkllm_set_function_tools with no tools keeps them
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
