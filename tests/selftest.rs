@@ -13,7 +13,7 @@ const CHECK_FAILED: i32 = 1;
 const USAGE: i32 = 2;
 
 /// Every check's name, in the order they print.
-const CHECKS: [&str; 12] = [
+const CHECKS: [&str; 14] = [
     "abi",
     "banner",
     "template",
@@ -23,6 +23,8 @@ const CHECKS: [&str; 12] = [
     "prefix-reuse",
     "pause",
     "thread",
+    "runtime-tools",
+    "context-shift",
     "abort-prefill",
     "abort-decode",
     "abort-finish",
@@ -36,6 +38,10 @@ const TIMED: [&str; 4] = [
     "answer_tokens_min = 300",
     "answer_tokens_max = 400",
 ];
+
+/// The context check's line for the simulator's default: 9 prompt + 4 answer tokens a run, the
+/// context of 64 full after five runs, then half of it deleted.
+const CONTEXT_SHIFTED: &str = "ok    context-shift: with keep_history past max_context_len 64: the runtime deleted 32 tokens and went on (KV cache 64 tokens, a run of 9 prefilled + 4 generated, then 45); rkllmd sees the size differ and starts the cache over";
 
 struct Report {
     code: i32,
@@ -143,6 +149,14 @@ fn the_default_simulator_meets_every_assumption_and_each_line_says_what_it_saw()
     assert!(r
         .line("thread")
         .contains("every callback ran on the thread"));
+    // The simulator's tools system turn (README): 87 tokens more, gone after the removal.
+    assert_eq!(
+        r.line("runtime-tools"),
+        "ok    runtime-tools: set_function_tools under the model's own template puts the tools in \
+         the prompt and a call with none takes them out (25 tokens for 'apple river stone cloud', \
+         112 with the tools, 25 after a call with none)"
+    );
+    assert_eq!(r.line("context-shift"), CONTEXT_SHIFTED);
     for check in ["abort-prefill", "abort-decode"] {
         assert!(
             r.line(check).contains("ms after rkllm_abort"),
@@ -164,7 +178,7 @@ fn the_default_simulator_meets_every_assumption_and_each_line_says_what_it_saw()
         .lines()
         .find(|l| l.starts_with("summary:"))
         .unwrap();
-    assert_eq!(summary, "summary: 12 ok, 0 unknown, 0 FAIL");
+    assert_eq!(summary, "summary: 14 ok, 0 unknown, 0 FAIL");
     assert!(r.stdout.contains(&format!(
         "rkllmd {} (ABI {})",
         env!("CARGO_PKG_VERSION"),
@@ -243,7 +257,7 @@ fn an_abort_that_lands_too_late_fails_with_exit_1() {
         .contains("      hint: rkllmd would declare the runtime wedged"));
     assert_eq!(r.status("history"), "ok");
     assert!(
-        r.stdout.contains("summary: 10 ok, 0 unknown, 2 FAIL"),
+        r.stdout.contains("summary: 12 ok, 0 unknown, 2 FAIL"),
         "{}",
         r.stdout
     );
@@ -293,7 +307,7 @@ fn every_handle_is_destroyed_and_nothing_is_written() {
         r.trace
     );
     // Every handle that ran under rkllmd's template set it empty first.
-    assert_eq!(r.count("rkllm_set_chat_template"), 3, "{}", r.trace);
+    assert_eq!(r.count("rkllm_set_chat_template"), 4, "{}", r.trace);
     let names: Vec<String> = files_in(dir.path())
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
@@ -387,4 +401,125 @@ fn a_run_that_hangs_and_ignores_abort_ends_selftest_with_a_wedged_line() {
     );
     assert_eq!(r.count("rkllm_abort"), 1, "{}", r.trace);
     assert!(r.took < Duration::from_secs(40), "took {:?}", r.took);
+}
+
+#[test]
+fn a_runtime_that_fails_instead_of_shifting_the_context_is_reported_and_is_no_failure() {
+    let dir = TempDir::new("selftest-noshift");
+    let r = selftest(&dir, &["context_shift = 0"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        r.line("context-shift"),
+        "ok    context-shift: with keep_history past max_context_len 64: the run that did not fit \
+         failed instead (the run failed: the runtime reported an error during generation (code -1); \
+         KV cache 64 tokens, a run of about 13); rkllmd starts the cache over before it is full"
+    );
+    assert!(r.trace.contains(r#""reason":"context""#), "{}", r.trace);
+
+    let dir = TempDir::new("selftest-shift");
+    let r = selftest(&dir, &["context_shift = 1"], &[]);
+    assert_eq!(r.line("context-shift"), CONTEXT_SHIFTED);
+    // The trace agrees: one run shifted, by what the line says.
+    let shifted: Vec<&str> = r
+        .trace
+        .lines()
+        .filter(|l| l.contains(r#""fn":"run_end""#) && !l.contains(r#""shifted_tokens":0"#))
+        .collect();
+    assert_eq!(shifted.len(), 1, "{}", r.trace);
+    assert!(
+        shifted[0].contains(r#""shifted_tokens":32"#),
+        "{}",
+        shifted[0]
+    );
+}
+
+#[test]
+fn a_runtime_that_ignores_the_empty_template_fails_the_template_check_with_exit_1() {
+    let dir = TempDir::new("selftest-template");
+    let r = selftest(&dir, &["custom_template = 0"], &[]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    // The simulator's ChatML system turn, prefix and postfix: 21 tokens around every input.
+    assert_eq!(
+        r.line("template"),
+        "FAIL  template: set_chat_template(\"\", \"\", \"\") not honoured: 21 tokens are added \
+         to every run (25 tokens for 'apple river stone cloud', 29 for it twice; 25 under the \
+         runtime's own template)"
+    );
+    assert_eq!(
+        r.line("bos"),
+        "unknown bos: cannot tell while a template wraps the input"
+    );
+    assert!(
+        r.stdout.contains("summary: 12 ok, 1 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_runtime_that_does_not_keep_history_fails_the_history_check_with_exit_1() {
+    let dir = TempDir::new("selftest-history");
+    let r = selftest(&dir, &["history_kept = 0"], &[]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    // Only each run's prompt stays (4 words, then 6), not the answers nor the first run.
+    assert_eq!(
+        r.line("history"),
+        "FAIL  history: KV cache 4 tokens after a keep_history run of 8 (prefill + generated), 6 \
+         after a second of 10: the cache does not hold both runs"
+    );
+    // Nothing accumulates, so the context cannot be filled: not mistaken for a shift.
+    assert_eq!(r.status("context-shift"), "unknown", "{}", r.stdout);
+    assert!(
+        r.line("context-shift")
+            .contains("keep_history does not accumulate (see the history line)"),
+        "{}",
+        r.line("context-shift")
+    );
+    assert!(
+        r.stdout.contains("summary: 12 ok, 1 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn callbacks_from_another_thread_fail_the_thread_check_with_exit_1() {
+    let dir = TempDir::new("selftest-thread");
+    let r = selftest(&dir, &["callback_thread = 1"], &[]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert_eq!(
+        r.line("thread"),
+        "FAIL  thread: the callback ran on another thread than rkllm_run's caller"
+    );
+    // Everything else holds.
+    assert!(
+        r.stdout.contains("summary: 13 ok, 0 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn tools_that_a_call_with_none_does_not_remove_fail_the_runtime_tools_check_with_exit_1() {
+    let dir = TempDir::new("selftest-tools");
+    let r = selftest(&dir, &["tools_removable = 0"], &[]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert_eq!(
+        r.line("runtime-tools"),
+        "FAIL  runtime-tools: a call with no tools does not remove them (25 tokens for 'apple river \
+         stone cloud', 112 with the tools, 112 after a call with none)"
+    );
+    assert!(
+        r.stdout.contains(
+            "      hint: with chat-template = runtime requests would get the wrong tools"
+        ),
+        "{}",
+        r.stdout
+    );
+    // The other checks still hold.
+    assert!(
+        r.stdout.contains("summary: 13 ok, 0 unknown, 1 FAIL\n"),
+        "{}",
+        r.stdout
+    );
 }

@@ -119,7 +119,8 @@ fn with_the_runtimes_template_the_tools_go_through_its_function_tools_api() {
     assert_eq!(set.len(), 1, "{set:?}");
     let sent: Value = serde_json::from_str(set[0]["tools"].as_str().unwrap()).unwrap();
     assert_eq!(sent, weather_tools());
-    assert_eq!(set[0]["system_prompt"], "");
+    // No system message: the documented default (engine/runtime_tools.rs).
+    assert_eq!(set[0]["system_prompt"], "You are a helpful assistant.");
     assert_eq!(set[0]["tool_response_str"], "tool_response");
     let prompt = d.trace_of("rkllm_run")[0]["prompt"]
         .as_str()

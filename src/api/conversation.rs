@@ -1,6 +1,7 @@
 //! From a request's messages to what the engine runs: the whole conversation rendered with the
 //! model's chat template (so the engine can reuse the runtime's KV cache across turns), or, in
-//! `runtime` template mode, the newest user message alone for the runtime to template.
+//! `runtime` template mode, the newest input alone for the runtime to template
+//! (`runtime_input.rs`).
 
 use serde_json::Value;
 
@@ -132,8 +133,8 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
     Ok(text)
 }
 
-/// Builds the job: the rendered conversation when the daemon templates, else the newest user
-/// message for the runtime's own template (which then sees only that turn).
+/// Builds the job: the rendered conversation when the daemon templates, else the newest input
+/// (a user message or tool results) for the runtime's own template (which then sees only that).
 /// `tools`: the request's tool definitions (JSON array), written into the system turn when
 /// rkllmd renders the conversation; in `runtime` template mode the engine gives them to the
 /// runtime instead.
@@ -153,15 +154,7 @@ pub fn job_for(
         ));
     }
     let Some(template) = ctx.template else {
-        let newest = turns
-            .iter()
-            .rev()
-            .find(|t| t.role == Role::User)
-            .map(|t| t.content.clone())
-            .unwrap_or_default();
-        let mut job = Job::new(job_id, newest);
-        job.set_enable_thinking(thinking.unwrap_or(false));
-        return Ok(job);
+        return Ok(super::runtime_input::job(job_id, turns, thinking));
     };
     let with_tools;
     let turns = match tools {

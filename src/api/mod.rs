@@ -16,6 +16,7 @@ mod output;
 mod params;
 mod reply;
 mod responder;
+mod runtime_input;
 mod stop;
 mod think;
 mod tools;

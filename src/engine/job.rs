@@ -21,6 +21,7 @@ pub struct Job {
     max_new_tokens: Option<u32>,
     sampling: Option<Sampling>,
     tools: Option<String>,
+    system_prompt: Option<String>,
 }
 
 /// What the runtime is asked to continue.
@@ -67,6 +68,7 @@ impl Job {
             max_new_tokens: None,
             sampling: None,
             tools: None,
+            system_prompt: None,
         }
     }
 
@@ -78,7 +80,8 @@ impl Job {
         &self.input
     }
 
-    /// The role the prompt is sent as (a conversation is always sent as the user's).
+    /// The role the prompt is sent as: `Tool` for function results in `runtime` template mode (a
+    /// conversation is always sent as the user's).
     pub fn role(&self) -> Role {
         self.role
     }
@@ -139,6 +142,16 @@ impl Job {
 
     pub fn set_tools(&mut self, tools: Option<String>) {
         self.tools = tools;
+    }
+
+    /// The request's system text for the runtime's own template (`runtime` template mode, where
+    /// the runtime gets it with the tools); `None`: the request had none.
+    pub fn system_prompt(&self) -> Option<&str> {
+        self.system_prompt.as_deref()
+    }
+
+    pub fn set_system_prompt(&mut self, system: Option<String>) {
+        self.system_prompt = system;
     }
 }
 

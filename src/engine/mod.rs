@@ -6,6 +6,7 @@
 mod error;
 mod job;
 mod kv_cache;
+mod runtime_tools;
 mod utf8;
 mod worker;
 

@@ -9,6 +9,7 @@ use mio::Waker;
 
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
+use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
 use super::EngineError;
 use crate::runtime::{
@@ -79,7 +80,7 @@ pub(super) fn run(
         cache: KvCache::default(),
         reuse: cfg.kv_cache_reuse,
         raw_template: cfg.raw_template,
-        tools: String::new(),
+        tools: RuntimeTools::default(),
         warned: Warned::default(),
         must_clear: false,
         notify,
@@ -127,8 +128,8 @@ struct Worker {
     /// rkllmd renders conversations, tool definitions included: the runtime's tools API is not
     /// used (it fails under the empty template, rknn-llm#397).
     raw_template: bool,
-    /// The tools last given to the runtime (empty: none).
-    tools: String,
+    /// The system prompt and tools last given to the runtime (`runtime` template mode).
+    tools: RuntimeTools,
     /// The last run was aborted, paused, failed or left the cache other than expected: the
     /// runtime's KV cache is cleared before the next run, whatever its kind.
     must_clear: bool,
@@ -368,22 +369,24 @@ impl Worker {
         self.cache.estimate_tokens(bytes)
     }
 
-    /// With the runtime's template, gives the runtime the job's tools when they differ from the
-    /// last ones. The tools change the context the runtime prefills (and the runtime empties
-    /// its KV cache), so the cache record no longer holds. A runtime that refuses them (a model
-    /// without a chat template, rknn-llm#397) runs the job without them: the model then answers
-    /// in prose; that is logged once.
+    /// With the runtime's template, gives the runtime the job's tools, with the request's system
+    /// prompt, when they differ from the last ones (see `runtime_tools`). The call replaces the
+    /// context the runtime prefills and empties its KV cache, so the cache record no longer
+    /// holds. A runtime that refuses them (a model without a chat template, rknn-llm#397) runs
+    /// the job without them: the model then answers in prose; that is logged once.
     fn set_tools(&mut self, job: &Job) {
         if self.raw_template {
             return;
         }
-        let wanted = job.tools().unwrap_or("");
-        if wanted == self.tools {
+        let Some(set) = self.tools.change(job.tools(), job.system_prompt()) else {
             return;
-        }
+        };
         self.cache.invalidate();
-        match self.runtime.set_function_tools("", wanted, "tool_response") {
-            Ok(()) => wanted.clone_into(&mut self.tools),
+        match self
+            .runtime
+            .set_function_tools(&set.system, &set.tools, TOOL_RESPONSE_TAG)
+        {
+            Ok(()) => self.tools.accepted(set),
             Err(e) if !self.warned.tools => {
                 self.warned.tools = true;
                 log::warn!(

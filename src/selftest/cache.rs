@@ -1,7 +1,9 @@
 //! The KV cache across runs under the empty template: `keep_history` accumulation (the daemon's
 //! KV-cache reuse relies on it), prefix reuse with `keep_history` off, and what a pause (the
-//! callback returning 1) leaves behind. The same runs show which thread calls back.
+//! callback returning 1) leaves behind. The same runs show which thread calls back. Before the
+//! empty template is set, the same handle serves the `runtime-tools` check (one model load less).
 
+use super::runtime_tools;
 use super::session::{describe_end, Observed, Session};
 use super::watchdog::Watchdog;
 use crate::config::Config;
@@ -14,15 +16,32 @@ const SECOND: &str = " green field under a blue sky";
 const NEW_TOKENS: u32 = 4;
 
 pub fn check(cfg: &Config, watchdog: &Watchdog) -> Vec<Finding> {
-    let mut s = match Session::open(cfg, watchdog, NEW_TOKENS, true) {
+    const NAMES: [&str; 5] = [
+        "history",
+        "prefix-reuse",
+        "pause",
+        "thread",
+        "runtime-tools",
+    ];
+    let mut s = match Session::open(cfg, watchdog, NEW_TOKENS, false) {
         Ok(s) => s,
         Err(e) => {
             let why = format!("no handle: {e}");
-            return ["history", "prefix-reuse", "pause", "thread"]
+            return NAMES
                 .map(|name| Finding::unknown(name, why.clone()))
                 .to_vec();
         }
     };
+    // Under the model's own template first; then rkllmd's empty one for the rest.
+    let tools = runtime_tools::check(&mut s);
+    if let Err(e) = s.rt.set_chat_template("", "", "") {
+        let mut out = NAMES[..4]
+            .iter()
+            .map(|name| Finding::unknown(name, format!("no empty template: {e}")))
+            .collect::<Vec<_>>();
+        out.push(tools);
+        return out;
+    }
     let mut foreign = false;
     let mut ran = false;
     let mut seen = |o: &Observed| {
@@ -46,7 +65,7 @@ pub fn check(cfg: &Config, watchdog: &Watchdog) -> Vec<Finding> {
             "every callback ran on the thread that called rkllm_run",
         )
     };
-    vec![history, reuse, pause, thread]
+    vec![history, reuse, pause, thread, tools]
 }
 
 fn kv(s: &mut Session) -> Result<u32, String> {

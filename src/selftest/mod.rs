@@ -9,6 +9,8 @@
 mod abort;
 mod about;
 mod cache;
+mod context;
+mod runtime_tools;
 mod session;
 mod template;
 mod watchdog;
@@ -50,6 +52,7 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> io::Result<i32> {
                 };
                 emit(out, template::check(cfg, &dog))?;
                 emit(out, cache::check(cfg, &dog))?;
+                emit(out, vec![context::check(cfg, &dog)])?;
                 emit(out, abort::check(cfg, &dog))?;
             }
             Err(e) => emit(

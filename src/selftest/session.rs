@@ -47,10 +47,21 @@ impl Session {
         max_new_tokens: u32,
         raw: bool,
     ) -> Result<Session, RuntimeError> {
+        Session::open_sized(cfg, watchdog, max_new_tokens, cfg.max_context_len, raw)
+    }
+
+    /// As `open`, with a context of `max_context_len` tokens instead of the configured one.
+    pub fn open_sized(
+        cfg: &Config,
+        watchdog: &Watchdog,
+        max_new_tokens: u32,
+        max_context_len: u32,
+        raw: bool,
+    ) -> Result<Session, RuntimeError> {
         let mut rt = Runtime::init(&InitConfig {
             library: cfg.runtime_library.clone(),
             model_path: cfg.model.clone(),
-            max_context_len: cfg.max_context_len,
+            max_context_len,
             max_new_tokens,
             sampling: Sampling {
                 top_k: 1,

@@ -199,6 +199,17 @@ int Handle::run(RunRequest req) {
             return -1;
         }
     }
+    if (model_.callback_thread) {  // the caller blocks while a thread of ours calls back
+        int rc = -1;
+        try {
+            std::thread runner([&] { rc = execute(req, snap); });
+            runner.join();
+        } catch (const std::system_error&) {
+            std::lock_guard<std::mutex> lk(mu_);
+            running_ = false;
+        }
+        return rc;
+    }
     return execute(req, snap);
 }
 
@@ -354,6 +365,7 @@ size_t Handle::kv_cache_size() {
 
 void Handle::set_chat_template(const char* system, const char* prefix, const char* postfix) {
     std::lock_guard<std::mutex> lk(mu_);
+    if (!model_.custom_template) return;  // accepted, and the model's own template stays
     if (system != nullptr) tmpl_.system = system;
     if (prefix != nullptr) tmpl_.prefix = prefix;
     if (postfix != nullptr) tmpl_.postfix = postfix;
@@ -373,6 +385,7 @@ int Handle::set_function_tools(const char* system, const char* tools) {
     cache_tool_names_.clear();
     paused_.reset();
     if (tools == nullptr || *tools == '\0') {
+        if (!model_.tools_removable) return 0;  // accepted; the tools stay
         tools_system_.clear();
         tool_names_.clear();
         return 0;
@@ -500,11 +513,12 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     // The full sequence that will be in the KV cache, and how much of it is already there.
     Tokens& full = out.cache;
     size_t reused = 0;
+    if (!model_.history_kept) req.keep_history = false;
     if (req.keep_history && !s.cache.empty()) {
         full = s.cache;
         out.cache_sys_len = s.cache_sys_len;
         out.cache_tool_names = s.cache_tool_names;
-        out.shifted = shift_context(full, out.cache_sys_len, input.size());
+        if (model_.context_shift) out.shifted = shift_context(full, out.cache_sys_len, input.size());
         reused = full.size();
     } else {
         full = system;

@@ -199,6 +199,16 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
         } else if (key == "answer") {
             ok = !value.empty() && valid_utf8(value);
             cfg.answer = String(value);
+        } else if (key == "context_shift") {
+            ok = parse_bool(value, cfg.context_shift);
+        } else if (key == "custom_template") {
+            ok = parse_bool(value, cfg.custom_template);
+        } else if (key == "history_kept") {
+            ok = parse_bool(value, cfg.history_kept);
+        } else if (key == "callback_thread") {
+            ok = parse_bool(value, cfg.callback_thread);
+        } else if (key == "tools_removable") {
+            ok = parse_bool(value, cfg.tools_removable);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

@@ -26,6 +26,13 @@ struct ModelConfig {
     bool abort_finish = true;  // an aborted run ends with FINISH (false: no final callback)
     // A scripted answer: every answer is this text (after any think block) instead of words.
     String answer;
+    // Faults for testing a caller's checks of the runtime (`rkllmd selftest`); the defaults are
+    // what the evidence says the real runtime does.
+    bool context_shift = true;     // false: a keep_history run past the context fails instead
+    bool custom_template = true;   // false: rkllm_set_chat_template is accepted but ignored
+    bool history_kept = true;      // false: keep_history = 1 runs as keep_history = 0
+    bool callback_thread = false;  // true: callbacks come from a thread of the runtime's own
+    bool tools_removable = true;   // false: rkllm_set_function_tools with no tools keeps them
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
