@@ -20,8 +20,9 @@ fn run() -> i32 {
     let command = match config::parse(&args, &config::Env::from_process()) {
         Ok(c) => c,
         Err(e) => {
+            let e = DaemonError::from(e);
             eprintln!("rkllmd: {e}");
-            return DaemonError::from(e).exit_code();
+            return e.exit_code();
         }
     };
     match command {

@@ -10,6 +10,7 @@ mod error;
 mod file;
 mod help;
 mod options;
+mod read;
 mod secret;
 mod settings;
 mod template;
@@ -226,7 +227,7 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
     Ok(Command::Check(CheckSetup {
         root,
         config_only: line.config_only,
-        config_error: config_error.map(|e| e.to_string()),
+        config_error: config_error.map(|e| crate::causes::WithCauses(&e).to_string()),
         config,
     }))
 }
