@@ -30,10 +30,21 @@ pub enum LifecycleError {
     NotADirectory {
         path: PathBuf,
     },
-    /// A directory with other files in it, which must not be handed to `user`.
-    SharedDir {
+    /// The socket's directory is a symlink (owned by `owner`, when known): never followed.
+    SymlinkDir {
+        path: PathBuf,
+        owner: Option<u32>,
+    },
+    /// A directory this instance did not create, which `user` could not write to after the
+    /// privilege drop (so could not remove the socket and lock file at exit).
+    DirNotWritable {
         path: PathBuf,
         user: String,
+    },
+    /// Something at the lock path that must not be written: `problem` completes "it ...".
+    LockFileRefused {
+        path: PathBuf,
+        problem: String,
     },
     /// World-writable without the sticky bit: anyone could replace the socket.
     InsecureDir {
@@ -114,9 +125,9 @@ impl LifecycleError {
 impl fmt::Display for LifecycleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use LifecycleError::{
-            AlreadyRunning, ForeignDir, InsecureDir, Io, LockUnstable, NeedsRoot, NotADirectory,
-            NotASocket, PrivilegesKept, SharedDir, SocketChanged, SocketInUse, Sys, UnknownGroup,
-            UnknownUser,
+            AlreadyRunning, DirNotWritable, ForeignDir, InsecureDir, Io, LockFileRefused,
+            LockUnstable, NeedsRoot, NotADirectory, NotASocket, PrivilegesKept, SocketChanged,
+            SocketInUse, SymlinkDir, Sys, UnknownGroup, UnknownUser,
         };
         match self {
             AlreadyRunning { pid: Some(pid) } => write!(f, "already running (pid {pid})"),
@@ -136,10 +147,23 @@ impl fmt::Display for LifecycleError {
                 write!(f, "{} changed while being checked; refusing to remove it", path.display())
             }
             NotADirectory { path } => write!(f, "{} exists and is not a directory", path.display()),
-            SharedDir { path, user } => write!(
+            SymlinkDir { path, owner } => {
+                write!(f, "socket directory {} is a symbolic link", path.display())?;
+                if let Some(owner) = owner {
+                    write!(f, " (owned by uid {owner})")?;
+                }
+                write!(f, "; refusing to follow it: name the real directory, or remove the link")
+            }
+            DirNotWritable { path, user } => write!(
                 f,
-                "directory {} holds other files; refusing to give it to user '{user}' \
-                 (give the socket a directory of its own)",
+                "directory {} was not created by rkllmd and user '{user}' cannot write to it, so \
+                 could not remove the socket at exit; refusing to change it (remove it so rkllmd \
+                 creates it, or give it to '{user}')",
+                path.display()
+            ),
+            LockFileRefused { path, problem } => write!(
+                f,
+                "lock file {} {problem}; refusing to write it (remove it if no rkllmd runs there)",
                 path.display()
             ),
             InsecureDir { path, mode } => write!(
