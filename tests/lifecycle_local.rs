@@ -343,3 +343,37 @@ fn a_relative_socket_path_is_served_from_the_working_directory() {
     assert!(!socket.exists());
     assert!(!dir.path().join("rel.sock.lock").exists());
 }
+
+#[test]
+fn a_second_instance_on_another_socket_is_kept_off_the_npu() {
+    const EXIT_NPU_BUSY: i32 = 8;
+    let b = Daemon::builder("npu-first");
+    let npu = b.dir().join("npu.lock");
+    let npu_arg = npu.to_str().unwrap().to_owned();
+    let first = b.args(["--npu-lock", &npu_arg]).start();
+    let dir = TempDir::new("npu-second");
+    let socket = dir.path().join("other.sock");
+    let (code, stderr) = run_to_exit(daemon(&socket, &["--npu-lock", &npu_arg]), START);
+    assert_eq!(code, Some(EXIT_NPU_BUSY), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the NPU is in use by another instance (pid {}, holding {npu_arg}): one model per NPU; \
+             set npu-lock = none if the board has room for both",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    assert!(!socket.exists(), "refused before binding");
+    assert!(!dir.path().join("other.sock.lock").exists(), "nothing left");
+    assert!(
+        first.trace_of("rkllm_init").len() == 1,
+        "only the first loaded a model"
+    );
+
+    // The configuration says the board has room for both: both serve.
+    let second = Daemon::builder("npu-optout")
+        .args(["--npu-lock", "none"])
+        .start();
+    assert_eq!(second.client().get("/health").status, 200);
+    assert_eq!(first.client().get("/health").status, 200);
+}

@@ -75,6 +75,7 @@ Exit codes:
   3 already running  4 runtime library or model failed to load, or inference thread died
   5 wedged runtime or shutdown deadline passed  6 second signal
   7 the runtime library has another ABI than rkllmd is built for (1.2 vs 1.3)
+  8 the NPU is in use by another instance (see --npu-lock)
   70 internal error (panic)
   The socket and lock files are removed in every case but SIGKILL and a crash (SIGSEGV,
   SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS); a stale socket is removed at next start.

@@ -99,6 +99,7 @@ impl Draft {
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
             // The RKNPU driver has 16 IOMMU domains (RKNPU_MAX_IOMMU_DOMAIN_NUM in rknpu_drv.h).
             Setting::BaseDomainId => c.base_domain_id = int(raw, 0, 15)?,
+            Setting::NpuLock => c.npu_lock = values::npu_lock(raw)?,
             Setting::EnabledCpus => c.enabled_cpus = Some(values::cpu_list(raw)?),
             Setting::Temperature => c.sampling.temperature = values::float(raw, 0.0, 100.0, false)?,
             Setting::TopP => c.sampling.top_p = values::float(raw, 0.0, 1.0, true)?,

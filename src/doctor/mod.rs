@@ -23,6 +23,14 @@ use crate::exit;
 pub use report::{Finding, Status};
 use root::Root;
 
+/// The NPU's device node on this system, if there is one: what `npu-lock = auto` locks.
+pub fn npu_device() -> Option<std::path::PathBuf> {
+    npu::device_nodes(&Root::new(std::path::Path::new("/")))
+        .into_iter()
+        .next()
+        .map(std::path::PathBuf::from)
+}
+
 /// The `abi` check of `library`, as `selftest` runs it before loading the runtime itself.
 pub fn abi_finding(library: &std::path::Path) -> Finding {
     abi::check(Some(library)).finding

@@ -56,6 +56,15 @@ pub enum LifecycleError {
         path: PathBuf,
         owner: u32,
     },
+    /// Another process holds the NPU lock `path`; `pid` from `/proc/locks`, if found.
+    NpuBusy {
+        path: PathBuf,
+        pid: Option<i32>,
+    },
+    /// The NPU lock path names a directory, a FIFO or a socket.
+    NpuLockNotAFile {
+        path: PathBuf,
+    },
     NeedsRoot,
     UnknownUser {
         name: String,
@@ -116,6 +125,8 @@ impl LifecycleError {
         use LifecycleError::{NeedsRoot, UnknownGroup, UnknownUser};
         match self {
             _ if self.is_already_running() => exit::ALREADY_RUNNING,
+            LifecycleError::NpuBusy { .. } => exit::NPU_BUSY,
+            LifecycleError::NpuLockNotAFile { .. } => exit::USAGE,
             NeedsRoot | UnknownUser { .. } | UnknownGroup { .. } => exit::USAGE,
             _ => exit::FAILURE,
         }
@@ -126,8 +137,8 @@ impl fmt::Display for LifecycleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use LifecycleError::{
             AlreadyRunning, DirNotWritable, ForeignDir, InsecureDir, Io, LockFileRefused,
-            LockUnstable, NeedsRoot, NotADirectory, NotASocket, PrivilegesKept, SocketChanged,
-            SocketInUse, SymlinkDir, Sys, UnknownGroup, UnknownUser,
+            LockUnstable, NeedsRoot, NotADirectory, NotASocket, NpuBusy, NpuLockNotAFile,
+            PrivilegesKept, SocketChanged, SocketInUse, SymlinkDir, Sys, UnknownGroup, UnknownUser,
         };
         match self {
             AlreadyRunning { pid: Some(pid) } => write!(f, "already running (pid {pid})"),
@@ -174,6 +185,23 @@ impl fmt::Display for LifecycleError {
             ForeignDir { path, owner } => write!(
                 f,
                 "directory {} belongs to another user (uid {owner}); refusing to use it",
+                path.display()
+            ),
+            NpuBusy { path, pid } => {
+                write!(f, "the NPU is in use by another instance (")?;
+                if let Some(pid) = pid {
+                    write!(f, "pid {pid}, ")?;
+                }
+                write!(
+                    f,
+                    "holding {}): one model per NPU; set npu-lock = none if the board has room \
+                     for both",
+                    path.display()
+                )
+            }
+            NpuLockNotAFile { path } => write!(
+                f,
+                "npu-lock {} is neither a file nor a device; name a file every instance can open",
                 path.display()
             ),
             NeedsRoot => write!(f, "--user needs root"),

@@ -7,7 +7,7 @@ use nix::unistd::geteuid;
 
 use super::{
     bind, clear_stale, lookup_group, lookup_user, prepare_dir, Account, LifecycleError, LockFile,
-    SocketGuard, StaleOutcome,
+    NpuGuard, SocketGuard, StaleOutcome,
 };
 
 /// What the daemon holds on the system while it runs. Drop the socket guard before the lock.
@@ -16,6 +16,8 @@ pub struct Footprint {
     pub listener: UnixListener,
     pub socket: SocketGuard,
     pub lock: LockFile,
+    /// Held for the life of the process, when there is something to lock.
+    pub npu: Option<NpuGuard>,
     /// The `--user` to switch to once every privileged step is done.
     pub user: Option<Account>,
 }
@@ -26,9 +28,13 @@ pub struct SocketSpec<'a> {
     pub mode: u32,
     pub group: Option<&'a str>,
     pub user: Option<&'a str>,
+    /// The NPU lock to take, already resolved (`npu-lock = auto` to the device node).
+    pub npu_lock: Option<&'a Path>,
 }
 
-/// Resolves the names, then directory, lock, hand-over, stale socket, bind. A refused start
+/// Resolves the names, then directory, lock, NPU lock, hand-over, stale socket, bind. The NPU
+/// lock comes after the socket's: a second instance on the same socket is "already running"
+/// (exit code 3), and one on another socket is refused before its socket exists. A refused start
 /// (another instance holds the lock, a name does not resolve) changes nothing on the system
 /// but possibly a directory it created itself.
 pub fn establish(spec: &SocketSpec<'_>) -> Result<Footprint, LifecycleError> {
@@ -40,6 +46,7 @@ pub fn establish(spec: &SocketSpec<'_>) -> Result<Footprint, LifecycleError> {
     let group = spec.group.map(lookup_group).transpose()?;
     let dir = prepare_dir(spec.path.parent().unwrap_or(Path::new("")), group)?;
     let lock = LockFile::acquire(&dir, spec.path)?;
+    let npu = spec.npu_lock.map(NpuGuard::acquire).transpose()?;
     if let Some(user) = &user {
         dir.hand_to(user)?;
     }
@@ -51,6 +58,7 @@ pub fn establish(spec: &SocketSpec<'_>) -> Result<Footprint, LifecycleError> {
         listener,
         socket,
         lock,
+        npu,
         user,
     })
 }

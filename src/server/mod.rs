@@ -22,7 +22,7 @@ use std::time::Instant;
 use mio::Poll;
 
 use crate::chat::{self, Template};
-use crate::config::{ChatTemplate, Config};
+use crate::config::{ChatTemplate, Config, NpuLock};
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
@@ -39,17 +39,28 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let (soft, hard) = lifecycle::raise_nofile_limit();
     log::debug!("open files limit: soft {soft}, hard {hard}");
 
+    let npu_lock = match &cfg.npu_lock {
+        NpuLock::Auto => crate::doctor::npu_device(),
+        NpuLock::File(path) => Some(path.clone()),
+        NpuLock::None => None,
+    };
     let lifecycle::Footprint {
         listener,
         socket: mut socket_guard,
         lock,
+        npu,
         user,
     } = lifecycle::establish(&lifecycle::SocketSpec {
         path: &cfg.socket,
         mode: cfg.socket_mode,
         group: cfg.socket_group.as_deref(),
         user: cfg.user.as_deref(),
+        npu_lock: npu_lock.as_deref(),
     })?;
+    match &npu {
+        Some(guard) => log::debug!("NPU lock held: {}", guard.path().display()),
+        None => log::debug!("no NPU lock (npu-lock = {:?})", cfg.npu_lock),
+    }
     let tcp = match cfg.tcp {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr)
@@ -107,6 +118,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     }
     let socket_removed = socket_guard.remove_now();
     drop(lock);
+    drop(npu);
     log::info!(
         "shutdown after {:.1} s: {} connection(s) closed, {} request(s) aborted, runtime {}, socket {}",
         started.elapsed().as_secs_f32(),
