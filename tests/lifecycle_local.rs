@@ -377,3 +377,21 @@ fn a_second_instance_on_another_socket_is_kept_off_the_npu() {
     assert_eq!(second.client().get("/health").status, 200);
     assert_eq!(first.client().get("/health").status, 200);
 }
+
+#[test]
+fn help_and_version_to_a_reader_that_left_exit_quietly() {
+    for arg in ["--help", "--version"] {
+        // The pipe's read end is closed before rkllmd writes: every write fails with EPIPE.
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        drop(read_end);
+        let out = Command::new(common::daemon_bin())
+            .arg(arg)
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{arg}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{arg}: {stderr}");
+    }
+}
