@@ -22,7 +22,7 @@ use std::time::Instant;
 use mio::Poll;
 
 use crate::chat::{self, Template};
-use crate::config::{ChatTemplate, Config, NpuLock};
+use crate::config::{ChatTemplate, Config};
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
@@ -39,11 +39,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let (soft, hard) = lifecycle::raise_nofile_limit();
     log::debug!("open files limit: soft {soft}, hard {hard}");
 
-    let npu_lock = match &cfg.npu_lock {
-        NpuLock::Auto => crate::doctor::npu_device(),
-        NpuLock::File(path) => Some(path.clone()),
-        NpuLock::None => None,
-    };
+    let npu_lock = crate::doctor::npu_lock_path(&cfg.npu_lock);
     let lifecycle::Footprint {
         listener,
         socket: mut socket_guard,
