@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 
+use crate::causes::WithCauses;
 use crate::config::ConfigError;
 use crate::exit;
 use crate::lifecycle::LifecycleError;
@@ -40,9 +41,10 @@ impl DaemonError {
 impl fmt::Display for DaemonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DaemonError::Config(e) => write!(f, "{e}"),
-            DaemonError::Lifecycle(e) => write!(f, "{e}"),
-            DaemonError::Runtime(e) => write!(f, "{e}"),
+            // The inner error's causes are said here: this is the line a person reads.
+            DaemonError::Config(e) => write!(f, "{}", WithCauses(e)),
+            DaemonError::Lifecycle(e) => write!(f, "{}", WithCauses(e)),
+            DaemonError::Runtime(e) => write!(f, "{}", WithCauses(e)),
             DaemonError::Io { what, source } => write!(f, "cannot {what}: {source}"),
             DaemonError::Logging(e) => write!(f, "cannot set up logging: {e}"),
         }

@@ -12,6 +12,7 @@
 //! | 5 | the runtime was wedged or the shutdown deadline passed (the socket was still removed) |
 //! | 6 | a second signal cut the shutdown short (the socket was still removed) |
 //! | 7 | the runtime library speaks another ABI than rkllmd is built for (1.2 vs 1.3), or none it knows; found before `rkllm_init` |
+//! | 8 | the NPU is in use by another instance (it holds the NPU lock, `npu-lock`) |
 //! | 70 | a bug: a panic unwound to `main` (the socket was still removed) |
 //!
 //! Init scripts can tell "fix the configuration" (2) and "already up" (3) from a real failure
@@ -26,6 +27,9 @@ pub const DEADLINE: i32 = 5;
 pub const FORCED: i32 = 6;
 /// The runtime library's ABI is not the one rkllmd is built for.
 pub const ABI: i32 = 7;
+/// Another instance (on another socket) holds the NPU lock. Not "already running" (3): this
+/// instance's socket was free, and a supervisor retrying it would only wait for the other one.
+pub const NPU_BUSY: i32 = 8;
 /// `rkllmd check`: a check failed, so rkllmd cannot serve as configured; `rkllmd selftest`: the
 /// runtime breaks an assumption the daemon relies on.
 pub const CHECK_FAILED: i32 = 1;

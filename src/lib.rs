@@ -6,6 +6,7 @@
 //! (command line and file), `doctor` (`rkllmd check`), `selftest` (`rkllmd selftest`).
 
 pub mod api;
+pub mod causes;
 pub mod chat;
 pub mod config;
 pub mod doctor;

@@ -1,3 +1,4 @@
+use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rkllmd::config::{self, Command};
@@ -20,17 +21,15 @@ fn run() -> i32 {
     let command = match config::parse(&args, &config::Env::from_process()) {
         Ok(c) => c,
         Err(e) => {
+            let e = DaemonError::from(e);
             eprintln!("rkllmd: {e}");
-            return DaemonError::from(e).exit_code();
+            return e.exit_code();
         }
     };
     match command {
-        Command::Help(text) => {
-            print!("{text}");
-            exit::OK
-        }
+        Command::Help(text) => print_out(&text),
         Command::Version => {
-            println!("rkllmd {}", env!("CARGO_PKG_VERSION"));
+            let mut text = format!("rkllmd {}\n", env!("CARGO_PKG_VERSION"));
             // Only the default name: --version reads no config file. Loading runs no runtime code
             // beyond the library's constructors.
             let loaded = runtime::load(std::path::Path::new(runtime::DEFAULT_LIBRARY));
@@ -40,8 +39,8 @@ fn run() -> i32 {
                 (Ok(lib), None) => format!("librkllmrt loaded from {}", lib.path.display()),
                 (Err(e), _) => format!("no runtime loaded: {e}"),
             };
-            println!("runtime ABI {} ({detail})", info.abi);
-            exit::OK
+            text.push_str(&format!("runtime ABI {} ({detail})\n", info.abi));
+            print_out(&text)
         }
         Command::Check(setup) => match doctor::run(&setup, &mut std::io::stdout().lock()) {
             Ok(code) => code,
@@ -70,6 +69,20 @@ fn run() -> i32 {
                     e.exit_code()
                 }
             }
+        }
+    }
+}
+
+/// Writes `text` to stdout. A reader that left early (`rkllmd --help | head -1`) had what it
+/// wanted: that is no failure, and never a panic (`print!` panics on EPIPE).
+fn print_out(text: &str) -> i32 {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            eprintln!("rkllmd: cannot write to stdout: {e}");
+            exit::FAILURE
         }
     }
 }

@@ -936,6 +936,24 @@ fn a_world_writable_socket_directory_fails_as_the_daemon_would_refuse_it() {
         "{}",
         r.text
     );
+    // A symlink in its place (to a sticky directory that would pass) is refused, like the
+    // daemon refuses it.
+    let elsewhere = root.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::rename(&dir, root.path("run/moved")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &dir).unwrap();
+    let r = root.check(&[]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    assert!(
+        r.line("socket")
+            .contains("is a symbolic link (owned by uid")
+            && r.line("socket").contains("refuses to follow it"),
+        "{}",
+        r.text
+    );
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(root.path("run/moved"), &dir).unwrap();
     // A group that does not exist in the root's /etc/group.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
     let r = root.check(&["--socket-group", "nosuch"]);

@@ -522,4 +522,27 @@ fn tools_that_a_call_with_none_does_not_remove_fail_the_runtime_tools_check_with
         "{}",
         r.stdout
     );
+fn a_daemon_holding_the_npu_keeps_selftest_from_loading_a_model() {
+    let dir = TempDir::new("selftest-npu");
+    let npu = dir.path().join("npu.lock");
+    // What a running rkllmd with `npu-lock = FILE` holds.
+    let file = std::fs::File::create(&npu).unwrap();
+    let held = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let r = selftest(&dir, &[], &["--npu-lock", npu.to_str().unwrap()]);
+    assert_eq!(r.code, CHECK_FAILED, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!(
+            "FAIL  npu-lock: the NPU is in use by another instance (pid {}, holding {})",
+            std::process::id(),
+            npu.display()
+        )),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.count("rkllm_init"), 0, "no model loaded: {}", r.trace);
+    drop(held);
+    let r = selftest(&dir, &[], &["--npu-lock", npu.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "free again: {}", r.stdout);
 }

@@ -182,6 +182,30 @@ fn the_check_before_the_start_stops_a_bad_configuration() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(restarts_prevented_for().contains(&7));
+
+    // Another instance holds the NPU: 8, which waits on that instance, not on a restart.
+    let npu = p.dir.path().join("npu.lock");
+    let held = std::fs::File::create(&npu).unwrap();
+    let _held = nix::fcntl::Flock::lock(held, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    fs::write(
+        p.config(),
+        format!(
+            "model = {}\nnpu-lock = {}\n",
+            fast_model().display(),
+            npu.display()
+        ),
+    )
+    .unwrap();
+    let out = run(p.command("ExecStart"));
+    assert_eq!(
+        out.status.code(),
+        Some(8),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(restarts_prevented_for().contains(&8));
 }
 
 #[test]

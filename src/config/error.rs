@@ -66,6 +66,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: io::Error,
     },
+    /// A FIFO, a device or a directory where the runtime library should be.
+    RuntimeLibraryNotRegularFile {
+        path: PathBuf,
+    },
     /// Both a key and a key file in the same place; `file` is the config file, or `None` for
     /// the command line.
     ApiKeyConflict {
@@ -110,8 +114,9 @@ impl fmt::Display for ConfigError {
         use ConfigError::{
             ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
             ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
-            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable, SocketPathTooLong,
-            Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
+            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable,
+            RuntimeLibraryNotRegularFile, SocketPathTooLong, Syntax, TcpNeedsApiKey,
+            UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
         };
         match self {
             UnknownOption { option } => write!(f, "unknown option '{option}' (see --help)"),
@@ -134,6 +139,9 @@ impl fmt::Display for ConfigError {
             ModelMissing { path } => write!(f, "model file '{}' does not exist", path.display()),
             ModelNotRegularFile { path } => write!(f, "model '{}' is not a regular file", path.display()),
             ModelUnreadable { path, .. } => write!(f, "cannot read model file '{}'", path.display()),
+            RuntimeLibraryNotRegularFile { path } => {
+                write!(f, "runtime library '{}' is not a regular file", path.display())
+            }
             ApiKeyConflict { file: None } => write!(f, "--api-key and --api-key-file cannot both be given"),
             ApiKeyConflict { file: Some(path) } => {
                 write!(f, "{} sets both api_key and api_key_file; keep one", path.display())

@@ -22,7 +22,7 @@ pub(super) struct Entry {
 
 /// Reads and splits the file. `Ok(None)` when it does not exist.
 pub(super) fn load(path: &Path) -> Result<Option<Vec<Entry>>, ConfigError> {
-    match std::fs::read_to_string(path) {
+    match super::read::read_small(path, super::read::CONFIG_LIMIT) {
         Ok(text) => parse_text(path, &text).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(ConfigError::ConfigFileRead {

@@ -64,7 +64,10 @@ Signals:
   SIGTERM, SIGINT, SIGQUIT      graceful shutdown: stop accepting, abort the running generation,
                                 fail queued requests, flush, destroy the runtime, remove the socket
                                 (within --shutdown-timeout); a second signal exits at once
+  SIGXCPU                       the same: the CPU-time limit was reached (the hard one kills)
   SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
+  SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ,
+  SIGRTMIN to SIGRTMAX          logged and ignored (SIGXFSZ: the write past the limit fails)
 
 Exit codes:
   0 clean shutdown   1 I/O failure at start, or a failing check or selftest
@@ -72,8 +75,10 @@ Exit codes:
   3 already running  4 runtime library or model failed to load, or inference thread died
   5 wedged runtime or shutdown deadline passed  6 second signal
   7 the runtime library has another ABI than rkllmd is built for (1.2 vs 1.3)
+  8 the NPU is in use by another instance (see --npu-lock)
   70 internal error (panic)
-  The socket file is removed in every case but SIGKILL; a stale one is removed at next start.
+  The socket and lock files are removed in every case but SIGKILL and a crash (SIGSEGV,
+  SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTRAP, SIGSYS); a stale socket is removed at next start.
 
 Environment:
   RUST_LOG                      log filter, overrides --log-level

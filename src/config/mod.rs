@@ -10,6 +10,7 @@ mod error;
 mod file;
 mod help;
 mod options;
+mod read;
 mod secret;
 mod settings;
 mod template;
@@ -83,6 +84,17 @@ impl Env {
     }
 }
 
+/// `npu-lock`: what is locked so that only one instance loads a model onto the NPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NpuLock {
+    /// The RKNPU device node, when this system has one.
+    Auto,
+    /// This file (created when missing).
+    File(PathBuf),
+    /// Nothing: the board has room for more than one model.
+    None,
+}
+
 /// The daemon's settings. `Default` gives the documented defaults, no model, and the socket
 /// root would use.
 #[derive(Debug, Clone)]
@@ -120,6 +132,8 @@ pub struct Config {
     pub max_new_tokens: u32,
     /// `extend_param.base_domain_id`: the NPU IOMMU domain of the model.
     pub base_domain_id: i32,
+    /// What guards the NPU against a second instance.
+    pub npu_lock: NpuLock,
     /// The CPUs the runtime may use, as a bit mask; `None`: the runtime's default.
     pub enabled_cpus: Option<u32>,
     /// Sampling defaults; a request may override each of them.
@@ -160,6 +174,7 @@ impl Default for Config {
             max_context_len: 4096,
             max_new_tokens: 4096,
             base_domain_id: 0,
+            npu_lock: NpuLock::Auto,
             enabled_cpus: None,
             sampling: Sampling::default(),
             notify_fd: None,
@@ -226,7 +241,7 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
     Ok(Command::Check(CheckSetup {
         root,
         config_only: line.config_only,
-        config_error: config_error.map(|e| e.to_string()),
+        config_error: config_error.map(|e| crate::causes::WithCauses(&e).to_string()),
         config,
     }))
 }

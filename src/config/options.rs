@@ -31,6 +31,7 @@ pub(super) enum Setting {
     MaxContextLen,
     MaxNewTokens,
     BaseDomainId,
+    NpuLock,
     EnabledCpus,
     Temperature,
     TopP,
@@ -282,6 +283,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("0"),
         MODEL,
         "NPU IOMMU domain of the model (extend_param.base_domain_id,\n0 to 15): give each rkllmd on a board its own, and use 1 beside\nan RKNN model (the vision encoder of Rockchip's multimodal demo)\non RK3588/RK3576"
+    ),
+    opt!(
+        NpuLock,
+        "npu-lock",
+        V("auto|none|FILE"),
+        Dv("auto"),
+        MODEL,
+        "What keeps a second rkllmd (on another socket) from loading a\nmodel onto the same NPU: 'auto' locks the RKNPU device node\n(none on a host without one); FILE locks that file instead\n(created if missing; every instance must name the same one);\n'none' when the board has room for more than one model (give\neach its own base-domain-id). Refused: exit code 8"
     ),
     opt!(
         EnabledCpus,

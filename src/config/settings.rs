@@ -99,6 +99,7 @@ impl Draft {
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
             // The RKNPU driver has 16 IOMMU domains (RKNPU_MAX_IOMMU_DOMAIN_NUM in rknpu_drv.h).
             Setting::BaseDomainId => c.base_domain_id = int(raw, 0, 15)?,
+            Setting::NpuLock => c.npu_lock = values::npu_lock(raw)?,
             Setting::EnabledCpus => c.enabled_cpus = Some(values::cpu_list(raw)?),
             Setting::Temperature => c.sampling.temperature = values::float(raw, 0.0, 100.0, false)?,
             Setting::TopP => c.sampling.top_p = values::float(raw, 0.0, 1.0, true)?,
@@ -186,6 +187,8 @@ impl Draft {
             }
         }
 
+        check_runtime_library(&self.config.runtime_library)?;
+
         let socket = self.socket.unwrap_or_else(|| default_socket(env));
         let len = socket.as_os_str().as_bytes().len();
         if len > MAX_SOCKET_PATH {
@@ -272,6 +275,21 @@ fn check_model(path: &Path) -> Result<(), ConfigError> {
         })
 }
 
+/// A runtime library named by path must be a regular file where it exists: `dlopen` would
+/// block for good on a FIFO, with the socket already bound. A missing one is left to `dlopen`,
+/// whose message (exit code 4) says more; a bare name is searched for by `dlopen` itself.
+fn check_runtime_library(path: &Path) -> Result<(), ConfigError> {
+    if !path.as_os_str().as_bytes().contains(&b'/') {
+        return Ok(());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(ConfigError::RuntimeLibraryNotRegularFile {
+            path: path.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The flags' key or key file if either was given, else the file's. Both in the same layer is
 /// an error rather than a silent pick.
 fn resolve_api_key(
@@ -301,9 +319,11 @@ fn resolve_api_key(
 }
 
 fn read_key_file(path: &Path) -> Result<ApiKey, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ApiKeyFileRead {
-        path: path.to_owned(),
-        source,
+    let text = super::read::read_small(path, super::read::KEY_LIMIT).map_err(|source| {
+        ConfigError::ApiKeyFileRead {
+            path: path.to_owned(),
+            source,
+        }
     })?;
     ApiKey::new(text.trim().to_owned()).ok_or_else(|| ConfigError::ApiKeyEmpty {
         path: Some(path.to_owned()),

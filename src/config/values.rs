@@ -24,6 +24,17 @@ pub(super) fn path(raw: &str) -> Result<PathBuf, Expected> {
     non_empty(raw, "path").map(PathBuf::from)
 }
 
+/// `auto`, `none` or a path.
+pub(super) fn npu_lock(raw: &str) -> Result<super::NpuLock, Expected> {
+    match raw {
+        "auto" => Ok(super::NpuLock::Auto),
+        "none" => Ok(super::NpuLock::None),
+        _ => path(raw)
+            .map(super::NpuLock::File)
+            .map_err(|_| "'auto', 'none' or a file to lock".to_owned()),
+    }
+}
+
 pub(super) fn integer(raw: &str, min: u64, max: u64) -> Result<u64, Expected> {
     match raw.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),

@@ -18,10 +18,23 @@ use std::io::{self, Write};
 
 use nix::sys::resource::{getrlimit, Resource};
 
-use crate::config::{CheckSetup, Config};
+use crate::config::{CheckSetup, Config, NpuLock};
 use crate::exit;
 pub use report::{Finding, Status};
 use root::Root;
+
+/// What `npu-lock` locks on this system: `auto` is the NPU's device node (none on a host
+/// without one). The daemon and `selftest` both take it before loading a model.
+pub fn npu_lock_path(setting: &NpuLock) -> Option<std::path::PathBuf> {
+    match setting {
+        NpuLock::Auto => npu::device_nodes(&Root::new(std::path::Path::new("/")))
+            .into_iter()
+            .next()
+            .map(std::path::PathBuf::from),
+        NpuLock::File(path) => Some(path.clone()),
+        NpuLock::None => None,
+    }
+}
 
 /// The `abi` check of `library`, as `selftest` runs it before loading the runtime itself.
 pub fn abi_finding(library: &std::path::Path) -> Finding {

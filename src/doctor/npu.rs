@@ -63,11 +63,18 @@ fn nodes_of(root: &Root, class: &str, prefix: &str, dev_dir: &str, want: &str) -
         .collect()
 }
 
-pub fn check(root: &Root) -> Finding {
+/// The RKNPU's device nodes (paths on the target system): DRM render nodes bound to the RKNPU
+/// driver, then `/dev/rknpu`. The daemon locks the first (`npu-lock = auto`).
+pub fn device_nodes(root: &Root) -> Vec<String> {
     let mut nodes = nodes_of(root, "/sys/class/drm", "renderD", "/dev/dri", "rknpu");
     if root.path("/dev/rknpu").exists() {
         nodes.push("/dev/rknpu".to_owned());
     }
+    nodes
+}
+
+pub fn check(root: &Root) -> Finding {
+    let nodes = device_nodes(root);
     let Some(node) = nodes.first().cloned() else {
         let rocket = nodes_of(root, "/sys/class/accel", "accel", "/dev/accel", "rocket");
         if let Some(r) = rocket.first() {

@@ -1,7 +1,7 @@
 //! The socket's directory, judged by the rules the daemon applies at start
 //! (`lifecycle::prepare_dir`): created 0750 with the socket group (0755 without one); an
-//! existing one keeps its owner and mode but is refused when world-writable without the sticky
-//! bit, or owned by another unprivileged user.
+//! existing one keeps its owner and mode but is refused when it is a symlink, world-writable
+//! without the sticky bit, or owned by another unprivileged user.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -59,7 +59,8 @@ pub fn check(root: &Root, cfg: &Config) -> Finding {
         }
     }
     let euid = geteuid().as_raw();
-    match std::fs::metadata(dir) {
+    // lstat, as the daemon opens it: a symlink there is refused, never followed.
+    match std::fs::symlink_metadata(dir) {
         Ok(meta) => existing(dir, &meta, group, euid),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let parent = dir
@@ -107,6 +108,17 @@ fn existing(
         meta.uid(),
         meta.gid()
     );
+    if meta.file_type().is_symlink() {
+        return Finding::fail(
+            NAME,
+            format!(
+                "{} is a symbolic link (owned by uid {}): rkllmd refuses to follow it",
+                dir.display(),
+                meta.uid()
+            ),
+            "name the directory it points to, or remove the link (another user may have planted it)",
+        );
+    }
     if !meta.is_dir() {
         return Finding::fail(
             NAME,

@@ -30,10 +30,21 @@ pub enum LifecycleError {
     NotADirectory {
         path: PathBuf,
     },
-    /// A directory with other files in it, which must not be handed to `user`.
-    SharedDir {
+    /// The socket's directory is a symlink (owned by `owner`, when known): never followed.
+    SymlinkDir {
+        path: PathBuf,
+        owner: Option<u32>,
+    },
+    /// A directory this instance did not create, which `user` could not write to after the
+    /// privilege drop (so could not remove the socket and lock file at exit).
+    DirNotWritable {
         path: PathBuf,
         user: String,
+    },
+    /// Something at the lock path that must not be written: `problem` completes "it ...".
+    LockFileRefused {
+        path: PathBuf,
+        problem: String,
     },
     /// World-writable without the sticky bit: anyone could replace the socket.
     InsecureDir {
@@ -44,6 +55,15 @@ pub enum LifecycleError {
     ForeignDir {
         path: PathBuf,
         owner: u32,
+    },
+    /// Another process holds the NPU lock `path`; `pid` from `/proc/locks`, if found.
+    NpuBusy {
+        path: PathBuf,
+        pid: Option<i32>,
+    },
+    /// The NPU lock path names a directory, a FIFO or a socket.
+    NpuLockNotAFile {
+        path: PathBuf,
     },
     NeedsRoot,
     UnknownUser {
@@ -105,6 +125,8 @@ impl LifecycleError {
         use LifecycleError::{NeedsRoot, UnknownGroup, UnknownUser};
         match self {
             _ if self.is_already_running() => exit::ALREADY_RUNNING,
+            LifecycleError::NpuBusy { .. } => exit::NPU_BUSY,
+            LifecycleError::NpuLockNotAFile { .. } => exit::USAGE,
             NeedsRoot | UnknownUser { .. } | UnknownGroup { .. } => exit::USAGE,
             _ => exit::FAILURE,
         }
@@ -114,9 +136,9 @@ impl LifecycleError {
 impl fmt::Display for LifecycleError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use LifecycleError::{
-            AlreadyRunning, ForeignDir, InsecureDir, Io, LockUnstable, NeedsRoot, NotADirectory,
-            NotASocket, PrivilegesKept, SharedDir, SocketChanged, SocketInUse, Sys, UnknownGroup,
-            UnknownUser,
+            AlreadyRunning, DirNotWritable, ForeignDir, InsecureDir, Io, LockFileRefused,
+            LockUnstable, NeedsRoot, NotADirectory, NotASocket, NpuBusy, NpuLockNotAFile,
+            PrivilegesKept, SocketChanged, SocketInUse, SymlinkDir, Sys, UnknownGroup, UnknownUser,
         };
         match self {
             AlreadyRunning { pid: Some(pid) } => write!(f, "already running (pid {pid})"),
@@ -136,10 +158,23 @@ impl fmt::Display for LifecycleError {
                 write!(f, "{} changed while being checked; refusing to remove it", path.display())
             }
             NotADirectory { path } => write!(f, "{} exists and is not a directory", path.display()),
-            SharedDir { path, user } => write!(
+            SymlinkDir { path, owner } => {
+                write!(f, "socket directory {} is a symbolic link", path.display())?;
+                if let Some(owner) = owner {
+                    write!(f, " (owned by uid {owner})")?;
+                }
+                write!(f, "; refusing to follow it: name the real directory, or remove the link")
+            }
+            DirNotWritable { path, user } => write!(
                 f,
-                "directory {} holds other files; refusing to give it to user '{user}' \
-                 (give the socket a directory of its own)",
+                "directory {} was not created by rkllmd and user '{user}' cannot write to it, so \
+                 could not remove the socket at exit; refusing to change it (remove it so rkllmd \
+                 creates it, or give it to '{user}')",
+                path.display()
+            ),
+            LockFileRefused { path, problem } => write!(
+                f,
+                "lock file {} {problem}; refusing to write it (remove it if no rkllmd runs there)",
                 path.display()
             ),
             InsecureDir { path, mode } => write!(
@@ -150,6 +185,23 @@ impl fmt::Display for LifecycleError {
             ForeignDir { path, owner } => write!(
                 f,
                 "directory {} belongs to another user (uid {owner}); refusing to use it",
+                path.display()
+            ),
+            NpuBusy { path, pid } => {
+                write!(f, "the NPU is in use by another instance (")?;
+                if let Some(pid) = pid {
+                    write!(f, "pid {pid}, ")?;
+                }
+                write!(
+                    f,
+                    "holding {}): one model per NPU; set npu-lock = none if the board has room \
+                     for both",
+                    path.display()
+                )
+            }
+            NpuLockNotAFile { path } => write!(
+                f,
+                "npu-lock {} is neither a file nor a device; name a file every instance can open",
                 path.display()
             ),
             NeedsRoot => write!(f, "--user needs root"),

@@ -2,31 +2,40 @@
 //! who may connect, and the privileges it runs with.
 //!
 //! Start-up order, each step relying on the one before:
-//! 1. [`prepare_dir`] for the socket's directory;
+//! 0. [`lookup_user`] and [`lookup_group`]: names are resolved before anything changes;
+//! 1. [`prepare_dir`] opens the socket's directory (creating it if needed) without following
+//!    a symlink, and checks what it opened;
 //! 2. [`LockFile::acquire`] beside the socket: from here on no cooperating instance touches
 //!    the socket path;
-//! 3. [`clear_stale`] removes a socket a crashed instance left behind, and refuses anything
+//! 3. [`SocketDir::hand_to`] when `--user` is given, so the unprivileged daemon can still
+//!    remove its socket and lock file on exit: only a directory this instance created changes
+//!    owner, and only now that the lock is held;
+//! 4. [`clear_stale`] removes a socket a crashed instance left behind, and refuses anything
 //!    else found at the path;
-//! 4. [`bind`] creates the socket with its final mode and group;
-//! 5. [`drop_privileges`] when `--user` is given, after binding (which may need root). Before
-//!    that, [`chown_to_user`] on the socket's directory lets the unprivileged daemon still
-//!    remove its socket and lock file on exit.
+//! 5. [`bind`] creates the socket with its final mode and group;
+//! 6. [`drop_privileges`] when `--user` is given, after binding (which may need root).
 //!
 //! Shutdown drops the [`SocketGuard`] (removing the socket only if it is still ours) and then
 //! the [`LockFile`].
 
 mod cred;
+mod dir;
 mod error;
 mod lock;
+mod npu;
 mod privileges;
 mod socket;
+mod start;
 
 pub use cred::{peer_cred, PeerCred};
+pub use dir::{prepare_dir, SocketDir};
 pub use error::LifecycleError;
 pub use lock::LockFile;
 pub use nix::unistd::Gid;
-pub use privileges::{chown_to_user, drop_privileges, lookup_group, raise_nofile_limit};
-pub use socket::{bind, clear_stale, prepare_dir, SocketGuard, StaleOutcome};
+pub use npu::NpuGuard;
+pub use privileges::{drop_privileges, lookup_group, lookup_user, raise_nofile_limit, Account};
+pub use socket::{bind, clear_stale, SocketGuard, StaleOutcome};
+pub use start::{establish, Footprint, SocketSpec};
 
 /// Unique scratch directories under /tmp for tests that need a real filesystem.
 #[cfg(test)]

@@ -2,96 +2,101 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
 
+use nix::errno::Errno;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::unistd::{
-    getegid, geteuid, getgid, getuid, initgroups, setgid, setuid, Gid, Group, Uid, User,
+    getegid, geteuid, getgid, getgrouplist, getuid, initgroups, setgid, setuid, Gid, Group, Uid,
+    User,
 };
 
 use super::LifecycleError;
 
-fn lookup_user(user: &str) -> Result<User, LifecycleError> {
-    User::from_name(user)
-        .map_err(LifecycleError::sys(format!("look up user '{user}'")))?
-        .ok_or_else(|| LifecycleError::UnknownUser {
-            name: user.to_owned(),
-        })
+/// The user `--user` names, resolved once before anything is changed.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub name: String,
+    pub uid: Uid,
+    pub gid: Gid,
+    /// Every group the user is in (primary and supplementary).
+    pub groups: Vec<Gid>,
 }
 
-/// Makes `user` the owner of `dir` (the group stays), so that the daemon can still remove its
-/// socket and lock file there after [`drop_privileges`]. A directory holding anything but
-/// sockets and `.lock` files is refused, so `--socket /run/x.sock` never gives `/run` away.
-/// Needs root; nothing to do when `user` owns `dir` already.
-pub fn chown_to_user(dir: &Path, user: &str) -> Result<(), LifecycleError> {
-    if !geteuid().is_root() {
-        return Err(LifecycleError::NeedsRoot);
-    }
-    let entry = lookup_user(user)?;
-    let meta = fs::symlink_metadata(dir).map_err(LifecycleError::io("inspect directory", dir))?;
-    if !meta.is_dir() {
-        return Err(LifecycleError::NotADirectory {
-            path: dir.to_owned(),
-        });
-    }
-    if meta.uid() == entry.uid.as_raw() {
-        return Ok(());
-    }
-    let shared = || LifecycleError::SharedDir {
-        path: dir.to_owned(),
-        user: user.to_owned(),
-    };
-    for item in fs::read_dir(dir).map_err(LifecycleError::io("list directory", dir))? {
-        let item = item.map_err(LifecycleError::io("list directory", dir))?;
-        let kind = item
-            .file_type()
-            .map_err(LifecycleError::io("list directory", dir))?;
-        let is_lock = kind.is_file() && item.file_name().to_string_lossy().ends_with(".lock");
-        if !(kind.is_socket() || is_lock) {
-            return Err(shared());
+impl Account {
+    /// Whether this user may create and remove entries in a directory with `meta`, by its mode
+    /// bits (ACLs are not consulted).
+    pub fn may_write(&self, meta: &fs::Metadata) -> bool {
+        let mode = meta.mode();
+        if meta.uid() == self.uid.as_raw() {
+            return mode & 0o300 == 0o300;
         }
+        if self.groups.iter().any(|g| g.as_raw() == meta.gid()) {
+            return mode & 0o030 == 0o030;
+        }
+        mode & 0o003 == 0o003
     }
-    std::os::unix::fs::lchown(dir, Some(entry.uid.as_raw()), None)
-        .map_err(LifecycleError::io("give away directory", dir))
+}
+
+/// Resolves `user`. The lookup's errors that mean "no such entry" (`getpwnam_r(3)` lists
+/// ENOENT, ESRCH, EBADF and EPERM) count as an unknown user, a configuration error.
+pub fn lookup_user(user: &str) -> Result<Account, LifecycleError> {
+    let unknown = || LifecycleError::UnknownUser {
+        name: user.to_owned(),
+    };
+    let entry = match User::from_name(user) {
+        Ok(Some(entry)) => entry,
+        Ok(None) | Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => {
+            return Err(unknown())
+        }
+        Err(e) => return Err(LifecycleError::sys(format!("look up user '{user}'"))(e)),
+    };
+    let name = CString::new(entry.name.as_bytes()).map_err(|_| unknown())?;
+    let groups = getgrouplist(&name, entry.gid).map_err(LifecycleError::sys(format!(
+        "list the groups of user '{user}'"
+    )))?;
+    Ok(Account {
+        name: entry.name,
+        uid: entry.uid,
+        gid: entry.gid,
+        groups,
+    })
 }
 
 /// Switches the whole process (all threads) to `user`, its primary group and its
 /// supplementary groups, for good. Needs root; call after binding the socket.
-pub fn drop_privileges(user: &str) -> Result<(), LifecycleError> {
+pub fn drop_privileges(user: &Account) -> Result<(), LifecycleError> {
     if !geteuid().is_root() {
         return Err(LifecycleError::NeedsRoot);
     }
-    let entry = lookup_user(user)?;
-    let name = CString::new(entry.name.as_bytes()).map_err(|_| LifecycleError::UnknownUser {
-        name: user.to_owned(),
-    })?;
+    let name = &user.name;
+    let c_name = CString::new(name.as_bytes())
+        .map_err(|_| LifecycleError::UnknownUser { name: name.clone() })?;
     // Groups first: once the uid is gone we may no longer change them.
-    initgroups(&name, entry.gid).map_err(LifecycleError::sys(format!(
-        "set the groups of user '{user}'"
+    initgroups(&c_name, user.gid).map_err(LifecycleError::sys(format!(
+        "set the groups of user '{name}'"
     )))?;
-    setgid(entry.gid).map_err(LifecycleError::sys(format!("set group id {}", entry.gid)))?;
-    setuid(entry.uid).map_err(LifecycleError::sys(format!("set user id {}", entry.uid)))?;
+    setgid(user.gid).map_err(LifecycleError::sys(format!("set group id {}", user.gid)))?;
+    setuid(user.uid).map_err(LifecycleError::sys(format!("set user id {}", user.uid)))?;
 
-    let switched = getuid() == entry.uid
-        && geteuid() == entry.uid
-        && getgid() == entry.gid
-        && getegid() == entry.gid;
-    let regained = !entry.uid.is_root() && setuid(Uid::from_raw(0)).is_ok();
+    let switched = getuid() == user.uid
+        && geteuid() == user.uid
+        && getgid() == user.gid
+        && getegid() == user.gid;
+    let regained = !user.uid.is_root() && setuid(Uid::from_raw(0)).is_ok();
     if !switched || regained {
-        return Err(LifecycleError::PrivilegesKept {
-            user: user.to_owned(),
-        });
+        return Err(LifecycleError::PrivilegesKept { user: name.clone() });
     }
     Ok(())
 }
 
 /// The group named `name`, or numbered `name` when no group has that name.
 pub fn lookup_group(name: &str) -> Result<Gid, LifecycleError> {
-    if let Some(group) =
-        Group::from_name(name).map_err(LifecycleError::sys(format!("look up group '{name}'")))?
-    {
-        return Ok(group.gid);
+    match Group::from_name(name) {
+        Ok(Some(group)) => return Ok(group.gid),
+        // As for users: these mean "no such entry" (getgrnam_r(3)).
+        Ok(None) | Err(Errno::ENOENT | Errno::ESRCH | Errno::EBADF | Errno::EPERM) => {}
+        Err(e) => return Err(LifecycleError::sys(format!("look up group '{name}'"))(e)),
     }
     match name.parse::<u32>() {
         Ok(gid) if gid != u32::MAX => Ok(Gid::from_raw(gid)),
@@ -136,6 +141,7 @@ pub fn raise_nofile_limit() -> (u64, u64) {
 mod tests {
     use super::*;
     use crate::lifecycle::testdir::TempDir;
+    use std::path::Path;
 
     /// Set in the environment of the re-executed test binary that does the real drop.
     const CHILD_ENV: &str = "RKLLMD_TEST_DROP_TO_USER";
@@ -166,16 +172,33 @@ mod tests {
         assert_eq!(err.exit_code(), 2);
     }
 
+    /// These tests change owners and users: CI runs them as root, and anywhere else they fail
+    /// rather than pass without having checked anything.
+    fn require_root() {
+        assert!(
+            geteuid().is_root(),
+            "this test needs root (CI runs as root): run it with sudo"
+        );
+    }
+
     #[test]
-    fn unknown_user_or_no_root_is_refused_before_anything_changes() {
-        let err = drop_privileges("no-such-user-rkllmd").unwrap_err();
-        if geteuid().is_root() {
-            assert_eq!(err.to_string(), "user 'no-such-user-rkllmd' does not exist");
-            assert!(geteuid().is_root(), "still root after a refused drop");
-        } else {
-            assert_eq!(err.to_string(), "--user needs root");
-        }
+    fn unknown_user_is_a_configuration_error() {
+        let err = lookup_user("no-such-user-rkllmd").unwrap_err();
+        assert_eq!(err.to_string(), "user 'no-such-user-rkllmd' does not exist");
         assert_eq!(err.exit_code(), 2);
+        let nobody = lookup_user("nobody").expect("a 'nobody' user");
+        assert_eq!(nobody.uid.as_raw(), 65534);
+        assert!(nobody.groups.contains(&nobody.gid), "{nobody:?}");
+    }
+
+    #[test]
+    fn dropping_privileges_needs_root() {
+        let nobody = lookup_user("nobody").unwrap();
+        if !geteuid().is_root() {
+            let err = drop_privileges(&nobody).unwrap_err();
+            assert_eq!(err.to_string(), "--user needs root");
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     /// Runs only inside the child spawned by `drop_to_nobody_in_a_child_process`: the start-up
@@ -187,12 +210,14 @@ mod tests {
         };
         let sock_dir = Path::new(&dir).join("run");
         let sock = sock_dir.join("rkllmd.sock");
-        crate::lifecycle::prepare_dir(&sock_dir, Some(Gid::from_raw(65534))).unwrap();
-        chown_to_user(&sock_dir, &user).unwrap();
-        let lock = crate::lifecycle::LockFile::acquire(&sock).unwrap();
+        let account = lookup_user(&user).unwrap();
+        let socket_dir =
+            crate::lifecycle::prepare_dir(&sock_dir, Some(Gid::from_raw(65534))).unwrap();
+        let lock = crate::lifecycle::LockFile::acquire(&socket_dir, &sock).unwrap();
+        socket_dir.hand_to(&account).unwrap();
         let (_listener, mut guard) = crate::lifecycle::bind(&sock, 0o660, None).unwrap();
 
-        drop_privileges(&user).expect("drop privileges");
+        drop_privileges(&account).expect("drop privileges");
         let nobody = User::from_name(&user).unwrap().unwrap();
         assert_eq!(getuid(), nobody.uid);
         assert_eq!(geteuid(), nobody.uid);
@@ -214,10 +239,7 @@ mod tests {
 
     #[test]
     fn drop_to_nobody_in_a_child_process() {
-        if !geteuid().is_root() || User::from_name("nobody").ok().flatten().is_none() {
-            eprintln!("skipped: needs root and a 'nobody' user");
-            return;
-        }
+        require_root();
         let dir = TempDir::new("privdrop");
         let module = module_path!()
             .split_once("::")
@@ -241,44 +263,5 @@ mod tests {
         );
         assert!(stdout.contains("CHILD-DROPPED uid=65534"), "{stdout}");
         assert!(geteuid().is_root(), "the parent keeps its privileges");
-    }
-
-    #[test]
-    fn chown_to_user_hands_over_only_a_private_directory() {
-        let dir = TempDir::new("chown-user");
-        let own = dir.join("own");
-        fs::create_dir(&own).unwrap();
-        let _listener = std::os::unix::net::UnixListener::bind(own.join("rkllmd.sock")).unwrap();
-        fs::write(own.join("rkllmd.sock.lock"), "1\n").unwrap();
-        let shared = dir.join("shared");
-        fs::create_dir(&shared).unwrap();
-        fs::write(shared.join("other.pid"), "1\n").unwrap();
-        if !geteuid().is_root() {
-            assert!(matches!(
-                chown_to_user(&own, "nobody"),
-                Err(LifecycleError::NeedsRoot)
-            ));
-            return;
-        }
-        chown_to_user(&own, "nobody").unwrap();
-        assert_eq!(fs::metadata(&own).unwrap().uid(), 65534);
-        chown_to_user(&own, "nobody").expect("already theirs: nothing to do");
-
-        let err = chown_to_user(&shared, "nobody").unwrap_err();
-        assert!(matches!(err, LifecycleError::SharedDir { .. }), "{err:?}");
-        assert!(err
-            .to_string()
-            .starts_with(&format!("directory {} holds other files", shared.display())));
-        assert_eq!(fs::metadata(&shared).unwrap().uid(), 0);
-        assert!(matches!(
-            chown_to_user(&own, "no-such-user-rkllmd"),
-            Err(LifecycleError::UnknownUser { .. })
-        ));
-        let file = dir.join("file");
-        fs::write(&file, "").unwrap();
-        assert!(matches!(
-            chown_to_user(&file, "nobody"),
-            Err(LifecycleError::NotADirectory { .. })
-        ));
     }
 }

@@ -1,9 +1,9 @@
-//! The socket file and its directory: create, clear a stale one, bind, and remove only our own.
+//! The socket file: clear a stale one, bind, and remove only our own.
 
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs::{self, Permissions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -11,70 +11,9 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{geteuid, Gid};
+use nix::unistd::Gid;
 
 use super::LifecycleError;
-
-/// Creates `dir` (and missing parents, 0755) if needed: 0750 and owned by `group` when one is
-/// given, else 0755. An existing directory keeps its mode and owner, but is refused when anyone
-/// could replace files in it: world-writable without the sticky bit, or (when we are not root)
-/// owned by another unprivileged user, as a squatted `/tmp/rkllmd-UID` would be.
-pub fn prepare_dir(dir: &Path, group: Option<Gid>) -> Result<(), LifecycleError> {
-    match fs::metadata(dir) {
-        Ok(meta) => return check_existing_dir(dir, &meta),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(LifecycleError::io("inspect directory", dir)(e)),
-    }
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(LifecycleError::io("create directory", parent))?;
-    }
-    // Created owner-only, then opened up to the final mode once the group is right.
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let meta = fs::metadata(dir).map_err(LifecycleError::io("inspect directory", dir))?;
-            return check_existing_dir(dir, &meta);
-        }
-        Err(e) => return Err(LifecycleError::io("create directory", dir)(e)),
-    }
-    let mode = match group {
-        Some(gid) => {
-            std::os::unix::fs::lchown(dir, None, Some(gid.as_raw()))
-                .map_err(LifecycleError::io("set the group of directory", dir))?;
-            0o750
-        }
-        None => 0o755,
-    };
-    fs::set_permissions(dir, Permissions::from_mode(mode))
-        .map_err(LifecycleError::io("set the mode of directory", dir))
-}
-
-fn check_existing_dir(dir: &Path, meta: &fs::Metadata) -> Result<(), LifecycleError> {
-    if !meta.is_dir() {
-        return Err(LifecycleError::NotADirectory {
-            path: dir.to_owned(),
-        });
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        return Err(LifecycleError::InsecureDir {
-            path: dir.to_owned(),
-            mode,
-        });
-    }
-    let euid = geteuid().as_raw();
-    if euid != 0 && meta.uid() != euid && meta.uid() != 0 {
-        return Err(LifecycleError::ForeignDir {
-            path: dir.to_owned(),
-            owner: meta.uid(),
-        });
-    }
-    Ok(())
-}
 
 /// What [`clear_stale`] found at the socket path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

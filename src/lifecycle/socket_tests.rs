@@ -3,6 +3,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use super::*;
 use crate::lifecycle::testdir::TempDir;
+use nix::unistd::geteuid;
 
 /// A group to hand files to: one we are not in when root, our own otherwise (all we may use).
 fn other_gid() -> Gid {
@@ -182,80 +183,12 @@ fn guard_reports_a_replaced_socket_as_not_removed() {
 }
 
 #[test]
-fn prepare_dir_with_group_is_0750_and_group_owned() {
-    let dir = TempDir::new("dir-group");
-    let target = dir.join("a/b/rkllmd");
-    prepare_dir(&target, Some(other_gid())).unwrap();
-    let meta = fs::metadata(&target).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o750);
-    assert_eq!(meta.gid(), other_gid().as_raw());
-    let parent = fs::metadata(dir.join("a/b")).unwrap();
-    assert_eq!(parent.permissions().mode() & 0o7777, 0o755);
-}
-
-#[test]
-fn prepare_dir_without_group_is_0755() {
-    let dir = TempDir::new("dir-plain");
-    let target = dir.join("rkllmd");
-    prepare_dir(&target, None).unwrap();
-    assert_eq!(
-        fs::metadata(&target).unwrap().permissions().mode() & 0o7777,
-        0o755
-    );
-}
-
-#[test]
-fn prepare_dir_leaves_an_existing_dir_alone() {
-    let dir = TempDir::new("dir-existing");
-    let target = dir.join("rkllmd");
-    fs::create_dir(&target).unwrap();
-    fs::set_permissions(&target, Permissions::from_mode(0o700)).unwrap();
-    let gid_before = fs::metadata(&target).unwrap().gid();
-    prepare_dir(&target, Some(Gid::from_raw(4242))).unwrap();
-    let meta = fs::metadata(&target).unwrap();
-    assert_eq!(meta.permissions().mode() & 0o7777, 0o700);
-    assert_eq!(meta.gid(), gid_before);
-}
-
-#[test]
-fn prepare_dir_refuses_world_writable_without_sticky_bit() {
-    let dir = TempDir::new("dir-insecure");
-    let target = dir.join("open");
-    fs::create_dir(&target).unwrap();
-    fs::set_permissions(&target, Permissions::from_mode(0o777)).unwrap();
-    let err = prepare_dir(&target, None).unwrap_err();
-    assert!(
-        matches!(err, LifecycleError::InsecureDir { mode: 0o777, .. }),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string()
-            .contains("world-writable without the sticky bit (mode 0777)"),
-        "{err}"
-    );
-
-    fs::set_permissions(&target, Permissions::from_mode(0o1777)).unwrap();
-    prepare_dir(&target, None).expect("sticky world-writable dir is fine, like /tmp");
-}
-
-#[test]
-fn prepare_dir_refuses_a_file() {
-    let dir = TempDir::new("dir-file");
-    let target = dir.join("file");
-    fs::write(&target, "").unwrap();
-    assert!(matches!(
-        prepare_dir(&target, None),
-        Err(LifecycleError::NotADirectory { .. })
-    ));
-}
-
-#[test]
 fn full_start_and_stop_sequence() {
     let dir = TempDir::new("sequence");
     let sock_dir = dir.join("run");
     let path = sock_dir.join("rkllmd.sock");
-    prepare_dir(&sock_dir, None).unwrap();
-    let lock = crate::lifecycle::LockFile::acquire(&path).unwrap();
+    let socket_dir = crate::lifecycle::prepare_dir(&sock_dir, None).unwrap();
+    let lock = crate::lifecycle::LockFile::acquire(&socket_dir, &path).unwrap();
     make_stale(&path);
     assert_eq!(clear_stale(&path).unwrap(), StaleOutcome::Removed);
     let (_listener, mut guard) = bind(&path, 0o660, None).unwrap();

@@ -3,8 +3,9 @@
 //! It loads the runtime and the model in this process (after probing the ABI in a child) and
 //! makes a few short runs: each check prints one line in `check`'s format (`ok`, `FAIL`,
 //! `unknown`), `FAIL` only where the runtime breaks an assumption the daemon relies on. A
-//! summary for bug reports closes the output. Nothing is written to disk; every handle is
-//! destroyed. On a board the whole takes well under a minute with a small model.
+//! summary for bug reports closes the output. Nothing is written to disk (but a missing
+//! `npu-lock` file, created empty); every handle is destroyed. The NPU lock is taken as the
+//! daemon takes it, so selftest never loads a model beside a running daemon's. On a board the whole takes well under a minute with a small model.
 
 mod abort;
 mod about;
@@ -20,6 +21,7 @@ use std::io::{self, Write};
 use crate::config::Config;
 use crate::doctor::{self, Finding, Status};
 use crate::exit;
+use crate::lifecycle;
 use crate::runtime;
 use watchdog::Watchdog;
 
@@ -35,8 +37,27 @@ pub fn run(cfg: &Config, out: &mut dyn Write) -> io::Result<i32> {
         out.flush()
     };
     let abi = doctor::abi_finding(&cfg.runtime_library);
-    let usable = abi.status != Status::Fail;
+    let mut usable = abi.status != Status::Fail;
     emit(out, vec![abi])?;
+    // Held until the end: a daemon serving on this NPU would otherwise share it with our model.
+    let _npu = match doctor::npu_lock_path(&cfg.npu_lock).map(|p| lifecycle::NpuGuard::acquire(&p))
+    {
+        Some(Err(e)) if usable => {
+            usable = false;
+            emit(
+                out,
+                vec![Finding::fail(
+                    "npu-lock",
+                    e.to_string(),
+                    "stop the rkllmd that holds the NPU first (or set npu-lock = none if the board \
+                     has room for both models)",
+                )],
+            )?;
+            None
+        }
+        Some(Ok(guard)) => Some(guard),
+        _ => None,
+    };
     let mut banner = None;
     if usable {
         match runtime::load(&cfg.runtime_library) {

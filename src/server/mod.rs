@@ -26,7 +26,7 @@ use crate::config::{ChatTemplate, Config};
 use crate::engine::{Engine, EngineConfig, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
-use crate::lifecycle::{self, LockFile};
+use crate::lifecycle;
 use crate::runtime::{self, InitConfig, Sampling};
 
 pub use event_loop::Report;
@@ -39,22 +39,24 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     let (soft, hard) = lifecycle::raise_nofile_limit();
     log::debug!("open files limit: soft {soft}, hard {hard}");
 
-    let group = cfg
-        .socket_group
-        .as_deref()
-        .map(lifecycle::lookup_group)
-        .transpose()?;
-    if let Some(dir) = cfg.socket.parent() {
-        lifecycle::prepare_dir(dir, group)?;
-        if let Some(user) = &cfg.user {
-            lifecycle::chown_to_user(dir, user)?;
-        }
+    let npu_lock = crate::doctor::npu_lock_path(&cfg.npu_lock);
+    let lifecycle::Footprint {
+        listener,
+        socket: mut socket_guard,
+        lock,
+        npu,
+        user,
+    } = lifecycle::establish(&lifecycle::SocketSpec {
+        path: &cfg.socket,
+        mode: cfg.socket_mode,
+        group: cfg.socket_group.as_deref(),
+        user: cfg.user.as_deref(),
+        npu_lock: npu_lock.as_deref(),
+    })?;
+    match &npu {
+        Some(guard) => log::debug!("NPU lock held: {}", guard.path().display()),
+        None => log::debug!("no NPU lock (npu-lock = {:?})", cfg.npu_lock),
     }
-    let lock = LockFile::acquire(&cfg.socket)?;
-    if let lifecycle::StaleOutcome::Removed = lifecycle::clear_stale(&cfg.socket)? {
-        log::warn!("removed a stale socket left at {}", cfg.socket.display());
-    }
-    let (listener, mut socket_guard) = lifecycle::bind(&cfg.socket, cfg.socket_mode, group)?;
     let tcp = match cfg.tcp {
         Some(addr) => {
             let l = std::net::TcpListener::bind(addr)
@@ -66,9 +68,9 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         }
         None => None,
     };
-    if let Some(user) = &cfg.user {
+    if let Some(user) = &user {
         lifecycle::drop_privileges(user)?;
-        log::info!("running as user {user}");
+        log::info!("running as user {}", user.name);
     }
 
     let template = resolve_template(&cfg);
@@ -112,6 +114,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     }
     let socket_removed = socket_guard.remove_now();
     drop(lock);
+    drop(npu);
     log::info!(
         "shutdown after {:.1} s: {} connection(s) closed, {} request(s) aborted, runtime {}, socket {}",
         started.elapsed().as_secs_f32(),

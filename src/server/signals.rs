@@ -17,17 +17,56 @@ pub struct Signals {
     fd: SignalFd,
 }
 
+/// Signals that end the daemon gracefully: the usual three, and SIGXCPU, which the kernel sends
+/// at the soft CPU-time limit before it kills at the hard one.
+const SHUTDOWN: [Signal; 4] = [
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGXCPU,
+];
+
+/// Signals whose default action would end the process without cleaning up, and which mean
+/// nothing to rkllmd: each is logged and ignored. SIGXFSZ too: ignored, the write that went past
+/// the file-size limit fails with EFBIG and is reported as an error. The real-time signals
+/// (SIGRTMIN to SIGRTMAX) are added in [`handled`].
+const IGNORED: [Signal; 9] = [
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+    Signal::SIGSTKFLT,
+    Signal::SIGXFSZ,
+];
+
+/// Every signal whose default action terminates the process and that can be caught, except
+/// the ones that report a fault of this process (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT,
+/// SIGTRAP, SIGSYS): no clean-up can run safely after those; the next start removes the stale
+/// socket. SIGPIPE is ignored in [`Signals::install`].
 fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGQUIT,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
+    for s in SHUTDOWN.iter().chain(&IGNORED).chain(&[Signal::SIGHUP]) {
+        set.add(*s);
     }
-    set
+    let mut raw: libc::sigset_t = *set.as_ref();
+    for signo in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: `raw` is an initialised sigset_t and `signo` a valid signal number.
+        unsafe { libc::sigaddset(&mut raw, signo) };
+    }
+    // SAFETY: `raw` was built from a valid SigSet by sigaddset only.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
+}
+
+/// The signal's name for the log: `SIGUSR1`, `SIGRTMIN+3`.
+fn name(signo: i32) -> String {
+    match Signal::try_from(signo) {
+        Ok(sig) => sig.as_str().to_owned(),
+        Err(_) if signo >= libc::SIGRTMIN() => format!("SIGRTMIN+{}", signo - libc::SIGRTMIN()),
+        Err(_) => format!("signal {signo}"),
+    }
 }
 
 impl Signals {
@@ -43,21 +82,24 @@ impl Signals {
         Ok(Signals { fd })
     }
 
-    /// Reads every pending signal.
+    /// Reads every pending signal; the ignored ones are logged here.
     pub fn drain(&mut self) -> Vec<SignalAction> {
         let mut actions = Vec::new();
         loop {
             match self.fd.read_signal() {
                 Ok(Some(info)) => {
-                    let signal = i32::try_from(info.ssi_signo)
-                        .ok()
-                        .and_then(|n| Signal::try_from(n).ok());
-                    match signal {
-                        Some(Signal::SIGHUP) => actions.push(SignalAction::Reload),
-                        Some(sig) => actions.push(SignalAction::Shutdown(sig)),
-                        None => {
-                            log::warn!("unexpected signal {} on the signalfd", info.ssi_signo);
+                    let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
+                    match Signal::try_from(signo) {
+                        Ok(Signal::SIGHUP) => actions.push(SignalAction::Reload),
+                        Ok(sig) if SHUTDOWN.contains(&sig) => {
+                            actions.push(SignalAction::Shutdown(sig));
                         }
+                        _ => log::warn!(
+                            "{} from pid {} (uid {}) ignored: it means nothing to rkllmd",
+                            name(signo),
+                            info.ssi_pid,
+                            info.ssi_uid
+                        ),
                     }
                 }
                 Ok(None) => break,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{argv, fail, run, Scratch};
 use crate::chat::ToolFormat;
-use crate::config::options::{DefaultText, Kind, OPTIONS};
+use crate::config::options::{DefaultText, Kind, Setting, OPTIONS};
 use crate::config::settings::{Draft, Layer};
 use crate::config::*;
 
@@ -397,4 +397,30 @@ fn bad_values_name_the_flag_the_value_and_what_is_expected() {
         let prefix = format!("invalid value '{value}' for {name}: expected {expected}");
         assert!(err.starts_with(&prefix), "{err}\n  wanted: {prefix}");
     }
+}
+
+#[test]
+fn npu_lock_is_auto_none_or_a_file() {
+    use crate::config::NpuLock;
+    let parse = |v: &str| {
+        let mut draft = Draft::new();
+        draft.apply(Setting::NpuLock, v, Layer::Flags).map(|()| {
+            let env = Env {
+                euid: 0,
+                xdg_runtime_dir: None,
+                default_config: PathBuf::new(),
+            };
+            draft.finish(&env, false).unwrap().npu_lock
+        })
+    };
+    assert_eq!(parse("auto"), Ok(NpuLock::Auto));
+    assert_eq!(parse("none"), Ok(NpuLock::None));
+    assert_eq!(
+        parse("/run/rkllmd-npu.lock"),
+        Ok(NpuLock::File("/run/rkllmd-npu.lock".into()))
+    );
+    assert_eq!(
+        parse(""),
+        Err("'auto', 'none' or a file to lock".to_owned())
+    );
 }
