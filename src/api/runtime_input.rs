@@ -69,10 +69,7 @@ mod tests {
     use crate::engine::Input;
 
     fn t(role: Role, content: &str) -> Turn {
-        Turn {
-            role,
-            content: content.into(),
-        }
+        Turn::new(role, content)
     }
 
     fn sent(job: &Job) -> (InputRole, &str) {
