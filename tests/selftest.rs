@@ -522,6 +522,9 @@ fn tools_that_a_call_with_none_does_not_remove_fail_the_runtime_tools_check_with
         "{}",
         r.stdout
     );
+}
+
+#[test]
 fn a_daemon_holding_the_npu_keeps_selftest_from_loading_a_model() {
     let dir = TempDir::new("selftest-npu");
     let npu = dir.path().join("npu.lock");
