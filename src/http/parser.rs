@@ -61,6 +61,15 @@ impl RequestParser {
         matches!(self.state, State::Body { .. })
     }
 
+    /// The head of the request whose body is awaited, as a request without its body: what
+    /// the head says (an API key, the path) can be checked before the body is read.
+    pub fn pending_head(&self) -> Option<Request> {
+        match &self.state {
+            State::Body { head } => Some(head.to_request()),
+            _ => None,
+        }
+    }
+
     /// Parses what `buf` holds, draining the bytes of a finished request from its front; bytes
     /// of a pipelined next request stay. Work per call is proportional to the new bytes, so a
     /// body trickling in byte by byte costs O(total).
