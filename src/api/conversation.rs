@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use super::ctx::Ctx;
-use super::error::{ApiError, Flavor};
+use super::error::{echo, ApiError, Flavor};
 use crate::chat::{Role, SystemRole, Turn};
 use crate::engine::{Conversation, Job};
 
@@ -49,7 +49,8 @@ fn turns(messages: &[Value], flavor: Flavor) -> Result<Vec<Turn>, ApiError> {
                 return Err(ApiError::bad_request(
                     flavor,
                     format!(
-                        "'messages[].role' '{other}' is not one of system, user, assistant, tool"
+                        "'messages[].role' '{}' is not one of system, user, assistant, tool",
+                        echo(other)
                     ),
                     Some("messages"),
                 ))
@@ -107,8 +108,9 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
                 return Err(ApiError::bad_request(
                     Flavor::OpenAi,
                     format!(
-                    "'messages': content parts of type '{other}' are not supported by this model"
-                ),
+                        "'messages': content parts of type '{}' are not supported by this model",
+                        echo(other)
+                    ),
                     Some("messages"),
                 ))
             }

@@ -15,7 +15,7 @@ const ECHO_MAX_BYTES: usize = 200;
 
 /// `text` as an error message may repeat it: cut at `ECHO_MAX_BYTES` (on a character
 /// boundary) with an ellipsis.
-fn echo(text: &str) -> Cow<'_, str> {
+pub(super) fn echo(text: &str) -> Cow<'_, str> {
     if text.len() <= ECHO_MAX_BYTES {
         return Cow::Borrowed(text);
     }

@@ -319,6 +319,23 @@ mod tests {
     }
 
     #[test]
+    fn the_head_is_readable_while_its_body_is_awaited() {
+        let mut parser = RequestParser::new(Limits::default());
+        let mut buf = b"POST /p HTTP/1.1\r\nAuthorization: Bearer k\r\nContent-".to_vec();
+        assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
+        assert_eq!(parser.pending_head(), None);
+        buf.extend_from_slice(b"Length: 9\r\n\r\n");
+        assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
+        let head = parser.pending_head().expect("the head");
+        assert_eq!(head.path, "/p");
+        assert_eq!(head.header("authorization"), Some("Bearer k"));
+        assert!(head.body.is_empty());
+        buf.extend_from_slice(b"123456789");
+        assert!(matches!(parser.advance(&mut buf), Ok(Progress::Request(_))));
+        assert_eq!(parser.pending_head(), None);
+    }
+
+    #[test]
     fn pipelined_requests_in_one_buffer() {
         let mut buf =
             b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\nGET /c HT"

@@ -822,6 +822,92 @@ mod tests {
     }
 
     #[test]
+    fn a_half_closed_client_still_gets_its_whole_answer() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        client.write_all(raw).expect("client write");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        assert!(matches!(conn.read_available(now), ReadOutcome::Drained));
+        assert!(!conn.can_read());
+        let req = conn
+            .next_request(now, OUTPUT_CAP, true, &open_gate, &mut m)
+            .expect("the request read before the EOF");
+        assert_eq!(req.path, "/health");
+        // Larger than the socket buffers: it takes several flushes.
+        let big = "x".repeat(1 << 20);
+        conn.respond(
+            FullResponse::json(200, &serde_json::json!(big)),
+            now,
+            &mut m,
+        );
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !conn.is_finished() {
+            conn.flush(now).expect("flush");
+            match client.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got.extend_from_slice(received(&mut client).0.as_bytes());
+        assert!(got.len() > 1 << 20, "{} bytes", got.len());
+        assert!(got.ends_with(b"xxx\""));
+    }
+
+    #[test]
+    fn output_nobody_reads_expires_in_every_phase() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        let big = "x".repeat(4 << 20);
+        conn.respond(
+            FullResponse::json(200, &serde_json::json!(big)),
+            now,
+            &mut m,
+        );
+        conn.flush(now).expect("flush");
+        assert!(conn.pending_output() > 0, "the client reads nothing");
+        // Closing with output pending: only the write timer runs.
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.write));
+        // Progress restarts it.
+        let later = now + Duration::from_secs(5);
+        let mut buf = vec![0u8; 1 << 16];
+        client.read_exact(&mut buf).expect("read some");
+        conn.flush(later).expect("flush");
+        assert_eq!(conn.deadline(TIMEOUTS), Some(later + TIMEOUTS.write));
+        let expired = later + TIMEOUTS.write;
+        conn.time_out(expired, TIMEOUTS, &mut m);
+        assert!(conn.is_finished());
+        assert_eq!(conn.pending_output(), 0);
+    }
+
+    #[test]
+    fn a_head_the_gate_refuses_is_answered_before_its_body() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let refuse = |_: &Request| Err(ApiError::unauthorized(Flavor::OpenAi));
+        client
+            .write_all(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100000\r\n\r\n")
+            .expect("client write");
+        conn.read_available(now);
+        assert!(conn
+            .next_request(now, OUTPUT_CAP, true, &refuse, &mut m)
+            .is_none());
+        conn.flush(now).expect("flush");
+        let (text, closed) = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(closed);
+        assert_eq!(count(&m, "/v1/completions", 401), 1);
+    }
+
+    #[test]
     fn a_refusal_delivers_its_bytes_then_closes() {
         let now = Instant::now();
         let (ours, mut client) = UnixStream::pair().expect("a socket pair");
