@@ -337,6 +337,8 @@ fn peers_refused_by_the_allow_list_count_against_max_connections() {
         .args(["--allow-uid", "4242", "--socket-mode", "0666"])
         .args(["--max-connections", "3"])
         .start();
+    // Root is always allowed: a first request settles whatever the daemon opens lazily.
+    assert!(health(&d).is_some());
     let before = d.fd_count();
     // Ten peers of another user connect, read their answer's status line, and stay connected
     // until we close their stdin.
@@ -388,9 +390,11 @@ sys.stdin.read()
             || *a == "reset"),
         "{line}"
     );
-    assert!(line.contains("403"), "{line}");
+    let forbidden = answers.iter().filter(|a| a.contains("403")).count();
+    assert!((1..=3).contains(&forbidden), "{line}");
+    // One more for a refused peer being accepted and closed as we look.
     assert!(
-        during <= before + 3,
+        during <= before + 4,
         "{during} fds while refused peers connect, {before} before: {line}"
     );
 }

@@ -252,29 +252,36 @@ impl Engine {
 
     /// Drains the worker's messages after a wake; the events go to `out` in order.
     pub fn on_wake(&mut self, now: Instant, out: &mut Vec<Event>) {
-        self.drain(now, out);
+        self.drain(now, out, EVENT_CHANNEL_CAPACITY);
         self.dispatch(now);
     }
 
     /// Handles every message the inference thread has sent so far.
-    fn drain(&mut self, now: Instant, out: &mut Vec<Event>) {
+    /// At most `limit` messages: a batch of events is bounded, so a client that falls behind
+    /// is held before it is more than one batch past the mark (the rest waits for the wake
+    /// sent here).
+    fn drain(&mut self, now: Instant, out: &mut Vec<Event>, limit: usize) {
         if self.held.is_some() {
             // Left set, the flag keeps the worker from waking us for messages we do not take.
             return;
         }
         // Clear before draining: a message sent during the drain wakes us again.
         self.wake_pending.store(false, Ordering::Release);
-        loop {
+        for _ in 0..limit {
             match self.msgs.try_recv() {
                 Ok(msg) => self.handle(msg, now, out),
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     if self.state != State::Stopped {
                         self.worker_gone(out);
                     }
-                    break;
+                    return;
                 }
             }
+        }
+        // Stopped at the limit: the worker may be done sending, so nothing else would wake us.
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {e}");
         }
     }
 
@@ -337,7 +344,7 @@ impl Engine {
         // A run that has already ended, its messages still on their way (a long answer the
         // loop has not caught up with), is complete: it must not be aborted and called cut.
         self.release();
-        self.drain(now, out);
+        self.drain(now, out, usize::MAX);
         if !matches!(self.state, State::Wedged) {
             self.state = State::ShuttingDown;
         }
