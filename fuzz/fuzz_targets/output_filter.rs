@@ -1,7 +1,8 @@
 //! The output pipeline (think block, tool calls, stop sequences) on arbitrary model text cut
 //! into arbitrary tokens.
 //!
-//! Input: byte 0 says whether reasoning and tool calls are looked for; the rest is text (lossy
+//! Input: byte 0 says whether reasoning and tool calls are looked for, and in which format
+//! (bit 0: reasoning, bit 1: tool calls, bit 2: Llama 3's JSON calls instead of Hermes); the rest is text (lossy
 //! UTF-8) made of NUL-separated fields: the model's output, where U+0001 marks token
 //! boundaries, then up to four stop sequences. Checked:
 //! - the events a client gets (reasoning, content and calls, in order, adjacent text joined),
@@ -13,7 +14,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rkllmd::api::{Event, Next, OutputFilter};
+use rkllmd::api::{Event, Next, OutputFilter, ToolCallParser};
+use rkllmd::chat::ToolFormat;
 
 /// An event with its text owned, so runs can be compared.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,7 +43,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let think = flags & 1 != 0;
-    let tools = flags & 2 != 0;
+    let tools = (flags & 2 != 0).then_some(if flags & 4 != 0 {
+        ToolFormat::Llama3Json
+    } else {
+        ToolFormat::Hermes
+    });
     let text = String::from_utf8_lossy(rest);
     let mut fields = text.split('\0');
     let output = fields.next().unwrap_or_default();
@@ -68,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
             _ => None,
         })
         .collect();
-    if !tools {
+    if tools.is_none() {
         for stop in stops.iter().filter(|s| !s.is_empty()) {
             assert!(
                 !content.contains(stop.as_str()),
@@ -88,11 +94,15 @@ fuzz_target!(|data: &[u8]| {
 /// Feeds the pieces until the filter asks to stop, then finishes, as a responder does.
 fn run<'a>(
     think: bool,
-    tools: bool,
+    tools: Option<ToolFormat>,
     stops: &[String],
     pieces: impl Iterator<Item = &'a str>,
 ) -> Run {
-    let mut filter = OutputFilter::new(think, tools.then_some(0x2a), stops.to_vec());
+    let mut filter = OutputFilter::new(
+        think,
+        tools.map(|format| ToolCallParser::new(format, 0x2a)),
+        stops.to_vec(),
+    );
     let mut events: Vec<Owned> = Vec::new();
     let mut sink = |event: Event<'_>| {
         let owned = match event {

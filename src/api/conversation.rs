@@ -6,21 +6,29 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::error::{echo, ApiError, Flavor};
-use crate::chat::{Role, SystemRole, Turn};
+use crate::chat::{Role, SystemRole, ToolFormat, Turn};
 use crate::engine::{Conversation, Job};
 
 /// OpenAI `messages`: content is a string, null (assistant turns with tool calls) or a list of
 /// parts whose text parts count; image parts are refused until vision models are supported.
-pub fn openai_turns(messages: &[Value]) -> Result<Vec<Turn>, ApiError> {
-    turns(messages, Flavor::OpenAi)
+/// Assistant tool calls are written in the tool format of the template the conversation is
+/// rendered with (see [`tool_format`]).
+pub fn openai_turns(messages: &[Value], tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::OpenAi, tools)
 }
 
 /// Ollama `messages`: content is a string; `images` are refused.
-pub fn ollama_turns(messages: &[Value]) -> Result<Vec<Turn>, ApiError> {
-    turns(messages, Flavor::Ollama)
+pub fn ollama_turns(messages: &[Value], tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::Ollama, tools)
 }
 
-fn turns(messages: &[Value], flavor: Flavor) -> Result<Vec<Turn>, ApiError> {
+/// The format tool calls are asked for and written in: the template's; with the runtime's own
+/// template, Qwen's (what `rkllm_set_function_tools` writes, see the simulator's README).
+pub fn tool_format(ctx: &Ctx<'_>) -> ToolFormat {
+    ctx.template.map_or(ToolFormat::Hermes, |t| t.tool_format)
+}
+
+fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request(
             flavor,
@@ -75,11 +83,11 @@ fn turns(messages: &[Value], flavor: Flavor) -> Result<Vec<Turn>, ApiError> {
         check_text(&content, flavor, "messages[].content")?;
         if role == Role::Assistant {
             if let Some(calls) = m.get("tool_calls") {
-                super::tools::render_calls(&mut content, calls, flavor)?;
+                super::tools::render_calls(&mut content, calls, flavor, tools)?;
                 check_text(&content, flavor, "messages[].tool_calls")?;
             }
         }
-        out.push(Turn { role, content });
+        out.push(Turn::new(role, content));
     }
     Ok(out)
 }
@@ -160,8 +168,7 @@ pub fn job_for(
     let with_tools;
     let turns = match tools {
         Some(json) => {
-            with_tools =
-                super::tools::with_definitions(turns, json, template.default_system.as_deref());
+            with_tools = super::tools::with_definitions(turns, json, template);
             &with_tools[..]
         }
         None => turns,

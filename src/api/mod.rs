@@ -30,6 +30,7 @@ pub use params::WARNING_HEADER;
 pub use reply::Reply;
 pub use responder::{Next, Responder, ResponseOut};
 pub use stop::StopMatcher;
+pub use tools::ToolCallParser;
 
 /// A handler: the request, the daemon's state, and the id a generation it starts would get.
 type Handler = fn(&Request, &Ctx<'_>, u64) -> Result<Reply, ApiError>;

@@ -33,12 +33,13 @@ struct ContentFilter {
 }
 
 impl OutputFilter {
-    /// `tools_for_job`: the job's id when the request gave tools (call ids derive from it).
-    pub fn new(think: bool, tools_for_job: Option<u64>, stops: Vec<String>) -> OutputFilter {
+    /// `tools`: the parser for the format the prompt asked for calls in, when the request gave
+    /// tools.
+    pub fn new(think: bool, tools: Option<ToolCallParser>, stops: Vec<String>) -> OutputFilter {
         OutputFilter {
             think: think.then(ThinkSplitter::new),
             content: ContentFilter {
-                tools: tools_for_job.map(ToolCallParser::new),
+                tools,
                 stop: StopMatcher::new(stops),
                 calls: 0,
             },
@@ -101,7 +102,12 @@ impl ContentFilter {
         if text.is_empty() {
             return Next::Continue;
         }
-        for piece in parser.push(text) {
+        let pieces = parser.push(text);
+        self.take(pieces, emit)
+    }
+
+    fn take(&mut self, pieces: Vec<Piece>, emit: &mut dyn FnMut(Event<'_>)) -> Next {
+        for piece in pieces {
             match piece {
                 Piece::Text(t) => {
                     if stopped(&mut self.stop, &t, emit) == Next::Stop {
@@ -121,7 +127,7 @@ impl ContentFilter {
 
     fn finish(&mut self, emit: &mut dyn FnMut(Event<'_>)) {
         if let Some(rest) = self.tools.as_mut().map(ToolCallParser::finish) {
-            stopped(&mut self.stop, &rest, emit);
+            self.take(rest, emit);
         }
         let rest = self.stop.finish();
         if !rest.is_empty() {
@@ -141,6 +147,7 @@ fn stopped(stop: &mut StopMatcher, text: &str, emit: &mut dyn FnMut(Event<'_>)) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::ToolFormat;
 
     fn run(filter: &mut OutputFilter, pieces: &[&str]) -> (String, String, Vec<String>, Next) {
         let (mut reasoning, mut content, mut calls) = (String::new(), String::new(), Vec::new());
@@ -159,7 +166,11 @@ mod tests {
 
     #[test]
     fn reasoning_content_and_calls_come_apart_across_token_boundaries() {
-        let mut f = OutputFilter::new(true, Some(7), vec![]);
+        let mut f = OutputFilter::new(
+            true,
+            Some(ToolCallParser::new(ToolFormat::Hermes, 7)),
+            vec![],
+        );
         let (r, c, calls, _) = run(
             &mut f,
             &[

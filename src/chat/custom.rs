@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-use super::template::{Template, Wrap};
+use super::template::{Template, ToolFormat, Wrap};
 
 /// The config file's template keys, as written (escapes not yet decoded). A missing role part
-/// is empty; a missing `generation_prompt` is `assistant_prefix`.
+/// is empty; a missing `generation_prompt` is `assistant_prefix`; a missing `tool_format` is
+/// Hermes, the form most fine-tunes without a template of their own were trained on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CustomParts {
     pub system_prefix: Option<String>,
@@ -18,6 +19,7 @@ pub struct CustomParts {
     pub tool_suffix: Option<String>,
     pub generation_prompt: Option<String>,
     pub bos: Option<String>,
+    pub tool_format: Option<ToolFormat>,
 }
 
 /// A template key whose value has a bad escape.
@@ -73,6 +75,7 @@ impl Template {
             .unwrap_or_else(|| assistant.prefix.clone());
         Ok(Template {
             bos: get("bos", &p.bos)?,
+            tool_format: p.tool_format.unwrap_or(ToolFormat::Hermes),
             ..Template::plain(
                 "custom",
                 [system, user, assistant, tool],
@@ -112,7 +115,7 @@ pub fn decode_escapes(raw: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::super::{Role, Turn};
-    use super::{decode_escapes, CustomParts, Template};
+    use super::{decode_escapes, CustomParts, Template, ToolFormat};
 
     #[test]
     fn escapes_decode() {
@@ -186,6 +189,22 @@ mod tests {
         assert_eq!(t.bos, None);
         let turns = [Turn::new(Role::User, "x")];
         assert_eq!(t.render(&turns, Some(false)).full(), "xA:\t");
+    }
+
+    #[test]
+    fn tools_are_hermes_unless_the_config_says_llama3() {
+        assert_eq!(
+            Template::custom(&parts()).unwrap().tool_format,
+            ToolFormat::Hermes
+        );
+        let p = CustomParts {
+            tool_format: Some(ToolFormat::Llama3Json),
+            ..parts()
+        };
+        assert_eq!(
+            Template::custom(&p).unwrap().tool_format,
+            ToolFormat::Llama3Json
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use custom::{decode_escapes, CustomParts, CustomPartsError};
 pub use guess::guess;
 pub use presets::PRESET_NAMES;
 pub use render::Rendered;
-pub use template::{Reasoning, SystemRole, Template, Thinking, Wrap};
+pub use template::{Reasoning, SystemRole, Template, Thinking, ToolFormat, Wrap};
 
 /// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +53,10 @@ impl Role {
 pub struct Turn {
     pub role: Role,
     pub content: String,
+    /// Text written into the turn as it is, between the role's prefix and the content: tool
+    /// definitions in the family's own format. Unlike the content it is never trimmed, since the
+    /// official templates write it verbatim (Llama 3.1's ends with a blank line).
+    pub preamble: String,
 }
 
 impl Turn {
@@ -60,6 +64,7 @@ impl Turn {
         Turn {
             role,
             content: content.into(),
+            preamble: String::new(),
         }
     }
 }

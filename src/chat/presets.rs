@@ -2,8 +2,12 @@
 //! plain-text conversations. Where a family's template has no rule for a case (a tool result
 //! in a family without tools, a system turn in Gemma 2), the preset's doc says what it does
 //! instead.
+//!
+//! Tools: each preset asks for calls in its family's own format ([`ToolFormat`]) where the
+//! family's official template or documentation defines one; the others use Qwen's Hermes form,
+//! and their doc says why.
 
-use super::template::{Reasoning, SystemRole, Template, Thinking, Wrap};
+use super::template::{Reasoning, SystemRole, Template, Thinking, ToolFormat, Wrap};
 
 /// The names [`Template::preset`] accepts.
 pub const PRESET_NAMES: &[&str] = &[
@@ -30,6 +34,8 @@ impl Template {
         let name = PRESET_NAMES.iter().copied().find(|n| *n == wanted)?;
         let t = match name {
             "chatml" => with_qwen_tools(chatml(name)),
+            // Qwen2-Instruct's template has no tool rules; Hermes is the form its successors
+            // were trained on.
             "qwen2" => Template {
                 default_system: Some("You are a helpful assistant.".into()),
                 ..chatml(name)
@@ -54,8 +60,10 @@ impl Template {
             "phi3" => phi3(name),
             "deepseek-r1" => deepseek_r1(name),
             // MiniCPM3 and MiniCPM4 are ChatML without a default system prompt; their template
-            // passes the tool role through.
+            // passes the tool role through and has no rules for definitions or calls: Hermes.
             "minicpm" => chatml(name),
+            // InternLM2's template has no tool rules (its plugin protocol, `<|plugin|>` and
+            // `<|action_start|>`, lives in InternLM's agent code, not in the template): Hermes.
             "internlm2" => Template {
                 bos: Some("<s>".into()),
                 ..chatml(name)
@@ -81,9 +89,9 @@ fn chatml(name: &'static str) -> Template {
     )
 }
 
-/// Qwen 2.5/3 tool results: a user turn with one `<tool_response>` block per consecutive tool
-/// turn. The generic `chatml` preset uses the same form, since the ChatML models people run on
-/// RKLLM are mostly Qwen-derived.
+/// Qwen 2.5/3 tools ([`ToolFormat::Hermes`], the default) and tool results: a user turn with
+/// one `<tool_response>` block per consecutive tool turn. The generic `chatml` preset uses the
+/// same form, since the ChatML models people run on RKLLM are mostly Qwen-derived.
 fn with_qwen_tools(t: Template) -> Template {
     Template {
         tool: Wrap::new("\n<tool_response>\n", "\n</tool_response>"),
@@ -94,8 +102,9 @@ fn with_qwen_tools(t: Template) -> Template {
 
 /// Llama 3 Instruct: content trimmed; tool results in an `ipython` turn, JSON-encoded as the
 /// Llama 3.1/3.2 templates do. The 3.1+ templates also open every prompt with a system block
-/// holding "Cutting Knowledge Date" and today's date; this preset follows the 3.0 template
-/// and does not.
+/// holding "Cutting Knowledge Date" and today's date; without tools this preset follows the 3.0
+/// template and does not. With tools it writes what 3.1's template writes
+/// ([`ToolFormat::Llama3Json`]; Llama 3.0 has no tool calling).
 fn llama3(name: &'static str) -> Template {
     let wrap = |role: &str| {
         Wrap::new(
@@ -107,6 +116,7 @@ fn llama3(name: &'static str) -> Template {
         bos: Some("<|begin_of_text|>".into()),
         trim_content: true,
         tool_content_json: true,
+        tool_format: ToolFormat::Llama3Json,
         ..Template::plain(
             name,
             [
@@ -123,7 +133,10 @@ fn llama3(name: &'static str) -> Template {
 /// Gemma 2 and 3 (identical for text): no system role (Gemma 3 puts the system text and a blank
 /// line in front of the first user turn; Gemma 2 rejects system turns, and gets the same
 /// treatment here), content trimmed, the assistant called `model`. There is no tool role: tool
-/// results are rendered as user turns.
+/// results are rendered as user turns. Tools use the Hermes form: the templates have no tool
+/// rules, and Google's guide (<https://ai.google.dev/gemma/docs/capabilities/function-calling>)
+/// says Gemma has no tool-specific tokens and answers in whatever call format the prompt asks
+/// for.
 fn gemma(name: &'static str) -> Template {
     let wrap = |role: &str| Wrap::new(&format!("<start_of_turn>{role}\n"), "<end_of_turn>\n");
     Template {
@@ -141,7 +154,9 @@ fn gemma(name: &'static str) -> Template {
 }
 
 /// Phi-3 / Phi-3.5 mini (current revisions, no BOS in the template). Their template skips
-/// tool turns; here they are rendered as user turns.
+/// tool turns; here they are rendered as user turns. It has no tool rules either: tools use the
+/// Hermes form. (Phi-4-mini's `<|tool|>` system block and `<|tool_call|>` answers belong to a
+/// template this preset does not match: Phi-4-mini writes no newline after the role tags.)
 fn phi3(name: &'static str) -> Template {
     let wrap = |role: &str| Wrap::new(&format!("<|{role}|>\n"), "<|end|>\n");
     Template::plain(
@@ -161,6 +176,10 @@ fn phi3(name: &'static str) -> Template {
 /// switch; "off" closes the think block at once, as Qwen3 does. Tool results (the template's
 /// tool-output tags, which the distills were not trained on) are rendered as user turns. The
 /// template moves the last system turn to the start; here system turns stay where they are.
+/// Tools use the Hermes form: the template writes calls in the history
+/// (`<｜tool▁calls▁begin｜>...`) but never the definitions, so there is no prompt the distills
+/// were trained to answer with calls (llama.cpp
+/// `models/templates/deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja`).
 fn deepseek_r1(name: &'static str) -> Template {
     Template {
         bos: Some("<｜begin▁of▁sentence｜>".into()),

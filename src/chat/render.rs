@@ -99,6 +99,7 @@ impl Template {
             pieces.push(self.piece(turn, &position));
             match (&self.system_role, turn.role) {
                 (SystemRole::FoldIntoNextTurn { separator }, Role::System) => {
+                    folded.push_str(&turn.preamble);
                     folded.push_str(&turn.content);
                     folded.push_str(separator);
                 }
@@ -160,6 +161,7 @@ impl Template {
         }
         out.push_str(&wrap.prefix);
         out.push_str(&folded);
+        out.push_str(&turn.preamble);
         out.push_str(&content);
         out.push_str(&wrap.suffix);
         if let (Some(run), false) = (run, at.before_tool) {

@@ -350,3 +350,25 @@ fn thinking_switches_only_where_the_family_has_a_switch() {
         }
     }
 }
+
+#[test]
+fn a_preamble_is_written_untrimmed_before_the_content_and_folds_with_it() {
+    let with_preamble = |mut turn: Turn, preamble: &str| {
+        turn.preamble = preamble.to_owned();
+        turn
+    };
+    let turns = [
+        with_preamble(sys(" terse "), "Env\n\n"),
+        with_preamble(user(" Hi "), "Tools\n\n"),
+    ];
+    assert_eq!(
+        preset("llama3").render(&turns, None).full(),
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEnv\n\nterse<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nTools\n\nHi<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\n"
+    );
+    assert_eq!(
+        preset("gemma3").render(&turns, None).full(),
+        "<bos><start_of_turn>user\nEnv\n\n terse \n\nTools\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+    );
+}

@@ -56,6 +56,25 @@ pub struct Thinking {
     pub off: String,
 }
 
+/// How a family asks for tool calls and writes them: where the request's tool definitions go in
+/// the prompt, how the model answers with a call, and how calls in the history are written back.
+/// Decided once per template: by the preset (`presets.rs`), or for a custom template by
+/// `chat-template-tool-format` (Hermes unless it says otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// Qwen 2.5's form (the Hermes form): the definitions in a `<tools>` block of the system turn,
+    /// calls as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` anywhere in the answer.
+    /// Qwen's own template writes it (`Qwen/Qwen2.5-7B-Instruct`, `tokenizer_config.json`); the
+    /// families whose official template has no tool rules use it too (see their presets).
+    Hermes,
+    /// Llama 3.1/3.2 JSON tool calling, as the official templates write it
+    /// (`meta-llama/Llama-3.1-8B-Instruct` and `Llama-3.2-3B-Instruct`, `tokenizer_config.json`;
+    /// a copy in llama.cpp `models/templates/meta-llama-Llama-3.2-3B-Instruct.jinja`): the system
+    /// block says `Environment: ipython`, the definitions go into the first user message, and
+    /// the model answers with a bare `{"name": ..., "parameters": {...}}` object.
+    Llama3Json,
+}
+
 /// A chat template: how to render a conversation for one model family.
 ///
 /// Rendering rules are in [`Template::render`]; the fields are public so that callers can
@@ -88,6 +107,7 @@ pub struct Template {
     pub reasoning: Reasoning,
     /// `None` for families without a thinking switch.
     pub thinking: Option<Thinking>,
+    pub tool_format: ToolFormat,
 }
 
 impl Template {
@@ -110,6 +130,7 @@ impl Template {
             trim_content: false,
             reasoning: Reasoning::Keep,
             thinking: None,
+            tool_format: ToolFormat::Hermes,
         }
     }
 }

@@ -54,6 +54,7 @@ pub(super) enum Setting {
     TemplateToolPrefix,
     TemplateToolSuffix,
     TemplateGenerationPrompt,
+    TemplateToolFormat,
     Config,
     Root,
     ConfigOnly,
@@ -242,6 +243,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Note("the assistant prefix"),
         TEMPLATE,
         "Text that opens the answer"
+    ),
+    opt!(
+        TemplateToolFormat,
+        "chat-template-tool-format",
+        V("FORMAT"),
+        Note("hermes"),
+        TEMPLATE,
+        "How tools are written and calls read:\nhermes (Qwen's <tools> block, <tool_call>\nanswers) or llama3 (Llama 3.1's JSON calls)"
     ),
     opt!(
         KvCacheReuse,

@@ -146,6 +146,9 @@ impl Draft {
             Setting::TemplateGenerationPrompt => {
                 self.template_parts.generation_prompt = Some(values::template_text(raw)?);
             }
+            Setting::TemplateToolFormat => {
+                self.template_parts.tool_format = Some(values::tool_format(raw)?);
+            }
             // Handled by the scanner and never produced by the file reader.
             Setting::Config
             | Setting::Root

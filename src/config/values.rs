@@ -140,6 +140,15 @@ pub(super) fn log_level(raw: &str) -> Result<log::LevelFilter, Expected> {
     }
 }
 
+/// `chat-template-tool-format`: `hermes` or `llama3`, in any case.
+pub(super) fn tool_format(raw: &str) -> Result<crate::chat::ToolFormat, Expected> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "hermes" => Ok(crate::chat::ToolFormat::Hermes),
+        "llama3" => Ok(crate::chat::ToolFormat::Llama3Json),
+        _ => Err("hermes or llama3".to_owned()),
+    }
+}
+
 /// A custom template part: kept as written, checked now so that a bad escape fails at start.
 pub(super) fn template_text(raw: &str) -> Result<String, Expected> {
     crate::chat::decode_escapes(raw).map(|_| raw.to_owned())

@@ -551,6 +551,7 @@ def test_init_fails_for_a_real_binary_model(tmp_path):
     "rkllm-sim 1\nanswer_tokens_min = 9\nanswer_tokens_max = 3\n",
     "rkllm-sim 1\nname = a\nname = b\n",
     "rkllm-sim 1\njust words\n",
+    "rkllm-sim 1\nanswer =   \n",              # a scripted answer cannot be empty
 ])
 def test_init_fails_for_invalid_model_files(tmp_path, content):
     path = tmp_path / "bad.rkllm"
@@ -855,6 +856,21 @@ def test_function_tools(session):
     assert b"<tool_call>" not in plain.text and len(plain.tokens) >= 24
     # A tool result that names the tool is answered in prose, not with another call.
     assert b"<tool_call>" not in s.run("get_weather: 21 C", role=b"tool").text
+
+
+def test_a_scripted_answer_is_the_answer_to_every_prompt(session, model):
+    answer = '<|python_tag|>{"name": "get_weather", "parameters": {"city": "Paris"}} 🙂'
+    s = session(model(answer=answer, thinking=1))
+    for prompt in ("What is the weather in Paris?", "Anything else?"):
+        r = s.run(prompt)
+        assert r.rc == 0
+        assert r.text.decode("utf-8") == answer
+        assert r.finish.generate_tokens == len(r.tokens) == ntok(answer) + 1  # emoji: 2 pieces
+    # A thinking model thinks first; a call for a named tool still wins.
+    thought = s.run("Is 17 prime?", enable_thinking=True).text.decode("utf-8")
+    assert thought.startswith("<think>\n") and thought.endswith("</think>\n\n" + answer)
+    assert LIB.rkllm_set_function_tools(s.handle, b"", TOOLS.encode(), b"tool_response") == 0
+    assert s.run("Use get_weather.").text.startswith(b"<tool_call>")
 
 
 def test_thinking(session, model):

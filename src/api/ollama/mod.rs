@@ -15,6 +15,7 @@ use super::generation::Generation;
 use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::reply::Reply;
+use super::tools::ToolCallParser;
 use crate::chat::{Role, Turn};
 use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
@@ -51,7 +52,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     if messages.is_empty() {
         return load(ctx, head);
     }
-    let turns = conversation::ollama_turns(messages)?;
+    let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
     let tools = super::tools::request_tools(&f)?;
     let mut job = conversation::job_for(
         ctx,
@@ -88,15 +89,9 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     } else {
         let mut turns = Vec::with_capacity(2);
         if let Some(system) = f.str("system")?.filter(|s| !s.is_empty()) {
-            turns.push(Turn {
-                role: Role::System,
-                content: system.to_owned(),
-            });
+            turns.push(Turn::new(Role::System, system));
         }
-        turns.push(Turn {
-            role: Role::User,
-            content: prompt.to_owned(),
-        });
+        turns.push(Turn::new(Role::User, prompt));
         conversation::job_for(ctx, job_id, &turns, f.bool("think")?, None, FLAVOR)?
     };
     let note = (raw && ctx.template.is_none()).then_some(
@@ -174,8 +169,9 @@ fn start(
             format!("request fields not supported by rkllmd were ignored: {w}"),
         ));
     }
-    let calls_for = (head.kind == Kind::Chat && job.tools().is_some()).then_some(job.id());
-    let filter = OutputFilter::new(true, calls_for, params.stop);
+    let calls = (head.kind == Kind::Chat && job.tools().is_some())
+        .then(|| ToolCallParser::new(conversation::tool_format(ctx), job.id()));
+    let filter = OutputFilter::new(true, calls, params.stop);
     let format = OllamaFormat::new(head.kind, head.model);
     Ok(Reply::Generate {
         job,

@@ -326,9 +326,15 @@ mod tests {
     use crate::api::generation::Generation;
     use crate::api::output::OutputFilter;
     use crate::api::responder::{Next, Responder};
+    use crate::api::tools::ToolCallParser;
+    use crate::chat::ToolFormat;
     use crate::engine::FinishReason;
     use serde_json::json;
     use std::time::Duration;
+
+    fn hermes_calls() -> ToolCallParser {
+        ToolCallParser::new(ToolFormat::Hermes, 0x7)
+    }
 
     fn format(kind: Kind, stream: bool) -> OpenAiFormat {
         OpenAiFormat::new(kind, 7, "qwen \"2.5\"".into(), 1_700_000_000, stream, false)
@@ -446,7 +452,10 @@ mod tests {
 
     #[test]
     fn streamed_calls_are_deltas_and_malformed_ones_stay_content() {
-        let mut r = responder(Kind::Chat, OutputFilter::new(true, Some(0x7), vec![]));
+        let mut r = responder(
+            Kind::Chat,
+            OutputFilter::new(true, Some(hermes_calls()), vec![]),
+        );
         let mut out = Capture::default();
         for piece in [
             "Checking. <tool_",
@@ -481,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_whole_chat_answer_with_calls_has_null_content_and_reasoning_beside_it() {
-        let filter = OutputFilter::new(true, Some(0x7), vec![]);
+        let filter = OutputFilter::new(true, Some(hermes_calls()), vec![]);
         let mut r = Generation::new(format(Kind::Chat, false), false, filter, Vec::new());
         let mut out = Capture::default();
         r.text(

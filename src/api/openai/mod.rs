@@ -12,7 +12,7 @@ use super::generation::Generation;
 use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::reply::Reply;
-use super::tools::{self, Choice};
+use super::tools::{self, Choice, ToolCallParser};
 use crate::engine::Job;
 use crate::http::Request;
 use format::{Kind, OpenAiFormat};
@@ -51,7 +51,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
             ))
         }
     };
-    let turns = conversation::openai_turns(messages)?;
+    let turns = conversation::openai_turns(messages, conversation::tool_format(ctx))?;
     let choice = tools::tool_choice(&f)?;
     let tools = tools::request_tools(&f)?.filter(|_| choice != Choice::None);
     let thinking = enable_thinking(&f)?;
@@ -140,11 +140,9 @@ fn generate(
     // A completion continues raw text; only a chat answer's think block is reasoning, and only
     // a chat with tools looks for calls.
     let chat = kind == Kind::Chat;
-    let filter = OutputFilter::new(
-        chat,
-        (chat && job.tools().is_some()).then_some(job.id()),
-        params.stop,
-    );
+    let calls = (chat && job.tools().is_some())
+        .then(|| ToolCallParser::new(conversation::tool_format(ctx), job.id()));
+    let filter = OutputFilter::new(chat, calls, params.stop);
     let format = OpenAiFormat::new(kind, job.id(), model, unix_now(), stream, include_usage);
     Ok(Reply::Generate {
         job,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{argv, fail, run, Scratch};
+use crate::chat::ToolFormat;
 use crate::config::options::{DefaultText, Kind, OPTIONS};
 use crate::config::settings::{Draft, Layer};
 use crate::config::*;
@@ -127,6 +128,25 @@ fn every_flag_is_parsed() {
     assert_eq!(c.notify_fd, Some(3));
     assert!(c.syslog);
     assert_eq!(c.log_level, log::LevelFilter::Debug);
+}
+
+#[test]
+fn a_custom_template_takes_its_tool_format_from_the_config() {
+    let s = Scratch::new();
+    let model = s.model();
+    let format = |extra: &[&str]| {
+        let mut args = vec!["--model", &model, "--chat-template", "custom"];
+        args.extend_from_slice(extra);
+        match run(&args, &s.env()).chat_template {
+            ChatTemplate::Custom(t) => t.tool_format,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(format(&[]), ToolFormat::Hermes);
+    assert_eq!(
+        format(&["--chat-template-tool-format", " Llama3 "]),
+        ToolFormat::Llama3Json
+    );
 }
 
 #[test]
@@ -364,6 +384,7 @@ fn bad_values_name_the_flag_the_value_and_what_is_expected() {
             "a numeric id or a comma-separated list of ids",
         ),
         ("--notify-fd", "-1", "a file descriptor number"),
+        ("--chat-template-tool-format", "mistral", "hermes or llama3"),
         ("--syslog=maybe", "", "one of true, false, yes, no, 1, 0"),
     ];
     for (flag, value, expected) in cases {

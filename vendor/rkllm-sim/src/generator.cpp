@@ -29,6 +29,10 @@ Generator::Generator(const ModelConfig& model, uint64_t seed, bool think,
     }
     const size_t n = answer_length();
     if (think) append_think_block();
+    if (!model_.answer.empty()) {
+        split_output(model_.answer, pieces_);
+        return;
+    }
     append_words(n);
 }
 

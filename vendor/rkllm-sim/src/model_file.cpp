@@ -196,6 +196,9 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 0, kMaxMs, cfg.prefill_abort_lag_ms);
         } else if (key == "abort_finish") {
             ok = parse_bool(value, cfg.abort_finish);
+        } else if (key == "answer") {
+            ok = !value.empty() && valid_utf8(value);
+            cfg.answer = String(value);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

@@ -24,6 +24,8 @@ struct ModelConfig {
     // after the call, whichever comes first (0: at once, like any other abort).
     int prefill_abort_lag_ms = 0;
     bool abort_finish = true;  // an aborted run ends with FINISH (false: no final callback)
+    // A scripted answer: every answer is this text (after any think block) instead of words.
+    String answer;
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
