@@ -277,7 +277,7 @@ fn a_client_that_sends_a_request_and_hangs_up_at_once_frees_its_slot_and_queue_p
 }
 
 #[test]
-fn a_client_that_stops_reading_is_cut_off_at_the_output_cap() {
+fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
     let dir = TempDir::new("cap");
     let model = write_model(
         dir.path(),
@@ -287,6 +287,7 @@ fn a_client_that_stops_reading_is_cut_off_at_the_output_cap() {
     let d = Daemon::builder("cap")
         .model(model)
         .args(["--output-cap-bytes", "65536", "--max-new-tokens", "1000000"])
+        .args(["--write-timeout", "1"])
         .start();
     let mut s = UnixStream::connect(&d.socket).unwrap();
     let body = chat(true).to_string();
@@ -296,13 +297,13 @@ fn a_client_that_stops_reading_is_cut_off_at_the_output_cap() {
         body.len()
     )
     .unwrap();
-    // Never read. The daemon must abort the run and close rather than buffer without bound.
+    // Never read. The run is held at the output cap, then aborted once nothing was written
+    // for the write timeout: the daemon neither buffers without bound nor waits forever.
     common::wait_until(
         Duration::from_secs(20),
         "abort of the unread stream",
         || !d.trace_of("rkllm_abort").is_empty(),
     );
-    assert!(d.stderr().contains("stopped reading"), "{}", d.stderr());
     common::wait_until(Duration::from_secs(5), "connection reaped", || {
         d.client().get("/health").json()["connections"] == 1
     });

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::ctx::Ctx;
-use super::error::{ApiError, Flavor};
+use super::error::{echo, ApiError, Flavor};
 use crate::chat::{Role, SystemRole, ToolFormat, Turn};
 use crate::engine::{Conversation, Job};
 
@@ -58,7 +58,8 @@ fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Tu
                 return Err(ApiError::bad_request(
                     flavor,
                     format!(
-                        "'messages[].role' '{other}' is not one of system, user, assistant, tool"
+                        "'messages[].role' '{}' is not one of system, user, assistant, tool",
+                        echo(other)
                     ),
                     Some("messages"),
                 ))
@@ -116,8 +117,9 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
                 return Err(ApiError::bad_request(
                     Flavor::OpenAi,
                     format!(
-                    "'messages': content parts of type '{other}' are not supported by this model"
-                ),
+                        "'messages': content parts of type '{}' are not supported by this model",
+                        echo(other)
+                    ),
                     Some("messages"),
                 ))
             }

@@ -1,11 +1,30 @@
 //! Errors in the API's own shape: OpenAI `{"error":{message,type,param,code}}` under `/v1`,
 //! Ollama `{"error":"..."}` under `/api`, and the OpenAI shape elsewhere.
 
+use std::borrow::Cow;
+
 use serde_json::json;
 
 use super::full_response::FullResponse;
 use crate::engine::EngineError;
 use crate::http::HttpError;
+
+/// The most of a client's own input an error message repeats: enough to recognise it, while a
+/// megabyte model name cannot make every refusal a megabyte to buffer and send.
+const ECHO_MAX_BYTES: usize = 200;
+
+/// `text` as an error message may repeat it: cut at `ECHO_MAX_BYTES` (on a character
+/// boundary) with an ellipsis.
+pub(super) fn echo(text: &str) -> Cow<'_, str> {
+    if text.len() <= ECHO_MAX_BYTES {
+        return Cow::Borrowed(text);
+    }
+    let mut end = ECHO_MAX_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -63,7 +82,7 @@ impl ApiError {
             flavor,
             404,
             "not_found_error",
-            format!("no such endpoint: {path}"),
+            format!("no such endpoint: {}", echo(path)),
         )
     }
 
@@ -72,7 +91,7 @@ impl ApiError {
             flavor,
             404,
             "not_found_error",
-            format!("model '{model}' is not loaded here"),
+            format!("model '{}' is not loaded here", echo(model)),
         );
         e.param = Some("model".into());
         e
@@ -83,7 +102,7 @@ impl ApiError {
             flavor,
             405,
             "invalid_request_error",
-            format!("method {method} is not allowed here"),
+            format!("method {} is not allowed here", echo(method)),
         );
         e.headers.push(("Allow", allow));
         e
@@ -242,6 +261,19 @@ mod tests {
             e.body(),
             json!({"error": {"message": "bad", "type": "invalid_request_error", "param": "messages", "code": null}})
         );
+    }
+
+    #[test]
+    fn echoed_input_is_cut_with_an_ellipsis() {
+        let long = "é".repeat(1000);
+        let e = ApiError::model_not_found(Flavor::OpenAi, &long);
+        let echoed = e.message.trim_start_matches("model '");
+        let echoed = echoed.trim_end_matches("' is not loaded here");
+        assert!(echoed.ends_with('…'), "{echoed}");
+        assert!(echoed.len() <= ECHO_MAX_BYTES + '…'.len_utf8());
+        assert!(long.starts_with(echoed.trim_end_matches('…')));
+        let short = ApiError::not_found(Flavor::Ollama, "/x");
+        assert_eq!(short.message, "no such endpoint: /x");
     }
 
     #[test]

@@ -123,6 +123,8 @@ pub struct Config {
     pub output_cap_bytes: usize,
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
+    /// How long a connection with output pending may go without any of it being written.
+    pub write_timeout: Duration,
     pub queue_size: usize,
     pub queue_timeout: Duration,
     pub request_timeout: Duration,
@@ -166,6 +168,7 @@ impl Default for Config {
             output_cap_bytes: 4 << 20,
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(30),
             queue_size: 8,
             queue_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(600),

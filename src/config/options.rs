@@ -22,6 +22,7 @@ pub(super) enum Setting {
     MaxBodyBytes,
     HeaderTimeout,
     KeepaliveTimeout,
+    WriteTimeout,
     OutputCapBytes,
     QueueSize,
     QueueTimeout,
@@ -371,7 +372,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("N"),
         Dv("256"),
         LIMITS,
-        "Open client connections; more are answered 503"
+        "Open client connections (TCP peers get 3/4 at most); more get 503"
     ),
     opt!(
         MaxBodyBytes,
@@ -387,7 +388,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("N"),
         Dv("4M"),
         LIMITS,
-        "Unsent output per connection before the client is cut off"
+        "Unsent output per connection at which its generation pauses"
     ),
     opt!(
         HeaderTimeout,
@@ -404,6 +405,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("75"),
         LIMITS,
         "Idle time before a kept-alive connection is closed"
+    ),
+    opt!(
+        WriteTimeout,
+        "write-timeout",
+        V("SECS"),
+        Dv("30"),
+        LIMITS,
+        "Time output may wait unread before the client is cut off"
     ),
     opt!(
         QueueSize,

@@ -90,6 +90,7 @@ impl Draft {
             Setting::OutputCapBytes => c.output_cap_bytes = byte_count(raw, 1, GIB)?,
             Setting::HeaderTimeout => c.header_timeout = values::seconds(raw)?,
             Setting::KeepaliveTimeout => c.keepalive_timeout = values::seconds(raw)?,
+            Setting::WriteTimeout => c.write_timeout = values::seconds(raw)?,
             Setting::QueueSize => c.queue_size = int(raw, 1, 4096)?,
             Setting::QueueTimeout => c.queue_timeout = values::seconds(raw)?,
             Setting::RequestTimeout => c.request_timeout = values::seconds(raw)?,

@@ -100,8 +100,12 @@ pub struct Engine {
     msgs: Receiver<WorkerMsg>,
     wake_pending: Arc<AtomicBool>,
     /// Kept here too: if the worker held the only reference, its exit would close the eventfd
-    /// and epoll would drop the wake it had just sent.
-    _waker: Arc<Waker>,
+    /// and epoll would drop the wake it had just sent. Also wakes the loop to drain again
+    /// after a hold ends.
+    waker: Arc<Waker>,
+    /// The running job whose client is behind: its messages stay in the channel, which fills
+    /// and then blocks the runtime's callback, pausing the run until the client catches up.
+    held: Option<JobId>,
     abort: Arc<Mutex<Option<AbortHandle>>>,
     /// The id of the job the loop wants stopped (0: none); the worker checks it per token.
     cancelled: Arc<AtomicU64>,
@@ -144,7 +148,8 @@ impl Engine {
             jobs: Some(job_tx),
             msgs: msg_rx,
             wake_pending,
-            _waker: waker,
+            waker,
+            held: None,
             abort,
             cancelled,
             wedged_job: None,
@@ -216,27 +221,68 @@ impl Engine {
         }
     }
 
+    /// The client of running job `id` is behind: take none of its messages until `resume`.
+    /// The worker blocks once the channel is full, so the run pauses without burning the NPU
+    /// for output nobody reads yet. A job being aborted is never held (its end must arrive).
+    pub fn hold(&mut self, id: JobId) {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| r.id == id && r.aborted.is_none())
+        {
+            self.held = Some(id);
+        }
+    }
+
+    /// The client of job `id` caught up: its messages flow again.
+    pub fn resume(&mut self, id: JobId) {
+        if self.held == Some(id) {
+            self.release();
+        }
+    }
+
+    /// Ends a hold; the wake makes the loop drain what piled up meanwhile (the worker, blocked
+    /// on a full channel, sends no wake of its own).
+    fn release(&mut self) {
+        if self.held.take().is_some() {
+            if let Err(e) = self.waker.wake() {
+                log::error!("cannot wake the event loop: {e}");
+            }
+        }
+    }
+
     /// Drains the worker's messages after a wake; the events go to `out` in order.
     pub fn on_wake(&mut self, now: Instant, out: &mut Vec<Event>) {
-        self.drain(now, out);
+        self.drain(now, out, EVENT_CHANNEL_CAPACITY);
         self.dispatch(now);
     }
 
     /// Handles every message the inference thread has sent so far.
-    fn drain(&mut self, now: Instant, out: &mut Vec<Event>) {
+    /// At most `limit` messages: a batch of events is bounded, so a client that falls behind
+    /// is held before it is more than one batch past the mark (the rest waits for the wake
+    /// sent here).
+    fn drain(&mut self, now: Instant, out: &mut Vec<Event>, limit: usize) {
+        if self.held.is_some() {
+            // Left set, the flag keeps the worker from waking us for messages we do not take.
+            return;
+        }
         // Clear before draining: a message sent during the drain wakes us again.
         self.wake_pending.store(false, Ordering::Release);
-        loop {
+        for _ in 0..limit {
             match self.msgs.try_recv() {
                 Ok(msg) => self.handle(msg, now, out),
-                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     if self.state != State::Stopped {
                         self.worker_gone(out);
                     }
-                    break;
+                    return;
                 }
             }
+        }
+        // Stopped at the limit: the worker may be done sending, so nothing else would wake us.
+        if let Err(e) = self.waker.wake() {
+            log::error!("cannot wake the event loop: {e}");
         }
     }
 
@@ -298,7 +344,8 @@ impl Engine {
         }
         // A run that has already ended, its messages still on their way (a long answer the
         // loop has not caught up with), is complete: it must not be aborted and called cut.
-        self.drain(now, out);
+        self.release();
+        self.drain(now, out, usize::MAX);
         if !matches!(self.state, State::Wedged) {
             self.state = State::ShuttingDown;
         }
@@ -473,11 +520,16 @@ impl Engine {
         }
         run.aborted = Some((cause, now));
         self.cancelled.store(run.id, Ordering::Release);
+        // A held run is blocked in its callback: it can only see the abort once it may send.
+        let held = self.held == Some(run.id);
         let handle = self.abort.lock().ok().and_then(|slot| slot.clone());
         match handle.map(|h| h.abort()) {
             Some(Ok(())) => log::debug!("aborted request {}", run.id),
             Some(Err(e)) => log::warn!("abort of request {} failed: {e}", run.id),
             None => log::warn!("no runtime handle to abort request {}", run.id),
+        }
+        if held {
+            self.release();
         }
     }
 

@@ -28,6 +28,19 @@ impl Head {
         self.expect_continue && self.version == Version::Http11
     }
 
+    /// A copy of the head as a request with an empty body.
+    pub(super) fn to_request(&self) -> Request {
+        Request {
+            method: self.method.clone(),
+            path: self.path.clone(),
+            query: self.query.clone(),
+            version: self.version,
+            headers: self.headers.clone(),
+            body: Vec::new(),
+            keep_alive: self.keep_alive,
+        }
+    }
+
     pub(super) fn into_request(self, body: Vec<u8>) -> Request {
         Request {
             method: self.method,

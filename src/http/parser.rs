@@ -61,6 +61,15 @@ impl RequestParser {
         matches!(self.state, State::Body { .. })
     }
 
+    /// The head of the request whose body is awaited, as a request without its body: what
+    /// the head says (an API key, the path) can be checked before the body is read.
+    pub fn pending_head(&self) -> Option<Request> {
+        match &self.state {
+            State::Body { head } => Some(head.to_request()),
+            _ => None,
+        }
+    }
+
     /// Parses what `buf` holds, draining the bytes of a finished request from its front; bytes
     /// of a pipelined next request stay. Work per call is proportional to the new bytes, so a
     /// body trickling in byte by byte costs O(total).
@@ -307,6 +316,23 @@ mod tests {
         buf.extend_from_slice(b"ok");
         assert!(matches!(parser.advance(&mut buf), Ok(Progress::Request(_))));
         assert!(!parser.awaiting_body());
+    }
+
+    #[test]
+    fn the_head_is_readable_while_its_body_is_awaited() {
+        let mut parser = RequestParser::new(Limits::default());
+        let mut buf = b"POST /p HTTP/1.1\r\nAuthorization: Bearer k\r\nContent-".to_vec();
+        assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
+        assert_eq!(parser.pending_head(), None);
+        buf.extend_from_slice(b"Length: 9\r\n\r\n");
+        assert_eq!(parser.advance(&mut buf), Ok(Progress::NeedMore));
+        let head = parser.pending_head().expect("the head");
+        assert_eq!(head.path, "/p");
+        assert_eq!(head.header("authorization"), Some("Bearer k"));
+        assert!(head.body.is_empty());
+        buf.extend_from_slice(b"123456789");
+        assert!(matches!(parser.advance(&mut buf), Ok(Progress::Request(_))));
+        assert_eq!(parser.pending_head(), None);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Who gets a connection and who gets a request answered: the listeners' backlogs, the Unix
 //! peers' credentials against the allow lists, the connection limit (deferred for one poll so
-//! that slots of clients that just hung up are freed first), and the TCP API key.
+//! that slots of clients that just hung up are freed first; refused peers count too; a share
+//! of it kept for the Unix socket, which TCP peers cannot take), accepting again after the
+//! process ran out of file descriptors, and the TCP API key.
 
 use std::io::{self, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
@@ -21,6 +23,23 @@ pub const UNIX_LISTENER: Token = Token(0);
 pub const TCP_LISTENER: Token = Token(1);
 /// The first client token; the ones below are the loop's own sources.
 const FIRST_CONN: usize = 16;
+/// How often a listener whose backlog could not be accepted (no file descriptor left) is
+/// tried again when no connection closes meanwhile (fds may come back from elsewhere).
+const STARVED_RETRY: Duration = Duration::from_millis(500);
+
+/// The connections held when a client is to be admitted.
+#[derive(Clone, Copy, Debug)]
+pub struct Open {
+    pub all: usize,
+    pub tcp: usize,
+}
+
+/// The slots of `max_connections` that TCP peers cannot take when TCP is on: a quarter, so a
+/// flood of TCP peers (keyless ones included: they are only refused once their head arrives)
+/// still leaves room for the local clients of the Unix socket.
+pub fn unix_reserve(max_connections: usize) -> usize {
+    max_connections / 4
+}
 
 pub struct Admission {
     cfg: Arc<Config>,
@@ -28,6 +47,15 @@ pub struct Admission {
     tcp: Option<TcpListener>,
     limits: Limits,
     max_connections: usize,
+    /// The most TCP connections held at once (`max_connections` less the Unix reserve).
+    max_tcp: usize,
+    /// Listeners whose accept failed for want of resources (EMFILE, ENFILE, ENOBUFS): their
+    /// backlog raises no new edge, so they are retried when a connection closes or at
+    /// `starved_retry`.
+    starved: Vec<Token>,
+    starved_retry: Option<Instant>,
+    /// Starving was logged at warn level; reset by the next successful accept.
+    starved_warned: bool,
     next_token: usize,
     /// Listeners whose backlog waits: the connection limit was reached, and clients that hung up
     /// may be holding slots whose hangup is in this event batch or the next one.
@@ -67,6 +95,10 @@ impl Admission {
         }
         Ok(Admission {
             max_connections: cfg.max_connections,
+            max_tcp: cfg.max_connections - unix_reserve(cfg.max_connections),
+            starved: Vec::with_capacity(2),
+            starved_retry: None,
+            starved_warned: false,
             cfg,
             unix: Some(unix),
             tcp,
@@ -88,6 +120,23 @@ impl Admission {
             let _ = registry.deregister(&mut l);
         }
         self.deferred.clear();
+        self.starved.clear();
+        self.starved_retry = None;
+    }
+
+    /// When starved listeners are next tried, if any are.
+    pub fn starved_retry(&self) -> Option<Instant> {
+        self.starved_retry
+    }
+
+    /// The starved listeners to try again: all of them once a connection closed
+    /// (`freed`) or the retry time passed.
+    pub fn take_starved(&mut self, freed: bool, now: Instant) -> Vec<Token> {
+        if self.starved.is_empty() || !(freed || self.starved_retry.is_some_and(|t| t <= now)) {
+            return Vec::new();
+        }
+        self.starved_retry = None;
+        std::mem::take(&mut self.starved)
     }
 
     pub fn has_deferred(&self) -> bool {
@@ -97,11 +146,13 @@ impl Admission {
     /// The deferred listeners to accept from now: once a slot is free, or after one more poll
     /// when the limit still holds (then `next` refuses with a 503: a client that hung up must
     /// not cost a waiting one its slot, but nobody waits forever).
-    pub fn take_deferred(&mut self, open: usize) -> Vec<Token> {
+    pub fn take_deferred(&mut self, open: Open) -> Vec<Token> {
         if self.deferred.is_empty() {
             return Vec::new();
         }
-        if open >= self.max_connections && !self.deferral_polled {
+        let full = open.all >= self.max_connections
+            || (self.deferred.contains(&TCP_LISTENER) && open.tcp >= self.max_tcp);
+        if full && !self.deferral_polled {
             self.deferral_polled = true;
             return Vec::new();
         }
@@ -110,27 +161,29 @@ impl Admission {
     }
 
     /// Accepts the next connection of `listener`'s backlog and registers it, with `open`
-    /// connections already held. At the limit, the backlog is deferred unless this is the
-    /// deferred pass (`after_reap`), which refuses with a canned 503. A Unix peer the allow
-    /// lists refuse gets a connection that only delivers a 403. `None`: the backlog is empty
-    /// or waits.
+    /// connections already held. At the limit (for TCP, its share of it), the backlog is
+    /// deferred unless this is the deferred pass (`after_reap`), which refuses with a canned
+    /// 503. A Unix peer the allow lists refuse gets a connection that only delivers a 403; it
+    /// holds a slot like any other. `None`: the backlog is empty or waits.
     pub fn next(
         &mut self,
         listener: Token,
         registry: &Registry,
-        open: usize,
+        open: Open,
         after_reap: bool,
         metrics: &mut Metrics,
         now: Instant,
     ) -> Option<(Token, Conn)> {
+        let full = open.all >= self.max_connections
+            || (listener == TCP_LISTENER && open.tcp >= self.max_tcp);
         loop {
-            if !after_reap && open >= self.max_connections {
+            if !after_reap && full {
                 if !self.deferred.contains(&listener) {
                     self.deferred.push(listener);
                 }
                 return None;
             }
-            let (mut stream, peer) = self.accept(listener)?;
+            let (mut stream, peer) = self.accept(listener, now)?;
             let allowed = match peer {
                 Peer::Unix(cred) if !cred.allowed(&self.cfg.allow_uid, &self.cfg.allow_gid) => {
                     log::debug!("refused uid {} gid {} pid {}", cred.uid, cred.gid, cred.pid);
@@ -138,10 +191,11 @@ impl Admission {
                 }
                 _ => true,
             };
-            if allowed && open >= self.max_connections {
+            if full {
                 log::debug!(
-                    "connection limit ({}) reached; refusing a client",
-                    self.max_connections
+                    "connection limit ({} in all, {} over TCP) reached; refusing a client",
+                    self.max_connections,
+                    self.max_tcp
                 );
                 let _ = stream.write(&self.too_many);
                 metrics.connection_refused();
@@ -166,8 +220,8 @@ impl Admission {
     }
 
     /// One connection from the listener's backlog with its peer; `None` when there is none
-    /// (or accepting fails: EMFILE and friends leave the rest for the next event).
-    fn accept(&self, listener: Token) -> Option<(Stream, Peer)> {
+    /// (or accepting fails: EMFILE and friends mark the listener starved).
+    fn accept(&mut self, listener: Token, now: Instant) -> Option<(Stream, Peer)> {
         loop {
             let accepted = match (listener, &self.unix, &self.tcp) {
                 (UNIX_LISTENER, Some(l), _) => l.accept().map(|(s, _)| Stream::Unix(s)),
@@ -175,11 +229,25 @@ impl Admission {
                 _ => return None,
             };
             let stream = match accepted {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    self.starved_warned = false;
+                    stream
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // The client gave up while in the backlog: take the next one.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    if !self.starved_warned {
+                        self.starved_warned = true;
+                        log::warn!("accept failed: {e}; trying again as connections close");
+                    } else {
+                        log::debug!("accept failed again: {e}");
+                    }
+                    if !self.starved.contains(&listener) {
+                        self.starved.push(listener);
+                    }
+                    self.starved_retry = Some(now + STARVED_RETRY);
                     return None;
                 }
             };

@@ -23,13 +23,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Not an HTTP status anyone receives: the metrics label of a request whose client left first.
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
-/// The two timers of a connection waiting for a request.
+/// The timers of a connection: two while it waits for a request, one whenever output waits.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// From a request's first byte until it is whole.
     pub header: Duration,
     /// From the last response until the next request begins.
     pub keepalive: Duration,
+    /// How long output may wait with none of it written (the client reads nothing).
+    pub write: Duration,
 }
 
 enum Phase {
@@ -61,7 +63,16 @@ pub struct Conn {
     /// The most a request may take in the read buffer (head and body limits).
     request_cap: usize,
     writable_registered: bool,
+    /// The peer is gone (a failed read or write, a hangup, or we dropped it): nothing more is
+    /// read or written.
     peer_closed: bool,
+    /// The peer shut down its sending side (read EOF). A half-close is not a hangup: what it
+    /// asked for is still answered, and written until a write fails.
+    read_closed: bool,
+    /// Since when output has waited without a byte of it written; `None` with none pending.
+    write_stalled_since: Option<Instant>,
+    /// The head of the request being read passed the gate (see `next_request`).
+    head_checked: bool,
     /// The last read stopped at the cap with input possibly left in the socket.
     read_paused: bool,
     admitted: Admitted,
@@ -76,9 +87,9 @@ enum Admitted {
 }
 
 pub enum ReadOutcome {
-    /// Everything available was read (or the buffer cap was hit).
+    /// Everything available was read (or the buffer cap was hit, or the peer half-closed).
     Drained,
-    /// The peer closed its side or the connection broke.
+    /// The connection broke.
     Closed,
 }
 
@@ -97,6 +108,9 @@ impl Conn {
             request_cap: limits.max_head_bytes.saturating_add(limits.max_body_bytes),
             writable_registered: false,
             peer_closed: false,
+            read_closed: false,
+            write_stalled_since: None,
+            head_checked: false,
             read_paused: false,
             admitted: Admitted::Client,
         }
@@ -121,8 +135,9 @@ impl Conn {
         self.admitted == Admitted::Refusal
     }
 
-    pub fn is_peer_closed(&self) -> bool {
-        self.peer_closed
+    /// Input may still arrive: the peer neither left nor shut down its sending side.
+    pub fn can_read(&self) -> bool {
+        !self.peer_closed && !self.read_closed
     }
 
     pub fn pending_output(&self) -> usize {
@@ -137,10 +152,11 @@ impl Conn {
         }
     }
 
-    /// When this connection's current timer expires; `None` while a generation runs (the
-    /// engine times those) or a last response is still being written.
+    /// When this connection's current timer expires. Output that waits has the write timer
+    /// in every phase; besides it, a generation has none (the engine times those), nor has a
+    /// last response still being written.
     pub fn deadline(&self, timeouts: Timeouts) -> Option<Instant> {
-        match self.phase {
+        let phase = match self.phase {
             Phase::Reading {
                 request_since: Some(since),
                 ..
@@ -148,15 +164,27 @@ impl Conn {
             Phase::Reading { idle_since, .. } => Some(idle_since + timeouts.keepalive),
             Phase::Closing { lingering_since } => lingering_since.map(|t| t + LINGER),
             Phase::Generating { .. } => None,
+        };
+        let write = self.write_stalled_since.map(|t| t + timeouts.write);
+        match (phase, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Done with: closing with the peer gone (or the linger over), or the peer gone while
-    /// waiting for a request with nothing left to write.
+    /// Done with: closing with the peer gone, or its input ended once our answer is out (or
+    /// the linger over); or waiting for a request that cannot come with nothing left to write.
     pub fn is_finished(&self) -> bool {
         match self.phase {
-            Phase::Closing { .. } => self.peer_closed,
-            Phase::Reading { .. } => self.peer_closed && self.out.pending() == 0,
+            Phase::Closing {
+                lingering_since: Some(_),
+            } => self.peer_closed || self.read_closed,
+            Phase::Closing {
+                lingering_since: None,
+            } => self.peer_closed,
+            Phase::Reading { .. } => {
+                (self.peer_closed || self.read_closed) && self.out.pending() == 0
+            }
             Phase::Generating { .. } => false,
         }
     }
@@ -175,8 +203,8 @@ impl Conn {
         while closing || self.rbuf.len() < cap {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
-                    self.peer_closed = true;
-                    return ReadOutcome::Closed;
+                    self.read_closed = true;
+                    return ReadOutcome::Drained;
                 }
                 Ok(_) if closing => {}
                 Ok(n) => {
@@ -202,7 +230,7 @@ impl Conn {
     /// A read stopped at the buffer cap and the connection can take more input now: input
     /// that no new edge will announce is waiting in the socket.
     pub fn wants_resumed_read(&self) -> bool {
-        self.read_paused && matches!(self.phase, Phase::Reading { .. }) && !self.peer_closed
+        self.read_paused && matches!(self.phase, Phase::Reading { .. }) && self.can_read()
     }
 
     /// Reads again after a paused read; false when that brought nothing new.
@@ -215,21 +243,30 @@ impl Conn {
     /// The next whole request, while the connection is free to answer one and its output is
     /// below `output_cap`. Answers `Expect: 100-continue` and refuses a malformed request (400
     /// family, then close) itself. `keep_alive` is false when the daemon closes after it.
+    /// `gate` sees each request's head as soon as it is parsed, before its body is read: a
+    /// head it refuses is answered with its error and the connection closes unread.
     pub fn next_request(
         &mut self,
         now: Instant,
         output_cap: usize,
         keep_alive: bool,
+        gate: &dyn Fn(&Request) -> Result<(), ApiError>,
         metrics: &mut Metrics,
     ) -> Option<Request> {
         loop {
+            if !matches!(self.phase, Phase::Reading { .. }) || self.out.pending() > output_cap {
+                return None;
+            }
+            let progress = self.parser.advance(&mut self.rbuf);
+            if matches!(progress, Ok(Progress::NeedMore | Progress::Continue100))
+                && self.refuse_head(gate, now, metrics)
+            {
+                return None;
+            }
             let Phase::Reading { request_since, .. } = &mut self.phase else {
                 return None;
             };
-            if self.out.pending() > output_cap {
-                return None;
-            }
-            match self.parser.advance(&mut self.rbuf) {
+            match progress {
                 Ok(Progress::NeedMore) => {
                     // The request timer runs from a request's first byte until it is whole:
                     // also while its body is awaited with nothing of it buffered yet, and for
@@ -245,6 +282,7 @@ impl Conn {
                 }
                 Ok(Progress::Continue100) => self.out.push_raw(CONTINUE_100),
                 Ok(Progress::Request(req)) => {
+                    self.head_checked = false;
                     self.out.begin(&req, keep_alive);
                     return Some(req);
                 }
@@ -257,6 +295,29 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// Shows the head of a request whose body is awaited to `gate`, once; true when it was
+    /// refused (answered, closing).
+    fn refuse_head(
+        &mut self,
+        gate: &dyn Fn(&Request) -> Result<(), ApiError>,
+        now: Instant,
+        metrics: &mut Metrics,
+    ) -> bool {
+        if self.head_checked {
+            return false;
+        }
+        let Some(head) = self.parser.pending_head() else {
+            return false;
+        };
+        self.head_checked = true;
+        let Err(e) = gate(&head) else {
+            return false;
+        };
+        self.out.begin(&head, false);
+        self.respond(e.response(), now, metrics);
+        true
     }
 
     /// Writes a complete response to the current request and finishes it.
@@ -326,16 +387,27 @@ impl Conn {
     /// Drops whatever is still to be written and closes without lingering.
     pub fn discard_output(&mut self) {
         self.out.discard();
+        self.write_stalled_since = None;
         self.phase = Phase::Closing {
             lingering_since: None,
         };
         self.peer_closed = true;
     }
 
-    /// Its deadline passed: a linger ends, a request that arrives too slowly gets a 408, an
-    /// idle keep-alive connection just closes.
-    pub fn time_out(&mut self, metrics: &mut Metrics) {
-        if let Phase::Reading {
+    /// Its deadline passed: a client that read none of its pending output for the write
+    /// timeout is dropped, a linger ends, a request that arrives too slowly gets a 408, an idle
+    /// keep-alive connection just closes. (A generating connection is abandoned instead, see
+    /// `Jobs::abandon`.)
+    pub fn time_out(&mut self, now: Instant, timeouts: Timeouts, metrics: &mut Metrics) {
+        if self
+            .write_stalled_since
+            .is_some_and(|t| t + timeouts.write <= now)
+        {
+            log::debug!(
+                "a client read nothing of its answer for {:.1} s; dropping it",
+                timeouts.write.as_secs_f32()
+            );
+        } else if let Phase::Reading {
             request_since: Some(_),
             ..
         } = self.phase
@@ -376,10 +448,18 @@ impl Conn {
         }
     }
 
-    /// Writes what is pending; once a closing connection has written everything, shuts down
-    /// its write side and starts lingering. Err means the peer is gone.
+    /// Writes what is pending and restarts the write timer on progress; once a closing
+    /// connection has written everything, shuts down its write side and starts lingering. Err
+    /// means the peer is gone.
     pub fn flush(&mut self, now: Instant) -> io::Result<()> {
+        let before = self.out.pending();
         self.out.flush_to(&mut self.stream)?;
+        let after = self.out.pending();
+        self.write_stalled_since = match self.write_stalled_since {
+            _ if after == 0 => None,
+            _ if after < before => Some(now),
+            since => Some(since.unwrap_or(now)),
+        };
         if let Phase::Closing {
             lingering_since: lingering_since @ None,
         } = &mut self.phase
@@ -431,8 +511,13 @@ mod tests {
     const TIMEOUTS: Timeouts = Timeouts {
         header: Duration::from_secs(10),
         keepalive: Duration::from_secs(75),
+        write: Duration::from_secs(30),
     };
     const OUTPUT_CAP: usize = 1 << 20;
+
+    fn open_gate(_: &Request) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// A connection over a real socket pair, and the client's end.
     fn pair(now: Instant) -> (Conn, UnixStream) {
@@ -474,7 +559,7 @@ mod tests {
     ) -> Option<Request> {
         client.write_all(bytes).expect("client write");
         assert!(matches!(conn.read_available(now), ReadOutcome::Drained));
-        conn.next_request(now, OUTPUT_CAP, true, metrics)
+        conn.next_request(now, OUTPUT_CAP, true, &open_gate, metrics)
     }
 
     fn count(metrics: &Metrics, endpoint: &'static str, status: u16) -> u64 {
@@ -559,7 +644,7 @@ mod tests {
         assert_eq!(conn.deadline(TIMEOUTS), Some(now + LINGER));
         assert!(!conn.is_finished());
         drop(client);
-        assert!(matches!(conn.read_available(now), ReadOutcome::Closed));
+        assert!(matches!(conn.read_available(now), ReadOutcome::Drained));
         assert!(conn.is_finished());
     }
 
@@ -575,7 +660,9 @@ mod tests {
         assert_eq!(conn.job(), Some(7));
         assert_eq!(conn.deadline(TIMEOUTS), None);
         // Nothing more is parsed while the generation runs.
-        assert!(conn.next_request(now, OUTPUT_CAP, true, &mut m).is_none());
+        assert!(conn
+            .next_request(now, OUTPUT_CAP, true, &open_gate, &mut m)
+            .is_none());
         conn.with_responder(|r, out| {
             r.started(out);
             Next::Continue
@@ -683,7 +770,7 @@ mod tests {
         )
         .is_none());
         assert_eq!(conn.deadline(TIMEOUTS), Some(later + TIMEOUTS.header));
-        conn.time_out(&mut m);
+        conn.time_out(later, TIMEOUTS, &mut m);
         let text = received(&mut client).0;
         assert!(
             text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
@@ -702,7 +789,7 @@ mod tests {
         let now = Instant::now();
         let (mut conn, mut client) = pair(now);
         let mut m = Metrics::default();
-        conn.time_out(&mut m);
+        conn.time_out(now, TIMEOUTS, &mut m);
         assert_eq!(received(&mut client).0, "");
         assert!(m.requests().is_empty());
         assert!(conn.is_finished());
@@ -732,6 +819,92 @@ mod tests {
         let (text, closed) = received(&mut client);
         assert!(text.contains("Connection: close\r\n"), "{text}");
         assert!(closed, "shut down after the response");
+    }
+
+    #[test]
+    fn a_half_closed_client_still_gets_its_whole_answer() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        client.write_all(raw).expect("client write");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        assert!(matches!(conn.read_available(now), ReadOutcome::Drained));
+        assert!(!conn.can_read());
+        let req = conn
+            .next_request(now, OUTPUT_CAP, true, &open_gate, &mut m)
+            .expect("the request read before the EOF");
+        assert_eq!(req.path, "/health");
+        // Larger than the socket buffers: it takes several flushes.
+        let big = "x".repeat(1 << 20);
+        conn.respond(
+            FullResponse::json(200, &serde_json::json!(big)),
+            now,
+            &mut m,
+        );
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while !conn.is_finished() {
+            conn.flush(now).expect("flush");
+            match client.read(&mut buf) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        got.extend_from_slice(received(&mut client).0.as_bytes());
+        assert!(got.len() > 1 << 20, "{} bytes", got.len());
+        assert!(got.ends_with(b"xxx\""));
+    }
+
+    #[test]
+    fn output_nobody_reads_expires_in_every_phase() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let raw = b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n";
+        request(&mut conn, &mut client, raw, now, &mut m).expect("a request");
+        let big = "x".repeat(4 << 20);
+        conn.respond(
+            FullResponse::json(200, &serde_json::json!(big)),
+            now,
+            &mut m,
+        );
+        conn.flush(now).expect("flush");
+        assert!(conn.pending_output() > 0, "the client reads nothing");
+        // Closing with output pending: only the write timer runs.
+        assert_eq!(conn.deadline(TIMEOUTS), Some(now + TIMEOUTS.write));
+        // Progress restarts it.
+        let later = now + Duration::from_secs(5);
+        let mut buf = vec![0u8; 1 << 16];
+        client.read_exact(&mut buf).expect("read some");
+        conn.flush(later).expect("flush");
+        assert_eq!(conn.deadline(TIMEOUTS), Some(later + TIMEOUTS.write));
+        let expired = later + TIMEOUTS.write;
+        conn.time_out(expired, TIMEOUTS, &mut m);
+        assert!(conn.is_finished());
+        assert_eq!(conn.pending_output(), 0);
+    }
+
+    #[test]
+    fn a_head_the_gate_refuses_is_answered_before_its_body() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let refuse = |_: &Request| Err(ApiError::unauthorized(Flavor::OpenAi));
+        client
+            .write_all(b"POST /v1/completions HTTP/1.1\r\nContent-Length: 100000\r\n\r\n")
+            .expect("client write");
+        conn.read_available(now);
+        assert!(conn
+            .next_request(now, OUTPUT_CAP, true, &refuse, &mut m)
+            .is_none());
+        conn.flush(now).expect("flush");
+        let (text, closed) = received(&mut client);
+        assert!(text.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(closed);
+        assert_eq!(count(&m, "/v1/completions", 401), 1);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::admission::{Admission, TCP_LISTENER, UNIX_LISTENER};
+use super::admission::{Admission, Open, TCP_LISTENER, UNIX_LISTENER};
 use super::conn::{Conn, ReadOutcome};
 use super::jobs::Jobs;
 use super::serving::{Live, Serving};
@@ -140,7 +140,8 @@ impl EventLoop {
                 }
             }
             self.on_timers(Instant::now());
-            self.reap();
+            let freed = self.reap();
+            self.accept_starved(freed);
             self.accept_deferred();
             if self.ending.is_none() {
                 self.check_shutdown_done(Instant::now());
@@ -162,6 +163,7 @@ impl EventLoop {
         conns
             .chain(shutdown)
             .chain(self.engine.next_deadline())
+            .chain(self.admission.starved_retry())
             .min()
     }
 
@@ -172,7 +174,7 @@ impl EventLoop {
         while let Some((token, conn)) = self.admission.next(
             listener,
             self.poll.registry(),
-            self.conns.len(),
+            self.open(),
             after_reap,
             &mut self.metrics,
             now,
@@ -183,10 +185,26 @@ impl EventLoop {
         }
     }
 
+    fn open(&self) -> Open {
+        Open {
+            all: self.conns.len(),
+            tcp: self.conns.values().filter(|c| c.peer().is_tcp()).count(),
+        }
+    }
+
+    /// Accepts again from listeners that ran out of file descriptors, once a connection
+    /// closed (`freed`) or their retry time came: no new edge announces their backlog.
+    fn accept_starved(&mut self, freed: bool) {
+        let now = Instant::now();
+        for listener in self.admission.take_starved(freed, now) {
+            self.accept(listener, now, false);
+        }
+    }
+
     /// Accepts a deferred backlog once a slot is free, or refuses it when the limit still holds
     /// after one more poll.
     fn accept_deferred(&mut self) {
-        let deferred = self.admission.take_deferred(self.conns.len());
+        let deferred = self.admission.take_deferred(self.open());
         if deferred.is_empty() {
             return;
         }
@@ -203,7 +221,7 @@ impl EventLoop {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        if !conn.is_peer_closed() {
+        if conn.can_read() {
             if let ReadOutcome::Closed = conn.read_available(now) {
                 let (engine, metrics) = (&mut self.engine, &mut self.metrics);
                 self.jobs.abandon(conn, engine, metrics, now);
@@ -244,6 +262,7 @@ impl EventLoop {
             conn.discard_output();
             return;
         }
+        Jobs::resume_if_caught_up(conn, &mut self.engine, self.serving.cfg().output_cap_bytes);
         conn.sync_interest(self.poll.registry(), token);
     }
 
@@ -254,7 +273,12 @@ impl EventLoop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
             };
-            let Some(req) = conn.next_request(now, output_cap, keep_alive, &mut self.metrics)
+            // The API key is checked on the head, before a keyless client can make us buffer
+            // its body.
+            let (admission, peer) = (&self.admission, conn.peer());
+            let gate = |head: &http::Request| admission.authorize(peer, head);
+            let Some(req) =
+                conn.next_request(now, output_cap, keep_alive, &gate, &mut self.metrics)
             else {
                 return;
             };
@@ -303,14 +327,22 @@ impl EventLoop {
         }
         let timeouts = self.serving.timeouts();
         for conn in self.conns.values_mut() {
-            if conn.deadline(timeouts).is_some_and(|d| d <= now) {
-                conn.time_out(&mut self.metrics);
+            if conn.deadline(timeouts).is_none_or(|d| d > now) {
+                continue;
+            }
+            if conn.job().is_some() {
+                // Only the write timer runs while generating: the client reads nothing.
+                log::debug!("a client read nothing of its stream for a while; cutting it off");
+                self.jobs
+                    .abandon(conn, &mut self.engine, &mut self.metrics, now);
+            } else {
+                conn.time_out(now, timeouts, &mut self.metrics);
             }
         }
     }
 
-    /// Removes connections that are finished (see `Conn::is_finished`).
-    fn reap(&mut self) {
+    /// Removes connections that are finished (see `Conn::is_finished`); true when any was.
+    fn reap(&mut self) -> bool {
         let registry = self.poll.registry();
         let metrics = &mut self.metrics;
         let before = self.conns.len();
@@ -327,6 +359,7 @@ impl EventLoop {
         if self.shutdown.is_some() {
             self.report.connections_closed += before - self.conns.len();
         }
+        self.conns.len() < before
     }
 
     // ---- signals and shutdown ----------------------------------------------------------------

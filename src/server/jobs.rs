@@ -60,9 +60,10 @@ impl Jobs {
         }
     }
 
-    /// Hands a job's event to its connection's responder. A stream whose client stopped
-    /// reading (more than `output_cap` pending) is cut off; a finished answer waits for its
-    /// reader like any other response. Events that are not about a job are ignored.
+    /// Hands a job's event to its connection's responder. A stream whose client is behind
+    /// (more than `output_cap` pending) is held: the engine takes no more of its tokens until
+    /// the client has read most of it (`resume_if_caught_up`); a client that reads nothing is
+    /// cut off by its write timer. Events that are not about a job are ignored.
     pub fn deliver(
         &mut self,
         event: &Event,
@@ -115,14 +116,24 @@ impl Jobs {
         if last {
             conn.finish_response(now, metrics);
         } else if conn.pending_output() > output_cap {
-            log::warn!(
-                "a client stopped reading its stream ({} bytes pending); cutting it off",
+            log::trace!(
+                "request {id}: its client is {} bytes behind; holding its tokens",
                 conn.pending_output()
             );
-            self.abandon(conn, engine, metrics, now);
-            return;
+            engine.hold(id);
         }
         self.dirty.push(token);
+    }
+
+    /// Lets the generation of `conn` flow again once its client has read all but a quarter of
+    /// `output_cap` (a low-water mark well below the hold's, so a slow reader is not held and
+    /// released on every token).
+    pub fn resume_if_caught_up(conn: &Conn, engine: &mut Engine, output_cap: usize) {
+        if let Some(id) = conn.job() {
+            if conn.pending_output() <= output_cap / 4 {
+                engine.resume(id);
+            }
+        }
     }
 
     /// The client of `conn` is gone (hung up, or cut off for not reading): if it waits for a

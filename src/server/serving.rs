@@ -74,6 +74,7 @@ impl Serving {
         Timeouts {
             header: self.cfg.header_timeout,
             keepalive: self.cfg.keepalive_timeout,
+            write: self.cfg.write_timeout,
         }
     }
 

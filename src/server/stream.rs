@@ -21,6 +21,12 @@ pub enum Peer {
     Tcp(SocketAddr),
 }
 
+impl Peer {
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Peer::Tcp(_))
+    }
+}
+
 impl Stream {
     pub fn shutdown(&self, how: Shutdown) {
         let _ = match self {
