@@ -65,6 +65,11 @@ impl Route {
 static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
+        path: Path::Exact("/"),
+        handler: |_, _, _| Ok(Reply::Full(ollama::root())),
+    },
+    Route {
+        method: Method::Get,
         path: Path::Exact("/health"),
         handler: |_, ctx, _| Ok(Reply::Full(health::handle(ctx))),
     },

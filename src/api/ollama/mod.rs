@@ -21,7 +21,7 @@ use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
 use format::{Kind, OllamaFormat};
 
-pub use models::{ps, show, tags, version};
+pub use models::{ps, root, show, tags, version};
 
 const FLAVOR: Flavor = Flavor::Ollama;
 

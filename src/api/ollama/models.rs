@@ -17,6 +17,16 @@ use crate::http::Request;
 
 const FLAVOR: Flavor = Flavor::Ollama;
 
+/// `GET /` and `HEAD /`: tools probe an Ollama server there and expect its exact answer.
+pub fn root() -> FullResponse {
+    FullResponse {
+        status: 200,
+        content_type: "text/plain; charset=utf-8",
+        headers: Vec::new(),
+        body: b"Ollama is running".to_vec(),
+    }
+}
+
 pub fn version() -> FullResponse {
     FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
 }
