@@ -26,9 +26,10 @@ use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
 
-const ENDPOINTS: [&str; 4] = [
+const ENDPOINTS: [&str; 5] = [
     "/v1/chat/completions",
     "/v1/completions",
+    "/v1/responses",
     "/api/chat",
     "/api/generate",
 ];
@@ -62,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let [pick, setup, body @ ..] = data else {
         return;
     };
-    let path = ENDPOINTS[usize::from(pick % 4)];
+    let path = ENDPOINTS[usize::from(pick) % ENDPOINTS.len()];
     let answer = ANSWERS[usize::from(pick / 4 % 4)];
     // Every preset, and the runtime's own template (None).
     let template = PRESET_NAMES

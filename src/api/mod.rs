@@ -100,6 +100,11 @@ static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Post,
+        path: Path::Exact("/v1/responses"),
+        handler: openai::responses,
+    },
+    Route {
+        method: Method::Post,
         path: Path::Exact("/v1/completions"),
         handler: openai::completion,
     },

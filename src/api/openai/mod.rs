@@ -1,4 +1,5 @@
-//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, and
+//! (in `responses/`) `/v1/responses`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,9 @@ use crate::http::Request;
 use format::{Kind, OpenAiFormat};
 
 mod format;
+mod responses;
+
+pub use responses::create as responses;
 
 const FLAVOR: Flavor = Flavor::OpenAi;
 
@@ -63,7 +67,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
                 .to_owned(),
         );
     }
-    notes.extend(response_format(&f)?);
+    notes.extend(format_note(&f, "response_format")?);
     job.set_tools(tools);
     generate(&f, ctx, job, Kind::Chat, notes)
 }
@@ -95,22 +99,21 @@ pub(super) fn reasoning_effort(f: &Fields<'_>, name: &str) -> Result<Option<bool
     }
 }
 
-/// `response_format`: plain text is what the model writes; JSON output cannot be enforced,
-/// since the runtime samples with no grammar or logit hook, so it is named in a warning rather
-/// than pretended.
-fn response_format(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
-    let Some(mut format) = f.object("response_format")? else {
+/// An output format (chat's `response_format`, the Responses API's `text.format`): plain text
+/// is what the model writes; JSON output cannot be enforced, since the runtime samples with no
+/// grammar or logit hook, so it is named in a warning rather than pretended.
+pub(super) fn format_note(parent: &Fields<'_>, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(format) = parent.object(name)? else {
         return Ok(None);
     };
-    format.prefix = "response_format.";
-    match format.str("type")? {
-        None | Some("text") => Ok(None),
+    match format.obj.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
         Some(kind @ ("json_object" | "json_schema")) => Ok(Some(format!(
-            "response_format {kind} is not enforced: the runtime cannot constrain sampling, so \
-             the answer is the model's own text"
+            "{name} {kind} is not enforced: the runtime cannot constrain sampling, so the \
+             answer is the model's own text"
         ))),
-        Some(_) => Err(f.wrong_type(
-            "response_format",
+        _ => Err(parent.wrong_type(
+            name,
             "an object whose type is text, json_object or json_schema",
         )),
     }
@@ -193,7 +196,7 @@ fn generate(
     })
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
