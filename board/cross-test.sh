@@ -234,7 +234,7 @@ say "ok  rkllmd selftest: $(grep '^summary:' "$selftest_dir/out.txt"), $((SECOND
 rm -rf "$selftest_dir"
 
 # The official OpenAI and Ollama Python clients against the aarch64 daemon.
-if ! python3 -c 'import pytest, openai, ollama, httpx' 2>/dev/null; then
+if ! python3 -c 'import pytest, openai, ollama, httpx, jsonschema' 2>/dev/null; then
     say "installing the Python client test requirements"
     python3 -m pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt
 fi

@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{wait_until, write_model, Client, Daemon};
+use common::{wait_until, write_model, Client, Daemon, TempDir};
 use serde_json::{json, Value};
 
 fn chat(content: &str) -> Value {
@@ -217,8 +217,13 @@ fn show_describes_the_model_and_404s_an_unknown_one() {
         assert_eq!(r.status, 200, "{body}");
         let s = r.json();
         assert_eq!(s["details"]["format"], "rkllm");
-        assert_eq!(s["model_info"], json!({}));
-        assert_eq!(s["capabilities"], json!(["completion"]));
+        // fast.rkllm has no preset: the runtime's template, tools through the runtime.
+        assert_eq!(
+            s["model_info"],
+            json!({"general.architecture": "rkllm", "rkllm.context_length": 4096})
+        );
+        assert_eq!(s["capabilities"], json!(["completion", "tools"]));
+        assert!(s["template"].as_str().unwrap().ends_with("{{ .Prompt }}"));
         assert!(s["modelfile"].as_str().unwrap().contains("FROM "), "{s}");
         assert!(s["template"].is_string());
         let params = s["parameters"].as_str().unwrap();
@@ -243,6 +248,51 @@ fn show_describes_the_model_and_404s_an_unknown_one() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("POST"));
     assert_ollama_error(&r.json());
+}
+
+#[test]
+fn show_reports_what_the_template_supports() {
+    let dir = TempDir::new("olshow-qwen3");
+    let model = write_model(dir.path(), "Qwen3-1.7B_W8A8_RK3588", &[]);
+    let d = Daemon::builder("olshow-qwen3")
+        .model(model)
+        .args(["--max-context-len", "2048"])
+        .start();
+    let r = d
+        .client()
+        .post_json("/api/show", &json!({"model": "Qwen3-1.7B_W8A8_RK3588"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = r.json();
+    assert_eq!(
+        s["capabilities"],
+        json!(["completion", "tools", "thinking"])
+    );
+    assert_eq!(
+        s["model_info"],
+        json!({"general.architecture": "qwen3", "qwen3.context_length": 2048})
+    );
+    let template = s["template"].as_str().unwrap();
+    assert!(template.contains("rkllmd template 'qwen3'"), "{template}");
+    assert!(
+        template.contains("<|im_start|>user\n{{ .Content }}<|im_end|>"),
+        "{template}"
+    );
+    assert!(template.contains(".Tools"), "{template}");
+    assert!(s["modelfile"].as_str().unwrap().contains("TEMPLATE \"\"\""));
+
+    let d = Daemon::builder("olshow-gemma")
+        .args(["--chat-template", "gemma3"])
+        .start();
+    let s = d
+        .client()
+        .post_json("/api/show", &json!({"model": "fast"}))
+        .json();
+    assert_eq!(s["capabilities"], json!(["completion", "tools"]), "{s}");
+    assert_eq!(s["model_info"]["general.architecture"], "gemma3");
+    assert!(s["template"]
+        .as_str()
+        .unwrap()
+        .contains("<start_of_turn>user\n"));
 }
 
 #[test]

@@ -90,6 +90,10 @@ fn chat_completion_has_the_schema_fields_and_real_usage() {
     let choice = &b["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
+    assert!(
+        choice["message"].get("refusal").is_some_and(Value::is_null),
+        "OpenAI's schema requires refusal, null here: {b}"
+    );
     assert!(!choice["message"]["content"].as_str().unwrap().is_empty());
     assert_eq!(choice["finish_reason"], "stop");
     let run = d.trace_of("run_end").pop().unwrap();
@@ -665,10 +669,14 @@ fn a_prompt_longer_than_the_context_is_a_400_with_the_counts() {
     let e = r.json();
     assert_eq!(e["error"]["code"], "context_length_exceeded");
     let msg = e["error"]["message"].as_str().unwrap();
+    // OpenAI's wording, which client libraries (litellm's ContextWindowExceededError) match.
     assert!(
-        msg.contains("1200 bytes") && msg.contains("context of 64 tokens"),
+        msg.starts_with(
+            "This model's maximum context length is 64 tokens. However, your messages resulted in "
+        ),
         "{msg}"
     );
+    assert!(msg.contains("1200 bytes"), "{msg}");
     assert_eq!(
         d.client()
             .post_json("/v1/chat/completions", &chat("still fine"))
@@ -703,4 +711,62 @@ fn a_nul_in_the_prompt_is_the_clients_error_not_a_runtime_error() {
         d.trace_of("rkllm_run").is_empty(),
         "the runtime was never asked"
     );
+}
+
+#[test]
+fn response_format_json_is_answered_with_a_warning_that_it_is_not_enforced() {
+    let d = Daemon::start("respformat");
+    for format in [
+        json!({"type": "json_object"}),
+        json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}),
+    ] {
+        for stream in [false, true] {
+            let r = d.client().post_json(
+                "/v1/chat/completions",
+                &with(
+                    chat("hi"),
+                    json!({"response_format": format, "stream": stream}),
+                ),
+            );
+            assert_eq!(r.status, 200, "{}", r.text());
+            let w = r.header("x-rkllmd-warning").unwrap_or_default();
+            assert!(w.contains("response_format"), "{format} {stream}: {w:?}");
+        }
+    }
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &with(chat("hi"), json!({"response_format": {"type": "text"}})),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("x-rkllmd-warning"),
+        None,
+        "plain text is what we give"
+    );
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &with(chat("hi"), json!({"response_format": "json"})),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "response_format");
+}
+
+#[test]
+fn the_root_answers_as_ollama_does_for_clients_that_probe_it() {
+    let d = Daemon::start("root");
+    let r = d.client().get("/");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "Ollama is running");
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    let mut c = d.client();
+    c.send_raw(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, headers) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-length") && v == "17"),
+        "{headers:?}"
+    );
+    assert_eq!(d.client().get("/v1/chat/completions").status, 405);
 }

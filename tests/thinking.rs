@@ -175,6 +175,38 @@ fn thinking_switched_off_renders_the_empty_block_and_answers_without_reasoning()
 }
 
 #[test]
+fn reasoning_effort_none_switches_thinking_off_and_a_level_on() {
+    let d = qwen3_daemon("think-effort");
+    let (reasoning, content) = openai_ask(
+        &d,
+        json!({"messages": [user(QUESTION)], "reasoning_effort": "none"}),
+    );
+    assert_eq!(reasoning, None);
+    assert_clean_content(&content);
+    assert!(last_prompt(&d).ends_with(&format!("{GEN}{NO_THINK}")));
+    for level in ["low", "medium", "high"] {
+        let (reasoning, _) = openai_ask(
+            &d,
+            json!({"messages": [user(QUESTION)], "reasoning_effort": level, "enable_thinking": null}),
+        );
+        assert_reasoning(&reasoning.unwrap());
+        assert!(last_prompt(&d).ends_with(GEN), "{level}");
+    }
+    // An explicit switch wins over the effort.
+    let (reasoning, _) = openai_ask(
+        &d,
+        json!({"messages": [user(QUESTION)], "reasoning_effort": "high", "enable_thinking": false}),
+    );
+    assert_eq!(reasoning, None);
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [user(QUESTION)], "reasoning_effort": "extreme"}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "reasoning_effort");
+}
+
+#[test]
 fn the_next_turn_after_a_thought_answer_starts_over_since_qwen3_drops_the_reasoning() {
     let d = qwen3_daemon("think-turns");
     let mut messages = vec![user(QUESTION)];

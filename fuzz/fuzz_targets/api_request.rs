@@ -26,6 +26,8 @@ use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
 
+/// Picked by the first byte's low two bits; an OpenAI chat pick with bit 4 set goes to
+/// `/v1/responses` instead (bits the older seeds leave clear, so they keep their endpoint).
 const ENDPOINTS: [&str; 4] = [
     "/v1/chat/completions",
     "/v1/completions",
@@ -62,7 +64,10 @@ fuzz_target!(|data: &[u8]| {
     let [pick, setup, body @ ..] = data else {
         return;
     };
-    let path = ENDPOINTS[usize::from(pick % 4)];
+    let path = match ENDPOINTS[usize::from(pick % 4)] {
+        "/v1/chat/completions" if pick & 0x10 != 0 => "/v1/responses",
+        path => path,
+    };
     let answer = ANSWERS[usize::from(pick / 4 % 4)];
     // Every preset, and the runtime's own template (None).
     let template = PRESET_NAMES

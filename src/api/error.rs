@@ -178,7 +178,19 @@ impl ApiError {
             EngineError::Runtime(_) => (500, "runtime_error"),
         };
         let mut e = ApiError::new(flavor, status, kind, err.to_string());
-        if let EngineError::PromptTooLong { .. } = err {
+        if let EngineError::PromptTooLong {
+            estimated_tokens,
+            prompt_bytes,
+            max_context,
+        } = err
+        {
+            // OpenAI's own wording: client libraries recognise an overflow by it (litellm's
+            // ContextWindowExceededError matches "this model's maximum context length is").
+            e.message = format!(
+                "This model's maximum context length is {max_context} tokens. However, your \
+                 messages resulted in {estimated_tokens} tokens (estimated from {prompt_bytes} \
+                 bytes). Please reduce the length of the messages."
+            );
             e.param = Some("messages".into());
             e.code = Some("context_length_exceeded");
         }
@@ -243,6 +255,25 @@ mod tests {
                 ApiError::from_engine(Flavor::OpenAi, &err).status,
                 status,
                 "{err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_overflow_is_worded_as_openai_words_it() {
+        let err = EngineError::PromptTooLong {
+            estimated_tokens: 300,
+            prompt_bytes: 1200,
+            max_context: 64,
+        };
+        for flavor in [Flavor::OpenAi, Flavor::Ollama] {
+            let e = ApiError::from_engine(flavor, &err);
+            assert_eq!(e.status, 400);
+            assert_eq!(
+                e.message,
+                "This model's maximum context length is 64 tokens. However, your messages \
+                 resulted in 300 tokens (estimated from 1200 bytes). Please reduce the length of \
+                 the messages."
             );
         }
     }

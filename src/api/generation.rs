@@ -71,6 +71,16 @@ impl Events {
         Self::write_event(self.framing, &mut self.buf, value);
     }
 
+    /// Appends one server-sent event with an `event:` line naming it (OpenAI's Responses
+    /// stream names every event by its type).
+    pub fn named(&mut self, name: &str, value: &impl Serialize) {
+        debug_assert_eq!(self.framing, Framing::Sse);
+        self.buf.extend_from_slice(b"event: ");
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.push(b'\n');
+        Self::write_event(self.framing, &mut self.buf, value);
+    }
+
     fn write_event(framing: Framing, buf: &mut Vec<u8>, value: &impl Serialize) {
         if framing == Framing::Sse {
             buf.extend_from_slice(b"data: ");
@@ -189,6 +199,11 @@ pub trait Format {
     fn end(&mut self, outcome: &Outcome<'_>, events: &mut Events);
     /// The whole answer as one response, when not streaming.
     fn whole(&mut self, outcome: &Outcome<'_>) -> FullResponse;
+    /// The event that ends a stream cut short, before `END`: by default the error in the API's
+    /// shape.
+    fn error(&mut self, err: &ApiError, events: &mut Events) {
+        events.event(&err.body());
+    }
 }
 
 /// The one mapping from how the engine ended a run to the reason clients see; `None` for an
@@ -355,7 +370,7 @@ impl<F: Format> Answer<F> {
     fn fail(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
         let err = ApiError::from_engine(F::FLAVOR, error);
         if self.head_sent {
-            self.events.event(&err.body());
+            self.format.error(&err, &mut self.events);
             self.events.raw(F::END);
             self.events.flush(out);
             out.end_stream();

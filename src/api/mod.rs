@@ -66,6 +66,11 @@ impl Route {
 static ROUTES: &[Route] = &[
     Route {
         method: Method::Get,
+        path: Path::Exact("/"),
+        handler: |_, _, _| Ok(Reply::Full(ollama::root())),
+    },
+    Route {
+        method: Method::Get,
         path: Path::Exact("/health"),
         handler: |_, ctx, _| Ok(Reply::Full(health::handle(ctx))),
     },
@@ -93,6 +98,11 @@ static ROUTES: &[Route] = &[
         method: Method::Post,
         path: Path::Exact("/v1/chat/completions"),
         handler: openai::chat,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/v1/responses"),
+        handler: openai::responses,
     },
     Route {
         method: Method::Post,

@@ -68,14 +68,31 @@ def test_show_describes_the_model(daemon):
     for name in ("fast", "fast:latest"):
         shown = client(daemon).show(name)
         assert isinstance(shown, ollama.ShowResponse)
-        assert shown.capabilities == ["completion"]
-        assert shown.modelinfo == {}
+        # No preset for fast.rkllm: the runtime's template, tools through the runtime.
+        assert shown.capabilities == ["completion", "tools"]
+        arch = shown.modelinfo["general.architecture"]
+        assert shown.modelinfo[f"{arch}.context_length"] > 0
         assert shown.details.format == "rkllm"
         assert "FROM " in shown.modelfile
         params = dict(line.split(" ", 1) for line in shown.parameters.splitlines())
         assert float(params["temperature"]) >= 0
         assert int(params["num_ctx"]) > 0
         assert shown.modified_at is not None
+
+
+def test_show_of_a_thinking_template_says_so(tmp_path):
+    model = tmp_path / "Qwen3-0.6B_W8A8_RK3588.rkllm"
+    model.write_text("rkllm-sim 1\nname = qwen3\nthinking = 1\n")
+    d = Daemon(model=str(model))
+    try:
+        shown = client(d).show("Qwen3-0.6B_W8A8_RK3588")
+        # llm-ollama registers a model only with "completion" and sends tools only with "tools".
+        assert shown.capabilities == ["completion", "tools", "thinking"]
+        assert shown.modelinfo == {"general.architecture": "qwen3", "qwen3.context_length": 4096}
+        assert "<|im_start|>assistant\n" in shown.template
+        assert shown.details.family == "qwen3"
+    finally:
+        d.stop()
 
 
 def test_show_of_an_unknown_model_is_a_404_response_error(daemon):

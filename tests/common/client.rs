@@ -483,7 +483,8 @@ impl Client {
 pub fn sse_data(body: &[u8]) -> Vec<String> {
     String::from_utf8_lossy(body)
         .split("\n\n")
-        .filter_map(|ev| ev.strip_prefix("data: "))
+        // An event's `data:` line; other lines (`event:` names) are skipped.
+        .filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")))
         .map(str::to_owned)
         .collect()
 }

@@ -5,6 +5,7 @@
 mod clock;
 mod format;
 mod models;
+mod show;
 
 use serde_json::Value;
 
@@ -21,7 +22,8 @@ use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
 use format::{Kind, OllamaFormat};
 
-pub use models::{ps, show, tags, version};
+pub use models::{ps, root, tags, version};
+pub use show::show;
 
 const FLAVOR: Flavor = Flavor::Ollama;
 

@@ -1,7 +1,7 @@
-//! What Ollama clients ask about models: `/api/version`, `/api/tags`, `/api/ps`, `/api/show`.
+//! What Ollama clients ask about models: `/`, `/api/version`, `/api/tags`, `/api/ps` (and, in
+//! `show.rs`, `/api/show`).
 //! One model is served, loaded at start; it is described from its file and the daemon's settings.
 
-use std::fmt::Write;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -9,13 +9,18 @@ use serde_json::{json, Value};
 
 use super::clock::rfc3339;
 use crate::api::ctx::Ctx;
-use crate::api::error::{ApiError, Flavor};
 use crate::api::full_response::FullResponse;
-use crate::api::params::{parse_json, Fields};
 use crate::engine::State;
-use crate::http::Request;
 
-const FLAVOR: Flavor = Flavor::Ollama;
+/// `GET /` and `HEAD /`: tools probe an Ollama server there and expect its exact answer.
+pub fn root() -> FullResponse {
+    FullResponse {
+        status: 200,
+        content_type: "text/plain; charset=utf-8",
+        headers: Vec::new(),
+        body: b"Ollama is running".to_vec(),
+    }
+}
 
 pub fn version() -> FullResponse {
     FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
@@ -45,74 +50,14 @@ pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
 /// A time far enough ahead to read as "never" in clients that show when a model unloads.
 const NEVER: &str = "2999-12-31T23:59:59Z";
 
-pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
-    let body = parse_json(&req.body, FLAVOR)?;
-    let f = Fields::parse_body(&body, FLAVOR)?;
-    // Ollama's clients send `model`; older ones sent `name`.
-    let requested = match f.str("model")? {
-        Some(m) if !m.is_empty() => m,
-        _ => f.str("name")?.unwrap_or_default(),
-    };
-    if requested.is_empty() {
-        return Err(ApiError::bad_request(
-            FLAVOR,
-            "'model' is required",
-            Some("model"),
-        ));
-    }
-    if !ctx.model_matches(requested) {
-        return Err(ApiError::model_not_found(FLAVOR, requested));
-    }
-    let file = ModelFile::stat(ctx);
-    let parameters = parameters(ctx);
-    let modelfile = format!(
-        "# Served by rkllmd; the runtime applies the model's own chat template.\nFROM {}\n{}",
-        ctx.model_path.display(),
-        parameters.lines().fold(String::new(), |mut out, l| {
-            // Writing to a String cannot fail.
-            let _ = writeln!(out, "PARAMETER {l}");
-            out
-        })
-    );
-    Ok(FullResponse::json(
-        200,
-        &json!({
-            "modelfile": modelfile,
-            "parameters": parameters,
-            // rkllmd hands the prompt to the runtime as is; the template lives inside the model.
-            "template": "{{ .Prompt }}",
-            "details": details(ctx.model_path),
-            "model_info": {},
-            "capabilities": ["completion"],
-            "modified_at": rfc3339(file.modified),
-        }),
-    ))
-}
-
-/// The daemon's generation settings, one `name value` per line as Ollama lists them.
-fn parameters(ctx: &Ctx<'_>) -> String {
-    let s = &ctx.sampling;
-    format!(
-        "num_ctx {}\nnum_predict {}\ntemperature {}\ntop_k {}\ntop_p {}\nrepeat_penalty {}\nfrequency_penalty {}\npresence_penalty {}",
-        ctx.max_context_len,
-        ctx.max_new_tokens,
-        s.temperature,
-        s.top_k,
-        s.top_p,
-        s.repeat_penalty,
-        s.frequency_penalty,
-        s.presence_penalty
-    )
-}
-
-struct ModelFile {
-    size: u64,
-    modified: SystemTime,
+pub(super) struct ModelFile {
+    pub(super) size: u64,
+    pub(super) modified: SystemTime,
 }
 
 impl ModelFile {
     /// The file's size and mtime; if it has gone since it was loaded, size 0 and the start time.
-    fn stat(ctx: &Ctx<'_>) -> ModelFile {
+    pub(super) fn stat(ctx: &Ctx<'_>) -> ModelFile {
         let meta = std::fs::metadata(ctx.model_path).ok();
         let started = SystemTime::now()
             .checked_sub(ctx.started.elapsed())
@@ -160,7 +105,7 @@ fn digest(name: &str, file: &ModelFile) -> String {
 /// A `.rkllm` file has no header the runtime lets us read, but the RKLLM toolkit's usual export
 /// names carry the size and quantization (`Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm`): they are
 /// taken from there when present, and left empty otherwise rather than guessed.
-fn details(path: &Path) -> Value {
+pub(super) fn details(path: &Path) -> Value {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy())

@@ -156,6 +156,7 @@ impl Format for OpenAiFormat {
                         // Null rather than empty beside calls, as OpenAI sends it.
                         content: (calls.is_empty() || !outcome.content.is_empty())
                             .then_some(outcome.content),
+                        refusal: (),
                         reasoning_content: outcome.reasoning,
                         tool_calls: (!calls.is_empty())
                             .then(|| calls.iter().map(|c| Call::of(c, None)).collect()),
@@ -249,6 +250,8 @@ struct Delta<'a> {
 struct Message<'a> {
     role: &'static str,
     content: Option<&'a str>,
+    /// Always null: the runtime has no refusal channel, but OpenAI's schema requires the field.
+    refusal: (),
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -502,7 +505,7 @@ mod tests {
         assert_eq!(
             v["choices"][0],
             json!({"index": 0, "logprobs": null, "finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": null, "reasoning_content": "hm",
+                "role": "assistant", "content": null, "refusal": null, "reasoning_content": "hm",
                 "tool_calls": [{"id": "call_7_0", "type": "function",
                     "function": {"name": "f", "arguments": "{}"}}]}})
         );

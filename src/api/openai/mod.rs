@@ -1,4 +1,5 @@
-//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`.
+//! OpenAI-compatible endpoints: `/v1/models`, `/v1/chat/completions`, `/v1/completions`, and
+//! (in `responses/`) `/v1/responses`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,9 @@ use crate::http::Request;
 use format::{Kind, OpenAiFormat};
 
 mod format;
+mod responses;
+
+pub use responses::create as responses;
 
 const FLAVOR: Flavor = Flavor::OpenAi;
 
@@ -56,26 +60,62 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     let tools = tools::request_tools(&f)?.filter(|_| choice != Choice::None);
     let thinking = enable_thinking(&f)?;
     let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
-    let mut note = None;
+    let mut notes = Vec::new();
     if tools.is_some() && choice == Choice::Forced {
-        note = Some(
+        notes.push(
             "tool_choice cannot force a call: the runtime decides whether to call a tool"
                 .to_owned(),
         );
     }
+    notes.extend(format_note(&f, "response_format")?);
     job.set_tools(tools);
-    generate(&f, ctx, job, Kind::Chat, note)
+    generate(&f, ctx, job, Kind::Chat, notes)
 }
 
 /// Thinking on or off (Qwen3-style models): `enable_thinking` at the top level, or in
-/// `chat_template_kwargs` as vLLM and SGLang clients send it.
+/// `chat_template_kwargs` as vLLM and SGLang clients send it; failing both, OpenAI's
+/// `reasoning_effort`, where `"none"` is off and any level is on (the template's switch has
+/// no levels between).
 fn enable_thinking(f: &Fields<'_>) -> Result<Option<bool>, ApiError> {
     if let Some(b) = f.bool("enable_thinking")? {
         return Ok(Some(b));
     }
-    match f.object("chat_template_kwargs")? {
-        Some(kwargs) => kwargs.bool("enable_thinking"),
+    if let Some(b) = match f.object("chat_template_kwargs")? {
+        Some(kwargs) => kwargs.bool("enable_thinking")?,
+        None => None,
+    } {
+        return Ok(Some(b));
+    }
+    reasoning_effort(f, "reasoning_effort")
+}
+
+/// An OpenAI reasoning effort as the template's thinking switch.
+pub(super) fn reasoning_effort(f: &Fields<'_>, name: &str) -> Result<Option<bool>, ApiError> {
+    match f.str(name)? {
         None => Ok(None),
+        Some("none") => Ok(Some(false)),
+        Some("minimal" | "low" | "medium" | "high" | "xhigh") => Ok(Some(true)),
+        Some(_) => Err(f.wrong_type(name, "one of none, minimal, low, medium, high, xhigh")),
+    }
+}
+
+/// An output format (chat's `response_format`, the Responses API's `text.format`): plain text
+/// is what the model writes; JSON output cannot be enforced, since the runtime samples with no
+/// grammar or logit hook, so it is named in a warning rather than pretended.
+pub(super) fn format_note(parent: &Fields<'_>, name: &str) -> Result<Option<String>, ApiError> {
+    let Some(format) = parent.object(name)? else {
+        return Ok(None);
+    };
+    match format.obj.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some(kind @ ("json_object" | "json_schema")) => Ok(Some(format!(
+            "{name} {kind} is not enforced: the runtime cannot constrain sampling, so the \
+             answer is the model's own text"
+        ))),
+        _ => Err(parent.wrong_type(
+            name,
+            "an object whose type is text, json_object or json_schema",
+        )),
     }
 }
 
@@ -106,7 +146,13 @@ pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, Ap
     conversation::check_text(&prompt, FLAVOR, "prompt")?;
     // A completion continues the text as it is: with rkllmd's templates the runtime's own is off,
     // so the prompt reaches the model unchanged.
-    generate(&f, ctx, Job::new(job_id, prompt), Kind::Completion, None)
+    generate(
+        &f,
+        ctx,
+        Job::new(job_id, prompt),
+        Kind::Completion,
+        Vec::new(),
+    )
 }
 
 fn generate(
@@ -114,7 +160,7 @@ fn generate(
     ctx: &Ctx<'_>,
     mut job: Job,
     kind: Kind,
-    note: Option<String>,
+    notes: Vec<String>,
 ) -> Result<Reply, ApiError> {
     let model = check_model(ctx, f)?;
     if f.count("n")?.is_some_and(|n| n > 1) {
@@ -136,7 +182,7 @@ fn generate(
         seed: f.int("seed")?,
     };
     let mut warnings = params.apply(ctx, &mut job);
-    warnings.extend(note.map(|n| (WARNING_HEADER, n)));
+    warnings.extend(notes.into_iter().map(|n| (WARNING_HEADER, n)));
     // A completion continues raw text; only a chat answer's think block is reasoning, and only
     // a chat with tools looks for calls.
     let chat = kind == Kind::Chat;
@@ -150,7 +196,7 @@ fn generate(
     })
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
