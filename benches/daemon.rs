@@ -169,6 +169,7 @@ fn main() {
         println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
         println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
         hostile_stop_rows(dir.path());
+        long_conversation_rows(dir.path());
         return;
     }
     let long = write_model(
@@ -329,6 +330,7 @@ fn main() {
     abort_rows(dir.path());
     multi_turn_rows(dir.path());
     hostile_stop_rows(dir.path());
+    long_conversation_rows(dir.path());
 }
 
 /// The daemon's CPU per streamed token at demo speed, the simulator's own share taken out.
@@ -844,5 +846,58 @@ fn hostile_stop_rows(dir: &std::path::Path) {
         "  that stream's rate (SSE events)",
         format!("{:.0} tok/s", events as f64 / secs.as_secs_f64()),
         "-",
+    );
+}
+
+/// From a request's arrival to the runtime's run call for conversations of 4k to 32k turns
+/// that must be trimmed to a 4096-token context: parsing, rendering and trimming. Each
+/// doubling of the turns should about double the time (linear); the ratio printed is
+/// 32k / 4k, 8 for linear work (64 for quadratic).
+fn long_conversation_rows(dir: &std::path::Path) {
+    let model = write_model(
+        dir,
+        "trim",
+        &["answer_tokens_min = 1", "answer_tokens_max = 1"],
+    );
+    let d = Daemon::builder("bench-trim")
+        .model(model)
+        .args(["--chat-template", "qwen2.5", "--max-context-len", "4096"])
+        .args(["--max-body-bytes", "64M"])
+        .start();
+    let mut c = d.client();
+    let mut times = Vec::new();
+    for turns in [4_000usize, 8_000, 16_000, 32_000] {
+        let mut messages = Vec::with_capacity(turns + 1);
+        for i in 0..turns / 2 {
+            messages.push(
+                serde_json::json!({"role": "user", "content": format!("question {i}: why?")}),
+            );
+            messages.push(
+                serde_json::json!({"role": "assistant", "content": "because of the weather"}),
+            );
+        }
+        messages.push(serde_json::json!({"role": "user", "content": "and now?"}));
+        let body = serde_json::json!({"messages": messages});
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let sent = monotonic_us();
+            let r = c.post_json("/v1/chat/completions", &body);
+            assert_eq!(r.status, 200);
+            let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"]
+                .as_i64()
+                .unwrap();
+            best = best.min(Duration::from_micros((run - sent).max(0) as u64));
+        }
+        row(
+            &format!("{turns:>6} turns trimmed: request to rkllm_run (best of 3)"),
+            format!("{:.1} ms", best.as_secs_f64() * 1e3),
+            "-",
+        );
+        times.push(best);
+    }
+    row(
+        "  32k / 4k turns",
+        format!("{:.1}x", times[3].as_secs_f64() / times[0].as_secs_f64()),
+        "about 8x (linear)",
     );
 }

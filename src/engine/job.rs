@@ -201,7 +201,13 @@ pub(super) enum WorkerMsg {
         load_time: Duration,
     },
     LoadFailed(RuntimeError),
+    /// The worker took the job (it now prepares its run: plans the prompt, clears the cache).
     Started {
+        id: JobId,
+    },
+    /// The worker is about to call `rkllm_run` for the job: from here on, time is the
+    /// runtime's, and an abort it ignores counts towards declaring it wedged.
+    InRuntime {
         id: JobId,
         /// About how many tokens the runtime is to prefill.
         prefill_tokens: u64,

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use mio::Waker;
 
+use super::bytes_per_token;
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::utf8::Utf8Assembler;
@@ -87,11 +88,7 @@ pub(super) fn run(
     };
     worker.cache.cleared();
     for job in jobs {
-        let prefill_tokens = worker.prefill_estimate(&job);
-        if !worker.notify.send(WorkerMsg::Started {
-            id: job.id(),
-            prefill_tokens,
-        }) {
+        if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
         let result = worker.run_job(&job);
@@ -222,7 +219,8 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
-                self.conclude(ran.end, ran.generated, ran.hit_cap, prompt.len())
+                let bytes = (prompt.len(), prompt.len());
+                self.conclude(ran.end, ran.generated, ran.hit_cap, bytes)
             }
         }
     }
@@ -235,6 +233,17 @@ impl Worker {
         keep_history: bool,
         cap: u32,
     ) -> Ran {
+        // A cancel that came while the run was being prepared found no run to abort.
+        if self.is_cancelled(job) {
+            return Ran {
+                end: Ok(RunEnd::Unfinished),
+                generated: 0,
+                answer: String::new(),
+                hit_cap: false,
+                cache_tokens: None,
+                clean: false,
+            };
+        }
         let req = RunRequest {
             prompt,
             role,
@@ -249,6 +258,10 @@ impl Worker {
         } else {
             None
         };
+        self.notify.send(WorkerMsg::InRuntime {
+            id: job.id(),
+            prefill_tokens: self.cache.estimate_tokens(prompt.len()),
+        });
         let mut generated = 0u32;
         let mut text = Utf8Assembler::default();
         let mut answer = String::new();
@@ -357,17 +370,6 @@ impl Worker {
         false
     }
 
-    /// About how many tokens a job's run prefills at most, for the engine's wedge grace.
-    fn prefill_estimate(&self, job: &Job) -> u64 {
-        let bytes = match job.input() {
-            Input::Prompt(p) => p.len(),
-            Input::Conversation(c) => {
-                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
-            }
-        };
-        self.cache.estimate_tokens(bytes)
-    }
-
     /// With the runtime's template, gives the runtime the job's tools when they differ from the
     /// last ones. The tools change the context the runtime prefills (and the runtime empties
     /// its KV cache), so the cache record no longer holds. A runtime that refuses them (a model
@@ -395,19 +397,20 @@ impl Worker {
         }
     }
 
-    /// Turns a run's end into the job's result, learning bytes per token on the way.
+    /// Turns a run's end into the job's result, learning bytes per token on the way from the
+    /// `sent_bytes` the runtime prefilled; `context_bytes`: all the text the context then holds.
     fn conclude(
         &mut self,
         end: Result<RunEnd, crate::runtime::RuntimeError>,
         generated: u32,
         hit_cap: bool,
-        prompt_bytes: usize,
+        (sent_bytes, context_bytes): (usize, usize),
     ) -> Result<RunSummary, EngineError> {
         match end {
             Ok(end) => {
                 let perf = match end {
                     RunEnd::Finished(perf) => {
-                        self.cache.calibrate(prompt_bytes, perf.prefill_tokens);
+                        self.cache.calibrate(sent_bytes, perf.prefill_tokens);
                         Some(perf)
                     }
                     RunEnd::Stopped(perf) => perf,
@@ -419,12 +422,12 @@ impl Worker {
                     hit_cap,
                 })
             }
-            Err(error) => Err(self.classify(error, generated, prompt_bytes)),
+            Err(error) => Err(self.classify(error, generated, context_bytes)),
         }
     }
 
     fn conclude_conversation(&mut self, plan: Plan, ran: Ran) -> Result<RunSummary, EngineError> {
-        let sent = plan.input().len();
+        let bytes = (plan.input().len(), plan.full.len());
         let Ran {
             end,
             generated,
@@ -433,7 +436,7 @@ impl Worker {
             cache_tokens,
             clean: clean_finish,
         } = ran;
-        let result = self.conclude(end, generated, hit_cap, sent);
+        let result = self.conclude(end, generated, hit_cap, bytes);
         match cache_tokens {
             Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
             Some(Err(e)) if clean_finish => {
@@ -446,21 +449,23 @@ impl Worker {
     }
 
     /// The runtime API has no tokenizer and reports a prompt over the context only as a failed
-    /// run: a failure before any token, for a prompt whose estimated size exceeds the context,
-    /// is reported as such.
+    /// run: a failure before any token, for a prompt that could hold more tokens than the
+    /// context (it has more bytes than the context has tokens: no token is shorter than a
+    /// byte), is reported as such. Whatever the learnt ratio says, a context overflow is never
+    /// reported as a runtime error.
     fn classify(
         &self,
         error: crate::runtime::RuntimeError,
         generated: u32,
-        prompt_bytes: usize,
+        context_bytes: usize,
     ) -> EngineError {
         let max_context = self.init.max_context_len;
-        let estimated = self.cache.estimate_tokens(prompt_bytes);
-        if generated == 0 && estimated > u64::from(max_context) {
+        if generated == 0 && bytes_per_token::most_tokens(context_bytes) > u64::from(max_context) {
             EngineError::PromptTooLong {
-                estimated_tokens: estimated,
-                prompt_bytes,
+                estimated_tokens: self.cache.estimate_tokens(context_bytes),
+                prompt_bytes: context_bytes,
                 max_context,
+                by_runtime: true,
             }
         } else {
             EngineError::Runtime(error)
