@@ -704,3 +704,58 @@ fn a_nul_in_the_prompt_is_the_clients_error_not_a_runtime_error() {
         "the runtime was never asked"
     );
 }
+
+/// From "Also found" in issue 17: each of these was a 500.
+#[test]
+fn an_empty_completion_prompt_is_a_400() {
+    let d = Daemon::builder("emptyprompt")
+        .args(["--chat-template", "qwen2.5"])
+        .start();
+    let r = d
+        .client()
+        .post_json("/v1/completions", &json!({"prompt": ""}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "prompt");
+    assert!(
+        d.trace_of("rkllm_run").is_empty(),
+        "the runtime was never asked"
+    );
+}
+
+#[test]
+fn thousands_of_tools_beyond_the_context_are_a_400_with_the_runtimes_template_too() {
+    let tools: Vec<Value> = (0..4000)
+        .map(|i| {
+            json!({"type": "function", "function": {"name": format!("tool_{i}"),
+            "description": "does one thing", "parameters": {"type": "object", "properties": {}}}})
+        })
+        .collect();
+    for template in ["runtime", "qwen2.5"] {
+        let d = Daemon::builder("manytools")
+            .args(["--chat-template", template])
+            .start();
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools});
+        let r = d.client().post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 400, "{template}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+        let mut body = body;
+        body["stream"] = json!(false);
+        let r = d.client().post_json("/api/chat", &body);
+        assert_eq!(r.status, 400, "{template}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+}
+
+#[test]
+fn a_context_too_small_for_any_request_is_refused_at_start() {
+    let mut d = Daemon::builder("tinyctx")
+        .args(["--max-context-len", "1"])
+        .no_wait()
+        .start();
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(2));
+    let err = d.stderr();
+    assert!(
+        err.contains("--max-context-len") && err.contains("from 64"),
+        "{err}"
+    );
+}

@@ -16,6 +16,11 @@ use crate::runtime::{
     AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
 };
 
+/// What the runtime's own chat template may add around a prompt, in bytes, when it applies
+/// it: a default system prompt and the turn markers (Qwen's are about 120 bytes). Only for
+/// telling a refusal for length from another failure.
+const RUNTIME_TEMPLATE_BYTES: usize = 256;
+
 /// Sends to the loop and wakes it, at most one wake per drain of the channel.
 pub(super) struct Notifier {
     pub tx: SyncSender<WorkerMsg>,
@@ -219,7 +224,14 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
-                let bytes = (prompt.len(), prompt.len());
+                // With the runtime's template, the context holds its system prompt, its turn
+                // markers and the tools as well as the prompt.
+                let context = if self.raw_template {
+                    prompt.len()
+                } else {
+                    prompt.len() + RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
+                };
+                let bytes = (prompt.len(), context);
                 self.conclude(ran.end, ran.generated, ran.hit_cap, bytes)
             }
         }
