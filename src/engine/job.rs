@@ -78,6 +78,16 @@ impl Job {
         &self.input
     }
 
+    /// Bytes of text the job carries: its prompt, or its conversation's rendered pieces.
+    pub fn input_bytes(&self) -> usize {
+        match &self.input {
+            Input::Prompt(p) => p.len(),
+            Input::Conversation(c) => {
+                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+            }
+        }
+    }
+
     /// The role the prompt is sent as (a conversation is always sent as the user's).
     pub fn role(&self) -> Role {
         self.role

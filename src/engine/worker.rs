@@ -12,6 +12,7 @@ use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::utf8::Utf8Assembler;
 use super::EngineError;
+use crate::memory;
 use crate::runtime::{
     AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
 };
@@ -97,11 +98,15 @@ pub(super) fn run(
             break;
         }
         let result = worker.run_job(&job);
-        if !worker.notify.send(WorkerMsg::Done {
-            id: job.id(),
-            result,
-        }) {
+        let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
+        drop(job);
+        if !worker.notify.send(WorkerMsg::Done { id, result }) {
             break;
+        }
+        // The job and what the loop parsed to build it are freed now: a request that needed
+        // a lot of memory gives it back (here, off the event loop's thread).
+        if large {
+            memory::give_back();
         }
     }
     let Worker {
