@@ -1,13 +1,14 @@
 //! How many bytes of prompt make one token, learnt from the runtime's prefill counts (its API
 //! has no tokenizer). One request must not decide it for everyone: a prompt made of odd markers
 //! (64 bytes to a token) or of rare bytes (1 to a token) is one sample among the last few, each
-//! clamped to what tokenizers produce, and the typical ratio is their median, so a single
-//! request, however odd, moves it by at most one rank.
+//! clamped to what tokenizers produce, and the typical ratio is their median with the prior
+//! counted twice, so a single request, however odd, does not move it at all (two move it
+//! halfway, three decide it while the window holds few samples).
 
 use std::collections::VecDeque;
 
-/// Until a run has calibrated it: a typical BPE tokenizer on English text. It stays one of the
-/// values the median is taken over.
+/// Until a run has calibrated it: a typical BPE tokenizer on English text. It stays among the
+/// values the median is taken over, twice.
 const PRIOR: f64 = 4.0;
 
 /// No tokenizer makes a token of less than one byte; more than 8 bytes to a token is beyond
@@ -18,8 +19,9 @@ const MAX: f64 = 8.0;
 /// Samples kept: the most recent runs.
 const WINDOW: usize = 15;
 
-/// Runs that prefill fewer tokens say too little about the ratio (a few markers and newlines).
-const MIN_SAMPLE_TOKENS: u32 = 4;
+/// Runs that prefill fewer tokens say too little about the ratio: a few markers and newlines,
+/// or mostly the runtime's own template around a short prompt.
+const MIN_SAMPLE_TOKENS: u32 = 32;
 
 #[derive(Debug, Default)]
 pub(super) struct BytesPerToken {
@@ -40,13 +42,18 @@ impl BytesPerToken {
         self.samples.push_back(ratio);
     }
 
-    /// The ratio to plan with: the lower median of the recent samples and the prior (the lower,
-    /// so that an even split errs towards more tokens, which trims more).
+    /// The ratio to plan with: the median of the recent samples and the prior (twice); of an
+    /// even number of values, the mean of the middle two.
     pub fn typical(&self) -> f64 {
         let mut all: Vec<f64> = self.samples.iter().copied().collect();
-        all.push(PRIOR);
+        all.extend([PRIOR, PRIOR]);
         all.sort_by(f64::total_cmp);
-        all[(all.len() - 1) / 2]
+        let mid = all.len() / 2;
+        if all.len() % 2 == 1 {
+            all[mid]
+        } else {
+            (all[mid - 1] + all[mid]) / 2.0
+        }
     }
 }
 
@@ -83,7 +90,10 @@ mod tests {
         let mut r = BytesPerToken::default();
         r.learn(6400, 100); // 64 bytes a token: a prompt of `<|...|>` markers
         assert_eq!(r.typical(), PRIOR);
-        r.learn(300, 100); // 3 bytes a token, twice: real traffic decides
+        let mut r = BytesPerToken::default();
+        r.learn(100, 100); // 1 byte a token: punctuation
+        assert_eq!(r.typical(), PRIOR);
+        r.learn(300, 100); // 3 bytes a token, twice more: real traffic decides
         r.learn(300, 100);
         assert_eq!(r.typical(), 3.0);
     }
@@ -108,7 +118,7 @@ mod tests {
     #[test]
     fn short_runs_teach_nothing() {
         let mut r = BytesPerToken::default();
-        r.learn(200, 3);
+        r.learn(200, 31);
         assert_eq!(r.typical(), PRIOR);
         assert_eq!((tokens(10, 4.0), most_tokens(10)), (3, 10));
     }

@@ -231,12 +231,12 @@ impl Worker {
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
                 // With the runtime's template, the context holds its system prompt, its turn
                 // markers and the tools as well as the prompt.
-                let context = if self.raw_template {
-                    prompt.len()
+                let around = if self.raw_template {
+                    0
                 } else {
-                    prompt.len() + RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
+                    RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
                 };
-                let bytes = (prompt.len(), context);
+                let bytes = (prompt.len(), prompt.len(), around);
                 self.conclude(ran.end, ran.generated, ran.hit_cap, bytes)
             }
         }
@@ -415,13 +415,14 @@ impl Worker {
     }
 
     /// Turns a run's end into the job's result, learning bytes per token on the way from the
-    /// `sent_bytes` the runtime prefilled; `context_bytes`: all the text the context then holds.
+    /// `sent_bytes` the runtime prefilled. `prompt_bytes`: the text the context then holds;
+    /// `around`: what the runtime may have put around it.
     fn conclude(
         &mut self,
         end: Result<RunEnd, crate::runtime::RuntimeError>,
         generated: u32,
         hit_cap: bool,
-        (sent_bytes, context_bytes): (usize, usize),
+        (sent_bytes, prompt_bytes, around): (usize, usize, usize),
     ) -> Result<RunSummary, EngineError> {
         match end {
             Ok(end) => {
@@ -439,12 +440,12 @@ impl Worker {
                     hit_cap,
                 })
             }
-            Err(error) => Err(self.classify(error, generated, context_bytes)),
+            Err(error) => Err(self.classify(error, generated, prompt_bytes, around)),
         }
     }
 
     fn conclude_conversation(&mut self, plan: Plan, ran: Ran) -> Result<RunSummary, EngineError> {
-        let bytes = (plan.input().len(), plan.full.len());
+        let bytes = (plan.input().len(), plan.full.len(), 0);
         let Ran {
             end,
             generated,
@@ -469,18 +470,20 @@ impl Worker {
     /// run: a failure before any token, for a prompt that could hold more tokens than the
     /// context (it has more bytes than the context has tokens: no token is shorter than a
     /// byte), is reported as such. Whatever the learnt ratio says, a context overflow is never
-    /// reported as a runtime error.
+    /// reported as a runtime error. `around`: bytes the runtime may have added to the prompt.
     fn classify(
         &self,
         error: crate::runtime::RuntimeError,
         generated: u32,
-        context_bytes: usize,
+        prompt_bytes: usize,
+        around: usize,
     ) -> EngineError {
         let max_context = self.init.max_context_len;
-        if generated == 0 && bytes_per_token::most_tokens(context_bytes) > u64::from(max_context) {
+        let most = bytes_per_token::most_tokens(prompt_bytes + around);
+        if generated == 0 && most > u64::from(max_context) {
             EngineError::PromptTooLong {
-                estimated_tokens: self.cache.estimate_tokens(context_bytes),
-                prompt_bytes: context_bytes,
+                estimated_tokens: self.cache.estimate_tokens(prompt_bytes),
+                prompt_bytes,
                 max_context,
                 by_runtime: true,
             }
