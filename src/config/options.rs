@@ -267,7 +267,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("N"),
         Dv("4096"),
         MODEL,
-        "Context length the model is loaded with, in tokens"
+        "Context length the model is loaded with, in tokens (at least 64)"
     ),
     opt!(
         MaxNewTokens,

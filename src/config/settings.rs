@@ -49,6 +49,9 @@ fn byte_count(raw: &str, min: u64, max: u64) -> Result<usize, Expected> {
 
 const GIB: u64 = 1 << 30;
 const MAX_TOKENS: u64 = 1 << 20;
+/// The smallest context worth loading: a chat template's markers and a short answer need more
+/// (below it every request would fail as too long).
+const MIN_CONTEXT: u64 = 64;
 
 impl Draft {
     pub fn new() -> Draft {
@@ -96,7 +99,7 @@ impl Draft {
             Setting::RequestTimeout => c.request_timeout = values::seconds(raw)?,
             Setting::ShutdownTimeout => c.shutdown_timeout = values::seconds(raw)?,
             Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
-            Setting::MaxContextLen => c.max_context_len = int(raw, 1, MAX_TOKENS)?,
+            Setting::MaxContextLen => c.max_context_len = int(raw, MIN_CONTEXT, MAX_TOKENS)?,
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
             // The RKNPU driver has 16 IOMMU domains (RKNPU_MAX_IOMMU_DOMAIN_NUM in rknpu_drv.h).
             Setting::BaseDomainId => c.base_domain_id = int(raw, 0, 15)?,

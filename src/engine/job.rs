@@ -80,6 +80,16 @@ impl Job {
         &self.input
     }
 
+    /// Bytes of text the job carries: its prompt, or its conversation's rendered pieces.
+    pub fn input_bytes(&self) -> usize {
+        match &self.input {
+            Input::Prompt(p) => p.len(),
+            Input::Conversation(c) => {
+                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+            }
+        }
+    }
+
     /// The role the prompt is sent as: `Tool` for function results in `runtime` template mode (a
     /// conversation is always sent as the user's).
     pub fn role(&self) -> Role {
@@ -214,7 +224,13 @@ pub(super) enum WorkerMsg {
         load_time: Duration,
     },
     LoadFailed(RuntimeError),
+    /// The worker took the job (it now prepares its run: plans the prompt, clears the cache).
     Started {
+        id: JobId,
+    },
+    /// The worker is about to call `rkllm_run` for the job: from here on, time is the
+    /// runtime's, and an abort it ignores counts towards declaring it wedged.
+    InRuntime {
         id: JobId,
         /// About how many tokens the runtime is to prefill.
         prefill_tokens: u64,
