@@ -69,16 +69,13 @@ mod tests {
     use crate::engine::Input;
 
     fn t(role: Role, content: &str) -> Turn {
-        Turn {
-            role,
-            content: content.into(),
-        }
+        Turn::new(role, content)
     }
 
     fn sent(job: &Job) -> (InputRole, &str) {
         match job.input() {
             Input::Prompt(p) => (job.role(), p.as_str()),
-            Input::Conversation(_) => panic!("a conversation in runtime mode"),
+            Input::Conversation(_) | Input::Embed(_) => panic!("not a prompt in runtime mode"),
         }
     }
 

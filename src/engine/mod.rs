@@ -3,6 +3,7 @@
 //! time, and turns the worker's messages into `Event`s. Nothing here sleeps or polls: the worker
 //! wakes the loop through a `mio::Waker`, and time limits surface through `next_deadline`.
 
+mod embed;
 mod error;
 mod job;
 mod kv_cache;
@@ -20,8 +21,9 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+pub use embed::{normalize, Pooling};
 pub use error::EngineError;
-pub use job::{Conversation, Event, Finish, FinishReason, Input, Job, JobId};
+pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -361,6 +363,12 @@ impl Engine {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
                     out.push(Event::Text { id, text });
+                }
+            }
+            WorkerMsg::Embedding { id, vector, tokens } => {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.prefilling = false;
+                    out.push(Event::Embedding { id, vector, tokens });
                 }
             }
             WorkerMsg::Done { id, .. } if self.wedged_job == Some(id) => {

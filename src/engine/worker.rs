@@ -11,6 +11,8 @@ use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
+
+mod embed_run;
 use super::EngineError;
 use crate::runtime::{
     AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
@@ -213,6 +215,7 @@ impl Worker {
                 let ran = self.generate(job, plan.input(), Role::User, true, cap);
                 self.conclude_conversation(plan, ran)
             }
+            Input::Embed(input) => self.embed(job, input),
             Input::Prompt(prompt) => {
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
                 // ways the record does not follow.
@@ -365,6 +368,7 @@ impl Worker {
             Input::Conversation(c) => {
                 c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
             }
+            Input::Embed(e) => e.texts.iter().map(String::len).sum(),
         };
         self.cache.estimate_tokens(bytes)
     }

@@ -454,6 +454,7 @@ impl EventLoop {
             }
             Event::Started { .. }
             | Event::Text { .. }
+            | Event::Embedding { .. }
             | Event::Finished { .. }
             | Event::Failed { .. } => {}
         }
