@@ -352,3 +352,98 @@ fn truncate_cuts_an_input_over_the_context_and_false_refuses_it() {
     let count = r.json()["prompt_eval_count"].as_u64().unwrap();
     assert!(count > 0 && count <= 64, "{count}");
 }
+
+/// A runtime that leaves an embedding's input in its KV cache (unknown for the real one; the
+/// simulator's `hidden_keeps_cache = 0`): the cache's size changes, so the daemon forgets its
+/// record, clears the cache and prefills the whole conversation at the next turn.
+#[test]
+fn a_runtime_that_changes_the_cache_in_an_embedding_run_gets_it_cleared() {
+    let d = daemon(
+        "emb-kv-lost",
+        &["hidden_size = 8", "hidden_keeps_cache = 0"],
+        &[],
+    );
+    let chat = |messages: &Value| {
+        let r = d
+            .client()
+            .post_json("/v1/chat/completions", &json!({ "messages": messages }));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let mut messages = vec![json!({"role": "user", "content": "Tell me about the rivers."})];
+    let answer = chat(&json!(messages));
+    let history = d.trace_of("run_end").last().unwrap()["cache_tokens"]
+        .as_u64()
+        .unwrap();
+    one(&d, "an embedding that takes the cache's place");
+    messages.push(json!({"role": "assistant", "content": answer}));
+    messages.push(json!({"role": "user", "content": "And the south?"}));
+    chat(&json!(messages));
+
+    let calls: Vec<String> = d
+        .trace()
+        .iter()
+        .filter_map(|l| l["fn"].as_str().map(str::to_owned))
+        .filter(|f| ["rkllm_run", "rkllm_clear_kv_cache"].contains(&f.as_str()))
+        .collect();
+    let n = calls.len();
+    assert_eq!(
+        calls[n - 2..],
+        ["rkllm_clear_kv_cache".to_owned(), "rkllm_run".to_owned()],
+        "{calls:?}"
+    );
+    let last = d.trace_of("run_end").pop().unwrap();
+    assert!(
+        last["prefill_tokens"].as_u64().unwrap() > history,
+        "turn 2 must prefill the whole conversation: {last}"
+    );
+}
+
+/// Embeddings wait in the one FIFO like generations: one sent while a generation runs starts
+/// only when it has ended.
+#[test]
+fn an_embedding_queues_behind_a_running_generation() {
+    let dir = TempDir::new("emb-queue");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &[
+            "hidden_size = 8",
+            "decode_us_per_token = 20000",
+            "answer_tokens_min = 40",
+            "answer_tokens_max = 40",
+        ],
+    );
+    let d = Daemon::builder("emb-queue")
+        .model(model)
+        .args(["--chat-template", "qwen2.5"])
+        .start();
+    let mut gen = d.client();
+    gen.send_post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "a long answer"}], "stream": true}),
+    );
+    // The generation has started once its head arrives (the role chunk follows the start).
+    let (status, _) = gen.read_head().unwrap();
+    assert_eq!(status, 200);
+    let emb = one(&d, "waits its turn");
+    assert_eq!(emb.len(), 8);
+    let lines: Vec<String> = d
+        .trace()
+        .iter()
+        .filter_map(|l| l["fn"].as_str().map(str::to_owned))
+        .filter(|f| ["rkllm_run", "run_end"].contains(&f.as_str()))
+        .collect();
+    assert_eq!(lines, ["rkllm_run", "run_end", "rkllm_run", "run_end"]);
+    let runs = d.trace_of("rkllm_run");
+    assert_eq!(runs[0]["mode"], 0);
+    assert_eq!(runs[1]["mode"], 1);
+    let ends = d.trace_of("run_end");
+    assert_eq!(
+        ends[0]["generate_tokens"], 40,
+        "the generation ran to its end: {ends:?}"
+    );
+}

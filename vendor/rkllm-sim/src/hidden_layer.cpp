@@ -48,11 +48,15 @@ void fill_states(const Tokens& seq, size_t width, Vec<float>& states) {
 
 void Handle::hidden_layer(RunRequest& req, const Snapshot& s, const Tokens& seq,
                           Outcome& out) {
-    // Nothing of the handle's state changes: finish() stores these back as they were.
-    out.cache = s.cache;
-    out.cache_sys_len = s.cache_sys_len;
-    out.cache_tool_names = s.cache_tool_names;
-    out.paused = s.paused;
+    // Nothing of the handle's state changes: finish() stores these back as they were. With
+    // hidden_keeps_cache = 0 the sequence takes the cache's place instead, as after a
+    // keep_history = 0 generation.
+    out.cache = model_.hidden_keeps_cache ? s.cache : seq;
+    out.cache_sys_len = model_.hidden_keeps_cache ? s.cache_sys_len : 0;
+    if (model_.hidden_keeps_cache) {
+        out.cache_tool_names = s.cache_tool_names;
+        out.paused = s.paused;
+    }
     if (seq.empty()) {
         std::fprintf(stderr, "E rkllm: empty input\n");
         out.reason = Outcome::kError;

@@ -36,6 +36,9 @@ struct ModelConfig {
     // The width of a token's last hidden state (RKLLM_INFER_GET_LAST_HIDDEN_LAYER): the
     // model's hidden size, 1536 as in Qwen2.5-1.5B.
     int hidden_size = 1536;
+    // false: a last-hidden-layer run leaves its sequence in the KV cache, as a keep_history = 0
+    // generation does (what the real runtime does is unknown; callers must cope with both).
+    bool hidden_keeps_cache = true;
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
