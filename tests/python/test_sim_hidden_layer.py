@@ -125,3 +125,14 @@ def test_the_trace_records_the_mode(tmp_path, monkeypatch, model):
     ends = [ln for ln in read_trace(trace) if ln["fn"] == "run_end"]
     assert ends[-1]["generate_tokens"] == 0 and ends[-1]["reason"] == "eos"
     json.dumps(ends)  # plain JSON
+
+
+def test_hidden_keeps_cache_0_leaves_the_sequence_in_the_cache(model):
+    s = open_hidden(model(hidden_size=4, hidden_keeps_cache=0, answer_tokens_min=3,
+                          answer_tokens_max=3), max_context_len=512)
+    try:
+        assert s.run("first turn", keep_history=1).rc == 0
+        r, copied = hidden_run(s, "to embed")
+        assert r.rc == 0 and s.kv_size() == copied[0][1]
+    finally:
+        s.destroy()
