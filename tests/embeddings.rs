@@ -447,3 +447,31 @@ fn an_embedding_queues_behind_a_running_generation() {
         "the generation ran to its end: {ends:?}"
     );
 }
+
+/// An embedding cut by `--request-timeout` is a 504 in the API's shape, like a generation, and
+/// the daemon serves the next request.
+#[test]
+fn an_embedding_over_the_request_timeout_is_a_504() {
+    let dir = TempDir::new("emb-timeout");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &["hidden_size = 8", "prefill_us_per_token = 200000"],
+    );
+    let d = Daemon::builder("emb-timeout")
+        .model(model)
+        .args(["--chat-template", "qwen2.5", "--request-timeout", "0.3"])
+        .start();
+    let r = d.client().post_json(
+        "/v1/embeddings",
+        &json!({"input": "a text long enough to take seconds to prefill"}),
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "timeout_error");
+    let r = d.client().post_json(
+        "/api/embed",
+        &json!({"input": "another text to prefill slowly"}),
+    );
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["error"].is_string());
+}

@@ -9,6 +9,7 @@ use crate::api::error::{ApiError, Flavor};
 use crate::api::full_response::FullResponse;
 use crate::api::responder::{Next, Responder, ResponseOut};
 use crate::engine::{normalize, EngineError, Finish, FinishReason};
+use crate::runtime::RuntimeError;
 
 /// Which API's body to write.
 pub enum Body {
@@ -136,10 +137,17 @@ impl Responder for EmbeddingResponder {
     }
 
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut) {
-        if finish.reason == FinishReason::Aborted || self.vectors.len() != self.expected {
-            // The client left (nobody reads this), or the run ended early without saying why.
+        if finish.reason == FinishReason::Aborted {
+            // The client left: nobody reads this.
             let e = ApiError::from_engine(self.body.flavor(), &EngineError::Cancelled);
             out.full(e.response());
+            return;
+        }
+        if self.vectors.len() != self.expected {
+            // A run the runtime finished without hidden states (a deadline or a shutdown
+            // arrives as `failed` instead).
+            let error = EngineError::Runtime(RuntimeError::NoHiddenStates);
+            out.full(ApiError::from_engine(self.body.flavor(), &error).response());
             return;
         }
         match self.write() {

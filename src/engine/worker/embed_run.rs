@@ -30,25 +30,23 @@ impl Worker {
                 Ok(r) => r,
                 Err(e) => return Err(self.classify(e, 0, text.len())),
             };
-            let RunEnd::Finished(perf) = end else {
-                if self.cancelled.load(Ordering::Acquire) == job.id() {
-                    break; // the client left
-                }
-                // Aborted for a deadline or a shutdown (the engine reports it), or a runtime
-                // that returned without finishing.
-                return Err(EngineError::Runtime(RuntimeError::NoFinish));
+            if let RunEnd::Finished(perf) = end {
+                total.prefill_ms += perf.prefill_ms;
+                total.prefill_tokens += perf.prefill_tokens;
+                total.memory_mb = total.memory_mb.max(perf.memory_mb);
+            }
+            // A run that ended without states was aborted (the client left, or the engine cut
+            // it for a deadline or a shutdown, which it reports as such), or the runtime
+            // misbehaved: the job ends here with fewer vectors than texts, which the responder
+            // answers as a runtime error when nobody aborted it.
+            let (Some(states), RunEnd::Finished(perf)) = (states, end) else {
+                break;
+            };
+            let Some(vector) = pool(&states, input.pooling) else {
+                break;
             };
             self.cache.calibrate(text.len(), perf.prefill_tokens);
-            total.prefill_ms += perf.prefill_ms;
-            total.prefill_tokens += perf.prefill_tokens;
-            total.memory_mb = total.memory_mb.max(perf.memory_mb);
-            let Some(states) = states else {
-                return Err(EngineError::Runtime(RuntimeError::NoHiddenStates));
-            };
             let tokens = u32::try_from(states.num_tokens).unwrap_or(u32::MAX);
-            let Some(vector) = pool(&states, input.pooling) else {
-                return Err(EngineError::Runtime(RuntimeError::NoHiddenStates));
-            };
             if !self.notify.send(WorkerMsg::Embedding {
                 id: job.id(),
                 vector,
