@@ -8,10 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
-use super::super::embed::pool;
-use super::super::job::{EmbedInput, Job, RunSummary, WorkerMsg};
-use super::super::EngineError;
 use super::Worker;
+use crate::engine::embed::pool;
+use crate::engine::job::{EmbedInput, Job, RunSummary, WorkerMsg};
+use crate::engine::EngineError;
 use crate::runtime::{HiddenStates, Perf, RunEnd, RuntimeError};
 
 impl Worker {
@@ -62,9 +62,9 @@ impl Worker {
         })
     }
 
-    /// One run of `text`; with `truncate`, a text the runtime refuses while it is longer than
-    /// the context could hold at one byte per token is cut by a quarter (at a character
-    /// boundary) and run again. Whether the failed runs touched the KV cache is checked as for
+    /// One run of `text`; with `truncate`, a text the runtime refuses is cut by a quarter (at a
+    /// character boundary) and run again, until it is down to half the context length in bytes
+    /// (a token is at least a byte, so by then it is not the text's length that fails it). Whether the failed runs touched the KV cache is checked as for
     /// any other. Returns the text that ran.
     fn run_fitting<'t>(
         &mut self,
