@@ -4,6 +4,7 @@
 //! wakes the loop through a `mio::Waker`, and time limits surface through `next_deadline`.
 
 mod bytes_per_token;
+mod embed;
 mod error;
 mod job;
 mod kv_cache;
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+pub use embed::{normalize, Pooling};
 pub use error::EngineError;
-pub use job::{Conversation, Event, Finish, FinishReason, Input, Job, JobId};
+pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -427,6 +429,12 @@ impl Engine {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
                     out.push(Event::Text { id, text });
+                }
+            }
+            WorkerMsg::Embedding { id, vector, tokens } => {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.prefilling = false;
+                    out.push(Event::Embedding { id, vector, tokens });
                 }
             }
             WorkerMsg::Done { id, .. } if self.wedged_job == Some(id) => {

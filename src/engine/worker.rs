@@ -12,6 +12,8 @@ use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
+
+mod embed_run;
 use super::EngineError;
 use crate::memory;
 use crate::runtime::{
@@ -220,6 +222,7 @@ impl Worker {
                 let ran = self.generate(job, plan.input(), Role::User, true, cap);
                 self.conclude_conversation(plan, ran)
             }
+            Input::Embed(input) => self.embed(job, input),
             Input::Prompt(prompt) => {
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
                 // ways the record does not follow.
