@@ -191,6 +191,11 @@ impl Conn {
 
     /// After a large request, the read buffer gives back what it grew to hold it: a keep-alive
     /// connection would otherwise keep the largest body it ever read for its whole life.
+    /// Bytes its buffers hold allocated (what dropping it frees).
+    pub fn buffer_capacity(&self) -> usize {
+        self.rbuf.capacity() + self.out.capacity()
+    }
+
     fn shrink_read_buffer(&mut self) {
         if self.rbuf.capacity() > PIPELINE_BUFFER_CAP {
             self.rbuf.shrink_to(self.rbuf.len().max(READ_CHUNK));

@@ -21,6 +21,7 @@ use crate::api::{self, Reply};
 use crate::engine::{Engine, Event, State};
 use crate::exit::Ending;
 use crate::http;
+use crate::memory::Reclaim;
 use crate::metrics::Metrics;
 
 const SIGNALS: Token = Token(2);
@@ -54,6 +55,8 @@ pub struct EventLoop {
     conns: HashMap<Token, Conn>,
     jobs: Jobs,
     metrics: Metrics,
+    /// Buffers of dropped connections, to give back to the system.
+    reclaim: Reclaim,
     /// Reused between batches of engine events.
     engine_events: Vec<Event>,
     ready_notified: bool,
@@ -91,6 +94,7 @@ impl EventLoop {
             conns: HashMap::new(),
             jobs: Jobs::new(),
             metrics: Metrics::default(),
+            reclaim: Reclaim::new(Instant::now()),
             engine_events: Vec::new(),
             ready_notified: false,
             shutdown: None,
@@ -141,6 +145,7 @@ impl EventLoop {
             }
             self.on_timers(Instant::now());
             let freed = self.reap();
+            self.reclaim.run(Instant::now());
             self.accept_starved(freed);
             self.accept_deferred();
             if self.ending.is_none() {
@@ -164,6 +169,7 @@ impl EventLoop {
             .chain(shutdown)
             .chain(self.engine.next_deadline())
             .chain(self.admission.starved_retry())
+            .chain(self.reclaim.due())
             .min()
     }
 
@@ -344,12 +350,13 @@ impl EventLoop {
     /// Removes connections that are finished (see `Conn::is_finished`); true when any was.
     fn reap(&mut self) -> bool {
         let registry = self.poll.registry();
-        let metrics = &mut self.metrics;
+        let (metrics, reclaim) = (&mut self.metrics, &mut self.reclaim);
         let before = self.conns.len();
         self.conns.retain(|_, conn| {
             if !conn.is_finished() {
                 return true;
             }
+            reclaim.freed(conn.buffer_capacity());
             conn.deregister(registry);
             if !conn.is_refusal() {
                 metrics.connection_closed();

@@ -25,6 +25,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// Bytes the buffer holds allocated, written or not.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub fn new() -> Output {
         Output {
             buf: Vec::new(),
