@@ -54,7 +54,7 @@ impl Reclaim {
 
     /// Gives memory back if it is due; true when it did.
     pub fn run(&mut self, now: Instant) -> bool {
-        if !self.due().is_some_and(|d| d <= now) {
+        if self.due().is_none_or(|d| d > now) {
             return false;
         }
         give_back();
