@@ -445,6 +445,7 @@ def session():
 
 FAST = os.path.join(MODELS, "fast.rkllm")
 DEMO = os.path.join(MODELS, "demo.rkllm")
+DEMO_THINK = os.path.join(MODELS, "demo-qwen3-think.rkllm")
 # Demo-like speeds for the timing tests (no load delay, longer answers).
 DEMO_SPEEDS = dict(prefill_us_per_token=2950, decode_us_per_token=59880,
                    answer_tokens_min=60, answer_tokens_max=60)
@@ -906,16 +907,28 @@ def test_thinking_with_a_custom_template_follows_the_prompt(session, model):
     assert b"<think>" not in plain.run(rendered).text
 
 
-def test_demo_model_thinks_and_answers_with_multibyte_text(session, model):
-    # The shipped demo model's settings without its delays.
-    with open(DEMO, encoding="utf-8") as f:
+def _shipped_model_without_delays(model, path):
+    with open(path, encoding="utf-8") as f:
         lines = [ln for ln in f.read().splitlines() if ln and not ln.startswith("#")]
     keys = dict(ln.split(" = ", 1) for ln in lines[1:])
-    assert keys["thinking"] == "1" and keys["decode_us_per_token"] == "59880"
+    raw = dict(keys)
     for k in ("load_ms", "prefill_us_per_token", "decode_us_per_token"):
         keys[k] = 0
-    s = session(model(**keys))
-    r = s.run("你好! Tell me something 🙂", enable_thinking=True)
+    return raw, model(**keys)
+
+
+def test_demo_model_answers_without_thinking(session, model):
+    # Qwen2.5, whose speeds demo.rkllm has, never thinks (issue 19).
+    raw, m = _shipped_model_without_delays(model, DEMO)
+    assert raw["general.architecture"] == "qwen2" and raw["decode_us_per_token"] == "59880"
+    r = session(m).run("你好! Tell me something 🙂", enable_thinking=True)
+    assert b"<think>" not in r.text and r.text and r.states(RKLLM_RUN_WAITING)
+
+
+def test_thinking_demo_model_thinks_and_answers_with_multibyte_text(session, model):
+    raw, m = _shipped_model_without_delays(model, DEMO_THINK)
+    assert raw["thinking"] == "1" and raw["general.architecture"] == "qwen3"
+    r = session(m).run("你好! Tell me something 🙂", enable_thinking=True)
     assert r.text.startswith(b"<think>") and r.states(RKLLM_RUN_WAITING)
 
 
