@@ -528,3 +528,30 @@ fn the_shipped_demo_model_with_no_options_remembers_the_conversation() {
         "{log}"
     );
 }
+
+/// The thinking demo model, started with no options, resolves to the qwen3 preset and thinks.
+#[test]
+fn the_thinking_demo_model_with_no_options_uses_the_qwen3_preset() {
+    let d = Daemon::builder("demo-think")
+        .model(common::repo_path(
+            "vendor/rkllm-sim/models/demo-qwen3-think.rkllm",
+        ))
+        .start();
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Is 17 prime?"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let message = &r.json()["choices"][0]["message"];
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{message}"
+    );
+    let log = d.stderr();
+    assert!(
+        log.contains("chat template 'qwen3' chosen from the model file's general.architecture"),
+        "{log}"
+    );
+}

@@ -553,6 +553,7 @@ def test_init_fails_for_a_real_binary_model(tmp_path):
     "rkllm-sim 1\nname = a\nname = b\n",
     "rkllm-sim 1\njust words\n",
     "rkllm-sim 1\nanswer =   \n",              # a scripted answer cannot be empty
+    "rkllm-sim 1\ngeneral.architecture =\n",   # nor a declared architecture
 ])
 def test_init_fails_for_invalid_model_files(tmp_path, content):
     path = tmp_path / "bad.rkllm"
@@ -588,6 +589,13 @@ def test_shipped_models_load(session):
     session(DEMO)
     assert time.monotonic() - t0 >= 0.3  # demo: load_ms = 300
     session(FAST)
+    session(DEMO_THINK)
+
+
+def test_init_accepts_a_declared_architecture(session, model):
+    # Real .rkllm files carry GGUF's general.architecture key; rkllmd reads it, the simulator
+    # only accepts it.
+    assert session(model(**{"general.architecture": "qwen3"})).init_rc == 0
 
 
 # --------------------------------------------------------------------------------------------
