@@ -125,7 +125,8 @@ mod tests {
     #[test]
     fn a_family_only_the_file_name_tells_apart_wins_over_a_shared_architecture() {
         use Chosen::*;
-        let cases: &[(Option<&str>, &str, Option<(&str, Chosen)>)] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, Option<(&'a str, Chosen)>);
+        let cases: &[Case] = &[
             (Some("qwen2"), "demo.rkllm", Some(("qwen2.5", Architecture))),
             (
                 Some("qwen2"),
