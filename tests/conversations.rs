@@ -187,7 +187,8 @@ fn the_template_is_guessed_from_the_model_file_name_and_runtime_mode_stays_avail
     std::fs::copy(common::fast_model(), &model).unwrap();
     let d = Daemon::builder("guess").model(model).start();
     assert!(
-        d.stderr().contains("chat template 'qwen2.5' guessed"),
+        d.stderr()
+            .contains("chat template 'qwen2.5' chosen from the model file name"),
         "{}",
         d.stderr()
     );
