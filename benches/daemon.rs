@@ -172,6 +172,13 @@ fn main() {
         long_conversation_rows(dir.path());
         return;
     }
+    // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
+    if std::env::args().any(|a| a == "multi-turn") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        multi_turn_rows(dir.path());
+        return;
+    }
     let long = write_model(
         dir.path(),
         "long",
@@ -698,7 +705,10 @@ fn wakeup_floor() -> (Duration, Duration) {
 }
 
 /// Issue 5's figure: time to first token per turn of a 10-turn conversation at demo speed,
-/// with KV-cache reuse and without.
+/// with KV-cache reuse and without; and issue 19's: the same for a thinking model (Qwen3-0.6B's
+/// speeds, the `qwen3` preset read from the file's architecture, thinking on), where the first
+/// token is the first reasoning or content delta and each answer goes back as content only,
+/// as clients send it.
 fn multi_turn_rows(dir: &std::path::Path) {
     let model = write_model(
         dir,
@@ -716,39 +726,7 @@ fn multi_turn_rows(dir: &std::path::Path) {
             .model(model.clone())
             .args(["--chat-template", "qwen2.5", "--kv-cache-reuse", reuse])
             .start();
-        let mut messages = vec![
-            serde_json::json!({"role": "system", "content": "You are a helpful assistant on a small board."}),
-        ];
-        let mut firsts = Vec::new();
-        for turn in 1..=10 {
-            messages.push(serde_json::json!({"role": "user", "content": format!("Question {turn}: tell me one more thing about running language models on an NPU, briefly please.")}));
-            let mut c = d.client();
-            let t = Instant::now();
-            c.send_post(
-                "/v1/chat/completions",
-                &serde_json::json!({"stream": true, "messages": messages}),
-            );
-            c.read_head().unwrap();
-            let mut first = None;
-            let mut answer = String::new();
-            while let Some(chunk) = c.read_chunk() {
-                for data in common::client::sse_data(&chunk) {
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
-                        continue;
-                    };
-                    if let Some(text) = v["choices"][0]["delta"]["content"]
-                        .as_str()
-                        .filter(|s| !s.is_empty())
-                    {
-                        first.get_or_insert_with(|| t.elapsed());
-                        answer.push_str(text);
-                    }
-                }
-            }
-            firsts.push(first.expect("an answer"));
-            messages.push(serde_json::json!({"role": "assistant", "content": answer}));
-        }
-        ttft.push(firsts);
+        ttft.push(turn_ttfts(&d));
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for turn in [1usize, 2, 5, 10] {
@@ -771,6 +749,80 @@ fn multi_turn_rows(dir: &std::path::Path) {
         format!("{:.2}x", ms(ttft[0][9]) / ms(ttft[0][0])),
         "< 1.5x",
     );
+
+    // Speeds as in vendor/rkllm-sim/models/demo-qwen3-think.rkllm, answers of a fixed length.
+    let thinking = write_model(
+        dir,
+        "think-turns",
+        &[
+            "general.architecture = qwen3",
+            "thinking = 1",
+            "answer_tokens_min = 20",
+            "answer_tokens_max = 20",
+            "prefill_us_per_token = 1555",
+            "decode_us_per_token = 30386",
+        ],
+    );
+    let d = Daemon::builder("bench-think-turns").model(thinking).start();
+    let think = turn_ttfts(&d);
+    for turn in [1usize, 2, 5, 10] {
+        row(
+            &format!("TTFT turn {turn:>2}: thinking model (qwen3, auto)"),
+            format!("{:.0} ms", ms(think[turn - 1])),
+            if turn == 10 {
+                "within 1.5x of turn 1"
+            } else {
+                "-"
+            },
+        );
+    }
+    row(
+        "TTFT turn 10 / turn 1, thinking model",
+        format!("{:.2}x", ms(think[9]) / ms(think[0])),
+        "< 1.5x",
+    );
+}
+
+/// Time to the first reasoning or content delta of each of 10 streamed turns; each answer goes
+/// back as the assistant's content only.
+fn turn_ttfts(d: &Daemon) -> Vec<Duration> {
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": "You are a helpful assistant on a small board."}),
+    ];
+    let mut firsts = Vec::new();
+    for turn in 1..=10 {
+        messages.push(serde_json::json!({"role": "user", "content": format!("Question {turn}: tell me one more thing about running language models on an NPU, briefly please.")}));
+        let mut c = d.client();
+        let t = Instant::now();
+        c.send_post(
+            "/v1/chat/completions",
+            &serde_json::json!({"stream": true, "messages": messages}),
+        );
+        c.read_head().unwrap();
+        let mut first = None;
+        let mut answer = String::new();
+        while let Some(chunk) = c.read_chunk() {
+            for data in common::client::sse_data(&chunk) {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                    continue;
+                };
+                let delta = &v["choices"][0]["delta"];
+                if delta["reasoning_content"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty())
+                {
+                    first.get_or_insert_with(|| t.elapsed());
+                }
+                if let Some(text) = delta["content"].as_str().filter(|s| !s.is_empty()) {
+                    first.get_or_insert_with(|| t.elapsed());
+                    answer.push_str(text);
+                }
+            }
+        }
+        firsts.push(first.expect("an answer"));
+        messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+    }
+    firsts
 }
 
 /// `/health` latency while one request streams with the most hostile stop list the API

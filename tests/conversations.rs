@@ -187,7 +187,8 @@ fn the_template_is_guessed_from_the_model_file_name_and_runtime_mode_stays_avail
     std::fs::copy(common::fast_model(), &model).unwrap();
     let d = Daemon::builder("guess").model(model).start();
     assert!(
-        d.stderr().contains("chat template 'qwen2.5' guessed"),
+        d.stderr()
+            .contains("chat template 'qwen2.5' chosen from the model file name"),
         "{}",
         d.stderr()
     );
@@ -488,4 +489,70 @@ fn a_32k_turn_conversation_whose_client_hangs_up_does_not_look_like_a_wedged_run
         d.stderr()
     );
     ask(&d, &[json!({"role": "user", "content": "still there?"})]);
+}
+
+/// Issue 19: the demo model started as the README's quick start does (no options) resolves to a
+/// preset from the architecture its file declares, so a first multi-turn chat remembers: turn 3
+/// sends only its new part on top of the kept history.
+#[test]
+fn the_shipped_demo_model_with_no_options_remembers_the_conversation() {
+    let d = Daemon::builder("demo-remembers")
+        .model(common::demo_model())
+        .start();
+    let mut messages = Vec::new();
+    let question = |turn: usize| format!("Turn {turn}: tell me about the board.");
+    for turn in 1..=3 {
+        messages.push(json!({"role": "user", "content": question(turn)}));
+        let answer = ask(&d, &messages);
+        messages.push(json!({"role": "assistant", "content": answer}));
+    }
+    let runs = d.trace_of("rkllm_run");
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[2]["keep_history"], 1);
+    assert_eq!(
+        runs[2]["prompt"],
+        format!("<|im_end|>\n{}{GEN}", im("user", &question(3)))
+    );
+    let ends = d.trace_of("run_end");
+    let (prefilled, cached) = (
+        ends[2]["prefill_tokens"].as_u64().unwrap(),
+        ends[2]["cache_tokens"].as_u64().unwrap(),
+    );
+    assert!(
+        prefilled * 2 < cached,
+        "turn 3 prefilled {prefilled} of {cached} tokens"
+    );
+    assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+    let log = d.stderr();
+    assert!(
+        log.contains("chat template 'qwen2.5'") && log.contains("general.architecture"),
+        "{log}"
+    );
+}
+
+/// The thinking demo model, started with no options, resolves to the qwen3 preset and thinks.
+#[test]
+fn the_thinking_demo_model_with_no_options_uses_the_qwen3_preset() {
+    let d = Daemon::builder("demo-think")
+        .model(common::repo_path(
+            "vendor/rkllm-sim/models/demo-qwen3-think.rkllm",
+        ))
+        .start();
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "Is 17 prime?"}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let message = &r.json()["choices"][0]["message"];
+    assert!(
+        message["reasoning_content"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{message}"
+    );
+    let log = d.stderr();
+    assert!(
+        log.contains("chat template 'qwen3' chosen from the model file's general.architecture"),
+        "{log}"
+    );
 }

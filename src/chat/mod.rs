@@ -11,6 +11,7 @@
 
 mod custom;
 mod guess;
+mod model_meta;
 mod presets;
 mod render;
 mod template;
@@ -20,6 +21,7 @@ mod render_tests;
 
 pub use custom::{decode_escapes, CustomParts, CustomPartsError};
 pub use guess::guess;
+pub use model_meta::{architecture, choose, Chosen};
 pub use presets::PRESET_NAMES;
 pub use render::Rendered;
 pub use template::{Reasoning, SystemRole, Template, Thinking, ToolFormat, Wrap};

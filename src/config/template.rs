@@ -8,7 +8,8 @@ use super::values::Expected;
 /// How conversations are rendered, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatTemplate {
-    /// A preset guessed from the model file name when the server starts, else [`Self::Runtime`].
+    /// A preset from the architecture the model file declares or from its name, chosen when
+    /// the server starts (`chat::choose`), else [`Self::Runtime`].
     Auto,
     /// The runtime applies the model's built-in template (it sees only the newest user turn).
     Runtime,

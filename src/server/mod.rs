@@ -142,14 +142,25 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let Some(name) = chat::guess(&file) else {
+            let arch = chat::architecture(&cfg.model);
+            let chosen = chat::choose(arch.as_deref(), &file);
+            let name = chosen.map(|(name, _)| name);
+            let why = match (chosen, arch.as_deref()) {
+                (Some((_, chat::Chosen::Architecture)), Some(a)) => {
+                    format!("the model file's general.architecture '{a}'")
+                }
+                _ => format!("the model file name '{file}'"),
+            };
+            let Some(name) = name else {
                 log::info!(
-                    "no chat template preset matches '{file}': the runtime's built-in template is used, \
-                     which sees only the newest user turn (set chat-template to choose)"
+                    "no chat template preset matches '{file}' (architecture: {}): the runtime's \
+                     built-in template is used, which sees only the newest user turn (set \
+                     chat-template to choose)",
+                    arch.as_deref().unwrap_or("not found")
                 );
                 return None;
             };
-            log::info!("chat template '{name}' guessed from the model file name (set chat-template to choose)");
+            log::info!("chat template '{name}' chosen from {why} (set chat-template to choose)");
             Template::preset(name)
         }
     }

@@ -445,6 +445,7 @@ def session():
 
 FAST = os.path.join(MODELS, "fast.rkllm")
 DEMO = os.path.join(MODELS, "demo.rkllm")
+DEMO_THINK = os.path.join(MODELS, "demo-qwen3-think.rkllm")
 # Demo-like speeds for the timing tests (no load delay, longer answers).
 DEMO_SPEEDS = dict(prefill_us_per_token=2950, decode_us_per_token=59880,
                    answer_tokens_min=60, answer_tokens_max=60)
@@ -552,6 +553,7 @@ def test_init_fails_for_a_real_binary_model(tmp_path):
     "rkllm-sim 1\nname = a\nname = b\n",
     "rkllm-sim 1\njust words\n",
     "rkllm-sim 1\nanswer =   \n",              # a scripted answer cannot be empty
+    "rkllm-sim 1\ngeneral.architecture =\n",   # nor a declared architecture
 ])
 def test_init_fails_for_invalid_model_files(tmp_path, content):
     path = tmp_path / "bad.rkllm"
@@ -587,6 +589,13 @@ def test_shipped_models_load(session):
     session(DEMO)
     assert time.monotonic() - t0 >= 0.3  # demo: load_ms = 300
     session(FAST)
+    session(DEMO_THINK)
+
+
+def test_init_accepts_a_declared_architecture(session, model):
+    # Real .rkllm files carry GGUF's general.architecture key; rkllmd reads it, the simulator
+    # only accepts it.
+    assert session(model(**{"general.architecture": "qwen3"})).init_rc == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -906,16 +915,28 @@ def test_thinking_with_a_custom_template_follows_the_prompt(session, model):
     assert b"<think>" not in plain.run(rendered).text
 
 
-def test_demo_model_thinks_and_answers_with_multibyte_text(session, model):
-    # The shipped demo model's settings without its delays.
-    with open(DEMO, encoding="utf-8") as f:
+def _shipped_model_without_delays(model, path):
+    with open(path, encoding="utf-8") as f:
         lines = [ln for ln in f.read().splitlines() if ln and not ln.startswith("#")]
     keys = dict(ln.split(" = ", 1) for ln in lines[1:])
-    assert keys["thinking"] == "1" and keys["decode_us_per_token"] == "59880"
+    raw = dict(keys)
     for k in ("load_ms", "prefill_us_per_token", "decode_us_per_token"):
         keys[k] = 0
-    s = session(model(**keys))
-    r = s.run("你好! Tell me something 🙂", enable_thinking=True)
+    return raw, model(**keys)
+
+
+def test_demo_model_answers_without_thinking(session, model):
+    # Qwen2.5, whose speeds demo.rkllm has, never thinks (issue 19).
+    raw, m = _shipped_model_without_delays(model, DEMO)
+    assert raw["general.architecture"] == "qwen2" and raw["decode_us_per_token"] == "59880"
+    r = session(m).run("你好! Tell me something 🙂", enable_thinking=True)
+    assert b"<think>" not in r.text and r.text and r.states(RKLLM_RUN_WAITING)
+
+
+def test_thinking_demo_model_thinks_and_answers_with_multibyte_text(session, model):
+    raw, m = _shipped_model_without_delays(model, DEMO_THINK)
+    assert raw["thinking"] == "1" and raw["general.architecture"] == "qwen3"
+    r = session(m).run("你好! Tell me something 🙂", enable_thinking=True)
     assert r.text.startswith(b"<think>") and r.states(RKLLM_RUN_WAITING)
 
 

@@ -207,6 +207,10 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_bool(value, cfg.history_kept);
         } else if (key == "callback_thread") {
             ok = parse_bool(value, cfg.callback_thread);
+        } else if (key == "general.architecture") {
+            // Read by rkllmd, not by the simulator: real .rkllm files carry this GGUF-style key
+            // (see rkllmd's src/chat/model_meta.rs).
+            ok = !value.empty() && valid_utf8(value);
         } else if (key == "tools_removable") {
             ok = parse_bool(value, cfg.tools_removable);
         } else if (key == "hidden_size") {
