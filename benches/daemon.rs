@@ -164,6 +164,14 @@ fn main() {
         return;
     }
     let dir = TempDir::new("bench");
+    // `cargo bench -- hostile-stops`: that group of rows alone.
+    if std::env::args().any(|a| a == "hostile-stops") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        hostile_stop_rows(dir.path());
+        long_conversation_rows(dir.path());
+        return;
+    }
     let long = write_model(
         dir.path(),
         "long",
@@ -321,6 +329,8 @@ fn main() {
     latency_rows(dir.path());
     abort_rows(dir.path());
     multi_turn_rows(dir.path());
+    hostile_stop_rows(dir.path());
+    long_conversation_rows(dir.path());
 }
 
 /// The daemon's CPU per streamed token at demo speed, the simulator's own share taken out.
@@ -760,5 +770,134 @@ fn multi_turn_rows(dir: &std::path::Path) {
         "TTFT turn 10 / turn 1 with reuse",
         format!("{:.2}x", ms(ttft[0][9]) / ms(ttft[0][0])),
         "< 1.5x",
+    );
+}
+
+/// `/health` latency while one request streams with the most hostile stop list the API
+/// accepts: 64 stops of 128 bytes (8 KiB in all), each a run of the answer's only word that
+/// fails at its last byte, so every stop is always a candidate and the held-back text stays at
+/// its longest; the answer streams at full speed (fast, no delays). The stop matching runs on
+/// the event loop's thread, which is the one that answers `/health`.
+fn hostile_stop_rows(dir: &std::path::Path) {
+    let model = write_model(
+        dir,
+        "one-word",
+        &[
+            "answer_tokens_min = 200000",
+            "answer_tokens_max = 200000",
+            "vocabulary = a",
+        ],
+    );
+    let d = Daemon::builder("bench-stops")
+        .model(model)
+        .args([
+            "--max-new-tokens",
+            "200000",
+            "--max-context-len",
+            "1048576",
+            "--output-cap-bytes",
+            "67108864",
+        ])
+        .start();
+    let stops: Vec<String> = (0..64)
+        .map(|i| format!("{}{}", "a ".repeat(63), char::from(b'0' + (i % 10) as u8)))
+        .collect();
+    let body = serde_json::json!({"stream": true, "stop": stops,
+        "messages": [{"role": "user", "content": "bench"}]});
+    let mut stream = d.client();
+    stream.send_post("/v1/chat/completions", &body);
+    let reader = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = stream.read_response();
+        (
+            r.status,
+            common::client::sse_data(&r.body).len(),
+            t.elapsed(),
+        )
+    });
+    let mut c = d.client();
+    // Wait for the stream to be running, then sample while it is.
+    common::wait_until(Duration::from_secs(10), "the stream running", || {
+        c.get("/health").json()["running"] == true
+    });
+    let mut lat = Vec::new();
+    while lat.len() < 2000 {
+        let t = Instant::now();
+        let r = c.get("/health");
+        let took = t.elapsed();
+        if r.json()["running"] != true {
+            break;
+        }
+        lat.push(took);
+    }
+    let (status, events, secs) = reader.join().unwrap();
+    assert_eq!(status, 200);
+    lat.sort();
+    row(
+        "/health p99 while a 64-stop stream runs (fast)",
+        format!(
+            "{:.1} us (n={})",
+            percentile(&lat, 0.99).as_secs_f64() * 1e6,
+            lat.len()
+        ),
+        "p99 < 50 ms",
+    );
+    row(
+        "  that stream's rate (SSE events)",
+        format!("{:.0} tok/s", events as f64 / secs.as_secs_f64()),
+        "-",
+    );
+}
+
+/// From a request's arrival to the runtime's run call (best of 3) for conversations of 4k to
+/// 32k turns that must be trimmed to a 4096-token context: parsing, rendering and trimming.
+/// Each doubling of the turns should about double the time (linear); the ratio printed is
+/// 32k / 4k, 8 for linear work (64 for quadratic).
+fn long_conversation_rows(dir: &std::path::Path) {
+    let model = write_model(
+        dir,
+        "trim",
+        &["answer_tokens_min = 1", "answer_tokens_max = 1"],
+    );
+    let d = Daemon::builder("bench-trim")
+        .model(model)
+        .args(["--chat-template", "qwen2.5", "--max-context-len", "4096"])
+        .args(["--max-body-bytes", "64M"])
+        .start();
+    let mut c = d.client();
+    let mut times = Vec::new();
+    for turns in [4_000usize, 8_000, 16_000, 32_000] {
+        let mut messages = Vec::with_capacity(turns + 1);
+        for i in 0..turns / 2 {
+            messages.push(
+                serde_json::json!({"role": "user", "content": format!("question {i}: why?")}),
+            );
+            messages.push(
+                serde_json::json!({"role": "assistant", "content": "because of the weather"}),
+            );
+        }
+        messages.push(serde_json::json!({"role": "user", "content": "and now?"}));
+        let body = serde_json::json!({"messages": messages});
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let sent = monotonic_us();
+            let r = c.post_json("/v1/chat/completions", &body);
+            assert_eq!(r.status, 200);
+            let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"]
+                .as_i64()
+                .unwrap();
+            best = best.min(Duration::from_micros((run - sent).max(0) as u64));
+        }
+        row(
+            &format!("{turns:>5} turns trimmed: request to rkllm_run"),
+            format!("{:.1} ms", best.as_secs_f64() * 1e3),
+            "-",
+        );
+        times.push(best);
+    }
+    row(
+        "  32k / 4k turns trimmed",
+        format!("{:.1}x", times[3].as_secs_f64() / times[0].as_secs_f64()),
+        "about 8x (linear)",
     );
 }

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod runtime;
 pub mod selftest;

@@ -770,3 +770,102 @@ fn the_root_answers_as_ollama_does_for_clients_that_probe_it() {
     );
     assert_eq!(d.client().get("/v1/chat/completions").status, 405);
 }
+
+/// From "Also found" in issue 17: each of these was a 500.
+#[test]
+fn an_empty_completion_prompt_is_a_400() {
+    let d = Daemon::builder("emptyprompt")
+        .args(["--chat-template", "qwen2.5"])
+        .start();
+    let r = d
+        .client()
+        .post_json("/v1/completions", &json!({"prompt": ""}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["param"], "prompt");
+    assert!(
+        d.trace_of("rkllm_run").is_empty(),
+        "the runtime was never asked"
+    );
+}
+
+#[test]
+fn thousands_of_tools_beyond_the_context_are_a_400_with_the_runtimes_template_too() {
+    let tools: Vec<Value> = (0..4000)
+        .map(|i| {
+            json!({"type": "function", "function": {"name": format!("tool_{i}"),
+            "description": "does one thing", "parameters": {"type": "object", "properties": {}}}})
+        })
+        .collect();
+    for template in ["runtime", "qwen2.5"] {
+        let d = Daemon::builder("manytools")
+            .args(["--chat-template", template])
+            .start();
+        let body = json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools});
+        let r = d.client().post_json("/v1/chat/completions", &body);
+        assert_eq!(r.status, 400, "{template}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+        let mut body = body;
+        body["stream"] = json!(false);
+        let r = d.client().post_json("/api/chat", &body);
+        assert_eq!(r.status, 400, "{template}: {}", r.text());
+        assert!(r.json()["error"].is_string());
+    }
+}
+
+#[test]
+fn a_context_too_small_for_any_request_is_refused_at_start() {
+    let mut d = Daemon::builder("tinyctx")
+        .args(["--max-context-len", "1"])
+        .no_wait()
+        .start();
+    assert_eq!(d.wait_exit(Duration::from_secs(30)).code(), Some(2));
+    let err = d.stderr();
+    assert!(
+        err.contains("--max-context-len") && err.contains("from 64"),
+        "{err}"
+    );
+}
+
+/// From "Also found" in issue 17: one request of a million and a half messages (51 MB, with
+/// the body limit raised) left the daemon holding 1.36 GB. What one request takes is given back
+/// once it is answered.
+#[test]
+fn memory_taken_for_one_huge_request_is_given_back() {
+    let d = Daemon::builder("bigreq")
+        .args(["--max-body-bytes", "64M", "--chat-template", "qwen2.5"])
+        .start();
+    let mut c = d.client();
+    assert_eq!(c.post_json("/v1/chat/completions", &chat("hi")).status, 200);
+    let baseline = d.rss_kib();
+    let mut body = String::from(r#"{"max_tokens":2,"messages":["#);
+    for i in 0..500_000 {
+        body.push_str(&format!(
+            r#"{{"role":"user","content":"q{i}"}},{{"role":"assistant","content":"a"}},"#
+        ));
+    }
+    body.push_str(r#"{"role":"user","content":"last"}]}"#);
+    c.send_raw(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    c.send_raw(body.as_bytes());
+    drop(body);
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Eventually, with a generous deadline: the memory goes back as the request is finished.
+    let bound = baseline + 64 * 1024;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut after = d.rss_kib();
+    while after >= bound && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = d.rss_kib();
+    }
+    assert!(
+        after < bound,
+        "RSS {after} KiB after the request, {baseline} KiB before"
+    );
+    eprintln!("RSS {baseline} KiB before the request, {after} KiB after");
+}

@@ -151,6 +151,11 @@ fn cases() -> Vec<Case> {
     assert!(many.len() < BODY_CAP && many.len() > BODY_CAP - 1000);
     let over_cap = json!({"messages": [{"role": "user", "content": "x".repeat(BODY_CAP)}]});
     let huge_prompt = json!({"messages": [{"role": "user", "content": "x".repeat(900_000)}]});
+    // Stop lists over the limits (64 sequences, 8 KiB in all), and the largest allowed one.
+    let decoys: Vec<String> = (0..60_000).map(|i| format!("decoy {i}")).collect();
+    let stops_65: Vec<String> = (0..65).map(|i| format!("s{i}")).collect();
+    let stops_9k = vec!["x".repeat(4096), "y".repeat(4096), "z".repeat(1000)];
+    let stops_max: Vec<String> = (0..64).map(|i| format!("{i:0>128}")).collect();
 
     vec![
         // ---- request lines ---------------------------------------------------------------
@@ -550,6 +555,19 @@ fn cases() -> Vec<Case> {
             .check(Check::OpenAi(Some("stop"))),
         Case::new("stop holds a number", chat_with("stop", json!(["a", 1])), KeepOpen(&[400]))
             .check(Check::OpenAi(Some("stop"))),
+        Case::new("60k decoy stops", chat_with("stop", json!(decoys)), KeepOpen(&[400]))
+            .check(Check::OpenAi(Some("stop"))),
+        Case::new("65 stops", chat_with("stop", json!(stops_65)), KeepOpen(&[400]))
+            .check(Check::OpenAi(Some("stop"))),
+        Case::new("stops of 9 KB in all", chat_with("stop", json!(stops_9k)), KeepOpen(&[400]))
+            .check(Check::OpenAi(Some("stop"))),
+        Case::new("64 stops of 8 KiB in all", chat_with("stop", json!(stops_max)), KeepOpen(&[200])),
+        Case::new(
+            "Ollama: 65 stops",
+            ollama_chat_with("options", json!({"stop": stops_65})),
+            KeepOpen(&[400]),
+        )
+        .check(Check::Ollama),
         Case::new(
             "stream_options is a string",
             chat_with("stream_options", json!("usage")),

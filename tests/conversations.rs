@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
@@ -360,4 +362,130 @@ fn the_cache_is_reused_when_the_runtime_adds_bos_itself() {
             .sum();
         assert_eq!(ends[3]["cache_tokens"].as_u64(), Some(total), "{template}");
     }
+}
+
+/// Finding 7 of issue 17: one prompt of odd markers (64 bytes to a token) taught the daemon a
+/// bytes-per-token ratio for the life of the process; afterwards trimming kept too much and
+/// the runtime's refusals came back as 500s.
+#[test]
+fn one_request_of_odd_markers_does_not_break_context_handling_for_the_next() {
+    let d = qwen_daemon("poison", &["--max-context-len", "300"]);
+    let marker = format!("<|{}|>", "m".repeat(60));
+    let poison = marker.repeat(10);
+    ask(&d, &[json!({"role": "user", "content": poison})]);
+
+    // A long conversation now: the oldest turns are left out and it is answered.
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+    for turn in 1..=12 {
+        messages.push(
+            json!({"role": "user", "content": format!("turn {turn}: {}", "word ".repeat(20))}),
+        );
+        messages.push(json!({"role": "assistant", "content": "fine ".repeat(20)}));
+    }
+    messages.push(json!({"role": "user", "content": "and now?"}));
+    ask(&d, &messages);
+    assert!(
+        d.stderr().contains("oldest turn(s) to fit the context"),
+        "{}",
+        d.stderr()
+    );
+
+    // A prompt far over the context is the client's error, in each API's shape.
+    let long = json!([{"role": "user", "content": "word ".repeat(1000)}]);
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &json!({"messages": long}));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "m", "stream": false, "messages": long}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("This model's maximum context length is"),
+        "{}",
+        r.text()
+    );
+}
+
+/// Whatever the learnt ratio, a prompt the runtime refuses for its length is a 400: here one
+/// byte per token (punctuation) where the daemon expects about four.
+#[test]
+fn a_prompt_denser_than_expected_is_still_a_400_not_a_500() {
+    let d = qwen_daemon("dense", &["--max-context-len", "300"]);
+    let r = d.client().post_json(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "!".repeat(900)}]}),
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "context_length_exceeded");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the runtime refused them"),
+        "{}",
+        r.text()
+    );
+    let m = d.client().get("/metrics").text();
+    assert!(
+        m.lines().any(|l| l == "rkllmd_runtime_errors_total 0"),
+        "{m}"
+    );
+}
+
+/// Finding 8 of issue 17: trimming a 32k-turn conversation took seconds on the inference
+/// thread (quadratic), and a client that hung up meanwhile made the daemon declare the runtime
+/// wedged, though the runtime had not even been called. The wedge grace here is the shortest
+/// there is: 0.1 s plus the 1.5 s allowed for an abort during a prefill, the prefill rate
+/// learnt from a warm-up run near zero.
+#[test]
+fn a_32k_turn_conversation_whose_client_hangs_up_does_not_look_like_a_wedged_runtime() {
+    let d = qwen_daemon_with(
+        "hugeconv",
+        "decode_us_per_token = 50000\nprefill_us_per_token = 1",
+        &[
+            "--max-context-len",
+            "4096",
+            "--abort-grace",
+            "0.1",
+            "--max-body-bytes",
+            "32M",
+        ],
+    );
+    ask(&d, &[json!({"role": "user", "content": "warm up"})]);
+    let mut messages = vec![json!({"role": "system", "content": SYSTEM})];
+    for turn in 0..16_000 {
+        messages.push(json!({"role": "user", "content": format!("question {turn}: why?")}));
+        messages.push(json!({"role": "assistant", "content": "because of the weather"}));
+    }
+    messages.push(json!({"role": "user", "content": "and now?"}));
+    let mut c = d.client();
+    c.send_post(
+        "/v1/chat/completions",
+        &json!({"stream": true, "messages": messages}),
+    );
+    let mut h = d.client();
+    let mut health = || h.get("/health");
+    common::wait_until(Duration::from_secs(60), "the request to run", || {
+        health().json()["running"] == true
+    });
+    drop(c);
+    let mut samples = Vec::new();
+    common::wait_until(Duration::from_secs(120), "the run to end", || {
+        let r = health();
+        samples.push((r.status, r.text()));
+        r.status != 200 || r.json()["running"] == false
+    });
+    assert!(
+        samples.iter().all(|(status, _)| *status == 200),
+        "{:?}\n{}",
+        samples.last(),
+        d.stderr()
+    );
+    ask(&d, &[json!({"role": "user", "content": "still there?"})]);
 }

@@ -443,6 +443,7 @@ fn a_prompt_longer_than_the_context_is_reported_as_such() {
         estimated_tokens,
         prompt_bytes,
         max_context,
+        by_runtime: true,
     } = error
     else {
         panic!("{error:?}")

@@ -514,9 +514,11 @@ fn run_case(case: &Case) {
     let aborts = d.trace_of("rkllm_abort");
     assert_eq!(!aborts.is_empty(), exp.abort_called, "{case}: {aborts:?}");
     if let (Some(left), Some(first)) = (left_at, aborts.first()) {
+        // Right after the hangup: nothing else would abort this run (a client that leaves gets
+        // no request timeout). Bounded loosely, since the machine is shared: 55 ms was seen.
         let after = first["t_us"].as_i64().unwrap() - left;
         assert!(
-            (0..50_000).contains(&after),
+            (0..250_000).contains(&after),
             "{case}: rkllm_abort {after} us after the client left"
         );
     }

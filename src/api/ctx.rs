@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::chat::Template;
-use crate::engine::State;
+use crate::engine::{Pooling, State};
 use crate::metrics::Metrics;
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
@@ -27,6 +27,8 @@ pub struct Ctx<'a> {
     pub metrics: &'a Metrics,
     /// The chat template conversations are rendered with; `None`: the runtime's own.
     pub template: Option<&'a Template>,
+    /// How embeddings pool token states, resolved for the loaded model (never `Auto`).
+    pub embedding_pooling: Pooling,
 }
 
 impl Ctx<'_> {

@@ -182,14 +182,24 @@ impl ApiError {
             estimated_tokens,
             prompt_bytes,
             max_context,
+            by_runtime,
         } = err
         {
             // OpenAI's own wording: client libraries recognise an overflow by it (litellm's
             // ContextWindowExceededError matches "this model's maximum context length is").
+            // When the runtime refused the prompt, our estimate may be under the context: the
+            // message then says so instead of a count that would contradict it.
+            let resulted = if *by_runtime {
+                format!(
+                    "more: the runtime refused them ({prompt_bytes} bytes, estimated at \
+                     {estimated_tokens} tokens)"
+                )
+            } else {
+                format!("{estimated_tokens} tokens (estimated from {prompt_bytes} bytes)")
+            };
             e.message = format!(
                 "This model's maximum context length is {max_context} tokens. However, your \
-                 messages resulted in {estimated_tokens} tokens (estimated from {prompt_bytes} \
-                 bytes). Please reduce the length of the messages."
+                 messages resulted in {resulted}. Please reduce the length of the messages."
             );
             e.param = Some("messages".into());
             e.code = Some("context_length_exceeded");
@@ -265,6 +275,7 @@ mod tests {
             estimated_tokens: 300,
             prompt_bytes: 1200,
             max_context: 64,
+            by_runtime: false,
         };
         for flavor in [Flavor::OpenAi, Flavor::Ollama] {
             let e = ApiError::from_engine(flavor, &err);
@@ -276,6 +287,25 @@ mod tests {
                  the messages."
             );
         }
+    }
+
+    #[test]
+    fn an_overflow_the_runtime_found_does_not_claim_a_count_under_the_context() {
+        let err = EngineError::PromptTooLong {
+            estimated_tokens: 50,
+            prompt_bytes: 900,
+            max_context: 64,
+            by_runtime: true,
+        };
+        let e = ApiError::from_engine(Flavor::OpenAi, &err);
+        assert_eq!(e.status, 400);
+        assert_eq!(e.code, Some("context_length_exceeded"));
+        assert_eq!(
+            e.message,
+            "This model's maximum context length is 64 tokens. However, your messages resulted \
+             in more: the runtime refused them (900 bytes, estimated at 50 tokens). Please reduce \
+             the length of the messages."
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod conversation;
 mod ctx;
+mod embeddings;
 mod error;
 mod full_response;
 mod generation;
@@ -108,6 +109,21 @@ static ROUTES: &[Route] = &[
         method: Method::Post,
         path: Path::Exact("/v1/completions"),
         handler: openai::completion,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/v1/embeddings"),
+        handler: embeddings::openai,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/embed"),
+        handler: embeddings::ollama_embed,
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/embeddings"),
+        handler: embeddings::ollama_embeddings,
     },
     Route {
         method: Method::Get,

@@ -5,6 +5,7 @@ use serde_json::{Map, Value};
 
 use super::ctx::Ctx;
 use super::error::{ApiError, Flavor};
+use super::stop::{MAX_STOPS, MAX_STOP_BYTES};
 use crate::engine::Job;
 use crate::runtime::Sampling;
 
@@ -117,11 +118,15 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// `stop`: a string or a list of strings.
+    /// `stop`: a string or a list of strings, at most `MAX_STOPS` of them holding at most
+    /// `MAX_STOP_BYTES` together (the output filter matches them on the event loop's thread).
     pub fn stop(&self, name: &str) -> Result<Vec<String>, ApiError> {
-        match self.get(name) {
-            None => Ok(Vec::new()),
-            Some(Value::String(s)) => Ok(vec![s.clone()]),
+        let stops = match self.get(name) {
+            None => return Ok(Vec::new()),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) if items.len() > MAX_STOPS => {
+                return Err(self.too_many_stops(name))
+            }
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| {
@@ -129,9 +134,24 @@ impl<'a> Fields<'a> {
                         .map(str::to_owned)
                         .ok_or_else(|| self.wrong_type(name, "a string or an array of strings"))
                 })
-                .collect(),
-            Some(_) => Err(self.wrong_type(name, "a string or an array of strings")),
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err(self.wrong_type(name, "a string or an array of strings")),
+        };
+        if stops.iter().map(String::len).sum::<usize>() > MAX_STOP_BYTES {
+            return Err(self.too_many_stops(name));
         }
+        Ok(stops)
+    }
+
+    fn too_many_stops(&self, name: &str) -> ApiError {
+        let field = format!("{}{name}", self.prefix);
+        ApiError::bad_request(
+            self.flavor,
+            format!(
+                "'{field}' may hold at most {MAX_STOPS} sequences of at most {MAX_STOP_BYTES} bytes in all"
+            ),
+            Some(&field),
+        )
     }
 }
 

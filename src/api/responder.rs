@@ -31,6 +31,8 @@ pub trait Responder {
     /// The runtime has started this request (it left the queue).
     fn started(&mut self, out: &mut dyn ResponseOut);
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next;
+    /// One input's embedding (embedding jobs only), in input order; `tokens`: its token count.
+    fn embedding(&mut self, _vector: &[f32], _tokens: u32) {}
     fn finished(&mut self, finish: &Finish, out: &mut dyn ResponseOut);
     fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut);
 }

@@ -75,7 +75,7 @@ mod tests {
     fn sent(job: &Job) -> (InputRole, &str) {
         match job.input() {
             Input::Prompt(p) => (job.role(), p.as_str()),
-            Input::Conversation(_) => panic!("a conversation in runtime mode"),
+            Input::Conversation(_) | Input::Embed(_) => panic!("not a prompt in runtime mode"),
         }
     }
 

@@ -146,6 +146,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub chat_template: ChatTemplate,
     pub kv_cache_reuse: bool,
+    /// `embedding-pooling`: how the embeddings endpoints pool token states.
+    pub embedding_pooling: crate::engine::Pooling,
 }
 
 impl Default for Config {
@@ -185,6 +187,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
+            embedding_pooling: crate::engine::Pooling::Auto,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(super) enum Setting {
     LogLevel,
     ChatTemplate,
     KvCacheReuse,
+    EmbeddingPooling,
     TemplateBos,
     TemplateSystemPrefix,
     TemplateSystemSuffix,
@@ -262,12 +263,20 @@ pub(super) const OPTIONS: &[Opt] = &[
         "Keep the conversation in the runtime's KV cache between turns\nand prefill only what is new (needs a chat template other than\n'runtime'); false re-prefills every turn, for comparison"
     ),
     opt!(
+        EmbeddingPooling,
+        "embedding-pooling",
+        V("POOLING"),
+        Dv("auto"),
+        MODEL,
+        "How the embeddings endpoints make one vector of a text's token\nstates: mean, last (the last token's, as Qwen3 embedding\nmodels are trained), or auto (last for a model whose name\nsays qwen3 and embed, mean otherwise)"
+    ),
+    opt!(
         MaxContextLen,
         "max-context-len",
         V("N"),
         Dv("4096"),
         MODEL,
-        "Context length the model is loaded with, in tokens"
+        "Context length the model is loaded with, in tokens (at least 64)"
     ),
     opt!(
         MaxNewTokens,

@@ -49,6 +49,9 @@ fn byte_count(raw: &str, min: u64, max: u64) -> Result<usize, Expected> {
 
 const GIB: u64 = 1 << 30;
 const MAX_TOKENS: u64 = 1 << 20;
+/// The smallest context worth loading: a chat template's markers and a short answer need more
+/// (below it every request would fail as too long).
+const MIN_CONTEXT: u64 = 64;
 
 impl Draft {
     pub fn new() -> Draft {
@@ -96,7 +99,7 @@ impl Draft {
             Setting::RequestTimeout => c.request_timeout = values::seconds(raw)?,
             Setting::ShutdownTimeout => c.shutdown_timeout = values::seconds(raw)?,
             Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
-            Setting::MaxContextLen => c.max_context_len = int(raw, 1, MAX_TOKENS)?,
+            Setting::MaxContextLen => c.max_context_len = int(raw, MIN_CONTEXT, MAX_TOKENS)?,
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,
             // The RKNPU driver has 16 IOMMU domains (RKNPU_MAX_IOMMU_DOMAIN_NUM in rknpu_drv.h).
             Setting::BaseDomainId => c.base_domain_id = int(raw, 0, 15)?,
@@ -119,6 +122,7 @@ impl Draft {
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
             Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
+            Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
                 self.template_parts.system_prefix = Some(values::template_text(raw)?);

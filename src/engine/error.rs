@@ -27,6 +27,9 @@ pub enum EngineError {
         estimated_tokens: u64,
         prompt_bytes: usize,
         max_context: u32,
+        /// The runtime refused the prompt (by the estimate it might have fitted, but it is
+        /// larger in bytes than the context in tokens); false: refused before running it.
+        by_runtime: bool,
     },
     /// The runtime failed the run.
     Runtime(RuntimeError),
@@ -63,10 +66,15 @@ impl fmt::Display for EngineError {
                 "the generation ran past the request timeout ({:.1} s) and was cut short",
                 after.as_secs_f32()
             ),
-            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context } => write!(
+            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: false } => write!(
                 f,
                 "the prompt does not fit the model's context: about {estimated_tokens} tokens ({prompt_bytes} bytes) \
                  for a context of {max_context} tokens"
+            ),
+            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: true } => write!(
+                f,
+                "the prompt does not fit the model's context: the runtime refused it ({prompt_bytes} bytes, \
+                 estimated at {estimated_tokens} tokens, for a context of {max_context} tokens)"
             ),
             EngineError::Runtime(e) => write!(f, "generation failed: {e}"),
             EngineError::WorkerGone => write!(f, "the inference thread is gone"),

@@ -32,6 +32,19 @@ pub enum Input {
     /// A conversation rendered by rkllmd; the engine feeds the runtime only what its KV cache
     /// does not already hold.
     Conversation(Conversation),
+    /// Texts to embed, one last-hidden-layer run each, in order.
+    Embed(EmbedInput),
+}
+
+/// An embedding request: its texts and how their token states become one vector each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbedInput {
+    pub texts: Vec<String>,
+    /// Resolved (never `Auto`).
+    pub pooling: super::Pooling,
+    /// Cut a text that does not fit the context until it does (Ollama's `truncate`), instead
+    /// of failing.
+    pub truncate: bool,
 }
 
 /// A conversation rendered turn by turn, so old turns can be left out to fit the context.
@@ -50,6 +63,11 @@ impl Job {
     /// A job for one prompt, with the runtime's defaults for everything else.
     pub fn new(id: JobId, prompt: impl Into<String>) -> Job {
         Job::with_input(id, Input::Prompt(prompt.into()))
+    }
+
+    /// A job that embeds texts.
+    pub fn embed(id: JobId, input: EmbedInput) -> Job {
+        Job::with_input(id, Input::Embed(input))
     }
 
     /// A job for a conversation rkllmd rendered.
@@ -78,6 +96,17 @@ impl Job {
 
     pub fn input(&self) -> &Input {
         &self.input
+    }
+
+    /// Bytes of text the job carries: its prompt, or its conversation's rendered pieces.
+    pub fn input_bytes(&self) -> usize {
+        match &self.input {
+            Input::Prompt(p) => p.len(),
+            Input::Conversation(c) => {
+                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+            }
+            Input::Embed(e) => e.texts.iter().map(String::len).sum(),
+        }
     }
 
     /// The role the prompt is sent as: `Tool` for function results in `runtime` template mode (a
@@ -195,6 +224,13 @@ pub enum Event {
         id: JobId,
         text: String,
     },
+    /// One input's pooled, normalised vector (in input order); `tokens`: how many token states
+    /// it came from.
+    Embedding {
+        id: JobId,
+        vector: Vec<f32>,
+        tokens: u32,
+    },
     Finished {
         id: JobId,
         finish: Finish,
@@ -214,7 +250,13 @@ pub(super) enum WorkerMsg {
         load_time: Duration,
     },
     LoadFailed(RuntimeError),
+    /// The worker took the job (it now prepares its run: plans the prompt, clears the cache).
     Started {
+        id: JobId,
+    },
+    /// The worker is about to call `rkllm_run` for the job: from here on, time is the
+    /// runtime's, and an abort it ignores counts towards declaring it wedged.
+    InRuntime {
         id: JobId,
         /// About how many tokens the runtime is to prefill.
         prefill_tokens: u64,
@@ -222,6 +264,11 @@ pub(super) enum WorkerMsg {
     Text {
         id: JobId,
         text: String,
+    },
+    Embedding {
+        id: JobId,
+        vector: Vec<f32>,
+        tokens: u32,
     },
     Done {
         id: JobId,

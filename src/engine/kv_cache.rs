@@ -6,11 +6,9 @@
 //! record, and the worker clears the runtime's cache before its next run of any kind: a partial
 //! answer never poisons the next turn.
 
+use super::bytes_per_token::{self, BytesPerToken};
 use super::job::Conversation;
 use super::EngineError;
-
-/// Until a run has calibrated it: a typical BPE tokenizer on English text.
-const DEFAULT_BYTES_PER_TOKEN: f64 = 4.0;
 
 #[derive(Debug, Default)]
 pub(super) struct KvCache {
@@ -19,8 +17,8 @@ pub(super) struct KvCache {
     valid: bool,
     /// Tokens in the cache, as the runtime reports them.
     tokens: u32,
-    /// Learnt from the runtime's prefill counts; the largest ratio seen, so estimates err low.
-    bytes_per_token: Option<f64>,
+    /// Learnt from the runtime's prefill counts, robust to any one request.
+    bytes_per_token: BytesPerToken,
 }
 
 /// How one run is fed.
@@ -43,33 +41,20 @@ impl Plan {
 }
 
 impl KvCache {
-    // An estimate from byte counts far below 2^52, divided by at least 1: never negative, and
-    // a float's rounding does not matter.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
+    /// About how many tokens `bytes` of prompt are, at the typical ratio of recent runs.
     pub fn estimate_tokens(&self, bytes: usize) -> u64 {
-        (bytes as f64
-            / self
-                .bytes_per_token
-                .unwrap_or(DEFAULT_BYTES_PER_TOKEN)
-                .max(1.0))
-        .ceil() as u64
+        bytes_per_token::tokens(bytes, self.bytes_per_token.typical())
     }
 
     /// Learns bytes per token from a run that prefilled `bytes` as `tokens`.
-    #[allow(clippy::cast_precision_loss)] // a ratio of byte counts far below 2^52
     pub fn calibrate(&mut self, bytes: usize, tokens: u32) {
-        if tokens > 0 && bytes > 0 {
-            let ratio = bytes as f64 / f64::from(tokens);
-            self.bytes_per_token = Some(self.bytes_per_token.map_or(ratio, |r| r.max(ratio)));
-        }
+        self.bytes_per_token.learn(bytes, tokens);
     }
 
     /// Decides what to send. Drops the oldest non-kept turns (never the newest) while the
-    /// conversation plus `reserve` tokens for the answer would not fit `max_context`.
+    /// conversation plus `reserve` tokens for the answer would not fit `max_context`. Linear
+    /// in the conversation's size: lengths decide what is dropped, and the text is put
+    /// together once.
     pub fn plan(
         &self,
         conv: &Conversation,
@@ -77,32 +62,36 @@ impl KvCache {
         reserve: u32,
     ) -> Result<Plan, EngineError> {
         let max = u64::from(max_context);
+        let ratio = self.bytes_per_token.typical();
+        let estimate = |bytes: usize| bytes_per_token::tokens(bytes, ratio);
+        let kept = conv.kept.min(conv.pieces.len());
         let newest = conv.pieces.len().saturating_sub(1);
-        let mut first_kept_history = conv.kept.min(newest);
-        let render = |from: usize| -> String {
-            let mut s: String = conv.pieces[..conv.kept.min(conv.pieces.len())].concat();
-            for p in &conv.pieces[from.max(conv.kept).min(conv.pieces.len())..] {
-                s.push_str(p);
-            }
-            s.push_str(&conv.generation_prompt);
-            s
-        };
-        let mut full = render(first_kept_history);
-        while self.estimate_tokens(full.len()) + u64::from(reserve) > max
-            && first_kept_history < newest
-        {
+        let mut first_kept_history = kept.min(newest);
+        let mut len =
+            conv.pieces.iter().map(String::len).sum::<usize>() + conv.generation_prompt.len();
+        // Within the loop `kept <= first_kept_history < newest`: the piece dropped is history.
+        while estimate(len) + u64::from(reserve) > max && first_kept_history < newest {
+            len -= conv.pieces[first_kept_history].len();
             first_kept_history += 1;
-            full = render(first_kept_history);
         }
-        let estimate = self.estimate_tokens(full.len());
+        let mut full = String::with_capacity(len);
+        for p in conv.pieces[..kept]
+            .iter()
+            .chain(&conv.pieces[first_kept_history.max(kept)..])
+        {
+            full.push_str(p);
+        }
+        full.push_str(&conv.generation_prompt);
+        let estimate = estimate(full.len());
         if estimate > max {
             return Err(EngineError::PromptTooLong {
                 estimated_tokens: estimate,
                 prompt_bytes: full.len(),
                 max_context,
+                by_runtime: false,
             });
         }
-        let dropped_turns = first_kept_history - conv.kept.min(newest);
+        let dropped_turns = first_kept_history - kept.min(newest);
         let reusable = self.valid && dropped_turns == 0 && full.starts_with(&self.text);
         let delta_fits = |from: usize| {
             u64::from(self.tokens) + self.estimate_tokens(full.len() - from) + u64::from(reserve)
@@ -208,7 +197,7 @@ mod tests {
     fn old_turns_are_dropped_to_fit_and_the_newest_never_is() {
         let mut c = KvCache::default();
         c.cleared();
-        c.calibrate(4, 1); // 4 bytes per token
+        c.calibrate(400, 100); // 4 bytes per token
         let long = "x".repeat(400); // 100 tokens
         let pieces = ["<s>", long.as_str(), long.as_str(), "<u>q</u>"];
         let p = c.plan(&conv(&pieces), 150, 20).unwrap();
@@ -235,7 +224,9 @@ mod tests {
     fn a_full_cache_resets_instead_of_overflowing() {
         let mut c = KvCache::default();
         c.cleared();
-        c.calibrate(1, 1);
+        for _ in 0..8 {
+            c.calibrate(100, 100); // 1 byte per token
+        }
         let first = c.plan(&conv(&["<s>", "<u>hi</u>"]), 100, 10).unwrap();
         c.finished(first, "hello", 95);
         let next = c
@@ -249,11 +240,29 @@ mod tests {
     }
 
     #[test]
-    fn calibration_keeps_the_largest_ratio() {
+    fn one_request_of_odd_markers_does_not_change_what_is_dropped_next() {
         let mut c = KvCache::default();
-        c.calibrate(100, 50);
-        c.calibrate(100, 20);
-        c.calibrate(100, 40);
-        assert_eq!(c.estimate_tokens(500), 100);
+        c.cleared();
+        c.calibrate(6400, 100); // 64 bytes a token
+        let long = "x".repeat(400); // 100 tokens at the usual 4 bytes
+        let pieces = ["<s>", long.as_str(), long.as_str(), "<u>q</u>"];
+        let p = c.plan(&conv(&pieces), 150, 20).unwrap();
+        assert_eq!(p.dropped_turns, 1, "as if the odd request had not come");
+        assert_eq!(c.estimate_tokens(500), 125);
+    }
+
+    #[test]
+    fn dropping_turns_is_linear_in_the_conversation() {
+        // 32k turns of which nearly all must go: the text is put together once, so the work
+        // is the conversation's bytes, not turns x bytes. Counted through the allocator's view:
+        // the plan's text is allocated once, at its final size.
+        let mut c = KvCache::default();
+        c.cleared();
+        let turn = "t".repeat(64);
+        let mut pieces = vec!["<s>"];
+        pieces.extend(std::iter::repeat_n(turn.as_str(), 32_000));
+        let p = c.plan(&conv(&pieces), 1000, 100).unwrap();
+        assert!(p.dropped_turns > 31_900, "{}", p.dropped_turns);
+        assert_eq!(p.full.capacity(), p.full.len(), "put together once");
     }
 }

@@ -3,6 +3,8 @@
 //! time, and turns the worker's messages into `Event`s. Nothing here sleeps or polls: the worker
 //! wakes the loop through a `mio::Waker`, and time limits surface through `next_deadline`.
 
+mod bytes_per_token;
+mod embed;
 mod error;
 mod job;
 mod kv_cache;
@@ -20,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+pub use embed::{normalize, Pooling};
 pub use error::EngineError;
-pub use job::{Conversation, Event, Finish, FinishReason, Input, Job, JobId};
+pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -69,6 +72,9 @@ struct Running {
     dispatched: Instant,
     /// Set when we aborted it, with why and when.
     aborted: Option<(AbortCause, Instant)>,
+    /// When the worker called the runtime for it; until then the worker prepares the run (its
+    /// own work, however long, is never taken for a wedged runtime).
+    in_runtime: Option<Instant>,
     /// The runtime may still be prefilling: no text has come yet. An abort takes effect late
     /// then (rknn-llm#400: ~1.3 s), so the wedge grace is longer.
     prefilling: bool,
@@ -306,7 +312,9 @@ impl Engine {
                 log::warn!("request {} passed the request timeout; aborting it", run.id);
                 self.abort_running(AbortCause::Timeout, now);
             }
-            Some((_, at)) if now >= at + self.grace(run) => self.declare_wedged(out),
+            Some(_) if self.wedge_deadline(run).is_some_and(|d| now >= d) => {
+                self.declare_wedged(out);
+            }
             _ => {}
         }
     }
@@ -323,12 +331,20 @@ impl Engine {
         }
     }
 
+    /// When an aborted run that has not ended counts as wedged: the grace after the abort, or
+    /// after the run entered the runtime if that was later; never while the worker is still
+    /// preparing it (it checks for the abort before calling the runtime).
+    fn wedge_deadline(&self, run: &Running) -> Option<Instant> {
+        let (_, at) = run.aborted?;
+        Some(at.max(run.in_runtime?) + self.grace(run))
+    }
+
     /// The earliest instant at which `on_timer` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let queue = self.queue.front().map(|q| q.since + self.cfg.queue_timeout);
-        let run = self.running.as_ref().map(|r| match r.aborted {
-            None => r.dispatched + self.cfg.request_timeout,
-            Some((_, at)) => at + self.grace(r),
+        let run = self.running.as_ref().and_then(|r| match r.aborted {
+            None => Some(r.dispatched + self.cfg.request_timeout),
+            Some(_) => self.wedge_deadline(r),
         });
         match (queue, run) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -396,18 +412,29 @@ impl Engine {
                 }
                 out.push(Event::LoadFailed { reason, ending });
             }
-            WorkerMsg::Started { id, prefill_tokens } => {
+            WorkerMsg::Started { id } => {
+                if self.is_current(id) {
+                    out.push(Event::Started { id });
+                }
+            }
+            WorkerMsg::InRuntime { id, prefill_tokens } => {
                 let per_token = self.prefill_per_token.unwrap_or(DEFAULT_PREFILL_PER_TOKEN);
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefill_estimate =
                         per_token.saturating_mul(u32::try_from(prefill_tokens).unwrap_or(u32::MAX));
-                    out.push(Event::Started { id });
+                    run.in_runtime = Some(now);
                 }
             }
             WorkerMsg::Text { id, text } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
                     out.push(Event::Text { id, text });
+                }
+            }
+            WorkerMsg::Embedding { id, vector, tokens } => {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.prefilling = false;
+                    out.push(Event::Embedding { id, vector, tokens });
                 }
             }
             WorkerMsg::Done { id, .. } if self.wedged_job == Some(id) => {
@@ -494,6 +521,7 @@ impl Engine {
                     id,
                     dispatched: now,
                     aborted: None,
+                    in_runtime: None,
                     prefilling: true,
                     prefill_estimate: Duration::ZERO,
                 });

@@ -7,14 +7,23 @@ use std::time::Instant;
 
 use mio::Waker;
 
+use super::bytes_per_token;
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
+
+mod embed_run;
 use super::EngineError;
+use crate::memory;
 use crate::runtime::{
     AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
 };
+
+/// What the runtime's own chat template may add around a prompt, in bytes, when it applies
+/// it: a default system prompt and the turn markers (Qwen's are about 120 bytes). Only for
+/// telling a refusal for length from another failure.
+const RUNTIME_TEMPLATE_BYTES: usize = 256;
 
 /// Sends to the loop and wakes it, at most one wake per drain of the channel.
 pub(super) struct Notifier {
@@ -88,19 +97,19 @@ pub(super) fn run(
     };
     worker.cache.cleared();
     for job in jobs {
-        let prefill_tokens = worker.prefill_estimate(&job);
-        if !worker.notify.send(WorkerMsg::Started {
-            id: job.id(),
-            prefill_tokens,
-        }) {
+        if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
         let result = worker.run_job(&job);
-        if !worker.notify.send(WorkerMsg::Done {
-            id: job.id(),
-            result,
-        }) {
+        let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
+        drop(job);
+        if !worker.notify.send(WorkerMsg::Done { id, result }) {
             break;
+        }
+        // The job and what the loop parsed to build it are freed now: a request that needed
+        // a lot of memory gives it back (here, off the event loop's thread).
+        if large {
+            memory::give_back();
         }
     }
     let Worker {
@@ -213,6 +222,7 @@ impl Worker {
                 let ran = self.generate(job, plan.input(), Role::User, true, cap);
                 self.conclude_conversation(plan, ran)
             }
+            Input::Embed(input) => self.embed(job, input),
             Input::Prompt(prompt) => {
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
                 // ways the record does not follow.
@@ -223,7 +233,15 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
-                self.conclude(ran.end, ran.generated, ran.hit_cap, prompt.len())
+                // With the runtime's template, the context holds its system prompt, its turn
+                // markers and the tools as well as the prompt.
+                let around = if self.raw_template {
+                    0
+                } else {
+                    RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
+                };
+                let bytes = (prompt.len(), prompt.len(), around);
+                self.conclude(ran.end, ran.generated, ran.hit_cap, bytes)
             }
         }
     }
@@ -236,6 +254,17 @@ impl Worker {
         keep_history: bool,
         cap: u32,
     ) -> Ran {
+        // A cancel that came while the run was being prepared found no run to abort.
+        if self.is_cancelled(job) {
+            return Ran {
+                end: Ok(RunEnd::Unfinished),
+                generated: 0,
+                answer: String::new(),
+                hit_cap: false,
+                cache_tokens: None,
+                clean: false,
+            };
+        }
         let req = RunRequest {
             prompt,
             role,
@@ -250,6 +279,10 @@ impl Worker {
         } else {
             None
         };
+        self.notify.send(WorkerMsg::InRuntime {
+            id: job.id(),
+            prefill_tokens: self.cache.estimate_tokens(prompt.len()),
+        });
         let mut generated = 0u32;
         let mut text = Utf8Assembler::default();
         let mut answer = String::new();
@@ -358,17 +391,6 @@ impl Worker {
         false
     }
 
-    /// About how many tokens a job's run prefills at most, for the engine's wedge grace.
-    fn prefill_estimate(&self, job: &Job) -> u64 {
-        let bytes = match job.input() {
-            Input::Prompt(p) => p.len(),
-            Input::Conversation(c) => {
-                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
-            }
-        };
-        self.cache.estimate_tokens(bytes)
-    }
-
     /// With the runtime's template, gives the runtime the job's tools, with the request's system
     /// prompt, when they differ from the last ones (see `runtime_tools`). The call replaces the
     /// context the runtime prefills and empties its KV cache, so the cache record no longer
@@ -398,19 +420,21 @@ impl Worker {
         }
     }
 
-    /// Turns a run's end into the job's result, learning bytes per token on the way.
+    /// Turns a run's end into the job's result, learning bytes per token on the way from the
+    /// `sent_bytes` the runtime prefilled. `prompt_bytes`: the text the context then holds;
+    /// `around`: what the runtime may have put around it.
     fn conclude(
         &mut self,
         end: Result<RunEnd, crate::runtime::RuntimeError>,
         generated: u32,
         hit_cap: bool,
-        prompt_bytes: usize,
+        (sent_bytes, prompt_bytes, around): (usize, usize, usize),
     ) -> Result<RunSummary, EngineError> {
         match end {
             Ok(end) => {
                 let perf = match end {
                     RunEnd::Finished(perf) => {
-                        self.cache.calibrate(prompt_bytes, perf.prefill_tokens);
+                        self.cache.calibrate(sent_bytes, perf.prefill_tokens);
                         Some(perf)
                     }
                     RunEnd::Stopped(perf) => perf,
@@ -422,12 +446,12 @@ impl Worker {
                     hit_cap,
                 })
             }
-            Err(error) => Err(self.classify(error, generated, prompt_bytes)),
+            Err(error) => Err(self.classify(error, generated, prompt_bytes, around)),
         }
     }
 
     fn conclude_conversation(&mut self, plan: Plan, ran: Ran) -> Result<RunSummary, EngineError> {
-        let sent = plan.input().len();
+        let bytes = (plan.input().len(), plan.full.len(), 0);
         let Ran {
             end,
             generated,
@@ -436,7 +460,7 @@ impl Worker {
             cache_tokens,
             clean: clean_finish,
         } = ran;
-        let result = self.conclude(end, generated, hit_cap, sent);
+        let result = self.conclude(end, generated, hit_cap, bytes);
         match cache_tokens {
             Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
             Some(Err(e)) if clean_finish => {
@@ -449,21 +473,25 @@ impl Worker {
     }
 
     /// The runtime API has no tokenizer and reports a prompt over the context only as a failed
-    /// run: a failure before any token, for a prompt whose estimated size exceeds the context,
-    /// is reported as such.
+    /// run: a failure before any token, for a prompt that could hold more tokens than the
+    /// context (it has more bytes than the context has tokens: no token is shorter than a
+    /// byte), is reported as such. Whatever the learnt ratio says, a context overflow is never
+    /// reported as a runtime error. `around`: bytes the runtime may have added to the prompt.
     fn classify(
         &self,
         error: crate::runtime::RuntimeError,
         generated: u32,
         prompt_bytes: usize,
+        around: usize,
     ) -> EngineError {
         let max_context = self.init.max_context_len;
-        let estimated = self.cache.estimate_tokens(prompt_bytes);
-        if generated == 0 && estimated > u64::from(max_context) {
+        let most = bytes_per_token::most_tokens(prompt_bytes + around);
+        if generated == 0 && most > u64::from(max_context) {
             EngineError::PromptTooLong {
-                estimated_tokens: estimated,
+                estimated_tokens: self.cache.estimate_tokens(prompt_bytes),
                 prompt_bytes,
                 max_context,
+                by_runtime: true,
             }
         } else {
             EngineError::Runtime(error)

@@ -14,6 +14,8 @@ pub enum RuntimeError {
         code: i32,
     },
     NoFinish,
+    /// A last-hidden-layer run finished without handing over any hidden states.
+    NoHiddenStates,
     Call {
         call: &'static str,
         code: i32,
@@ -66,6 +68,10 @@ impl fmt::Display for RuntimeError {
             RuntimeError::NoFinish => write!(
                 f,
                 "the runtime returned from rkllm_run without finishing or failing"
+            ),
+            RuntimeError::NoHiddenStates => write!(
+                f,
+                "the runtime finished a last-hidden-layer run without any hidden states"
             ),
             RuntimeError::Call { call, code } => write!(f, "{call} returned {code}"),
             RuntimeError::NulByte { what } => write!(

@@ -78,6 +78,17 @@ pub type RkdEventFn = extern "C" fn(
     perf: *const RkdPerf,
 ) -> i32;
 
+/// For every callback of a last-hidden-layer run; `states` is NULL or `embd_size * num_tokens`
+/// floats valid only during the call.
+pub type RkdHiddenFn = extern "C" fn(
+    ctx: *mut c_void,
+    state: i32,
+    states: *const f32,
+    embd_size: i32,
+    num_tokens: i32,
+    perf: *const RkdPerf,
+) -> i32;
+
 pub const CAP_RUN_SAMPLING: i32 = 1 << 0;
 pub const CAP_RUN_MAX_NEW_TOKENS: i32 = 1 << 1;
 
@@ -109,6 +120,12 @@ extern "C" {
         handle: *mut c_void,
         params: *const RkdRunParams,
         on_event: RkdEventFn,
+        ctx: *mut c_void,
+    ) -> i32;
+    pub fn rkd_run_hidden(
+        handle: *mut c_void,
+        prompt: *const c_char,
+        on_event: RkdHiddenFn,
         ctx: *mut c_void,
     ) -> i32;
     pub fn rkd_abort(handle: *mut c_void) -> i32;

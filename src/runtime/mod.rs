@@ -9,6 +9,7 @@ mod callback;
 mod child;
 mod error;
 mod ffi;
+mod hidden;
 mod library;
 
 use std::ffi::{c_void, CStr, CString};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub use abi::{Abi, AbiProbe};
 pub use child::{probe_in_child, ChildProbe};
 pub use error::RuntimeError;
+pub use hidden::HiddenStates;
 pub use library::{load, loaded, probe_abi, verify_abi, Library, DEFAULT_LIBRARY};
 
 /// Sampling values, at init and (ABI 1.3) per run. `Default` holds rkllmd's defaults, the one

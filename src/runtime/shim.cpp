@@ -70,6 +70,12 @@ struct rkd_perf {
 typedef int32_t (*rkd_event_fn)(void* ctx, int32_t state, const char* text, int32_t token_id,
                                 const rkd_perf* perf);
 
+// Called for every callback of an RKLLM_INFER_GET_LAST_HIDDEN_LAYER run: `states` (embd_size *
+// num_tokens floats, valid only during the call) is non-NULL when the runtime delivered hidden
+// states; `perf` is non-NULL only with the FINISH state.
+typedef int32_t (*rkd_hidden_fn)(void* ctx, int32_t state, const float* states, int32_t embd_size,
+                                 int32_t num_tokens, const rkd_perf* perf);
+
 enum {
     RKD_CAP_RUN_SAMPLING = 1 << 0,        // sampling per run (1.3)
     RKD_CAP_RUN_MAX_NEW_TOKENS = 1 << 1,  // max_new_tokens per run (1.3)
@@ -116,8 +122,10 @@ bool resolve(void* lib, const char* name, F& slot, char* err, size_t err_len) {
     return true;
 }
 
+// The userdata of every run: the one result callback set at rkllm_init serves both kinds.
 struct RunCtx {
-    rkd_event_fn fn;
+    rkd_event_fn fn;      // generation runs
+    rkd_hidden_fn hidden;  // last-hidden-layer runs (fn is NULL then)
     void* ctx;
 };
 
@@ -135,6 +143,18 @@ int on_result(RKLLMResult* result, void* userdata, LLMCallState state) {
         perf.generate_tokens = result->perf.generate_tokens;
         perf.memory_usage_mb = result->perf.memory_usage_mb;
         perf_ptr = &perf;
+    }
+    if (run->fn == nullptr) {
+        const float* states = nullptr;
+        int32_t embd = 0;
+        int32_t tokens = 0;
+        if (result != nullptr && result->last_hidden_layer.hidden_states != nullptr &&
+            result->last_hidden_layer.embd_size > 0 && result->last_hidden_layer.num_tokens > 0) {
+            states = result->last_hidden_layer.hidden_states;
+            embd = result->last_hidden_layer.embd_size;
+            tokens = result->last_hidden_layer.num_tokens;
+        }
+        return run->hidden(run->ctx, static_cast<int32_t>(state), states, embd, tokens, perf_ptr);
     }
     const char* text = result != nullptr ? result->text : nullptr;
     int32_t token_id = result != nullptr ? result->token_id : -1;
@@ -335,7 +355,28 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
     }
     infer.max_new_tokens = p->max_new_tokens;
 #endif
-    RunCtx run{fn, ctx};
+    RunCtx run{fn, nullptr, ctx};
+    return api.run(handle, &input, &infer, &run);
+}
+
+// One RKLLM_INFER_GET_LAST_HIDDEN_LAYER run of `prompt` with keep_history 0: the runtime prefills
+// it and hands its last layer's hidden states to `fn`.
+int32_t rkd_run_hidden(void* handle, const char* prompt, rkd_hidden_fn fn, void* ctx) {
+    if (handle == nullptr || prompt == nullptr || fn == nullptr) {
+        return -1;
+    }
+    RKLLMInput input{};
+    input.role = "user";
+    input.enable_thinking = false;
+    input.input_type = RKLLM_INPUT_PROMPT;
+    input.prompt_input = prompt;
+
+    RKLLMInferParam infer{};
+    infer.mode = RKLLM_INFER_GET_LAST_HIDDEN_LAYER;
+    infer.lora_params = nullptr;
+    infer.prompt_cache_params = nullptr;
+    infer.keep_history = 0;
+    RunCtx run{nullptr, fn, ctx};
     return api.run(handle, &input, &infer, &run);
 }
 

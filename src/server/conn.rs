@@ -189,6 +189,14 @@ impl Conn {
         }
     }
 
+    /// After a large request, the read buffer gives back what it grew to hold it: a keep-alive
+    /// connection would otherwise keep the largest body it ever read for its whole life.
+    fn shrink_read_buffer(&mut self) {
+        if self.rbuf.capacity() > PIPELINE_BUFFER_CAP {
+            self.rbuf.shrink_to(self.rbuf.len().max(READ_CHUNK));
+        }
+    }
+
     /// Reads until `WouldBlock`, EOF or the buffer cap.
     pub fn read_available(&mut self, now: Instant) -> ReadOutcome {
         let mut chunk = [0u8; READ_CHUNK];
@@ -283,6 +291,7 @@ impl Conn {
                 Ok(Progress::Continue100) => self.out.push_raw(CONTINUE_100),
                 Ok(Progress::Request(req)) => {
                     self.head_checked = false;
+                    self.shrink_read_buffer();
                     self.out.begin(&req, keep_alive);
                     return Some(req);
                 }
@@ -587,6 +596,27 @@ mod tests {
         fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
             out.full(ApiError::from_engine(Flavor::OpenAi, error).response());
         }
+    }
+
+    #[test]
+    fn the_read_buffer_gives_back_what_a_large_request_made_it_grow_to() {
+        let now = Instant::now();
+        let (mut conn, mut client) = pair(now);
+        let mut m = Metrics::default();
+        let body = vec![b'x'; 150_000];
+        let mut raw = format!(
+            "POST /v1/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        let req = request(&mut conn, &mut client, &raw, now, &mut m).expect("the request");
+        assert_eq!(req.body.len(), body.len());
+        assert!(
+            conn.rbuf.capacity() <= PIPELINE_BUFFER_CAP,
+            "{} bytes kept",
+            conn.rbuf.capacity()
+        );
     }
 
     #[test]

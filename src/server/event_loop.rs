@@ -487,6 +487,7 @@ impl EventLoop {
             }
             Event::Started { .. }
             | Event::Text { .. }
+            | Event::Embedding { .. }
             | Event::Finished { .. }
             | Event::Failed { .. } => {}
         }

@@ -74,7 +74,9 @@ impl Jobs {
         now: Instant,
     ) {
         let (id, last) = match event {
-            Event::Started { id } | Event::Text { id, .. } => (*id, false),
+            Event::Started { id } | Event::Text { id, .. } | Event::Embedding { id, .. } => {
+                (*id, false)
+            }
             Event::Finished { id, .. } | Event::Failed { id, .. } => (*id, true),
             Event::Ready { .. } | Event::LoadFailed { .. } | Event::Wedged | Event::Stopped => {
                 return
@@ -95,6 +97,10 @@ impl Jobs {
                 Next::Continue
             }
             Event::Text { text, .. } => responder.text(text, out),
+            Event::Embedding { vector, tokens, .. } => {
+                responder.embedding(vector, *tokens);
+                Next::Continue
+            }
             Event::Finished { finish, .. } => {
                 responder.finished(finish, out);
                 Next::Continue

@@ -101,6 +101,7 @@ impl Serving {
             caps: self.caps,
             metrics: live.metrics,
             template: self.template.as_ref(),
+            embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
         }
     }
 }

@@ -961,7 +961,7 @@ def test_unsupported_infer_mode_is_rejected(session):
     s = session(FAST)
     inp, _ = make_input("hi")
     infer, _ = make_infer()
-    infer.mode = RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+    infer.mode = 2  # RKLLM_INFER_GET_LOGITS (last-hidden-layer runs: test_sim_hidden_layer.py)
     r = s.run_input(inp, infer)
     assert r.rc == -1 and r.events == []
 

@@ -143,6 +143,14 @@ pub fn completion(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, Ap
         }
         Some(_) => return Err(f.wrong_type("prompt", "a string")),
     };
+    if prompt.is_empty() {
+        // With rkllmd's templates the runtime would get no input at all and fail the run.
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "'prompt' must not be empty: there is nothing to continue",
+            Some("prompt"),
+        ));
+    }
     conversation::check_text(&prompt, FLAVOR, "prompt")?;
     // A completion continues the text as it is: with rkllmd's templates the runtime's own is off,
     // so the prompt reaches the model unchanged.

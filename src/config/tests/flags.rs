@@ -362,7 +362,8 @@ fn bad_values_name_the_flag_the_value_and_what_is_expected() {
         ("--top-k", "-1", "an integer from 0 to 1048576"),
         ("--repeat-penalty", "0", "a number above 0 and at most 10"),
         ("--frequency-penalty", "3", "a number from -2 to 2"),
-        ("--max-context-len", "0", "an integer from 1 to 1048576"),
+        ("--max-context-len", "0", "an integer from 64 to 1048576"),
+        ("--max-context-len", "1", "an integer from 64 to 1048576"),
         (
             "--log-level",
             "loud",

@@ -254,10 +254,12 @@ bool make_request(const RKLLMInput* in, const RKLLMInferParam* p, void* userdata
         log_error("rkllm_run: rkllm_input is NULL");
         return false;
     }
-    if (p != nullptr && p->mode != RKLLM_INFER_GENERATE) {
+    if (p != nullptr && p->mode != RKLLM_INFER_GENERATE &&
+        p->mode != RKLLM_INFER_GET_LAST_HIDDEN_LAYER) {
         log_error("rkllm_run: infer mode %d is not supported by the simulator", p->mode);
         return false;
     }
+    r.hidden_layer = p != nullptr && p->mode == RKLLM_INFER_GET_LAST_HIDDEN_LAYER;
     r.tool_role = in->role != nullptr && std::strcmp(in->role, "tool") == 0;
     r.enable_thinking = in->enable_thinking;
     switch (in->input_type) {

@@ -509,6 +509,12 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     // llama.cpp-style runtimes may add BOS themselves when a sequence starts from scratch; a
     // template that also writes BOS text then gives two.
     if (templated && model_.add_bos) system.insert(system.begin(), kBosToken);
+    if (req.hidden_layer) {
+        Tokens seq = system;
+        seq.insert(seq.end(), input.begin(), input.end());
+        hidden_layer(req, s, seq, out);
+        return;
+    }
 
     // The full sequence that will be in the KV cache, and how much of it is already there.
     Tokens& full = out.cache;

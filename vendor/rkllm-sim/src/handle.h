@@ -66,6 +66,9 @@ struct RunRequest {
     Tokens ids;              // token input
     size_t opaque_tokens = 0;  // positions filled from embeddings / images
     bool keep_history = false;
+    // RKLLM_INFER_GET_LAST_HIDDEN_LAYER: prefill only, and hand the last layer's hidden states
+    // to the callback instead of generating.
+    bool hidden_layer = false;
     int32_t max_new_tokens = 0;  // > 0 overrides the init value (1.3)
     std::optional<Sampling> sampling;  // overrides the init values (1.3)
     // RKLLMInferParam.prompt_cache_params: write the prefilled sequence to this file after the
@@ -152,6 +155,8 @@ private:
     bool begin_locked(Snapshot& snap);
     int execute(RunRequest& req, Snapshot& snap);
     void generate(RunRequest& req, Snapshot& snap, int64_t t_start, Outcome& out);
+    // An RKLLM_INFER_GET_LAST_HIDDEN_LAYER run of `seq` (hidden_layer.cpp).
+    void hidden_layer(RunRequest& req, const Snapshot& snap, const Tokens& seq, Outcome& out);
     int finish(RunRequest& req, Outcome& out, int64_t t_start);
     void worker_loop();
     void request_abort_locked();

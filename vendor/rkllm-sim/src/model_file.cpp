@@ -209,6 +209,10 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_bool(value, cfg.callback_thread);
         } else if (key == "tools_removable") {
             ok = parse_bool(value, cfg.tools_removable);
+        } else if (key == "hidden_size") {
+            ok = parse_int(value, 1, 65536, cfg.hidden_size);
+        } else if (key == "hidden_keeps_cache") {
+            ok = parse_bool(value, cfg.hidden_keeps_cache);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

@@ -33,6 +33,12 @@ struct ModelConfig {
     bool history_kept = true;      // false: keep_history = 1 runs as keep_history = 0
     bool callback_thread = false;  // true: callbacks come from a thread of the runtime's own
     bool tools_removable = true;   // false: rkllm_set_function_tools with no tools keeps them
+    // The width of a token's last hidden state (RKLLM_INFER_GET_LAST_HIDDEN_LAYER): the
+    // model's hidden size, 1536 as in Qwen2.5-1.5B.
+    int hidden_size = 1536;
+    // false: a last-hidden-layer run leaves its sequence in the KV cache, as a keep_history = 0
+    // generation does (what the real runtime does is unknown; callers must cope with both).
+    bool hidden_keeps_cache = true;
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line
