@@ -1,13 +1,16 @@
 """LangChain's OpenAI and Ollama chat models (langchain-openai's ChatOpenAI with a base_url,
 langchain-ollama's ChatOllama) against rkllmd, as a user of a local server sets them up: plain,
-streamed, tools bound with the framework's own bind_tools, and the Responses API, over TCP and
+streamed, tools bound with the framework's own bind_tools, the Responses API and embeddings
+(OpenAIEmbeddings, OllamaEmbeddings), over TCP and
 over the Unix socket (through the httpx client each accepts)."""
+import math
+
 import httpx
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.tools import tool
-from langchain_ollama import ChatOllama
-from langchain_openai import ChatOpenAI
+from langchain_ollama import ChatOllama, OllamaEmbeddings
+from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from daemon import qwen  # noqa: F401  (pytest fixture)
 
@@ -68,3 +71,32 @@ def test_chat_openai_over_the_responses_api(qwen, via):  # noqa: F811
     assert streamed == whole.text
     reply = llm.bind_tools([get_weather]).invoke(TOOL_QUESTION)
     assert [c["name"] for c in reply.tool_calls] == ["get_weather"]
+
+
+def openai_embeddings(d, via):
+    # check_embedding_ctx_length=False: otherwise the class tokenizes with tiktoken first, whose
+    # encodings are downloaded at run time, and sends token arrays (which rkllmd refuses: it has
+    # no tokenizer to decode them). Users of local OpenAI-compatible servers set it the same way.
+    kw = dict(model="m", api_key="unused", max_retries=0, check_embedding_ctx_length=False)
+    if via == "tcp":
+        return OpenAIEmbeddings(base_url=d.base + "/v1", **kw)
+    unix = httpx.Client(transport=httpx.HTTPTransport(uds=d.socket))
+    return OpenAIEmbeddings(base_url="http://rkllmd/v1", http_client=unix, **kw)
+
+
+def ollama_embeddings(d, via):
+    if via == "tcp":
+        return OllamaEmbeddings(model="m", base_url=d.base)
+    return OllamaEmbeddings(model="m", base_url="http://rkllmd",
+                            client_kwargs={"transport": httpx.HTTPTransport(uds=d.socket)})
+
+
+@pytest.mark.parametrize("via", ["tcp", "unix"])
+@pytest.mark.parametrize("make", [openai_embeddings, ollama_embeddings],
+                         ids=["OpenAIEmbeddings", "OllamaEmbeddings"])
+def test_embeddings_of_documents_and_queries(qwen, make, via):  # noqa: F811
+    emb = make(qwen, via)
+    docs = emb.embed_documents(["first", "second"])
+    assert len(docs) == 2 and docs[0] != docs[1]
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5 for v in docs)
+    assert emb.embed_query("first") == pytest.approx(docs[0], abs=1e-6)

@@ -1,7 +1,8 @@
 """LiteLLM against rkllmd, as its users point it at a local server: `openai/<model>` with an
 api_base (the OpenAI-compatible path), `ollama_chat/<model>` (its Ollama /api/chat path), and
-its Responses call. Plain, streamed and tool calls, and the typed ContextWindowExceededError it
+its Responses call. Plain, streamed and tool calls, embeddings through both, and the typed ContextWindowExceededError it
 raises only when an over-long prompt's message uses OpenAI's wording. LiteLLM speaks TCP only."""
+import math
 import os
 
 # Keep LiteLLM off the network: its price map comes from the package, not a download.
@@ -75,3 +76,14 @@ def test_an_over_long_prompt_is_context_window_exceeded(small_context):  # noqa:
         litellm.completion(messages=ask("word " * 400), timeout=30, num_retries=0,
                            model="openai/fast", api_base=small_context.base + "/v1", api_key="unused")
     assert "maximum context length is 64 tokens" in str(e.value)
+
+
+@pytest.mark.parametrize("model,path", [("openai/m", "/v1"), ("ollama/m", "")])
+def test_embedding(qwen, model, path):  # noqa: F811
+    r = litellm.embedding(model=model, api_base=qwen.base + path, api_key="unused",
+                          input=["first", "second"], timeout=30)
+    vectors = [d["embedding"] for d in r.data]
+    assert len(vectors) == 2 and vectors[0] != vectors[1]
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5 for v in vectors)
+    one = litellm.embedding(model=model, api_base=qwen.base + path, api_key="unused", input=["first"], timeout=30)
+    assert one.data[0]["embedding"] == pytest.approx(vectors[0], abs=1e-6)

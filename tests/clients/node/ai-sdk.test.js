@@ -2,11 +2,11 @@
 // the simulator underneath, over TCP and over the Unix socket (through the providers' custom
 // fetch): @ai-sdk/openai, whose default model calls the Responses API, its .chat() model (chat
 // completions), and @ai-sdk/openai-compatible, each for generateText, streamText and tools
-// declared with the SDK's own tool() helper. Run by scripts/test-all:
+// declared with the SDK's own tool() helper; embed and embedMany through both providers. Run by scripts/test-all:
 //   RKLLMD_BIN=$PWD/target/debug/rkllmd node --test tests/clients/node/
 import { createOpenAI } from "@ai-sdk/openai";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
-import { generateText, streamText, tool } from "ai";
+import { embed, embedMany, generateText, streamText, tool } from "ai";
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { z } from "zod";
@@ -60,6 +60,23 @@ for (const via of ["tcp", "unix"]) {
         assert.deepEqual(r.toolCalls.map((c) => c.toolName), ["get_weather"]);
         assert.equal(typeof r.toolCalls[0].input, "object");
       });
+    });
+  }
+}
+
+for (const via of ["tcp", "unix"]) {
+  const EMBEDDERS = {
+    openai: () => createOpenAI({ apiKey: "unused", ...transport(via) }).embedding("m"),
+    "openai-compatible": () => createOpenAICompatible({ name: "rkllmd", ...transport(via) }).textEmbeddingModel("m"),
+  };
+  for (const [name, make] of Object.entries(EMBEDDERS)) {
+    test(`${name} embedMany and embed over ${via} agree`, async () => {
+      const many = await embedMany({ model: make(), values: ["first", "second"], maxRetries: 0 });
+      assert.equal(many.embeddings.length, 2);
+      assert.notDeepEqual(many.embeddings[0], many.embeddings[1]);
+      assert.ok(Math.abs(Math.hypot(...many.embeddings[0]) - 1) < 1e-5);
+      const one = await embed({ model: make(), value: "first", maxRetries: 0 });
+      one.embedding.forEach((x, i) => assert.ok(Math.abs(x - many.embeddings[0][i]) < 1e-6));
     });
   }
 }

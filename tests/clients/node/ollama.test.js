@@ -1,6 +1,6 @@
 // The official `ollama` npm package against the real rkllmd, with the simulator underneath, over
 // TCP and over the Unix socket (through the client's custom-fetch option): chat plain, streamed
-// and with tools, generate, list and show. Run by scripts/test-all:
+// and with tools, generate, embed and embeddings, list and show. Run by scripts/test-all:
 //   RKLLMD_BIN=$PWD/target/debug/rkllmd node --test tests/clients/node/
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -73,6 +73,17 @@ for (const via of ["tcp", "unix"]) {
       let text = "";
       for await (const part of stream) text += part.response;
       assert.equal(text, whole.response);
+    });
+
+    test("embed and the older embeddings give the same unit vectors", async () => {
+      const batch = await client().embed({ model: "m", input: ["first", "second"] });
+      assert.equal(batch.embeddings.length, 2);
+      assert.notDeepEqual(batch.embeddings[0], batch.embeddings[1]);
+      for (const v of batch.embeddings) assert.ok(Math.abs(Math.hypot(...v) - 1) < 1e-5);
+      assert.ok(batch.prompt_eval_count > 0);
+      const legacy = await client().embeddings({ model: "m", prompt: "first" });
+      assert.equal(legacy.embedding.length, batch.embeddings[0].length);
+      legacy.embedding.forEach((x, i) => assert.ok(Math.abs(x - batch.embeddings[0][i]) < 1e-6));
     });
 
     test("an unknown model is a ResponseError with the status", async () => {

@@ -1,6 +1,6 @@
 // The official `openai` npm package against the real rkllmd, over TCP and over the Unix socket
 // (through the client's custom-fetch option), with the simulator underneath: chat plain, streamed
-// and with tools, and the Responses API plain and streamed. Run by scripts/test-all:
+// and with tools, the Responses API plain and streamed, and embeddings. Run by scripts/test-all:
 //   RKLLMD_BIN=$PWD/target/debug/rkllmd node --test tests/clients/node/
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -95,6 +95,17 @@ for (const via of ["tcp", "unix"]) {
       const calls = r.output.filter((i) => i.type === "function_call");
       assert.deepEqual(calls.map((c) => c.name), ["get_weather"]);
       assert.ok(calls[0].call_id);
+    });
+
+    test("embeddings, base64 (the package's default) and float, agree", async () => {
+      const batch = await client.embeddings.create({ model: "m", input: ["first", "second"] });
+      assert.deepEqual(batch.data.map((e) => e.index), [0, 1]);
+      const [a, b] = batch.data.map((e) => e.embedding);
+      assert.notDeepEqual(a, b);
+      assert.ok(Math.abs(Math.hypot(...a) - 1) < 1e-5);
+      assert.ok(batch.usage.prompt_tokens > 0);
+      const floats = await client.embeddings.create({ model: "m", input: "first", encoding_format: "float" });
+      floats.data[0].embedding.forEach((x, i) => assert.ok(Math.abs(x - a[i]) < 1e-6));
     });
   });
 }
