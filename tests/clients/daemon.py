@@ -60,3 +60,22 @@ def daemon():
     d = Daemon()
     yield d
     d.stop()
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    """A thinking Qwen3 model under rkllmd's own template, so tools and reasoning both show."""
+    model = tmp_path_factory.mktemp("model") / "m.rkllm"
+    model.write_text("rkllm-sim 1\nname = m\nthinking = 1\nanswer_tokens_min = 5\nanswer_tokens_max = 12\n")
+    d = Daemon(model=str(model), extra=("--chat-template", "qwen3"))
+    yield d
+    d.stop()
+
+
+@pytest.fixture(scope="module")
+def small_context(tmp_path_factory):
+    """A daemon whose context holds only 64 tokens, for over-long prompts."""
+    d = Daemon(extra=("--max-context-len", "64"))
+    yield d
+    d.stop()
+

@@ -3,10 +3,11 @@ underneath: every call it makes must parse, and the parsed fields must mean what
 import json
 import os
 
+import httpx
 import ollama
 import pytest
 
-from daemon import REPO, Daemon, daemon  # noqa: F401  (pytest fixture)
+from daemon import REPO, Daemon, daemon, qwen  # noqa: F401  (pytest fixtures)
 
 FAST_MODEL = os.path.join(REPO, "vendor", "rkllm-sim", "models", "fast.rkllm")
 
@@ -200,3 +201,37 @@ def test_a_runtime_error_mid_stream_is_raised_after_the_text_before_it(failing_d
     assert e.value.error
     # The daemon goes on serving.
     assert client(failing_daemon).list().models[0].model == "fast:latest"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def client_via(d, via):
+    if via == "tcp":
+        return client(d)
+    # ollama.Client hands extra keyword arguments to httpx.Client: a Unix-socket transport.
+    return ollama.Client(host="http://rkllmd", timeout=30, transport=httpx.HTTPTransport(uds=d.socket))
+
+
+@pytest.mark.parametrize("via", ["tcp", "unix"])
+def test_chat_thinking_and_tools_over_tcp_and_the_socket(qwen, via):  # noqa: F811
+    c = client_via(qwen, via)
+    whole = c.chat(model="m", messages=user("Is 17 prime?"), think=True)
+    assert whole.message.thinking and whole.message.content
+    assert "think>" not in whole.message.content
+    parts = list(c.chat(model="m", messages=user("Is 17 prime?"), think=True, stream=True))
+    assert "".join(p.message.content for p in parts) == whole.message.content
+    assert "".join(p.message.thinking or "" for p in parts) == whole.message.thinking
+
+    called = c.chat(model="m", messages=user("What is the weather in Paris? Use get_weather."),
+                    tools=[WEATHER_TOOL])
+    calls = called.message.tool_calls
+    assert [t.function.name for t in calls] == ["get_weather"]
+    assert isinstance(calls[0].function.arguments, dict)

@@ -9,7 +9,7 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from daemon import daemon  # noqa: F401  (pytest fixture)
+from daemon import daemon, qwen  # noqa: F401  (pytest fixtures)
 
 
 def clients(d):
@@ -70,3 +70,31 @@ def test_errors_are_typed_sdk_exceptions(daemon):  # noqa: F811
     with pytest.raises(openai.BadRequestError) as bad:
         client.chat.completions.create(model="fast", messages=[])
     assert bad.value.body["param"] == "messages"
+
+
+TOOLS = [{
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}]
+
+
+@pytest.mark.parametrize("via", ["unix", "tcp"])
+def test_chat_tool_calls_plain_and_streamed(qwen, via):  # noqa: F811
+    client = clients(qwen)[via]
+    ask = [{"role": "user", "content": "What is the weather in Paris? Use get_weather."}]
+    whole = client.chat.completions.create(model="m", messages=ask, tools=TOOLS)
+    assert whole.choices[0].finish_reason == "tool_calls"
+    [call] = whole.choices[0].message.tool_calls
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments), dict)
+
+    chunks = list(client.chat.completions.create(model="m", messages=ask, tools=TOOLS, stream=True))
+    deltas = [t for c in chunks if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+    assert {t.index for t in deltas} == {0}
+    assert "".join(t.function.name or "" for t in deltas) == "get_weather"
+    assert json.loads("".join(t.function.arguments or "" for t in deltas)) == json.loads(call.function.arguments)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
