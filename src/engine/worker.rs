@@ -221,7 +221,7 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                     self.cache.cleared();
                 }
-                let ran = self.generate(job, plan.input(), Role::User, true, cap);
+                let ran = self.generate(job, plan.input(), Role::User, plan.keep_history, cap);
                 self.conclude_conversation(plan, ran)
             }
             Input::Prompt(prompt) => {
@@ -243,7 +243,12 @@ impl Worker {
                     RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
                 };
                 let bytes = (prompt.len(), prompt.len(), around);
-                self.conclude(ran.end, (ran.generated, reused), ran.hit_cap, bytes)
+                self.conclude(
+                    ran.end,
+                    (ran.generated, reused, job.keep_history()),
+                    ran.hit_cap,
+                    bytes,
+                )
             }
         }
     }
@@ -431,7 +436,7 @@ impl Worker {
     fn conclude(
         &mut self,
         end: Result<RunEnd, crate::runtime::RuntimeError>,
-        (generated, reused): (u32, u32),
+        (generated, reused, kept_history): (u32, u32, bool),
         hit_cap: bool,
         (sent_bytes, prompt_bytes, around): (usize, usize, usize),
     ) -> Result<RunSummary, EngineError> {
@@ -439,7 +444,13 @@ impl Worker {
             Ok(end) => {
                 let perf = match end {
                     RunEnd::Finished(perf) => {
-                        self.cache.calibrate(sent_bytes, perf.prefill_tokens);
+                        // Without history all that was sent is the prompt, reused part included.
+                        let tokens = if !kept_history {
+                            perf.prefill_tokens.saturating_add(reused)
+                        } else {
+                            perf.prefill_tokens
+                        };
+                        self.cache.calibrate(sent_bytes, tokens);
                         Some(perf)
                     }
                     RunEnd::Stopped(perf) => perf,
@@ -467,7 +478,8 @@ impl Worker {
             cache_tokens,
             clean: clean_finish,
         } = ran;
-        let result = self.conclude(end, (generated, reused), hit_cap, bytes);
+        let counts = (generated, reused, plan.keep_history);
+        let result = self.conclude(end, counts, hit_cap, bytes);
         match cache_tokens {
             Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
             Some(Err(e)) if clean_finish => {
