@@ -158,3 +158,48 @@ fn a_new_conversation_with_the_same_system_prompt_prefills_only_what_follows_it(
     assert_eq!(prefilled(&d) + cached, whole);
     assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
 }
+
+/// A runtime that does not reuse a prefix without history (`prefix_reuse = 0`, not measured on
+/// a board yet) costs prefills but nothing else: every turn still thinks, answers from the
+/// whole conversation, and counts its prompt consistently; no cache is cleared.
+#[test]
+fn without_the_runtimes_prefix_reuse_the_conversation_still_holds() {
+    let (_dir, d) = daemon(
+        "reuse-off",
+        "qwen3",
+        &[
+            "thinking = 1",
+            "answer_tokens_min = 10",
+            "answer_tokens_max = 20",
+            "prefix_reuse = 0",
+        ],
+    );
+    let mut messages = vec![];
+    for turn in 1..=4 {
+        messages.push(json!({"role": "user", "content": format!("Question {turn}?")}));
+        let r = chat(&d, &messages);
+        let message = &r["choices"][0]["message"];
+        assert!(message["reasoning_content"].is_string(), "{r}");
+        let usage = &r["usage"];
+        let cached = usage["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(
+            prefilled(&d) + cached,
+            usage["prompt_tokens"].as_u64().unwrap(),
+            "{r}"
+        );
+        messages.push(json!({"role": "assistant", "content": message["content"]}));
+    }
+    let runs = d.trace_of("rkllm_run");
+    let last = &runs[runs.len() - 1];
+    // Turn 4 goes by prefix reuse (turn 3 kept history): it is sent whole, turn 1 included.
+    assert_eq!(last["keep_history"], 0, "{last}");
+    assert!(last["prompt"].as_str().unwrap().contains("Question 1?"));
+    let end = d.trace_of("run_end").pop().unwrap();
+    assert_eq!(
+        end["prefill_tokens"], end["cache_tokens"],
+        "nothing reused: {end}"
+    );
+    assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+}
