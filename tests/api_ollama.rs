@@ -81,8 +81,11 @@ fn text_of(lines: &[Value], field: &str) -> String {
 fn assert_counts_match_the_trace(d: &Daemon, last: &Value) {
     let run_end = d.trace_of("run_end").pop().expect("a run_end line");
     assert_eq!(last["eval_count"], run_end["generate_tokens"], "{last}");
+    // The whole prompt: what was prefilled and what was reused (tests/token_counts.rs).
+    let cached = last["prompt_eval_cached_count"].as_u64().unwrap_or(0);
     assert_eq!(
-        last["prompt_eval_count"], run_end["prefill_tokens"],
+        last["prompt_eval_count"],
+        run_end["prefill_tokens"].as_u64().unwrap() + cached,
         "{last}"
     );
     for field in ["total_duration", "prompt_eval_duration", "eval_duration"] {

@@ -136,8 +136,11 @@ fn two_interleaved_conversations_both_keep_their_context() {
     assert!(!last_b.contains("alice"), "no leak between conversations");
 }
 
+/// The edited conversation is sent whole, without history kept and without a clear: the
+/// runtime reuses what it shares with the cache (up to the edit) and prefills the rest
+/// (tests/reuse.rs checks the counts).
 #[test]
-fn an_edited_history_starts_over() {
+fn an_edited_history_is_sent_whole_for_the_runtimes_prefix_reuse() {
     let d = qwen_daemon("edited", &[]);
     let mut messages = vec![
         json!({"role": "system", "content": SYSTEM}),
@@ -147,11 +150,10 @@ fn an_edited_history_starts_over() {
     messages.push(json!({"role": "assistant", "content": format!("(edited) {answer}")}));
     messages.push(json!({"role": "user", "content": "second"}));
     ask(&d, &messages);
-    assert_eq!(d.trace_of("rkllm_clear_kv_cache").len(), 1);
-    let prompt = d.trace_of("rkllm_run")[1]["prompt"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+    let run = &d.trace_of("rkllm_run")[1];
+    assert_eq!(run["keep_history"], 0, "{run}");
+    let prompt = run["prompt"].as_str().unwrap().to_owned();
     assert!(
         prompt.starts_with(&im("system", SYSTEM)) && prompt.contains("(edited)"),
         "{prompt}"

@@ -202,6 +202,9 @@ pub struct Finish {
     pub perf: Option<Perf>,
     /// Tokens the runtime produced, counted by us (WAITING ones included).
     pub generated_tokens: u32,
+    /// Prompt tokens the runtime took from its KV cache instead of prefilling them: the whole
+    /// prompt is these plus `perf.prefill_tokens` (what clients count as the prompt).
+    pub cached_tokens: u32,
     /// From dispatch to the worker to the end of the run.
     pub run_time: Duration,
 }
@@ -281,5 +284,7 @@ pub(super) enum WorkerMsg {
 pub(super) struct RunSummary {
     pub perf: Option<Perf>,
     pub generated_tokens: u32,
+    /// See `Finish::cached_tokens`.
+    pub cached_tokens: u32,
     pub hit_cap: bool,
 }

@@ -1,13 +1,15 @@
 //! What the runtime's KV cache holds, so a conversation that extends it prefills only the new
-//! part. rkllmd renders conversations itself (the runtime's own template is switched off) and
-//! runs with `keep_history`, so after a run the cache holds exactly the text fed so far plus the
-//! answer generated. Anything uncertain (an abort, a pause, an error, or a cache size after the
+//! part. rkllmd renders conversations itself (the runtime's own template is switched off). A run
+//! with `keep_history` leaves the cache holding exactly the text fed so far plus the answer
+//! generated; one without (a diverging conversation sent whole for the runtime's prefix reuse,
+//! see `reuse`) leaves the prompt alone. Anything uncertain (an abort, a pause, an error, or a cache size after the
 //! run other than before + prefilled + generated, as after a context shift) invalidates the
 //! record, and the worker clears the runtime's cache before its next run of any kind: a partial
 //! answer never poisons the next turn.
 
 use super::bytes_per_token::{self, BytesPerToken};
 use super::job::Conversation;
+use super::reuse;
 use super::EngineError;
 
 #[derive(Debug, Default)]
@@ -30,6 +32,10 @@ pub(super) struct Plan {
     pub send_from: usize,
     /// Clear the cache first.
     pub clear: bool,
+    /// Run with `keep_history`: the input extends the cache exactly. Without it the whole
+    /// conversation is sent and the runtime reuses its longest common prefix with the cache
+    /// (see `reuse`).
+    pub keep_history: bool,
     /// Oldest turns left out to fit the context.
     pub dropped_turns: usize,
 }
@@ -92,7 +98,12 @@ impl KvCache {
             });
         }
         let dropped_turns = first_kept_history - kept.min(newest);
-        let reusable = self.valid && dropped_turns == 0 && full.starts_with(&self.text);
+        // An empty delta is no run with history kept (the prompt would be empty, and the last
+        // answer, dropped from a cache without history, would not be regenerated from it).
+        let reusable = self.valid
+            && dropped_turns == 0
+            && full.len() > self.text.len()
+            && full.starts_with(&self.text);
         let delta_fits = |from: usize| {
             u64::from(self.tokens) + self.estimate_tokens(full.len() - from) + u64::from(reserve)
                 <= max
@@ -103,6 +114,17 @@ impl KvCache {
                 full,
                 send_from,
                 clear: false,
+                keep_history: true,
+                dropped_turns,
+            });
+        }
+        let first_len = conv.pieces.first().map_or(0, String::len);
+        if self.valid && reuse::worth_a_prefix_run(&self.text, &full, first_len) {
+            return Ok(Plan {
+                full,
+                send_from: 0,
+                clear: false,
+                keep_history: false,
                 dropped_turns,
             });
         }
@@ -112,14 +134,19 @@ impl KvCache {
             full,
             send_from: 0,
             clear,
+            keep_history: true,
             dropped_turns,
         })
     }
 
-    /// After a run that finished normally: the cache holds the conversation and the answer.
+    /// After a run that finished normally: the cache holds the conversation and, when history
+    /// was kept, the answer (without, the runtime drops the generated tokens).
     pub fn finished(&mut self, plan: Plan, answer: &str, tokens: u32) {
+        let keep = plan.keep_history;
         self.text = plan.full;
-        self.text.push_str(answer);
+        if keep {
+            self.text.push_str(answer);
+        }
         self.tokens = tokens;
         self.valid = true;
     }
@@ -177,7 +204,7 @@ mod tests {
     }
 
     #[test]
-    fn an_edited_history_resets() {
+    fn an_edited_history_is_sent_whole_without_history_for_prefix_reuse() {
         let mut c = KvCache::default();
         c.cleared();
         let first = c.plan(&conv(&["<s>", "<u>hi</u>"]), 4096, 100).unwrap();
@@ -189,8 +216,37 @@ mod tests {
                 100,
             )
             .unwrap();
-        assert!(other.clear);
+        assert!(!other.clear && !other.keep_history, "{other:?}");
         assert_eq!(other.send_from, 0);
+    }
+
+    #[test]
+    fn another_conversation_from_its_first_message_on_resets() {
+        let mut c = KvCache::default();
+        c.cleared();
+        let first = c.plan(&conv(&["<s>", "<u>hi</u>"]), 4096, 100).unwrap();
+        c.finished(first, "hello", 12);
+        let other = c.plan(&conv(&["<S>", "<u>hi</u>"]), 4096, 100).unwrap();
+        assert!(other.clear && other.keep_history, "{other:?}");
+        assert_eq!(other.send_from, 0);
+    }
+
+    #[test]
+    fn after_a_run_without_history_the_cache_holds_the_prompt_alone() {
+        let mut c = KvCache::default();
+        c.cleared();
+        let first = c.plan(&conv(&["<s>", "<u>hi</u>"]), 4096, 100).unwrap();
+        c.finished(first, "<think>x</think>hello", 12);
+        // The template dropped the reasoning: the record does not match past the first turn.
+        let pieces = ["<s>", "<u>hi</u>", "<a>hello</a>", "<u>more</u>"];
+        let second = c.plan(&conv(&pieces), 4096, 100).unwrap();
+        assert!(!second.keep_history && !second.clear);
+        c.finished(second, "<think>y</think>fine", 20);
+        let mut next = pieces.to_vec();
+        next.extend(["<a>fine</a>", "<u>end</u>"]);
+        let third = c.plan(&conv(&next), 4096, 100).unwrap();
+        assert!(third.keep_history && !third.clear, "{third:?}");
+        assert_eq!(third.input(), "fine</a><u>end</u><a>");
     }
 
     #[test]
@@ -236,7 +292,10 @@ mod tests {
                 10,
             )
             .unwrap();
-        assert!(next.clear, "95 cached tokens + the delta do not fit");
+        assert!(
+            next.send_from == 0 && !next.keep_history,
+            "95 cached tokens + the delta do not fit: sent whole, which fits"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod embed;
 mod error;
 mod job;
 mod kv_cache;
+mod reuse;
 mod runtime_tools;
 mod utf8;
 mod worker;
@@ -485,6 +486,7 @@ impl Engine {
                             reason,
                             perf: summary.perf,
                             generated_tokens: summary.generated_tokens,
+                            cached_tokens: summary.cached_tokens,
                             run_time: now.saturating_duration_since(run.dispatched),
                         };
                         Event::Finished { id, finish }

@@ -10,6 +10,7 @@ use mio::Waker;
 use super::bytes_per_token;
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
+use super::reuse;
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
 
@@ -163,6 +164,8 @@ struct Ran {
     generated: u32,
     answer: String,
     hit_cap: bool,
+    /// Prompt tokens taken from the KV cache (see `reuse::reused_tokens`).
+    reused: u32,
     /// The KV cache size after a run that finished (read once, here), None after any other.
     cache_tokens: Option<Result<u32, crate::runtime::RuntimeError>>,
     /// The run ended as it should and left the cache as expected; false also when the caller
@@ -182,6 +185,7 @@ impl Worker {
             return Ok(RunSummary {
                 perf: None,
                 generated_tokens: 0,
+                cached_tokens: 0,
                 hit_cap: false,
             });
         }
@@ -219,7 +223,7 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                     self.cache.cleared();
                 }
-                let ran = self.generate(job, plan.input(), Role::User, true, cap);
+                let ran = self.generate(job, plan.input(), Role::User, plan.keep_history, cap);
                 self.conclude_conversation(plan, ran)
             }
             Input::Embed(input) => self.embed(job, input),
@@ -233,6 +237,7 @@ impl Worker {
                         .map_err(EngineError::Runtime)?;
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
+                let reused = ran.reused;
                 // With the runtime's template, the context holds its system prompt, its turn
                 // markers and the tools as well as the prompt.
                 let around = if self.raw_template {
@@ -241,7 +246,12 @@ impl Worker {
                     RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
                 };
                 let bytes = (prompt.len(), prompt.len(), around);
-                self.conclude(ran.end, ran.generated, ran.hit_cap, bytes)
+                self.conclude(
+                    ran.end,
+                    (ran.generated, reused, job.keep_history()),
+                    ran.hit_cap,
+                    bytes,
+                )
             }
         }
     }
@@ -261,6 +271,7 @@ impl Worker {
                 generated: 0,
                 answer: String::new(),
                 hit_cap: false,
+                reused: 0,
                 cache_tokens: None,
                 clean: false,
             };
@@ -340,6 +351,7 @@ impl Worker {
         let finished = matches!(end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
         let clean =
             finished && self.cache_as_expected(job, before, &end, generated, cache_tokens.as_ref());
+        let reused = reuse::reused_tokens(&end, before, cache_tokens.as_ref());
         // After an abort, a pause, an error or a surprise, the next run starts from scratch.
         self.must_clear = !clean;
         Ran {
@@ -347,6 +359,7 @@ impl Worker {
             generated,
             answer,
             hit_cap,
+            reused,
             cache_tokens,
             clean,
         }
@@ -426,7 +439,7 @@ impl Worker {
     fn conclude(
         &mut self,
         end: Result<RunEnd, crate::runtime::RuntimeError>,
-        generated: u32,
+        (generated, reused, kept_history): (u32, u32, bool),
         hit_cap: bool,
         (sent_bytes, prompt_bytes, around): (usize, usize, usize),
     ) -> Result<RunSummary, EngineError> {
@@ -434,7 +447,13 @@ impl Worker {
             Ok(end) => {
                 let perf = match end {
                     RunEnd::Finished(perf) => {
-                        self.cache.calibrate(sent_bytes, perf.prefill_tokens);
+                        // Without history all that was sent is the prompt, reused part included.
+                        let tokens = if !kept_history {
+                            perf.prefill_tokens.saturating_add(reused)
+                        } else {
+                            perf.prefill_tokens
+                        };
+                        self.cache.calibrate(sent_bytes, tokens);
                         Some(perf)
                     }
                     RunEnd::Stopped(perf) => perf,
@@ -443,6 +462,7 @@ impl Worker {
                 Ok(RunSummary {
                     perf,
                     generated_tokens: generated,
+                    cached_tokens: reused,
                     hit_cap,
                 })
             }
@@ -457,10 +477,12 @@ impl Worker {
             generated,
             answer,
             hit_cap,
+            reused,
             cache_tokens,
             clean: clean_finish,
         } = ran;
-        let result = self.conclude(end, generated, hit_cap, bytes);
+        let counts = (generated, reused, plan.keep_history);
+        let result = self.conclude(end, counts, hit_cap, bytes);
         match cache_tokens {
             Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
             Some(Err(e)) if clean_finish => {

@@ -204,7 +204,9 @@ struct Last<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     load_duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_eval_count: Option<u32>,
+    prompt_eval_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_eval_cached_count: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prompt_eval_duration: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,7 +222,10 @@ impl Last<'_> {
     /// - `total_duration`: from routing the request to its end (queue wait included, as in
     ///   Ollama);
     /// - `load_duration`: 0, the model is loaded once at start and no request loads it;
-    /// - `prompt_eval_*` and `eval_*`: the runtime's own prefill and generate counts and times.
+    /// - `prompt_eval_*` and `eval_*`: the runtime's own prefill and generate counts and times,
+    ///   except that `prompt_eval_count` is the whole prompt, the part reused from the KV cache
+    ///   included, which `prompt_eval_cached_count` gives when there is one (Ollama's own
+    ///   meaning since it reports cache hits: ollama/ollama#16428 and #17943).
     ///
     /// A run the daemon ended early (stop sequence, or the token cap on ABI 1.2) gets no
     /// statistics from the runtime; then `eval_count` is the tokens we counted and the rest is
@@ -233,7 +238,9 @@ impl Last<'_> {
             ..Last::default()
         };
         if let Some(p) = finish.perf {
-            last.prompt_eval_count = Some(p.prefill_tokens);
+            let cached = finish.cached_tokens;
+            last.prompt_eval_count = Some(u64::from(p.prefill_tokens) + u64::from(cached));
+            last.prompt_eval_cached_count = (cached > 0).then_some(cached);
             last.prompt_eval_duration = Some(ms_to_ns(p.prefill_ms));
             last.eval_count = Some(p.generate_tokens);
             last.eval_duration = Some(ms_to_ns(p.generate_ms));
@@ -298,6 +305,7 @@ mod tests {
             reason: FinishReason::Stop,
             perf,
             generated_tokens: 7,
+            cached_tokens: 0,
             run_time: Duration::from_millis(30),
         }
     }

@@ -298,27 +298,51 @@ impl Serialize for JsonText<'_> {
     }
 }
 
-/// Token counts from the runtime's own statistics (never word counts). `prompt_tokens` is what
-/// the runtime prefilled: a prompt prefix it reused from its cache is not counted again.
+/// Token counts from the runtime's own statistics (never word counts). `prompt_tokens` is the
+/// whole prompt, as OpenAI counts it: what the runtime prefilled plus the prefix it reused from
+/// its KV cache, which `prompt_tokens_details.cached_tokens` tells apart.
 #[derive(Serialize)]
 #[allow(clippy::struct_field_names)] // OpenAI's names.
 struct Usage {
     prompt_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
+    prompt_tokens_details: PromptDetails,
+}
+
+#[derive(Serialize)]
+struct PromptDetails {
+    cached_tokens: u64,
 }
 
 impl Usage {
     fn of(finish: &Finish) -> Usage {
-        let prompt = finish.perf.map_or(0, |p| p.prefill_tokens);
-        let completion = finish
-            .perf
-            .map_or(finish.generated_tokens, |p| p.generate_tokens);
+        let (prompt, cached) = prompt_tokens(finish);
+        let completion = u64::from(
+            finish
+                .perf
+                .map_or(finish.generated_tokens, |p| p.generate_tokens),
+        );
         Usage {
-            prompt_tokens: prompt.into(),
-            completion_tokens: completion.into(),
-            total_tokens: u64::from(prompt) + u64::from(completion),
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: PromptDetails {
+                cached_tokens: cached,
+            },
         }
+    }
+}
+
+/// The whole prompt and the part of it reused from the KV cache, in tokens (0 and 0 for a run
+/// the runtime gave no statistics for). Shared by the chat and Responses formats.
+pub(super) fn prompt_tokens(finish: &Finish) -> (u64, u64) {
+    match finish.perf {
+        Some(p) => {
+            let cached = u64::from(finish.cached_tokens);
+            (u64::from(p.prefill_tokens) + cached, cached)
+        }
+        None => (0, 0),
     }
 }
 
@@ -370,6 +394,7 @@ mod tests {
             reason: FinishReason::Stop,
             perf: None,
             generated_tokens: 3,
+            cached_tokens: 0,
             run_time: Duration::from_millis(5),
         }
     }
@@ -511,7 +536,8 @@ mod tests {
         );
         assert_eq!(
             v["usage"],
-            json!({"prompt_tokens": 0, "completion_tokens": 3, "total_tokens": 3})
+            json!({"prompt_tokens": 0, "completion_tokens": 3, "total_tokens": 3,
+                "prompt_tokens_details": {"cached_tokens": 0}})
         );
         assert_eq!(v["object"], "chat.completion");
     }

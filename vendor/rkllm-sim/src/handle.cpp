@@ -531,7 +531,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         out.cache_sys_len = system.size();
     }
     full.insert(full.end(), input.begin(), input.end());
-    if (!req.keep_history) reused = common_prefix(full, s.cache);
+    if (!req.keep_history && model_.prefix_reuse) reused = common_prefix(full, s.cache);
     // A loaded prompt cache counts as computed for the part of the input that starts with it
     // (SDK manual 3.2.9: the runtime compares the input with the prompt cache from the start).
     reused = std::max(reused, common_prefix(full, s.prompt_cache));

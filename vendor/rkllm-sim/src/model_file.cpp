@@ -205,6 +205,8 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_bool(value, cfg.custom_template);
         } else if (key == "history_kept") {
             ok = parse_bool(value, cfg.history_kept);
+        } else if (key == "prefix_reuse") {
+            ok = parse_bool(value, cfg.prefix_reuse);
         } else if (key == "callback_thread") {
             ok = parse_bool(value, cfg.callback_thread);
         } else if (key == "general.architecture") {

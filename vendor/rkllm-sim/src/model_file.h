@@ -31,6 +31,7 @@ struct ModelConfig {
     bool context_shift = true;     // false: a keep_history run past the context fails instead
     bool custom_template = true;   // false: rkllm_set_chat_template is accepted but ignored
     bool history_kept = true;      // false: keep_history = 1 runs as keep_history = 0
+    bool prefix_reuse = true;      // false: a keep_history = 0 run reuses nothing of the cache
     bool callback_thread = false;  // true: callbacks come from a thread of the runtime's own
     bool tools_removable = true;   // false: rkllm_set_function_tools with no tools keeps them
     // The width of a token's last hidden state (RKLLM_INFER_GET_LAST_HIDDEN_LAYER): the

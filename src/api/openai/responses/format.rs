@@ -149,11 +149,11 @@ impl ResponsesFormat {
         response
     }
 
-    /// `input_tokens` is what the runtime prefilled (a prefix reused from its KV cache is not
-    /// counted, as for chat completions), so nothing is reported as cached; reasoning tokens are
-    /// not counted apart from the answer's.
+    /// `input_tokens` is the whole prompt and `cached_tokens` the part of it reused from the
+    /// KV cache, as for chat completions; reasoning tokens are not counted apart from the
+    /// answer's.
     fn usage(&self, finish: &Finish) -> Value {
-        let input = u64::from(finish.perf.map_or(0, |p| p.prefill_tokens));
+        let (input, cached) = crate::api::openai::format::prompt_tokens(finish);
         let output = u64::from(
             finish
                 .perf
@@ -161,7 +161,7 @@ impl ResponsesFormat {
         );
         json!({
             "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
             "output_tokens": output,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": input + output,
