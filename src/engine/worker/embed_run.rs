@@ -67,6 +67,9 @@ impl Worker {
             perf: Some(total),
             generated_tokens: 0,
             hit_cap: false,
+            // Each text runs with keep_history 0 from a cache the run leaves alone: nothing of
+            // a text is counted as reused.
+            cached_tokens: 0,
         })
     }
 
