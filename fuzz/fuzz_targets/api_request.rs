@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
 use rkllmd::chat::{Template, PRESET_NAMES};
-use rkllmd::engine::{Finish, FinishReason, Input, Job, State};
+use rkllmd::engine::{Finish, FinishReason, Input, Job, Pooling, State};
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
@@ -99,6 +99,7 @@ fuzz_target!(|data: &[u8]| {
         caps,
         metrics: &metrics,
         template: template.as_ref(),
+        embedding_pooling: Pooling::Auto,
     };
     let request = Request {
         method: Method::Post,
@@ -130,6 +131,7 @@ fuzz_target!(|data: &[u8]| {
                     memory_mb: 700.0,
                 }),
                 generated_tokens: 9,
+                cached_tokens: 4,
                 run_time: Duration::from_millis(330),
             };
             responder.finished(&finish, &mut out);
@@ -161,6 +163,8 @@ fn check_job(job: &Job) {
                 assert!(!piece.contains('\0'), "NUL in a rendered turn");
             }
         }
+        // Not reached: no embedding endpoint is among this target's paths.
+        Input::Embed(e) => assert!(!e.texts.is_empty(), "an embedding job without texts"),
     }
     if let Some(tools) = job.tools() {
         assert!(!tools.contains('\0'), "NUL in tools");

@@ -141,6 +141,8 @@ fn custom(mut values: [Option<String>; 10], escaped: bool) -> Option<Template> {
         tool_suffix,
         generation_prompt,
         bos,
+        // The default (Hermes): tool definitions are not part of this target's input.
+        tool_format: None,
     };
     Some(Template::custom(&parts).expect("values that decode make a template"))
 }
