@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::weather_tools;
 use common::{write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
@@ -19,17 +20,6 @@ fn runtime_daemon(tag: &str) -> Daemon {
         .model(model)
         .args(["--chat-template", "runtime"])
         .start()
-}
-
-fn weather_tools() -> Value {
-    json!([{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
-        }
-    }])
 }
 
 const QUESTION: &str = "What is the weather in Paris? Use get_weather.";

@@ -6,6 +6,7 @@
 mod common;
 
 use common::client::sse_data;
+use common::weather_tools;
 use common::{write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
@@ -20,17 +21,6 @@ fn qwen_daemon(tag: &str) -> Daemon {
         .model(model)
         .args(["--chat-template", "qwen2.5"])
         .start()
-}
-
-fn weather_tools() -> Value {
-    json!([{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
-        }
-    }])
 }
 
 const QUESTION: &str = "What is the weather in Paris? Use get_weather.";

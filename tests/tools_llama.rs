@@ -7,6 +7,7 @@
 mod common;
 
 use common::client::sse_data;
+use common::weather_tools;
 use common::{write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
@@ -20,17 +21,6 @@ fn llama_daemon(tag: &str, answer: &str) -> Daemon {
         .model(model)
         .args(["--chat-template", "llama3"])
         .start()
-}
-
-fn weather_tools() -> Value {
-    json!([{
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city.",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
-        }
-    }])
 }
 
 const QUESTION: &str = "What is the weather in Paris?";

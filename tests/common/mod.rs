@@ -325,3 +325,15 @@ impl AsFdRef for OwnedFd {
         std::os::fd::AsFd::as_fd(self)
     }
 }
+
+/// One function tool (`get_weather(city)`), as OpenAI and Ollama requests carry it.
+pub fn weather_tools() -> serde_json::Value {
+    serde_json::json!([{
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}
+        }
+    }])
+}
