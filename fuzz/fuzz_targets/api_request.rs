@@ -163,6 +163,12 @@ fn check_job(job: &Job) {
                 assert!(!piece.contains('\0'), "NUL in a rendered turn");
             }
         }
+        Input::RuntimeTurns(t) => {
+            let inputs = t.history.iter().map(|e| &e.input).chain([&t.newest]);
+            for text in inputs {
+                assert!(!text.contains('\0'), "NUL in a runtime input");
+            }
+        }
         // Not reached: no embedding endpoint is among this target's paths.
         Input::Embed(e) => assert!(!e.texts.is_empty(), "an embedding job without texts"),
     }
