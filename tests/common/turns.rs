@@ -106,12 +106,13 @@ pub fn assert_runtime_holds_the_first_turn(d: &Daemon, answers: &[Answer]) {
     );
 }
 
-/// The last turn prefilled at most half of its context (its whole prompt).
-pub fn assert_last_turn_prefilled_at_most_half(d: &Daemon, answers: &[Answer]) {
+/// The last turn prefilled at most half of its context (its whole prompt); `what` names the
+/// setting in the figure printed.
+pub fn assert_last_turn_prefilled_at_most_half(d: &Daemon, answers: &[Answer], what: &str) {
     let whole = answers.last().unwrap().prompt_tokens();
     let prefill = last_prefill(d);
     eprintln!(
-        "turn {} prefilled {prefill} of {whole} prompt tokens",
+        "{what}: turn {} prefilled {prefill} of {whole} prompt tokens",
         answers.len()
     );
     assert!(
