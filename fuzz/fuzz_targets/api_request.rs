@@ -93,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         started: Instant::now(),
         load_time: Some(Duration::from_secs(1)),
         model_path: Path::new("/models/qwen2.5-1.5b.rkllm"),
+        architecture: Some("qwen2"),
         max_new_tokens: MAX_NEW_TOKENS,
         max_context_len: 4096,
         sampling: Sampling::default(),
