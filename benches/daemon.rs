@@ -708,7 +708,9 @@ fn wakeup_floor() -> (Duration, Duration) {
 /// with KV-cache reuse and without; and issue 19's: the same for a thinking model (Qwen3-0.6B's
 /// speeds, the `qwen3` preset read from the file's architecture, thinking on), where the first
 /// token is the first reasoning or content delta and each answer goes back as content only,
-/// as clients send it.
+/// as clients send it. Then issue 19's done-means, turn 8 against turn 1 with the shipped demo
+/// models: `demo.rkllm` with no options, `demo-qwen3-think.rkllm` under `qwen3` (thinking), and
+/// `demo.rkllm` under the runtime's own template.
 fn multi_turn_rows(dir: &std::path::Path) {
     let model = write_model(
         dir,
@@ -726,7 +728,7 @@ fn multi_turn_rows(dir: &std::path::Path) {
             .model(model.clone())
             .args(["--chat-template", "qwen2.5", "--kv-cache-reuse", reuse])
             .start();
-        ttft.push(turn_ttfts(&d));
+        ttft.push(turn_ttfts(&d, 10));
     }
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     for turn in [1usize, 2, 5, 10] {
@@ -764,7 +766,7 @@ fn multi_turn_rows(dir: &std::path::Path) {
         ],
     );
     let d = Daemon::builder("bench-think-turns").model(thinking).start();
-    let think = turn_ttfts(&d);
+    let think = turn_ttfts(&d, 10);
     for turn in [1usize, 2, 5, 10] {
         row(
             &format!("TTFT turn {turn:>2}: thinking model (qwen3, auto)"),
@@ -781,16 +783,49 @@ fn multi_turn_rows(dir: &std::path::Path) {
         format!("{:.2}x", ms(think[9]) / ms(think[0])),
         "< 1.5x",
     );
+
+    // Issue 19's done-means: the shipped demo models as a newcomer starts them, 8 turns.
+    let demo = "vendor/rkllm-sim/models/demo.rkllm";
+    let think = "vendor/rkllm-sim/models/demo-qwen3-think.rkllm";
+    for (what, model, args) in [
+        ("demo.rkllm, no options", demo, &[][..]),
+        (
+            "demo-qwen3-think.rkllm, qwen3, thinking",
+            think,
+            &["--chat-template", "qwen3"][..],
+        ),
+        (
+            "demo.rkllm, --chat-template runtime",
+            demo,
+            &["--chat-template", "runtime"][..],
+        ),
+    ] {
+        let d = Daemon::builder("bench-done-turns")
+            .model(common::repo_path(model))
+            .args(args.iter().copied())
+            .start();
+        let t = turn_ttfts(&d, 8);
+        row(
+            &format!("TTFT turn 8 / turn 1: {what}"),
+            format!(
+                "{:.2}x ({:.0} / {:.0} ms)",
+                ms(t[7]) / ms(t[0]),
+                ms(t[7]),
+                ms(t[0])
+            ),
+            "< 1.5x",
+        );
+    }
 }
 
-/// Time to the first reasoning or content delta of each of 10 streamed turns; each answer goes
-/// back as the assistant's content only.
-fn turn_ttfts(d: &Daemon) -> Vec<Duration> {
+/// Time to the first reasoning or content delta of each of `turns` streamed turns; each answer
+/// goes back as the assistant's content only.
+fn turn_ttfts(d: &Daemon, turns: usize) -> Vec<Duration> {
     let mut messages = vec![
         serde_json::json!({"role": "system", "content": "You are a helpful assistant on a small board."}),
     ];
     let mut firsts = Vec::new();
-    for turn in 1..=10 {
+    for turn in 1..=turns {
         messages.push(serde_json::json!({"role": "user", "content": format!("Question {turn}: tell me one more thing about running language models on an NPU, briefly please.")}));
         let mut c = d.client();
         let t = Instant::now();

@@ -667,3 +667,33 @@ fn a_runtime_error_mid_stream_ends_it_with_an_error_line_and_service_goes_on() {
     assert_ollama_error(&r.json());
     assert_eq!(d.client().get("/health").json()["status"], "ok");
 }
+
+/// Issue 19: the architecture the model file declares is what `/api/show` and the listings
+/// report, whatever the file's name or the template chosen.
+#[test]
+fn show_and_the_listings_report_the_architecture_the_file_declares() {
+    let dir = TempDir::new("olshow-arch");
+    let model = write_model(dir.path(), "m", &["general.architecture = qwen2"]);
+    let d = Daemon::builder("olshow-arch")
+        .model(model)
+        .args(["--chat-template", "qwen3"])
+        .start();
+    let s = d
+        .client()
+        .post_json("/api/show", &json!({"model": "m"}))
+        .json();
+    assert_eq!(
+        s["model_info"],
+        json!({"general.architecture": "qwen2", "qwen2.context_length": 4096}),
+        "{s}"
+    );
+    assert_eq!(s["details"]["family"], "qwen2", "{s}");
+    for path in ["/api/tags", "/api/ps"] {
+        let listing = d.client().get(path).json();
+        assert_eq!(
+            listing["models"][0]["details"]["families"],
+            json!(["qwen2"]),
+            "{path}: {listing}"
+        );
+    }
+}

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{write_model, Daemon, TempDir};
+use common::{turns, write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
 fn daemon(tag: &str, template: &str, lines: &[&str]) -> (TempDir, Daemon) {
@@ -46,51 +46,27 @@ fn eight_thinking_turns(tag: &str, template: &str) {
             "answer_tokens_max = 20",
         ],
     );
-    let system = json!({"role": "system", "content": "You are a helpful assistant."});
-    let mut messages = vec![system];
-    let mut first_prompt = 0;
-    let mut last = Value::Null;
-    for turn in 1..=8 {
-        messages.push(json!({"role": "user",
-            "content": format!("Question {turn}: tell me about the rivers of the north.")}));
-        last = chat(&d, &messages);
-        let message = &last["choices"][0]["message"];
+    let answers = turns::content_only_turns(&d, Some("You are a helpful assistant."), 8, question);
+    assert_every_turn_thought(&answers);
+    turns::assert_last_turn_prefilled_at_most_half(&d, &answers, template);
+    turns::assert_runtime_holds_the_first_turn(&d, &answers);
+}
+
+fn question(turn: usize) -> String {
+    format!("Question {turn}: tell me about the rivers of the north.")
+}
+
+fn assert_every_turn_thought(answers: &[turns::Answer]) {
+    for (turn, a) in answers.iter().enumerate() {
         assert!(
-            message["reasoning_content"]
+            a.message()["reasoning_content"]
                 .as_str()
                 .is_some_and(|r| !r.is_empty()),
-            "turn {turn} did not think: {last}"
+            "turn {} did not think: {}",
+            turn + 1,
+            a.body
         );
-        if turn == 1 {
-            first_prompt = last["usage"]["prompt_tokens"].as_u64().unwrap();
-        }
-        messages.push(json!({"role": "assistant", "content": message["content"]}));
     }
-    let whole = last["usage"]["prompt_tokens"].as_u64().unwrap();
-    let cached = last["usage"]["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap();
-    let prefill = prefilled(&d);
-    eprintln!("{template}: turn 8 prefilled {prefill} of {whole} prompt tokens");
-    assert_eq!(prefill + cached, whole, "{last}");
-    assert!(
-        prefill * 2 <= whole,
-        "turn 8 prefilled {prefill} of {whole} tokens"
-    );
-    assert!(
-        d.trace_of("rkllm_clear_kv_cache").is_empty(),
-        "the cache was cleared"
-    );
-    assert!(
-        d.trace_of("run_end")
-            .iter()
-            .all(|e| e["shifted_tokens"] == 0),
-        "a context shift lost part of the conversation"
-    );
-    assert!(
-        cached >= first_prompt,
-        "turn 8 reused {cached} tokens, turn 1's prompt has {first_prompt}"
-    );
 }
 
 #[test]
@@ -101,6 +77,47 @@ fn qwen3_thinking_turns_prefill_only_the_last_answer_and_the_new_turn() {
 #[test]
 fn deepseek_r1_thinking_turns_prefill_only_the_last_answer_and_the_new_turn() {
     eight_thinking_turns("reuse-r1", "deepseek-r1");
+}
+
+/// Issue 19's done-means, with the shipped demo models as a newcomer starts them: 8 turns, each
+/// answer sent back with its content only; turn 8 prefills at most half of its context and the
+/// runtime still holds turn 1.
+fn eight_demo_turns(tag: &str, model: &str, args: &[&str]) -> Vec<turns::Answer> {
+    let d = Daemon::builder(tag)
+        .model(common::repo_path(model))
+        .args(args.iter().copied())
+        .start();
+    let answers = turns::content_only_turns(&d, None, 8, question);
+    for a in &answers {
+        assert_eq!(a.warning, None, "{}", a.body);
+    }
+    turns::assert_last_turn_prefilled_at_most_half(&d, &answers, tag);
+    turns::assert_runtime_holds_the_first_turn(&d, &answers);
+    answers
+}
+
+#[test]
+fn eight_turns_with_the_demo_model_started_with_no_options() {
+    eight_demo_turns("done-demo", "vendor/rkllm-sim/models/demo.rkllm", &[]);
+}
+
+#[test]
+fn eight_turns_with_the_thinking_demo_model_under_qwen3() {
+    let answers = eight_demo_turns(
+        "done-qwen3",
+        "vendor/rkllm-sim/models/demo-qwen3-think.rkllm",
+        &["--chat-template", "qwen3"],
+    );
+    assert_every_turn_thought(&answers);
+}
+
+#[test]
+fn eight_turns_with_the_demo_model_under_the_runtime_s_template() {
+    eight_demo_turns(
+        "done-runtime",
+        "vendor/rkllm-sim/models/demo.rkllm",
+        &["--chat-template", "runtime"],
+    );
 }
 
 #[test]

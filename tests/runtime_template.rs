@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::weather_tools;
+use common::{turns, weather_tools};
 use common::{write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
@@ -226,4 +226,173 @@ fn ollama_tool_results_go_to_the_runtime_with_role_tool() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["done_reason"], "stop", "{}", r.text());
     assert_eq!(last_run(&d), ("tool".to_owned(), "Sunny".to_owned()));
+}
+
+fn question(turn: usize) -> String {
+    format!("Question {turn}: tell me about the rivers of the north.")
+}
+
+/// Issue 19: the runtime keeps the conversation. Each turn of a conversation that continues
+/// the one the runtime holds sends only its newest message, with `keep_history = 1`, and each
+/// run starts from exactly what the one before left in the cache.
+#[test]
+fn a_continued_conversation_sends_only_its_newest_message_on_the_kept_history() {
+    let d = runtime_daemon("rt-history");
+    let answers = turns::content_only_turns(&d, Some("Be brief."), 4, question);
+    for a in &answers {
+        assert_eq!(a.warning, None, "{}", a.body);
+    }
+    let runs = d.trace_of("rkllm_run");
+    let sent: Vec<(&str, &str, u64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["role"].as_str().unwrap(),
+                r["prompt"].as_str().unwrap(),
+                r["keep_history"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<String> = (1..=4).map(question).collect();
+    let expected: Vec<(&str, &str, u64)> =
+        expected.iter().map(|q| ("user", q.as_str(), 1)).collect();
+    assert_eq!(sent, expected);
+    let ends = d.trace_of("run_end");
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap();
+    for pair in ends.windows(2) {
+        assert_eq!(
+            n(&pair[1], "cache_tokens"),
+            n(&pair[0], "cache_tokens")
+                + n(&pair[1], "prefill_tokens")
+                + n(&pair[1], "generate_tokens"),
+            "a run did not start from what the one before left: {pair:?}"
+        );
+    }
+    turns::assert_runtime_holds_the_first_turn(&d, &answers);
+}
+
+/// A conversation that does not continue the one the runtime holds (an edited turn) starts
+/// over: the cache is cleared, keeping the runtime's system prompt, the newest message goes
+/// alone, and the client is told, streamed or not. Continuing the new one is silent again; a
+/// new conversation of one message starts over without a warning (nothing of it is left out).
+#[test]
+fn a_conversation_that_does_not_continue_starts_over_and_says_so() {
+    let d = runtime_daemon("rt-history-over");
+    let mut messages = vec![json!({"role": "user", "content": question(1)})];
+    let first = turns::chat(&d, &messages);
+    messages.push(json!({"role": "assistant", "content": first.message()["content"]}));
+    messages.push(json!({"role": "user", "content": question(2)}));
+    assert_eq!(turns::chat(&d, &messages).warning, None);
+    assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+
+    // The first answer edited: not what the runtime generated.
+    messages[1] = json!({"role": "assistant", "content": "Something else entirely."});
+    let mut c = d.client();
+    c.send_post(
+        "/v1/chat/completions",
+        &json!({"stream": true, "messages": messages}),
+    );
+    let (status, headers) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    let warning = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("x-rkllmd-warning"))
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no warning: {headers:?}"));
+    assert!(warning.contains("started over"), "{warning}");
+    let mut answer = String::new();
+    while let Some(chunk) = c.read_chunk() {
+        for data in common::client::sse_data(&chunk) {
+            if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                answer.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+            }
+        }
+    }
+    let clears = d.trace_of("rkllm_clear_kv_cache");
+    assert_eq!(clears.len(), 1, "{clears:?}");
+    assert_eq!(clears[0]["keep_system_prompt"], 1);
+    assert_eq!(last_run(&d), ("user".to_owned(), question(2)));
+    assert_eq!(d.trace_of("rkllm_run").last().unwrap()["keep_history"], 1);
+
+    // Continuing the edited conversation: the runtime holds its newest turn, nothing to say.
+    messages.push(json!({"role": "assistant", "content": answer}));
+    messages.push(json!({"role": "user", "content": question(3)}));
+    let third = turns::chat(&d, &messages);
+    assert_eq!(third.warning, None, "{}", third.body);
+    assert_eq!(d.trace_of("rkllm_clear_kv_cache").len(), 1);
+    assert_eq!(last_run(&d), ("user".to_owned(), question(3)));
+
+    // Non-streamed too; and a new conversation of one message starts over silently.
+    messages[1] = json!({"role": "assistant", "content": "Edited again."});
+    let r = turns::chat(&d, &messages);
+    assert!(
+        r.warning
+            .as_deref()
+            .is_some_and(|w| w.contains("started over")),
+        "{}",
+        r.body
+    );
+    let fresh = turns::chat(&d, &[json!({"role": "user", "content": "Hello?"})]);
+    assert_eq!(fresh.warning, None);
+    assert_eq!(d.trace_of("rkllm_clear_kv_cache").len(), 3);
+}
+
+/// Issue 19: a tool loop under the runtime's template, end to end. The question with tools
+/// gets a call; the result goes in with role `tool` on top of the question and call the runtime
+/// still holds, and the answer after it comes from that whole sequence: another result gives
+/// another answer.
+#[test]
+fn a_tool_loop_answers_from_the_result_on_top_of_the_kept_question() {
+    let loop_with = |tag: &str, result: &str| {
+        let d = runtime_daemon(tag);
+        let mut messages = vec![
+            json!({"role": "system", "content": "You are a weather bot."}),
+            json!({"role": "user", "content": QUESTION}),
+        ];
+        let body = |messages: &[Value]| json!({"messages": messages, "tools": weather_tools()});
+        let r = d
+            .client()
+            .post_json("/v1/chat/completions", &body(&messages));
+        assert_eq!(finish_reason(&r), "tool_calls");
+        let call = r.json()["choices"][0]["message"].clone();
+        assert_eq!(call["tool_calls"][0]["function"]["name"], "get_weather");
+        let id = call["tool_calls"][0]["id"].clone();
+        messages.push(call);
+        messages.push(json!({"role": "tool", "tool_call_id": id, "content": result}));
+        let r = d
+            .client()
+            .post_json("/v1/chat/completions", &body(&messages));
+        assert_eq!(finish_reason(&r), "stop");
+        assert_eq!(r.header("X-Rkllmd-Warning"), None);
+        let answer = r.json();
+
+        let runs = d.trace_of("rkllm_run");
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            (runs[0]["role"].as_str(), runs[0]["prompt"].as_str()),
+            (Some("user"), Some(QUESTION))
+        );
+        assert_eq!(
+            (runs[1]["role"].as_str(), runs[1]["prompt"].as_str()),
+            (Some("tool"), Some(result))
+        );
+        assert_eq!(runs[1]["keep_history"], 1);
+        // The tools went in once, before the question; the cache was never cleared after.
+        assert_eq!(tool_calls(&d).len(), 1);
+        assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
+        // The answer's run reused all the question's run left: question and call.
+        let ends = d.trace_of("run_end");
+        assert_eq!(
+            answer["usage"]["prompt_tokens_details"]["cached_tokens"], ends[0]["cache_tokens"],
+            "{answer}"
+        );
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let sunny = loop_with("rt-loop-sunny", "Sunny, 22 C");
+    let rainy = loop_with("rt-loop-rainy", "Heavy rain, 9 C");
+    assert!(!sunny.is_empty());
+    assert_ne!(sunny, rainy, "the answer does not depend on the result");
 }

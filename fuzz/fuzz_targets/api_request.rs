@@ -93,6 +93,7 @@ fuzz_target!(|data: &[u8]| {
         started: Instant::now(),
         load_time: Some(Duration::from_secs(1)),
         model_path: Path::new("/models/qwen2.5-1.5b.rkllm"),
+        architecture: Some("qwen2"),
         max_new_tokens: MAX_NEW_TOKENS,
         max_context_len: 4096,
         sampling: Sampling::default(),
@@ -161,6 +162,12 @@ fn check_job(job: &Job) {
             assert!(c.kept <= c.pieces.len());
             for piece in c.pieces.iter().chain([&c.generation_prompt]) {
                 assert!(!piece.contains('\0'), "NUL in a rendered turn");
+            }
+        }
+        Input::RuntimeTurns(t) => {
+            let inputs = t.history.iter().map(|e| &e.input).chain([&t.newest]);
+            for text in inputs {
+                assert!(!text.contains('\0'), "NUL in a runtime input");
             }
         }
         // Not reached: no embedding endpoint is among this target's paths.

@@ -19,6 +19,8 @@ pub struct Ctx<'a> {
     /// How long the model took to load, once it has.
     pub load_time: Option<Duration>,
     pub model_path: &'a Path,
+    /// The `general.architecture` the model file declares (`chat::architecture`), if any.
+    pub architecture: Option<&'a str>,
     pub max_new_tokens: u32,
     pub max_context_len: u32,
     /// The configured sampling, which requests may override on ABI 1.3.

@@ -14,6 +14,7 @@ use super::error::{ApiError, Flavor};
 use super::full_response::FullResponse;
 use super::json;
 use super::output::{Event, OutputFilter};
+use super::params::WARNING_HEADER;
 use super::responder::{Next, Responder, ResponseOut};
 use super::tools::ToolCall;
 use crate::engine::{EngineError, Finish, FinishReason};
@@ -311,6 +312,13 @@ impl<F: Format> Answer<F> {
 
 impl<F: Format> Responder for Generation<F> {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
+
+    fn warning(&mut self, text: &str) {
+        // The engine warns before the run's first text, so before the head goes out.
+        if !self.answer.head_sent {
+            self.answer.warnings.push((WARNING_HEADER, text.to_owned()));
+        }
+    }
 
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next {
         let answer = &mut self.answer;

@@ -30,6 +30,9 @@ pub enum Next {
 pub trait Responder {
     /// The runtime has started this request (it left the queue).
     fn started(&mut self, out: &mut dyn ResponseOut);
+    /// A warning about how the request was run, before its first text: it goes out with the
+    /// response's head (`X-Rkllmd-Warning`). Ignored by responders that have none to give.
+    fn warning(&mut self, _text: &str) {}
     fn text(&mut self, text: &str, out: &mut dyn ResponseOut) -> Next;
     /// One input's embedding (embedding jobs only), in input order; `tokens`: its token count.
     fn embedding(&mut self, _vector: &[f32], _tokens: u32) {}

@@ -1,32 +1,115 @@
 //! `runtime` template mode: the model's own template lives in the runtime, which is given one
-//! message per run (`RKLLMInput.prompt_input` with its `role`), not the conversation. rkllmd
-//! sends the newest input: the newest user message, or, when the conversation ends with tool
-//! results, those results with role `tool` (the runtime wraps them in the model's
-//! tool-response turn), as Rockchip's own server does (`get_last_input` in
-//! `examples/rkllm_server_demo/rkllm_server/flask_server.py`, airockchip/rknn-llm). The
-//! request's system messages go with its tools (see `engine::runtime_tools`).
+//! message per run (`RKLLMInput.prompt_input` with its `role`), not the conversation, and keeps
+//! the conversation in its KV cache (`keep_history = 1`). rkllmd sends the newest input: the
+//! newest user message, or, when the conversation ends with tool results, those results with
+//! role `tool` (the runtime wraps them in the model's tool-response turn), as Rockchip's own
+//! server does (`get_last_input` in `examples/rkllm_server_demo/rkllm_server/flask_server.py`,
+//! airockchip/rknn-llm). The earlier turns go with it as exchanges (each input as it was sent
+//! and the answer after it), for the engine to tell whether the runtime holds them
+//! (`engine::runtime_history`). The request's system messages go with its tools (see
+//! `engine::runtime_tools`).
 
 use serde_json::Value;
 
-use crate::chat::{Role, Turn};
-use crate::engine::Job;
+use super::output::{Event, OutputFilter};
+use super::tools::ToolCallParser;
+use crate::chat::{Role, ToolFormat, Turn};
+use crate::engine::{Exchange, Job, RuntimeTurns};
 use crate::runtime::Role as InputRole;
 
 /// The job for `turns` (which hold a user message) under the runtime's template.
 pub fn job(job_id: u64, turns: &[Turn], thinking: Option<bool>) -> Job {
-    let (role, prompt) = newest_input(turns);
-    let mut job = Job::new(job_id, prompt);
+    let body: Vec<&Turn> = turns.iter().filter(|t| t.role != Role::System).collect();
+    let last = body
+        .iter()
+        .rposition(|t| matches!(t.role, Role::User | Role::Tool));
+    // The newest input is the last run of user and tool messages; a trailing assistant turn
+    // after it is left out.
+    let newest_from = last.map_or(0, |last| {
+        body[..last]
+            .iter()
+            .rposition(|t| t.role == Role::Assistant)
+            .map_or(0, |i| i + 1)
+    });
+    let (role, newest) = match last {
+        Some(last) => newest_input(&body[newest_from..=last]),
+        None => (InputRole::User, String::new()),
+    };
+    let history = exchanges(&body[..newest_from]);
+    let mut job = Job::runtime_turns(job_id, RuntimeTurns { history, newest });
     job.set_role(role);
     job.set_system_prompt(system_prompt(turns));
     job.set_enable_thinking(thinking.unwrap_or(false));
+    job.set_answer_key(answer_key);
     job
 }
 
-/// The newest user or tool message. Tool results that follow one another (the answers to one
-/// turn's parallel calls) go in one run, since the runtime takes one input per run: one result
-/// as it is; several as a JSON array of their contents, each parsed when it is JSON, as
-/// Rockchip's server merges them. Their order is the request's.
-fn newest_input(turns: &[Turn]) -> (InputRole, String) {
+/// Earlier turns as exchanges: each run of user and tool messages (what was sent of it, as
+/// [`newest_input`] picks it) and the assistant turns after it (their contents joined).
+fn exchanges(body: &[&Turn]) -> Vec<Exchange> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < body.len() {
+        let inputs = i;
+        while i < body.len() && body[i].role != Role::Assistant {
+            i += 1;
+        }
+        let answers = i;
+        while i < body.len() && body[i].role == Role::Assistant {
+            i += 1;
+        }
+        let (role, input) = newest_input(&body[inputs..answers]);
+        let answer: String = body[answers..i]
+            .iter()
+            .map(|t| t.content.as_str())
+            .collect();
+        out.push(Exchange {
+            role,
+            input,
+            answer: answer_key(&answer),
+        });
+    }
+    out
+}
+
+/// An answer as the client got it back and sends it again: its content without a leading
+/// think block (clients send the reasoning back apart or not at all), without the whitespace
+/// around it, and its tool calls by name and arguments (an assistant turn's `tool_calls` come
+/// here written in Qwen's form, the one the runtime's template has the model use, so their
+/// spacing and key order do not matter). The same filter as the one the client's answer went
+/// through, so what the client saw is what is compared.
+pub fn answer_key(text: &str) -> String {
+    let mut filter = OutputFilter::new(
+        true,
+        Some(ToolCallParser::new(ToolFormat::Hermes, 0)),
+        Vec::new(),
+    );
+    let mut content = String::new();
+    let mut calls = Vec::new();
+    let mut emit = |e: Event<'_>| match e {
+        Event::Content(t) => content.push_str(t),
+        Event::Call(call) => calls.push((call.name, call.arguments.to_string())),
+        Event::Reasoning(_) => {}
+    };
+    filter.push(text, &mut emit);
+    filter.finish(&mut emit);
+    // NUL never occurs in a message (`conversation::check_text`): it separates the parts.
+    let mut key = content.trim().to_owned();
+    for (name, arguments) in calls {
+        key.push('\0');
+        key.push_str(&name);
+        key.push('\0');
+        key.push_str(&arguments);
+    }
+    key
+}
+
+/// The input of a run of user and tool messages: the newest user or tool message. Tool results
+/// that follow one another (the answers to one turn's parallel calls) go in one run, since the
+/// runtime takes one input per run: one result as it is; several as a JSON array of their
+/// contents, each parsed when it is JSON, as Rockchip's server merges them. Their order is the
+/// request's.
+fn newest_input(turns: &[&Turn]) -> (InputRole, String) {
     let Some(last) = turns
         .iter()
         .rposition(|t| matches!(t.role, Role::User | Role::Tool))
@@ -72,11 +155,15 @@ mod tests {
         Turn::new(role, content)
     }
 
-    fn sent(job: &Job) -> (InputRole, &str) {
+    fn runtime_turns(job: &Job) -> &RuntimeTurns {
         match job.input() {
-            Input::Prompt(p) => (job.role(), p.as_str()),
-            Input::Conversation(_) | Input::Embed(_) => panic!("not a prompt in runtime mode"),
+            Input::RuntimeTurns(t) => t,
+            other => panic!("not runtime turns: {other:?}"),
         }
+    }
+
+    fn sent(job: &Job) -> (InputRole, &str) {
+        (job.role(), runtime_turns(job).newest.as_str())
     }
 
     #[test]
@@ -154,5 +241,58 @@ mod tests {
         let turns = [t(Role::User, "q")];
         assert!(job(1, &turns, Some(true)).enable_thinking());
         assert!(!job(1, &turns, None).enable_thinking());
+    }
+
+    #[test]
+    fn earlier_turns_become_exchanges_of_what_was_sent_and_the_answer() {
+        let turns = [
+            t(Role::System, "Be brief."),
+            t(Role::User, "Weather in Paris?"),
+            t(
+                Role::Assistant,
+                "<tool_call>\n{\"name\": \"w\", \"arguments\": {}}\n</tool_call>",
+            ),
+            t(Role::Tool, "Sunny"),
+            t(Role::Assistant, "It is sunny."),
+            t(Role::User, "And tomorrow?"),
+        ];
+        let job = job(1, &turns, None);
+        let rt = runtime_turns(&job);
+        assert_eq!(rt.newest, "And tomorrow?");
+        let history: Vec<_> = rt
+            .history
+            .iter()
+            .map(|e| (e.role, e.input.as_str(), e.answer.as_str()))
+            .collect();
+        assert_eq!(
+            history,
+            [
+                (InputRole::User, "Weather in Paris?", "\0w\0{}"),
+                (InputRole::Tool, "Sunny", "It is sunny."),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_answer_s_key_is_what_the_client_saw_of_it() {
+        // The reasoning is dropped and the whitespace around the content.
+        assert_eq!(
+            answer_key("<think>\nhmm\n</think>\n\nParis is sunny.\n"),
+            answer_key("Paris is sunny.")
+        );
+        // A call the model wrote and the same call rendered back from a client's tool_calls.
+        assert_eq!(
+            answer_key(
+                "<tool_call>\n{\"name\":\"w\",\"arguments\":{\"b\":1,\"a\":2}}\n</tool_call>"
+            ),
+            answer_key(
+                "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"a\": 2, \"b\": 1}}\n</tool_call>"
+            )
+        );
+        assert_ne!(answer_key("Paris is sunny."), answer_key("Paris is rainy."));
+        assert_ne!(
+            answer_key("<tool_call>\n{\"name\": \"w\", \"arguments\": {\"a\": 1}}\n</tool_call>"),
+            answer_key("<tool_call>\n{\"name\": \"w\", \"arguments\": {\"a\": 2}}\n</tool_call>")
+        );
     }
 }

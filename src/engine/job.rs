@@ -22,6 +22,8 @@ pub struct Job {
     sampling: Option<Sampling>,
     tools: Option<String>,
     system_prompt: Option<String>,
+    /// What a client gets back of an answer (see `set_answer_key`).
+    answer_key: fn(&str) -> String,
 }
 
 /// What the runtime is asked to continue.
@@ -34,6 +36,28 @@ pub enum Input {
     Conversation(Conversation),
     /// Texts to embed, one last-hidden-layer run each, in order.
     Embed(EmbedInput),
+    /// A conversation under the runtime's own chat template, which takes one input per run:
+    /// the engine sends the newest input on top of the history the runtime holds when the
+    /// conversation continues it, and starts over otherwise.
+    RuntimeTurns(RuntimeTurns),
+}
+
+/// A conversation as the runtime's own template is given it: one input per run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeTurns {
+    /// The earlier exchanges, oldest first.
+    pub history: Vec<Exchange>,
+    /// The newest input, sent with the job's `role`.
+    pub newest: String,
+}
+
+/// One earlier input (as it was, or would have been, sent to the runtime) and the answer that
+/// followed it, as the job's answer key gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exchange {
+    pub role: Role,
+    pub input: String,
+    pub answer: String,
 }
 
 /// An embedding request: its texts and how their token states become one vector each.
@@ -70,6 +94,11 @@ impl Job {
         Job::with_input(id, Input::Embed(input))
     }
 
+    /// A job for a conversation under the runtime's own template.
+    pub fn runtime_turns(id: JobId, turns: RuntimeTurns) -> Job {
+        Job::with_input(id, Input::RuntimeTurns(turns))
+    }
+
     /// A job for a conversation rkllmd rendered.
     pub fn conversation(id: JobId, conversation: Conversation) -> Job {
         Job::with_input(id, Input::Conversation(conversation))
@@ -87,6 +116,7 @@ impl Job {
             sampling: None,
             tools: None,
             system_prompt: None,
+            answer_key: str::to_owned,
         }
     }
 
@@ -106,6 +136,13 @@ impl Job {
                 c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
             }
             Input::Embed(e) => e.texts.iter().map(String::len).sum(),
+            Input::RuntimeTurns(t) => {
+                t.newest.len()
+                    + t.history
+                        .iter()
+                        .map(|e| e.input.len() + e.answer.len())
+                        .sum::<usize>()
+            }
         }
     }
 
@@ -182,6 +219,17 @@ impl Job {
     pub fn set_system_prompt(&mut self, system: Option<String>) {
         self.system_prompt = system;
     }
+
+    /// An answer the runtime generated as the client gets it back, to compare with the answers
+    /// of a `RuntimeTurns` history (which the API made with the same function). Identity by
+    /// default.
+    pub fn answer_key(&self, generated: &str) -> String {
+        (self.answer_key)(generated)
+    }
+
+    pub fn set_answer_key(&mut self, key: fn(&str) -> String) {
+        self.answer_key = key;
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -223,6 +271,12 @@ pub enum Event {
     Started {
         id: JobId,
     },
+    /// What the client should be told about how its request was run that only the inference
+    /// thread knows (an `X-Rkllmd-Warning`); comes before the run's text.
+    Warning {
+        id: JobId,
+        text: String,
+    },
     Text {
         id: JobId,
         text: String,
@@ -263,6 +317,10 @@ pub(super) enum WorkerMsg {
         id: JobId,
         /// About how many tokens the runtime is to prefill.
         prefill_tokens: u64,
+    },
+    Warning {
+        id: JobId,
+        text: String,
     },
     Text {
         id: JobId,

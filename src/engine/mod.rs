@@ -9,6 +9,7 @@ mod error;
 mod job;
 mod kv_cache;
 mod reuse;
+mod runtime_history;
 mod runtime_tools;
 mod utf8;
 mod worker;
@@ -25,7 +26,10 @@ use mio::Waker;
 
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
-pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
+pub use job::{
+    Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId,
+    RuntimeTurns,
+};
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -424,6 +428,11 @@ impl Engine {
                     run.prefill_estimate =
                         per_token.saturating_mul(u32::try_from(prefill_tokens).unwrap_or(u32::MAX));
                     run.in_runtime = Some(now);
+                }
+            }
+            WorkerMsg::Warning { id, text } => {
+                if self.is_current(id) {
+                    out.push(Event::Warning { id, text });
                 }
             }
             WorkerMsg::Text { id, text } => {

@@ -11,10 +11,12 @@ use super::bytes_per_token;
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::{KvCache, Plan};
 use super::reuse;
+use super::runtime_history::RuntimeHistory;
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
 
 mod embed_run;
+mod runtime_run;
 use super::EngineError;
 use crate::memory;
 use crate::runtime::{
@@ -91,6 +93,7 @@ pub(super) fn run(
         reuse: cfg.kv_cache_reuse,
         raw_template: cfg.raw_template,
         tools: RuntimeTools::default(),
+        history: RuntimeHistory::default(),
         warned: Warned::default(),
         must_clear: false,
         notify,
@@ -140,6 +143,8 @@ struct Worker {
     raw_template: bool,
     /// The system prompt and tools last given to the runtime (`runtime` template mode).
     tools: RuntimeTools,
+    /// The conversation the runtime holds (`runtime` template mode).
+    history: RuntimeHistory,
     /// The last run was aborted, paused, failed or left the cache other than expected: the
     /// runtime's KV cache is cleared before the next run, whatever its kind.
     must_clear: bool,
@@ -191,10 +196,12 @@ impl Worker {
         }
         if self.must_clear {
             self.cache.invalidate();
+            self.history.invalidate();
             self.runtime
                 .clear_kv_cache(false)
                 .map_err(EngineError::Runtime)?;
             self.cache.cleared();
+            self.history.cleared();
             self.must_clear = false;
         }
         self.set_tools(job);
@@ -227,10 +234,12 @@ impl Worker {
                 self.conclude_conversation(plan, ran)
             }
             Input::Embed(input) => self.embed(job, input),
+            Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap),
             Input::Prompt(prompt) => {
-                // A single prompt (runtime templating, or a raw completion) changes the cache in
-                // ways the record does not follow.
+                // A single prompt (a raw completion) changes the cache in ways the records do
+                // not follow.
                 self.cache.invalidate();
+                self.history.invalidate();
                 if job.clear_cache() {
                     self.runtime
                         .clear_kv_cache(false)
@@ -417,11 +426,15 @@ impl Worker {
             return;
         };
         self.cache.invalidate();
+        self.history.invalidate();
         match self
             .runtime
             .set_function_tools(&set.system, &set.tools, TOOL_RESPONSE_TAG)
         {
-            Ok(()) => self.tools.accepted(set),
+            Ok(()) => {
+                self.tools.accepted(set);
+                self.history.cleared();
+            }
             Err(e) if !self.warned.tools => {
                 self.warned.tools = true;
                 log::warn!(

@@ -493,6 +493,7 @@ impl EventLoop {
                 }
             }
             Event::Started { .. }
+            | Event::Warning { .. }
             | Event::Text { .. }
             | Event::Embedding { .. }
             | Event::Finished { .. }

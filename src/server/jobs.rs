@@ -74,9 +74,10 @@ impl Jobs {
         now: Instant,
     ) {
         let (id, last) = match event {
-            Event::Started { id } | Event::Text { id, .. } | Event::Embedding { id, .. } => {
-                (*id, false)
-            }
+            Event::Started { id }
+            | Event::Warning { id, .. }
+            | Event::Text { id, .. }
+            | Event::Embedding { id, .. } => (*id, false),
             Event::Finished { id, .. } | Event::Failed { id, .. } => (*id, true),
             Event::Ready { .. } | Event::LoadFailed { .. } | Event::Wedged | Event::Stopped => {
                 return
@@ -94,6 +95,10 @@ impl Jobs {
         let next = conn.with_responder(|responder, out| match event {
             Event::Started { .. } => {
                 responder.started(out);
+                Next::Continue
+            }
+            Event::Warning { text, .. } => {
+                responder.warning(text);
                 Next::Continue
             }
             Event::Text { text, .. } => responder.text(text, out),

@@ -73,7 +73,9 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         log::info!("running as user {}", user.name);
     }
 
-    let template = resolve_template(&cfg);
+    // Read once: the template's choice and what /api/show reports come from it.
+    let architecture = chat::architecture(&cfg.model);
+    let template = resolve_template(&cfg, architecture.as_deref());
     let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
     let waker =
         EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
@@ -100,7 +102,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         tcp,
     };
     let sampling = sampling_of(&cfg);
-    let serving = Serving::new(Arc::new(cfg), info, template, sampling);
+    let serving = Serving::new(Arc::new(cfg), info, (template, architecture), sampling);
     let event_loop = EventLoop::new(poll, listeners, signals, engine, serving)
         .map_err(|e| DaemonError::io("register the listeners", e))?;
     let started = Instant::now();
@@ -131,7 +133,8 @@ fn sampling_of(cfg: &Config) -> Sampling {
 }
 
 /// The chat template rkllmd renders conversations with; `None` leaves templating to the runtime.
-fn resolve_template(cfg: &Config) -> Option<Template> {
+/// `arch`: the `general.architecture` the model file declares.
+fn resolve_template(cfg: &Config, arch: Option<&str>) -> Option<Template> {
     match &cfg.chat_template {
         ChatTemplate::Runtime => None,
         ChatTemplate::Custom(template) => Some(Template::clone(template)),
@@ -142,10 +145,9 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let arch = chat::architecture(&cfg.model);
-            let chosen = chat::choose(arch.as_deref(), &file);
+            let chosen = chat::choose(arch, &file);
             let name = chosen.map(|(name, _)| name);
-            let why = match (chosen, arch.as_deref()) {
+            let why = match (chosen, arch) {
                 (Some((_, chat::Chosen::Architecture)), Some(a)) => {
                     format!("the model file's general.architecture '{a}'")
                 }
@@ -156,7 +158,7 @@ fn resolve_template(cfg: &Config) -> Option<Template> {
                     "no chat template preset matches '{file}' (architecture: {}): the runtime's \
                      built-in template is used, which sees only the newest user turn (set \
                      chat-template to choose)",
-                    arch.as_deref().unwrap_or("not found")
+                    arch.unwrap_or("not found")
                 );
                 return None;
             };

@@ -18,6 +18,8 @@ pub struct Serving {
     cfg: Arc<Config>,
     info: RuntimeInfo,
     template: Option<Template>,
+    /// The `general.architecture` the model file declares, read once at start.
+    architecture: Option<String>,
     sampling: Sampling,
     caps: Capabilities,
     started: Instant,
@@ -39,7 +41,7 @@ impl Serving {
     pub fn new(
         cfg: Arc<Config>,
         info: RuntimeInfo,
-        template: Option<Template>,
+        (template, architecture): (Option<Template>, Option<String>),
         sampling: Sampling,
     ) -> Serving {
         let limits = Limits {
@@ -50,6 +52,7 @@ impl Serving {
             cfg,
             info,
             template,
+            architecture,
             sampling,
             caps: runtime::capabilities(),
             started: Instant::now(),
@@ -95,6 +98,7 @@ impl Serving {
             started: self.started,
             load_time: self.load_time,
             model_path: &self.cfg.model,
+            architecture: self.architecture.as_deref(),
             max_new_tokens: self.cfg.max_new_tokens,
             max_context_len: self.cfg.max_context_len,
             sampling: self.sampling,

@@ -77,7 +77,7 @@ fn card(ctx: &Ctx<'_>, file: &ModelFile) -> Value {
         "modified_at": rfc3339(file.modified),
         "size": file.size,
         "digest": digest(ctx.model_name, file),
-        "details": details(ctx.model_path),
+        "details": details(ctx.model_path, ctx.architecture),
     })
 }
 
@@ -102,10 +102,12 @@ fn digest(name: &str, file: &ModelFile) -> String {
     format!("{h:016x}")
 }
 
-/// A `.rkllm` file has no header the runtime lets us read, but the RKLLM toolkit's usual export
-/// names carry the size and quantization (`Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm`): they are
-/// taken from there when present, and left empty otherwise rather than guessed.
-pub(super) fn details(path: &Path) -> Value {
+/// The family is the `general.architecture` the file declares (`arch`, read once at start by
+/// `chat::architecture`), as Ollama takes it from a GGUF header. The RKLLM toolkit's usual export
+/// names carry the size and quantization (`Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm`), and the
+/// family when the file declares none: they are taken from there when present, and left empty
+/// otherwise rather than guessed.
+pub(super) fn details(path: &Path, arch: Option<&str>) -> Value {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy())
@@ -123,8 +125,9 @@ pub(super) fn details(path: &Path) -> Value {
     let parameter_size = find(is_parameter_size);
     let quantization_level = find(is_quantization);
     // The first word names the family only in a name that looks like an export name.
-    let family = match words.first() {
-        Some(w) if !parameter_size.is_empty() => w.to_ascii_lowercase(),
+    let family = match (arch, words.first()) {
+        (Some(arch), _) => arch.to_owned(),
+        (None, Some(w)) if !parameter_size.is_empty() => w.to_ascii_lowercase(),
         _ => String::new(),
     };
     let families = if family.is_empty() {
@@ -180,7 +183,10 @@ mod tests {
 
     #[test]
     fn details_come_from_an_export_name() {
-        let d = details(Path::new("/m/Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm"));
+        let d = details(
+            Path::new("/m/Qwen2.5-1.5B-Instruct_W8A8_RK3588.rkllm"),
+            None,
+        );
         assert_eq!(
             d,
             json!({
@@ -188,7 +194,7 @@ mod tests {
                 "parameter_size": "1.5B", "quantization_level": "W8A8",
             })
         );
-        let d = details(Path::new("deepseek-r1-7b_w4a16_g128.rkllm"));
+        let d = details(Path::new("deepseek-r1-7b_w4a16_g128.rkllm"), None);
         assert_eq!(
             (&d["parameter_size"], &d["quantization_level"]),
             (&json!("7B"), &json!("W4A16"))
@@ -197,13 +203,21 @@ mod tests {
 
     #[test]
     fn details_of_a_plain_name_are_left_empty() {
-        let d = details(Path::new("vendor/rkllm-sim/models/fast.rkllm"));
+        let d = details(Path::new("vendor/rkllm-sim/models/fast.rkllm"), None);
         assert_eq!(
             d,
             json!({
                 "parent_model": "", "format": "rkllm", "family": "", "families": null,
                 "parameter_size": "", "quantization_level": "",
             })
+        );
+        let d = details(
+            Path::new("vendor/rkllm-sim/models/demo.rkllm"),
+            Some("qwen2"),
+        );
+        assert_eq!(
+            (&d["family"], &d["families"]),
+            (&json!("qwen2"), &json!(["qwen2"]))
         );
         assert!(!is_parameter_size("RK3588"));
         assert!(!is_parameter_size("B"));

@@ -37,7 +37,7 @@ pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
         return Err(ApiError::model_not_found(FLAVOR, requested));
     }
     let file = ModelFile::stat(ctx);
-    let details = details(ctx.model_path);
+    let details = details(ctx.model_path, ctx.architecture);
     let parameters = parameters(ctx);
     let template = template_text(ctx.template);
     let mut modelfile = format!(
@@ -75,10 +75,10 @@ fn capabilities(template: Option<&Template>) -> Vec<&'static str> {
 }
 
 /// Ollama fills `model_info` from the GGUF header: `general.architecture` names the prefix of
-/// the other keys, and clients read `<arch>.context_length`. A `.rkllm` file has no header
-/// rkllmd can read, so the architecture is the family its file name gives (the template's
-/// name failing that, `rkllm` failing both) and the context length is the one the runtime was
-/// loaded with.
+/// the other keys, and clients read `<arch>.context_length`. The architecture is the one the
+/// `.rkllm` file declares (its GGUF-style header, read once at start; `details` carries it as
+/// the family), else the family its file name gives, else the template's name, else `rkllm`;
+/// the context length is the one the runtime was loaded with.
 fn model_info(ctx: &Ctx<'_>, details: &Value) -> Value {
     let arch = match details["family"].as_str() {
         Some(family) if !family.is_empty() => family.to_owned(),
