@@ -44,6 +44,7 @@ fn simulator_run(model: &std::path::Path) -> (u64, Duration, Duration) {
         keep_history: false,
         max_new_tokens: None,
         sampling: None,
+        save_prompt_cache: None,
     };
     let mut n = 0u64;
     let (t, cpu) = (Instant::now(), thread_cpu());
@@ -104,6 +105,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         abort_grace: Duration::from_secs(5),
         raw_template: false,
         kv_cache_reuse: true,
+        snapshots: None,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
     let mut events = mio::Events::with_capacity(8);

@@ -45,6 +45,8 @@ pub(super) enum Setting {
     LogLevel,
     ChatTemplate,
     KvCacheReuse,
+    KvSnapshotDir,
+    KvSnapshotLimit,
     EmbeddingPooling,
     TemplateBos,
     TemplateSystemPrefix,
@@ -261,6 +263,22 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("true"),
         MODEL,
         "Keep the conversation in the runtime's KV cache between turns\nand prefill only what is new (needs a chat template other than\n'runtime'); false re-prefills every turn, for comparison"
+    ),
+    opt!(
+        KvSnapshotDir,
+        "kv-snapshot-dir",
+        V("DIR"),
+        Note("the socket's path + .snapshots"),
+        MODEL,
+        "Where a conversation's KV cache is saved while other requests\n         (a chat UI's title and tag requests, another client) use the\n         cache, and restored from when it continues: keep it on a tmpfs\n         (the default beside the socket, under /run, usually is). Made\n         (mode 0700) and emptied at start, removed at shutdown"
+    ),
+    opt!(
+        KvSnapshotLimit,
+        "kv-snapshot-limit",
+        V("BYTES"),
+        Dv("256M"),
+        MODEL,
+        "Room the snapshots may take; the least recently used go first.\n         A snapshot is saved only when its measured cost is below the\n         prefill it spares; 0 turns snapshots off"
     ),
     opt!(
         EmbeddingPooling,

@@ -10,6 +10,7 @@ mod job;
 mod kv_cache;
 mod reuse;
 mod runtime_tools;
+mod snapshots;
 mod utf8;
 mod worker;
 
@@ -26,6 +27,7 @@ use mio::Waker;
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
+pub use snapshots::SnapshotConfig;
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -51,6 +53,8 @@ pub struct EngineConfig {
     pub raw_template: bool,
     /// Reuse the KV cache across turns of a conversation (false: clear it before every run).
     pub kv_cache_reuse: bool,
+    /// Where conversations' KV caches are saved while other requests run (None: not saved).
+    pub snapshots: Option<SnapshotConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +145,7 @@ impl Engine {
             init: cfg.init.clone(),
             raw_template: cfg.raw_template,
             kv_cache_reuse: cfg.kv_cache_reuse,
+            snapshots: cfg.snapshots.clone(),
         };
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
