@@ -270,7 +270,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("DIR"),
         Note("the socket's path + .snapshots"),
         MODEL,
-        "Where a conversation's KV cache is saved while other requests\n         (a chat UI's title and tag requests, another client) use the\n         cache, and restored from when it continues: keep it on a tmpfs\n         (the default beside the socket, under /run, usually is). Made\n         (mode 0700) and emptied at start, removed at shutdown"
+        "Where a conversation's KV cache is kept while other\nrequests (a chat UI's title and tag requests, another\nclient) use the cache, to be restored when it continues:\nkeep it on a tmpfs (the default, beside the socket, is).\nMade (mode 0700) and emptied at start, removed at shutdown"
     ),
     opt!(
         KvSnapshotLimit,
@@ -278,7 +278,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("BYTES"),
         Dv("256M"),
         MODEL,
-        "Room the snapshots may take; the least recently used go first.\n         A snapshot is saved only when its measured cost is below the\n         prefill it spares; 0 turns snapshots off"
+        "Room the snapshots may take; the least recently used go\nfirst. One is saved only when its measured cost is below\nthe prefill it spares; 0 turns snapshots off"
     ),
     opt!(
         EmbeddingPooling,

@@ -33,7 +33,7 @@ fn only_a_conversation_that_starts_with_the_exact_text_finds_it() {
     );
     let full = "<s>A</s><u>hi</u><a>hello</a>";
     assert!(
-        s.find(full, 24).is_none(),
+        s.find(full, "<s>A</s><u>hi</u><a>hello".len()).is_none(),
         "the cache already shares as much"
     );
 }
@@ -79,10 +79,7 @@ fn no_file_or_an_empty_one_is_no_snapshot() {
     ));
     assert!(matches!(save(&mut s, "A", 0), Err(SaveFailed::NoFile)));
     assert!(!path.exists() && s.entries.is_empty());
-    assert!(matches!(
-        save(&mut s, "B", 2000),
-        Err(SaveFailed::TooLarge { bytes: 2000 })
-    ));
+    drop(s);
     let mut s = store(&dir, 1000);
     assert!(matches!(
         save(&mut s, "B", 2000),
