@@ -160,3 +160,47 @@ fn snapshots_are_removed_at_shutdown() {
     d.wait_exit(std::time::Duration::from_secs(30));
     assert!(!snaps.exists(), "the directory is gone");
 }
+
+fn topic(d: &Daemon, what: &str) -> Vec<Value> {
+    let mut messages =
+        vec![json!({"role": "user", "content": format!("{FIRST} And about the {what}?")})];
+    let answer = chat(d, &messages);
+    messages.push(json!({"role": "assistant", "content": answer}));
+    messages.push(json!({"role": "user", "content": "And in winter?"}));
+    messages
+}
+
+/// Room for one snapshot, not two: the least recently used goes, never the one about to be
+/// restored.
+#[test]
+fn past_the_limit_the_least_recently_used_snapshot_goes() {
+    // One snapshot's size, from a daemon with room for many.
+    let (dir, probe) = start("snap-evict-probe", &[], &[]);
+    topic(&probe, "rivers");
+    topic(&probe, "forest");
+    let one: u64 = std::fs::read_dir(dir.path().join("snaps"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    let limit = (one * 3 / 2).to_string();
+
+    let (dir, d) = start("snap-evict", &[], &["--kv-snapshot-limit", &limit]);
+    let a = topic(&d, "rivers");
+    let b = topic(&d, "forest"); // saves A
+    topic(&d, "castle"); // saves B, evicts A
+    assert_eq!(files_in(&dir.path().join("snaps")), 1);
+    chat(&d, &b); // restores B (saving C first evicts C, not B)
+    assert_eq!(d.trace_of("rkllm_load_prompt_cache").len(), 1);
+    let b_prefill = last_prefill(&d);
+    chat(&d, &a); // A's snapshot is gone: prefilled whole
+    assert_eq!(
+        d.trace_of("rkllm_load_prompt_cache").len(),
+        1,
+        "nothing to load for A"
+    );
+    let a_prefill = last_prefill(&d);
+    assert!(
+        a_prefill > b_prefill * 3,
+        "A prefilled {a_prefill}, B after its restore {b_prefill}"
+    );
+}

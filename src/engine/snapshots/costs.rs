@@ -18,6 +18,11 @@ const NEW: f64 = 0.25;
 /// Before any conversation has come back: assume one in two does.
 const PRIOR_RETURN_RATE: f64 = 0.5;
 
+/// A snapshot must be expected to spare at least this much (us): below it the file, the extra
+/// run and the risk of a runtime surprise are not worth it (a model whose prefill is nearly free
+/// never gets snapshots).
+const MIN_GAIN_US: f64 = 10_000.0;
+
 #[derive(Debug, Default)]
 pub(in crate::engine) struct Costs {
     /// Prefill time per token, from the runtime's own figures (`perf`).
@@ -92,7 +97,7 @@ impl Costs {
         let spared = n * prefill * rate;
         let save = self.decode_us.unwrap_or(0.0) + n * self.save_us.unwrap_or(0.0);
         let restore = n * self.restore_us.unwrap_or(0.0) * rate;
-        spared > save + restore
+        spared > save + restore + MIN_GAIN_US
     }
 
     /// For the log: the figures behind `pays`, in microseconds per token.

@@ -68,6 +68,8 @@ pub(super) struct Snapshots {
     entries: Vec<Entry>,
     clock: u64,
     next_name: u64,
+    /// The snapshot `find` chose for the run about to start: never evicted until `unpin`.
+    pinned: Option<PathBuf>,
     pub costs: Costs,
 }
 
@@ -100,6 +102,7 @@ impl Snapshots {
             entries: Vec::new(),
             clock: 0,
             next_name: 0,
+            pinned: None,
             costs: Costs::default(),
         })
     }
@@ -157,7 +160,10 @@ impl Snapshots {
             used: self.clock,
         });
         while self.total_bytes() > self.cfg.limit_bytes {
-            let Some(oldest) = (0..self.entries.len()).min_by_key(|&i| self.entries[i].used) else {
+            let Some(oldest) = (0..self.entries.len())
+                .filter(|&i| self.pinned.as_ref() != Some(&self.entries[i].path))
+                .min_by_key(|&i| self.entries[i].used)
+            else {
                 break;
             };
             log::debug!(
@@ -170,7 +176,8 @@ impl Snapshots {
     }
 
     /// The snapshot covering most of `full` (its text is a prefix of `full`), if it covers more
-    /// than `have` bytes (what the runtime's cache already shares with `full`).
+    /// than `have` bytes (what the runtime's cache already shares with `full`). It stays pinned
+    /// (a save before the restore cannot evict it) until `unpin`.
     pub fn find(&mut self, full: &str, have: usize) -> Option<Found> {
         let i = (0..self.entries.len())
             .filter(|&i| {
@@ -181,11 +188,17 @@ impl Snapshots {
         self.clock += 1;
         let e = &mut self.entries[i];
         e.used = self.clock;
+        self.pinned = Some(e.path.clone());
         Some(Found {
             path: e.path.clone(),
             tokens: e.tokens,
             text_len: e.text.len(),
         })
+    }
+
+    /// Ends the pin of `find`.
+    pub fn unpin(&mut self) {
+        self.pinned = None;
     }
 
     /// Forgets a snapshot the runtime could not load, and deletes its file.

@@ -49,6 +49,7 @@ fn the_least_recently_used_go_first_when_over_the_limit() {
         s.find("A and more", 0).is_some(),
         "A used again: B is now the oldest"
     );
+    s.unpin();
     let d = save(&mut s, "D", 100).unwrap();
     assert!(!b.exists(), "B evicted");
     assert!(a.exists() && c.exists() && d.exists());
@@ -56,6 +57,20 @@ fn the_least_recently_used_go_first_when_over_the_limit() {
     let e = save(&mut s, "E", 150).unwrap();
     assert!(!c.exists() && !a.exists(), "C, then A");
     assert!(d.exists() && e.exists());
+}
+
+#[test]
+fn the_snapshot_about_to_be_restored_is_not_evicted_by_a_save_before_it() {
+    let dir = TempDir::new("snap-pin");
+    let mut s = store(&dir, 150);
+    let a = save(&mut s, "A", 100).unwrap();
+    assert!(s.find("A and more", 0).is_some());
+    let b = save(&mut s, "B", 100).unwrap();
+    assert!(a.exists(), "pinned");
+    assert!(!b.exists(), "the only other one goes");
+    s.unpin();
+    let c = save(&mut s, "C", 100).unwrap();
+    assert!(!a.exists() && c.exists());
 }
 
 #[test]

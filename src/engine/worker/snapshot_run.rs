@@ -55,6 +55,9 @@ impl Worker {
         let Some(found) = found else {
             return Ok(plan);
         };
+        if let Some(s) = self.snapshots.as_mut() {
+            s.unpin();
+        }
         self.cache.invalidate();
         self.runtime
             .clear_kv_cache(false)
@@ -197,13 +200,19 @@ impl Worker {
             }
             _ => None,
         };
-        // The cache holds the same text unless the run went otherwise (an abort on ABI 1.2, a
-        // cancel): then it is cleared, as it is about to be replaced anyway.
-        if !matches!((&end, &size), (Ok(RunEnd::Finished(_)), Ok(n)) if *n == tokens) {
-            self.cache.invalidate();
-            match self.runtime.clear_kv_cache(false) {
-                Ok(()) => self.cache.cleared(),
-                Err(_) => self.must_clear = true,
+        // A finished run leaves the prompt in the cache; its size may differ from the record's
+        // (the answer's text tokenizes differently from the tokens generated), so the record
+        // only holds with the same size. A run that ended otherwise (an abort on ABI 1.2, a
+        // cancel) leaves it unknown: cleared, as it is about to be replaced anyway.
+        match (&end, &size) {
+            (Ok(RunEnd::Finished(_)), Ok(n)) if *n == tokens => {}
+            (Ok(RunEnd::Finished(_)), Ok(_)) => self.cache.invalidate(),
+            _ => {
+                self.cache.invalidate();
+                match self.runtime.clear_kv_cache(false) {
+                    Ok(()) => self.cache.cleared(),
+                    Err(_) => self.must_clear = true,
+                }
             }
         }
         let Some(store) = self.snapshots.as_mut() else {
