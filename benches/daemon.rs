@@ -824,12 +824,12 @@ fn background_rows(dir: &std::path::Path) {
         unreachable!()
     };
     row(
-        "follow-up prefill: snapshots / none / no background",
-        format!("{snap_p} / {none_p} / {alone_p} tok"),
+        "follow-up prefill: snapshots/none/no background",
+        format!("{snap_p}/{none_p}/{alone_p} tok"),
         "snapshots: as no background",
     );
     row(
-        "follow-up TTFT: snapshots / none / no background",
+        "follow-up TTFT: snapshots/none/no background",
         format!(
             "{:.0} / {:.0} / {:.0} ms",
             ms(snap_t),
@@ -841,7 +841,7 @@ fn background_rows(dir: &std::path::Path) {
     row(
         "follow-up TTFT after background / without",
         format!(
-            "{:.2}x (none: {:.2}x)",
+            "{:.2}x (none {:.2}x)",
             ms(snap_t) / ms(alone_t),
             ms(none_t) / ms(alone_t)
         ),

@@ -3,7 +3,8 @@
 //! conversation has come back.
 //!
 //! A save is one extra run (the cached text sent whole without history, so the runtime reuses
-//! all of it, then writes its prompt cache and decodes one token); a restore is
+//! all of it, then writes its prompt cache; its one token comes from that prefill, no decode
+//! step); a restore is
 //! `rkllm_load_prompt_cache` plus whatever the loaded cache failed to cover. Both are measured
 //! on every use; a runtime on which a loaded cache does not shorten the prefill shows a restore
 //! as costly as the prefill itself, and snapshots stop.
@@ -27,9 +28,7 @@ const MIN_GAIN_US: f64 = 10_000.0;
 pub(in crate::engine) struct Costs {
     /// Prefill time per token, from the runtime's own figures (`perf`).
     prefill_us: Option<f64>,
-    /// Time per decoded token.
-    decode_us: Option<f64>,
-    /// A save run's time per cached token, beyond its one decode step.
+    /// A save run's time per cached token (the whole run, measured).
     save_us: Option<f64>,
     /// A restore's time per restored token, including tokens it failed to cover.
     restore_us: Option<f64>,
@@ -45,8 +44,8 @@ fn blend(avg: &mut Option<f64>, x: f64) {
 }
 
 impl Costs {
-    /// Learns prefill and decode speed from a finished run. Short prefills say little (fixed
-    /// costs dominate them).
+    /// Learns the prefill speed from a finished run. Short prefills say little (fixed costs
+    /// dominate them).
     pub fn learn_run(&mut self, perf: &Perf) {
         if perf.prefill_tokens >= 8 && perf.prefill_ms > 0.0 {
             blend(
@@ -54,19 +53,15 @@ impl Costs {
                 f64::from(perf.prefill_ms) * 1000.0 / f64::from(perf.prefill_tokens),
             );
         }
-        if perf.generate_tokens >= 2 && perf.generate_ms > 0.0 {
-            blend(
-                &mut self.decode_us,
-                f64::from(perf.generate_ms) * 1000.0 / f64::from(perf.generate_tokens),
-            );
-        }
     }
 
     /// A save run of `tokens` cached tokens took `took`.
     pub fn learn_save(&mut self, tokens: u32, took: Duration) {
         self.saved = self.saved.saturating_add(1);
-        let beyond = (took.as_secs_f64() * 1e6 - self.decode_us.unwrap_or(0.0)).max(0.0);
-        blend(&mut self.save_us, beyond / f64::from(tokens.max(1)));
+        blend(
+            &mut self.save_us,
+            took.as_secs_f64() * 1e6 / f64::from(tokens.max(1)),
+        );
     }
 
     /// A restore of `tokens` tokens took `took` to load and left `uncovered` of them to prefill.
@@ -95,7 +90,7 @@ impl Costs {
         let n = f64::from(tokens);
         let rate = self.return_rate().min(1.0);
         let spared = n * prefill * rate;
-        let save = self.decode_us.unwrap_or(0.0) + n * self.save_us.unwrap_or(0.0);
+        let save = n * self.save_us.unwrap_or(0.0);
         let restore = n * self.restore_us.unwrap_or(0.0) * rate;
         spared > save + restore + MIN_GAIN_US
     }
@@ -104,10 +99,9 @@ impl Costs {
     pub fn describe(&self) -> String {
         let f = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v:.0}"));
         format!(
-            "prefill {} us/token, decode {} us/token, save {} us/token, restore {} us/token, \
-             {} of {} saved came back",
+            "prefill {} us/token, save {} us/token, restore {} us/token, {} of {} saved came \
+             back",
             f(self.prefill_us),
-            f(self.decode_us),
             f(self.save_us),
             f(self.restore_us),
             self.restored,
@@ -138,13 +132,17 @@ mod tests {
     #[test]
     fn a_long_conversation_at_board_speed_pays_and_a_short_one_does_not() {
         let mut c = Costs::default();
-        // Qwen2.5-1.5B on RK3588: 2.95 ms a prefilled token, 60 ms a decoded one.
+        // Qwen2.5-1.5B on RK3588: 2.95 ms a prefilled token.
         c.learn_run(&perf(377.6, 128, 5988.0, 100));
         assert!(c.pays(200), "{}", c.describe());
         assert!(
-            !c.pays(20),
-            "one decode step costs more than 20 tokens' prefill at half odds"
+            !c.pays(5),
+            "5 tokens' prefill at half odds spare too little"
         );
+        // A save measured at 2 ms a token (a slow card, not a tmpfs), and it did not come back:
+        // no size pays.
+        c.learn_save(20, Duration::from_millis(40));
+        assert!(!c.pays(2000), "{}", c.describe());
     }
 
     #[test]
@@ -173,7 +171,7 @@ mod tests {
         c.learn_run(&perf(377.6, 128, 5988.0, 100));
         assert!(c.pays(60));
         for _ in 0..20 {
-            c.learn_save(60, Duration::from_millis(62));
+            c.learn_save(60, Duration::from_millis(3));
         }
         assert!(!c.pays(60), "{}", c.describe());
     }
