@@ -130,8 +130,15 @@ pub(super) fn run(
 fn open_snapshots(cfg: Option<SnapshotConfig>, conversations: bool) -> Option<Snapshots> {
     let cfg = cfg.filter(|c| conversations && c.limit_bytes > 0)?;
     let dir = cfg.dir.clone();
+    let limit = cfg.limit_bytes;
     match Snapshots::open(cfg) {
-        Ok(s) => Some(s),
+        Ok(s) => {
+            log::info!(
+                "KV-cache snapshots in {} (up to {limit} bytes)",
+                dir.display()
+            );
+            Some(s)
+        }
         Err(e) => {
             log::warn!(
                 "KV-cache snapshots are off: cannot use {}: {e}",
