@@ -44,6 +44,7 @@ fn simulator_run(model: &std::path::Path) -> (u64, Duration, Duration) {
         keep_history: false,
         max_new_tokens: None,
         sampling: None,
+        save_prompt_cache: None,
     };
     let mut n = 0u64;
     let (t, cpu) = (Instant::now(), thread_cpu());
@@ -104,6 +105,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         abort_grace: Duration::from_secs(5),
         raw_template: false,
         kv_cache_reuse: true,
+        snapshots: None,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
     let mut events = mio::Events::with_capacity(8);
@@ -172,11 +174,19 @@ fn main() {
         long_conversation_rows(dir.path());
         return;
     }
+    // `cargo bench -- background`: the Open WebUI replay alone.
+    if std::env::args().any(|a| a == "background") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        background_rows(dir.path());
+        return;
+    }
     // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
     if std::env::args().any(|a| a == "multi-turn") {
         println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
         println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
         multi_turn_rows(dir.path());
+        background_rows(dir.path());
         return;
     }
     let long = write_model(
@@ -817,6 +827,134 @@ fn multi_turn_rows(dir: &std::path::Path) {
         );
     }
 }
+
+/// Open WebUI's pattern replayed at demo speed, one request after another (what this measures
+/// is the KV cache, not the queue's order): a title request (not streamed), the chat's first
+/// turn (streamed), follow-up suggestions and tags (not streamed), then the chat's second
+/// turn. Its prefilled tokens and TTFT with snapshots, without them, and with no background
+/// requests at all.
+fn background_rows(dir: &std::path::Path) {
+    let model = write_model(
+        dir,
+        "demo-background",
+        &[
+            "answer_tokens_min = 30",
+            "answer_tokens_max = 30",
+            "prefill_us_per_token = 2950",
+            "decode_us_per_token = 59880",
+            "prompt_cache_save_us_per_token = 30",
+            "prompt_cache_load_us_per_token = 20",
+        ],
+    );
+    let mut results = Vec::new();
+    for (limit, background) in [("256M", true), ("0", true), ("256M", false)] {
+        let d = Daemon::builder("bench-background")
+            .model(model.clone())
+            .args(["--chat-template", "qwen2.5", "--kv-snapshot-limit", limit])
+            .start();
+        results.push(replay_open_webui(&d, background));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let [(snap_p, snap_t), (none_p, none_t), (alone_p, alone_t)] = results[..] else {
+        unreachable!()
+    };
+    row(
+        "follow-up prefill: snapshots/none/no background",
+        format!("{snap_p}/{none_p}/{alone_p} tok"),
+        "snapshots: as no background",
+    );
+    row(
+        "follow-up TTFT: snapshots/none/no background",
+        format!(
+            "{:.0} / {:.0} / {:.0} ms",
+            ms(snap_t),
+            ms(none_t),
+            ms(alone_t)
+        ),
+        "-",
+    );
+    row(
+        "follow-up TTFT after background / without",
+        format!(
+            "{:.2}x (none {:.2}x)",
+            ms(snap_t) / ms(alone_t),
+            ms(none_t) / ms(alone_t)
+        ),
+        "<= 1.5x",
+    );
+}
+
+/// Returns the second turn's prefilled tokens (the simulator's trace) and TTFT.
+fn replay_open_webui(d: &Daemon, background: bool) -> (u64, Duration) {
+    let system = "You are a helpful assistant running on a small board. Answer briefly,                   plainly, and say so when you do not know something.";
+    let q1 = "How do I keep a sourdough starter alive while I am away for two weeks?";
+    let task = |what: &str, history: &str| {
+        serde_json::json!({"stream": false, "messages": [{"role": "user", "content": format!(
+            "### Task:\n{what}\n### Chat History:\n<chat_history>\n{history}\n</chat_history>"
+        )}]})
+    };
+    let post = |body: &serde_json::Value| {
+        let r = d.client().post_json("/v1/chat/completions", body);
+        assert_eq!(r.status, 200, "{}", r.text());
+    };
+    if background {
+        post(&task(
+            "Generate a concise, 3-5 word title with an emoji summarizing the chat history.",
+            &format!("USER: {q1}"),
+        ));
+    }
+    let mut messages = vec![
+        serde_json::json!({"role": "system", "content": system}),
+        serde_json::json!({"role": "user", "content": q1}),
+    ];
+    let (answer, _) = streamed_turn(d, &messages);
+    if background {
+        let history = format!("USER: {q1}\nASSISTANT: {answer}");
+        post(&task(
+            "Suggest 3-5 relevant follow-up questions the user might ask next, as JSON.",
+            &history,
+        ));
+        post(&task(
+            "Generate 1-3 broad tags categorizing the main themes of the chat history, as JSON.",
+            &history,
+        ));
+    }
+    messages.push(serde_json::json!({"role": "assistant", "content": answer}));
+    messages.push(serde_json::json!({"role": "user", "content": "And if it is three weeks?"}));
+    let (_, ttft) = streamed_turn(d, &messages);
+    let prefill = d.trace_of("run_end").last().unwrap()["prefill_tokens"]
+        .as_u64()
+        .unwrap();
+    (prefill, ttft)
+}
+
+/// One streamed chat request: its answer and time to the first content.
+fn streamed_turn(d: &Daemon, messages: &[serde_json::Value]) -> (String, Duration) {
+    let mut c = d.client();
+    let t = Instant::now();
+    c.send_post(
+        "/v1/chat/completions",
+        &serde_json::json!({"stream": true, "messages": messages}),
+    );
+    c.read_head().unwrap();
+    let (mut first, mut answer) = (None, String::new());
+    while let Some(chunk) = c.read_chunk() {
+        for data in common::client::sse_data(&chunk) {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&data) else {
+                continue;
+            };
+            if let Some(text) = v["choices"][0]["delta"]["content"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+            {
+                first.get_or_insert_with(|| t.elapsed());
+                answer.push_str(text);
+            }
+        }
+    }
+    (answer, first.expect("an answer"))
+}
+
 
 /// Time to the first reasoning or content delta of each of `turns` streamed turns; each answer
 /// goes back as the assistant's content only.

@@ -109,7 +109,8 @@ fn ten_turns_prefill_only_what_each_turn_adds() {
 
 #[test]
 fn two_interleaved_conversations_both_keep_their_context() {
-    let d = qwen_daemon("interleave", &[]);
+    // Without snapshots (tests/snapshots.rs has the switch with them).
+    let d = qwen_daemon("interleave", &["--kv-snapshot-limit", "0"]);
     let mut a = vec![json!({"role": "system", "content": SYSTEM})];
     let mut b = vec![json!({"role": "system", "content": "You are a pirate."})];
     for turn in 1..=3 {

@@ -73,6 +73,7 @@ impl Harness {
             abort_grace: Duration::from_secs(2),
             raw_template: false,
             kv_cache_reuse: true,
+            snapshots: None,
         };
         tweak(&mut cfg);
         let engine = Engine::start(cfg, waker).unwrap();
@@ -542,6 +543,7 @@ fn runtime_wrapper_reports_waiting_and_the_simulator() {
         keep_history: false,
         max_new_tokens: None,
         sampling: None,
+        save_prompt_cache: None,
     };
     let end = rt
         .run(&req, &mut |out| {
@@ -589,6 +591,7 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
         keep_history: false,
         max_new_tokens: None,
         sampling: None,
+        save_prompt_cache: None,
     };
     let mut calls = 0;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -623,6 +626,7 @@ fn a_sink_that_stops_gets_the_run_aborted_not_paused() {
         keep_history: true,
         max_new_tokens: None,
         sampling: None,
+        save_prompt_cache: None,
     };
     let mut tokens = 0;
     let end = rt

@@ -146,6 +146,10 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub chat_template: ChatTemplate,
     pub kv_cache_reuse: bool,
+    /// `kv-snapshot-dir`; `None`: beside the socket (see `Config::snapshot_dir`).
+    pub kv_snapshot_dir: Option<PathBuf>,
+    /// `kv-snapshot-limit` in bytes; 0: no snapshots.
+    pub kv_snapshot_limit: u64,
     /// `embedding-pooling`: how the embeddings endpoints pool token states.
     pub embedding_pooling: crate::engine::Pooling,
 }
@@ -187,12 +191,25 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
+            kv_snapshot_dir: None,
+            kv_snapshot_limit: 256 << 20,
             embedding_pooling: crate::engine::Pooling::Auto,
         }
     }
 }
 
 impl Config {
+    /// Where KV-cache snapshots go: `kv-snapshot-dir`, else the socket's path with
+    /// `.snapshots` added (the socket's directory is the daemon's own, on a tmpfs under `/run`
+    /// or `$XDG_RUNTIME_DIR` by default, and one daemon serves one socket).
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.kv_snapshot_dir.clone().unwrap_or_else(|| {
+            let mut p = self.socket.clone().into_os_string();
+            p.push(".snapshots");
+            PathBuf::from(p)
+        })
+    }
+
     /// Whether `presented` is the configured API key, compared in constant time. `false` when
     /// no key is configured: callers decide separately whether a key is required.
     pub fn api_key_matches(&self, presented: &[u8]) -> bool {

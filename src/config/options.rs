@@ -45,6 +45,8 @@ pub(super) enum Setting {
     LogLevel,
     ChatTemplate,
     KvCacheReuse,
+    KvSnapshotDir,
+    KvSnapshotLimit,
     EmbeddingPooling,
     TemplateBos,
     TemplateSystemPrefix,
@@ -261,6 +263,22 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("true"),
         MODEL,
         "Keep the conversation in the runtime's KV cache between turns\nand prefill only what is new (needs a chat template other than\n'runtime'); false re-prefills every turn, for comparison"
+    ),
+    opt!(
+        KvSnapshotDir,
+        "kv-snapshot-dir",
+        V("DIR"),
+        Note("the socket's path + .snapshots"),
+        MODEL,
+        "Where a conversation's KV cache is kept while other\nrequests (a chat UI's title and tag requests, another\nclient) use the cache, to be restored when it continues:\nkeep it on a tmpfs (the default, beside the socket, is).\nMade (mode 0700) and emptied at start, removed at shutdown"
+    ),
+    opt!(
+        KvSnapshotLimit,
+        "kv-snapshot-limit",
+        V("BYTES"),
+        Dv("256M"),
+        MODEL,
+        "Room the snapshots may take; the least recently used go\nfirst. One is saved only when its measured cost is below\nthe prefill it spares; 0 turns snapshots off"
     ),
     opt!(
         EmbeddingPooling,

@@ -122,6 +122,8 @@ impl Draft {
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
             Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
+            Setting::KvSnapshotDir => c.kv_snapshot_dir = Some(values::path(raw)?),
+            Setting::KvSnapshotLimit => c.kv_snapshot_limit = values::bytes(raw, 0, 64 * GIB)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {

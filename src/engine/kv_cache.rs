@@ -151,6 +151,19 @@ impl KvCache {
         self.valid = true;
     }
 
+    /// The text the cache holds and its tokens, when known.
+    pub fn held(&self) -> Option<(&str, u32)> {
+        self.valid.then_some((self.text.as_str(), self.tokens))
+    }
+
+    /// Bytes of `full` the cache holds already (its common prefix with the cache's text).
+    pub fn shared_with(&self, full: &str) -> usize {
+        if !self.valid {
+            return 0;
+        }
+        reuse::common_prefix_len(&self.text, full)
+    }
+
     /// After a cleared cache.
     pub fn cleared(&mut self) {
         self.text.clear();

@@ -11,6 +11,7 @@ mod kv_cache;
 mod reuse;
 mod runtime_history;
 mod runtime_tools;
+mod snapshots;
 mod utf8;
 mod worker;
 
@@ -30,6 +31,7 @@ pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId,
     RuntimeTurns,
 };
+pub use snapshots::SnapshotConfig;
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -55,6 +57,8 @@ pub struct EngineConfig {
     pub raw_template: bool,
     /// Reuse the KV cache across turns of a conversation (false: clear it before every run).
     pub kv_cache_reuse: bool,
+    /// Where conversations' KV caches are saved while other requests run (None: not saved).
+    pub snapshots: Option<SnapshotConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +149,7 @@ impl Engine {
             init: cfg.init.clone(),
             raw_template: cfg.raw_template,
             kv_cache_reuse: cfg.kv_cache_reuse,
+            snapshots: cfg.snapshots.clone(),
         };
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);

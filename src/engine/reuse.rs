@@ -46,7 +46,7 @@ pub(super) fn worth_a_prefix_run(cached: &str, full: &str, first_len: usize) -> 
     first_len > 0 && common_prefix_len(cached, full) >= first_len
 }
 
-fn common_prefix_len(a: &str, b: &str) -> usize {
+pub(super) fn common_prefix_len(a: &str, b: &str) -> usize {
     a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count()
 }
 

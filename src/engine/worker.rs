@@ -17,6 +17,8 @@ use super::utf8::Utf8Assembler;
 
 mod embed_run;
 mod runtime_run;
+mod snapshot_run;
+use super::snapshots::{SnapshotConfig, Snapshots};
 use super::EngineError;
 use crate::memory;
 use crate::runtime::{
@@ -57,6 +59,7 @@ pub(super) struct WorkerConfig {
     /// rkllmd renders conversations itself: switch the runtime's template off.
     pub raw_template: bool,
     pub kv_cache_reuse: bool,
+    pub snapshots: Option<SnapshotConfig>,
 }
 
 pub(super) fn run(
@@ -98,6 +101,8 @@ pub(super) fn run(
         must_clear: false,
         notify,
         cancelled,
+        snapshots: open_snapshots(cfg.snapshots, cfg.raw_template && cfg.kv_cache_reuse),
+        restoring: None,
     };
     worker.cache.cleared();
     for job in jobs {
@@ -121,6 +126,30 @@ pub(super) fn run(
     } = worker;
     drop(runtime);
     notify.send(WorkerMsg::Stopped);
+}
+
+/// Snapshots are of conversations rkllmd renders and keeps in the cache; a directory that
+/// cannot be made only turns them off.
+fn open_snapshots(cfg: Option<SnapshotConfig>, conversations: bool) -> Option<Snapshots> {
+    let cfg = cfg.filter(|c| conversations && c.limit_bytes > 0)?;
+    let dir = cfg.dir.clone();
+    let limit = cfg.limit_bytes;
+    match Snapshots::open(cfg) {
+        Ok(s) => {
+            log::info!(
+                "KV-cache snapshots in {} (up to {limit} bytes)",
+                dir.display()
+            );
+            Some(s)
+        }
+        Err(e) => {
+            log::warn!(
+                "KV-cache snapshots are off: cannot use {}: {e}",
+                dir.display()
+            );
+            None
+        }
+    }
 }
 
 fn load(cfg: &WorkerConfig) -> Result<Runtime, crate::runtime::RuntimeError> {
@@ -152,6 +181,10 @@ struct Worker {
     cancelled: Arc<AtomicU64>,
     /// What was logged at warn level once already (later occurrences go to debug).
     warned: Warned,
+    /// Saved KV caches of conversations (None: off).
+    snapshots: Option<Snapshots>,
+    /// A snapshot loaded for the run about to start.
+    restoring: Option<snapshot_run::Restoring>,
 }
 
 /// Things worth one warning per daemon run.
@@ -161,6 +194,9 @@ struct Warned {
     tools: bool,
     /// The KV cache held other than the expected number of tokens.
     mismatch: bool,
+    /// A snapshot could not be saved / loaded.
+    snapshot_save: bool,
+    snapshot_load: bool,
 }
 
 /// What a run produced.
@@ -216,6 +252,7 @@ impl Worker {
                     self.cache.invalidate();
                 }
                 let plan = self.cache.plan(conv, self.init.max_context_len, reserve)?;
+                let plan = self.around_replacement(job, plan)?;
                 if plan.dropped_turns > 0 {
                     log::info!(
                         "request {}: left out the {} oldest turn(s) to fit the context",
@@ -231,6 +268,7 @@ impl Worker {
                     self.cache.cleared();
                 }
                 let ran = self.generate(job, plan.input(), Role::User, plan.keep_history, cap);
+                let ran = self.after_conversation_run(ran);
                 self.conclude_conversation(plan, ran)
             }
             Input::Embed(input) => self.embed(job, input),
@@ -238,6 +276,7 @@ impl Worker {
             Input::Prompt(prompt) => {
                 // A single prompt (a raw completion) changes the cache in ways the records do
                 // not follow.
+                self.save_before_replacing(job);
                 self.cache.invalidate();
                 self.history.invalidate();
                 if job.clear_cache() {
@@ -292,6 +331,7 @@ impl Worker {
             keep_history,
             max_new_tokens: Some(cap),
             sampling: job.sampling(),
+            save_prompt_cache: None,
         };
         // What the cache holds before the run, to check what it holds after (history kept).
         let before = if keep_history {
@@ -388,6 +428,9 @@ impl Worker {
         let (Some(before), Ok(RunEnd::Finished(perf))) = (before, end) else {
             return true; // history not kept: nothing to compare
         };
+        if self.restored_run() {
+            return true;
+        }
         let Some(Ok(after)) = after else {
             return false;
         };

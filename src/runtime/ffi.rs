@@ -58,6 +58,8 @@ pub struct RkdRunParams {
     pub keep_history: i32,
     pub max_new_tokens: i32,
     pub sampling: *const RkdSampling,
+    /// Non-null: the file the runtime saves this run's prompt cache to.
+    pub save_prompt_cache: *const c_char,
 }
 
 #[repr(C)]
@@ -144,5 +146,7 @@ extern "C" {
         tools: *const c_char,
         tag: *const c_char,
     ) -> i32;
+    pub fn rkd_load_prompt_cache(handle: *mut c_void, path: *const c_char) -> i32;
+    pub fn rkd_release_prompt_cache(handle: *mut c_void) -> i32;
     pub fn rkd_destroy(handle: *mut c_void) -> i32;
 }

@@ -14,7 +14,7 @@ mod library;
 
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use abi::{Abi, AbiProbe};
@@ -88,6 +88,9 @@ pub struct RunRequest<'a> {
     pub max_new_tokens: Option<u32>,
     /// Honoured by the runtime on ABI 1.3 only; see `Capabilities`.
     pub sampling: Option<Sampling>,
+    /// Save this run's prompt cache to the file (`RKLLMPromptCacheParam`). The runtime writes it
+    /// once the prefill is done and only logs a failure: the caller checks the file.
+    pub save_prompt_cache: Option<&'a Path>,
 }
 
 /// One callback's worth of output. `text` is valid only during the callback.
@@ -321,6 +324,7 @@ impl Runtime {
         sink: &mut dyn FnMut(Output<'_>) -> Flow,
     ) -> Result<RunEnd, RuntimeError> {
         let prompt = cstring("prompt", req.prompt)?;
+        let save = req.save_prompt_cache.map(path_cstring).transpose()?;
         let sampling = req.sampling.map(|s| ffi::RkdSampling {
             top_k: s.top_k,
             top_p: s.top_p,
@@ -338,6 +342,7 @@ impl Runtime {
             sampling: sampling
                 .as_ref()
                 .map_or(std::ptr::null(), std::ptr::from_ref),
+            save_prompt_cache: save.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
         };
         let mut state = callback::RunState {
             sink,
@@ -418,6 +423,22 @@ impl Runtime {
         check("rkllm_set_function_tools", rc)
     }
 
+    /// `rkllm_load_prompt_cache`: the file's prompt cache becomes a prefix the next run that
+    /// starts a sequence need not prefill.
+    pub fn load_prompt_cache(&mut self, path: &Path) -> Result<(), RuntimeError> {
+        let path = path_cstring(path)?;
+        // SAFETY: live handle owned by this thread; the path outlives the call.
+        let rc = unsafe { ffi::rkd_load_prompt_cache(self.ptr, path.as_ptr()) };
+        check("rkllm_load_prompt_cache", rc)
+    }
+
+    /// `rkllm_release_prompt_cache`: frees what `load_prompt_cache` loaded.
+    pub fn release_prompt_cache(&mut self) -> Result<(), RuntimeError> {
+        // SAFETY: live handle owned by this thread.
+        let rc = unsafe { ffi::rkd_release_prompt_cache(self.ptr) };
+        check("rkllm_release_prompt_cache", rc)
+    }
+
     pub fn is_running(&mut self) -> bool {
         // SAFETY: live handle.
         unsafe { ffi::rkd_is_running(self.ptr) == 1 }
@@ -437,6 +458,12 @@ impl Drop for Runtime {
             log::warn!("rkllm_destroy returned {rc}");
         }
     }
+}
+
+fn path_cstring(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| RuntimeError::NulByte {
+        what: "prompt cache path",
+    })
 }
 
 fn clamp_i32(v: u32) -> i32 {

@@ -55,6 +55,9 @@ struct rkd_run_params {
     int32_t keep_history;
     int32_t max_new_tokens;        // <= 0: the init value
     const rkd_sampling* sampling;  // NULL: the init values
+    // Non-NULL: save the run's prompt cache to this file (RKLLMPromptCacheParam), which the
+    // runtime writes once the prefill is done.
+    const char* save_prompt_cache;
 };
 
 struct rkd_perf {
@@ -99,6 +102,9 @@ struct Api {
     decltype(&rkllm_set_chat_template) set_chat_template;
     decltype(&rkllm_set_function_tools) set_function_tools;
     decltype(&rkllm_destroy) destroy;
+    // Optional: NULL when the library lacks them (rkd_load_prompt_cache then fails).
+    decltype(&rkllm_load_prompt_cache) load_prompt_cache;
+    decltype(&rkllm_release_prompt_cache) release_prompt_cache;
 };
 
 Api api{};
@@ -214,6 +220,11 @@ int32_t rkd_load(const char* name, char* err, size_t err_len, char* path, size_t
         dlclose(lib);
         return RKD_LOAD_MISSING_SYMBOL;
     }
+    // Snapshots of the KV cache are an optimisation: a runtime without them still serves.
+    a.load_prompt_cache = reinterpret_cast<decltype(a.load_prompt_cache)>(
+        dlsym(lib, "rkllm_load_prompt_cache"));
+    a.release_prompt_cache = reinterpret_cast<decltype(a.release_prompt_cache)>(
+        dlsym(lib, "rkllm_release_prompt_cache"));
     const char* where = name;
     struct link_map* map = nullptr;
     if (dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
@@ -336,7 +347,14 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
     RKLLMInferParam infer{};
     infer.mode = RKLLM_INFER_GENERATE;
     infer.lora_params = nullptr;
-    infer.prompt_cache_params = nullptr;
+    RKLLMPromptCacheParam cache{};
+    if (p->save_prompt_cache != nullptr) {
+        cache.save_prompt_cache = 1;
+        cache.prompt_cache_path = p->save_prompt_cache;
+        infer.prompt_cache_params = &cache;
+    } else {
+        infer.prompt_cache_params = nullptr;
+    }
     infer.keep_history = p->keep_history;
 #if RKLLMD_ABI_MINOR >= 3
     RKLLMSamplingParam sampling{};
@@ -404,6 +422,21 @@ int32_t rkd_set_chat_template(void* handle, const char* system, const char* pref
 
 int32_t rkd_set_function_tools(void* handle, const char* system, const char* tools, const char* tag) {
     return handle == nullptr ? -1 : api.set_function_tools(handle, system, tools, tag);
+}
+
+// -2: the library has no rkllm_load_prompt_cache.
+int32_t rkd_load_prompt_cache(void* handle, const char* path) {
+    if (handle == nullptr || path == nullptr) {
+        return -1;
+    }
+    return api.load_prompt_cache == nullptr ? -2 : api.load_prompt_cache(handle, path);
+}
+
+int32_t rkd_release_prompt_cache(void* handle) {
+    if (handle == nullptr) {
+        return -1;
+    }
+    return api.release_prompt_cache == nullptr ? -2 : api.release_prompt_cache(handle);
 }
 
 int32_t rkd_destroy(void* handle) { return handle == nullptr ? -1 : api.destroy(handle); }

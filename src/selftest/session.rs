@@ -111,6 +111,7 @@ impl Session {
                 keep_history,
                 max_new_tokens: Some(max_new_tokens),
                 sampling: None,
+                save_prompt_cache: None,
             },
             &mut sink,
         );

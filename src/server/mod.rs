@@ -185,5 +185,10 @@ fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
         abort_grace: cfg.abort_grace,
         raw_template,
         kv_cache_reuse: cfg.kv_cache_reuse,
+        snapshots: Some(crate::engine::SnapshotConfig {
+            dir: cfg.snapshot_dir(),
+            limit_bytes: cfg.kv_snapshot_limit,
+        })
+        .filter(|s| s.limit_bytes > 0),
     }
 }

@@ -233,6 +233,9 @@ void trace_run(const Handle* h, const char* fn, const RKLLMInput* in,
             return;
         }
         j.num("mode", p->mode).num("keep_history", p->keep_history);
+        if (p->prompt_cache_params != nullptr && p->prompt_cache_params->save_prompt_cache != 0) {
+            j.str("save_prompt_cache", p->prompt_cache_params->prompt_cache_path);
+        }
 #if RKLLM_SIM_ABI_MINOR >= 3
         j.num("max_new_tokens", p->max_new_tokens);
         if (const RKLLMSamplingParam* s = p->sampling_params) {

@@ -408,6 +408,8 @@ int Handle::load_prompt_cache(const char* path) {
         std::fprintf(stderr, "E rkllm: %s\n", error.c_str());
         return -1;
     }
+    // Reading the keys and values back into the NPU's memory.
+    sleep_us(static_cast<int64_t>(tokens.size()) * model_.prompt_cache_load_us_per_token);
     std::lock_guard<std::mutex> lk(mu_);
     prompt_cache_ = std::move(tokens);
     return 0;
@@ -533,8 +535,13 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     full.insert(full.end(), input.begin(), input.end());
     if (!req.keep_history && model_.prefix_reuse) reused = common_prefix(full, s.cache);
     // A loaded prompt cache counts as computed for the part of the input that starts with it
-    // (SDK manual 3.2.9: the runtime compares the input with the prompt cache from the start).
-    reused = std::max(reused, common_prefix(full, s.prompt_cache));
+    // (SDK manual 3.2.9: the runtime compares the input with the prompt cache from the start),
+    // and only for a run that starts a sequence: in multi-turn mode, on a cache that already
+    // holds turns, a loaded prompt cache did not shorten the prefill (rknn-llm#399: 151 tokens
+    // in the cache, the next turn prefilled 118, as without it).
+    if (!req.keep_history || s.cache.empty()) {
+        reused = std::max(reused, common_prefix(full, s.prompt_cache));
+    }
     const size_t to_prefill = full.size() - reused;
 
     if (full.empty()) {
@@ -608,7 +615,12 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         const char* path =
             req.prompt_cache_path.empty() ? "./prompt_cache.bin" : req.prompt_cache_path.c_str();
         String error;
-        if (!write_prompt_cache(path, model_.name, full, error)) {
+        const WriteFault fault = model_.prompt_cache_write_fails ? WriteFault::kNoSpace
+                                 : model_.prompt_cache_torn       ? WriteFault::kTorn
+                                                                  : WriteFault::kNone;
+        // Copying every token's keys and values off the NPU and out to the file.
+        sleep_us(static_cast<int64_t>(full.size()) * model_.prompt_cache_save_us_per_token);
+        if (!write_prompt_cache(path, model_.name, full, fault, error)) {
             std::fprintf(stderr, "E rkllm: %s\n", error.c_str());
         }
     }

@@ -219,6 +219,14 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 1, 65536, cfg.hidden_size);
         } else if (key == "hidden_keeps_cache") {
             ok = parse_bool(value, cfg.hidden_keeps_cache);
+        } else if (key == "prompt_cache_save_us_per_token") {
+            ok = parse_int(value, 0, kMaxUs, cfg.prompt_cache_save_us_per_token);
+        } else if (key == "prompt_cache_load_us_per_token") {
+            ok = parse_int(value, 0, kMaxUs, cfg.prompt_cache_load_us_per_token);
+        } else if (key == "prompt_cache_write_fails") {
+            ok = parse_bool(value, cfg.prompt_cache_write_fails);
+        } else if (key == "prompt_cache_torn") {
+            ok = parse_bool(value, cfg.prompt_cache_torn);
         } else {
             error = where + "unknown key '" + key + "'";
             return false;

@@ -40,6 +40,15 @@ struct ModelConfig {
     // false: a last-hidden-layer run leaves its sequence in the KV cache, as a keep_history = 0
     // generation does (what the real runtime does is unknown; callers must cope with both).
     bool hidden_keeps_cache = true;
+    // Prompt cache files: the time to write and to read one cached token. The real file holds
+    // each token's keys and values (Qwen2.5-1.5B: 28 layers x 2 x 256 fp16 = 28 KiB a token),
+    // copied off the NPU's memory and written out; nothing public measures it.
+    int prompt_cache_save_us_per_token = 0;
+    int prompt_cache_load_us_per_token = 0;
+    // Faults: a save that fails as on a full disk (the file is created, nothing fits in it), and
+    // one that leaves a torn file (cut short half way, as by a crash or a full disk mid-write).
+    bool prompt_cache_write_fails = false;
+    bool prompt_cache_torn = false;
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line

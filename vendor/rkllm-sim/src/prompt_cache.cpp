@@ -49,16 +49,22 @@ struct File {
 }  // namespace
 
 bool write_prompt_cache(const char* path, const String& model, const Tokens& tokens,
-                        String& error) {
+                        WriteFault fault, String& error) {
     File file{std::fopen(path, "w")};
     if (file.f == nullptr) {
         error = describe_errno("cannot write prompt cache", path);
         return false;
     }
+    if (fault == WriteFault::kNoSpace) {
+        errno = ENOSPC;
+        error = describe_errno("cannot write prompt cache", path);
+        return false;
+    }
     bool ok = std::fprintf(file.f, "%s\nmodel %s\ntokens %zu\n", kMagic, model.c_str(),
                            tokens.size()) > 0;
-    for (size_t i = 0; ok && i < tokens.size(); ++i) {
-        ok = std::fprintf(file.f, i + 1 < tokens.size() ? "%d " : "%d", tokens[i]) > 0;
+    const size_t written = fault == WriteFault::kTorn ? tokens.size() / 2 : tokens.size();
+    for (size_t i = 0; ok && i < written; ++i) {
+        ok = std::fprintf(file.f, i + 1 < written ? "%d " : "%d", tokens[i]) > 0;
     }
     ok = ok && std::fputc('\n', file.f) != EOF && std::fflush(file.f) == 0;
     if (!ok) {

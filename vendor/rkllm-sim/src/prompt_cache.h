@@ -7,10 +7,15 @@
 
 namespace sim SIM_HIDDEN {
 
+// How a write goes wrong, for the model file's fault keys.
+enum class WriteFault { kNone, kNoSpace, kTorn };
+
 // Writes `tokens` as the prompt cache of model `model` at `path`. False (after setting `error`)
-// when the file cannot be written.
+// when the file cannot be written. kNoSpace: the file is created and stays empty, ENOSPC;
+// kTorn: the file ends half way through the tokens, and the write reports success (a torn file
+// is only found when it is read).
 bool write_prompt_cache(const char* path, const String& model, const Tokens& tokens,
-                        String& error);
+                        WriteFault fault, String& error);
 
 // Reads the prompt cache at `path`. False (after setting `error`) when the file is missing,
 // unreadable, not a prompt cache, or was written for another model.
