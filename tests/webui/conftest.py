@@ -37,7 +37,8 @@ def pytest_configure(config):
         raise pytest.UsageError(f"{CHROMIUM} is missing: apt-get install chromium")
     mode = os.environ.get("RKLLMD_WEBUI_FUNCTION_CALLING", "default")
     if mode not in FUNCTION_CALLING_MODES:
-        raise pytest.UsageError(f"RKLLMD_WEBUI_FUNCTION_CALLING={mode!r}: use one of {FUNCTION_CALLING_MODES}")
+        raise pytest.UsageError(
+            f"RKLLMD_WEBUI_FUNCTION_CALLING={mode!r}: use one of {FUNCTION_CALLING_MODES}")
 
 
 def pytest_report_header(config):

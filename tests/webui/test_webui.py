@@ -51,4 +51,3 @@ def test_stop_a_long_answer(page, webui, rkllmd, out_dir, connection):
     while rkllmd_aborts(rkllmd.base) == aborts_before:
         assert time.monotonic() < deadline, "rkllmd never aborted the stopped generation"
         time.sleep(0.5)
-

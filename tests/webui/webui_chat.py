@@ -51,6 +51,11 @@ class Chat:
     def _last_answer(self):
         return self.page.locator(".chat-assistant").last
 
+    def _last_answer_item(self):
+        """The last answer with its action buttons (Copy, Regenerate, ...), which Open WebUI adds
+        once the answer has ended, error or not."""
+        return self.page.locator("[role=listitem]").filter(has=self.page.locator(".chat-assistant")).last
+
     def _answer_text(self):
         prose = self._last_answer().locator(".markdown-prose")
         return prose.inner_text().strip() if prose.count() else ""
@@ -58,6 +63,8 @@ class Chat:
     def wait_answer(self, step):
         """Waits for the answer being written to end; returns its text. Fails when the chat shows an
         error, a notification of one, or no answer text."""
+        expect(self._last_answer_item().get_by_role("button", name="Copy", exact=True)).to_be_attached(
+            timeout=ANSWER_TIMEOUT_MS)
         expect(self._stop_button()).to_be_hidden(timeout=ANSWER_TIMEOUT_MS)
         self.shot(step)
         self.check_no_error()
