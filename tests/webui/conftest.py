@@ -3,7 +3,7 @@ WebUI from PyPI pointed at it, Debian's Chromium driven by Playwright, and the f
 created through the sign-up page as a user does.
 
 Run it with scripts/webui-e2e, which installs all of this; RKLLMD_BIN must name the daemon.
-RKLLMD_WEBUI_OUT is where screenshots and logs go (CI keeps it as an artifact);
+RKLLMD_WEBUI_OUT is where screenshots and logs go (the artifact to keep);
 RKLLMD_WEBUI_FUNCTION_CALLING=legacy switches the user's "Function Calling" setting to Legacy
 before chatting (a check of the harness; the default, Open WebUI's own, is left untouched).
 """
