@@ -26,9 +26,12 @@ def free_port():
 
 
 class Daemon:
-    """rkllmd on a Unix socket and a loopback TCP port, with the simulator's trace."""
+    """rkllmd on a Unix socket and a loopback TCP port, with the simulator's trace.
 
-    def __init__(self, model="vendor/rkllm-sim/models/fast.rkllm", extra=()):
+    `log` (an open file) takes the daemon's stderr for a long run, such as the Open WebUI test's,
+    whose output no one reads while it runs (a pipe would fill and block the daemon)."""
+
+    def __init__(self, model="vendor/rkllm-sim/models/fast.rkllm", extra=(), log=None):
         self.dir = tempfile.mkdtemp(prefix="rkllmd-client-")
         self.socket = os.path.join(self.dir, "rkllmd.sock")
         self.trace = os.path.join(self.dir, "trace.jsonl")
@@ -38,11 +41,13 @@ class Daemon:
         self.proc = subprocess.Popen(
             [binary(), "--model", os.path.join(REPO, model), "--socket", self.socket,
              "--tcp", f"127.0.0.1:{self.port}", "--notify-fd", str(write_fd), *extra],
-            pass_fds=(write_fd,), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            pass_fds=(write_fd,), env=env, stdout=subprocess.DEVNULL,
+            stderr=log if log is not None else subprocess.PIPE)
         os.close(write_fd)
         with os.fdopen(read_fd, "rb") as ready:
             if ready.read(1) != b"\n":
-                raise RuntimeError(f"rkllmd did not become ready: {self.proc.stderr.read().decode()}")
+                said = self.proc.stderr.read().decode() if log is None else f"see {log.name}"
+                raise RuntimeError(f"rkllmd did not become ready: {said}")
 
     @property
     def base(self):
