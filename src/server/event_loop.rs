@@ -493,6 +493,7 @@ impl EventLoop {
                 }
             }
             Event::Started { .. }
+            | Event::Preempted { .. }
             | Event::Text { .. }
             | Event::Embedding { .. }
             | Event::Finished { .. }
