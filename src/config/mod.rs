@@ -148,6 +148,10 @@ pub struct Config {
     pub kv_cache_reuse: bool,
     /// `embedding-pooling`: how the embeddings endpoints pool token states.
     pub embedding_pooling: crate::engine::Pooling,
+    /// `background`: which requests yield to streamed ones.
+    pub background: crate::engine::BackgroundPolicy,
+    /// `think-default`: thinking for requests that do not say.
+    pub think_default: crate::engine::ThinkDefault,
 }
 
 impl Default for Config {
@@ -188,6 +192,8 @@ impl Default for Config {
             chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
             embedding_pooling: crate::engine::Pooling::Auto,
+            background: crate::engine::BackgroundPolicy::NonStreamed,
+            think_default: crate::engine::ThinkDefault::Auto,
         }
     }
 }

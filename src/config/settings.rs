@@ -123,6 +123,8 @@ impl Draft {
             Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
+            Setting::Background => c.background = raw.trim().parse()?,
+            Setting::ThinkDefault => c.think_default = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
                 self.template_parts.system_prefix = Some(values::template_text(raw)?);
