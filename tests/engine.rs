@@ -1011,7 +1011,7 @@ fn a_preempted_run_leaves_the_next_turn_a_correct_cache() {
     let mut h = Harness::new(
         "preempt-kv",
         &[
-            "prefill_us_per_token = 5000",
+            "prefill_us_per_token = 20000",
             "answer_tokens_min = 20",
             "answer_tokens_max = 20",
         ],
@@ -1037,21 +1037,50 @@ fn a_preempted_run_leaves_the_next_turn_a_correct_cache() {
         turn("assistant", &a1),
         turn("user", "Another?"),
     ];
-    let now = Instant::now();
     h.engine
-        .submit(background(conversation_job(2, title.clone())), now)
+        .submit(
+            background(conversation_job(2, title.clone())),
+            Instant::now(),
+        )
         .unwrap();
+    // Caught in the runtime's prefill (a preemption before that leaves the cache untouched).
+    let title_prompt = format!("{}{GEN}", title.concat());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_trace(&h.trace)
+        .iter()
+        .any(|l| l["fn"] == "rkllm_run" && l["prompt"] == title_prompt.as_str())
+    {
+        assert!(Instant::now() < deadline, "the title run never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     h.engine
-        .submit(conversation_job(3, turn2.clone()), now)
+        .submit(conversation_job(3, turn2.clone()), Instant::now())
         .unwrap();
     let events = run_all(&mut h, &[2, 3]);
     assert_eq!(finish_order(&events), [3, 2]);
+    // The aborted prefill left the runtime's cache unknown: cleared, and turn 2 sent whole.
+    let trace = read_trace(&h.trace);
+    let after_abort: Vec<&str> = trace
+        .iter()
+        .skip_while(|l| l["fn"] != "rkllm_abort")
+        .filter_map(|l| match l["fn"].as_str()? {
+            f @ ("rkllm_clear_kv_cache" | "rkllm_run") => Some(f),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    assert_eq!(after_abort, ["rkllm_clear_kv_cache", "rkllm_run"]);
+    let turn2_run = trace
+        .iter()
+        .filter(|l| l["fn"] == "rkllm_run")
+        .nth(2)
+        .unwrap();
+    assert_eq!(turn2_run["prompt"], format!("{}{GEN}", turn2.concat()));
     assert!(events
         .iter()
         .any(|e| matches!(e, Event::Preempted { id: 2 })));
-    // Whatever the aborted run left in the runtime's cache, turn 2 and the title got the
-    // answers they get from a cache that holds nothing else (the simulator answers from the
-    // whole sequence in its cache).
+    // Turn 2 and the title got the answers they get from a cache that holds nothing else (the
+    // simulator answers from the whole sequence in its cache).
     for (id, pieces, got) in [
         (4, turn2, text_of(&events, 3)),
         (5, title, text_of(&events, 2)),

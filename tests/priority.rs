@@ -82,12 +82,12 @@ fn a_streamed_request_goes_ahead_of_queued_unstreamed_ones() {
         "prio-order",
         &[
             "decode_us_per_token = 20000",
-            "answer_tokens_min = 100",
-            "answer_tokens_max = 100",
+            "answer_tokens_min = 150",
+            "answer_tokens_max = 150",
         ],
         &[],
     );
-    // A streamed answer keeps the NPU busy for about two seconds.
+    // A streamed answer keeps the NPU busy for about three seconds.
     let mut first = d.client();
     first.send_post("/v1/chat/completions", &chat("alpha", true));
     assert_eq!(first.read_head().unwrap().0, 200);
