@@ -527,7 +527,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("WHEN"),
         Dv("auto"),
         SAMPLING,
-        "Whether a request that does not say thinks (Qwen3-style models):\n'auto' (as the chat template does: Qwen3 thinks; with the\nruntime's template, no), 'on', 'off', or 'interactive' (streamed\nrequests think, background ones such as titles do not)"
+        "Whether a request that does not say thinks (Qwen3-style models):\n'auto' (as the chat template does: Qwen3 thinks; with the\nruntime's template, no), 'on', 'off', or 'interactive' (interactive\nrequests think, background ones such as titles do not, as\nthe background option classes them)"
     ),
     opt!(
         Config,

@@ -66,7 +66,8 @@ pub enum ThinkDefault {
     Auto,
     On,
     Off,
-    /// Interactive requests think, background ones (titles, tags) do not.
+    /// Interactive requests think, background ones (titles, tags) do not; with
+    /// `BackgroundPolicy::None` every request is interactive.
     Interactive,
 }
 
