@@ -1103,3 +1103,44 @@ fn a_preempted_run_leaves_the_next_turn_a_correct_cache() {
         assert_eq!(got, want, "job {id}");
     }
 }
+
+#[test]
+fn a_preempted_job_waits_a_whole_queue_timeout_again() {
+    // Job 2 waits in the queue for most of its timeout, is preempted as soon as it runs and
+    // then waits behind job 3 past the time its first wait began + the timeout: it still runs.
+    let mut h = Harness::new(
+        "preempt-timeout",
+        &[
+            "prefill_us_per_token = 10000",
+            "decode_us_per_token = 12000",
+            "answer_tokens_min = 100",
+            "answer_tokens_max = 100",
+        ],
+        |c| c.queue_timeout = Duration::from_secs(2),
+    );
+    h.wait_ready();
+    let queued = Instant::now();
+    h.engine.submit(Job::new(1, "first"), queued).unwrap();
+    let long = "Write a title for this chat. ".repeat(30);
+    h.engine
+        .submit(background(Job::new(2, long.as_str())), queued)
+        .unwrap();
+    let mut events = h.pump_until(Duration::from_secs(20), |e| {
+        matches!(e, Event::Started { id: 2 })
+    });
+    h.engine
+        .submit(Job::new(3, "user"), Instant::now())
+        .unwrap();
+    events.extend(run_all(&mut h, &[2, 3]));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Preempted { id: 2 })),
+        "{events:?}"
+    );
+    assert_eq!(finish_order(&events), [1, 3, 2], "{events:?}");
+    assert!(
+        queued.elapsed() > Duration::from_secs(2),
+        "job 2 ended within its first queue timeout: the test proves nothing"
+    );
+}
