@@ -53,6 +53,8 @@ pub struct Metrics {
     aborts: u64,
     runtime_errors: u64,
     queue_rejections: u64,
+    /// Background runs aborted for an interactive request and queued again.
+    preemptions: u64,
     connections_accepted: u64,
     connections_refused: u64,
     /// Accepted connections since closed: accepted - closed = open, so a leak shows.
@@ -82,6 +84,7 @@ impl Metrics {
                 error: EngineError::Timeout { .. },
                 ..
             } => self.aborts += 1,
+            Event::Preempted { .. } => self.preemptions += 1,
             _ => {}
         }
     }
@@ -160,6 +163,10 @@ impl Metrics {
         self.queue_rejections
     }
 
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
     pub fn connections_accepted(&self) -> u64 {
         self.connections_accepted
     }
@@ -205,5 +212,12 @@ mod tests {
         m.response("other", 408);
         assert_eq!(m.requests().get(&("/health", 200)), Some(&2));
         assert_eq!(m.requests().get(&("other", 408)), Some(&1));
+    }
+
+    #[test]
+    fn a_preemption_is_counted_and_is_no_abort() {
+        let mut m = Metrics::default();
+        m.engine_event(&Event::Preempted { id: 3 });
+        assert_eq!((m.preemptions(), m.aborts()), (1, 0));
     }
 }

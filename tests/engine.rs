@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use common::{read_trace, write_model, TempDir};
 use mio::{Events, Poll, Token, Waker};
 use rkllmd::engine::{
-    Conversation, Engine, EngineConfig, EngineError, Event, FinishReason, Job, State,
+    Conversation, Engine, EngineConfig, EngineError, Event, FinishReason, Job, Priority, State,
+    MAX_PUSH_BACKS,
 };
 use rkllmd::runtime::{self, Flow, InitConfig, Output, RunEnd, RunRequest, Runtime, Sampling};
 
@@ -831,4 +832,319 @@ fn an_aborted_answer_never_poisons_the_next_turn() {
         .unwrap()
         .clone();
     assert_eq!(last["prompt"], format!("{}{GEN}", next.concat()));
+}
+
+// Interactive first: background jobs yield to interactive ones (src/engine/queue.rs).
+
+fn background(mut job: Job) -> Job {
+    job.set_priority(Priority::Background);
+    job
+}
+
+/// The ids of the jobs that finished, in order.
+fn finish_order(events: &[Event]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Finished { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect()
+}
+
+fn text_of(events: &[Event], id: u64) -> String {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Text { id: i, text } if *i == id => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pumps until every job in `ids` has finished; returns all events.
+fn run_all(h: &mut Harness, ids: &[u64]) -> Vec<Event> {
+    let mut left: Vec<u64> = ids.to_vec();
+    h.pump_until(Duration::from_secs(60), |e| {
+        if let Event::Finished { id, .. } | Event::Failed { id, .. } = e {
+            left.retain(|i| i != id);
+        }
+        left.is_empty()
+    })
+}
+
+/// A model whose prefill is slow enough for a job to be caught before its first token.
+const SLOW_PREFILL: &[&str] = &[
+    "prefill_us_per_token = 20000",
+    "answer_tokens_min = 12",
+    "answer_tokens_max = 12",
+];
+
+#[test]
+fn an_interactive_job_preempts_a_background_run_that_has_no_output_yet() {
+    let mut h = Harness::new("preempt", SLOW_PREFILL, |_| {});
+    h.wait_ready();
+    let title = "Write a short title for this conversation about rivers and mountains.";
+    let now = Instant::now();
+    h.engine
+        .submit(background(Job::new(1, title)), now)
+        .unwrap();
+    h.engine.submit(Job::new(2, "Hello there"), now).unwrap();
+    let events = run_all(&mut h, &[1, 2]);
+    assert_eq!(finish_order(&events), [2, 1], "{events:?}");
+    let preempted: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Event::Preempted { .. }))
+        .collect();
+    assert!(
+        matches!(preempted[..], [Event::Preempted { id: 1 }]),
+        "{events:?}"
+    );
+    // The background job's text is its whole answer, once: what it answers when run alone.
+    let answer = text_of(&events, 1);
+    h.engine
+        .submit(background(Job::new(3, title)), Instant::now())
+        .unwrap();
+    let (alone, _) = h.run_to_end(3);
+    assert!(!alone.is_empty());
+    assert_eq!(answer, alone);
+}
+
+#[test]
+fn a_background_run_that_has_produced_output_is_not_preempted() {
+    let mut h = Harness::new(
+        "no-preempt",
+        &[
+            "decode_us_per_token = 20000",
+            "answer_tokens_min = 40",
+            "answer_tokens_max = 40",
+        ],
+        |_| {},
+    );
+    h.wait_ready();
+    h.engine
+        .submit(background(Job::new(1, "a title please")), Instant::now())
+        .unwrap();
+    let mut events = h.pump_until(Duration::from_secs(10), |e| {
+        matches!(e, Event::Text { id: 1, .. })
+    });
+    h.engine
+        .submit(Job::new(2, "Hello"), Instant::now())
+        .unwrap();
+    events.extend(run_all(&mut h, &[1, 2]));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Preempted { .. })),
+        "{events:?}"
+    );
+    assert_eq!(finish_order(&events), [1, 2]);
+    let finish = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Finished { id: 1, finish } => Some(*finish),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (finish.reason, finish.generated_tokens),
+        (FinishReason::Stop, 40)
+    );
+}
+
+#[test]
+fn an_interactive_job_goes_ahead_of_queued_background_jobs() {
+    let mut h = Harness::new(
+        "order",
+        &[
+            "decode_us_per_token = 5000",
+            "answer_tokens_min = 20",
+            "answer_tokens_max = 20",
+        ],
+        |_| {},
+    );
+    h.wait_ready();
+    let now = Instant::now();
+    // Job 1 is interactive and running; the others queue behind it.
+    h.engine.submit(Job::new(1, "first"), now).unwrap();
+    h.engine
+        .submit(background(Job::new(2, "title")), now)
+        .unwrap();
+    h.engine
+        .submit(background(Job::new(3, "tags")), now)
+        .unwrap();
+    h.engine
+        .submit(Job::new(4, "the user's question"), now)
+        .unwrap();
+    let events = run_all(&mut h, &[1, 2, 3, 4]);
+    assert_eq!(finish_order(&events), [1, 4, 2, 3]);
+    assert!(!events.iter().any(|e| matches!(e, Event::Preempted { .. })));
+}
+
+#[test]
+fn a_background_job_is_pushed_back_at_most_max_push_backs_times() {
+    let mut h = Harness::new("bound", SLOW_PREFILL, |_| {});
+    h.wait_ready();
+    let now = Instant::now();
+    h.engine
+        .submit(background(Job::new(1, "a title")), now)
+        .unwrap();
+    // One interactive job more than the bound, all arriving while job 1 has no output.
+    let bound = u64::from(MAX_PUSH_BACKS);
+    for id in 2..=bound + 2 {
+        h.engine
+            .submit(Job::new(id, format!("question {id}")), now)
+            .unwrap();
+    }
+    let ids: Vec<u64> = (1..=bound + 2).collect();
+    let events = run_all(&mut h, &ids);
+    // The first MAX_PUSH_BACKS interactive jobs went ahead (the first by preempting it); then
+    // it kept its place.
+    let mut expected: Vec<u64> = (2..2 + bound).collect();
+    expected.extend([1, bound + 2]);
+    assert_eq!(finish_order(&events), expected);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, Event::Preempted { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_preempted_run_leaves_the_next_turn_a_correct_cache() {
+    let mut h = Harness::new(
+        "preempt-kv",
+        &[
+            "prefill_us_per_token = 20000",
+            "answer_tokens_min = 20",
+            "answer_tokens_max = 20",
+        ],
+        |c| c.raw_template = true,
+    );
+    h.wait_ready();
+    let sys = turn("system", "Answer tersely.");
+    let u1 = turn("user", "Name a river.");
+    h.engine
+        .submit(
+            conversation_job(1, vec![sys.clone(), u1.clone()]),
+            Instant::now(),
+        )
+        .unwrap();
+    let (a1, _) = h.run_to_end(1);
+    let title = vec![
+        turn("system", &"Write a title for the chat below. ".repeat(8)),
+        turn("user", &format!("{u1}{a1}")),
+    ];
+    let turn2 = vec![
+        sys.clone(),
+        u1,
+        turn("assistant", &a1),
+        turn("user", "Another?"),
+    ];
+    h.engine
+        .submit(
+            background(conversation_job(2, title.clone())),
+            Instant::now(),
+        )
+        .unwrap();
+    // Caught in the runtime's prefill (a preemption before that leaves the cache untouched).
+    let title_prompt = format!("{}{GEN}", title.concat());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !read_trace(&h.trace)
+        .iter()
+        .any(|l| l["fn"] == "rkllm_run" && l["prompt"] == title_prompt.as_str())
+    {
+        assert!(Instant::now() < deadline, "the title run never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.engine
+        .submit(conversation_job(3, turn2.clone()), Instant::now())
+        .unwrap();
+    let events = run_all(&mut h, &[2, 3]);
+    assert_eq!(finish_order(&events), [3, 2]);
+    // The aborted prefill left the runtime's cache unknown: cleared, and turn 2 sent whole.
+    let trace = read_trace(&h.trace);
+    let after_abort: Vec<&str> = trace
+        .iter()
+        .skip_while(|l| l["fn"] != "rkllm_abort")
+        .filter_map(|l| match l["fn"].as_str()? {
+            f @ ("rkllm_clear_kv_cache" | "rkllm_run") => Some(f),
+            _ => None,
+        })
+        .take(2)
+        .collect();
+    assert_eq!(after_abort, ["rkllm_clear_kv_cache", "rkllm_run"]);
+    let turn2_run = trace
+        .iter()
+        .filter(|l| l["fn"] == "rkllm_run")
+        .nth(2)
+        .unwrap();
+    assert_eq!(turn2_run["prompt"], format!("{}{GEN}", turn2.concat()));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::Preempted { id: 2 })));
+    // Turn 2 and the title got the answers they get from a cache that holds nothing else (the
+    // simulator answers from the whole sequence in its cache).
+    for (id, pieces, got) in [
+        (4, turn2, text_of(&events, 3)),
+        (5, title, text_of(&events, 2)),
+    ] {
+        let mut fresh = Harness::new(
+            "preempt-kv-fresh",
+            &[
+                "prefill_us_per_token = 0",
+                "answer_tokens_min = 20",
+                "answer_tokens_max = 20",
+            ],
+            |c| c.raw_template = true,
+        );
+        fresh.wait_ready();
+        fresh
+            .engine
+            .submit(conversation_job(id, pieces), Instant::now())
+            .unwrap();
+        let (want, _) = fresh.run_to_end(id);
+        assert_eq!(got, want, "job {id}");
+    }
+}
+
+#[test]
+fn a_preempted_job_waits_a_whole_queue_timeout_again() {
+    // Job 2 waits in the queue for most of its timeout, is preempted as soon as it runs and
+    // then waits behind job 3 past the time its first wait began + the timeout: it still runs.
+    let mut h = Harness::new(
+        "preempt-timeout",
+        &[
+            "prefill_us_per_token = 10000",
+            "decode_us_per_token = 12000",
+            "answer_tokens_min = 100",
+            "answer_tokens_max = 100",
+        ],
+        |c| c.queue_timeout = Duration::from_secs(2),
+    );
+    h.wait_ready();
+    let queued = Instant::now();
+    h.engine.submit(Job::new(1, "first"), queued).unwrap();
+    let long = "Write a title for this chat. ".repeat(30);
+    h.engine
+        .submit(background(Job::new(2, long.as_str())), queued)
+        .unwrap();
+    let mut events = h.pump_until(Duration::from_secs(20), |e| {
+        matches!(e, Event::Started { id: 2 })
+    });
+    h.engine
+        .submit(Job::new(3, "user"), Instant::now())
+        .unwrap();
+    events.extend(run_all(&mut h, &[2, 3]));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Preempted { id: 2 })),
+        "{events:?}"
+    );
+    assert_eq!(finish_order(&events), [1, 3, 2], "{events:?}");
+    assert!(
+        queued.elapsed() > Duration::from_secs(2),
+        "job 2 ended within its first queue timeout: the test proves nothing"
+    );
 }

@@ -13,6 +13,10 @@ const NO_THINK: &str = "<think>\n\n</think>\n\n";
 const QUESTION: &str = "Is 17 prime?";
 
 fn qwen3_daemon(tag: &str) -> Daemon {
+    qwen3_daemon_with(tag, &[])
+}
+
+fn qwen3_daemon_with(tag: &str, args: &[&str]) -> Daemon {
     let dir = TempDir::new(tag);
     let model = write_model(
         dir.path(),
@@ -26,6 +30,7 @@ fn qwen3_daemon(tag: &str) -> Daemon {
     Daemon::builder(tag)
         .model(model)
         .args(["--chat-template", "qwen3"])
+        .args(args.iter().copied())
         .start()
 }
 
@@ -261,4 +266,57 @@ fn the_turn_after_a_thought_answer_reuses_all_before_its_reasoning() {
         cached,
         "turn 2 reused turn 1's prompt and prefilled the rest of its {cached}"
     );
+}
+
+/// Whether the daemon asked the model to think for a request that did not say: (OpenAI
+/// streamed, OpenAI not streamed, Ollama streamed by default, Ollama with `stream: false`).
+fn thinks_by_default(d: &Daemon) -> [bool; 4] {
+    let asked = |path: &str, body: Value| {
+        let r = d.client().post_json(path, &body);
+        assert_eq!(r.status, 200, "{}", r.text());
+        !last_prompt(d).ends_with(NO_THINK)
+    };
+    let messages = json!([user(QUESTION)]);
+    [
+        asked(
+            "/v1/chat/completions",
+            json!({"stream": true, "messages": messages}),
+        ),
+        asked("/v1/chat/completions", json!({"messages": messages})),
+        asked("/api/chat", json!({"messages": messages})),
+        asked("/api/chat", json!({"stream": false, "messages": messages})),
+    ]
+}
+
+#[test]
+fn think_default_decides_for_requests_that_do_not_say() {
+    for (setting, expected) in [
+        // auto: as before, the qwen3 template thinks unless told not to.
+        ("auto", [true; 4]),
+        ("on", [true; 4]),
+        ("off", [false; 4]),
+        ("interactive", [true, false, true, false]),
+    ] {
+        let d = qwen3_daemon_with(
+            &format!("think-default-{setting}"),
+            &["--think-default", setting],
+        );
+        assert_eq!(thinks_by_default(&d), expected, "think-default = {setting}");
+    }
+}
+
+#[test]
+fn a_request_that_says_is_not_overridden_by_think_default() {
+    let d = qwen3_daemon_with("think-default-says", &["--think-default", "interactive"]);
+    openai_ask(
+        &d,
+        json!({"enable_thinking": true, "messages": [user(QUESTION)]}),
+    );
+    assert!(!last_prompt(&d).ends_with(NO_THINK));
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"think": false, "messages": [user(QUESTION)]}),
+    );
+    assert_eq!(r.status, 200);
+    assert!(last_prompt(&d).ends_with(NO_THINK));
 }

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::fuzz_target;
 use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
 use rkllmd::chat::{Template, PRESET_NAMES};
-use rkllmd::engine::{Finish, FinishReason, Input, Job, Pooling, State};
+use rkllmd::engine::{
+    BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, State, ThinkDefault,
+};
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
@@ -101,6 +103,8 @@ fuzz_target!(|data: &[u8]| {
         metrics: &metrics,
         template: template.as_ref(),
         embedding_pooling: Pooling::Auto,
+        background: BackgroundPolicy::NonStreamed,
+        think_default: ThinkDefault::Interactive,
     };
     let request = Request {
         method: Method::Post,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::chat::Template;
-use crate::engine::{Pooling, State};
+use crate::engine::{BackgroundPolicy, Pooling, Priority, State, ThinkDefault};
 use crate::metrics::Metrics;
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
@@ -31,11 +31,27 @@ pub struct Ctx<'a> {
     pub template: Option<&'a Template>,
     /// How embeddings pool token states, resolved for the loaded model (never `Auto`).
     pub embedding_pooling: Pooling,
+    /// Which requests yield to streamed ones.
+    pub background: BackgroundPolicy,
+    /// Thinking for requests that do not say.
+    pub think_default: ThinkDefault,
 }
 
 impl Ctx<'_> {
     /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
     pub fn model_matches(&self, requested: &str) -> bool {
         requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)
+    }
+
+    /// How urgent a request is: one that streams has someone watching it.
+    pub fn priority(&self, streamed: bool) -> Priority {
+        self.background.classify(streamed)
+    }
+
+    /// The thinking switch of a request that asked for `requested` (`None`: did not say), by
+    /// `think-default`; `None` leaves it to the chat template.
+    pub fn thinking(&self, requested: Option<bool>, streamed: bool) -> Option<bool> {
+        self.think_default
+            .resolve(requested, self.priority(streamed))
     }
 }

@@ -314,8 +314,10 @@ impl<F: Format> Responder for Generation<F> {
     fn started(&mut self, _: &mut dyn ResponseOut) {}
 
     fn warning(&mut self, text: &str) {
-        // The engine warns before the run's first text, so before the head goes out.
-        if !self.answer.head_sent {
+        // The engine warns before the run's first text, so before the head goes out. A
+        // preempted run warned already when it runs again: said once.
+        let said = self.answer.warnings.iter().any(|(_, t)| t == text);
+        if !self.answer.head_sent && !said {
             self.answer.warnings.push((WARNING_HEADER, text.to_owned()));
         }
     }

@@ -70,6 +70,11 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
             "Requests refused because the queue was full.",
             m.queue_rejections(),
         ),
+        (
+            "rkllmd_preemptions_total",
+            "Background runs aborted before any output for an interactive request, and queued again.",
+            m.preemptions(),
+        ),
     ] {
         counter(&mut out, name, help, value);
     }

@@ -152,6 +152,10 @@ pub struct Config {
     pub kv_snapshot_limit: u64,
     /// `embedding-pooling`: how the embeddings endpoints pool token states.
     pub embedding_pooling: crate::engine::Pooling,
+    /// `background`: which requests yield to streamed ones.
+    pub background: crate::engine::BackgroundPolicy,
+    /// `think-default`: thinking for requests that do not say.
+    pub think_default: crate::engine::ThinkDefault,
 }
 
 impl Default for Config {
@@ -194,6 +198,8 @@ impl Default for Config {
             kv_snapshot_dir: None,
             kv_snapshot_limit: 256 << 20,
             embedding_pooling: crate::engine::Pooling::Auto,
+            background: crate::engine::BackgroundPolicy::NonStreamed,
+            think_default: crate::engine::ThinkDefault::Auto,
         }
     }
 }

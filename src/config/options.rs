@@ -26,6 +26,7 @@ pub(super) enum Setting {
     OutputCapBytes,
     QueueSize,
     QueueTimeout,
+    Background,
     RequestTimeout,
     ShutdownTimeout,
     AbortGrace,
@@ -40,6 +41,7 @@ pub(super) enum Setting {
     RepeatPenalty,
     FrequencyPenalty,
     PresencePenalty,
+    ThinkDefault,
     NotifyFd,
     Syslog,
     LogLevel,
@@ -458,6 +460,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         "Longest wait in the queue"
     ),
     opt!(
+        Background,
+        "background",
+        V("CLASS"),
+        Dv("non-streamed"),
+        LIMITS,
+        "Requests that wait for streamed ones: 'non-streamed' (titles,\ntags, embeddings: they are queued behind streams, and one that\nhas produced nothing yet is aborted and run again when a stream\narrives, at most 3 times) or 'none' (arrival order)"
+    ),
+    opt!(
         RequestTimeout,
         "request-timeout",
         V("SECS"),
@@ -528,6 +538,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("0.0"),
         SAMPLING,
         "Presence penalty (-2 to 2)"
+    ),
+    opt!(
+        ThinkDefault,
+        "think-default",
+        V("WHEN"),
+        Dv("auto"),
+        SAMPLING,
+        "Whether a request that does not say thinks (Qwen3-style models):\n'auto' (as the chat template does: Qwen3 thinks; with the\nruntime's template, no), 'on', 'off', or 'interactive' (interactive\nrequests think, background ones such as titles do not, as\nthe background option classes them)"
     ),
     opt!(
         Config,

@@ -125,6 +125,8 @@ impl Draft {
             Setting::KvSnapshotDir => c.kv_snapshot_dir = Some(values::path(raw)?),
             Setting::KvSnapshotLimit => c.kv_snapshot_limit = values::bytes(raw, 0, 64 * GIB)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
+            Setting::Background => c.background = raw.trim().parse()?,
+            Setting::ThinkDefault => c.think_default = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {
                 self.template_parts.system_prefix = Some(values::template_text(raw)?);

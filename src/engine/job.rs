@@ -1,7 +1,9 @@
 //! What flows between the event loop and the inference thread.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::priority::Priority;
 use super::EngineError;
 use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
@@ -13,7 +15,9 @@ pub type JobId = u64;
 #[derive(Clone, Debug)]
 pub struct Job {
     id: JobId,
-    input: Input,
+    /// Shared, so the engine keeps a background job to put back at the cost of a pointer.
+    input: Arc<Input>,
+    priority: Priority,
     role: Role,
     enable_thinking: bool,
     keep_history: bool,
@@ -107,7 +111,8 @@ impl Job {
     fn with_input(id: JobId, input: Input) -> Job {
         Job {
             id,
-            input,
+            input: Arc::new(input),
+            priority: Priority::Interactive,
             role: Role::User,
             enable_thinking: false,
             keep_history: false,
@@ -128,9 +133,18 @@ impl Job {
         &self.input
     }
 
+    /// Interactive jobs are served first (see `priority.rs`).
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+
+    pub fn set_priority(&mut self, priority: Priority) {
+        self.priority = priority;
+    }
+
     /// Bytes of text the job carries: its prompt, or its conversation's rendered pieces.
     pub fn input_bytes(&self) -> usize {
-        match &self.input {
+        match self.input.as_ref() {
             Input::Prompt(p) => p.len(),
             Input::Conversation(c) => {
                 c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
@@ -276,6 +290,12 @@ pub enum Event {
     Warning {
         id: JobId,
         text: String,
+    },
+    /// A background run that had produced no output was aborted for an interactive job and
+    /// put back in the queue; it runs again later (another `Started`), and its client sees only
+    /// that run.
+    Preempted {
+        id: JobId,
     },
     Text {
         id: JobId,

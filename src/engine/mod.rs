@@ -1,6 +1,8 @@
 //! The inference engine: a dedicated thread owns the runtime; the event loop owns this
-//! `Engine` value, which keeps the bounded FIFO of waiting jobs, hands the worker one job at a
-//! time, and turns the worker's messages into `Event`s. Nothing here sleeps or polls: the worker
+//! `Engine` value, which keeps the bounded queue of waiting jobs (interactive first, see
+//! `queue.rs`), hands the worker one job at a time, takes the NPU back from a background run
+//! that has no output yet when an interactive job arrives, and turns the worker's messages into
+//! `Event`s. Nothing here sleeps or polls: the worker
 //! wakes the loop through a `mio::Waker`, and time limits surface through `next_deadline`.
 
 mod bytes_per_token;
@@ -8,6 +10,8 @@ mod embed;
 mod error;
 mod job;
 mod kv_cache;
+mod priority;
+mod queue;
 mod reuse;
 mod runtime_history;
 mod runtime_tools;
@@ -16,7 +20,6 @@ mod utf8;
 mod worker;
 
 use crate::exit::Ending;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -32,10 +35,13 @@ pub use job::{
     RuntimeTurns,
 };
 pub use snapshots::SnapshotConfig;
+pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
+pub use queue::MAX_PUSH_BACKS;
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
 use job::{RunSummary, WorkerMsg};
+use queue::{Queue, Standing};
 
 /// Until a run has reported its prefill: about a 3.8B model's rate on RK3588 (Rockchip's
 /// benchmark: 1.02 s for 128 tokens).
@@ -71,13 +77,12 @@ pub enum State {
     Stopped,
 }
 
-struct Queued {
-    job: Job,
-    since: Instant,
-}
-
 struct Running {
     id: JobId,
+    /// A background job that may still be preempted, kept to be put back in the queue.
+    job: Option<Job>,
+    /// How far it has been pushed back so far.
+    standing: Standing,
     dispatched: Instant,
     /// Set when we aborted it, with why and when.
     aborted: Option<(AbortCause, Instant)>,
@@ -91,6 +96,13 @@ struct Running {
     prefill_estimate: Duration,
 }
 
+impl Running {
+    /// Aborted to make way for an interactive job, and to be run again.
+    fn preempted(&self) -> bool {
+        matches!(self.aborted, Some((AbortCause::Preempt, _))) && self.job.is_some()
+    }
+}
+
 /// Why the engine aborted the running job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AbortCause {
@@ -102,6 +114,9 @@ enum AbortCause {
     Timeout,
     /// The daemon is shutting down: the answer is cut short, reported as an error.
     Shutdown,
+    /// An interactive job arrived before this background run produced any output: it goes
+    /// back to the queue and runs again later.
+    Preempt,
 }
 
 /// At least this much longer grace for an abort while the runtime may be prefilling: users
@@ -128,7 +143,7 @@ pub struct Engine {
     wedged_job: Option<JobId>,
     /// The slowest prefill seen, per token (learnt from the runtime's perf reports).
     prefill_per_token: Option<Duration>,
-    queue: VecDeque<Queued>,
+    queue: Queue,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
 }
@@ -170,7 +185,7 @@ impl Engine {
             cancelled,
             wedged_job: None,
             prefill_per_token: None,
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             running: None,
             thread: Some(thread),
         })
@@ -192,7 +207,8 @@ impl Engine {
         self.cfg.queue_size
     }
 
-    /// Queues a job (FIFO) or starts it at once when the runtime is idle.
+    /// Queues a job or starts it at once when the runtime is idle. An interactive job takes
+    /// the NPU back from a background run that has produced no output yet.
     pub fn submit(&mut self, job: Job, now: Instant) -> Result<(), EngineError> {
         match &self.state {
             State::Loading | State::Ready => {}
@@ -209,24 +225,52 @@ impl Engine {
                 capacity: self.cfg.queue_size,
             });
         }
-        self.queue.push_back(Queued { job, since: now });
+        let interactive = job.priority() == Priority::Interactive;
+        self.queue.push(job, now);
+        if interactive {
+            self.preempt_background(now);
+        }
         self.dispatch(now);
         Ok(())
+    }
+
+    /// Aborts the running job if it is a background one that has produced no output and may
+    /// still yield; its end puts it back in the queue (see `handle`).
+    fn preempt_background(&mut self, now: Instant) {
+        let preemptible = self.running.as_ref().is_some_and(|r| {
+            r.job.is_some() && r.aborted.is_none() && r.prefilling && self.held != Some(r.id)
+        });
+        if preemptible && self.queue.has_interactive() {
+            self.abort_running(AbortCause::Preempt, now);
+        }
     }
 
     /// The client of `id` is gone: drop it from the queue, or abort it if it is running.
     /// Returns true when the job was known.
     pub fn cancel(&mut self, id: JobId, now: Instant) -> bool {
-        if let Some(pos) = self.queue.iter().position(|q| q.job.id() == id) {
-            self.queue.remove(pos);
+        if self.queue.remove(id).is_some() {
             return true;
         }
         match &self.running {
             Some(r) if r.id == id => {
                 self.abort_running(AbortCause::Cancel, now);
+                // Preempted already: it must not come back for a client that is gone.
+                self.recause(AbortCause::Preempt, AbortCause::Cancel);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// An abort under way for `from` now ends as `to` (its time stays the abort's).
+    fn recause(&mut self, from: AbortCause, to: AbortCause) {
+        if let Some(run) = &mut self.running {
+            if let Some((cause, _)) = &mut run.aborted {
+                if *cause == from {
+                    *cause = to;
+                    run.job = None;
+                }
+            }
         }
     }
 
@@ -304,17 +348,11 @@ impl Engine {
 
     /// Applies the time limits that have passed; call when `next_deadline` is reached.
     pub fn on_timer(&mut self, now: Instant, out: &mut Vec<Event>) {
-        while let Some(front) = self.queue.front() {
-            let waited = now.saturating_duration_since(front.since);
-            if waited < self.cfg.queue_timeout {
-                break;
-            }
-            if let Some(q) = self.queue.pop_front() {
-                out.push(Event::Failed {
-                    id: q.job.id(),
-                    error: EngineError::QueueTimeout { waited },
-                });
-            }
+        for (q, waited) in self.queue.expire(now, self.cfg.queue_timeout) {
+            out.push(Event::Failed {
+                id: q.job.id(),
+                error: EngineError::QueueTimeout { waited },
+            });
         }
         let Some(run) = &self.running else { return };
         match run.aborted {
@@ -351,7 +389,7 @@ impl Engine {
 
     /// The earliest instant at which `on_timer` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
-        let queue = self.queue.front().map(|q| q.since + self.cfg.queue_timeout);
+        let queue = self.queue.next_timeout(self.cfg.queue_timeout);
         let run = self.running.as_ref().and_then(|r| match r.aborted {
             None => Some(r.dispatched + self.cfg.request_timeout),
             Some(_) => self.wedge_deadline(r),
@@ -375,7 +413,7 @@ impl Engine {
         if !matches!(self.state, State::Wedged) {
             self.state = State::ShuttingDown;
         }
-        for q in self.queue.drain(..) {
+        for q in self.queue.drain() {
             out.push(Event::Failed {
                 id: q.job.id(),
                 error: EngineError::ShuttingDown,
@@ -384,6 +422,8 @@ impl Engine {
         if self.running.as_ref().is_some_and(|r| r.aborted.is_none()) {
             self.abort_running(AbortCause::Shutdown, now);
         }
+        // A preempted run has nowhere to go back to: its answer is cut short.
+        self.recause(AbortCause::Preempt, AbortCause::Shutdown);
         self.jobs = None;
     }
 
@@ -412,7 +452,7 @@ impl Engine {
                     Ending::EngineFailed
                 };
                 self.state = State::LoadFailed(reason.clone());
-                for q in self.queue.drain(..) {
+                for q in self.queue.drain() {
                     out.push(Event::Failed {
                         id: q.job.id(),
                         error: EngineError::LoadFailed {
@@ -440,16 +480,21 @@ impl Engine {
                     out.push(Event::Warning { id, text });
                 }
             }
+            // A preempted run's output is dropped: the client hears only the run that follows.
             WorkerMsg::Text { id, text } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
-                    out.push(Event::Text { id, text });
+                    if !run.preempted() {
+                        out.push(Event::Text { id, text });
+                    }
                 }
             }
             WorkerMsg::Embedding { id, vector, tokens } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
-                    out.push(Event::Embedding { id, vector, tokens });
+                    if !run.preempted() {
+                        out.push(Event::Embedding { id, vector, tokens });
+                    }
                 }
             }
             WorkerMsg::Done { id, .. } if self.wedged_job == Some(id) => {
@@ -472,6 +517,12 @@ impl Engine {
                 }) = &result
                 {
                     self.learn_prefill(perf);
+                }
+                if let (true, Some(job)) = (run.preempted(), run.job) {
+                    log::debug!("request {id}: preempted by an interactive request; queued again");
+                    self.queue.put_back(job, run.standing, now);
+                    out.push(Event::Preempted { id });
+                    return;
                 }
                 let event = match result {
                     // An answer cut short must not look complete: it ends as an error.
@@ -526,15 +577,22 @@ impl Engine {
             return;
         }
         let Some(jobs) = &self.jobs else { return };
-        let Some(next) = self.queue.pop_front() else {
+        let Some(next) = self.queue.pop_next() else {
             return;
         };
         let id = next.job.id();
+        let keep = next.job.priority() == Priority::Background && next.standing.may_yield();
+        let kept = keep.then(|| next.job.clone());
+        // The worker has ended every earlier run, so the flag can be lowered; a job run again
+        // after a preemption keeps its id and would otherwise look cancelled.
+        self.cancelled.store(0, Ordering::Release);
         // The worker is idle and the channel holds one job, so this cannot be full.
         match jobs.try_send(next.job) {
             Ok(()) => {
                 self.running = Some(Running {
                     id,
+                    job: kept,
+                    standing: next.standing,
                     dispatched: now,
                     aborted: None,
                     in_runtime: None,
@@ -594,7 +652,7 @@ impl Engine {
                 error: EngineError::Wedged,
             });
         }
-        for q in self.queue.drain(..) {
+        for q in self.queue.drain() {
             out.push(Event::Failed {
                 id: q.job.id(),
                 error: EngineError::Wedged,
@@ -611,7 +669,7 @@ impl Engine {
                 error: EngineError::WorkerGone,
             });
         }
-        for q in self.queue.drain(..) {
+        for q in self.queue.drain() {
             out.push(Event::Failed {
                 id: q.job.id(),
                 error: EngineError::WorkerGone,

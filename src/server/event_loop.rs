@@ -494,6 +494,7 @@ impl EventLoop {
             }
             Event::Started { .. }
             | Event::Warning { .. }
+            | Event::Preempted { .. }
             | Event::Text { .. }
             | Event::Embedding { .. }
             | Event::Finished { .. }

@@ -79,9 +79,12 @@ impl Jobs {
             | Event::Text { id, .. }
             | Event::Embedding { id, .. } => (*id, false),
             Event::Finished { id, .. } | Event::Failed { id, .. } => (*id, true),
-            Event::Ready { .. } | Event::LoadFailed { .. } | Event::Wedged | Event::Stopped => {
-                return
-            }
+            // Its client saw nothing of the preempted run and waits for the next one.
+            Event::Preempted { .. }
+            | Event::Ready { .. }
+            | Event::LoadFailed { .. }
+            | Event::Wedged
+            | Event::Stopped => return,
         };
         let Some(&token) = self.owners.get(&id) else {
             return;
@@ -114,9 +117,11 @@ impl Jobs {
                 responder.failed(error, out);
                 Next::Continue
             }
-            Event::Ready { .. } | Event::LoadFailed { .. } | Event::Wedged | Event::Stopped => {
-                Next::Continue
-            }
+            Event::Preempted { .. }
+            | Event::Ready { .. }
+            | Event::LoadFailed { .. }
+            | Event::Wedged
+            | Event::Stopped => Next::Continue,
         });
         let Some(next) = next else {
             return;

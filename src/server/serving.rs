@@ -106,6 +106,8 @@ impl Serving {
             metrics: live.metrics,
             template: self.template.as_ref(),
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
+            background: self.cfg.background,
+            think_default: self.cfg.think_default,
         }
     }
 }

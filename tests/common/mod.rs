@@ -272,6 +272,14 @@ impl Daemon {
             .collect()
     }
 
+    /// One unlabelled value of `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text = self.client().get("/metrics").text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    }
+
     /// Resident set size in KiB (VmRSS), 0 once the process is gone.
     pub fn rss_kib(&self) -> u64 {
         let status =

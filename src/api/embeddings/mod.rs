@@ -103,7 +103,7 @@ fn embed(
     dimensions: Option<u32>,
 ) -> Result<Reply, ApiError> {
     let count = texts.len();
-    let job = Job::embed(
+    let mut job = Job::embed(
         job_id,
         EmbedInput {
             texts,
@@ -111,6 +111,9 @@ fn embed(
             truncate,
         },
     );
+    // Never streamed: background under `background = non-streamed` (bulk indexing must not
+    // hold up a chat; a query embedding is short and waits at most for the streams queued).
+    job.set_priority(ctx.priority(false));
     Ok(Reply::Generate {
         job,
         responder: Box::new(EmbeddingResponder::new(body, count, dimensions)),

@@ -56,14 +56,8 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     }
     let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
     let tools = super::tools::request_tools(&f)?;
-    let mut job = conversation::job_for(
-        ctx,
-        job_id,
-        &turns,
-        f.bool("think")?,
-        tools.as_deref(),
-        FLAVOR,
-    )?;
+    let thinking = ctx.thinking(f.bool("think")?, head.stream);
+    let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
     job.set_tools(tools);
     start(&f, ctx, head, job, None)
 }
@@ -94,7 +88,8 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
             turns.push(Turn::new(Role::System, system));
         }
         turns.push(Turn::new(Role::User, prompt));
-        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, None, FLAVOR)?
+        let thinking = ctx.thinking(f.bool("think")?, head.stream);
+        conversation::job_for(ctx, job_id, &turns, thinking, None, FLAVOR)?
     };
     let note = (raw && ctx.template.is_none()).then_some(
         "raw was ignored: the runtime applies the model's template (chat-template = runtime)",
@@ -152,6 +147,7 @@ fn start(
     note: Option<&str>,
 ) -> Result<Reply, ApiError> {
     let (params, ignored_options) = read_options(f)?;
+    job.set_priority(ctx.priority(head.stream));
     let mut warnings = params.apply(ctx, &mut job);
     warnings.extend(note.map(|n| (WARNING_HEADER, n.to_owned())));
     if let Some(w) = name_list(&ignored_options) {

@@ -58,7 +58,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     let turns = conversation::openai_turns(messages, conversation::tool_format(ctx))?;
     let choice = tools::tool_choice(&f)?;
     let tools = tools::request_tools(&f)?.filter(|_| choice != Choice::None);
-    let thinking = enable_thinking(&f)?;
+    let thinking = ctx.thinking(enable_thinking(&f)?, streams(&f)?);
     let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
     let mut notes = Vec::new();
     if tools.is_some() && choice == Choice::Forced {
@@ -70,6 +70,11 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     notes.extend(format_note(&f, "response_format")?);
     job.set_tools(tools);
     generate(&f, ctx, job, Kind::Chat, notes)
+}
+
+/// OpenAI answers in one piece unless `stream` is true.
+pub(super) fn streams(f: &Fields<'_>) -> Result<bool, ApiError> {
+    Ok(f.bool("stream")?.unwrap_or(false))
 }
 
 /// Thinking on or off (Qwen3-style models): `enable_thinking` at the top level, or in
@@ -178,7 +183,8 @@ fn generate(
             Some("n"),
         ));
     }
-    let stream = f.bool("stream")?.unwrap_or(false);
+    let stream = streams(f)?;
+    job.set_priority(ctx.priority(stream));
     let include_usage = match f.object("stream_options")? {
         Some(o) => o.bool("include_usage")?.unwrap_or(false),
         None => false,

@@ -425,3 +425,41 @@ fn npu_lock_is_auto_none_or_a_file() {
         Err("'auto', 'none' or a file to lock".to_owned())
     );
 }
+
+#[test]
+fn background_and_think_default_are_parsed_and_bad_values_named() {
+    use crate::engine::{BackgroundPolicy, ThinkDefault};
+    let s = Scratch::new();
+    let model = s.model();
+    let c = run(
+        &[
+            "--model",
+            &model,
+            "--background",
+            "none",
+            "--think-default",
+            "interactive",
+        ],
+        &s.env(),
+    );
+    assert_eq!(
+        (c.background, c.think_default),
+        (BackgroundPolicy::None, ThinkDefault::Interactive)
+    );
+    let e = fail(&["--model", &model, "--think-default", "maybe"], &s.env());
+    assert!(
+        e.contains("think-default") && e.contains("interactive"),
+        "{e}"
+    );
+    let e = fail(&["--model", &model, "--background", "all"], &s.env());
+    assert!(
+        e.contains("background") && e.contains("non-streamed"),
+        "{e}"
+    );
+}
+
+#[test]
+fn help_states_the_push_back_bound_the_engine_applies() {
+    let bound = format!("at most {} times", crate::engine::MAX_PUSH_BACKS);
+    assert!(help().contains(&bound), "help does not say {bound:?}");
+}

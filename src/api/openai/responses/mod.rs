@@ -54,17 +54,20 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
     let chat_fields = Fields::parse_body(&chat, FLAVOR)?;
     let choice = tools::tool_choice(&chat_fields)?;
     let tool_defs = tools::request_tools(&chat_fields)?.filter(|_| choice != Choice::None);
-    let thinking = match f.object("reasoning")? {
+    let stream = f.bool("stream")?.unwrap_or(false);
+    let effort = match f.object("reasoning")? {
         Some(mut r) => {
             r.prefix = "reasoning.";
             reasoning_effort(&r, "effort")?
         }
         None => None,
     };
+    let thinking = ctx.thinking(effort, stream);
     let turns = conversation::openai_turns(&messages, conversation::tool_format(ctx))?;
     let mut job =
         conversation::job_for(ctx, job_id, &turns, thinking, tool_defs.as_deref(), FLAVOR)?;
     job.set_tools(tool_defs);
+    job.set_priority(ctx.priority(stream));
 
     let params = GenParams {
         max_tokens: f.count("max_output_tokens")?,
@@ -87,7 +90,6 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
         }
         None => Value::Null,
     };
-    let stream = f.bool("stream")?.unwrap_or(false);
     let calls = job
         .tools()
         .is_some()

@@ -1,0 +1,281 @@
+//! The jobs waiting for the NPU, in arrival order, served interactive first.
+//!
+//! The next job is the oldest interactive one, unless a background job ahead of it has already
+//! been pushed back `MAX_PUSH_BACKS` times: such a job has waited enough and keeps its place
+//! from then on, as an interactive one would, and is not preempted again. A background job is
+//! pushed back each time an interactive job that arrived after it is served before it (while
+//! it waits, or after it was preempted for that job); preemptions are also counted on their
+//! own, so one whose interactive job never runs (its client left) still ends up served.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::priority::Priority;
+use super::{Job, JobId};
+
+/// How many times one background job yields to interactive ones (overtaken in the queue or
+/// preempted while running) before it is served in arrival order.
+pub const MAX_PUSH_BACKS: u32 = 3;
+
+pub(super) struct Queued {
+    pub job: Job,
+    /// When it was queued (again, for a job put back): its queue timeout counts from here.
+    pub since: Instant,
+    pub standing: Standing,
+}
+
+/// How far a job has been pushed back so far; it stays with the job when it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Standing {
+    /// Arrival order: a job overtakes only those that arrived before it.
+    seq: u64,
+    /// Interactive jobs that arrived after it and were served before it.
+    pub pushed_back: u32,
+    /// Times its run was aborted for an interactive job.
+    pub preemptions: u32,
+}
+
+impl Standing {
+    /// Whether it may still yield to interactive jobs, waiting or running.
+    pub fn may_yield(&self) -> bool {
+        self.pushed_back < MAX_PUSH_BACKS && self.preemptions < MAX_PUSH_BACKS
+    }
+}
+
+impl Queued {
+    /// Served in arrival order: interactive, or a background job that has yielded enough.
+    fn keeps_its_place(&self) -> bool {
+        self.job.priority() == Priority::Interactive || !self.standing.may_yield()
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Queue {
+    entries: VecDeque<Queued>,
+    next_seq: u64,
+}
+
+impl Queue {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn push(&mut self, job: Job, now: Instant) {
+        self.next_seq += 1;
+        let standing = Standing {
+            seq: self.next_seq,
+            ..Standing::default()
+        };
+        self.entries.push_back(Queued {
+            job,
+            since: now,
+            standing,
+        });
+    }
+
+    /// A preempted background job goes back ahead of every other background job, one
+    /// preemption further; it waits anew, so its queue timeout starts over.
+    pub fn put_back(&mut self, job: Job, standing: Standing, now: Instant) {
+        let standing = Standing {
+            preemptions: standing.preemptions + 1,
+            ..standing
+        };
+        self.entries.push_front(Queued {
+            job,
+            since: now,
+            standing,
+        });
+    }
+
+    /// Whether an interactive job waits.
+    pub fn has_interactive(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|q| q.job.priority() == Priority::Interactive)
+    }
+
+    /// Takes the job to run next; the background jobs it overtakes count a push-back.
+    pub fn pop_next(&mut self) -> Option<Queued> {
+        let pick = self
+            .entries
+            .iter()
+            .position(Queued::keeps_its_place)
+            .unwrap_or(0);
+        let seq = self.entries.get(pick)?.standing.seq;
+        for passed in self.entries.range_mut(..pick) {
+            if passed.standing.seq < seq {
+                passed.standing.pushed_back += 1;
+            }
+        }
+        self.entries.remove(pick)
+    }
+
+    pub fn remove(&mut self, id: JobId) -> Option<Queued> {
+        let pos = self.entries.iter().position(|q| q.job.id() == id)?;
+        self.entries.remove(pos)
+    }
+
+    /// Takes out the jobs that have waited `timeout` or longer, with how long each waited.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(Queued, Duration)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.entries.len() {
+            let waited = now.saturating_duration_since(self.entries[i].since);
+            if waited >= timeout {
+                if let Some(q) = self.entries.remove(i) {
+                    out.push((q, waited));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// When the longest-waiting job times out.
+    pub fn next_timeout(&self, timeout: Duration) -> Option<Instant> {
+        self.entries.iter().map(|q| q.since + timeout).min()
+    }
+
+    pub fn drain(&mut self) -> impl Iterator<Item = Queued> + '_ {
+        self.entries.drain(..)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: JobId, priority: Priority) -> Job {
+        let mut j = Job::new(id, "x");
+        j.set_priority(priority);
+        j
+    }
+
+    fn order(q: &mut Queue) -> Vec<JobId> {
+        std::iter::from_fn(|| q.pop_next().map(|e| e.job.id())).collect()
+    }
+
+    const I: Priority = Priority::Interactive;
+    const B: Priority = Priority::Background;
+
+    #[test]
+    fn interactive_jobs_go_ahead_of_background_ones_each_kind_in_arrival_order() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        for (id, p) in [(1, B), (2, I), (3, B), (4, I), (5, B)] {
+            q.push(job(id, p), now);
+        }
+        assert_eq!(order(&mut q), [2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn with_no_background_jobs_the_queue_is_a_fifo() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        for id in 1..=5 {
+            q.push(job(id, I), now);
+        }
+        assert_eq!(order(&mut q), [1, 2, 3, 4, 5]);
+    }
+
+    /// Queues job 1 (background), takes it out as the engine runs it, and returns its
+    /// standing: ready to be put back.
+    fn running_background(q: &mut Queue, now: Instant) -> (Job, Standing) {
+        q.push(job(1, B), now);
+        let run = q.pop_next().unwrap();
+        (run.job, run.standing)
+    }
+
+    #[test]
+    fn a_job_put_back_runs_before_the_other_background_jobs_after_the_interactive_ones() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let (one, standing) = running_background(&mut q, now);
+        q.push(job(2, B), now);
+        q.push(job(3, I), now);
+        q.put_back(one, standing, now);
+        assert_eq!(order(&mut q), [3, 1, 2]);
+    }
+
+    #[test]
+    fn a_background_job_yields_at_most_max_push_backs_times() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        q.push(job(1, B), now);
+        let mut served = Vec::new();
+        for id in 2..=(MAX_PUSH_BACKS as JobId + 3) {
+            q.push(job(id, I), now);
+            served.push(q.pop_next().unwrap().job.id());
+        }
+        // The first MAX_PUSH_BACKS interactive jobs overtook it; then it kept its place.
+        let bound = MAX_PUSH_BACKS as usize;
+        assert_eq!(
+            served[..bound],
+            (2..2 + bound as JobId).collect::<Vec<_>>()[..]
+        );
+        assert_eq!(served[bound], 1);
+    }
+
+    #[test]
+    fn a_preempted_job_is_pushed_back_once_by_the_job_it_yielded_to() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let (one, standing) = running_background(&mut q, now);
+        q.push(job(2, I), now);
+        q.put_back(one, standing, now);
+        assert_eq!(q.pop_next().unwrap().job.id(), 2);
+        let back = q.pop_next().unwrap();
+        assert_eq!(back.job.id(), 1);
+        assert_eq!(
+            (back.standing.pushed_back, back.standing.preemptions),
+            (1, 1)
+        );
+    }
+
+    #[test]
+    fn interactive_jobs_that_arrived_first_do_not_push_a_background_job_back() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        q.push(job(1, I), now);
+        q.push(job(2, B), now);
+        assert_eq!(q.pop_next().unwrap().job.id(), 1);
+        assert_eq!(q.pop_next().unwrap().standing.pushed_back, 0);
+    }
+
+    #[test]
+    fn preemptions_alone_are_bounded_too() {
+        // Interactive jobs whose clients leave before they run push nothing back; the
+        // preemptions they caused still count.
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let (mut one, mut standing) = running_background(&mut q, now);
+        for _ in 0..MAX_PUSH_BACKS {
+            assert!(standing.may_yield());
+            q.put_back(one, standing, now);
+            let run = q.pop_next().unwrap();
+            (one, standing) = (run.job, run.standing);
+        }
+        assert_eq!(standing.preemptions, MAX_PUSH_BACKS);
+        assert!(!standing.may_yield());
+    }
+
+    #[test]
+    fn only_jobs_that_waited_the_timeout_expire_wherever_they_are() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        q.push(job(1, B), t0);
+        q.push(job(2, I), later);
+        q.put_back(job(3, B), Standing::default(), later);
+        let timeout = Duration::from_secs(10);
+        assert_eq!(q.next_timeout(timeout), Some(t0 + timeout));
+        let gone = q.expire(t0 + timeout, timeout);
+        assert_eq!(
+            gone.iter().map(|(e, _)| e.job.id()).collect::<Vec<_>>(),
+            [1]
+        );
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next_timeout(timeout), Some(later + timeout));
+    }
+}
