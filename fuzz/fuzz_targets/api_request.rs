@@ -99,6 +99,8 @@ fuzz_target!(|data: &[u8]| {
         caps,
         metrics: &metrics,
         template: template.as_ref(),
+        tools_budget: 1024,
+        bytes_per_token: 4.0,
         embedding_pooling: Pooling::Auto,
     };
     let request = Request {

@@ -146,6 +146,8 @@ pub struct Config {
     pub log_level: log::LevelFilter,
     pub chat_template: ChatTemplate,
     pub kv_cache_reuse: bool,
+    /// `tools-budget`: the percentage of the context a request's tool definitions may take.
+    pub tools_budget_percent: u8,
     /// `embedding-pooling`: how the embeddings endpoints pool token states.
     pub embedding_pooling: crate::engine::Pooling,
 }
@@ -187,6 +189,7 @@ impl Default for Config {
             log_level: log::LevelFilter::Info,
             chat_template: ChatTemplate::Auto,
             kv_cache_reuse: true,
+            tools_budget_percent: 25,
             embedding_pooling: crate::engine::Pooling::Auto,
         }
     }

@@ -45,6 +45,7 @@ pub(super) enum Setting {
     LogLevel,
     ChatTemplate,
     KvCacheReuse,
+    ToolsBudget,
     EmbeddingPooling,
     TemplateBos,
     TemplateSystemPrefix,
@@ -261,6 +262,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("true"),
         MODEL,
         "Keep the conversation in the runtime's KV cache between turns\nand prefill only what is new (needs a chat template other than\n'runtime'); false re-prefills every turn, for comparison"
+    ),
+    opt!(
+        ToolsBudget,
+        "tools-budget",
+        V("PERCENT"),
+        Dv("25%"),
+        MODEL,
+        "Share of the context a request's tool definitions may take\n(0% to 100%). Tools beyond it are left out: first kept are\nthose the conversation called, then those the newest user\nmessage names, then the others in request order while they\nfit; the response's X-Rkllmd-Warning names the ones left out"
     ),
     opt!(
         EmbeddingPooling,

@@ -122,6 +122,7 @@ impl Draft {
             Setting::LogLevel => c.log_level = values::log_level(raw)?,
             Setting::ChatTemplate => self.template_name = TemplateName::parse(raw)?,
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
+            Setting::ToolsBudget => c.tools_budget_percent = values::percent(raw)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {

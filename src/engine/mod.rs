@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+pub use bytes_per_token::{tokens as estimate_tokens, SharedRatio};
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{Conversation, EmbedInput, Event, Finish, FinishReason, Input, Job, JobId};
@@ -123,6 +124,8 @@ pub struct Engine {
     queue: VecDeque<Queued>,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
+    /// Bytes per token as the worker learns them.
+    ratio: SharedRatio,
 }
 
 impl Engine {
@@ -141,7 +144,9 @@ impl Engine {
             init: cfg.init.clone(),
             raw_template: cfg.raw_template,
             kv_cache_reuse: cfg.kv_cache_reuse,
+            ratio: SharedRatio::default(),
         };
+        let ratio = init.ratio.clone();
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -164,6 +169,7 @@ impl Engine {
             queue: VecDeque::new(),
             running: None,
             thread: Some(thread),
+            ratio,
         })
     }
 
@@ -177,6 +183,11 @@ impl Engine {
 
     pub fn running(&self) -> Option<JobId> {
         self.running.as_ref().map(|r| r.id)
+    }
+
+    /// Bytes of prompt per token, as the runtime's prefill counts teach it (a prior until then).
+    pub fn bytes_per_token(&self) -> f64 {
+        self.ratio.get()
     }
 
     pub fn queue_capacity(&self) -> usize {

@@ -55,6 +55,8 @@ pub(super) struct WorkerConfig {
     /// rkllmd renders conversations itself: switch the runtime's template off.
     pub raw_template: bool,
     pub kv_cache_reuse: bool,
+    /// Where the learnt bytes-per-token ratio is published for the event loop.
+    pub ratio: super::SharedRatio,
 }
 
 pub(super) fn run(
@@ -97,6 +99,7 @@ pub(super) fn run(
         cancelled,
     };
     worker.cache.cleared();
+    worker.cache.share_ratio(cfg.ratio);
     for job in jobs {
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
@@ -202,9 +205,9 @@ impl Worker {
             .max_new_tokens()
             .unwrap_or(self.init.max_new_tokens)
             .min(self.init.max_new_tokens.max(1));
+        let reserve = cap.min(self.init.max_context_len / 4);
         match job.input() {
             Input::Conversation(conv) => {
-                let reserve = cap.min(self.init.max_context_len / 4);
                 if !self.reuse {
                     self.cache.invalidate();
                 }
@@ -228,6 +231,17 @@ impl Worker {
             }
             Input::Embed(input) => self.embed(job, input),
             Input::Prompt(prompt) => {
+                // With the runtime's template the context holds the system prompt and the tools
+                // given with them (the template's own markers are not counted: a refusal must
+                // never be wrong).
+                let (tools, known) = if self.raw_template {
+                    (0, prompt.len())
+                } else {
+                    let t = &self.tools;
+                    (t.tools_bytes(), prompt.len() + t.context_bytes())
+                };
+                let max = self.init.max_context_len;
+                self.cache.check_fits(known, tools, max, reserve)?;
                 // A single prompt (runtime templating, or a raw completion) changes the cache in
                 // ways the record does not follow.
                 self.cache.invalidate();
@@ -238,14 +252,13 @@ impl Worker {
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
                 let reused = ran.reused;
-                // With the runtime's template, the context holds its system prompt, its turn
-                // markers and the tools as well as the prompt.
+                // With the runtime's template, the context holds its turn markers too.
                 let around = if self.raw_template {
                     0
                 } else {
-                    RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
+                    RUNTIME_TEMPLATE_BYTES
                 };
-                let bytes = (prompt.len(), prompt.len(), around);
+                let bytes = (prompt.len(), known, around);
                 self.conclude(
                     ran.end,
                     (ran.generated, reused, job.keep_history()),
@@ -514,6 +527,8 @@ impl Worker {
                 prompt_bytes,
                 max_context,
                 by_runtime: true,
+                tools_tokens: 0,
+                reserve: 0,
             }
         } else {
             EngineError::Runtime(error)

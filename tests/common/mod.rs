@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod tool_catalog;
 
 use std::fs;
 use std::io::Read;

@@ -55,17 +55,16 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         return load(ctx, head);
     }
     let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
-    let tools = super::tools::request_tools(&f)?;
-    let mut job = conversation::job_for(
+    let tools = super::tools::request_tools(&f, messages)?;
+    let (job, dropped) = conversation::job_for(
         ctx,
         job_id,
         &turns,
         f.bool("think")?,
-        tools.as_deref(),
+        tools.as_ref(),
         FLAVOR,
     )?;
-    job.set_tools(tools);
-    start(&f, ctx, head, job, None)
+    start(&f, ctx, head, job, dropped.as_deref())
 }
 
 pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
@@ -94,7 +93,7 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
             turns.push(Turn::new(Role::System, system));
         }
         turns.push(Turn::new(Role::User, prompt));
-        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, None, FLAVOR)?
+        conversation::job_for(ctx, job_id, &turns, f.bool("think")?, None, FLAVOR)?.0
     };
     let note = (raw && ctx.template.is_none()).then_some(
         "raw was ignored: the runtime applies the model's template (chat-template = runtime)",
