@@ -295,3 +295,31 @@ fn under_the_runtime_s_template_the_runtime_gets_the_tools_that_fit() {
         );
     }
 }
+
+/// Under the runtime's template, a request with tools after one without (a chat UI's title
+/// request between two chats) gives the runtime its tools again, and that run prefills them.
+/// What it teaches about bytes per token must count them: counted as the prompt's few bytes
+/// for a run of tools, the ratio fell to one byte a token and the budget shrank with it.
+#[test]
+fn tools_given_again_under_the_runtime_s_template_do_not_shrink_the_budget() {
+    let d = Daemon::builder("budget-learn")
+        .args(["--chat-template", "runtime"])
+        .start();
+    let mut kept = Vec::new();
+    for _ in 0..5 {
+        let title = json!({"messages": [{"role": "user", "content": "Title for: hello"}]});
+        let r = d.client().post_json("/v1/chat/completions", &title);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let r = d
+            .client()
+            .post_json("/v1/chat/completions", &catalog_chat("Hello there"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        kept.push(36 - dropped_tools(&r).len());
+    }
+    // The simulator's JSON is about 3 bytes a token: three tools fit the 1,024-token budget
+    // beside the block around them. At one byte a token, only one would.
+    assert!(
+        kept.iter().all(|&k| k >= 2),
+        "tools kept per chat: {kept:?}"
+    );
+}

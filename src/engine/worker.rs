@@ -200,7 +200,7 @@ impl Worker {
             self.cache.cleared();
             self.must_clear = false;
         }
-        self.set_tools(job);
+        let tools_set = self.set_tools(job);
         let cap = job
             .max_new_tokens()
             .unwrap_or(self.init.max_new_tokens)
@@ -252,13 +252,16 @@ impl Worker {
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
                 let reused = ran.reused;
-                // With the runtime's template, the context holds its turn markers too.
+                // With the runtime's template, the context holds its turn markers too. New
+                // tools are prefilled with this run: learning from the prompt's bytes alone
+                // would take a run of tools for a run of one-byte tokens.
                 let around = if self.raw_template {
                     0
                 } else {
                     RUNTIME_TEMPLATE_BYTES
                 };
-                let bytes = (prompt.len(), known, around);
+                let sent = if tools_set { known } else { prompt.len() };
+                let bytes = (sent, known, around);
                 self.conclude(
                     ran.end,
                     (ran.generated, reused, job.keep_history()),
@@ -422,19 +425,24 @@ impl Worker {
     /// context the runtime prefills and empties its KV cache, so the cache record no longer
     /// holds. A runtime that refuses them (a model without a chat template, rknn-llm#397) runs
     /// the job without them: the model then answers in prose; that is logged once.
-    fn set_tools(&mut self, job: &Job) {
+    /// Returns whether the runtime took new tools (its context, emptied, is prefilled with
+    /// them on the next run).
+    fn set_tools(&mut self, job: &Job) -> bool {
         if self.raw_template {
-            return;
+            return false;
         }
         let Some(set) = self.tools.change(job.tools(), job.system_prompt()) else {
-            return;
+            return false;
         };
         self.cache.invalidate();
         match self
             .runtime
             .set_function_tools(&set.system, &set.tools, TOOL_RESPONSE_TAG)
         {
-            Ok(()) => self.tools.accepted(set),
+            Ok(()) => {
+                self.tools.accepted(set);
+                return true;
+            }
             Err(e) if !self.warned.tools => {
                 self.warned.tools = true;
                 log::warn!(
@@ -444,6 +452,7 @@ impl Worker {
             }
             Err(e) => log::debug!("the runtime refused the request's tools: {e}"),
         }
+        false
     }
 
     /// Turns a run's end into the job's result, learning bytes per token on the way from the
