@@ -188,12 +188,17 @@ pub fn job_for(
     // carries the BOS text and any default system prompt.
     let systems = turns.iter().take_while(|t| t.role == Role::System).count();
     let folds = matches!(template.system_role, SystemRole::FoldIntoNextTurn { .. });
-    let kept = match (systems, folds) {
+    let mut kept = match (systems, folds) {
         (0, _) => 1,
         (n, true) => n + 1,
         (n, false) => n,
+    };
+    // Llama writes the definitions into the first user turn: it stays while it carries them.
+    if !kept_tools.is_empty() && template.tool_format == ToolFormat::Llama3Json {
+        let first_user = turns.iter().position(|t| t.role == Role::User);
+        kept = kept.max(first_user.map_or(0, |i| i + 1));
     }
-    .min(turns.len());
+    let kept = kept.min(turns.len());
     let mut job = Job::conversation(
         job_id,
         Conversation {
