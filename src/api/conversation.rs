@@ -279,3 +279,28 @@ fn dropped_note(dropped: &[String], budget: u64) -> String {
         dropped.len()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::dropped_note;
+
+    #[test]
+    fn the_dropped_tools_warning_is_header_safe_and_bounded() {
+        let names = [
+            "ok_name".to_owned(),
+            "bad\r\nX-Injected: 1".to_owned(),
+            "météo".to_owned(),
+        ];
+        let note = dropped_note(&names, 1024);
+        assert!(note.bytes().all(|b| (b' '..=b'~').contains(&b)), "{note}");
+        assert_eq!(
+            note,
+            "3 tool(s) left out to fit the context (tools-budget: 1024 tokens): ok_name, \
+             bad\\u{d}\\u{a}X-Injected: 1, m\\u{e9}t\\u{e9}o"
+        );
+        let many: Vec<String> = (0..500).map(|i| format!("tool_{i}")).collect();
+        let note = dropped_note(&many, 10);
+        assert!(note.len() < 1200, "{} bytes", note.len());
+        assert!(note.ends_with(" more"), "{note}");
+    }
+}
