@@ -797,8 +797,10 @@ fn thousands_of_tools_beyond_the_context_are_a_400_with_the_runtimes_template_to
         })
         .collect();
     for template in ["runtime", "qwen2.5"] {
+        // A budget of the whole context: no tool is left out (by default they would be, see
+        // tests/tools_budget.rs, and the request answered).
         let d = Daemon::builder("manytools")
-            .args(["--chat-template", template])
+            .args(["--chat-template", template, "--tools-budget", "100%"])
             .start();
         let body = json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools});
         let r = d.client().post_json("/v1/chat/completions", &body);
@@ -810,6 +812,18 @@ fn thousands_of_tools_beyond_the_context_are_a_400_with_the_runtimes_template_to
         assert_eq!(r.status, 400, "{template}: {}", r.text());
         assert!(r.json()["error"].is_string());
     }
+    // With the default budget, most are left out: the warning that names them stays short.
+    let d = Daemon::builder("manytools-budget")
+        .args(["--chat-template", "qwen2.5"])
+        .start();
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "tools": tools});
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let warning = r.header("x-rkllmd-warning").expect("a warning");
+    assert!(warning.len() < 1500, "{} bytes", warning.len());
+    let dropped: usize = warning.split(' ').next().unwrap().parse().unwrap();
+    assert!((3900..4000).contains(&dropped), "{warning}");
+    assert!(warning.ends_with(" more"), "{warning}");
 }
 
 #[test]

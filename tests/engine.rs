@@ -426,32 +426,67 @@ fn max_new_tokens_caps_the_answer_under_both_abis() {
     );
 }
 
+fn failure_of(events: &[Event], id: u64) -> EngineError {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed { id: i, error } if *i == id => Some(error.clone()),
+            _ => None,
+        })
+        .expect("the run failed")
+}
+
 #[test]
-fn a_prompt_longer_than_the_context_is_reported_as_such() {
+fn a_prompt_longer_than_the_context_is_refused_before_it_runs() {
     let mut h = Harness::new("ctx", &[], |c| c.init.max_context_len = 64);
     h.wait_ready();
     h.engine
         .submit(Job::new(1, "word ".repeat(200)), Instant::now())
         .unwrap();
     let (_, events) = h.run_to_end(1);
-    let error = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Failed { id: 1, error } => Some(error.clone()),
-            _ => None,
-        })
-        .expect("the run failed");
+    let error = failure_of(&events, 1);
     let EngineError::PromptTooLong {
         estimated_tokens,
         prompt_bytes,
         max_context,
-        by_runtime: true,
+        by_runtime: false,
+        tools_tokens: 0,
+        reserve,
     } = error
     else {
         panic!("{error:?}")
     };
-    assert_eq!((prompt_bytes, max_context), (1000, 64));
+    assert_eq!((prompt_bytes, max_context, reserve), (1000, 64, 16));
     assert!(estimated_tokens > 64, "{estimated_tokens}");
+    let runs = read_trace(&h.trace)
+        .into_iter()
+        .filter(|l| l["fn"] == "rkllm_run")
+        .count();
+    assert_eq!(runs, 0, "the runtime never saw it");
+    assert_eq!(h.engine.state(), &State::Ready);
+}
+
+#[test]
+fn a_prompt_the_runtime_refuses_for_its_length_is_reported_as_too_long() {
+    let mut h = Harness::new("ctx-rt", &[], |c| c.init.max_context_len = 64);
+    h.wait_ready();
+    // Punctuation is a token a byte: the estimate (4 bytes a token until a run teaches
+    // otherwise) lets it through, the runtime refuses it.
+    h.engine
+        .submit(Job::new(1, ",".repeat(160)), Instant::now())
+        .unwrap();
+    let (_, events) = h.run_to_end(1);
+    let error = failure_of(&events, 1);
+    let EngineError::PromptTooLong {
+        prompt_bytes,
+        max_context,
+        by_runtime: true,
+        ..
+    } = error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!((prompt_bytes, max_context), (160, 64));
     assert_eq!(h.engine.state(), &State::Ready);
 }
 
@@ -692,6 +727,7 @@ fn conversation_job(id: u64, pieces: Vec<String>) -> Job {
             pieces,
             kept: 1,
             generation_prompt: GEN.into(),
+            tools_bytes: 0,
         },
     )
 }

@@ -217,3 +217,40 @@ fn the_call_and_its_result_go_back_as_llama_writes_them_and_removing_tools_works
     );
     assert_eq!(*last, want);
 }
+
+/// Llama writes the definitions into the first user message: when old turns are left out to fit
+/// the context, that message stays while it carries them (it went first, and the tools with
+/// it).
+#[test]
+fn the_turn_that_carries_the_definitions_is_never_left_out() {
+    let dir = TempDir::new("llama-keep-defs");
+    let model = write_model(dir.path(), "m", &[]);
+    let d = Daemon::builder("llama-keep-defs")
+        .model(model)
+        .args(["--chat-template", "llama3", "--max-context-len", "1024"])
+        .start();
+    let mut messages = vec![
+        json!({"role": "system", "content": "Be brief."}),
+        json!({"role": "user", "content": "The first question."}),
+    ];
+    for i in 0..6 {
+        messages.push(json!({"role": "assistant", "content": format!("answer {i} ").repeat(60)}));
+        messages.push(json!({"role": "user", "content": format!("question {i} ").repeat(60)}));
+    }
+    messages.push(json!({"role": "assistant", "content": "ok"}));
+    messages.push(json!({"role": "user", "content": QUESTION}));
+    let body = json!({"messages": messages, "tools": weather_tools()});
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let prompt = prompts(&d).pop().unwrap();
+    assert!(
+        !prompt.contains("answer 0 answer 0"),
+        "old turns were left out: {prompt}"
+    );
+    assert!(
+        prompt.contains("Given the following functions")
+            && prompt.contains("The first question.")
+            && prompt.contains("\"get_weather\""),
+        "{prompt}"
+    );
+}

@@ -102,6 +102,8 @@ fuzz_target!(|data: &[u8]| {
         caps,
         metrics: &metrics,
         template: template.as_ref(),
+        tools_budget: 1024,
+        bytes_per_token: 4.0,
         embedding_pooling: Pooling::Auto,
         background: BackgroundPolicy::NonStreamed,
         think_default: ThinkDefault::Interactive,

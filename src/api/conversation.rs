@@ -7,8 +7,12 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::error::{echo, ApiError, Flavor};
+use super::tools::{self, Cost, RequestTools};
 use crate::chat::{Role, SystemRole, ToolFormat, Turn};
 use crate::engine::{Conversation, Job};
+
+/// Longest list of left-out tool names a warning header carries, in bytes.
+const DROPPED_NAMES_MAX_BYTES: usize = 1024;
 
 /// OpenAI `messages`: content is a string, null (assistant turns with tool calls) or a list of
 /// parts whose text parts count; image parts are refused until vision models are supported.
@@ -137,17 +141,18 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
 
 /// Builds the job: the rendered conversation when the daemon templates, else the newest input
 /// (a user message or tool results) for the runtime's own template (which then sees only that).
-/// `tools`: the request's tool definitions (JSON array), written into the system turn when
-/// rkllmd renders the conversation; in `runtime` template mode the engine gives them to the
-/// runtime instead.
+/// `tools`: the request's tool definitions, of which those that fit the tool budget (see
+/// `tools::select`) are written into the system turn when rkllmd renders the conversation, or
+/// given to the runtime in `runtime` template mode. Returns the job and, when tools were left
+/// out, a warning that names them.
 pub fn job_for(
     ctx: &Ctx<'_>,
     job_id: u64,
     turns: &[Turn],
     thinking: Option<bool>,
-    tools: Option<&str>,
+    tools: Option<&RequestTools>,
     flavor: Flavor,
-) -> Result<Job, ApiError> {
+) -> Result<(Job, Option<String>), ApiError> {
     if !turns.iter().any(|t| t.role == Role::User) {
         return Err(ApiError::bad_request(
             flavor,
@@ -155,16 +160,27 @@ pub fn job_for(
             Some("messages"),
         ));
     }
+    let (kept_tools, note) = match tools {
+        Some(tools) => fit_tools(ctx, turns, tools),
+        None => (Vec::new(), None),
+    };
+    let tools_json = (!kept_tools.is_empty()).then(|| Value::Array(kept_tools.clone()).to_string());
     let Some(template) = ctx.template else {
-        return Ok(super::runtime_input::job(job_id, turns, thinking));
+        let mut job = super::runtime_input::job(job_id, turns, thinking);
+        job.set_tools(tools_json);
+        return Ok((job, note));
     };
     let with_tools;
-    let turns = match tools {
-        Some(json) => {
-            with_tools = super::tools::with_definitions(turns, json, template);
-            &with_tools[..]
-        }
-        None => turns,
+    let (turns, tools_bytes) = if kept_tools.is_empty() {
+        (turns, 0)
+    } else {
+        with_tools = tools::with_definitions(turns, &kept_tools, template);
+        let bytes = tools::block_bytes(template.tool_format)
+            + kept_tools
+                .iter()
+                .map(|t| tools::definition_bytes(template.tool_format, t))
+                .sum::<usize>();
+        (&with_tools[..], bytes)
     };
     let rendered = template.render(turns, thinking);
     // Never left out: the leading system turns (and, where the family folds the system prompt
@@ -172,18 +188,119 @@ pub fn job_for(
     // carries the BOS text and any default system prompt.
     let systems = turns.iter().take_while(|t| t.role == Role::System).count();
     let folds = matches!(template.system_role, SystemRole::FoldIntoNextTurn { .. });
-    let kept = match (systems, folds) {
+    let mut kept = match (systems, folds) {
         (0, _) => 1,
         (n, true) => n + 1,
         (n, false) => n,
+    };
+    // Llama writes the definitions into the first user turn: it stays while it carries them.
+    if !kept_tools.is_empty() && template.tool_format == ToolFormat::Llama3Json {
+        let first_user = turns.iter().position(|t| t.role == Role::User);
+        kept = kept.max(first_user.map_or(0, |i| i + 1));
     }
-    .min(turns.len());
-    Ok(Job::conversation(
+    let kept = kept.min(turns.len());
+    let mut job = Job::conversation(
         job_id,
         Conversation {
             pieces: rendered.pieces,
             kept,
             generation_prompt: rendered.generation_prompt,
+            tools_bytes,
         },
-    ))
+    );
+    job.set_tools(tools_json);
+    Ok((job, note))
+}
+
+/// The request's tools that fit the tool budget, costed as the prompt's tool format writes them
+/// (in `runtime` template mode, as Qwen's, which is what the runtime's function-tools API
+/// writes), and a warning naming those left out.
+fn fit_tools(ctx: &Ctx<'_>, turns: &[Turn], tools: &RequestTools) -> (Vec<Value>, Option<String>) {
+    let format = tool_format(ctx);
+    let costs: Vec<Cost<'_>> = tools
+        .defs
+        .iter()
+        .map(|t| Cost {
+            name: tools::name(t),
+            tokens: ctx.estimate_tokens(tools::definition_bytes(format, t)),
+        })
+        .collect();
+    let fixed = ctx.estimate_tokens(tools::block_bytes(format));
+    let newest_user = turns
+        .iter()
+        .rev()
+        .find(|t| t.role == Role::User)
+        .map_or("", |t| t.content.as_str());
+    let budget = u64::from(ctx.tools_budget);
+    let selection = tools::select(&costs, fixed, budget, &tools.called, newest_user);
+    if selection.dropped.is_empty() {
+        return (tools.defs.clone(), None);
+    }
+    log::debug!(
+        "{} of {} tools left out to fit the tool budget of {budget} tokens",
+        selection.dropped.len(),
+        tools.defs.len()
+    );
+    let kept = selection
+        .kept
+        .iter()
+        .map(|&i| tools.defs[i].clone())
+        .collect();
+    (kept, Some(dropped_note(&selection.dropped, budget)))
+}
+
+/// The warning for tools left out: their names, as header-safe text (visible ASCII; anything
+/// else escaped), the list cut at `DROPPED_NAMES_MAX_BYTES`.
+fn dropped_note(dropped: &[String], budget: u64) -> String {
+    let mut names = String::new();
+    for (i, name) in dropped.iter().enumerate() {
+        let safe: String = name
+            .chars()
+            .flat_map(|c| {
+                let plain = c.is_ascii_graphic() || c == ' ';
+                let escaped = (!plain).then(|| c.escape_unicode());
+                plain
+                    .then_some(c)
+                    .into_iter()
+                    .chain(escaped.into_iter().flatten())
+            })
+            .collect();
+        if names.len() + safe.len() > DROPPED_NAMES_MAX_BYTES {
+            names.push_str(&format!(" and {} more", dropped.len() - i));
+            break;
+        }
+        if i > 0 {
+            names.push_str(", ");
+        }
+        names.push_str(&safe);
+    }
+    format!(
+        "{} tool(s) left out to fit the context (tools-budget: {budget} tokens): {names}",
+        dropped.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dropped_note;
+
+    #[test]
+    fn the_dropped_tools_warning_is_header_safe_and_bounded() {
+        let names = [
+            "ok_name".to_owned(),
+            "bad\r\nX-Injected: 1".to_owned(),
+            "météo".to_owned(),
+        ];
+        let note = dropped_note(&names, 1024);
+        assert!(note.bytes().all(|b| (b' '..=b'~').contains(&b)), "{note}");
+        assert_eq!(
+            note,
+            "3 tool(s) left out to fit the context (tools-budget: 1024 tokens): ok_name, \
+             bad\\u{d}\\u{a}X-Injected: 1, m\\u{e9}t\\u{e9}o"
+        );
+        let many: Vec<String> = (0..500).map(|i| format!("tool_{i}")).collect();
+        let note = dropped_note(&many, 10);
+        assert!(note.len() < 1200, "{} bytes", note.len());
+        assert!(note.ends_with(" more"), "{note}");
+    }
 }

@@ -29,6 +29,10 @@ pub struct Ctx<'a> {
     pub metrics: &'a Metrics,
     /// The chat template conversations are rendered with; `None`: the runtime's own.
     pub template: Option<&'a Template>,
+    /// How many tokens a request's tool definitions may take (`tools-budget` of the context).
+    pub tools_budget: u32,
+    /// Bytes of prompt per token, as the engine has learnt them: what estimates are made with.
+    pub bytes_per_token: f64,
     /// How embeddings pool token states, resolved for the loaded model (never `Auto`).
     pub embedding_pooling: Pooling,
     /// Which requests yield to streamed ones.
@@ -38,6 +42,11 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// About how many tokens `bytes` of prompt are (the engine's estimate).
+    pub fn estimate_tokens(&self, bytes: usize) -> u64 {
+        crate::engine::estimate_tokens(bytes, self.bytes_per_token)
+    }
+
     /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
     pub fn model_matches(&self, requested: &str) -> bool {
         requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)

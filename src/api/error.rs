@@ -183,6 +183,8 @@ impl ApiError {
             prompt_bytes,
             max_context,
             by_runtime,
+            tools_tokens,
+            reserve,
         } = err
         {
             // OpenAI's own wording: client libraries recognise an overflow by it (litellm's
@@ -195,7 +197,14 @@ impl ApiError {
                      {estimated_tokens} tokens)"
                 )
             } else {
-                format!("{estimated_tokens} tokens (estimated from {prompt_bytes} bytes)")
+                // The counts a client needs to see what to cut: the tool definitions, the
+                // messages that could not be left out, the answer's room.
+                let history = estimated_tokens.saturating_sub(*tools_tokens);
+                format!(
+                    "{estimated_tokens} tokens (estimated from {prompt_bytes} bytes: \
+                     {tools_tokens} for the tool definitions, {history} for the messages that \
+                     cannot be left out), with {reserve} more kept for the answer"
+                )
             };
             e.message = format!(
                 "This model's maximum context length is {max_context} tokens. However, your \
@@ -276,6 +285,8 @@ mod tests {
             prompt_bytes: 1200,
             max_context: 64,
             by_runtime: false,
+            tools_tokens: 120,
+            reserve: 16,
         };
         for flavor in [Flavor::OpenAi, Flavor::Ollama] {
             let e = ApiError::from_engine(flavor, &err);
@@ -283,8 +294,9 @@ mod tests {
             assert_eq!(
                 e.message,
                 "This model's maximum context length is 64 tokens. However, your messages \
-                 resulted in 300 tokens (estimated from 1200 bytes). Please reduce the length of \
-                 the messages."
+                 resulted in 300 tokens (estimated from 1200 bytes: 120 for the tool definitions, \
+                 180 for the messages that cannot be left out), with 16 more kept for the \
+                 answer. Please reduce the length of the messages."
             );
         }
     }
@@ -296,6 +308,8 @@ mod tests {
             prompt_bytes: 900,
             max_context: 64,
             by_runtime: true,
+            tools_tokens: 0,
+            reserve: 0,
         };
         let e = ApiError::from_engine(Flavor::OpenAi, &err);
         assert_eq!(e.status, 400);

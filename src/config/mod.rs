@@ -150,6 +150,8 @@ pub struct Config {
     pub kv_snapshot_dir: Option<PathBuf>,
     /// `kv-snapshot-limit` in bytes; 0: no snapshots.
     pub kv_snapshot_limit: u64,
+    /// `tools-budget`: the percentage of the context a request's tool definitions may take.
+    pub tools_budget_percent: u8,
     /// `embedding-pooling`: how the embeddings endpoints pool token states.
     pub embedding_pooling: crate::engine::Pooling,
     /// `background`: which requests yield to streamed ones.
@@ -197,6 +199,7 @@ impl Default for Config {
             kv_cache_reuse: true,
             kv_snapshot_dir: None,
             kv_snapshot_limit: 256 << 20,
+            tools_budget_percent: 25,
             embedding_pooling: crate::engine::Pooling::Auto,
             background: crate::engine::BackgroundPolicy::NonStreamed,
             think_default: crate::engine::ThinkDefault::Auto,

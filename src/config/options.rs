@@ -49,6 +49,7 @@ pub(super) enum Setting {
     KvCacheReuse,
     KvSnapshotDir,
     KvSnapshotLimit,
+    ToolsBudget,
     EmbeddingPooling,
     TemplateBos,
     TemplateSystemPrefix,
@@ -281,6 +282,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("256M"),
         MODEL,
         "Room the snapshots may take; the least recently used go\nfirst. One is saved only when its measured cost is below\nthe prefill it spares; 0 turns snapshots off"
+    ),
+    opt!(
+        ToolsBudget,
+        "tools-budget",
+        V("PERCENT"),
+        Dv("25%"),
+        MODEL,
+        "Share of the context a request's tool definitions may take\n(0% to 100%). Tools beyond it are left out: first kept are\nthose the conversation called, then those the newest user\nmessage names, then the others in request order while they\nfit; the response's X-Rkllmd-Warning names the ones left out"
     ),
     opt!(
         EmbeddingPooling,

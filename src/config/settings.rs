@@ -124,6 +124,7 @@ impl Draft {
             Setting::KvCacheReuse => c.kv_cache_reuse = values::boolean(raw)?,
             Setting::KvSnapshotDir => c.kv_snapshot_dir = Some(values::path(raw)?),
             Setting::KvSnapshotLimit => c.kv_snapshot_limit = values::bytes(raw, 0, 64 * GIB)?,
+            Setting::ToolsBudget => c.tools_budget_percent = values::percent(raw)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
             Setting::Background => c.background = raw.trim().parse()?,
             Setting::ThinkDefault => c.think_default = raw.trim().parse()?,

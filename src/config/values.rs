@@ -44,6 +44,19 @@ pub(super) fn integer(raw: &str, min: u64, max: u64) -> Result<u64, Expected> {
 
 /// A byte count with an optional binary suffix: `1048576`, `512K`, `4M`, `1G` (`KiB`, `MiB`,
 /// `GiB` also accepted).
+/// `N%`, N from 0 to 100 (the sign may be left out).
+pub(super) fn percent(raw: &str) -> Result<u8, Expected> {
+    let digits = raw
+        .trim()
+        .strip_suffix('%')
+        .unwrap_or(raw.trim())
+        .trim_end();
+    match digits.parse::<u8>() {
+        Ok(n) if n <= 100 => Ok(n),
+        _ => Err("a percentage from 0% to 100%".to_owned()),
+    }
+}
+
 pub(super) fn bytes(raw: &str, min: u64, max: u64) -> Result<u64, Expected> {
     let expected =
         || format!("a byte count from {min} to {max}, optionally with a K, M or G suffix");
@@ -208,6 +221,16 @@ mod tests {
         assert_eq!(seconds("120"), Ok(Duration::from_secs(120)));
         for bad in ["0", "-1", "abc", "nan", "inf", "1e9", ""] {
             assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn percentages_from_0_to_100_with_or_without_the_sign() {
+        assert_eq!(percent("25%"), Ok(25));
+        assert_eq!(percent(" 100 % "), Ok(100));
+        assert_eq!(percent("0"), Ok(0));
+        for bad in ["101%", "-1%", "25.5%", "%", "", "abc"] {
+            assert!(percent(bad).is_err(), "{bad}");
         }
     }
 

@@ -6,6 +6,8 @@
 //! halfway, three decide it while the window holds few samples).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Until a run has calibrated it: a typical BPE tokenizer on English text. It stays among the
 /// values the median is taken over, twice.
@@ -26,6 +28,31 @@ const MIN_SAMPLE_TOKENS: u32 = 32;
 #[derive(Debug, Default)]
 pub(super) struct BytesPerToken {
     samples: VecDeque<f64>,
+    /// The typical ratio, published for the event loop's side.
+    shared: SharedRatio,
+}
+
+/// The typical ratio as the inference thread last learnt it, readable from the event loop:
+/// the API plans what fits the context (the tool budget) before a job reaches the worker, with
+/// the same ratio the worker's plan then uses.
+#[derive(Clone, Debug)]
+pub struct SharedRatio(Arc<AtomicU64>);
+
+impl Default for SharedRatio {
+    fn default() -> SharedRatio {
+        SharedRatio(Arc::new(AtomicU64::new(PRIOR.to_bits())))
+    }
+}
+
+impl SharedRatio {
+    /// Bytes per token.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, ratio: f64) {
+        self.0.store(ratio.to_bits(), Ordering::Relaxed);
+    }
 }
 
 impl BytesPerToken {
@@ -40,6 +67,13 @@ impl BytesPerToken {
             self.samples.pop_front();
         }
         self.samples.push_back(ratio);
+        self.shared.set(self.typical());
+    }
+
+    /// Learns into `shared` from now on (the engine's handle, given to the event loop).
+    pub fn share(&mut self, shared: SharedRatio) {
+        shared.set(self.typical());
+        self.shared = shared;
     }
 
     /// The ratio to plan with: the median of the recent samples and the prior (twice); of an
@@ -71,7 +105,7 @@ pub(super) fn most_tokens(bytes: usize) -> u64 {
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss
 )]
-pub(super) fn tokens(bytes: usize, ratio: f64) -> u64 {
+pub fn tokens(bytes: usize, ratio: f64) -> u64 {
     (bytes as f64 / ratio.max(MIN)).ceil() as u64
 }
 
@@ -113,6 +147,18 @@ mod tests {
             r.learn(300, 100);
         }
         assert_eq!(r.typical(), 3.0, "old samples are gone");
+    }
+
+    #[test]
+    fn the_shared_ratio_follows_what_is_learnt() {
+        let shared = SharedRatio::default();
+        assert_eq!(shared.get(), PRIOR);
+        let mut r = BytesPerToken::default();
+        r.share(shared.clone());
+        for _ in 0..3 {
+            r.learn(300, 100);
+        }
+        assert_eq!(shared.get(), 3.0);
     }
 
     #[test]

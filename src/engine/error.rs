@@ -24,12 +24,17 @@ pub enum EngineError {
     Cancelled,
     /// The runtime refused a prompt that (by our estimate) does not fit its context.
     PromptTooLong {
+        /// The whole prompt that could not be left out, tool definitions included.
         estimated_tokens: u64,
         prompt_bytes: usize,
         max_context: u32,
         /// The runtime refused the prompt (by the estimate it might have fitted, but it is
         /// larger in bytes than the context in tokens); false: refused before running it.
         by_runtime: bool,
+        /// Of `estimated_tokens`, the tool definitions' (0: none, or not known).
+        tools_tokens: u64,
+        /// Tokens kept free for the answer (0 when refused by the runtime).
+        reserve: u32,
     },
     /// The runtime failed the run.
     Runtime(RuntimeError),
@@ -66,12 +71,13 @@ impl fmt::Display for EngineError {
                 "the generation ran past the request timeout ({:.1} s) and was cut short",
                 after.as_secs_f32()
             ),
-            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: false } => write!(
+            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: false, tools_tokens, reserve } => write!(
                 f,
-                "the prompt does not fit the model's context: about {estimated_tokens} tokens ({prompt_bytes} bytes) \
-                 for a context of {max_context} tokens"
+                "the prompt does not fit the model's context: about {estimated_tokens} tokens ({prompt_bytes} bytes; \
+                 {tools_tokens} of them tool definitions) and {reserve} kept for the answer, for a context of \
+                 {max_context} tokens"
             ),
-            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: true } => write!(
+            EngineError::PromptTooLong { estimated_tokens, prompt_bytes, max_context, by_runtime: true, .. } => write!(
                 f,
                 "the prompt does not fit the model's context: the runtime refused it ({prompt_bytes} bytes, \
                  estimated at {estimated_tokens} tokens, for a context of {max_context} tokens)"

@@ -85,6 +85,9 @@ pub struct Conversation {
     pub kept: usize,
     /// Opens the assistant's answer.
     pub generation_prompt: String,
+    /// Bytes of the kept pieces that are tool definitions (counted apart when the
+    /// conversation does not fit).
+    pub tools_bytes: usize,
 }
 
 impl Job {

@@ -7,7 +7,7 @@
 //! record, and the worker clears the runtime's cache before its next run of any kind: a partial
 //! answer never poisons the next turn.
 
-use super::bytes_per_token::{self, BytesPerToken};
+use super::bytes_per_token::{self, BytesPerToken, SharedRatio};
 use super::job::Conversation;
 use super::reuse;
 use super::EngineError;
@@ -52,6 +52,11 @@ impl KvCache {
         bytes_per_token::tokens(bytes, self.bytes_per_token.typical())
     }
 
+    /// Publishes the ratio it learns through `shared`.
+    pub fn share_ratio(&mut self, shared: SharedRatio) {
+        self.bytes_per_token.share(shared);
+    }
+
     /// Learns bytes per token from a run that prefilled `bytes` as `tokens`.
     pub fn calibrate(&mut self, bytes: usize, tokens: u32) {
         self.bytes_per_token.learn(bytes, tokens);
@@ -88,15 +93,8 @@ impl KvCache {
             full.push_str(p);
         }
         full.push_str(&conv.generation_prompt);
-        let estimate = estimate(full.len());
-        if estimate > max {
-            return Err(EngineError::PromptTooLong {
-                estimated_tokens: estimate,
-                prompt_bytes: full.len(),
-                max_context,
-                by_runtime: false,
-            });
-        }
+        // What cannot be left out: the kept turns (tool definitions included) and the newest.
+        self.check_fits(full.len(), conv.tools_bytes, max_context, reserve)?;
         let dropped_turns = first_kept_history - kept.min(newest);
         // An empty delta is no run with history kept (the prompt would be empty, and the last
         // answer, dropped from a cache without history, would not be regenerated from it).
@@ -136,6 +134,30 @@ impl KvCache {
             clear,
             keep_history: true,
             dropped_turns,
+        })
+    }
+
+    /// Refuses, before it runs, a prompt of `bytes` (of which `tools_bytes` are tool
+    /// definitions) that with `reserve` tokens for the answer would not fit `max_context`: the
+    /// runtime reports an overflow only as a failed run, with nothing to tell the client.
+    pub fn check_fits(
+        &self,
+        bytes: usize,
+        tools_bytes: usize,
+        max_context: u32,
+        reserve: u32,
+    ) -> Result<(), EngineError> {
+        let total = self.estimate_tokens(bytes);
+        if total + u64::from(reserve) <= u64::from(max_context) {
+            return Ok(());
+        }
+        Err(EngineError::PromptTooLong {
+            estimated_tokens: total,
+            prompt_bytes: bytes,
+            max_context,
+            by_runtime: false,
+            tools_tokens: self.estimate_tokens(tools_bytes.min(bytes)),
+            reserve,
         })
     }
 
@@ -186,6 +208,7 @@ mod tests {
             pieces: pieces.iter().map(|s| s.to_string()).collect(),
             kept: 1,
             generation_prompt: "<a>".into(),
+            tools_bytes: 0,
         }
     }
 
@@ -286,6 +309,32 @@ mod tests {
                 }
             ),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_left_out_must_fit_with_the_reserve_and_its_tools_are_counted_apart() {
+        let mut c = KvCache::default();
+        c.cleared();
+        c.calibrate(400, 100); // 4 bytes per token
+        let system = format!("<s>{}", "t".repeat(397)); // 100 tokens, all tool definitions
+        let newest = "q".repeat(200); // 50 tokens
+        let mut conversation = conv(&[system.as_str(), newest.as_str()]);
+        conversation.tools_bytes = 397;
+        // 151 tokens in all (the generation prompt's 3 bytes round up): fits 160 alone, not
+        // with 20 for the answer.
+        assert!(c.plan(&conversation, 171, 20).is_ok());
+        let e = c.plan(&conversation, 170, 20).unwrap_err();
+        assert_eq!(
+            e,
+            EngineError::PromptTooLong {
+                estimated_tokens: 151,
+                prompt_bytes: 603,
+                max_context: 170,
+                by_runtime: false,
+                tools_tokens: 100,
+                reserve: 20,
+            }
         );
     }
 

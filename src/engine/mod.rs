@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+pub use bytes_per_token::{tokens as estimate_tokens, SharedRatio};
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{
@@ -146,6 +147,8 @@ pub struct Engine {
     queue: Queue,
     running: Option<Running>,
     thread: Option<JoinHandle<()>>,
+    /// Bytes per token as the worker learns them.
+    ratio: SharedRatio,
 }
 
 impl Engine {
@@ -165,7 +168,9 @@ impl Engine {
             raw_template: cfg.raw_template,
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
+            ratio: SharedRatio::default(),
         };
+        let ratio = init.ratio.clone();
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -188,6 +193,7 @@ impl Engine {
             queue: Queue::default(),
             running: None,
             thread: Some(thread),
+            ratio,
         })
     }
 
@@ -201,6 +207,11 @@ impl Engine {
 
     pub fn running(&self) -> Option<JobId> {
         self.running.as_ref().map(|r| r.id)
+    }
+
+    /// Bytes of prompt per token, as the runtime's prefill counts teach it (a prior until then).
+    pub fn bytes_per_token(&self) -> f64 {
+        self.ratio.get()
     }
 
     pub fn queue_capacity(&self) -> usize {

@@ -52,6 +52,21 @@ impl RuntimeTools {
         })
     }
 
+    /// Bytes of tool definitions the runtime holds.
+    pub fn tools_bytes(&self) -> usize {
+        self.tools.len()
+    }
+
+    /// Bytes the runtime puts before every prompt, that we know of: the tools and the system
+    /// prompt given with them (which replaced the model's); nothing while it holds no tools.
+    pub fn context_bytes(&self) -> usize {
+        if self.tools.is_empty() {
+            0
+        } else {
+            self.tools.len() + self.system.len()
+        }
+    }
+
     /// The runtime accepted `set`.
     pub fn accepted(&mut self, set: SetTools) {
         self.system = set.system;
@@ -113,6 +128,14 @@ mod tests {
             t.change(Some("[1]"), None),
             set("You are a helpful assistant.", "[1]")
         );
+    }
+
+    #[test]
+    fn what_the_runtime_holds_counts_towards_the_context_only_with_tools() {
+        let t = after("Be brief.", "[1]");
+        assert_eq!((t.tools_bytes(), t.context_bytes()), (3, 12));
+        let removed = after("Be brief.", "");
+        assert_eq!((removed.tools_bytes(), removed.context_bytes()), (0, 0));
     }
 
     #[test]

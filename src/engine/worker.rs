@@ -60,6 +60,8 @@ pub(super) struct WorkerConfig {
     pub raw_template: bool,
     pub kv_cache_reuse: bool,
     pub snapshots: Option<SnapshotConfig>,
+    /// Where the learnt bytes-per-token ratio is published for the event loop.
+    pub ratio: super::SharedRatio,
 }
 
 pub(super) fn run(
@@ -105,6 +107,7 @@ pub(super) fn run(
         restoring: None,
     };
     worker.cache.cleared();
+    worker.cache.share_ratio(cfg.ratio);
     for job in jobs {
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
@@ -240,14 +243,14 @@ impl Worker {
             self.history.cleared();
             self.must_clear = false;
         }
-        self.set_tools(job);
+        let tools_set = self.set_tools(job);
         let cap = job
             .max_new_tokens()
             .unwrap_or(self.init.max_new_tokens)
             .min(self.init.max_new_tokens.max(1));
+        let reserve = cap.min(self.init.max_context_len / 4);
         match job.input() {
             Input::Conversation(conv) => {
-                let reserve = cap.min(self.init.max_context_len / 4);
                 if !self.reuse {
                     self.cache.invalidate();
                 }
@@ -272,10 +275,21 @@ impl Worker {
                 self.conclude_conversation(plan, ran)
             }
             Input::Embed(input) => self.embed(job, input),
-            Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap),
+            Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),
             Input::Prompt(prompt) => {
-                // A single prompt (a raw completion) changes the cache in ways the records do
-                // not follow.
+                // With the runtime's template the context holds the system prompt and the tools
+                // given with them (the template's own markers are not counted: a refusal must
+                // never be wrong).
+                let (tools, known) = if self.raw_template {
+                    (0, prompt.len())
+                } else {
+                    let t = &self.tools;
+                    (t.tools_bytes(), prompt.len() + t.context_bytes())
+                };
+                let max = self.init.max_context_len;
+                self.cache.check_fits(known, tools, max, reserve)?;
+                // A single prompt (runtime templating, or a raw completion) changes the cache in
+                // ways the records do not follow.
                 self.save_before_replacing(job);
                 self.cache.invalidate();
                 self.history.invalidate();
@@ -286,14 +300,16 @@ impl Worker {
                 }
                 let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
                 let reused = ran.reused;
-                // With the runtime's template, the context holds its system prompt, its turn
-                // markers and the tools as well as the prompt.
+                // With the runtime's template, the context holds its turn markers too. New
+                // tools are prefilled with this run: learning from the prompt's bytes alone
+                // would take a run of tools for a run of one-byte tokens.
                 let around = if self.raw_template {
                     0
                 } else {
-                    RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len)
+                    RUNTIME_TEMPLATE_BYTES
                 };
-                let bytes = (prompt.len(), prompt.len(), around);
+                let sent = if tools_set { known } else { prompt.len() };
+                let bytes = (sent, known, around);
                 self.conclude(
                     ran.end,
                     (ran.generated, reused, job.keep_history()),
@@ -461,12 +477,14 @@ impl Worker {
     /// context the runtime prefills and empties its KV cache, so the cache record no longer
     /// holds. A runtime that refuses them (a model without a chat template, rknn-llm#397) runs
     /// the job without them: the model then answers in prose; that is logged once.
-    fn set_tools(&mut self, job: &Job) {
+    /// Returns whether the runtime took new tools (its context, emptied, is prefilled with
+    /// them on the next run).
+    fn set_tools(&mut self, job: &Job) -> bool {
         if self.raw_template {
-            return;
+            return false;
         }
         let Some(set) = self.tools.change(job.tools(), job.system_prompt()) else {
-            return;
+            return false;
         };
         self.cache.invalidate();
         self.history.invalidate();
@@ -477,6 +495,7 @@ impl Worker {
             Ok(()) => {
                 self.tools.accepted(set);
                 self.history.cleared();
+                return true;
             }
             Err(e) if !self.warned.tools => {
                 self.warned.tools = true;
@@ -487,6 +506,7 @@ impl Worker {
             }
             Err(e) => log::debug!("the runtime refused the request's tools: {e}"),
         }
+        false
     }
 
     /// Turns a run's end into the job's result, learning bytes per token on the way from the
@@ -570,6 +590,8 @@ impl Worker {
                 prompt_bytes,
                 max_context,
                 by_runtime: true,
+                tools_tokens: 0,
+                reserve: 0,
             }
         } else {
             EngineError::Runtime(error)

@@ -308,6 +308,7 @@ impl EventLoop {
             running: self.engine.running().is_some(),
             connections,
             metrics: &self.metrics,
+            bytes_per_token: self.engine.bytes_per_token(),
         });
         let reply = api::route(req, &ctx, self.jobs.next_id());
         match reply {

@@ -35,6 +35,8 @@ pub struct Live<'a> {
     pub running: bool,
     pub connections: usize,
     pub metrics: &'a Metrics,
+    /// Bytes per token as the engine has learnt them.
+    pub bytes_per_token: f64,
 }
 
 impl Serving {
@@ -105,9 +107,27 @@ impl Serving {
             caps: self.caps,
             metrics: live.metrics,
             template: self.template.as_ref(),
+            tools_budget: tools_budget(self.cfg.max_context_len, self.cfg.tools_budget_percent),
+            bytes_per_token: live.bytes_per_token,
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
             background: self.cfg.background,
             think_default: self.cfg.think_default,
         }
+    }
+}
+
+/// `percent` of a context of `max_context_len` tokens.
+fn tools_budget(max_context_len: u32, percent: u8) -> u32 {
+    let tokens = u64::from(max_context_len) * u64::from(percent) / 100;
+    u32::try_from(tokens).unwrap_or(max_context_len)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tools_budget_is_a_share_of_the_context() {
+        assert_eq!(super::tools_budget(4096, 25), 1024);
+        assert_eq!(super::tools_budget(4096, 0), 0);
+        assert_eq!(super::tools_budget(u32::MAX, 100), u32::MAX);
     }
 }

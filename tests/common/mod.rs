@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod turns;
+pub mod tool_catalog;
 
 use std::fs;
 use std::io::Read;

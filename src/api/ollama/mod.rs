@@ -55,11 +55,11 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         return load(ctx, head);
     }
     let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
-    let tools = super::tools::request_tools(&f)?;
+    let tools = super::tools::request_tools(&f, messages)?;
     let thinking = ctx.thinking(f.bool("think")?, head.stream);
-    let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
-    job.set_tools(tools);
-    start(&f, ctx, head, job, None)
+    let (job, dropped) =
+        conversation::job_for(ctx, job_id, &turns, thinking, tools.as_ref(), FLAVOR)?;
+    start(&f, ctx, head, job, dropped.as_deref())
 }
 
 pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
@@ -89,7 +89,7 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
         }
         turns.push(Turn::new(Role::User, prompt));
         let thinking = ctx.thinking(f.bool("think")?, head.stream);
-        conversation::job_for(ctx, job_id, &turns, thinking, None, FLAVOR)?
+        conversation::job_for(ctx, job_id, &turns, thinking, None, FLAVOR)?.0
     };
     let note = (raw && ctx.template.is_none()).then_some(
         "raw was ignored: the runtime applies the model's template (chat-template = runtime)",

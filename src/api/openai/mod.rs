@@ -57,10 +57,11 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     };
     let turns = conversation::openai_turns(messages, conversation::tool_format(ctx))?;
     let choice = tools::tool_choice(&f)?;
-    let tools = tools::request_tools(&f)?.filter(|_| choice != Choice::None);
+    let tools = tools::request_tools(&f, messages)?.filter(|_| choice != Choice::None);
     let thinking = ctx.thinking(enable_thinking(&f)?, streams(&f)?);
-    let mut job = conversation::job_for(ctx, job_id, &turns, thinking, tools.as_deref(), FLAVOR)?;
-    let mut notes = Vec::new();
+    let (job, dropped) =
+        conversation::job_for(ctx, job_id, &turns, thinking, tools.as_ref(), FLAVOR)?;
+    let mut notes: Vec<String> = dropped.into_iter().collect();
     if tools.is_some() && choice == Choice::Forced {
         notes.push(
             "tool_choice cannot force a call: the runtime decides whether to call a tool"
@@ -68,7 +69,6 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
         );
     }
     notes.extend(format_note(&f, "response_format")?);
-    job.set_tools(tools);
     generate(&f, ctx, job, Kind::Chat, notes)
 }
 

@@ -49,6 +49,16 @@ pub fn definitions(turns: &[Turn], tools: &[Value], default_system: Option<&str>
     out
 }
 
+/// See [`super::definition_bytes`]: one line.
+pub fn definition_bytes(tool: &Value) -> usize {
+    tool.to_string().len() + 1
+}
+
+/// See [`super::block_bytes`]: the block with no line, and the blank line before it.
+pub fn block_bytes() -> usize {
+    definitions(&[], &[], Some("-"))[0].content.len()
+}
+
 fn join_system(system: &str, block: &str) -> String {
     if system.is_empty() {
         block.to_owned()

@@ -61,6 +61,18 @@ pub fn definitions(turns: &[Turn], tools: &[Value]) -> Vec<Turn> {
     out
 }
 
+/// See [`super::definition_bytes`]: indented, and a blank line.
+pub fn definition_bytes(tool: &Value) -> usize {
+    let mut out = String::new();
+    write_indented(&mut out, tool);
+    out.len() + 2
+}
+
+/// See [`super::block_bytes`]: the instructions and the system turn's environment lines.
+pub fn block_bytes() -> usize {
+    INSTRUCTIONS.len() + SYSTEM_PREAMBLE.len()
+}
+
 /// `tojson(indent=4)` in the templates: Python's `json.dumps(indent=4)`, which is serde's pretty
 /// form with four spaces.
 fn write_indented(out: &mut String, value: &Value) {
@@ -296,7 +308,8 @@ mod tests {
 
     fn render(turns: &[Turn]) -> String {
         let t = llama3();
-        t.render(&with_definitions(turns, TOOLS, &t), None).full()
+        let tools: Vec<Value> = serde_json::from_str(TOOLS).unwrap();
+        t.render(&with_definitions(turns, &tools, &t), None).full()
     }
 
     #[test]

@@ -9,8 +9,11 @@ use super::error::{ApiError, Flavor};
 use super::params::Fields;
 use crate::chat::{Template, ToolFormat, Turn};
 
+mod budget;
 mod hermes;
 mod llama3;
+
+pub use budget::{select, Cost};
 
 /// One call the model made.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,8 +103,17 @@ fn merge(pieces: Vec<Piece>) -> Vec<Piece> {
     out
 }
 
-/// The request's `tools` as the JSON array text the runtime takes; `None` when absent or empty.
-pub fn request_tools(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
+/// A request's tool definitions, and the tools its conversation already called (which the
+/// tool budget keeps first).
+#[derive(Clone, Debug)]
+pub struct RequestTools {
+    pub defs: Vec<Value>,
+    pub called: Vec<String>,
+}
+
+/// The request's `tools` (`None` when absent or empty), with the names of the tools the
+/// assistant messages of `messages` called.
+pub fn request_tools(f: &Fields<'_>, messages: &[Value]) -> Result<Option<RequestTools>, ApiError> {
     let Some(tools) = f.array("tools")? else {
         return Ok(None);
     };
@@ -122,25 +134,43 @@ pub fn request_tools(f: &Fields<'_>) -> Result<Option<String>, ApiError> {
     if tools.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Value::Array(tools.clone()).to_string()))
+    Ok(Some(RequestTools {
+        defs: tools.clone(),
+        called: budget::called_names(messages),
+    }))
+}
+
+/// A tool's name (`request_tools` checked that it has one).
+pub fn name(tool: &Value) -> &str {
+    tool.pointer("/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The bytes one tool's definition takes in the prompt, written as `format` writes it.
+pub fn definition_bytes(format: ToolFormat, tool: &Value) -> usize {
+    match format {
+        ToolFormat::Hermes => hermes::definition_bytes(tool),
+        ToolFormat::Llama3Json => llama3::definition_bytes(tool),
+    }
+}
+
+/// The bytes `format` writes around the definitions (instructions, tags), once.
+pub fn block_bytes(format: ToolFormat) -> usize {
+    match format {
+        ToolFormat::Hermes => hermes::block_bytes(),
+        ToolFormat::Llama3Json => llama3::block_bytes(),
+    }
 }
 
 /// The turns with the tool definitions written in, where and as the template's family writes
 /// them. rkllmd does this when it renders conversations itself: the runtime's function-tools API
 /// fails under the empty chat template rkllmd sets then (rknn-llm#397) and is not applied after
 /// a custom one (#431). The form asked for is the one `ToolCallParser` reads back.
-pub fn with_definitions(turns: &[Turn], tools_json: &str, template: &Template) -> Vec<Turn> {
-    // `request_tools` wrote the array, so it parses; if it ever did not, no definitions are
-    // better than broken ones.
-    let tools = serde_json::from_str::<Vec<Value>>(tools_json).unwrap_or_else(|e| {
-        log::warn!("tool definitions left out: {e}");
-        Vec::new()
-    });
+pub fn with_definitions(turns: &[Turn], tools: &[Value], template: &Template) -> Vec<Turn> {
     match template.tool_format {
-        ToolFormat::Hermes => {
-            hermes::definitions(turns, &tools, template.default_system.as_deref())
-        }
-        ToolFormat::Llama3Json => llama3::definitions(turns, &tools),
+        ToolFormat::Hermes => hermes::definitions(turns, tools, template.default_system.as_deref()),
+        ToolFormat::Llama3Json => llama3::definitions(turns, tools),
     }
 }
 
@@ -301,5 +331,55 @@ mod testing {
 
     pub fn text(s: &str) -> Piece {
         Piece::Text(s.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Role;
+    use serde_json::json;
+
+    /// The budget costs tools as they are rendered: the definitions' bytes plus the block around
+    /// them are what writing them adds to the prompt, within a byte per tool (separators) and,
+    /// for Llama without a system message, the markers of the system turn the tools add (about
+    /// 50 bytes, a dozen tokens: not worth a per-template count).
+    #[test]
+    fn definition_costs_are_what_the_rendering_adds() {
+        let tools: Vec<Value> = (0..5)
+            .map(|i| {
+                json!({"type": "function", "function": {
+                    "name": format!("tool_{i}"),
+                    "description": "Does one thing. ".repeat(i + 1),
+                    "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}
+                }})
+            })
+            .collect();
+        for preset in ["qwen2.5", "llama3", "chatml"] {
+            let template = Template::preset(preset).unwrap();
+            for system in [true, false] {
+                let mut turns = Vec::new();
+                if system {
+                    turns.push(Turn::new(Role::System, "Be brief."));
+                }
+                turns.push(Turn::new(Role::User, "Hello"));
+                let plain = template.render(&turns, None).full().len();
+                let with = template
+                    .render(&with_definitions(&turns, &tools, &template), None)
+                    .full()
+                    .len();
+                let format = template.tool_format;
+                let costed = block_bytes(format)
+                    + tools
+                        .iter()
+                        .map(|t| definition_bytes(format, t))
+                        .sum::<usize>();
+                let added = with - plain;
+                assert!(
+                    costed.abs_diff(added) <= tools.len() + 64,
+                    "{preset} (system: {system}): costed {costed}, rendering added {added}"
+                );
+            }
+        }
     }
 }

@@ -83,6 +83,8 @@ fn every_flag_is_parsed() {
             "Qwen3",
             "--kv-cache-reuse",
             "false",
+            "--tools-budget",
+            "40%",
         ],
         &s.env(),
     );
@@ -113,6 +115,7 @@ fn every_flag_is_parsed() {
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
     assert_eq!(c.chat_template, ChatTemplate::Preset("qwen3"));
     assert!(!c.kv_cache_reuse);
+    assert_eq!(c.tools_budget_percent, 40);
     assert_eq!(
         (c.sampling.temperature, c.sampling.top_p, c.sampling.top_k),
         (0.0, 1.0, 40)

@@ -12,6 +12,7 @@ impl Worker {
         job: &Job,
         turns: &RuntimeTurns,
         cap: u32,
+        tools_set: bool,
     ) -> Result<RunSummary, EngineError> {
         // The rendered-conversation record does not follow what this run does to the cache.
         self.cache.invalidate();
@@ -19,7 +20,14 @@ impl Worker {
             self.history.invalidate();
         }
         let max = u64::from(self.init.max_context_len);
-        let reserve = u64::from(cap.min(self.init.max_context_len / 4));
+        let reserve = cap.min(self.init.max_context_len / 4);
+        // The newest input alone must fit beside the system prompt and tools the runtime holds
+        // (the template's own markers are not counted: a refusal must never be wrong).
+        let known = turns.newest.len() + self.tools.context_bytes();
+        let tools_bytes = self.tools.tools_bytes();
+        self.cache
+            .check_fits(known, tools_bytes, self.init.max_context_len, reserve)?;
+        let reserve = u64::from(reserve);
         let around = RUNTIME_TEMPLATE_BYTES + job.tools().map_or(0, str::len);
         let input = self.cache.estimate_tokens(turns.newest.len() + around);
         let (system, tools) = (job.system_prompt(), job.tools());
@@ -60,7 +68,10 @@ impl Worker {
             }
             _ => self.history.invalidate(),
         }
-        let bytes = (turns.newest.len(), turns.newest.len(), around);
+        // New tools are prefilled with this run: learning from the input's bytes alone would
+        // take a run of tools for a run of one-byte tokens.
+        let sent = if tools_set { known } else { turns.newest.len() };
+        let bytes = (sent, known, RUNTIME_TEMPLATE_BYTES);
         self.conclude(end, (generated, reused, true), hit_cap, bytes)
     }
 }

@@ -49,11 +49,12 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
     }
     let model = check_model(ctx, &f)?;
     let instructions = f.str("instructions")?;
-    let messages = messages(&f, instructions)?;
     let chat = chat_tools(&f)?;
     let chat_fields = Fields::parse_body(&chat, FLAVOR)?;
     let choice = tools::tool_choice(&chat_fields)?;
-    let tool_defs = tools::request_tools(&chat_fields)?.filter(|_| choice != Choice::None);
+    let messages = messages(&f, instructions)?;
+    let tool_defs =
+        tools::request_tools(&chat_fields, &messages)?.filter(|_| choice != Choice::None);
     let stream = f.bool("stream")?.unwrap_or(false);
     let effort = match f.object("reasoning")? {
         Some(mut r) => {
@@ -64,9 +65,8 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
     };
     let thinking = ctx.thinking(effort, stream);
     let turns = conversation::openai_turns(&messages, conversation::tool_format(ctx))?;
-    let mut job =
-        conversation::job_for(ctx, job_id, &turns, thinking, tool_defs.as_deref(), FLAVOR)?;
-    job.set_tools(tool_defs);
+    let (mut job, dropped) =
+        conversation::job_for(ctx, job_id, &turns, thinking, tool_defs.as_ref(), FLAVOR)?;
     job.set_priority(ctx.priority(stream));
 
     let params = GenParams {
@@ -76,6 +76,7 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
         seed: None,
     };
     let mut warnings = params.apply(ctx, &mut job);
+    warnings.extend(dropped.map(|n| (WARNING_HEADER, n)));
     if job.tools().is_some() && choice == Choice::Forced {
         warnings.push((
             WARNING_HEADER,
