@@ -75,6 +75,8 @@ impl Harness {
             raw_template: false,
             kv_cache_reuse: true,
             snapshots: None,
+            // Background jobs start at once unless a test says otherwise.
+            background_hold: Duration::ZERO,
         };
         tweak(&mut cfg);
         let engine = Engine::start(cfg, waker).unwrap();

@@ -169,6 +169,41 @@ fn a_background_run_with_no_output_yet_is_preempted_and_its_client_gets_one_whol
 }
 
 #[test]
+fn a_stream_that_follows_a_background_request_within_the_hold_goes_first_without_an_abort() {
+    // Open WebUI's pattern: the title request, then the chat ~100 ms later. The hold is long
+    // here so that the stream surely arrives within it on a loaded machine.
+    let d = daemon("prio-hold", SLOW_PREFILL, &["--background-hold", "3000"]);
+    let mut title = d.client();
+    title.send_post("/v1/chat/completions", &chat(&title_prompt(), false));
+    wait_until(LONG, "the title request queued", || queue_depth(&d) == 1);
+    assert!(runs(&d).is_empty(), "the title started within the hold");
+    let mut user = d.client();
+    user.send_post("/v1/chat/completions", &chat("Hello!", true));
+    assert!(!streamed_content(&user.read_response().body).is_empty());
+    assert!(!content(&title.read_response()).is_empty());
+    let title_run = format!("run:{}", title_prompt());
+    assert_eq!(
+        runs(&d),
+        ["run:Hello!", "end:eos", title_run.as_str(), "end:eos"]
+    );
+    assert_eq!(d.metric("rkllmd_preemptions_total"), 0);
+}
+
+#[test]
+fn a_background_request_alone_starts_when_the_hold_ends() {
+    let d = daemon(
+        "prio-hold-alone",
+        SLOW_PREFILL,
+        &["--background-hold", "200"],
+    );
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &chat("alone", false));
+    assert!(!content(&r).is_empty());
+    assert_eq!(runs(&d), ["run:alone", "end:eos"]);
+}
+
+#[test]
 fn with_background_none_requests_run_in_arrival_order() {
     let d = daemon("prio-none", SLOW_PREFILL, &["--background", "none"]);
     let mut title = start_title(&d);

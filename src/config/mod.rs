@@ -156,6 +156,8 @@ pub struct Config {
     pub embedding_pooling: crate::engine::Pooling,
     /// `background`: which requests yield to streamed ones.
     pub background: crate::engine::BackgroundPolicy,
+    /// `background-hold`: how long a background request waits on a free NPU for a stream.
+    pub background_hold: Duration,
     /// `think-default`: thinking for requests that do not say.
     pub think_default: crate::engine::ThinkDefault,
 }
@@ -202,6 +204,7 @@ impl Default for Config {
             tools_budget_percent: 25,
             embedding_pooling: crate::engine::Pooling::Auto,
             background: crate::engine::BackgroundPolicy::NonStreamed,
+            background_hold: Duration::from_millis(250),
             think_default: crate::engine::ThinkDefault::Auto,
         }
     }

@@ -27,6 +27,7 @@ pub(super) enum Setting {
     QueueSize,
     QueueTimeout,
     Background,
+    BackgroundHold,
     RequestTimeout,
     ShutdownTimeout,
     AbortGrace,
@@ -475,6 +476,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("non-streamed"),
         LIMITS,
         "Requests that wait for streamed ones: 'non-streamed' (titles,\ntags, embeddings: they are queued behind streams, and one that\nhas produced nothing yet is aborted and run again when a stream\narrives, at most 3 times) or 'none' (arrival order)"
+    ),
+    opt!(
+        BackgroundHold,
+        "background-hold",
+        V("MS"),
+        Dv("250"),
+        LIMITS,
+        "How long a background request waits on a free NPU for a\nstream to come first (a chat UI sends its title request just\nbefore the chat); 0: it starts at once"
     ),
     opt!(
         RequestTimeout,

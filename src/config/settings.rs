@@ -127,6 +127,10 @@ impl Draft {
             Setting::ToolsBudget => c.tools_budget_percent = values::percent(raw)?,
             Setting::EmbeddingPooling => c.embedding_pooling = raw.trim().parse()?,
             Setting::Background => c.background = raw.trim().parse()?,
+            Setting::BackgroundHold => {
+                c.background_hold =
+                    std::time::Duration::from_millis(values::integer(raw, 0, 10_000)?);
+            }
             Setting::ThinkDefault => c.think_default = raw.trim().parse()?,
             Setting::TemplateBos => self.template_parts.bos = Some(values::template_text(raw)?),
             Setting::TemplateSystemPrefix => {

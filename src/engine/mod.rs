@@ -35,9 +35,9 @@ pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId,
     RuntimeTurns,
 };
-pub use snapshots::SnapshotConfig;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
+pub use snapshots::SnapshotConfig;
 pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub init: InitConfig,
     pub queue_size: usize,
     pub queue_timeout: Duration,
+    /// How long a background job waits on a free NPU for an interactive job (see
+    /// `Queue::held_until`); zero: it starts at once.
+    pub background_hold: Duration,
     pub request_timeout: Duration,
     /// How long a run may ignore an abort before the engine declares itself wedged.
     pub abort_grace: Duration,
@@ -365,7 +368,11 @@ impl Engine {
                 error: EngineError::QueueTimeout { waited },
             });
         }
-        let Some(run) = &self.running else { return };
+        let Some(run) = &self.running else {
+            // A held background job may start now.
+            self.dispatch(now);
+            return;
+        };
         match run.aborted {
             None if now >= run.dispatched + self.cfg.request_timeout => {
                 log::warn!("request {} passed the request timeout; aborting it", run.id);
@@ -401,10 +408,13 @@ impl Engine {
     /// The earliest instant at which `on_timer` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let queue = self.queue.next_timeout(self.cfg.queue_timeout);
-        let run = self.running.as_ref().and_then(|r| match r.aborted {
-            None => Some(r.dispatched + self.cfg.request_timeout),
-            Some(_) => self.wedge_deadline(r),
-        });
+        let run = match &self.running {
+            Some(r) => match r.aborted {
+                None => Some(r.dispatched + self.cfg.request_timeout),
+                Some(_) => self.wedge_deadline(r),
+            },
+            None => self.queue.held_until(self.cfg.background_hold),
+        };
         match (queue, run) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -588,6 +598,13 @@ impl Engine {
             return;
         }
         let Some(jobs) = &self.jobs else { return };
+        if self
+            .queue
+            .held_until(self.cfg.background_hold)
+            .is_some_and(|until| now < until)
+        {
+            return;
+        }
         let Some(next) = self.queue.pop_next() else {
             return;
         };

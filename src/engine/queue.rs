@@ -87,6 +87,20 @@ impl Queue {
         });
     }
 
+    /// Until when the next job waits, though the NPU is free, for an interactive job to come:
+    /// when it is a background job that has not been preempted (a job put back has waited
+    /// already) and no job that keeps its place waits. Open WebUI sends its title request
+    /// about 100 ms before the chat it titles; starting the title at once would cost the chat
+    /// the rest of the title's prefill, which an abort cannot cut short on boards
+    /// (rknn-llm#400).
+    pub fn held_until(&self, hold: Duration) -> Option<Instant> {
+        if hold.is_zero() || self.entries.iter().any(Queued::keeps_its_place) {
+            return None;
+        }
+        let first = self.entries.front()?;
+        (first.standing.preemptions == 0).then(|| first.since + hold)
+    }
+
     /// Whether an interactive job waits.
     pub fn has_interactive(&self) -> bool {
         self.entries
@@ -167,6 +181,23 @@ mod tests {
             q.push(job(id, p), now);
         }
         assert_eq!(order(&mut q), [2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn a_background_job_alone_is_held_and_one_put_back_or_behind_an_interactive_is_not() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        let hold = Duration::from_millis(250);
+        assert_eq!(q.held_until(hold), None);
+        q.push(job(1, B), now);
+        assert_eq!(q.held_until(hold), Some(now + hold));
+        assert_eq!(q.held_until(Duration::ZERO), None);
+        q.push(job(2, I), now);
+        assert_eq!(q.held_until(hold), None);
+        assert_eq!(order(&mut q), [2, 1]);
+        let (one, standing) = running_background(&mut q, now);
+        q.put_back(one, standing, now);
+        assert_eq!(q.held_until(hold), None);
     }
 
     #[test]

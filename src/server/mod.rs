@@ -181,6 +181,7 @@ fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
         },
         queue_size: cfg.queue_size,
         queue_timeout: cfg.queue_timeout,
+        background_hold: cfg.background_hold,
         request_timeout: cfg.request_timeout,
         abort_grace: cfg.abort_grace,
         raw_template,

@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 pub mod client;
-pub mod turns;
 pub mod tool_catalog;
+pub mod turns;
 
 use std::fs;
 use std::io::Read;
