@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Ran, Worker};
-use crate::engine::job::Job;
+use crate::engine::job::{Job, WorkerMsg};
 use crate::engine::kv_cache::Plan;
 use crate::engine::snapshots::SaveFailed;
 use crate::engine::EngineError;
@@ -64,6 +64,10 @@ impl Worker {
             .map_err(EngineError::Runtime)?;
         self.cache.cleared();
         let started = Instant::now();
+        self.notify.send(WorkerMsg::InRuntime {
+            id: job.id(),
+            prefill_tokens: self.cache.estimate_tokens(plan.full.len()),
+        });
         match self.runtime.load_prompt_cache(&found.path) {
             Ok(()) => {
                 log::debug!(
@@ -180,6 +184,12 @@ impl Worker {
             sampling: None,
             save_prompt_cache: Some(&path),
         };
+        // In the runtime from here: a save that hangs is a wedge like any run's (the whole text
+        // may be prefilled again if the runtime does not reuse it, so the grace allows that).
+        self.notify.send(WorkerMsg::InRuntime {
+            id: job.id(),
+            prefill_tokens: self.cache.estimate_tokens(text.len()),
+        });
         let (cancelled, id) = (&self.cancelled, job.id());
         let per_run_cap = self.caps.run_max_new_tokens;
         let started = Instant::now();
