@@ -178,12 +178,14 @@ pub fn job_for(
         (n, false) => n,
     }
     .min(turns.len());
-    Ok(Job::conversation(
+    let mut job = Job::conversation(
         job_id,
         Conversation {
             pieces: rendered.pieces,
             kept,
             generation_prompt: rendered.generation_prompt,
         },
-    ))
+    );
+    job.set_past_turn(super::past_turn::for_template(template, tools.is_some()));
+    Ok(job)
 }

@@ -8,6 +8,7 @@ mod embed;
 mod error;
 mod job;
 mod kv_cache;
+mod reseat;
 mod reuse;
 mod runtime_history;
 mod runtime_tools;
@@ -27,7 +28,7 @@ use mio::Waker;
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{
-    Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId,
+    Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
 pub use utf8::Utf8Assembler;
@@ -126,6 +127,8 @@ pub struct Engine {
     prefill_per_token: Option<Duration>,
     queue: VecDeque<Queued>,
     running: Option<Running>,
+    /// The worker holds a re-seat of the KV cache to run when nothing else waits (`reseat`).
+    reseat_wanted: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -167,6 +170,7 @@ impl Engine {
             prefill_per_token: None,
             queue: VecDeque::new(),
             running: None,
+            reseat_wanted: false,
             thread: Some(thread),
         })
     }
@@ -179,8 +183,12 @@ impl Engine {
         self.queue.len()
     }
 
+    /// The client job running (never the engine's own re-seat).
     pub fn running(&self) -> Option<JobId> {
-        self.running.as_ref().map(|r| r.id)
+        self.running
+            .as_ref()
+            .map(|r| r.id)
+            .filter(|&id| id != reseat::RESEAT_ID)
     }
 
     pub fn queue_capacity(&self) -> usize {
@@ -392,6 +400,9 @@ impl Engine {
     }
 
     fn handle(&mut self, msg: WorkerMsg, now: Instant, out: &mut Vec<Event>) {
+        if reseat::is_private(&msg) {
+            return;
+        }
         match msg {
             WorkerMsg::Loaded { load_time } => {
                 if self.state == State::Loading {
@@ -462,6 +473,10 @@ impl Engine {
                 let Some(run) = self.running.take() else {
                     return;
                 };
+                if id == reseat::RESEAT_ID {
+                    return;
+                }
+                self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));
                 if let Ok(RunSummary {
                     perf: Some(perf), ..
                 }) = &result
@@ -521,12 +536,15 @@ impl Engine {
             return;
         }
         let Some(jobs) = &self.jobs else { return };
-        let Some(next) = self.queue.pop_front() else {
-            return;
+        let wanted = std::mem::take(&mut self.reseat_wanted);
+        let job = match self.queue.pop_front() {
+            Some(next) => next.job,
+            None if wanted => Job::reseat(reseat::RESEAT_ID),
+            None => return,
         };
-        let id = next.job.id();
+        let id = job.id();
         // The worker is idle and the channel holds one job, so this cannot be full.
-        match jobs.try_send(next.job) {
+        match jobs.try_send(job) {
             Ok(()) => {
                 self.running = Some(Running {
                     id,
@@ -584,10 +602,12 @@ impl Engine {
         self.state = State::Wedged;
         if let Some(run) = self.running.take() {
             self.wedged_job = Some(run.id);
-            out.push(Event::Failed {
-                id: run.id,
-                error: EngineError::Wedged,
-            });
+            if run.id != reseat::RESEAT_ID {
+                out.push(Event::Failed {
+                    id: run.id,
+                    error: EngineError::Wedged,
+                });
+            }
         }
         for q in self.queue.drain(..) {
             out.push(Event::Failed {
@@ -600,7 +620,7 @@ impl Engine {
 
     fn worker_gone(&mut self, out: &mut Vec<Event>) {
         log::error!("the inference thread exited unexpectedly");
-        if let Some(run) = self.running.take() {
+        if let Some(run) = self.running.take().filter(|r| r.id != reseat::RESEAT_ID) {
             out.push(Event::Failed {
                 id: run.id,
                 error: EngineError::WorkerGone,
