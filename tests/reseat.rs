@@ -59,6 +59,22 @@ fn eight_turns(tag: &str, template: &str, user_turn: impl Fn(&str) -> String) {
     assert!(reseats >= 7, "{reseats} re-seats: {runs:?}");
     assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
     turns::assert_runtime_holds_the_first_turn(&d, &answers);
+    // The re-seats are no client's: not in the token counters, the queue nor the running job.
+    let client_prefill: u64 = clients
+        .iter()
+        .map(|(_, end)| end["prefill_tokens"].as_u64().unwrap())
+        .sum();
+    let metrics = d.client().get("/metrics").text();
+    assert!(
+        metrics.contains(&format!("rkllmd_tokens_prefilled_total {client_prefill}\n")),
+        "{metrics}"
+    );
+    let health = d.client().get("/health").json();
+    assert_eq!(
+        (&health["queue_depth"], &health["running"]),
+        (&json!(0), &json!(false)),
+        "{health}"
+    );
 
     // The same conversation on a daemon that clears the cache before every run.
     let (_dir2, plain) = daemon(

@@ -35,7 +35,9 @@ pub struct Job {
 /// `None` when it cannot be known. Made by the API, which knows the template; the engine only
 /// calls it.
 #[derive(Clone)]
-pub struct PastTurn(Arc<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct PastTurn(Arc<RenderAnswer>);
+
+type RenderAnswer = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl PastTurn {
     pub fn new(render: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> PastTurn {
