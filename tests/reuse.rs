@@ -28,9 +28,7 @@ fn chat(d: &Daemon, messages: &[Value]) -> Value {
 }
 
 fn prefilled(d: &Daemon) -> u64 {
-    d.trace_of("run_end").pop().unwrap()["prefill_tokens"]
-        .as_u64()
-        .unwrap()
+    turns::last_prefill(d)
 }
 
 /// 8 turns of a thinking model, each answer sent back with its content only (as clients do):
@@ -208,12 +206,13 @@ fn without_the_runtimes_prefix_reuse_the_conversation_still_holds() {
         );
         messages.push(json!({"role": "assistant", "content": message["content"]}));
     }
-    let runs = d.trace_of("rkllm_run");
-    let last = &runs[runs.len() - 1];
-    // Turn 4 goes by prefix reuse (turn 3 kept history): it is sent whole, turn 1 included.
-    assert_eq!(last["keep_history"], 0, "{last}");
-    assert!(last["prompt"].as_str().unwrap().contains("Question 1?"));
-    let end = d.trace_of("run_end").pop().unwrap();
+    // Turn 3 goes by prefix reuse (turn 2 kept history on top of the one re-seat, which showed
+    // that the runtime reuses no prefix: see tests/reseat.rs): it is sent whole, turn 1
+    // included.
+    let runs = turns::client_runs(&d);
+    let (third, end) = &runs[2];
+    assert_eq!(third["keep_history"], 0, "{third}");
+    assert!(third["prompt"].as_str().unwrap().contains("Question 1?"));
     assert_eq!(
         end["prefill_tokens"], end["cache_tokens"],
         "nothing reused: {end}"

@@ -5,7 +5,9 @@
 mod common;
 
 use common::client::sse_data;
-use common::{write_model, Daemon, TempDir};
+use std::time::Duration;
+
+use common::{turns, wait_until, write_model, Daemon, TempDir};
 use serde_json::{json, Value};
 
 const GEN: &str = "<|im_start|>assistant\n";
@@ -53,8 +55,9 @@ fn assert_reasoning(reasoning: &str) {
     assert!(!reasoning.contains("think>"), "{reasoning:?}");
 }
 
+/// The prompt of the last run that answered a client (not a re-seat of the KV cache).
 fn last_prompt(d: &Daemon) -> String {
-    d.trace_of("rkllm_run").pop().unwrap()["prompt"]
+    turns::client_runs(d).pop().unwrap().0["prompt"]
         .as_str()
         .unwrap()
         .to_owned()
@@ -227,44 +230,47 @@ fn the_turn_after_a_thought_answer_reuses_all_before_its_reasoning() {
     assert_clean_content(&content);
 
     // The runtime's cache holds the answer with its think block; the next request's history
-    // has the content alone. That turn is sent whole without history kept (no clear): the
-    // runtime reuses what precedes the think block. Its cache then holds that prompt, which the
-    // turn after extends exactly: history kept, only the new part sent. tests/reuse.rs counts
-    // the prefills over 8 turns.
-    let runs = d.trace_of("rkllm_run");
-    assert_eq!(runs.len(), 3);
+    // has the content alone. Right after the run the daemon re-seats the cache: the
+    // conversation as the next request renders it, up to the answer, sent whole without
+    // history kept (no clear); the runtime reuses what precedes the think block and prefills
+    // the answer. Each next turn then extends the cache exactly: history kept, only its new
+    // user turn sent. tests/reseat.rs counts the prefills over 8 turns.
+    wait_until(Duration::from_secs(30), "the last re-seat", || {
+        turns::runs(&d).len() == 6
+    });
+    let runs = turns::runs(&d);
     assert!(d.trace_of("rkllm_clear_kv_cache").is_empty());
-    let full = |n: usize| runs[n]["prompt"].as_str().unwrap().to_owned();
+    let prompt = |n: usize| runs[n].0["prompt"].as_str().unwrap().to_owned();
+    let reseats: Vec<bool> = runs.iter().map(turns::is_reseat).collect();
+    assert_eq!(reseats, [false, true, false, true, false, true]);
     assert_eq!(
-        full(0),
+        prompt(0),
         format!("<|im_start|>user\n{QUESTION}<|im_end|>\n{GEN}")
     );
     let first_answer = messages[1]["content"].as_str().unwrap();
-    let second = full(1);
-    assert!(
-        second.starts_with(&format!(
-            "<|im_start|>user\n{QUESTION}<|im_end|>\n{GEN}{first_answer}<|im_end|>\n"
-        )),
-        "{second}"
-    );
-    assert!(!second.contains("<think>"), "{second}");
-    let second_answer = messages[3]["content"].as_str().unwrap();
     assert_eq!(
-        full(2),
-        format!("{second_answer}<|im_end|>\n<|im_start|>user\nAnd question 3?<|im_end|>\n{GEN}")
+        prompt(1),
+        format!("<|im_start|>user\n{QUESTION}<|im_end|>\n{GEN}{first_answer}<|im_end|>\n")
     );
-    let keep: Vec<_> = runs.iter().map(|r| r["keep_history"].clone()).collect();
-    assert_eq!(keep, [1, 0, 1]);
-    let ends = d.trace_of("run_end");
+    assert_eq!(
+        prompt(2),
+        format!("<|im_start|>user\nAnd question 2?<|im_end|>\n{GEN}")
+    );
+    assert_eq!(
+        prompt(4),
+        format!("<|im_start|>user\nAnd question 3?<|im_end|>\n{GEN}")
+    );
+    let keep: Vec<_> = runs.iter().map(|r| r.0["keep_history"].clone()).collect();
+    assert_eq!(keep, [1, 0, 1, 0, 1, 0]);
     let (first, prefill, cached) = (
-        ends[0]["prefill_tokens"].as_u64().unwrap(),
-        ends[1]["prefill_tokens"].as_u64().unwrap(),
-        ends[1]["cache_tokens"].as_u64().unwrap(),
+        runs[0].1["prefill_tokens"].as_u64().unwrap(),
+        runs[1].1["prefill_tokens"].as_u64().unwrap(),
+        runs[1].1["cache_tokens"].as_u64().unwrap(),
     );
     assert_eq!(
         prefill + first,
         cached,
-        "turn 2 reused turn 1's prompt and prefilled the rest of its {cached}"
+        "the re-seat reused turn 1's prompt and prefilled the rest of its {cached}"
     );
 }
 

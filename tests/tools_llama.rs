@@ -25,10 +25,12 @@ fn llama_daemon(tag: &str, answer: &str) -> Daemon {
 
 const QUESTION: &str = "What is the weather in Paris?";
 
+/// The prompts of the runs that answered clients (not the re-seats of the KV cache after an
+/// answer the next request renders otherwise, as a call after `<|python_tag|>`).
 fn prompts(d: &Daemon) -> Vec<String> {
-    d.trace_of("rkllm_run")
+    common::turns::client_runs(d)
         .iter()
-        .map(|run| run["prompt"].as_str().unwrap().to_owned())
+        .map(|(run, _)| run["prompt"].as_str().unwrap().to_owned())
         .collect()
 }
 

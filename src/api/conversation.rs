@@ -209,6 +209,10 @@ pub fn job_for(
         },
     );
     job.set_tools(tools_json);
+    job.set_past_turn(super::past_turn::for_template(
+        template,
+        !kept_tools.is_empty(),
+    ));
     Ok((job, note))
 }
 

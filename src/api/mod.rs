@@ -15,6 +15,7 @@ mod ollama;
 mod openai;
 mod output;
 mod params;
+mod past_turn;
 mod reply;
 mod responder;
 mod runtime_input;

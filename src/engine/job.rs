@@ -1,5 +1,6 @@
 //! What flows between the event loop and the inference thread.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,33 @@ pub struct Job {
     system_prompt: Option<String>,
     /// What a client gets back of an answer (see `set_answer_key`).
     answer_key: fn(&str) -> String,
+    /// How the next request renders this job's answer (see `set_past_turn`).
+    past_turn: Option<PastTurn>,
+}
+
+/// Renders a generated answer as the next request of its conversation will render it as a
+/// past assistant turn (markers, tool calls, reasoning dropped where the template drops it);
+/// `None` when it cannot be known. Made by the API, which knows the template; the engine only
+/// calls it.
+#[derive(Clone)]
+pub struct PastTurn(Arc<RenderAnswer>);
+
+type RenderAnswer = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl PastTurn {
+    pub fn new(render: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> PastTurn {
+        PastTurn(Arc::new(render))
+    }
+
+    pub fn render(&self, answer: &str) -> Option<String> {
+        (self.0)(answer)
+    }
+}
+
+impl fmt::Debug for PastTurn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PastTurn")
+    }
 }
 
 /// What the runtime is asked to continue.
@@ -44,6 +72,9 @@ pub enum Input {
     /// the engine sends the newest input on top of the history the runtime holds when the
     /// conversation continues it, and starts over otherwise.
     RuntimeTurns(RuntimeTurns),
+    /// The engine's own job, never a client's: re-seat the KV cache with the last answer as the
+    /// next request will render it (see `reseat`). The worker holds the text.
+    Reseat,
 }
 
 /// A conversation as the runtime's own template is given it: one input per run.
@@ -125,7 +156,13 @@ impl Job {
             tools: None,
             system_prompt: None,
             answer_key: str::to_owned,
+            past_turn: None,
         }
+    }
+
+    /// The engine's re-seat job (see `Input::Reseat`).
+    pub(super) fn reseat(id: JobId) -> Job {
+        Job::with_input(id, Input::Reseat)
     }
 
     pub fn id(&self) -> JobId {
@@ -153,6 +190,7 @@ impl Job {
                 c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
             }
             Input::Embed(e) => e.texts.iter().map(String::len).sum(),
+            Input::Reseat => 0,
             Input::RuntimeTurns(t) => {
                 t.newest.len()
                     + t.history
@@ -246,6 +284,18 @@ impl Job {
 
     pub fn set_answer_key(&mut self, key: fn(&str) -> String) {
         self.answer_key = key;
+    }
+
+    /// How the next request of this conversation renders the answer as a past turn; `None`
+    /// (the default): unknown, and the KV cache is not re-seated after the run.
+    pub fn past_turn(&self) -> Option<&PastTurn> {
+        self.past_turn.as_ref()
+    }
+
+    /// Lets the engine re-seat the KV cache after this job's answer while the NPU is idle, so
+    /// the next turn prefills only its new input (see `engine::reseat`).
+    pub fn set_past_turn(&mut self, render: PastTurn) {
+        self.past_turn = Some(render);
     }
 }
 
@@ -368,4 +418,6 @@ pub(super) struct RunSummary {
     /// See `Finish::cached_tokens`.
     pub cached_tokens: u32,
     pub hit_cap: bool,
+    /// The worker holds a re-seat for the cache: the engine may run it while idle.
+    pub reseat: bool,
 }

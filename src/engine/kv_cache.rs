@@ -186,6 +186,16 @@ impl KvCache {
         reuse::common_prefix_len(&self.text, full)
     }
 
+    /// Whether the record is known.
+    pub fn is_valid(&self) -> bool {
+        self.valid
+    }
+
+    /// Whether `full` starts with what the cache is known to hold.
+    pub fn is_prefix_of(&self, full: &str) -> bool {
+        self.valid && full.starts_with(&self.text)
+    }
+
     /// After a cleared cache.
     pub fn cleared(&mut self) {
         self.text.clear();

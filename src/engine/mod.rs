@@ -12,6 +12,7 @@ mod job;
 mod kv_cache;
 mod priority;
 mod queue;
+mod reseat;
 mod reuse;
 mod runtime_history;
 mod runtime_tools;
@@ -32,7 +33,7 @@ pub use bytes_per_token::{tokens as estimate_tokens, SharedRatio};
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{
-    Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId,
+    Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
@@ -149,6 +150,8 @@ pub struct Engine {
     prefill_per_token: Option<Duration>,
     queue: Queue,
     running: Option<Running>,
+    /// The worker holds a re-seat of the KV cache to run when nothing else waits (`reseat`).
+    reseat_wanted: bool,
     thread: Option<JoinHandle<()>>,
     /// Bytes per token as the worker learns them.
     ratio: SharedRatio,
@@ -195,6 +198,7 @@ impl Engine {
             prefill_per_token: None,
             queue: Queue::default(),
             running: None,
+            reseat_wanted: false,
             thread: Some(thread),
             ratio,
         })
@@ -208,8 +212,12 @@ impl Engine {
         self.queue.len()
     }
 
+    /// The client job running (never the engine's own re-seat).
     pub fn running(&self) -> Option<JobId> {
-        self.running.as_ref().map(|r| r.id)
+        self.running
+            .as_ref()
+            .map(|r| r.id)
+            .filter(|&id| id != reseat::RESEAT_ID)
     }
 
     /// Bytes of prompt per token, as the runtime's prefill counts teach it (a prior until then).
@@ -458,6 +466,9 @@ impl Engine {
     }
 
     fn handle(&mut self, msg: WorkerMsg, now: Instant, out: &mut Vec<Event>) {
+        if reseat::is_private(&msg) {
+            return;
+        }
         match msg {
             WorkerMsg::Loaded { load_time } => {
                 if self.state == State::Loading {
@@ -533,6 +544,10 @@ impl Engine {
                 let Some(run) = self.running.take() else {
                     return;
                 };
+                if id == reseat::RESEAT_ID {
+                    return;
+                }
+                self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));
                 if let Ok(RunSummary {
                     perf: Some(perf), ..
                 }) = &result
@@ -598,6 +613,7 @@ impl Engine {
             return;
         }
         let Some(jobs) = &self.jobs else { return };
+        let wanted = std::mem::take(&mut self.reseat_wanted);
         if self
             .queue
             .held_until(self.cfg.background_hold)
@@ -605,22 +621,25 @@ impl Engine {
         {
             return;
         }
-        let Some(next) = self.queue.pop_next() else {
-            return;
+        // A re-seat runs only on an empty queue (see `reseat`); it is never preempted.
+        let (job, standing) = match self.queue.pop_next() {
+            Some(next) => (next.job, next.standing),
+            None if wanted => (Job::reseat(reseat::RESEAT_ID), Standing::default()),
+            None => return,
         };
-        let id = next.job.id();
-        let keep = next.job.priority() == Priority::Background && next.standing.may_yield();
-        let kept = keep.then(|| next.job.clone());
+        let id = job.id();
+        let keep = job.priority() == Priority::Background && standing.may_yield();
+        let kept = keep.then(|| job.clone());
         // The worker has ended every earlier run, so the flag can be lowered; a job run again
         // after a preemption keeps its id and would otherwise look cancelled.
         self.cancelled.store(0, Ordering::Release);
         // The worker is idle and the channel holds one job, so this cannot be full.
-        match jobs.try_send(next.job) {
+        match jobs.try_send(job) {
             Ok(()) => {
                 self.running = Some(Running {
                     id,
                     job: kept,
-                    standing: next.standing,
+                    standing,
                     dispatched: now,
                     aborted: None,
                     in_runtime: None,
@@ -675,10 +694,12 @@ impl Engine {
         self.state = State::Wedged;
         if let Some(run) = self.running.take() {
             self.wedged_job = Some(run.id);
-            out.push(Event::Failed {
-                id: run.id,
-                error: EngineError::Wedged,
-            });
+            if run.id != reseat::RESEAT_ID {
+                out.push(Event::Failed {
+                    id: run.id,
+                    error: EngineError::Wedged,
+                });
+            }
         }
         for q in self.queue.drain() {
             out.push(Event::Failed {
@@ -691,7 +712,7 @@ impl Engine {
 
     fn worker_gone(&mut self, out: &mut Vec<Event>) {
         log::error!("the inference thread exited unexpectedly");
-        if let Some(run) = self.running.take() {
+        if let Some(run) = self.running.take().filter(|r| r.id != reseat::RESEAT_ID) {
             out.push(Event::Failed {
                 id: run.id,
                 error: EngineError::WorkerGone,

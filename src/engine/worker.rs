@@ -16,6 +16,7 @@ use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 use super::utf8::Utf8Assembler;
 
 mod embed_run;
+mod reseat_run;
 mod runtime_run;
 mod snapshot_run;
 use super::snapshots::{SnapshotConfig, Snapshots};
@@ -101,6 +102,8 @@ pub(super) fn run(
         history: RuntimeHistory::default(),
         warned: Warned::default(),
         must_clear: false,
+        seat: None,
+        prefix_reuse: true,
         notify,
         cancelled,
         snapshots: open_snapshots(cfg.snapshots, cfg.raw_template && cfg.kv_cache_reuse),
@@ -112,7 +115,12 @@ pub(super) fn run(
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
-        let result = worker.run_job(&job);
+        // A re-seat is worth running only right after the run that offered it.
+        let seat = worker.seat.take();
+        let result = match job.input() {
+            Input::Reseat => worker.reseat(&job, seat),
+            _ => worker.run_job(&job),
+        };
         let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
         drop(job);
         if !worker.notify.send(WorkerMsg::Done { id, result }) {
@@ -180,6 +188,11 @@ struct Worker {
     /// The last run was aborted, paused, failed or left the cache other than expected: the
     /// runtime's KV cache is cleared before the next run, whatever its kind.
     must_clear: bool,
+    /// The conversation as its next request renders it up to the last answer, when the cache
+    /// holds it otherwise (see `engine::reseat`).
+    seat: Option<String>,
+    /// False once a re-seat showed the runtime reusing no prefix without history.
+    prefix_reuse: bool,
     notify: Notifier,
     cancelled: Arc<AtomicU64>,
     /// What was logged at warn level once already (later occurrences go to debug).
@@ -231,6 +244,7 @@ impl Worker {
                 generated_tokens: 0,
                 cached_tokens: 0,
                 hit_cap: false,
+                reseat: false,
             });
         }
         if self.must_clear {
@@ -272,10 +286,16 @@ impl Worker {
                 }
                 let ran = self.generate(job, plan.input(), Role::User, plan.keep_history, cap);
                 let ran = self.after_conversation_run(ran);
-                self.conclude_conversation(plan, ran)
+                let seat = self.seat_for(job, conv, &plan, &ran);
+                let kept_history = plan.keep_history;
+                let mut result = self.conclude_conversation(plan, ran);
+                self.offer_seat(seat, kept_history, &mut result);
+                result
             }
             Input::Embed(input) => self.embed(job, input),
             Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),
+            // Reached only through the job loop, which hands the re-seat its seat.
+            Input::Reseat => self.reseat(job, None),
             Input::Prompt(prompt) => {
                 // With the runtime's template the context holds the system prompt and the tools
                 // given with them (the template's own markers are not counted: a refusal must
@@ -540,6 +560,7 @@ impl Worker {
                     generated_tokens: generated,
                     cached_tokens: reused,
                     hit_cap,
+                    reseat: false,
                 })
             }
             Err(error) => Err(self.classify(error, generated, prompt_bytes, around)),

@@ -64,11 +64,31 @@ pub fn content_only_turns(
     answers
 }
 
-/// The last run's prefilled tokens, from the trace.
+/// The last client run's prefilled tokens, from the trace.
 pub fn last_prefill(d: &Daemon) -> u64 {
-    d.trace_of("run_end").pop().unwrap()["prefill_tokens"]
+    client_runs(d).pop().unwrap().1["prefill_tokens"]
         .as_u64()
         .unwrap()
+}
+
+/// Every run in the trace in order: its `rkllm_run` line and its `run_end` line (one handle,
+/// one run at a time; a run still going has no end yet and is left out).
+pub fn runs(d: &Daemon) -> Vec<(Value, Value)> {
+    d.trace_of("rkllm_run")
+        .into_iter()
+        .zip(d.trace_of("run_end"))
+        .collect()
+}
+
+/// Whether a run is the daemon's re-seat of the KV cache between turns (no client's): sent
+/// without history and cut at its first token. Every client answer in these tests is longer.
+pub fn is_reseat(run: &(Value, Value)) -> bool {
+    run.0["keep_history"] == 0 && run.1["generate_tokens"] == 1
+}
+
+/// The runs that answered clients.
+pub fn client_runs(d: &Daemon) -> Vec<(Value, Value)> {
+    runs(d).into_iter().filter(|r| !is_reseat(r)).collect()
 }
 
 /// The runtime still holds the conversation's first turn at its last one, by the trace: its KV

@@ -70,6 +70,7 @@ impl Worker {
             // Each text runs with keep_history 0 from a cache the run leaves alone: nothing of
             // a text is counted as reused.
             cached_tokens: 0,
+            reseat: false,
         })
     }
 
