@@ -178,6 +178,7 @@ fn check_job(job: &Job) {
         }
         // Not reached: no embedding endpoint is among this target's paths.
         Input::Embed(e) => assert!(!e.texts.is_empty(), "an embedding job without texts"),
+        Input::Reseat => panic!("the API built a re-seat, which only the engine makes"),
     }
     if let Some(tools) = job.tools() {
         assert!(!tools.contains('\0'), "NUL in tools");
