@@ -152,6 +152,9 @@ pub struct Engine {
     running: Option<Running>,
     /// The worker holds a re-seat of the KV cache to run when nothing else waits (`reseat`).
     reseat_wanted: bool,
+    /// Bytes of input held by background jobs' copies that this thread has dropped since the
+    /// loop last asked (see `take_freed_bytes`).
+    freed_bytes: usize,
     thread: Option<JoinHandle<()>>,
     /// Bytes per token as the worker learns them.
     ratio: SharedRatio,
@@ -199,6 +202,7 @@ impl Engine {
             queue: Queue::default(),
             running: None,
             reseat_wanted: false,
+            freed_bytes: 0,
             thread: Some(thread),
             ratio,
         })
@@ -414,6 +418,13 @@ impl Engine {
     }
 
     /// The earliest instant at which `on_timer` has something to do.
+    /// Bytes of job input dropped on this thread since the last call, for the loop to give
+    /// back to the system (a background job's copy of a huge conversation would otherwise stay
+    /// in the heap).
+    pub fn take_freed_bytes(&mut self) -> usize {
+        std::mem::take(&mut self.freed_bytes)
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         let queue = self.queue.next_timeout(self.cfg.queue_timeout);
         let run = match &self.running {
@@ -541,7 +552,7 @@ impl Engine {
                 if !self.is_current(id) {
                     return;
                 }
-                let Some(run) = self.running.take() else {
+                let Some(mut run) = self.running.take() else {
                     return;
                 };
                 if id == reseat::RESEAT_ID {
@@ -554,12 +565,16 @@ impl Engine {
                 {
                     self.learn_prefill(perf);
                 }
-                if let (true, Some(job)) = (run.preempted(), run.job) {
+                let preempted = run.preempted();
+                if let Some(job) = run.job.take_if(|_| preempted) {
                     log::debug!("request {id}: preempted by an interactive request; queued again");
                     self.queue.put_back(job, run.standing, now);
                     out.push(Event::Preempted { id });
                     return;
                 }
+                // The copy kept to put it back is dropped here, on the loop's thread, after the
+                // worker gave back what the job freed: the loop gives this back (`Reclaim`).
+                self.freed_bytes += run.job.as_ref().map_or(0, Job::input_bytes);
                 let event = match result {
                     // An answer cut short must not look complete: it ends as an error.
                     Ok(_) if matches!(run.aborted, Some((AbortCause::Timeout, _))) => {

@@ -443,6 +443,7 @@ impl EventLoop {
         self.engine.on_wake(now, &mut events);
         self.dispatch_engine_events(&mut events, now);
         self.engine_events = events;
+        self.reclaim.freed(self.engine.take_freed_bytes());
     }
 
     /// Routes a batch of engine events, then flushes each connection written to once.
