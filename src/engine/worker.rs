@@ -1,4 +1,7 @@
-//! The inference thread: owns the runtime, runs one job at a time, streams text back.
+//! The inference thread: owns the runtime, runs one job at a time, streams text back. Here: the
+//! thread's loop and the choice of run by the job's input; each kind of run is in `worker/`
+//! (`prompt_run`, `runtime_run`, `embed_run`, `reseat_run`, `snapshot_run`), the runtime call
+//! they share in `generate`, and turning its end into the job's result in `conclude`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -7,24 +10,22 @@ use std::time::Instant;
 
 use mio::Waker;
 
-use super::bytes_per_token;
 use super::job::{Input, Job, RunSummary, WorkerMsg};
-use super::kv_cache::{KvCache, Plan};
-use super::reuse;
+use super::kv_cache::KvCache;
 use super::runtime_history::RuntimeHistory;
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
-use super::utf8::Utf8Assembler;
 
+mod conclude;
 mod embed_run;
+mod generate;
+mod prompt_run;
 mod reseat_run;
 mod runtime_run;
 mod snapshot_run;
 use super::snapshots::{SnapshotConfig, Snapshots};
 use super::EngineError;
 use crate::memory;
-use crate::runtime::{
-    AbortHandle, Capabilities, Flow, InitConfig, Output, Role, RunEnd, RunRequest, Runtime,
-};
+use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
 
 /// What the runtime's own chat template may add around a prompt, in bytes, when it applies
 /// it: a default system prompt and the turn markers (Qwen's are about 120 bytes). Only for
@@ -215,21 +216,6 @@ struct Warned {
     snapshot_load: bool,
 }
 
-/// What a run produced.
-struct Ran {
-    end: Result<RunEnd, crate::runtime::RuntimeError>,
-    generated: u32,
-    answer: String,
-    hit_cap: bool,
-    /// Prompt tokens taken from the KV cache (see `reuse::reused_tokens`).
-    reused: u32,
-    /// The KV cache size after a run that finished (read once, here), None after any other.
-    cache_tokens: Option<Result<u32, crate::runtime::RuntimeError>>,
-    /// The run ended as it should and left the cache as expected; false also when the caller
-    /// stopped it.
-    clean: bool,
-}
-
 impl Worker {
     fn is_cancelled(&self, job: &Job) -> bool {
         self.cancelled.load(Ordering::Acquire) == job.id()
@@ -296,200 +282,8 @@ impl Worker {
             Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),
             // Reached only through the job loop, which hands the re-seat its seat.
             Input::Reseat => self.reseat(job, None),
-            Input::Prompt(prompt) => {
-                // With the runtime's template the context holds the system prompt and the tools
-                // given with them (the template's own markers are not counted: a refusal must
-                // never be wrong).
-                let (tools, known) = if self.raw_template {
-                    (0, prompt.len())
-                } else {
-                    let t = &self.tools;
-                    (t.tools_bytes(), prompt.len() + t.context_bytes())
-                };
-                let max = self.init.max_context_len;
-                self.cache.check_fits(known, tools, max, reserve)?;
-                // A single prompt (runtime templating, or a raw completion) changes the cache in
-                // ways the records do not follow.
-                self.save_before_replacing(job);
-                self.cache.invalidate();
-                self.history.invalidate();
-                if job.clear_cache() {
-                    self.runtime
-                        .clear_kv_cache(false)
-                        .map_err(EngineError::Runtime)?;
-                }
-                let ran = self.generate(job, prompt, job.role(), job.keep_history(), cap);
-                let reused = ran.reused;
-                // With the runtime's template, the context holds its turn markers too. New
-                // tools are prefilled with this run: learning from the prompt's bytes alone
-                // would take a run of tools for a run of one-byte tokens.
-                let around = if self.raw_template {
-                    0
-                } else {
-                    RUNTIME_TEMPLATE_BYTES
-                };
-                let sent = if tools_set { known } else { prompt.len() };
-                let bytes = (sent, known, around);
-                self.conclude(
-                    ran.end,
-                    (ran.generated, reused, job.keep_history()),
-                    ran.hit_cap,
-                    bytes,
-                )
-            }
+            Input::Prompt(prompt) => self.prompt(job, prompt, cap, reserve, tools_set),
         }
-    }
-
-    fn generate(
-        &mut self,
-        job: &Job,
-        prompt: &str,
-        role: Role,
-        keep_history: bool,
-        cap: u32,
-    ) -> Ran {
-        // A cancel that came while the run was being prepared found no run to abort.
-        if self.is_cancelled(job) {
-            return Ran {
-                end: Ok(RunEnd::Unfinished),
-                generated: 0,
-                answer: String::new(),
-                hit_cap: false,
-                reused: 0,
-                cache_tokens: None,
-                clean: false,
-            };
-        }
-        let req = RunRequest {
-            prompt,
-            role,
-            enable_thinking: job.enable_thinking(),
-            keep_history,
-            max_new_tokens: Some(cap),
-            sampling: job.sampling(),
-            save_prompt_cache: None,
-        };
-        // What the cache holds before the run, to check what it holds after (history kept).
-        let before = if keep_history {
-            self.runtime.kv_cache_size().ok()
-        } else {
-            None
-        };
-        self.notify.send(WorkerMsg::InRuntime {
-            id: job.id(),
-            prefill_tokens: self.cache.estimate_tokens(prompt.len()),
-        });
-        let mut generated = 0u32;
-        let mut text = Utf8Assembler::default();
-        let mut answer = String::new();
-        let (notify, cancelled, caps) = (&self.notify, &self.cancelled, self.caps);
-        let mut sink = |out: Output<'_>| {
-            generated += 1;
-            if let Output::Token { text: bytes, .. } = out {
-                let piece = text.push(bytes);
-                if !piece.is_empty() {
-                    answer.push_str(&piece);
-                    notify.send(WorkerMsg::Text {
-                        id: job.id(),
-                        text: piece,
-                    });
-                }
-            }
-            if cancelled.load(Ordering::Acquire) == job.id() {
-                // The loop set the flag, then called rkllm_abort.
-                Flow::Discard
-            } else if !caps.run_max_new_tokens && generated >= cap {
-                // ABI 1.2 has no per-run cap: end the run ourselves when it is reached.
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        };
-        let end = match self.runtime.run(&req, &mut sink) {
-            // No FINISH after our abort is a normal end of an aborted run; without one, the
-            // runtime misbehaved.
-            Ok(RunEnd::Unfinished) if !self.is_cancelled(job) => {
-                Err(crate::runtime::RuntimeError::NoFinish)
-            }
-            end => end,
-        };
-        let rest = text.finish();
-        if !rest.is_empty() {
-            answer.push_str(&rest);
-            self.notify.send(WorkerMsg::Text {
-                id: job.id(),
-                text: rest,
-            });
-        }
-        let cache_tokens = match &end {
-            Ok(RunEnd::Finished(_)) => Some(self.runtime.kv_cache_size()),
-            _ => None,
-        };
-        let hit_cap = generated >= cap
-            || filled_context(
-                &end,
-                cache_tokens.as_ref(),
-                keep_history,
-                generated,
-                self.init.max_context_len,
-            );
-        let finished = matches!(end, Ok(RunEnd::Finished(_))) && !self.is_cancelled(job);
-        let clean =
-            finished && self.cache_as_expected(job, before, &end, generated, cache_tokens.as_ref());
-        let reused = reuse::reused_tokens(&end, before, cache_tokens.as_ref());
-        // After an abort, a pause, an error or a surprise, the next run starts from scratch.
-        self.must_clear = !clean;
-        Ran {
-            end,
-            generated,
-            answer,
-            hit_cap,
-            reused,
-            cache_tokens,
-            clean,
-        }
-    }
-
-    /// With history kept, the cache must hold what it held before plus what this run prefilled
-    /// and generated. Anything else (a context shift deleted a span, the runtime added a BOS or
-    /// kept the EOS, ...) means our record of it no longer holds.
-    fn cache_as_expected(
-        &mut self,
-        job: &Job,
-        before: Option<u32>,
-        end: &Result<RunEnd, crate::runtime::RuntimeError>,
-        generated: u32,
-        after: Option<&Result<u32, crate::runtime::RuntimeError>>,
-    ) -> bool {
-        let (Some(before), Ok(RunEnd::Finished(perf))) = (before, end) else {
-            return true; // history not kept: nothing to compare
-        };
-        if self.restored_run() {
-            return true;
-        }
-        let Some(Ok(after)) = after else {
-            return false;
-        };
-        let expected = before
-            .saturating_add(perf.prefill_tokens)
-            .saturating_add(generated);
-        if *after == expected {
-            return true;
-        }
-        let level = if self.warned.mismatch {
-            log::Level::Debug
-        } else {
-            log::Level::Warn
-        };
-        self.warned.mismatch = true;
-        log::log!(
-            level,
-            "request {}: the KV cache holds {after} tokens, not the {expected} expected \
-             ({before} before + {} prefilled + {generated} generated); clearing it before the next run",
-            job.id(),
-            perf.prefill_tokens
-        );
-        false
     }
 
     /// With the runtime's template, gives the runtime the job's tools, with the request's system
@@ -528,121 +322,4 @@ impl Worker {
         }
         false
     }
-
-    /// Turns a run's end into the job's result, learning bytes per token on the way from the
-    /// `sent_bytes` the runtime prefilled. `prompt_bytes`: the text the context then holds;
-    /// `around`: what the runtime may have put around it.
-    fn conclude(
-        &mut self,
-        end: Result<RunEnd, crate::runtime::RuntimeError>,
-        (generated, reused, kept_history): (u32, u32, bool),
-        hit_cap: bool,
-        (sent_bytes, prompt_bytes, around): (usize, usize, usize),
-    ) -> Result<RunSummary, EngineError> {
-        match end {
-            Ok(end) => {
-                let perf = match end {
-                    RunEnd::Finished(perf) => {
-                        // Without history all that was sent is the prompt, reused part included.
-                        let tokens = if !kept_history {
-                            perf.prefill_tokens.saturating_add(reused)
-                        } else {
-                            perf.prefill_tokens
-                        };
-                        self.cache.calibrate(sent_bytes, tokens);
-                        Some(perf)
-                    }
-                    RunEnd::Stopped(perf) => perf,
-                    RunEnd::Unfinished => None,
-                };
-                Ok(RunSummary {
-                    perf,
-                    generated_tokens: generated,
-                    cached_tokens: reused,
-                    hit_cap,
-                    reseat: false,
-                })
-            }
-            Err(error) => Err(self.classify(error, generated, prompt_bytes, around)),
-        }
-    }
-
-    fn conclude_conversation(&mut self, plan: Plan, ran: Ran) -> Result<RunSummary, EngineError> {
-        let bytes = (plan.input().len(), plan.full.len(), 0);
-        let Ran {
-            end,
-            generated,
-            answer,
-            hit_cap,
-            reused,
-            cache_tokens,
-            clean: clean_finish,
-        } = ran;
-        let counts = (generated, reused, plan.keep_history);
-        let result = self.conclude(end, counts, hit_cap, bytes);
-        match cache_tokens {
-            Some(Ok(tokens)) if clean_finish => self.cache.finished(plan, &answer, tokens),
-            Some(Err(e)) if clean_finish => {
-                log::warn!("cannot read the KV cache size: {e}");
-                self.cache.invalidate();
-            }
-            _ => self.cache.invalidate(),
-        }
-        result
-    }
-
-    /// The runtime API has no tokenizer and reports a prompt over the context only as a failed
-    /// run: a failure before any token, for a prompt that could hold more tokens than the
-    /// context (it has more bytes than the context has tokens: no token is shorter than a
-    /// byte), is reported as such. Whatever the learnt ratio says, a context overflow is never
-    /// reported as a runtime error. `around`: bytes the runtime may have added to the prompt.
-    fn classify(
-        &self,
-        error: crate::runtime::RuntimeError,
-        generated: u32,
-        prompt_bytes: usize,
-        around: usize,
-    ) -> EngineError {
-        let max_context = self.init.max_context_len;
-        let most = bytes_per_token::most_tokens(prompt_bytes + around);
-        if generated == 0 && most > u64::from(max_context) {
-            EngineError::PromptTooLong {
-                estimated_tokens: self.cache.estimate_tokens(prompt_bytes),
-                prompt_bytes,
-                max_context,
-                by_runtime: true,
-                tools_tokens: 0,
-                reserve: 0,
-            }
-        } else {
-            EngineError::Runtime(error)
-        }
-    }
-}
-
-/// Whether a run that ended by itself stopped because the context was full: the client must hear
-/// "length" then, as when `max_tokens` cut it. One token of slack, as the runtime may stop one
-/// short of the limit.
-fn filled_context(
-    end: &Result<RunEnd, crate::runtime::RuntimeError>,
-    cache_tokens: Option<&Result<u32, crate::runtime::RuntimeError>>,
-    keep_history: bool,
-    generated: u32,
-    max_context_len: u32,
-) -> bool {
-    let Ok(RunEnd::Finished(perf)) = end else {
-        return false;
-    };
-    let cached = cache_tokens
-        .and_then(|r| r.as_ref().ok())
-        .copied()
-        .unwrap_or(0);
-    // The prefill counts only what this run added to a reused prefix. The cache holds the whole
-    // context with history kept, and only the prompt without.
-    let used = if keep_history {
-        cached
-    } else {
-        cached.max(perf.prefill_tokens).saturating_add(generated)
-    };
-    used.saturating_add(1) >= max_context_len
 }

@@ -1,7 +1,8 @@
 //! The seat a conversation's run leaves for the engine's re-seat, and the re-seat run itself
 //! (see `engine::reseat`).
 
-use super::{Ran, Worker};
+use super::generate::Ran;
+use super::Worker;
 use crate::engine::job::{Conversation, RunSummary};
 use crate::engine::kv_cache::Plan;
 use crate::engine::reseat::MAX_SEAT_BYTES;

@@ -2,7 +2,8 @@
 //! `keep_history = 1`, on top of the history the runtime holds when the conversation continues
 //! it, else after clearing the cache (see `runtime_history`).
 
-use super::{Ran, Worker, RUNTIME_TEMPLATE_BYTES};
+use super::generate::Ran;
+use super::{Worker, RUNTIME_TEMPLATE_BYTES};
 use crate::engine::job::{RunSummary, RuntimeTurns, WorkerMsg};
 use crate::engine::{EngineError, Job};
 

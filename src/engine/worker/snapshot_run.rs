@@ -19,7 +19,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Ran, Worker};
+use super::generate::Ran;
+use super::Worker;
 use crate::engine::job::{Job, WorkerMsg};
 use crate::engine::kv_cache::Plan;
 use crate::engine::snapshots::SaveFailed;
