@@ -55,6 +55,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The same error naming `field` as the one at fault, when it names one at all (an engine
+    /// error names a chat's field; another endpoint's input has another name).
+    pub fn naming_field(self, field: &str) -> ApiError {
+        match self.param {
+            Some(_) => ApiError {
+                param: Some(field.to_owned()),
+                ..self
+            },
+            None => self,
+        }
+    }
+
     fn new(flavor: Flavor, status: u16, kind: &'static str, message: String) -> ApiError {
         ApiError {
             flavor,

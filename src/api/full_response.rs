@@ -10,6 +10,15 @@ pub struct FullResponse {
 }
 
 impl FullResponse {
+    /// The same JSON body as a stream of one NDJSON line, for clients that asked for a stream.
+    pub fn as_ndjson_line(mut self) -> FullResponse {
+        self.body.push(b'\n');
+        FullResponse {
+            content_type: "application/x-ndjson",
+            ..self
+        }
+    }
+
     /// A JSON body; `value` is anything serde can write (a `json!` tree or a borrowed struct).
     pub fn json(status: u16, value: &impl Serialize) -> FullResponse {
         let mut body = Vec::with_capacity(128);

@@ -64,6 +64,11 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// These fields, named `<prefix><name>` in error messages (a nested object's fields).
+    pub fn named_under(self, prefix: &'static str) -> Fields<'a> {
+        Fields { prefix, ..self }
+    }
+
     pub fn object(&self, name: &str) -> Result<Option<Fields<'a>>, ApiError> {
         match self.get(name) {
             None => Ok(None),

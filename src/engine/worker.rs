@@ -274,9 +274,8 @@ impl Worker {
                 let ran = self.after_conversation_run(ran);
                 let seat = self.seat_for(job, conv, &plan, &ran);
                 let kept_history = plan.keep_history;
-                let mut result = self.conclude_conversation(plan, ran);
-                self.offer_seat(seat, kept_history, &mut result);
-                result
+                let result = self.conclude_conversation(plan, ran);
+                self.offer_seat(seat, kept_history, result)
             }
             Input::Embed(input) => self.embed(job, input),
             Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),

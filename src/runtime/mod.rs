@@ -128,6 +128,20 @@ pub struct Perf {
     pub memory_mb: f32,
 }
 
+impl Perf {
+    /// This run's figures followed by `next`'s (several runs for one job): prefills add up,
+    /// memory is the larger.
+    #[must_use]
+    pub fn followed_by(self, next: &Perf) -> Perf {
+        Perf {
+            prefill_ms: self.prefill_ms + next.prefill_ms,
+            prefill_tokens: self.prefill_tokens + next.prefill_tokens,
+            memory_mb: self.memory_mb.max(next.memory_mb),
+            ..self
+        }
+    }
+}
+
 impl From<ffi::RkdPerf> for Perf {
     fn from(p: ffi::RkdPerf) -> Self {
         Perf {

@@ -157,17 +157,12 @@ impl Responder for EmbeddingResponder {
     }
 
     fn failed(&mut self, error: &EngineError, out: &mut dyn ResponseOut) {
-        let mut e = ApiError::from_engine(self.body.flavor(), error);
-        if e.param.is_some() {
-            // A text over the context names the embeddings' field, not a chat's.
-            e.param = Some(
-                match self.body {
-                    Body::OllamaLegacy => "prompt",
-                    _ => "input",
-                }
-                .to_owned(),
-            );
-        }
+        let field = match self.body {
+            Body::OllamaLegacy => "prompt",
+            _ => "input",
+        };
+        // A text over the context names the embeddings' field, not a chat's.
+        let e = ApiError::from_engine(self.body.flavor(), error).naming_field(field);
         out.full(e.response());
     }
 }

@@ -130,11 +130,10 @@ fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
     if let Some(e) = not_ready {
         return Err(ApiError::from_engine(FLAVOR, &e));
     }
-    let mut response = OllamaFormat::new(head.kind, head.model).load_reply();
+    let response = OllamaFormat::new(head.kind, head.model).load_reply();
     if head.stream {
         // A stream of one line, for clients that read lines.
-        response.content_type = "application/x-ndjson";
-        response.body.push(b'\n');
+        return Ok(Reply::Full(response.as_ndjson_line()));
     }
     Ok(Reply::Full(response))
 }
@@ -180,10 +179,10 @@ fn start(
 /// Reads `options`, naming fields `options.<name>` in errors. Returns the parameters and the
 /// names of the options that were given but are not acted on.
 fn read_options<'a>(f: &Fields<'a>) -> Result<(GenParams, Vec<&'a str>), ApiError> {
-    let Some(mut o) = f.object("options")? else {
+    let Some(o) = f.object("options")? else {
         return Ok((GenParams::default(), Vec::new()));
     };
-    o.prefix = "options.";
+    let o = o.named_under("options.");
     let max_tokens = match o.int("num_predict")? {
         // -1 is "no limit" and -2 "until the context is full": both mean the daemon's cap.
         None | Some(-1 | -2) => None,

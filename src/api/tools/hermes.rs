@@ -32,9 +32,10 @@ pub fn definitions(turns: &[Turn], tools: &[Value], default_system: Option<&str>
     let mut out = Vec::with_capacity(turns.len() + 1);
     let rest = match turns.first() {
         Some(first) if first.role == Role::System => {
-            let mut system = first.clone();
-            system.content = join_system(&first.content, &block);
-            out.push(system);
+            out.push(Turn {
+                content: join_system(&first.content, &block),
+                ..first.clone()
+            });
             &turns[1..]
         }
         _ => {

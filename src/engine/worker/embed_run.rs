@@ -39,9 +39,7 @@ impl Worker {
                 }
             };
             if let RunEnd::Finished(perf) = end {
-                total.prefill_ms += perf.prefill_ms;
-                total.prefill_tokens += perf.prefill_tokens;
-                total.memory_mb = total.memory_mb.max(perf.memory_mb);
+                total = total.followed_by(&perf);
             }
             // A run that ended without states was aborted (the client left, or the engine cut
             // it for a deadline or a shutdown, which it reports as such), or the runtime

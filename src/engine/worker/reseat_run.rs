@@ -61,16 +61,18 @@ impl Worker {
         &mut self,
         seat: Option<String>,
         kept_history: bool,
-        result: &mut Result<RunSummary, EngineError>,
-    ) {
-        let (Ok(summary), Some(seat)) = (result, seat) else {
-            return;
-        };
-        if kept_history && self.cache.is_prefix_of(&seat) {
-            return;
+        result: Result<RunSummary, EngineError>,
+    ) -> Result<RunSummary, EngineError> {
+        match (result, seat) {
+            (Ok(summary), Some(seat)) if !(kept_history && self.cache.is_prefix_of(&seat)) => {
+                self.seat = Some(seat);
+                Ok(RunSummary {
+                    reseat: true,
+                    ..summary
+                })
+            }
+            (result, _) => result,
         }
-        summary.reseat = true;
-        self.seat = Some(seat);
     }
 
     /// Runs a re-seat: `seat` sent whole without history, cut at its first token (ABI 1.3:

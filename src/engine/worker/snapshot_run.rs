@@ -112,7 +112,7 @@ impl Worker {
 
     /// After a conversation's run: learns speeds from it and, after a restore, frees the loaded
     /// prompt cache and measures what it spared.
-    pub(super) fn after_conversation_run(&mut self, mut ran: Ran) -> Ran {
+    pub(super) fn after_conversation_run(&mut self, ran: Ran) -> Ran {
         let Some(store) = self.snapshots.as_mut() else {
             return ran;
         };
@@ -131,7 +131,6 @@ impl Worker {
             let covered = after
                 .saturating_sub(perf.prefill_tokens)
                 .saturating_sub(ran.generated);
-            ran.reused = covered;
             let uncovered = restoring.tokens.saturating_sub(covered);
             store
                 .costs
@@ -142,6 +141,10 @@ impl Worker {
                 perf.prefill_tokens,
                 store.costs.describe()
             );
+            return Ran {
+                reused: covered,
+                ..ran
+            };
         }
         ran
     }

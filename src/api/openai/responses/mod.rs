@@ -57,10 +57,7 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
         tools::request_tools(&chat_fields, &messages)?.filter(|_| choice != Choice::None);
     let stream = f.bool("stream")?.unwrap_or(false);
     let effort = match f.object("reasoning")? {
-        Some(mut r) => {
-            r.prefix = "reasoning.";
-            reasoning_effort(&r, "effort")?
-        }
+        Some(r) => reasoning_effort(&r.named_under("reasoning."), "effort")?,
         None => None,
     };
     let thinking = ctx.thinking(effort, stream);
