@@ -53,7 +53,7 @@ fn simulator_run(model: &std::path::Path) -> (u64, Duration, Duration) {
         Flow::Continue
     })
     .expect("run");
-    (n, t.elapsed(), thread_cpu() - cpu)
+    (n, t.elapsed(), thread_cpu().saturating_sub(cpu))
 }
 
 /// Callbacks per second straight from the simulator into a Rust closure that does nothing.
@@ -127,7 +127,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
                 Event::Text { .. } => tokens += 1,
                 Event::Finished { finish, .. } => {
                     let secs = started.unwrap().elapsed().as_secs_f64();
-                    return finish.generated_tokens.max(tokens as u32) as f64 / secs;
+                    return f64::from(finish.generated_tokens.max(tokens as u32)) / secs;
                 }
                 other => panic!("unexpected {other:?} (submitted {submitted})"),
             }
@@ -205,19 +205,19 @@ fn main() {
     let sim = simulator_rate(&long);
     row(
         "simulator callback rate (fast, no-op sink)",
-        format!("{:.0} tok/s", sim),
+        format!("{sim:.0} tok/s"),
         "-",
     );
     let eng = engine_rate(&long);
     row(
         "engine end-to-end rate (thread+channel+waker)",
-        format!("{:.0} tok/s", eng),
+        format!("{eng:.0} tok/s"),
         "> 100000 tok/s",
     );
     let per_token_ns = (1e9 / eng - 1e9 / sim).max(0.0);
     row(
         "engine's own cost per token",
-        format!("{:.0} ns", per_token_ns),
+        format!("{per_token_ns:.0} ns"),
         "invisible next to 60 ms",
     );
 
@@ -521,7 +521,7 @@ fn cpu_per_token_rows(dir: &std::path::Path) {
         "tokens streamed, simulated"
     );
     let us = |cpu: Duration| cpu.as_secs_f64() * 1e6 / TOKENS as f64;
-    let (daemon, simulator) = (us(cpu1 - cpu0), us(sim_cpu));
+    let (daemon, simulator) = (us(cpu1.saturating_sub(cpu0)), us(sim_cpu));
     row(
         "daemon CPU per streamed token (demo speed)",
         format!("{:.1} us", daemon - simulator),
@@ -534,7 +534,7 @@ fn cpu_per_token_rows(dir: &std::path::Path) {
     );
     row(
         "  daemon process from /proc/PID/stat (10 ms ticks)",
-        format!("{:.0} us", us(stat1 - stat0)),
+        format!("{:.0} us", us(stat1.saturating_sub(stat0))),
         "-",
     );
     row(
@@ -567,7 +567,7 @@ fn wakeup_cpu_floor(tokens: u64, period: Duration) -> Duration {
                 std::thread::sleep(period);
                 let t = thread_cpu();
                 waker.wake().unwrap();
-                in_wake += thread_cpu() - t;
+                in_wake += thread_cpu().saturating_sub(t);
             }
             in_wake
         })
@@ -585,13 +585,13 @@ fn wakeup_cpu_floor(tokens: u64, period: Duration) -> Duration {
         poll.poll(&mut events, None).unwrap();
         tx.write_all(&event).unwrap();
     }
-    let looped = thread_cpu() - cpu;
+    let looped = thread_cpu().saturating_sub(cpu);
     let in_wake = producer.join().unwrap();
     reader.join().unwrap();
     (looped + in_wake) / u32::try_from(tokens).unwrap()
 }
 
-/// CLOCK_MONOTONIC in microseconds: the simulator's trace clock.
+/// `CLOCK_MONOTONIC` in microseconds: the simulator's trace clock.
 fn monotonic_us() -> i64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     ts.tv_sec() * 1_000_000 + ts.tv_nsec() / 1000
@@ -701,7 +701,7 @@ fn latency_rows(dir: &std::path::Path) {
 }
 
 /// A client hangs up mid-stream: the time from its hangup to the runtime's `rkllm_abort` call
-/// and to the run's end, from the simulator trace's CLOCK_MONOTONIC stamps; 50 aborts at demo
+/// and to the run's end, from the simulator trace's `CLOCK_MONOTONIC` stamps; 50 aborts at demo
 /// speed (one token per 60 ms) and at fast.rkllm speed (no delay, an answer too long to end
 /// by itself).
 fn abort_rows(dir: &std::path::Path) {

@@ -904,7 +904,7 @@ fn a_low_hard_open_files_limit_is_a_warning() {
                 rlim_cur: 256,
                 rlim_max: 512,
             };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

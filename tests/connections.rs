@@ -193,7 +193,7 @@ fn slow_headers_and_idle_keep_alive_are_closed() {
     );
 }
 
-/// CLOCK_MONOTONIC in microseconds, the simulator's trace clock.
+/// `CLOCK_MONOTONIC` in microseconds, the simulator's trace clock.
 fn monotonic_us() -> i64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     ts.tv_sec() * 1_000_000 + ts.tv_nsec() / 1000

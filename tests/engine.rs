@@ -1,5 +1,5 @@
 //! The shim and the engine against the simulator: normal run, WAITING, abort from another
-//! thread, runtime ERROR, hang (wedged), max_new_tokens, context overflow, init failure.
+//! thread, runtime ERROR, hang (wedged), `max_new_tokens`, context overflow, init failure.
 
 mod common;
 
@@ -16,7 +16,7 @@ use rkllmd::runtime::{self, Flow, InitConfig, Output, RunEnd, RunRequest, Runtim
 
 const WAKE: Token = Token(7);
 
-/// The simulator reads RKLLM_SIM_TRACE in rkllm_init; tests run in parallel threads, so each one
+/// The simulator reads `RKLLM_SIM_TRACE` in `rkllm_init`; tests run in parallel threads, so each one
 /// holds this lock from setting the variable until its init has happened.
 static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -338,7 +338,7 @@ fn runtime_error_fails_the_request_and_the_engine_goes_on() {
 #[test]
 fn a_run_that_ignores_abort_makes_the_engine_wedged() {
     let mut h = Harness::new("hang", &["hang_after_tokens = 3"], |c| {
-        c.abort_grace = Duration::from_millis(300)
+        c.abort_grace = Duration::from_millis(300);
     });
     h.wait_ready();
     h.engine.submit(Job::new(1, "hi"), Instant::now()).unwrap();

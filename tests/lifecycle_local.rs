@@ -176,7 +176,7 @@ fn a_failed_lock_write_says_why_and_leaves_no_lock_file() {
                 rlim_cur: 0,
                 rlim_max: libc::RLIM_INFINITY,
             };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &zero) != 0 {
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &raw const zero) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -1,7 +1,7 @@
 //! OpenAI's Responses API (`POST /v1/responses`) over the real socket: the answer as a
 //! `response` object and as typed `response.*` events in order, input items, function tools and
 //! their calls, reasoning items, the token cap, a stream cut short, and what rkllmd refuses
-//! (it keeps no responses). tests/clients/test_responses.py validates the same bodies and events
+//! (it keeps no responses). `tests/clients/test_responses.py` validates the same bodies and events
 //! against OpenAI's published schema and runs the official SDK.
 
 mod common;

@@ -297,8 +297,7 @@ fn a_conversation_that_does_not_continue_starts_over_and_says_so() {
     let warning = headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("x-rkllmd-warning"))
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| panic!("no warning: {headers:?}"));
+        .map_or_else(|| panic!("no warning: {headers:?}"), |(_, v)| v.clone());
     assert!(warning.contains("started over"), "{warning}");
     let mut answer = String::new();
     while let Some(chunk) = c.read_chunk() {

@@ -34,7 +34,8 @@ const DAEMON: &str = env!("CARGO_BIN_EXE_rkllmd");
 /// The tests run one at a time: each starts daemons, and this machine has two cores.
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A program the tests need, found on PATH, or a failure that says which package to install.
@@ -271,7 +272,7 @@ impl Sandbox {
             if self
                 .syslog()
                 .iter()
-                .any(|l| l.starts_with("<") && l.contains(&tag) && l.contains(needle))
+                .any(|l| l.starts_with('<') && l.contains(&tag) && l.contains(needle))
             {
                 return;
             }

@@ -74,7 +74,7 @@ fn conversation(d: &Daemon, title: bool) -> (String, u64) {
 }
 
 fn files_in(dir: &Path) -> usize {
-    std::fs::read_dir(dir).map_or(0, |l| l.count())
+    std::fs::read_dir(dir).map_or(0, Iterator::count)
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! paths moved into a temporary directory: the check before the start, readiness to
 //! `$NOTIFY_SOCKET`, the exit codes it restarts on or not, and a stop within its timeout.
 //!
-//! No systemd runs here as PID 1; what the unit asks of systemd itself (User=, RuntimeDirectory=,
-//! LimitNOFILE=) is checked by systemd-analyze, not exercised.
+//! No systemd runs here as PID 1; what the unit asks of systemd itself (User=, `RuntimeDirectory`=,
+//! `LimitNOFILE`=) is checked by systemd-analyze, not exercised.
 //!
 //! Needs systemd-analyze (Debian package `systemd`).
 

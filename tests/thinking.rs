@@ -63,7 +63,7 @@ fn last_prompt(d: &Daemon) -> String {
         .to_owned()
 }
 
-/// OpenAI chat without streaming: (reasoning_content or None, content).
+/// OpenAI chat without streaming: (`reasoning_content` or None, content).
 fn openai_ask(d: &Daemon, body: Value) -> (Option<String>, String) {
     let r = d.client().post_json("/v1/chat/completions", &body);
     assert_eq!(r.status, 200, "{}", r.text());

@@ -35,7 +35,7 @@ fn prompts(d: &Daemon) -> Vec<String> {
 }
 
 /// The start of the prompt Llama 3.1's template writes for `QUESTION` with `weather_tools()`:
-/// the definition indented by 4, keys in serde_json's order.
+/// the definition indented by 4, keys in `serde_json`'s order.
 const LLAMA_PROMPT: &str = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n\
     Environment: ipython\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n\
     <|eot_id|><|start_header_id|>user<|end_header_id|>\n\n\

@@ -215,7 +215,7 @@ mod tests {
 
     fn conv(pieces: &[&str]) -> Conversation {
         Conversation {
-            pieces: pieces.iter().map(|s| s.to_string()).collect(),
+            pieces: pieces.iter().map(ToString::to_string).collect(),
             kept: 1,
             generation_prompt: "<a>".into(),
             tools_bytes: 0,

@@ -235,7 +235,7 @@ mod tests {
         let now = Instant::now();
         q.push(job(1, B), now);
         let mut served = Vec::new();
-        for id in 2..=(MAX_PUSH_BACKS as JobId + 3) {
+        for id in 2..=(JobId::from(MAX_PUSH_BACKS) + 3) {
             q.push(job(id, I), now);
             served.push(q.pop_next().unwrap().job.id());
         }

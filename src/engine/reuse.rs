@@ -7,7 +7,7 @@
 //! `keep_history = 0`: the runtime reuses the longest common prefix with its cache and prefills
 //! only the rest. Evidence: rknn-llm's CHANGELOG (v1.2.0, "automatic prompt cache reuse"), and
 //! `rkllm.h` (both ABIs) saying a position range given to `rkllm_clear_kv_cache` "is only valid
-//! when keep_history == 0 and the generation has been paused by returning 1 in the callback",
+//! when `keep_history` == 0 and the generation has been paused by returning 1 in the callback",
 //! so the range cannot cut a diverging span out of a `keep_history` cache between runs.
 //!
 //! Token counts cover the whole prompt as clients expect (OpenAI's `prompt_tokens` with its

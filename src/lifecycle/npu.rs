@@ -60,8 +60,8 @@ impl NpuGuard {
 }
 
 /// Opens for reading (enough for `flock`), following symlinks (`/dev/dri/by-path/...`):
-/// nothing is written through it. O_NONBLOCK: a FIFO must not hang the start before it is
-/// refused. A missing file is created with O_EXCL, which never follows a symlink.
+/// nothing is written through it. `O_NONBLOCK`: a FIFO must not hang the start before it is
+/// refused. A missing file is created with `O_EXCL`, which never follows a symlink.
 fn open(path: &Path) -> io::Result<File> {
     let read = || {
         OpenOptions::new()

@@ -201,7 +201,7 @@ pub fn classify(w: &Written<'_>, layouts: &[(Abi, RkdLayout)]) -> AbiProbe {
 mod tests {
     use super::*;
 
-    /// The LP64 layouts of the two vendored headers (what `layout.cpp` reports on x86_64 and
+    /// The LP64 layouts of the two vendored headers (what `layout.cpp` reports on `x86_64` and
     /// aarch64).
     const L12: RkdLayout = RkdLayout {
         size: 208,

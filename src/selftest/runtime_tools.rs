@@ -9,7 +9,7 @@ use crate::doctor::Finding;
 
 const NAME: &str = "runtime-tools";
 const TEXT: &str = " apple river stone cloud";
-/// As the daemon sends them without a system message (engine/runtime_tools.rs).
+/// As the daemon sends them without a system message (`engine/runtime_tools.rs`).
 const SYSTEM: &str = "You are a helpful assistant.";
 const TOOLS: &str = r#"[{"type": "function", "function": {"name": "get_time", "description": "The time.", "parameters": {"type": "object", "properties": {}}}}]"#;
 const TAG: &str = "tool_response";

@@ -204,7 +204,7 @@ pub fn post_request(path: &str, body: &serde_json::Value) -> Vec<u8> {
 pub struct Client {
     pub conn: Conn,
     buf: Vec<u8>,
-    /// Bytes per read(): 1 for a slow reader.
+    /// Bytes per `read()`: 1 for a slow reader.
     read_size: usize,
     /// A slow reader sleeps 1 ms after every this many bytes (0: never).
     pause_every: usize,

@@ -51,9 +51,10 @@ pub fn repo_path(rel: &str) -> PathBuf {
 /// The daemon binary the tests start: `RKLLMD_TEST_BIN` when set (board/cross-test.sh points it
 /// at a qemu-user wrapper around the aarch64 build), otherwise the one cargo built for this host.
 pub fn daemon_bin() -> PathBuf {
-    std::env::var_os("RKLLMD_TEST_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_rkllmd")))
+    std::env::var_os("RKLLMD_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_rkllmd")),
+        PathBuf::from,
+    )
 }
 
 pub fn fast_model() -> PathBuf {
@@ -281,7 +282,7 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
     }
 
-    /// Resident set size in KiB (VmRSS), 0 once the process is gone.
+    /// Resident set size in KiB (`VmRSS`), 0 once the process is gone.
     pub fn rss_kib(&self) -> u64 {
         let status =
             fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
@@ -294,9 +295,7 @@ impl Daemon {
     }
 
     pub fn fd_count(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        fs::read_dir(format!("/proc/{}/fd", self.child.id())).map_or(0, Iterator::count)
     }
 }
 

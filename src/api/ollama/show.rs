@@ -145,19 +145,16 @@ fn template_text(template: Option<&Template>) -> String {
             let _ = write!(out, "{content}{separator}");
         }
     };
-    match &t.default_system {
-        Some(default) => {
-            out.push_str("{{ if .System }}");
-            system(&mut out, "{{ .System }}");
-            out.push_str("{{ else }}");
-            system(&mut out, default);
-            out.push_str("{{ end }}");
-        }
-        None => {
-            out.push_str("{{ if .System }}");
-            system(&mut out, "{{ .System }}");
-            out.push_str("{{ end }}");
-        }
+    if let Some(default) = &t.default_system {
+        out.push_str("{{ if .System }}");
+        system(&mut out, "{{ .System }}");
+        out.push_str("{{ else }}");
+        system(&mut out, default);
+        out.push_str("{{ end }}");
+    } else {
+        out.push_str("{{ if .System }}");
+        system(&mut out, "{{ .System }}");
+        out.push_str("{{ end }}");
     }
     let _ = write!(
         out,

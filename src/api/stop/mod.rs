@@ -132,7 +132,7 @@ mod tests {
     use super::StopMatcher;
 
     fn run(stops: &[&str], pieces: &[&str]) -> (String, bool) {
-        let mut m = StopMatcher::new(stops.iter().map(|s| s.to_string()).collect());
+        let mut m = StopMatcher::new(stops.iter().map(ToString::to_string).collect());
         let mut out = String::new();
         for p in pieces {
             out.push_str(&m.push(p));
@@ -252,8 +252,8 @@ mod tests {
             (seed % n as u64) as usize
         };
         for _ in 0..3000 {
-            let stops: Vec<String> = (0..1 + next(4))
-                .map(|_| (0..1 + next(4)).map(|_| alphabet[next(5)]).collect())
+            let stops: Vec<String> = (0..=next(4))
+                .map(|_| (0..=next(4)).map(|_| alphabet[next(5)]).collect())
                 .collect();
             let pieces: Vec<String> = (0..next(8))
                 .map(|_| (0..next(4)).map(|_| alphabet[next(5)]).collect())

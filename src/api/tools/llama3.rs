@@ -295,7 +295,7 @@ mod tests {
     const TOOLS: &str = r#"[{"type":"function","function":{"name":"get_weather","description":"Weather.","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}}]"#;
 
     /// The definitions as the official template writes them for `TOOLS` (Python's
-    /// `json.dumps(indent=4)`; keys in serde_json's order).
+    /// `json.dumps(indent=4)`; keys in `serde_json`'s order).
     const DEFS: &str = "Given the following functions, please respond with a JSON for a function \
         call with its proper arguments that best answers the given prompt.\n\nRespond in the \
         format {\"name\": function name, \"parameters\": dictionary of argument name and its \

@@ -244,7 +244,7 @@ fn help_documents_every_option_and_default() {
         let line = entry.join(" ");
         match opt.default {
             DefaultText::Value(v) | DefaultText::Note(v) => {
-                assert!(line.contains(&format!("[default: {v}]")), "{line}")
+                assert!(line.contains(&format!("[default: {v}]")), "{line}");
             }
             DefaultText::None => assert!(!line.contains("default"), "{line}"),
         }

@@ -25,10 +25,10 @@ impl Worker {
                 let perf = match end {
                     RunEnd::Finished(perf) => {
                         // Without history all that was sent is the prompt, reused part included.
-                        let tokens = if !kept_history {
-                            perf.prefill_tokens.saturating_add(reused)
-                        } else {
+                        let tokens = if kept_history {
                             perf.prefill_tokens
+                        } else {
+                            perf.prefill_tokens.saturating_add(reused)
                         };
                         self.cache.calibrate(sent_bytes, tokens);
                         Some(perf)
