@@ -12,7 +12,8 @@
 #![allow(
     clippy::must_use_candidate,
     clippy::missing_errors_doc,
-    clippy::module_name_repetitions
+    clippy::module_name_repetitions,
+    clippy::float_cmp
 )]
 
 pub mod api;

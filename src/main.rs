@@ -1,3 +1,4 @@
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -39,7 +40,7 @@ fn run() -> i32 {
                 (Ok(lib), None) => format!("librkllmrt loaded from {}", lib.path.display()),
                 (Err(e), _) => format!("no runtime loaded: {e}"),
             };
-            text.push_str(&format!("runtime ABI {} ({detail})\n", info.abi));
+            let _ = writeln!(text, "runtime ABI {} ({detail})", info.abi);
             print_out(&text)
         }
         Command::Check(setup) => match doctor::run(&setup, &mut std::io::stdout().lock()) {

@@ -3,6 +3,8 @@
 //! `runtime` template mode, the newest input alone for the runtime to template
 //! (`runtime_input.rs`).
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 use super::ctx::Ctx;
@@ -270,7 +272,7 @@ fn dropped_note(dropped: &[String], budget: u64) -> String {
             })
             .collect();
         if names.len() + safe.len() > DROPPED_NAMES_MAX_BYTES {
-            names.push_str(&format!(" and {} more", dropped.len() - i));
+            let _ = write!(names, " and {} more", dropped.len() - i);
             break;
         }
         if i > 0 {

@@ -57,6 +57,7 @@ pub struct ApiError {
 impl ApiError {
     /// The same error naming `field` as the one at fault, when it names one at all (an engine
     /// error names a chat's field; another endpoint's input has another name).
+    #[must_use]
     pub fn naming_field(self, field: &str) -> ApiError {
         match self.param {
             Some(_) => ApiError {

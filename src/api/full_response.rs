@@ -11,6 +11,7 @@ pub struct FullResponse {
 
 impl FullResponse {
     /// The same JSON body as a stream of one NDJSON line, for clients that asked for a stream.
+    #[must_use]
     pub fn as_ndjson_line(mut self) -> FullResponse {
         self.body.push(b'\n');
         FullResponse {

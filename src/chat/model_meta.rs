@@ -192,7 +192,7 @@ mod tests {
         let near = dir.join("near.rkllm");
         let far = dir.join("far.rkllm");
         let line = b"general.architecture = qwen3\n";
-        let mut data = vec![b' '; HEADER_BYTES as usize - line.len()];
+        let mut data = vec![b' '; usize::try_from(HEADER_BYTES).unwrap() - line.len()];
         data.extend_from_slice(line);
         std::fs::write(&near, &data).unwrap();
         // Shifted so that the key starts at the limit.

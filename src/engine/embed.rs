@@ -21,6 +21,7 @@ pub enum Pooling {
 
 impl Pooling {
     /// `Auto` resolved for a model of this name (file or configured name).
+    #[must_use]
     pub fn resolve(self, model_name: &str) -> Pooling {
         match self {
             Pooling::Auto => {

@@ -116,69 +116,79 @@ impl Engine {
                     self.state = State::Ready;
                 }
             }
-            WorkerMsg::Done { id, result } => {
-                if !self.is_current(id) {
-                    return;
-                }
-                let Some(mut run) = self.running.take() else {
-                    return;
-                };
-                if id == reseat::RESEAT_ID {
-                    return;
-                }
-                self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));
-                if let Ok(RunSummary {
-                    perf: Some(perf), ..
-                }) = &result
-                {
-                    self.learn_prefill(perf);
-                }
-                if let Some((job, standing)) = run.take_to_requeue() {
-                    log::debug!("request {id}: preempted by an interactive request; queued again");
-                    self.queue.put_back(job, standing, now);
-                    out.push(Event::Preempted { id });
-                    return;
-                }
-                // The copy kept to put it back is dropped here, on the loop's thread, after the
-                // worker gave back what the job freed: the loop gives this back (`Reclaim`).
-                self.freed_bytes += run.kept_bytes();
-                let event = match result {
-                    // An answer cut short must not look complete: it ends as an error.
-                    Ok(_) if run.aborted_by() == Some(AbortCause::Timeout) => Event::Failed {
-                        id,
-                        error: EngineError::Timeout {
-                            after: self.cfg.request_timeout,
-                        },
-                    },
-                    Ok(_) if run.aborted_by() == Some(AbortCause::Shutdown) => Event::Failed {
-                        id,
-                        error: EngineError::ShuttingDown,
-                    },
-                    Ok(summary) => {
-                        let reason = match run.aborted_by() {
-                            Some(AbortCause::Stop) => FinishReason::Stop,
-                            Some(_) => FinishReason::Aborted,
-                            None if summary.hit_cap => FinishReason::Length,
-                            None => FinishReason::Stop,
-                        };
-                        let finish = Finish {
-                            reason,
-                            perf: summary.perf,
-                            generated_tokens: summary.generated_tokens,
-                            cached_tokens: summary.cached_tokens,
-                            run_time: now.saturating_duration_since(run.dispatched()),
-                        };
-                        Event::Finished { id, finish }
-                    }
-                    Err(error) => Event::Failed { id, error },
-                };
-                out.push(event);
-            }
+            WorkerMsg::Done { id, result } => self.finished(id, result, now, out),
             WorkerMsg::Stopped => {
                 self.state = State::Stopped;
                 out.push(Event::Stopped);
             }
         }
+    }
+
+    /// The worker ended run `id`: a preempted background run goes back to the queue, any other
+    /// becomes the job's last event (an answer cut short by a timeout or a shutdown as an error).
+    fn finished(
+        &mut self,
+        id: JobId,
+        result: Result<RunSummary, EngineError>,
+        now: Instant,
+        out: &mut Vec<Event>,
+    ) {
+        if !self.is_current(id) {
+            return;
+        }
+        let Some(mut run) = self.running.take() else {
+            return;
+        };
+        if id == reseat::RESEAT_ID {
+            return;
+        }
+        self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));
+        if let Ok(RunSummary {
+            perf: Some(perf), ..
+        }) = &result
+        {
+            self.learn_prefill(perf);
+        }
+        if let Some((job, standing)) = run.take_to_requeue() {
+            log::debug!("request {id}: preempted by an interactive request; queued again");
+            self.queue.put_back(job, standing, now);
+            out.push(Event::Preempted { id });
+            return;
+        }
+        // The copy kept to put it back is dropped here, on the loop's thread, after the
+        // worker gave back what the job freed: the loop gives this back (`Reclaim`).
+        self.freed_bytes += run.kept_bytes();
+        let event = match result {
+            // An answer cut short must not look complete: it ends as an error.
+            Ok(_) if run.aborted_by() == Some(AbortCause::Timeout) => Event::Failed {
+                id,
+                error: EngineError::Timeout {
+                    after: self.cfg.request_timeout,
+                },
+            },
+            Ok(_) if run.aborted_by() == Some(AbortCause::Shutdown) => Event::Failed {
+                id,
+                error: EngineError::ShuttingDown,
+            },
+            Ok(summary) => {
+                let reason = match run.aborted_by() {
+                    Some(AbortCause::Stop) => FinishReason::Stop,
+                    Some(_) => FinishReason::Aborted,
+                    None if summary.hit_cap => FinishReason::Length,
+                    None => FinishReason::Stop,
+                };
+                let finish = Finish {
+                    reason,
+                    perf: summary.perf,
+                    generated_tokens: summary.generated_tokens,
+                    cached_tokens: summary.cached_tokens,
+                    run_time: now.saturating_duration_since(run.dispatched()),
+                };
+                Event::Finished { id, finish }
+            }
+            Err(error) => Event::Failed { id, error },
+        };
+        out.push(event);
     }
 
     pub(super) fn is_current(&self, id: JobId) -> bool {

@@ -26,9 +26,8 @@ pub(super) fn reused_tokens(
     before: Option<u32>,
     after: Option<&Result<u32, RuntimeError>>,
 ) -> u32 {
-    let perf = match end {
-        Ok(RunEnd::Finished(perf) | RunEnd::Stopped(Some(perf))) => perf,
-        _ => return 0,
+    let Ok(RunEnd::Finished(perf) | RunEnd::Stopped(Some(perf))) = end else {
+        return 0;
     };
     match (before, after) {
         (Some(before), _) => before,

@@ -710,7 +710,7 @@ mod tests {
         }
 
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            usize::try_from(self.next() % u64::try_from(n).unwrap()).unwrap()
         }
     }
 

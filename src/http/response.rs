@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn head_only_announces_the_length() {
         let mut out = Vec::new();
-        write_response_head(&mut out, 200, &[], 1234567890, true, Version::Http11);
+        write_response_head(&mut out, 200, &[], 1_234_567_890, true, Version::Http11);
         assert_eq!(
             text(&out),
             "HTTP/1.1 200 OK\r\nContent-Length: 1234567890\r\n\r\n"

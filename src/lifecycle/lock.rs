@@ -182,7 +182,7 @@ mod tests {
         let err = acquire(&sock).expect_err("second lock must fail");
         match err {
             LifecycleError::AlreadyRunning { pid } => {
-                assert_eq!(pid, Some(std::process::id() as i32));
+                assert_eq!(pid, Some(i32::try_from(std::process::id()).unwrap()));
             }
             other => panic!("unexpected error: {other}"),
         }

@@ -114,7 +114,7 @@ mod tests {
         // flock locks belong to the open file: a second open in this process conflicts too.
         let err = NpuGuard::acquire(&path).unwrap_err();
         assert!(
-            matches!(err, LifecycleError::NpuBusy { pid: Some(pid), .. } if pid == std::process::id() as i32),
+            matches!(err, LifecycleError::NpuBusy { pid: Some(pid), .. } if pid == i32::try_from(std::process::id()).unwrap()),
             "{err:?}"
         );
         assert_eq!(err.exit_code(), 8);

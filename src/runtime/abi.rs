@@ -243,12 +243,12 @@ mod tests {
     /// A zeroed struct of `layout` with the headers' documented defaults, as the two canary
     /// calls return it; bytes past `written` keep the canaries.
     fn probe(layout: &RkdLayout, cpus: u8, n_batch: u8, written: usize) -> (Vec<u8>, Vec<u8>) {
-        let mut s = vec![0u8; layout.size as usize];
+        let mut s = vec![0u8; usize::try_from(layout.size).unwrap()];
         s[8..12].copy_from_slice(&512i32.to_le_bytes());
         s[24..28].copy_from_slice(&0.9f32.to_le_bytes());
-        s[layout.skip_special_token as usize] = 1;
-        s[layout.enabled_cpus_num as usize] = cpus;
-        s[layout.n_batch as usize] = n_batch;
+        s[usize::try_from(layout.skip_special_token).unwrap()] = 1;
+        s[usize::try_from(layout.enabled_cpus_num).unwrap()] = cpus;
+        s[usize::try_from(layout.n_batch).unwrap()] = n_batch;
         let fill = |canary: u8| {
             let mut buf = vec![canary; PROBE_LEN];
             buf[..written].copy_from_slice(&s[..written]);

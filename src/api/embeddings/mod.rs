@@ -66,15 +66,12 @@ pub fn ollama_embeddings(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Re
     let body = parse_json(&req.body, FLAVOR)?;
     let f = Fields::parse_body(&body, FLAVOR)?;
     check_model(ctx, &f)?;
-    let prompt = match f.str("prompt")? {
-        Some(p) => p,
-        None => {
-            return Err(ApiError::bad_request(
-                FLAVOR,
-                "'prompt' is required",
-                Some("prompt"),
-            ))
-        }
+    let Some(prompt) = f.str("prompt")? else {
+        return Err(ApiError::bad_request(
+            FLAVOR,
+            "'prompt' is required",
+            Some("prompt"),
+        ));
     };
     if prompt.is_empty() {
         // As Ollama answers it: no text, no vector.
@@ -179,21 +176,24 @@ fn texts(f: &Fields<'_>, name: &str, flavor: Flavor) -> Result<Vec<String>, ApiE
 mod tests {
     use super::*;
 
-    fn parse(body: Value) -> Result<Vec<String>, ApiError> {
-        let f = Fields::parse_body(&body, Flavor::OpenAi)?;
+    fn parse(body: &Value) -> Result<Vec<String>, ApiError> {
+        let f = Fields::parse_body(body, Flavor::OpenAi)?;
         texts(&f, "input", Flavor::OpenAi)
     }
 
     #[test]
     fn a_string_or_strings_in_order() {
-        assert_eq!(parse(json!({"input": "a"})).unwrap(), vec!["a"]);
-        assert_eq!(parse(json!({"input": ["b", "a"]})).unwrap(), vec!["b", "a"]);
+        assert_eq!(parse(&json!({"input": "a"})).unwrap(), vec!["a"]);
+        assert_eq!(
+            parse(&json!({"input": ["b", "a"]})).unwrap(),
+            vec!["b", "a"]
+        );
     }
 
     #[test]
     fn token_arrays_are_refused_by_name() {
         for input in [json!([1, 2]), json!([[1, 2], [3]]), json!(5)] {
-            let e = parse(json!({ "input": input })).unwrap_err();
+            let e = parse(&json!({ "input": input })).unwrap_err();
             assert_eq!(e.status, 400);
             assert!(e.message.contains("token arrays"), "{}", e.message);
             assert_eq!(e.param.as_deref(), Some("input"));
@@ -210,7 +210,7 @@ mod tests {
             json!({"input": {"a": 1}}),
             json!({"input": [true]}),
         ] {
-            assert_eq!(parse(body.clone()).unwrap_err().status, 400, "{body}");
+            assert_eq!(parse(&body).unwrap_err().status, 400, "{body}");
         }
     }
 }

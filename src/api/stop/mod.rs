@@ -206,7 +206,7 @@ mod tests {
                 format!(
                     "{}{}",
                     "a".repeat(each - 2),
-                    char::from(b'0' + (i % 10) as u8)
+                    char::from(b'0' + u8::try_from(i % 10).unwrap())
                 )
             })
             .collect();
@@ -249,7 +249,7 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            (seed % n as u64) as usize
+            usize::try_from(seed % u64::try_from(n).unwrap()).unwrap()
         };
         for _ in 0..3000 {
             let stops: Vec<String> = (0..=next(4))

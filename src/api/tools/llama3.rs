@@ -258,13 +258,11 @@ fn object_end(text: &str) -> Option<usize> {
 /// `{"name": "...", "parameters": {...}}` (or `"arguments"`, which some fine-tunes write).
 fn as_call(json: &str) -> Option<(String, Value)> {
     let value: Value = serde_json::from_str(json).ok()?;
-    let mut obj = match value {
-        Value::Object(obj) => obj,
-        _ => return None,
+    let Value::Object(mut obj) = value else {
+        return None;
     };
-    let name = match obj.remove("name")? {
-        Value::String(name) => name,
-        _ => return None,
+    let Value::String(name) = obj.remove("name")? else {
+        return None;
     };
     let arguments = match obj
         .remove("parameters")
