@@ -63,7 +63,10 @@ fn simulator_rate(model: &std::path::Path) -> f64 {
 }
 
 fn timespec(ts: nix::sys::time::TimeSpec) -> Duration {
-    Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32)
+    Duration::new(
+        u64::try_from(ts.tv_sec()).unwrap_or(0),
+        u32::try_from(ts.tv_nsec()).unwrap_or(0),
+    )
 }
 
 /// CPU time the calling thread has used.
@@ -74,7 +77,7 @@ fn thread_cpu() -> Duration {
 /// CPU time of every thread of process `pid`, living or exited, in nanoseconds: its process
 /// CPU clock, the same sum as utime + stime.
 fn process_cpu(pid: u32) -> Duration {
-    let pid = nix::unistd::Pid::from_raw(pid as i32);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
     let clock = nix::time::ClockId::pid_cpu_clock_id(pid).expect("the daemon's CPU clock");
     timespec(nix::time::clock_gettime(clock).unwrap())
 }
@@ -89,7 +92,8 @@ fn proc_stat_cpu(pid: u32) -> Duration {
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let hz =
+        u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).expect("sysconf(_SC_CLK_TCK)");
     Duration::from_nanos((fields[11] + fields[12]) * 1_000_000_000 / hz)
 }
 
@@ -127,7 +131,11 @@ fn engine_rate(model: &std::path::Path) -> f64 {
                 Event::Text { .. } => tokens += 1,
                 Event::Finished { finish, .. } => {
                     let secs = started.unwrap().elapsed().as_secs_f64();
-                    return f64::from(finish.generated_tokens.max(tokens as u32)) / secs;
+                    return f64::from(
+                        finish
+                            .generated_tokens
+                            .max(u32::try_from(tokens).unwrap_or(u32::MAX)),
+                    ) / secs;
                 }
                 other => panic!("unexpected {other:?} (submitted {submitted})"),
             }
@@ -641,7 +649,7 @@ fn latency_rows(dir: &std::path::Path) {
     let mut added: Vec<Duration> = callbacks
         .iter()
         .zip(&arrivals)
-        .map(|(cb, at)| Duration::from_micros((at - cb).max(0) as u64))
+        .map(|(cb, at)| Duration::from_micros(u64::try_from(at - cb).unwrap_or(0)))
         .collect();
     added.sort();
     row(
@@ -685,7 +693,9 @@ fn latency_rows(dir: &std::path::Path) {
         let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"]
             .as_i64()
             .unwrap();
-        waits.push(Duration::from_micros((run - sent).max(0) as u64));
+        waits.push(Duration::from_micros(
+            u64::try_from(run - sent).unwrap_or(0),
+        ));
     }
     waits.sort();
     row(
@@ -755,7 +765,9 @@ fn abort_rows(dir: &std::path::Path) {
                 "the hangup, not the answer, ended run {i}: {end}"
             );
             let since = |l: &serde_json::Value| {
-                Duration::from_micros((l["t_us"].as_i64().unwrap() - hangup).max(0) as u64)
+                Duration::from_micros(
+                    u64::try_from(l["t_us"].as_i64().unwrap() - hangup).unwrap_or(0),
+                )
             };
             to_abort.push(since(&abort));
             to_end.push(since(&end));
@@ -821,7 +833,7 @@ fn wakeup_floor() -> (Duration, Duration) {
     let mut d: Vec<Duration> = stamps
         .iter()
         .zip(&arrivals)
-        .map(|(s, a)| Duration::from_micros((a - s).max(0) as u64))
+        .map(|(s, a)| Duration::from_micros(u64::try_from(a - s).unwrap_or(0)))
         .collect();
     d.sort();
     (percentile(&d, 0.5), percentile(&d, 0.99))
@@ -1159,7 +1171,13 @@ fn hostile_stop_rows(dir: &std::path::Path) {
         ])
         .start();
     let stops: Vec<String> = (0..64)
-        .map(|i| format!("{}{}", "a ".repeat(63), char::from(b'0' + (i % 10) as u8)))
+        .map(|i| {
+            format!(
+                "{}{}",
+                "a ".repeat(63),
+                char::from(b'0' + u8::try_from(i % 10).unwrap())
+            )
+        })
         .collect();
     let body = serde_json::json!({"stream": true, "stop": stops,
         "messages": [{"role": "user", "content": "bench"}]});
@@ -1245,7 +1263,9 @@ fn long_conversation_rows(dir: &std::path::Path) {
             let run = d.trace_of("rkllm_run").pop().unwrap()["t_us"]
                 .as_i64()
                 .unwrap();
-            best = best.min(Duration::from_micros((run - sent).max(0) as u64));
+            best = best.min(Duration::from_micros(
+                u64::try_from(run - sent).unwrap_or(0),
+            ));
         }
         row(
             &format!("{turns:>5} turns trimmed: request to rkllm_run"),

@@ -17,8 +17,8 @@ fn daemon(tag: &str, extra: &[&str], args: &[&str]) -> Daemon {
     Daemon::builder(tag).model(model).args(all).start()
 }
 
-fn embed(d: &Daemon, body: Value) -> Value {
-    let r = d.client().post_json("/v1/embeddings", &body);
+fn embed(d: &Daemon, body: &Value) -> Value {
+    let r = d.client().post_json("/v1/embeddings", body);
     assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
@@ -40,7 +40,7 @@ fn vectors(resp: &Value) -> Vec<Vec<f64>> {
 }
 
 fn one(d: &Daemon, text: &str) -> Vec<f64> {
-    vectors(&embed(d, json!({ "input": text }))).remove(0)
+    vectors(&embed(d, &json!({ "input": text }))).remove(0)
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -73,7 +73,10 @@ fn same_text_same_vector_other_text_other_vector_all_unit_length() {
 fn a_batch_comes_back_in_input_order_with_its_usage() {
     let d = daemon("emb-batch", &["hidden_size = 8"], &[]);
     let (a, b) = (one(&d, "first text"), one(&d, "second"));
-    let resp = embed(&d, json!({"input": ["second", "first text"], "model": "m"}));
+    let resp = embed(
+        &d,
+        &json!({"input": ["second", "first text"], "model": "m"}),
+    );
     assert_eq!(resp["object"], "list");
     assert_eq!(resp["model"], "m");
     assert_eq!(resp["data"][0]["index"], 0);
@@ -106,7 +109,7 @@ fn a_batch_comes_back_in_input_order_with_its_usage() {
 fn dimensions_truncate_and_renormalise_and_beyond_the_size_is_400() {
     let d = daemon("emb-dims", &["hidden_size = 8"], &[]);
     let full = one(&d, "matryoshka");
-    let cut = vectors(&embed(&d, json!({"input": "matryoshka", "dimensions": 3}))).remove(0);
+    let cut = vectors(&embed(&d, &json!({"input": "matryoshka", "dimensions": 3}))).remove(0);
     let n = norm(&full[..3]);
     let expected: Vec<f64> = full[..3].iter().map(|x| x / n).collect();
     assert_close(&cut, &expected);
@@ -128,7 +131,7 @@ fn base64_is_the_float_vectors_little_endian_bytes() {
     let floats = one(&d, "encode me");
     let resp = embed(
         &d,
-        json!({"input": "encode me", "encoding_format": "base64"}),
+        &json!({"input": "encode me", "encoding_format": "base64"}),
     );
     let text = resp["data"][0]["embedding"].as_str().unwrap();
     let bytes = decode_base64(text);

@@ -220,7 +220,10 @@ fn signals_that_mean_nothing_are_logged_and_ignored() {
     }
     for (signo, name) in &signals {
         // SAFETY: kill with a valid pid and signal number has no memory effects.
-        assert_eq!(unsafe { libc::kill(d.child.id() as i32, *signo) }, 0);
+        assert_eq!(
+            unsafe { libc::kill(i32::try_from(d.child.id()).unwrap(), *signo) },
+            0
+        );
         common::wait_until(Duration::from_secs(10), name, || {
             d.stderr().contains(&format!("{name} from pid "))
         });
@@ -335,7 +338,7 @@ fn a_relative_socket_path_is_served_from_the_working_directory() {
         common::Client::unix(&socket).get("/health").status == 200
     });
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap()),
         Signal::SIGTERM,
     )
     .unwrap();

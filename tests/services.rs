@@ -375,7 +375,7 @@ impl Drop for Sandbox {
         if let Ok(entries) = fs::read_dir("/proc") {
             for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
                 if pid != holder && fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == ours {
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    let _ = kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL);
                 }
             }
         }
@@ -521,7 +521,11 @@ fn init_d_lifecycle(system: InitSystem, tag: &str) {
 
     // After a crash: the pid file and the socket are stale; start replaces both.
     let crashed = *pids.last().unwrap();
-    kill(Pid::from_raw(crashed as i32), Signal::SIGKILL).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(crashed).unwrap()),
+        Signal::SIGKILL,
+    )
+    .unwrap();
     wait_until(Duration::from_secs(5), "the crash", || !alive(crashed));
     assert!(sb.inside(SOCKET).exists(), "SIGKILL leaves the socket");
     let run = init.run(&sb, "start").ok("start after a crash");
@@ -746,7 +750,7 @@ fn openrc_service_supervises_instances() {
     );
 
     // supervise-daemon respawns a daemon that dies; the new one clears the stale socket.
-    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+    kill(Pid::from_raw(i32::try_from(pid).unwrap()), Signal::SIGKILL).unwrap();
     let mut respawned = pid;
     wait_until(Duration::from_secs(15), "respawn", || {
         respawned = rc.daemon(&sb, "rkllmd").1;

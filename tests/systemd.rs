@@ -239,7 +239,11 @@ fn the_service_notifies_readiness_serves_and_stops_within_its_timeout() {
     // systemd stops it with SIGTERM, and SIGKILL after TimeoutStopSec.
     let timeout = Duration::from_secs(setting("TimeoutStopSec").parse().unwrap());
     let sent = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;

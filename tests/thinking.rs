@@ -64,8 +64,8 @@ fn last_prompt(d: &Daemon) -> String {
 }
 
 /// OpenAI chat without streaming: (`reasoning_content` or None, content).
-fn openai_ask(d: &Daemon, body: Value) -> (Option<String>, String) {
-    let r = d.client().post_json("/v1/chat/completions", &body);
+fn openai_ask(d: &Daemon, body: &Value) -> (Option<String>, String) {
+    let r = d.client().post_json("/v1/chat/completions", body);
     assert_eq!(r.status, 200, "{}", r.text());
     let message = r.json()["choices"][0]["message"].clone();
     let reasoning = message
@@ -77,7 +77,7 @@ fn openai_ask(d: &Daemon, body: Value) -> (Option<String>, String) {
 #[test]
 fn openai_returns_the_reasoning_as_reasoning_content() {
     let d = qwen3_daemon("think-openai");
-    let (reasoning, content) = openai_ask(&d, json!({"messages": [user(QUESTION)]}));
+    let (reasoning, content) = openai_ask(&d, &json!({"messages": [user(QUESTION)]}));
     assert_reasoning(&reasoning.unwrap());
     assert_clean_content(&content);
     assert!(last_prompt(&d).ends_with(&format!("{QUESTION}<|im_end|>\n{GEN}")));
@@ -166,7 +166,7 @@ fn thinking_switched_off_renders_the_empty_block_and_answers_without_reasoning()
         json!({"messages": [user(QUESTION)], "enable_thinking": false}),
         json!({"messages": [user(QUESTION)], "chat_template_kwargs": {"enable_thinking": false}}),
     ] {
-        let (reasoning, content) = openai_ask(&d, body);
+        let (reasoning, content) = openai_ask(&d, &body);
         assert_eq!(reasoning, None);
         assert_clean_content(&content);
         assert!(last_prompt(&d).ends_with(&format!("{GEN}{NO_THINK}")));
@@ -187,7 +187,7 @@ fn reasoning_effort_none_switches_thinking_off_and_a_level_on() {
     let d = qwen3_daemon("think-effort");
     let (reasoning, content) = openai_ask(
         &d,
-        json!({"messages": [user(QUESTION)], "reasoning_effort": "none"}),
+        &json!({"messages": [user(QUESTION)], "reasoning_effort": "none"}),
     );
     assert_eq!(reasoning, None);
     assert_clean_content(&content);
@@ -195,7 +195,7 @@ fn reasoning_effort_none_switches_thinking_off_and_a_level_on() {
     for level in ["low", "medium", "high"] {
         let (reasoning, _) = openai_ask(
             &d,
-            json!({"messages": [user(QUESTION)], "reasoning_effort": level, "enable_thinking": null}),
+            &json!({"messages": [user(QUESTION)], "reasoning_effort": level, "enable_thinking": null}),
         );
         assert_reasoning(&reasoning.unwrap());
         assert!(last_prompt(&d).ends_with(GEN), "{level}");
@@ -203,7 +203,7 @@ fn reasoning_effort_none_switches_thinking_off_and_a_level_on() {
     // An explicit switch wins over the effort.
     let (reasoning, _) = openai_ask(
         &d,
-        json!({"messages": [user(QUESTION)], "reasoning_effort": "high", "enable_thinking": false}),
+        &json!({"messages": [user(QUESTION)], "reasoning_effort": "high", "enable_thinking": false}),
     );
     assert_eq!(reasoning, None);
     let r = d.client().post_json(
@@ -219,13 +219,13 @@ fn the_turn_after_a_thought_answer_reuses_all_before_its_reasoning() {
     let d = qwen3_daemon("think-turns");
     let mut messages = vec![user(QUESTION)];
     for turn in 2..=3 {
-        let (reasoning, content) = openai_ask(&d, json!({"messages": messages}));
+        let (reasoning, content) = openai_ask(&d, &json!({"messages": messages}));
         assert_reasoning(&reasoning.unwrap());
         assert_clean_content(&content);
         messages.push(json!({"role": "assistant", "content": content}));
         messages.push(user(&format!("And question {turn}?")));
     }
-    let (reasoning, content) = openai_ask(&d, json!({"messages": messages}));
+    let (reasoning, content) = openai_ask(&d, &json!({"messages": messages}));
     assert_reasoning(&reasoning.unwrap());
     assert_clean_content(&content);
 
@@ -316,7 +316,7 @@ fn a_request_that_says_is_not_overridden_by_think_default() {
     let d = qwen3_daemon_with("think-default-says", &["--think-default", "interactive"]);
     openai_ask(
         &d,
-        json!({"enable_thinking": true, "messages": [user(QUESTION)]}),
+        &json!({"enable_thinking": true, "messages": [user(QUESTION)]}),
     );
     assert!(!last_prompt(&d).ends_with(NO_THINK));
     let r = d.client().post_json(

@@ -72,8 +72,11 @@ fn catalog_chat(content: &str) -> Value {
 }
 
 fn with(mut body: Value, extra: Value) -> Value {
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
+    let Value::Object(extra) = extra else {
+        panic!("extra fields must be an object: {extra}");
+    };
+    for (k, v) in extra {
+        body[k] = v;
     }
     body
 }

@@ -238,7 +238,7 @@ impl Daemon {
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.id() as i32)
+        nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap())
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
