@@ -233,6 +233,7 @@ void trace_run(const Handle* h, const char* fn, const RKLLMInput* in,
             return;
         }
         j.num("mode", p->mode).num("keep_history", p->keep_history);
+        if (p->lora_params != nullptr) j.str("lora", p->lora_params->lora_adapter_name);
         if (p->prompt_cache_params != nullptr && p->prompt_cache_params->save_prompt_cache != 0) {
             j.str("save_prompt_cache", p->prompt_cache_params->prompt_cache_path);
         }
@@ -311,6 +312,9 @@ bool make_request(const RKLLMInput* in, const RKLLMInferParam* p, void* userdata
             return false;
     }
     r.keep_history = p != nullptr && p->keep_history != 0;
+    if (p != nullptr && p->lora_params != nullptr && p->lora_params->lora_adapter_name != nullptr) {
+        r.lora = p->lora_params->lora_adapter_name;
+    }
     if (p != nullptr && p->prompt_cache_params != nullptr &&
         p->prompt_cache_params->save_prompt_cache != 0) {
         r.save_prompt_cache = true;
@@ -497,13 +501,8 @@ int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter* lora_adapter) {
                 .real("scale", lora_adapter->scale);
         });
         if (!h || lora_adapter == nullptr || lora_adapter->lora_adapter_path == nullptr) return -1;
-        FILE* f = std::fopen(lora_adapter->lora_adapter_path, "rbe");
-        if (f == nullptr) {
-            log_error("failed to open lora adapter %s", lora_adapter->lora_adapter_path);
-            return -1;
-        }
-        std::fclose(f);
-        return 0;
+        return h->load_lora(lora_adapter->lora_adapter_path, lora_adapter->lora_adapter_name,
+                            lora_adapter->scale);
     });
 }
 
