@@ -118,6 +118,9 @@ pub struct Config {
     pub api_key: Option<ApiKey>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// `--root`: where `/sys`, `/proc` and the rest of the system live for the board figures
+    /// in `/metrics` (`/` on the board; a fake tree in tests).
+    pub root: PathBuf,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub output_cap_bytes: usize,
@@ -177,6 +180,7 @@ impl Default for Config {
             tcp: None,
             api_key: None,
             config_file: None,
+            root: PathBuf::from("/"),
             max_connections: 256,
             max_body_bytes: 1 << 20,
             output_cap_bytes: 4 << 20,
@@ -211,6 +215,11 @@ impl Default for Config {
 }
 
 impl Config {
+    fn with_root(mut self, root: PathBuf) -> Config {
+        self.root = root;
+        self
+    }
+
     /// Where KV-cache snapshots go: `kv-snapshot-dir`, else the socket's path with
     /// `.snapshots` added (the socket's directory is the daemon's own, on a tmpfs under `/run`
     /// or `$XDG_RUNTIME_DIR` by default, and one daemon serves one socket).
@@ -243,10 +252,8 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
         args::Scan::Parsed(line) => line,
     };
 
+    let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     if !line.check {
-        if line.root.is_some() {
-            return Err(ConfigError::CheckOptionOutsideCheck { option: "--root" });
-        }
         if line.config_only {
             return Err(ConfigError::CheckOptionOutsideCheck {
                 option: "--config-only",
@@ -255,17 +262,16 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
     }
     if line.selftest {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(Command::Selftest),
+            (draft, None) => draft.finish(env, true).map(|c| Command::Selftest(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }
     if !line.check {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(Command::Run),
+            (draft, None) => draft.finish(env, true).map(|c| Command::Run(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }
-    let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let (config, config_error) = match layers(&line, env) {
         (draft, None) => match draft.clone().finish(env, false) {
             Ok(config) => (config, None),

@@ -198,12 +198,20 @@ fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
         fail(&["check", "--no-such"], &s.env()),
         "unknown option '--no-such' (see --help)"
     );
-    // Outside check, the same errors stop the daemon, and --root is refused.
+    // Outside check, the same errors stop the daemon, and --config-only is refused.
     assert!(fail(&["--config", &conf, "--model", &s.model()], &s.env()).contains("line 2"));
     assert_eq!(
-        fail(&["--root", "/", "--model", &s.model()], &s.env()),
-        "--root is only for 'rkllmd check' (see --help)"
+        fail(&["--config-only", "--model", &s.model()], &s.env()),
+        "--config-only is only for 'rkllmd check' (see --help)"
     );
+}
+
+#[test]
+fn the_daemon_reads_the_board_under_root() {
+    let s = Scratch::new();
+    assert_eq!(run(&["--model", &s.model()], &s.env()).root, PathBuf::from("/"));
+    let c = run(&["--root", "/srv/board", "--model", &s.model()], &s.env());
+    assert_eq!(c.root, PathBuf::from("/srv/board"));
 }
 
 #[test]
@@ -393,8 +401,8 @@ fn selftest_needs_a_valid_configuration_with_a_model_and_no_check_options() {
         "no model given: pass --model FILE or set 'model' in the config file"
     );
     assert_eq!(
-        fail(&["selftest", "--model", &s.model(), "--root", "/srv"]),
-        "--root is only for 'rkllmd check' (see --help)"
+        fail(&["selftest", "--model", &s.model(), "--config-only"]),
+        "--config-only is only for 'rkllmd check' (see --help)"
     );
     // A subcommand only in first position.
     assert!(fail(&["--model", &s.model(), "selftest"]).contains("selftest"));

@@ -1,9 +1,13 @@
 //! Counters the event loop keeps, rendered as Prometheus text by `api::metrics`. Every count
 //! is made through a method here, so what a number means is decided in one place.
 
+mod rate;
+
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use crate::engine::{EngineError, Event, Finish, FinishReason};
+pub use rate::{Current, TokenRate};
 
 /// Bucket upper bounds in seconds, shared by the prefill and decode histograms.
 pub const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -63,6 +67,10 @@ pub struct Metrics {
     /// failed, or their client left): the difference is what is in flight.
     generations_submitted: u64,
     generations_ended: u64,
+    /// Tokens generated, by the second they arrived.
+    token_rate: TokenRate,
+    /// The generation running now, from its `Started` to its end.
+    current: Option<Current>,
 }
 
 impl Metrics {
@@ -71,8 +79,26 @@ impl Metrics {
         *self.requests.entry((endpoint, status)).or_default() += 1;
     }
 
-    /// Counts what an engine event says about the runtime: finishes and runtime failures.
-    pub fn engine_event(&mut self, event: &Event) {
+    /// Counts what an engine event says about the runtime: finishes and runtime failures, and
+    /// the tokens generated (`now`: when the event was handled).
+    pub fn engine_event(&mut self, event: &Event, now: Instant) {
+        match event {
+            Event::Started { id } => self.current = Some(Current::started(*id)),
+            Event::Text { id, tokens, .. } => {
+                self.token_rate.add(now, *tokens);
+                if let Some(c) = self.current.as_mut().filter(|c| c.id == *id) {
+                    c.text(now, *tokens);
+                }
+            }
+            _ => {}
+        }
+        if let Event::Finished { id, .. } | Event::Failed { id, .. } | Event::Preempted { id } =
+            event
+        {
+            if self.current.is_some_and(|c| c.id == *id) {
+                self.current = None;
+            }
+        }
         match event {
             Event::Finished { finish, .. } => self.finish(finish),
             Event::Failed {
@@ -186,11 +212,47 @@ impl Metrics {
     pub fn generations_ended(&self) -> u64 {
         self.generations_ended
     }
+
+    /// Tokens generated per second over the last minute.
+    pub fn tokens_per_second(&self, now: Instant) -> f64 {
+        self.token_rate.per_second(now)
+    }
+
+    /// The generation running now, if any.
+    pub fn current(&self) -> Option<&Current> {
+        self.current.as_ref()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn token_events_feed_the_rates_and_the_current_generation() {
+        let t0 = Instant::now();
+        let mut m = Metrics::default();
+        m.engine_event(&Event::Started { id: 4 }, t0);
+        for (ms, tokens) in [(0, 1), (100, 2), (200, 1)] {
+            let text = Event::Text {
+                id: 4,
+                text: "x".into(),
+                tokens,
+            };
+            m.engine_event(&text, t0 + Duration::from_millis(ms));
+        }
+        let c = m.current().copied().unwrap();
+        assert_eq!((c.id, c.tokens, c.per_second()), (4, 4, Some(15.0)));
+        assert_eq!(m.tokens_per_second(t0 + Duration::from_secs(1)), 4.0 / 60.0);
+        let failed = Event::Failed {
+            id: 4,
+            error: EngineError::QueueFull { capacity: 1 },
+        };
+        m.engine_event(&failed, t0 + Duration::from_secs(1));
+        assert!(m.current().is_none());
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
@@ -217,7 +279,7 @@ mod tests {
     #[test]
     fn a_preemption_is_counted_and_is_no_abort() {
         let mut m = Metrics::default();
-        m.engine_event(&Event::Preempted { id: 3 });
+        m.engine_event(&Event::Preempted { id: 3 }, Instant::now());
         assert_eq!((m.preemptions(), m.aborts()), (1, 0));
     }
 }
