@@ -23,3 +23,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod selftest;
 pub mod server;
+pub mod top;

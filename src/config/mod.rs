@@ -47,6 +47,19 @@ pub enum Command {
     /// Check the runtime's behaviour on this board (`rkllmd selftest`): a valid configuration
     /// with a model.
     Selftest(Config),
+    /// Watch a running daemon (`rkllmd top`).
+    Top(TopSetup),
+}
+
+/// Where `rkllmd top` finds the daemon: its socket (from the configuration, as the daemon
+/// reads it), or the TCP address given to `top` itself, with the configured API key.
+#[derive(Debug, Clone)]
+pub struct TopSetup {
+    pub socket: PathBuf,
+    /// `--tcp` on `top`'s own command line; a `tcp` in the config file is the daemon's
+    /// listener, and `top` still prefers the socket.
+    pub tcp: Option<SocketAddr>,
+    pub api_key: Option<ApiKey>,
 }
 
 /// What `rkllmd check` works from. A configuration that does not validate is one of the things
@@ -259,6 +272,19 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
                 option: "--config-only",
             });
         }
+    }
+    if line.top {
+        let (draft, error) = layers(&line, env);
+        if let Some(e) = error {
+            return Err(e);
+        }
+        let tcp_flag = line.flags.iter().any(|f| f.key == options::Setting::Tcp);
+        let cfg = draft.finish(env, false)?;
+        return Ok(Command::Top(TopSetup {
+            tcp: cfg.tcp.filter(|_| tcp_flag),
+            socket: cfg.socket,
+            api_key: cfg.api_key,
+        }));
     }
     if line.selftest {
         return match layers(&line, env) {

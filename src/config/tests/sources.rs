@@ -207,6 +207,30 @@ fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
 }
 
 #[test]
+fn top_watches_the_socket_unless_given_an_address() {
+    let s = Scratch::new();
+    let conf = s.write(
+        "top.conf",
+        "socket = /srv/r.sock\ntcp = 127.0.0.1:8080\napi-key = sesame\n",
+    );
+    let top = |args: &[&str]| match parse(&argv(args), &s.env()) {
+        Ok(Command::Top(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    // The config file's tcp is the daemon's listener: top still uses the socket.
+    let t = top(&["top", "--config", &conf]);
+    assert_eq!(t.socket, PathBuf::from("/srv/r.sock"));
+    assert_eq!(t.tcp, None);
+    assert_eq!(t.api_key.as_ref().map(ApiKey::as_bytes), Some(&b"sesame"[..]));
+    let t = top(&["top", "--config", &conf, "--tcp", "10.0.0.5:9000"]);
+    assert_eq!(t.tcp, Some("10.0.0.5:9000".parse().unwrap()));
+    // No model is needed to watch one.
+    assert!(top(&["top"]).api_key.is_none());
+    let bad = parse(&argv(&["top", "--tcp", "nowhere"]), &s.env()).unwrap_err();
+    assert!(bad.to_string().contains("--tcp"), "{bad}");
+}
+
+#[test]
 fn the_daemon_reads_the_board_under_root() {
     let s = Scratch::new();
     assert_eq!(run(&["--model", &s.model()], &s.env()).root, PathBuf::from("/"));
