@@ -190,6 +190,9 @@ fn token_rate_and_kv_cache_come_from_what_the_daemon_saw() {
     // The conversation's first turn kept: the cache holds its prompt and answer.
     assert_eq!(s["rkllmd_kv_cache_tokens"], (prompt + completion) as f64);
     assert!(!s.contains_key("rkllmd_generation_tokens"), "nothing runs now");
+    // One first token, after at least the demo model's prefill.
+    assert_eq!(s["rkllmd_ttft_seconds_count"], 1.0);
+    assert!(s["rkllmd_ttft_seconds_sum"] > 0.0);
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod rate;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::engine::{EngineError, Event, Finish, FinishReason};
+use crate::engine::{EngineError, Event, Finish, FinishReason, JobId};
 pub use rate::{Current, TokenRate};
 
 /// Bucket upper bounds in seconds, shared by the prefill and decode histograms.
@@ -71,6 +71,11 @@ pub struct Metrics {
     token_rate: TokenRate,
     /// The generation running now, from its `Started` to its end.
     current: Option<Current>,
+    /// When each generation still without its first token was submitted (at most the queue
+    /// and the running one).
+    awaiting_first_token: BTreeMap<JobId, Instant>,
+    /// From submission (queue wait included) to the first token, as a client waits.
+    ttft_seconds: Histogram,
 }
 
 impl Metrics {
@@ -86,6 +91,10 @@ impl Metrics {
             Event::Started { id } => self.current = Some(Current::started(*id)),
             Event::Text { id, tokens, .. } => {
                 self.token_rate.add(now, *tokens);
+                if let Some(submitted) = self.awaiting_first_token.remove(id) {
+                    let waited = now.saturating_duration_since(submitted);
+                    self.ttft_seconds.observe(waited.as_secs_f64());
+                }
                 if let Some(c) = self.current.as_mut().filter(|c| c.id == *id) {
                     c.text(now, *tokens);
                 }
@@ -98,6 +107,9 @@ impl Metrics {
             if self.current.is_some_and(|c| c.id == *id) {
                 self.current = None;
             }
+        }
+        if let Event::Finished { id, .. } | Event::Failed { id, .. } = event {
+            self.awaiting_first_token.remove(id);
         }
         match event {
             Event::Finished { finish, .. } => self.finish(finish),
@@ -148,12 +160,20 @@ impl Metrics {
         self.connections_closed += 1;
     }
 
-    pub fn generation_submitted(&mut self) {
+    pub fn generation_submitted(&mut self, id: JobId, now: Instant) {
         self.generations_submitted += 1;
+        self.awaiting_first_token.insert(id, now);
     }
 
-    pub fn generation_ended(&mut self) {
+    /// The event loop is done with generation `id` (answered, failed, or its client left).
+    pub fn generation_ended(&mut self, id: JobId) {
         self.generations_ended += 1;
+        self.awaiting_first_token.remove(&id);
+    }
+
+    /// Time to first token of the generations that had one.
+    pub fn ttft_seconds(&self) -> &Histogram {
+        &self.ttft_seconds
     }
 
     /// Responses by (endpoint, HTTP status).
@@ -234,6 +254,7 @@ mod tests {
     fn token_events_feed_the_rates_and_the_current_generation() {
         let t0 = Instant::now();
         let mut m = Metrics::default();
+        m.generation_submitted(4, t0 - Duration::from_millis(300));
         m.engine_event(&Event::Started { id: 4 }, t0);
         for (ms, tokens) in [(0, 1), (100, 2), (200, 1)] {
             let text = Event::Text {
@@ -246,6 +267,8 @@ mod tests {
         let c = m.current().copied().unwrap();
         assert_eq!((c.id, c.tokens, c.per_second()), (4, 4, Some(15.0)));
         assert_eq!(m.tokens_per_second(t0 + Duration::from_secs(1)), 4.0 / 60.0);
+        // The queue wait counts: submitted 300 ms before the first token.
+        assert_eq!((m.ttft_seconds().count(), m.ttft_seconds().sum()), (1, 0.3));
         let failed = Event::Failed {
             id: 4,
             error: EngineError::QueueFull { capacity: 1 },

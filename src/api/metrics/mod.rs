@@ -53,6 +53,12 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     );
     histogram(
         &mut out,
+        "rkllmd_ttft_seconds",
+        "Time from a generation request's submission (queue wait included) to its first token.",
+        m.ttft_seconds(),
+    );
+    histogram(
+        &mut out,
         "rkllmd_decode_seconds",
         "Decode time per request, from the runtime.",
         m.decode_seconds(),
