@@ -42,7 +42,8 @@ fn assert_documented(text: &str, s: &BTreeMap<String, f64>) {
             .filter(|f| text.contains(&format!("# TYPE {f} histogram")))
             .unwrap_or(family);
         assert!(
-            text.contains(&format!("# HELP {family} ")) && text.contains(&format!("# TYPE {family} ")),
+            text.contains(&format!("# HELP {family} "))
+                && text.contains(&format!("# TYPE {family} ")),
             "{family} has no HELP/TYPE:\n{text}"
         );
     }
@@ -62,18 +63,45 @@ fn an_rk3588_board_in_metrics() {
             (r#"rkllmd_board_npu_load_ratio{core="0"}"#, 0.35),
             (r#"rkllmd_board_npu_load_ratio{core="1"}"#, 0.07),
             (r#"rkllmd_board_npu_load_ratio{core="2"}"#, 0.0),
-            (r#"rkllmd_board_npu_devfreq_load_ratio{device="fdab0000.npu"}"#, 0.35),
-            (r#"rkllmd_board_npu_frequency_hertz{device="fdab0000.npu"}"#, 1e9),
+            (
+                r#"rkllmd_board_npu_devfreq_load_ratio{device="fdab0000.npu"}"#,
+                0.35
+            ),
+            (
+                r#"rkllmd_board_npu_frequency_hertz{device="fdab0000.npu"}"#,
+                1e9
+            ),
             (r#"rkllmd_board_cpu_frequency_hertz{policy="0"}"#, 1.8e9),
             (r#"rkllmd_board_cpu_frequency_hertz{policy="4"}"#, 2.256e9),
             (r#"rkllmd_board_cpu_frequency_hertz{policy="6"}"#, 2.304e9),
-            (r#"rkllmd_board_temperature_celsius{zone="0",type="soc-thermal"}"#, 41.6),
-            (r#"rkllmd_board_temperature_celsius{zone="1",type="bigcore0-thermal"}"#, 42.5),
-            (r#"rkllmd_board_temperature_celsius{zone="2",type="bigcore1-thermal"}"#, 42.4),
-            (r#"rkllmd_board_temperature_celsius{zone="3",type="littlecore-thermal"}"#, 41.7),
-            (r#"rkllmd_board_temperature_celsius{zone="4",type="center-thermal"}"#, 40.8),
-            (r#"rkllmd_board_temperature_celsius{zone="5",type="gpu-thermal"}"#, 40.7),
-            (r#"rkllmd_board_temperature_celsius{zone="6",type="npu-thermal"}"#, 44.3),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="0",type="soc-thermal"}"#,
+                41.6
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="1",type="bigcore0-thermal"}"#,
+                42.5
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="2",type="bigcore1-thermal"}"#,
+                42.4
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="3",type="littlecore-thermal"}"#,
+                41.7
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="4",type="center-thermal"}"#,
+                40.8
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="5",type="gpu-thermal"}"#,
+                40.7
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="6",type="npu-thermal"}"#,
+                44.3
+            ),
             ("rkllmd_board_memory_available_bytes", 12_345_678.0 * 1024.0),
             ("rkllmd_board_memory_total_bytes", 16_203_020.0 * 1024.0),
         ])
@@ -86,7 +114,11 @@ fn an_rk3588_board_in_metrics() {
         "sys/kernel/debug/rknpu/load",
         "NPU load:  Core0: 100%, Core1: 99%, Core2:  1%,\n",
     );
-    put(tree.path(), "sys/class/thermal/thermal_zone6/temp", "85000\n");
+    put(
+        tree.path(),
+        "sys/class/thermal/thermal_zone6/temp",
+        "85000\n",
+    );
     put(
         tree.path(),
         "sys/devices/system/cpu/cpufreq/policy4/scaling_cur_freq",
@@ -116,15 +148,36 @@ fn an_rk3576_board_in_metrics() {
         expect(&[
             (r#"rkllmd_board_npu_load_ratio{core="0"}"#, 0.5),
             (r#"rkllmd_board_npu_load_ratio{core="1"}"#, 0.12),
-            (r#"rkllmd_board_npu_frequency_hertz{device="27700000.npu"}"#, 9.5e8),
+            (
+                r#"rkllmd_board_npu_frequency_hertz{device="27700000.npu"}"#,
+                9.5e8
+            ),
             (r#"rkllmd_board_cpu_frequency_hertz{policy="0"}"#, 2.016e9),
             (r#"rkllmd_board_cpu_frequency_hertz{policy="4"}"#, 2.208e9),
-            (r#"rkllmd_board_temperature_celsius{zone="0",type="package-thermal"}"#, 38.0),
-            (r#"rkllmd_board_temperature_celsius{zone="1",type="bigcore-thermal"}"#, 39.25),
-            (r#"rkllmd_board_temperature_celsius{zone="2",type="littlecore-thermal"}"#, 38.5),
-            (r#"rkllmd_board_temperature_celsius{zone="3",type="gpu-thermal"}"#, 37.9),
-            (r#"rkllmd_board_temperature_celsius{zone="4",type="npu-thermal"}"#, 40.1),
-            (r#"rkllmd_board_temperature_celsius{zone="5",type="ddr-thermal"}"#, 36.0),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="0",type="package-thermal"}"#,
+                38.0
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="1",type="bigcore-thermal"}"#,
+                39.25
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="2",type="littlecore-thermal"}"#,
+                38.5
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="3",type="gpu-thermal"}"#,
+                37.9
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="4",type="npu-thermal"}"#,
+                40.1
+            ),
+            (
+                r#"rkllmd_board_temperature_celsius{zone="5",type="ddr-thermal"}"#,
+                36.0
+            ),
             ("rkllmd_board_memory_available_bytes", 6_000_000.0 * 1024.0),
             ("rkllmd_board_memory_total_bytes", 8_039_268.0 * 1024.0),
         ])
@@ -138,9 +191,21 @@ fn missing_or_unreadable_board_files_leave_their_gauges_out() {
     // What a board without root access or drivers may show: no load file, a load file in a
     // format the driver does not write, a zone without a temperature, a policy in kHz garbage.
     put(tree.path(), "proc/rknpu/load", "NPU load: busy\n");
-    put(tree.path(), "sys/class/thermal/thermal_zone0/type", "soc-thermal\n");
-    put(tree.path(), "sys/class/thermal/thermal_zone1/type", "gpu-thermal\n");
-    put(tree.path(), "sys/class/thermal/thermal_zone1/temp", "40000\n");
+    put(
+        tree.path(),
+        "sys/class/thermal/thermal_zone0/type",
+        "soc-thermal\n",
+    );
+    put(
+        tree.path(),
+        "sys/class/thermal/thermal_zone1/type",
+        "gpu-thermal\n",
+    );
+    put(
+        tree.path(),
+        "sys/class/thermal/thermal_zone1/temp",
+        "40000\n",
+    );
     put(
         tree.path(),
         "sys/devices/system/cpu/cpufreq/policy0/scaling_cur_freq",
@@ -157,7 +222,12 @@ fn missing_or_unreadable_board_files_leave_their_gauges_out() {
             40.0
         )])
     );
-    for absent in ["npu_load", "cpu_frequency", "memory_available", "npu_frequency"] {
+    for absent in [
+        "npu_load",
+        "cpu_frequency",
+        "memory_available",
+        "npu_frequency",
+    ] {
         assert!(!text.contains(&format!("rkllmd_board_{absent}")), "{text}");
     }
     // The rest of /metrics is there as always.
@@ -189,7 +259,10 @@ fn token_rate_and_kv_cache_come_from_what_the_daemon_saw() {
     assert_eq!(s["rkllmd_tokens_per_second"] * 60.0, completion as f64);
     // The conversation's first turn kept: the cache holds its prompt and answer.
     assert_eq!(s["rkllmd_kv_cache_tokens"], (prompt + completion) as f64);
-    assert!(!s.contains_key("rkllmd_generation_tokens"), "nothing runs now");
+    assert!(
+        !s.contains_key("rkllmd_generation_tokens"),
+        "nothing runs now"
+    );
     // One first token, after at least the demo model's prefill.
     assert_eq!(s["rkllmd_ttft_seconds_count"], 1.0);
     assert!(s["rkllmd_ttft_seconds_sum"] > 0.0);
@@ -252,5 +325,9 @@ fn scraping_the_board_starts_no_polling() {
     std::thread::sleep(Duration::from_millis(500));
     let before = switches(d.child.id());
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(switches(d.child.id()) - before, 0, "the idle daemon woke up");
+    assert_eq!(
+        switches(d.child.id()) - before,
+        0,
+        "the idle daemon woke up"
+    );
 }

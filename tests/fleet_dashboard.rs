@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 
 /// promtool, from Debian's `prometheus` package when missing; the test fails if it cannot be.
 fn promtool() -> &'static str {
-    if Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return "promtool";
     }
     let installed = Command::new("apt-get")
@@ -23,7 +27,10 @@ fn promtool() -> &'static str {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .is_ok_and(|s| s.success());
-    assert!(installed, "promtool is missing and 'apt-get install prometheus' failed");
+    assert!(
+        installed,
+        "promtool is missing and 'apt-get install prometheus' failed"
+    );
     "promtool"
 }
 
@@ -78,7 +85,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 /// Grafana's variables as Prometheus would see them once Grafana has substituted them.
 fn substituted(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m").replace("$board", ".*")
+    expr.replace("$__rate_interval", "1m")
+        .replace("$board", ".*")
 }
 
 #[test]
@@ -110,8 +118,11 @@ fn the_dashboard_queries_are_valid_promql() {
     assert!(rules.len() >= 10, "{rules:?}");
     let file = dir.path().join("rules.json");
     // YAML is a superset of JSON.
-    std::fs::write(&file, json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string())
-        .unwrap();
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
     run(Command::new(promtool()).args(["check", "rules"]).arg(&file));
 }
 
@@ -161,7 +172,10 @@ fn every_metric_the_dashboard_uses_is_in_a_daemons_metrics() {
         "rkllmd_board_npu_load_ratio",
         "rkllmd_board_temperature_celsius",
     ] {
-        assert!(used.contains(wanted), "the dashboard does not show {wanted}");
+        assert!(
+            used.contains(wanted),
+            "the dashboard does not show {wanted}"
+        );
     }
 }
 
@@ -175,26 +189,49 @@ fn the_dashboard_follows_grafanas_dashboard_model() {
     for key in ["uid", "title"] {
         assert!(d[key].as_str().is_some_and(|s| !s.is_empty()), "{key}");
     }
-    assert!(d["uid"].as_str().unwrap().len() <= 40, "Grafana caps uids at 40 characters");
+    assert!(
+        d["uid"].as_str().unwrap().len() <= 40,
+        "Grafana caps uids at 40 characters"
+    );
     assert!(is_int(&d["schemaVersion"]) && d["schemaVersion"].as_u64() >= Some(36));
     assert!(d["time"]["from"].is_string() && d["time"]["to"].is_string());
-    assert!(d["id"].is_null(), "an importable dashboard has no database id");
+    assert!(
+        d["id"].is_null(),
+        "an importable dashboard has no database id"
+    );
 
     let vars = d["templating"]["list"].as_array().expect("templating.list");
     let var = |name: &str| vars.iter().find(|v| v["name"] == name);
     let source = var("datasource").expect("a datasource variable");
-    assert_eq!((&source["type"], &source["query"]), (&json!("datasource"), &json!("prometheus")));
+    assert_eq!(
+        (&source["type"], &source["query"]),
+        (&json!("datasource"), &json!("prometheus"))
+    );
     let board = var("board").expect("a board variable");
     assert_eq!(board["type"], "query");
     assert_eq!(board["datasource"]["uid"], "${datasource}");
 
     let mut ids = BTreeSet::new();
     let mut cells = BTreeSet::new();
-    let kinds = ["timeseries", "stat", "gauge", "bargauge", "table", "row", "text"];
+    let kinds = [
+        "timeseries",
+        "stat",
+        "gauge",
+        "bargauge",
+        "table",
+        "row",
+        "text",
+    ];
     for p in panels(&d) {
         let title = p["title"].as_str().expect("a panel title");
-        assert!(ids.insert(p["id"].as_u64().expect("a panel id")), "id of {title} repeats");
-        assert!(kinds.contains(&p["type"].as_str().unwrap_or("")), "{title}: type");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("a panel id")),
+            "id of {title} repeats"
+        );
+        assert!(
+            kinds.contains(&p["type"].as_str().unwrap_or("")),
+            "{title}: type"
+        );
         let g = &p["gridPos"];
         for k in ["h", "w", "x", "y"] {
             assert!(is_int(&g[k]), "{title}: gridPos.{k}");
@@ -205,7 +242,10 @@ fn the_dashboard_follows_grafanas_dashboard_model() {
             g["w"].as_u64().unwrap(),
             g["h"].as_u64().unwrap(),
         );
-        assert!(w > 0 && h > 0 && x + w <= 24, "{title}: outside the 24-column grid");
+        assert!(
+            w > 0 && h > 0 && x + w <= 24,
+            "{title}: outside the 24-column grid"
+        );
         // No two panels cover the same grid cell.
         for cx in x..x + w {
             for cy in y..y + h {
@@ -217,10 +257,15 @@ fn the_dashboard_follows_grafanas_dashboard_model() {
         assert!(!targets.is_empty(), "{title}: no query");
         let mut refs = BTreeSet::new();
         for t in targets {
-            assert!(refs.insert(t["refId"].as_str().expect("refId")), "{title}: refId");
+            assert!(
+                refs.insert(t["refId"].as_str().expect("refId")),
+                "{title}: refId"
+            );
             assert!(t["expr"].is_string(), "{title}: expr");
             assert!(
-                t["legendFormat"].as_str().is_some_and(|l| l.contains("{{board}}")),
+                t["legendFormat"]
+                    .as_str()
+                    .is_some_and(|l| l.contains("{{board}}")),
                 "{title}: every series names its board"
             );
         }

@@ -13,7 +13,11 @@ use serde_json::json;
 
 /// tmux, installed from Debian's packages when missing; the test fails if it cannot be.
 fn tmux_available() {
-    if Command::new("tmux").arg("-V").output().is_ok_and(|o| o.status.success()) {
+    if Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
         return;
     }
     let installed = Command::new("apt-get")
@@ -21,7 +25,10 @@ fn tmux_available() {
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .is_ok_and(|s| s.success());
-    assert!(installed, "tmux is missing and 'apt-get install tmux' failed");
+    assert!(
+        installed,
+        "tmux is missing and 'apt-get install tmux' failed"
+    );
 }
 
 /// A tmux server of the test's own (its socket in `dir`), killed on drop.
@@ -112,7 +119,11 @@ fn top_shows_the_daemon_and_follows_it() {
         "sys/kernel/debug/rknpu/load",
         "NPU load:  Core0: 100%, Core1: 98%, Core2: 97%,\n",
     );
-    put(tree.path(), "sys/class/thermal/thermal_zone6/temp", "71500\n");
+    put(
+        tree.path(),
+        "sys/class/thermal/thermal_zone6/temp",
+        "71500\n",
+    );
     tmux.wait_for(&["core0 100%  core1  98%  core2  97%", "npu 71.5 °C"]);
 
     // A generation runs: its tokens and rate appear, then the minute's rate.

@@ -85,10 +85,7 @@ mod tests {
     fn load_of_a_three_core_npu() {
         // As RK3588's driver prints it: "NPU load: ", then " Core%d: " and "%2.d%%," per core.
         let text = "NPU load:  Core0: 12%, Core1:  0%, Core2: 100%,\n";
-        assert_eq!(
-            parse_load(text),
-            Some(vec![(0, 0.12), (1, 0.0), (2, 1.0)])
-        );
+        assert_eq!(parse_load(text), Some(vec![(0, 0.12), (1, 0.0), (2, 1.0)]));
     }
 
     #[test]

@@ -266,12 +266,10 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
     };
 
     let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
-    if !line.check {
-        if line.config_only {
-            return Err(ConfigError::CheckOptionOutsideCheck {
-                option: "--config-only",
-            });
-        }
+    if !line.check && line.config_only {
+        return Err(ConfigError::CheckOptionOutsideCheck {
+            option: "--config-only",
+        });
     }
     if line.top {
         let (draft, error) = layers(&line, env);
@@ -288,13 +286,17 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
     }
     if line.selftest {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(|c| Command::Selftest(c.with_root(root))),
+            (draft, None) => draft
+                .finish(env, true)
+                .map(|c| Command::Selftest(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }
     if !line.check {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(|c| Command::Run(c.with_root(root))),
+            (draft, None) => draft
+                .finish(env, true)
+                .map(|c| Command::Run(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }

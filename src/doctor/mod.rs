@@ -17,10 +17,10 @@ use std::io::{self, Write};
 
 use nix::sys::resource::{getrlimit, Resource};
 
+use crate::board::Root;
 use crate::config::{CheckSetup, Config, NpuLock};
 use crate::exit;
 pub use report::{Finding, Status};
-use crate::board::Root;
 
 /// What `npu-lock` locks on this system: `auto` is the NPU's device node (none on a host
 /// without one). The daemon and `selftest` both take it before loading a model.

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 pub use bytes_per_token::{tokens as estimate_tokens, SharedRatio};
-pub use kv_cache::SharedTokens;
 pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
+pub use kv_cache::SharedTokens;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
 pub use snapshots::SnapshotConfig;

@@ -33,8 +33,9 @@ pub fn run(setup: &TopSetup, out: &mut dyn Write) -> io::Error {
                 .map_err(|e| format!("cannot reach the daemon: {e}"))
                 .and_then(|(status, body)| match status {
                     // 503 says why it is not ready (loading, wedged, ...) in the same shape.
-                    200 | 503 => serde_json::from_str(&body)
-                        .map_err(|e| format!("/health is not JSON: {e}")),
+                    200 | 503 => {
+                        serde_json::from_str(&body).map_err(|e| format!("/health is not JSON: {e}"))
+                    }
                     s => Err(format!("/health answered {s}: {}", body.trim())),
                 }),
             metrics: fetch::get(&target, "/metrics", key)

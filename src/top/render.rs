@@ -105,11 +105,21 @@ pub fn render(frame: &Frame<'_>) -> String {
                 frame.width,
             );
         }
-        Err(e) => line(&mut out, "daemon", &[format!("{RED}{e}{RESET}")], frame.width),
+        Err(e) => line(
+            &mut out,
+            "daemon",
+            &[format!("{RED}{e}{RESET}")],
+            frame.width,
+        ),
     }
     match &frame.metrics {
         Ok(samples) => figures(&mut out, samples, frame.width),
-        Err(e) => line(&mut out, "metrics", &[format!("{RED}{e}{RESET}")], frame.width),
+        Err(e) => line(
+            &mut out,
+            "metrics",
+            &[format!("{RED}{e}{RESET}")],
+            frame.width,
+        ),
     }
     out
 }
@@ -164,7 +174,13 @@ fn figures(out: &mut String, samples: &[Sample], width: usize) {
     npu.extend(all("rkllmd_board_npu_frequency_hertz").map(|s| mhz(s.value)));
     line(out, "NPU", &npu, width);
     let cpu: Vec<String> = all("rkllmd_board_cpu_frequency_hertz")
-        .map(|s| format!("policy{} {}", s.label("policy").unwrap_or("?"), mhz(s.value)))
+        .map(|s| {
+            format!(
+                "policy{} {}",
+                s.label("policy").unwrap_or("?"),
+                mhz(s.value)
+            )
+        })
         .collect();
     if !cpu.is_empty() {
         line(out, "CPU", &cpu, width);
@@ -336,7 +352,10 @@ rkllmd_board_memory_total_bytes 17179869184
             width: 80,
         };
         let text = plain(&render(&frame));
-        assert!(text.contains("daemon   cannot connect: No such file or directory\n"), "{text}");
+        assert!(
+            text.contains("daemon   cannot connect: No such file or directory\n"),
+            "{text}"
+        );
         assert!(text.contains("metrics  cannot connect"), "{text}");
     }
 

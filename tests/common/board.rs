@@ -18,13 +18,21 @@ fn zones(root: &Path, zones: &[(&str, i64)]) {
         put(root, &format!("{dir}/temp"), &format!("{milli}\n"));
     }
     // Cooling devices share the directory and are not zones.
-    put(root, "sys/class/thermal/cooling_device0/type", "thermal-cpufreq-0\n");
+    put(
+        root,
+        "sys/class/thermal/cooling_device0/type",
+        "thermal-cpufreq-0\n",
+    );
 }
 
 fn policies(root: &Path, khz: &[(u32, u64)]) {
     for (policy, khz) in khz {
         let dir = format!("sys/devices/system/cpu/cpufreq/policy{policy}");
-        put(root, &format!("{dir}/scaling_cur_freq"), &format!("{khz}\n"));
+        put(
+            root,
+            &format!("{dir}/scaling_cur_freq"),
+            &format!("{khz}\n"),
+        );
         put(root, &format!("{dir}/scaling_governor"), "schedutil\n");
     }
 }
@@ -38,11 +46,31 @@ pub fn rk3588(root: &Path) {
         "sys/kernel/debug/rknpu/load",
         "NPU load:  Core0: 35%, Core1:  7%, Core2:  0%,\n",
     );
-    put(root, "sys/kernel/debug/rknpu/version", "RKNPU driver: v0.9.8\n");
-    put(root, "sys/class/devfreq/fdab0000.npu/cur_freq", "1000000000\n");
-    put(root, "sys/class/devfreq/fdab0000.npu/load", "35@1000000000Hz\n");
-    put(root, "sys/class/devfreq/fdab0000.npu/governor", "rknpu_ondemand\n");
-    put(root, "sys/class/devfreq/fb000000.gpu/cur_freq", "300000000\n");
+    put(
+        root,
+        "sys/kernel/debug/rknpu/version",
+        "RKNPU driver: v0.9.8\n",
+    );
+    put(
+        root,
+        "sys/class/devfreq/fdab0000.npu/cur_freq",
+        "1000000000\n",
+    );
+    put(
+        root,
+        "sys/class/devfreq/fdab0000.npu/load",
+        "35@1000000000Hz\n",
+    );
+    put(
+        root,
+        "sys/class/devfreq/fdab0000.npu/governor",
+        "rknpu_ondemand\n",
+    );
+    put(
+        root,
+        "sys/class/devfreq/fb000000.gpu/cur_freq",
+        "300000000\n",
+    );
     put(root, "sys/class/devfreq/dmc/cur_freq", "2112000000\n");
     policies(root, &[(0, 1_800_000), (4, 2_256_000), (6, 2_304_000)]);
     zones(
@@ -68,8 +96,16 @@ pub fn rk3588(root: &Path) {
 /// load figure, cpufreq policies 0 (A53) and 4 (A72), and the six thermal zones of mainline's
 /// rk3576.dtsi.
 pub fn rk3576(root: &Path) {
-    put(root, "proc/rknpu/load", "NPU load:  Core0: 50%, Core1: 12%,\n");
-    put(root, "sys/class/devfreq/27700000.npu/cur_freq", "950000000\n");
+    put(
+        root,
+        "proc/rknpu/load",
+        "NPU load:  Core0: 50%, Core1: 12%,\n",
+    );
+    put(
+        root,
+        "sys/class/devfreq/27700000.npu/cur_freq",
+        "950000000\n",
+    );
     policies(root, &[(0, 2_016_000), (4, 2_208_000)]);
     zones(
         root,

@@ -30,9 +30,10 @@ pub fn write(out: &mut String, board: &Board) {
         out,
         "rkllmd_board_npu_frequency_hertz",
         "NPU clock, from its devfreq device.",
-        board.npu_devfreq.iter().filter_map(|d| {
-            Some((format!("device=\"{}\"", escape(&d.device)), d.hertz? as f64))
-        }),
+        board
+            .npu_devfreq
+            .iter()
+            .filter_map(|d| Some((format!("device=\"{}\"", escape(&d.device)), d.hertz? as f64))),
     );
     #[allow(clippy::cast_precision_loss)]
     family(

@@ -221,7 +221,10 @@ fn top_watches_the_socket_unless_given_an_address() {
     let t = top(&["top", "--config", &conf]);
     assert_eq!(t.socket, PathBuf::from("/srv/r.sock"));
     assert_eq!(t.tcp, None);
-    assert_eq!(t.api_key.as_ref().map(ApiKey::as_bytes), Some(&b"sesame"[..]));
+    assert_eq!(
+        t.api_key.as_ref().map(ApiKey::as_bytes),
+        Some(&b"sesame"[..])
+    );
     let t = top(&["top", "--config", &conf, "--tcp", "10.0.0.5:9000"]);
     assert_eq!(t.tcp, Some("10.0.0.5:9000".parse().unwrap()));
     // No model is needed to watch one.
@@ -233,7 +236,10 @@ fn top_watches_the_socket_unless_given_an_address() {
 #[test]
 fn the_daemon_reads_the_board_under_root() {
     let s = Scratch::new();
-    assert_eq!(run(&["--model", &s.model()], &s.env()).root, PathBuf::from("/"));
+    assert_eq!(
+        run(&["--model", &s.model()], &s.env()).root,
+        PathBuf::from("/")
+    );
     let c = run(&["--root", "/srv/board", "--model", &s.model()], &s.env());
     assert_eq!(c.root, PathBuf::from("/srv/board"));
 }
