@@ -236,9 +236,18 @@ fn missing_or_unreadable_board_files_leave_their_gauges_out() {
 
 #[test]
 fn token_rate_and_kv_cache_come_from_what_the_daemon_saw() {
-    // The demo model renders with rkllmd's qwen2.5 template, so the engine follows the cache.
+    // Rendered with rkllmd's own template, so the engine follows the cache; the answer ends at
+    // its end of sequence, under the cap (a run cut at the cap leaves the cache unknown on ABI
+    // 1.2, which has no per-run cap in the runtime).
+    let dir = TempDir::new("board-tokens-model");
+    let model = common::write_model(
+        dir.path(),
+        "short",
+        &["answer_tokens_min = 9", "answer_tokens_max = 9"],
+    );
     let d = Daemon::builder("board-tokens")
-        .model(common::demo_model())
+        .model(model)
+        .args(["--chat-template", "qwen2.5"])
         .start();
     let (_, s) = scrape(&d);
     assert_eq!(s["rkllmd_tokens_per_second"], 0.0);
@@ -246,7 +255,7 @@ fn token_rate_and_kv_cache_come_from_what_the_daemon_saw() {
     assert!(!s.contains_key("rkllmd_generation_tokens"));
     let r = d.client().post_json(
         "/v1/chat/completions",
-        &json!({"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 12}),
+        &json!({"messages": [{"role": "user", "content": "Hello there"}]}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let usage = &r.json()["usage"];

@@ -130,14 +130,21 @@ fn the_dashboard_queries_are_valid_promql() {
 fn every_metric_the_dashboard_uses_is_in_a_daemons_metrics() {
     let tree = TempDir::new("fleet-tree");
     board::rk3588(tree.path());
-    // The demo model renders its own template, so the KV cache is known after a chat.
+    // rkllmd renders the template, so the KV cache is known after a chat that ends at its end
+    // of sequence (both ABIs).
+    let model = common::write_model(
+        tree.path(),
+        "short",
+        &["answer_tokens_min = 4", "answer_tokens_max = 4"],
+    );
     let d = Daemon::builder("fleet-metrics")
-        .model(common::demo_model())
+        .model(model)
+        .args(["--chat-template", "qwen2.5"])
         .args(["--root", &tree.path().display().to_string()])
         .start();
     let r = d.client().post_json(
         "/v1/chat/completions",
-        &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}),
+        &json!({"messages": [{"role": "user", "content": "Hi"}]}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let text = d.client().get("/metrics").text();
