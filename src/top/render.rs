@@ -134,7 +134,10 @@ fn figures(out: &mut String, samples: &[Sample], width: usize) {
         &[
             format!("{} waiting", count("rkllmd_queue_depth")),
             format!("{} running", count("rkllmd_running")),
-            format!("{} connections", count("rkllmd_connections")),
+            match one("rkllmd_connections") {
+                Some(1.0) => "1 connection (this one)".to_owned(),
+                _ => format!("{} connections", count("rkllmd_connections")),
+            },
         ],
         width,
     );
@@ -336,7 +339,7 @@ rkllmd_board_memory_total_bytes 17179869184
             plain(&render(&frame)),
             "rkllmd top  http://10.0.0.5:8080  (every 1 s; Ctrl-C quits)\n\n\
              model    demo  (ok, ABI 1.3, simulator)\n\
-             queue    0 waiting  0 running\n         1 connections\n\
+             queue    0 waiting  0 running\n         1 connection (this one)\n\
              request  idle\n\
              tokens   0.00 tokens/s over the last minute\n\
              NPU      load not readable (debugfs is root only)\n"
