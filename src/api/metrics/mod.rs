@@ -87,6 +87,8 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     ] {
         counter(&mut out, name, help, value);
     }
+    // Read now, on the loop, rather than kept fresh by a thread: a scrape every few seconds
+    // costs a few dozen small sysfs reads, and an idle daemon never wakes.
     board::write(&mut out, &crate::board::Board::read(ctx.board_root));
     FullResponse {
         status: 200,
