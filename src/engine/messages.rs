@@ -92,11 +92,11 @@ impl Engine {
                 }
             }
             // A preempted run's output is dropped: the client hears only the run that follows.
-            WorkerMsg::Text { id, text } => {
+            WorkerMsg::Text { id, text, tokens } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id() == id) {
                     run.produced_output();
                     if !run.preempted() {
-                        out.push(Event::Text { id, text });
+                        out.push(Event::Text { id, text, tokens });
                     }
                 }
             }

@@ -37,6 +37,7 @@ pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
+pub use kv_cache::SharedTokens;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
 pub use snapshots::SnapshotConfig;
@@ -110,6 +111,8 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     /// Bytes per token as the worker learns them.
     ratio: SharedRatio,
+    /// The KV cache's tokens as the worker knows them.
+    kv_tokens: SharedTokens,
 }
 
 impl Engine {
@@ -130,8 +133,10 @@ impl Engine {
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
+            kv_tokens: SharedTokens::default(),
         };
         let ratio = init.ratio.clone();
+        let kv_tokens = init.kv_tokens.clone();
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -157,6 +162,7 @@ impl Engine {
             freed_bytes: 0,
             thread: Some(thread),
             ratio,
+            kv_tokens,
         })
     }
 
@@ -179,6 +185,11 @@ impl Engine {
     /// Bytes of prompt per token, as the runtime's prefill counts teach it (a prior until then).
     pub fn bytes_per_token(&self) -> f64 {
         self.ratio.get()
+    }
+
+    /// Tokens in the runtime's KV cache, when the worker knows them for certain.
+    pub fn kv_cache_tokens(&self) -> Option<u32> {
+        self.kv_tokens.get()
     }
 
     pub fn queue_capacity(&self) -> usize {

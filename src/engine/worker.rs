@@ -64,6 +64,8 @@ pub(super) struct WorkerConfig {
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
     pub ratio: super::SharedRatio,
+    /// Where the KV cache's token count is published for the event loop.
+    pub kv_tokens: super::SharedTokens,
 }
 
 pub(super) fn run(
@@ -112,6 +114,7 @@ pub(super) fn run(
     };
     worker.cache.cleared();
     worker.cache.share_ratio(cfg.ratio);
+    worker.cache.share_tokens(cfg.kv_tokens);
     for job in jobs {
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;

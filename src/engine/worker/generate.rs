@@ -65,6 +65,8 @@ impl Worker {
             prefill_tokens: self.cache.estimate_tokens(prompt.len()),
         });
         let mut generated = 0u32;
+        // Tokens already reported with a piece of text.
+        let mut reported = 0u32;
         let mut text = Utf8Assembler::default();
         let mut answer = String::new();
         let (notify, cancelled, caps) = (&self.notify, &self.cancelled, self.caps);
@@ -77,7 +79,9 @@ impl Worker {
                     notify.send(WorkerMsg::Text {
                         id: job.id(),
                         text: piece,
+                        tokens: generated - reported,
                     });
+                    reported = generated;
                 }
             }
             if cancelled.load(Ordering::Acquire) == job.id() {
@@ -104,6 +108,7 @@ impl Worker {
             self.notify.send(WorkerMsg::Text {
                 id: job.id(),
                 text: rest,
+                tokens: generated - reported,
             });
         }
         let cache_tokens = match &end {
