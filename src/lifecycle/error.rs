@@ -126,8 +126,10 @@ impl LifecycleError {
         match self {
             _ if self.is_already_running() => exit::ALREADY_RUNNING,
             LifecycleError::NpuBusy { .. } => exit::NPU_BUSY,
-            LifecycleError::NpuLockNotAFile { .. } => exit::USAGE,
-            NeedsRoot | UnknownUser { .. } | UnknownGroup { .. } => exit::USAGE,
+            LifecycleError::NpuLockNotAFile { .. }
+            | NeedsRoot
+            | UnknownUser { .. }
+            | UnknownGroup { .. } => exit::USAGE,
             _ => exit::FAILURE,
         }
     }

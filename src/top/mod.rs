@@ -9,7 +9,7 @@ mod render;
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use crate::config::TopSetup;
+use crate::config::{ApiKey, TopSetup};
 use fetch::Target;
 pub use render::{parse_metrics, render, Frame, Sample};
 
@@ -23,7 +23,7 @@ pub fn run(setup: &TopSetup, out: &mut dyn Write) -> io::Error {
         Some(addr) => Target::Tcp(addr),
         None => Target::Socket(setup.socket.clone()),
     };
-    let key = setup.api_key.as_ref().map(|k| k.as_bytes());
+    let key = setup.api_key.as_ref().map(ApiKey::as_bytes);
     let shown = target.to_string();
     loop {
         let started = Instant::now();

@@ -247,7 +247,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn options(v: Value) -> Result<(GenParams, Vec<String>), ApiError> {
+    fn options(v: &Value) -> Result<(GenParams, Vec<String>), ApiError> {
         let body = json!({ "options": v });
         let f = Fields::parse_body(&body, FLAVOR).unwrap();
         read_options(&f).map(|(p, ignored)| (p, ignored.into_iter().map(str::to_owned).collect()))
@@ -260,7 +260,7 @@ mod tests {
 
     #[test]
     fn options_become_generation_parameters() {
-        let (p, ignored) = options(json!({
+        let (p, ignored) = options(&json!({
             "num_predict": 5, "temperature": 0.3, "top_p": 0.5, "top_k": 7, "repeat_penalty": 1.2,
             "frequency_penalty": 0.1, "presence_penalty": -0.1, "stop": ["a", "b"], "seed": 42,
             "num_ctx": 8192, "mirostat": null,
@@ -289,7 +289,7 @@ mod tests {
             json!({}),
             json!(null),
         ] {
-            let (p, _) = options(v.clone()).unwrap();
+            let (p, _) = options(&v).unwrap();
             assert_eq!(p.max_tokens, None, "{v}");
         }
         let body = json!({});
@@ -310,13 +310,13 @@ mod tests {
             (json!({"seed": "x"}), "options.seed"),
         ];
         for (v, field) in cases {
-            let (status, body) = error_of(options(v.clone()));
+            let (status, body) = error_of(options(&v));
             assert_eq!(status, 400, "{v}");
             let msg = body["error"].as_str().unwrap();
             assert!(msg.contains(&format!("'{field}'")), "{v}: {msg}");
             assert_eq!(body.as_object().unwrap().len(), 1, "only 'error': {body}");
         }
-        let (status, body) = error_of(options(json!([1])));
+        let (status, body) = error_of(options(&json!([1])));
         assert_eq!(status, 400);
         assert!(
             body["error"].as_str().unwrap().contains("'options'"),

@@ -144,7 +144,7 @@ impl ResponsesFormat {
         });
         // The schema has no null usage: it is absent until the run has ended.
         if let Some(finish) = usage {
-            response["usage"] = self.usage(finish);
+            response["usage"] = Self::usage(finish);
         }
         response
     }
@@ -152,7 +152,7 @@ impl ResponsesFormat {
     /// `input_tokens` is the whole prompt and `cached_tokens` the part of it reused from the
     /// KV cache, as for chat completions; reasoning tokens are not counted apart from the
     /// answer's.
-    fn usage(&self, finish: &Finish) -> Value {
+    fn usage(finish: &Finish) -> Value {
         let (input, cached) = crate::api::openai::format::prompt_tokens(finish);
         let output = u64::from(
             finish
