@@ -30,6 +30,7 @@ pub(super) enum Setting {
     BackgroundHold,
     RequestTimeout,
     ShutdownTimeout,
+    DrainTimeout,
     AbortGrace,
     MaxContextLen,
     MaxNewTokens,
@@ -508,6 +509,14 @@ pub(super) const OPTIONS: &[Opt] = &[
         Dv("10"),
         LIMITS,
         "Time running requests get to finish on shutdown"
+    ),
+    opt!(
+        DrainTimeout,
+        "drain-timeout",
+        V("SECS"),
+        Dv("60"),
+        LIMITS,
+        "Time a drain (SIGQUIT) gives requests before stopping as on SIGTERM"
     ),
     opt!(
         Temperature,
