@@ -203,3 +203,45 @@ fn streams_ask_proxies_not_to_buffer() {
         assert_eq!(r.header("X-Accel-Buffering"), Some("no"), "{path}");
     }
 }
+
+/// CPU time the process has used (user + system), in clock ticks.
+fn cpu_ticks(pid: nix::unistd::Pid) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which may hold spaces) start after its ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_drain_past_its_timeout_waits_for_the_abort_without_spinning() {
+    let dir = TempDir::new("drainspin");
+    let model = write_model(
+        dir.path(),
+        "slowabort",
+        &[
+            "answer_tokens_min = 400",
+            "answer_tokens_max = 400",
+            "decode_us_per_token = 25000",
+            "abort_delay_ms = 3000",
+        ],
+    );
+    let mut d = Daemon::builder("drainspin")
+        .model(model)
+        .args(["--drain-timeout", "0.2", "--abort-grace", "20"])
+        .start();
+    let mut running = d.client();
+    running.send_post("/v1/chat/completions", &openai_chat(true));
+    assert_eq!(running.read_head().unwrap().0, 200);
+    d.signal(Signal::SIGQUIT);
+    // The drain timed out after 0.2 s; the abort takes 3 s to take effect. Meanwhile the loop
+    // waits for it: a second of that costs next to no CPU (a spinning loop takes most of one).
+    std::thread::sleep(Duration::from_millis(800));
+    let before = cpu_ticks(d.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(d.pid()) - before;
+    assert!(used < 30, "{used} ticks of CPU in a second of waiting");
+    let stream = sse_data(&rest_of_stream(&mut running));
+    let last: Value = serde_json::from_str(&stream[stream.len() - 2]).unwrap();
+    assert_eq!(last["error"]["type"], "server_shutting_down", "{last}");
+    assert_eq!(d.wait_exit(Duration::from_secs(20)).code(), Some(0));
+}

@@ -175,7 +175,12 @@ impl EventLoop {
         let timeouts = self.serving.timeouts();
         let conns = self.conns.values().filter_map(|c| c.deadline(timeouts));
         let shutdown = self.shutdown.as_ref().map(|s| s.deadline);
-        let drain = self.drain.as_ref().map(|d| d.deadline);
+        // Once the drain has become a shutdown, its deadline (maybe past) is no timer any more.
+        let drain = self
+            .drain
+            .as_ref()
+            .filter(|_| self.shutdown.is_none())
+            .map(|d| d.deadline);
         conns
             .chain(shutdown)
             .chain(drain)
