@@ -288,12 +288,14 @@ class LiteLlm:
 OUTCOMES = ("answered", "refused", "cut", "truncated", "lost")
 
 
-def busy(board):
-    """The board is running a generation (asked directly, not through the router)."""
+def busy(board, queued=0):
+    """The board is running a generation and has at least `queued` more waiting (asked
+    directly, not through the router)."""
     try:
-        return board.health().json()["running"]
+        health = board.health().json()
     except (httpx.TransportError, ValueError):
         return False
+    return health["running"] and health["queue_depth"] >= queued
 
 
 def drain_and_kill_under_load(fleet, base, kinds, requests, workers, tokens, **send_args):
@@ -314,7 +316,8 @@ def drain_and_kill_under_load(fleet, base, kinds, requests, workers, tokens, **s
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         futures = [pool.submit(one, i) for i in range(requests)]
         wait_for("a few answers", lambda: len(outcomes) >= requests // 5)
-        wait_for("the board to drain to be busy", lambda: busy(drained))
+        # Running one and one queued: work that cannot end before the signal arrives.
+        wait_for("the board to drain to be busy", lambda: busy(drained, queued=1))
         drained_at = time.monotonic()
         drained.proc.send_signal(signal.SIGQUIT)
         wait_for("more answers", lambda: len(outcomes) >= 2 * requests // 5)

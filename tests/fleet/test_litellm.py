@@ -4,8 +4,8 @@ serves; streamed and not), one board drained and one killed while they work, not
 truncated or lost; and a client hanging up at the proxy aborts the generation on the board."""
 from fleet import MASTER_KEY, check_hangup_aborts, check_outcomes, drain_and_kill_under_load
 
-REQUESTS = 40
-WORKERS = 8
+REQUESTS = 48
+WORKERS = 12
 TOKENS = 40
 AUTH = {"Authorization": f"Bearer {MASTER_KEY}"}
 
