@@ -1,11 +1,13 @@
 //! rkllmd: serve a Rockchip RKLLM model to local clients.
 //!
 //! Layers, bottom up: `runtime` (the FFI boundary to librkllmrt), `engine` (the inference
-//! thread and its queue), `http` (sans-io HTTP/1.1), `api` (the endpoints), `server` (the mio
-//! event loop and connections), `lifecycle` (socket file, lock, credentials), `config`
-//! (command line and file), `doctor` (`rkllmd check`), `selftest` (`rkllmd selftest`).
+//! thread and its queue), `http` (sans-io HTTP/1.1), `api` (the endpoints), `board` (the kernel
+//! files `/metrics` reads), `server` (the mio event loop and connections), `lifecycle` (socket
+//! file, lock, credentials), `config` (command line and file), `doctor` (`rkllmd check`),
+//! `selftest` (`rkllmd selftest`), `top` (`rkllmd top`).
 
 pub mod api;
+pub mod board;
 pub mod causes;
 pub mod chat;
 pub mod config;
@@ -21,3 +23,4 @@ pub mod metrics;
 pub mod runtime;
 pub mod selftest;
 pub mod server;
+pub mod top;

@@ -4,7 +4,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rkllmd::config::{self, Command};
 use rkllmd::error::DaemonError;
 use rkllmd::exit;
-use rkllmd::{doctor, logging, runtime, selftest, server};
+use rkllmd::{doctor, logging, runtime, selftest, server, top};
 
 fn main() {
     let code = match catch_unwind(AssertUnwindSafe(run)) {
@@ -57,6 +57,16 @@ fn run() -> i32 {
                 exit::FAILURE
             }
         },
+        Command::Top(setup) => {
+            let e = top::run(&setup, &mut std::io::stdout().lock());
+            // The terminal went away: nothing left to show, and nobody to tell.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                exit::OK
+            } else {
+                eprintln!("rkllmd: cannot draw: {e}");
+                exit::FAILURE
+            }
+        }
         Command::Run(cfg) => {
             if let Err(e) = logging::init(cfg.log_level, cfg.syslog) {
                 eprintln!("rkllmd: {}", DaemonError::Logging(e));

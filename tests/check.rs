@@ -885,11 +885,13 @@ fn a_bad_command_line_is_still_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rkllmd"))
-        .args(["--root", "/"])
+        .args(["--config-only"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--root is only for 'rkllmd check'"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--config-only is only for 'rkllmd check'")
+    );
 }
 
 #[test]

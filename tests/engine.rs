@@ -142,7 +142,7 @@ impl Harness {
         let text = events
             .iter()
             .filter_map(|e| match e {
-                Event::Text { id: i, text } if *i == id => Some(text.as_str()),
+                Event::Text { id: i, text, .. } if *i == id => Some(text.as_str()),
                 _ => None,
             })
             .collect();
@@ -894,7 +894,7 @@ fn text_of(events: &[Event], id: u64) -> String {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Text { id: i, text } if *i == id => Some(text.as_str()),
+            Event::Text { id: i, text, .. } if *i == id => Some(text.as_str()),
             _ => None,
         })
         .collect()

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::board::Root;
 use crate::chat::Template;
 use crate::engine::{BackgroundPolicy, Pooling, Priority, State, ThinkDefault};
 use crate::metrics::Metrics;
@@ -43,6 +44,12 @@ pub struct Ctx<'a> {
     pub background: BackgroundPolicy,
     /// Thinking for requests that do not say.
     pub think_default: ThinkDefault,
+    /// Where the board's kernel files are read from when `/metrics` is scraped.
+    pub board_root: &'a Root,
+    /// Tokens in the runtime's KV cache, when the engine knows them.
+    pub kv_cache_tokens: Option<u32>,
+    /// When the request is handled.
+    pub now: Instant,
 }
 
 impl Ctx<'_> {

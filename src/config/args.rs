@@ -19,6 +19,8 @@ pub(super) struct CommandLine {
     pub check: bool,
     /// `selftest`: the runtime's behaviour checked on this board.
     pub selftest: bool,
+    /// `top`: watch a running daemon.
+    pub top: bool,
     pub config: Option<PathBuf>,
     /// `--root`, meaningful for `check` only.
     pub root: Option<PathBuf>,
@@ -33,18 +35,20 @@ pub(super) enum Scan {
     Parsed(CommandLine),
 }
 
-/// `args` are the arguments after the program name. `check` and `selftest` are subcommands
-/// only in first position. `--help` and `--version` stop the scan where they stand.
+/// `args` are the arguments after the program name. `check`, `selftest` and `top` are
+/// subcommands only in first position. `--help` and `--version` stop the scan where they stand.
 pub(super) fn scan(args: &[String]) -> Result<Scan, ConfigError> {
     let mut rest = args.iter().peekable();
     let check = rest.peek().is_some_and(|a| a.as_str() == "check");
     let selftest = rest.peek().is_some_and(|a| a.as_str() == "selftest");
-    if check || selftest {
+    let top = rest.peek().is_some_and(|a| a.as_str() == "top");
+    if check || selftest || top {
         rest.next();
     }
     let mut line = CommandLine {
         check,
         selftest,
+        top,
         config: None,
         root: None,
         config_only: false,

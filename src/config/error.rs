@@ -90,7 +90,7 @@ pub enum ConfigError {
         path: PathBuf,
         len: usize,
     },
-    /// `--root` or `--config-only` outside `rkllmd check`.
+    /// `--config-only` outside `rkllmd check`.
     /// The `chat-template-*` keys do not make a template.
     CustomTemplate(crate::chat::CustomPartsError),
     CheckOptionOutsideCheck {

@@ -13,14 +13,18 @@ const HELP_WIDTH: usize = 100;
 pub fn help() -> String {
     let mut out = String::from(
         "Usage: rkllmd [OPTIONS]\n       rkllmd check [--root DIR] [OPTIONS]\n       \
-         rkllmd selftest --model FILE [OPTIONS]\n\n\
+         rkllmd selftest --model FILE [OPTIONS]\n       \
+         rkllmd top [OPTIONS]\n\n\
          Serve a Rockchip RKLLM model over HTTP on a Unix socket (and optionally TCP).\n\
          'check' diagnoses the board and the configuration without loading the runtime: one line\n\
          per check (ok, warn or FAIL, with a hint), exit 0 unless something blocks serving (1),\n\
          2 for a bad command line.\n\
          'selftest' loads the runtime and the model and checks, in under a minute, what rkllmd\n\
          assumes about the runtime (ok, FAIL or unknown per line, then a summary for bug reports);\n\
-         it serves nothing and writes no file. Exit 0 unless an assumption fails (1).\n\n\
+         it serves nothing and writes no file. Exit 0 unless an assumption fails (1).\n\
+         'top' shows a running daemon every second: model, queue, the running request and its\n\
+         tokens/s, NPU load, clocks, temperatures (the daemon's /health and /metrics, over its\n\
+         socket, or over TCP when given the daemon's address and API key). Ctrl-C quits.\n\n\
          Options take '--name VALUE' or '--name=VALUE'. Each one except --config, --root, --help\n\
          and --version may also be set in the config file as 'name = value' ('#' starts a comment).\n",
     );

@@ -47,6 +47,19 @@ pub enum Command {
     /// Check the runtime's behaviour on this board (`rkllmd selftest`): a valid configuration
     /// with a model.
     Selftest(Config),
+    /// Watch a running daemon (`rkllmd top`).
+    Top(TopSetup),
+}
+
+/// Where `rkllmd top` finds the daemon: its socket (from the configuration, as the daemon
+/// reads it), or the TCP address given to `top` itself, with the configured API key.
+#[derive(Debug, Clone)]
+pub struct TopSetup {
+    pub socket: PathBuf,
+    /// `--tcp` on `top`'s own command line; a `tcp` in the config file is the daemon's
+    /// listener, and `top` still prefers the socket.
+    pub tcp: Option<SocketAddr>,
+    pub api_key: Option<ApiKey>,
 }
 
 /// What `rkllmd check` works from. A configuration that does not validate is one of the things
@@ -118,6 +131,9 @@ pub struct Config {
     pub api_key: Option<ApiKey>,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
+    /// `--root`: where `/sys`, `/proc` and the rest of the system live for the board figures
+    /// in `/metrics` (`/` on the board; a fake tree in tests).
+    pub root: PathBuf,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub output_cap_bytes: usize,
@@ -179,6 +195,7 @@ impl Default for Config {
             tcp: None,
             api_key: None,
             config_file: None,
+            root: PathBuf::from("/"),
             max_connections: 256,
             max_body_bytes: 1 << 20,
             output_cap_bytes: 4 << 20,
@@ -214,6 +231,11 @@ impl Default for Config {
 }
 
 impl Config {
+    fn with_root(mut self, root: PathBuf) -> Config {
+        self.root = root;
+        self
+    }
+
     /// Where KV-cache snapshots go: `kv-snapshot-dir`, else the socket's path with
     /// `.snapshots` added (the socket's directory is the daemon's own, on a tmpfs under `/run`
     /// or `$XDG_RUNTIME_DIR` by default, and one daemon serves one socket).
@@ -246,29 +268,41 @@ pub fn parse(args: &[String], env: &Env) -> Result<Command, ConfigError> {
         args::Scan::Parsed(line) => line,
     };
 
-    if !line.check {
-        if line.root.is_some() {
-            return Err(ConfigError::CheckOptionOutsideCheck { option: "--root" });
+    let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !line.check && line.config_only {
+        return Err(ConfigError::CheckOptionOutsideCheck {
+            option: "--config-only",
+        });
+    }
+    if line.top {
+        let (draft, error) = layers(&line, env);
+        if let Some(e) = error {
+            return Err(e);
         }
-        if line.config_only {
-            return Err(ConfigError::CheckOptionOutsideCheck {
-                option: "--config-only",
-            });
-        }
+        let tcp_flag = line.flags.iter().any(|f| f.key == options::Setting::Tcp);
+        let cfg = draft.finish(env, false)?;
+        return Ok(Command::Top(TopSetup {
+            tcp: cfg.tcp.filter(|_| tcp_flag),
+            socket: cfg.socket,
+            api_key: cfg.api_key,
+        }));
     }
     if line.selftest {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(Command::Selftest),
+            (draft, None) => draft
+                .finish(env, true)
+                .map(|c| Command::Selftest(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }
     if !line.check {
         return match layers(&line, env) {
-            (draft, None) => draft.finish(env, true).map(Command::Run),
+            (draft, None) => draft
+                .finish(env, true)
+                .map(|c| Command::Run(c.with_root(root))),
             (_, Some(e)) => Err(e),
         };
     }
-    let root = line.root.clone().unwrap_or_else(|| PathBuf::from("/"));
     let (config, config_error) = match layers(&line, env) {
         (draft, None) => match draft.clone().finish(env, false) {
             Ok(config) => (config, None),

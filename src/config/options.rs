@@ -620,7 +620,7 @@ pub(super) const OPTIONS: &[Opt] = &[
         V("DIR"),
         Dv("/"),
         PROCESS,
-        "check only: read /dev, /proc, /sys, /etc/ld.so.conf and the\nlibrary directories under DIR (an image, a test tree)"
+        "read /dev, /proc, /sys, /etc/ld.so.conf and the library\ndirectories under DIR: for 'check' (an image, a test tree)\nand the board figures in /metrics (a test tree)"
     ),
     opt!(
         ConfigOnly,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::report::Finding;
-use super::root::Root;
+use crate::board::Root;
 
 /// What `/proc/cpuinfo` says about each processor.
 #[derive(Debug, Default, PartialEq, Eq)]

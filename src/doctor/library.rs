@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::report::Finding;
-use super::root::Root;
+use crate::board::Root;
 
 const NAME: &str = "runtime";
 /// Where the version follows, best first.

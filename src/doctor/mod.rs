@@ -11,17 +11,16 @@ mod library;
 mod memory;
 mod npu;
 mod report;
-mod root;
 mod socket;
 
 use std::io::{self, Write};
 
 use nix::sys::resource::{getrlimit, Resource};
 
+use crate::board::Root;
 use crate::config::{CheckSetup, Config, NpuLock};
 use crate::exit;
 pub use report::{Finding, Status};
-use root::Root;
 
 /// What `npu-lock` locks on this system: `auto` is the NPU's device node (none on a host
 /// without one). The daemon and `selftest` both take it before loading a model.

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use nix::unistd::{access, AccessFlags};
 
 use super::report::Finding;
-use super::root::Root;
+use crate::board::Root;
 
 const NAME: &str = "npu";
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use nix::unistd::{access, geteuid, AccessFlags};
 
 use super::report::Finding;
-use super::root::Root;
+use crate::board::Root;
 use crate::config::Config;
 
 const NAME: &str = "socket";

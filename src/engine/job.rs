@@ -350,9 +350,12 @@ pub enum Event {
     Preempted {
         id: JobId,
     },
+    /// `tokens`: how many of the runtime's tokens the piece of text comes from (a character
+    /// split over tokens arrives once, with all of them).
     Text {
         id: JobId,
         text: String,
+        tokens: u32,
     },
     /// One input's pooled, normalised vector (in input order); `tokens`: how many token states
     /// it came from.
@@ -395,9 +398,12 @@ pub(super) enum WorkerMsg {
         id: JobId,
         text: String,
     },
+    /// `tokens`: how many of the runtime's tokens the piece of text comes from (a character
+    /// split over tokens arrives once, with all of them).
     Text {
         id: JobId,
         text: String,
+        tokens: u32,
     },
     Embedding {
         id: JobId,

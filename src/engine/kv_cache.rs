@@ -7,6 +7,9 @@
 //! record, and the worker clears the runtime's cache before its next run of any kind: a partial
 //! answer never poisons the next turn.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use super::bytes_per_token::{self, BytesPerToken, SharedRatio};
 use super::job::Conversation;
 use super::reuse;
@@ -21,6 +24,30 @@ pub(super) struct KvCache {
     tokens: u32,
     /// Learnt from the runtime's prefill counts, robust to any one request.
     bytes_per_token: BytesPerToken,
+    /// `tokens` while `valid`, published for `/metrics`.
+    shared: SharedTokens,
+}
+
+/// The tokens the runtime's KV cache holds, as the inference thread last knew them, readable
+/// from the event loop; unknown after a run whose effect on the cache is uncertain.
+#[derive(Clone, Debug)]
+pub struct SharedTokens(Arc<AtomicU64>);
+
+impl Default for SharedTokens {
+    fn default() -> SharedTokens {
+        SharedTokens(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl SharedTokens {
+    pub fn get(&self) -> Option<u32> {
+        u32::try_from(self.0.load(Ordering::Relaxed)).ok()
+    }
+
+    fn set(&self, tokens: Option<u32>) {
+        self.0
+            .store(tokens.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+    }
 }
 
 /// How one run is fed.
@@ -55,6 +82,16 @@ impl KvCache {
     /// Publishes the ratio it learns through `shared`.
     pub fn share_ratio(&mut self, shared: SharedRatio) {
         self.bytes_per_token.share(shared);
+    }
+
+    /// Publishes the cache's token count into `shared` from now on.
+    pub fn share_tokens(&mut self, shared: SharedTokens) {
+        self.shared = shared;
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.shared.set(self.valid.then_some(self.tokens));
     }
 
     /// Learns bytes per token from a run that prefilled `bytes` as `tokens`.
@@ -171,6 +208,7 @@ impl KvCache {
         }
         self.tokens = tokens;
         self.valid = true;
+        self.publish();
     }
 
     /// The text the cache holds and its tokens, when known.
@@ -201,11 +239,13 @@ impl KvCache {
         self.text.clear();
         self.tokens = 0;
         self.valid = true;
+        self.publish();
     }
 
     /// After a run whose effect on the cache is not known for certain.
     pub fn invalidate(&mut self) {
         self.valid = false;
+        self.publish();
     }
 }
 

@@ -36,6 +36,7 @@ pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
+pub use kv_cache::SharedTokens;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
 pub use snapshots::SnapshotConfig;
@@ -158,6 +159,8 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     /// Bytes per token as the worker learns them.
     ratio: SharedRatio,
+    /// The KV cache's tokens as the worker knows them.
+    kv_tokens: SharedTokens,
 }
 
 impl Engine {
@@ -178,8 +181,10 @@ impl Engine {
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
+            kv_tokens: SharedTokens::default(),
         };
         let ratio = init.ratio.clone();
+        let kv_tokens = init.kv_tokens.clone();
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -205,6 +210,7 @@ impl Engine {
             freed_bytes: 0,
             thread: Some(thread),
             ratio,
+            kv_tokens,
         })
     }
 
@@ -227,6 +233,11 @@ impl Engine {
     /// Bytes of prompt per token, as the runtime's prefill counts teach it (a prior until then).
     pub fn bytes_per_token(&self) -> f64 {
         self.ratio.get()
+    }
+
+    /// Tokens in the runtime's KV cache, when the worker knows them for certain.
+    pub fn kv_cache_tokens(&self) -> Option<u32> {
+        self.kv_tokens.get()
     }
 
     pub fn queue_capacity(&self) -> usize {
@@ -524,11 +535,11 @@ impl Engine {
                 }
             }
             // A preempted run's output is dropped: the client hears only the run that follows.
-            WorkerMsg::Text { id, text } => {
+            WorkerMsg::Text { id, text, tokens } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.prefilling = false;
                     if !run.preempted() {
-                        out.push(Event::Text { id, text });
+                        out.push(Event::Text { id, text, tokens });
                     }
                 }
             }

@@ -63,6 +63,8 @@ pub(super) struct WorkerConfig {
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
     pub ratio: super::SharedRatio,
+    /// Where the KV cache's token count is published for the event loop.
+    pub kv_tokens: super::SharedTokens,
 }
 
 pub(super) fn run(
@@ -111,6 +113,7 @@ pub(super) fn run(
     };
     worker.cache.cleared();
     worker.cache.share_ratio(cfg.ratio);
+    worker.cache.share_tokens(cfg.kv_tokens);
     for job in jobs {
         if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
@@ -380,6 +383,8 @@ impl Worker {
             prefill_tokens: self.cache.estimate_tokens(prompt.len()),
         });
         let mut generated = 0u32;
+        // Tokens already reported with a piece of text.
+        let mut reported = 0u32;
         let mut text = Utf8Assembler::default();
         let mut answer = String::new();
         let (notify, cancelled, caps) = (&self.notify, &self.cancelled, self.caps);
@@ -392,7 +397,9 @@ impl Worker {
                     notify.send(WorkerMsg::Text {
                         id: job.id(),
                         text: piece,
+                        tokens: generated - reported,
                     });
+                    reported = generated;
                 }
             }
             if cancelled.load(Ordering::Acquire) == job.id() {
@@ -419,6 +426,7 @@ impl Worker {
             self.notify.send(WorkerMsg::Text {
                 id: job.id(),
                 text: rest,
+                tokens: generated - reported,
             });
         }
         let cache_tokens = match &end {

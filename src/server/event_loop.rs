@@ -329,6 +329,8 @@ impl EventLoop {
             connections,
             metrics: &self.metrics,
             bytes_per_token: self.engine.bytes_per_token(),
+            kv_cache_tokens: self.engine.kv_cache_tokens(),
+            now,
         });
         let reply = api::route(req, &ctx, self.jobs.next_id());
         match reply {
@@ -518,7 +520,7 @@ impl EventLoop {
     fn dispatch_engine_events(&mut self, events: &mut Vec<Event>, now: Instant) {
         let output_cap = self.serving.cfg().output_cap_bytes;
         for event in events.drain(..) {
-            self.metrics.engine_event(&event);
+            self.metrics.engine_event(&event, now);
             self.jobs.deliver(
                 &event,
                 &mut self.conns,

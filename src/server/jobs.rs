@@ -48,7 +48,7 @@ impl Jobs {
         match engine.submit(job, now) {
             Ok(()) => {
                 self.owners.insert(id, token);
-                metrics.generation_submitted();
+                metrics.generation_submitted(id, now);
                 Ok(id)
             }
             Err(e) => {
@@ -187,7 +187,7 @@ impl Jobs {
     /// The loop is done with job `id`: forgets its connection and counts it as ended, once.
     fn end(&mut self, id: JobId, metrics: &mut Metrics) {
         if self.owners.remove(&id).is_some() {
-            metrics.generation_ended();
+            metrics.generation_ended(id);
         }
     }
 }

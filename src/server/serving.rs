@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::Timeouts;
 use crate::api::Ctx;
+use crate::board::Root;
 use crate::chat::Template;
 use crate::config::Config;
 use crate::engine::State;
@@ -26,6 +27,7 @@ pub struct Serving {
     /// How long the model took to load, once it has.
     load_time: Option<Duration>,
     limits: Limits,
+    board_root: Root,
 }
 
 /// The figures of the moment that handlers see beside the static ones.
@@ -38,6 +40,8 @@ pub struct Live<'a> {
     pub metrics: &'a Metrics,
     /// Bytes per token as the engine has learnt them.
     pub bytes_per_token: f64,
+    pub kv_cache_tokens: Option<u32>,
+    pub now: Instant,
 }
 
 impl Serving {
@@ -52,6 +56,7 @@ impl Serving {
             max_body_bytes: cfg.max_body_bytes,
         };
         Serving {
+            board_root: Root::new(&cfg.root),
             cfg,
             info,
             template,
@@ -115,6 +120,9 @@ impl Serving {
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
             background: self.cfg.background,
             think_default: self.cfg.think_default,
+            board_root: &self.board_root,
+            kv_cache_tokens: live.kv_cache_tokens,
+            now: live.now,
         }
     }
 }

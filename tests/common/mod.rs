@@ -2,6 +2,7 @@
 //! simulator underneath and its trace file, and a small HTTP/1.1 client.
 #![allow(dead_code)]
 
+pub mod board;
 pub mod client;
 pub mod tool_catalog;
 pub mod turns;

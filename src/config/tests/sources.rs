@@ -198,12 +198,50 @@ fn check_reports_an_invalid_config_and_keeps_every_valid_value() {
         fail(&["check", "--no-such"], &s.env()),
         "unknown option '--no-such' (see --help)"
     );
-    // Outside check, the same errors stop the daemon, and --root is refused.
+    // Outside check, the same errors stop the daemon, and --config-only is refused.
     assert!(fail(&["--config", &conf, "--model", &s.model()], &s.env()).contains("line 2"));
     assert_eq!(
-        fail(&["--root", "/", "--model", &s.model()], &s.env()),
-        "--root is only for 'rkllmd check' (see --help)"
+        fail(&["--config-only", "--model", &s.model()], &s.env()),
+        "--config-only is only for 'rkllmd check' (see --help)"
     );
+}
+
+#[test]
+fn top_watches_the_socket_unless_given_an_address() {
+    let s = Scratch::new();
+    let conf = s.write(
+        "top.conf",
+        "socket = /srv/r.sock\ntcp = 127.0.0.1:8080\napi-key = sesame\n",
+    );
+    let top = |args: &[&str]| match parse(&argv(args), &s.env()) {
+        Ok(Command::Top(t)) => t,
+        other => panic!("{other:?}"),
+    };
+    // The config file's tcp is the daemon's listener: top still uses the socket.
+    let t = top(&["top", "--config", &conf]);
+    assert_eq!(t.socket, PathBuf::from("/srv/r.sock"));
+    assert_eq!(t.tcp, None);
+    assert_eq!(
+        t.api_key.as_ref().map(ApiKey::as_bytes),
+        Some(&b"sesame"[..])
+    );
+    let t = top(&["top", "--config", &conf, "--tcp", "10.0.0.5:9000"]);
+    assert_eq!(t.tcp, Some("10.0.0.5:9000".parse().unwrap()));
+    // No model is needed to watch one.
+    assert!(top(&["top"]).api_key.is_none());
+    let bad = parse(&argv(&["top", "--tcp", "nowhere"]), &s.env()).unwrap_err();
+    assert!(bad.to_string().contains("--tcp"), "{bad}");
+}
+
+#[test]
+fn the_daemon_reads_the_board_under_root() {
+    let s = Scratch::new();
+    assert_eq!(
+        run(&["--model", &s.model()], &s.env()).root,
+        PathBuf::from("/")
+    );
+    let c = run(&["--root", "/srv/board", "--model", &s.model()], &s.env());
+    assert_eq!(c.root, PathBuf::from("/srv/board"));
 }
 
 #[test]
@@ -393,8 +431,8 @@ fn selftest_needs_a_valid_configuration_with_a_model_and_no_check_options() {
         "no model given: pass --model FILE or set 'model' in the config file"
     );
     assert_eq!(
-        fail(&["selftest", "--model", &s.model(), "--root", "/srv"]),
-        "--root is only for 'rkllmd check' (see --help)"
+        fail(&["selftest", "--model", &s.model(), "--config-only"]),
+        "--config-only is only for 'rkllmd check' (see --help)"
     );
     // A subcommand only in first position.
     assert!(fail(&["--model", &s.model(), "selftest"]).contains("selftest"));

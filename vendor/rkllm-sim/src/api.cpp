@@ -72,27 +72,55 @@ private:
 // Live handles. An LLMHandle is only dereferenced after it is found here, so a stale or bogus
 // handle gets -1 instead of a crash, and the reference a call holds keeps the handle alive until
 // the call returns even if another thread destroys it meanwhile.
+// The NPU memory of one IOMMU domain (extend_param.base_domain_id): rknn-llm#437 on an RK3588
+// with 16 GB: models load in one domain until they take about 4 GB together (two Qwen3-1.7B, six
+// Qwen3-0.6B), the next fails to allocate; with another base_domain_id it loads.
+constexpr int64_t kDomainMemoryMb = 4096;
+
+// Live handles (what rkllm_* calls may name) and the NPU memory each domain has given out.
 class Registry {
 public:
-    void add(Handle* h) {  // takes over the handle's initial reference
+    // Takes over the handle's initial reference, unless the handle's model does not fit: in its
+    // domain, or (RKLLM_SIM_MAX_HANDLES) in the process. Then returns false and leaves the
+    // handle to the caller.
+    bool add(Handle* h, int domain, int64_t memory_mb) {
         std::lock_guard<std::mutex> lk(mu_);
-        live_.push_back(h);
+        if (static_cast<int64_t>(live_.size()) >= max_handles()) {
+            std::fprintf(stderr,
+                         "E rkllm: another model is loaded in this process "
+                         "(RKLLM_SIM_MAX_HANDLES=%lld)\n",
+                         static_cast<long long>(max_handles()));
+            return false;
+        }
+        int64_t used = 0;
+        for (const Live& l : live_) {
+            if (l.domain == domain) used += l.memory_mb;
+        }
+        if (used + memory_mb > kDomainMemoryMb) {
+            std::fprintf(stderr,
+                         "E RKNN: failed to malloc npu memory, size: %lld, flags: 0x2\n"
+                         "E RKNN: load model file error!\n",
+                         static_cast<long long>(memory_mb) * 1024 * 1024);
+            return false;
+        }
+        live_.push_back(Live{h, domain, memory_mb});
+        return true;
     }
     Ref find(LLMHandle h) {
         std::lock_guard<std::mutex> lk(mu_);
-        for (Handle* p : live_) {
-            if (p == h) {
-                p->retain();
-                return Ref(p);
+        for (const Live& l : live_) {
+            if (l.handle == h) {
+                l.handle->retain();
+                return Ref(l.handle);
             }
         }
         return Ref();
     }
-    Ref take(LLMHandle h) {  // the registry's reference moves to the caller
+    Ref take(LLMHandle h) {  // the registry's reference moves to the caller; its memory is freed
         std::lock_guard<std::mutex> lk(mu_);
         for (auto it = live_.begin(); it != live_.end(); ++it) {
-            if (*it == h) {
-                Handle* p = *it;
+            if (it->handle == h) {
+                Handle* p = it->handle;
                 live_.erase(it);
                 return Ref(p);
             }
@@ -101,8 +129,22 @@ public:
     }
 
 private:
+    struct Live {
+        Handle* handle;
+        int domain;
+        int64_t memory_mb;
+    };
+    // rkllama (PR #63) runs each model in a process of its own because, it says, the library
+    // fails when models share a process, while rknn-llm#314 and #437 load several in one. Unset:
+    // any number; RKLLM_SIM_MAX_HANDLES=1 gives the failing kind.
+    static int64_t max_handles() {
+        const char* v = std::getenv("RKLLM_SIM_MAX_HANDLES");
+        const long long n = v != nullptr ? std::atoll(v) : 0;
+        return n > 0 ? n : INT64_MAX;
+    }
+
     std::mutex mu_;
-    sim::Vec<Handle*> live_;
+    sim::Vec<Live> live_;
 };
 
 Registry& registry() {
@@ -233,6 +275,7 @@ void trace_run(const Handle* h, const char* fn, const RKLLMInput* in,
             return;
         }
         j.num("mode", p->mode).num("keep_history", p->keep_history);
+        if (p->lora_params != nullptr) j.str("lora", p->lora_params->lora_adapter_name);
         if (p->prompt_cache_params != nullptr && p->prompt_cache_params->save_prompt_cache != 0) {
             j.str("save_prompt_cache", p->prompt_cache_params->prompt_cache_path);
         }
@@ -311,6 +354,9 @@ bool make_request(const RKLLMInput* in, const RKLLMInferParam* p, void* userdata
             return false;
     }
     r.keep_history = p != nullptr && p->keep_history != 0;
+    if (p != nullptr && p->lora_params != nullptr && p->lora_params->lora_adapter_name != nullptr) {
+        r.lora = p->lora_params->lora_adapter_name;
+    }
     if (p != nullptr && p->prompt_cache_params != nullptr &&
         p->prompt_cache_params->save_prompt_cache != 0) {
         r.save_prompt_cache = true;
@@ -475,8 +521,13 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         s.callback = callback;
 #endif
         const String name = model.name;
+        const int64_t memory_mb = model.npu_memory_mb;
         Handle* h = new Handle(id, std::move(model), s, trace_path);
-        registry().add(h);
+        if (!registry().add(h, param->extend_param.base_domain_id, memory_mb)) {
+            h->release();
+            log_error("rkllm_init failed");
+            return -1;
+        }
         *handle = h;
         std::fprintf(stderr, "I rkllm: rkllm-runtime version: %s (%s), model: %s, max_context_len: %d\n",
                      kRuntimeVersion, rkllm_sim_version(), name.c_str(), param->max_context_len);
@@ -497,13 +548,8 @@ int rkllm_load_lora(LLMHandle handle, RKLLMLoraAdapter* lora_adapter) {
                 .real("scale", lora_adapter->scale);
         });
         if (!h || lora_adapter == nullptr || lora_adapter->lora_adapter_path == nullptr) return -1;
-        FILE* f = std::fopen(lora_adapter->lora_adapter_path, "rbe");
-        if (f == nullptr) {
-            log_error("failed to open lora adapter %s", lora_adapter->lora_adapter_path);
-            return -1;
-        }
-        std::fclose(f);
-        return 0;
+        return h->load_lora(lora_adapter->lora_adapter_path, lora_adapter->lora_adapter_name,
+                            lora_adapter->scale);
     });
 }
 

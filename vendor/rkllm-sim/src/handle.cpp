@@ -181,6 +181,8 @@ bool Handle::begin_locked(Snapshot& snap) {
     snap.cache_sys_len = cache_sys_len_;
     snap.cache_tool_names = cache_tool_names_;
     snap.prompt_cache = prompt_cache_;
+    snap.loras = loras_;
+    snap.cache_lora = cache_lora_;
     snap.paused = paused_;
     paused_.reset();  // the next run resumes a paused generation or discards it
     running_ = true;
@@ -333,6 +335,33 @@ void Handle::hang_forever() const {
 bool Handle::is_running() {
     std::lock_guard<std::mutex> lk(mu_);
     return running_;
+}
+
+int Handle::load_lora(const char* path, const char* name, float scale) {
+    if (name == nullptr || *name == '\0') {
+        std::fprintf(stderr, "E rkllm: lora adapter has no name\n");
+        return -1;
+    }
+    FILE* f = std::fopen(path, "rbe");
+    if (f == nullptr) {
+        std::fprintf(stderr, "E rkllm: failed to open lora adapter %s\n", path);
+        return -1;
+    }
+    uint64_t key = 14695981039346656037ull;
+    char buf[4096];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) key = fnv1a(key, buf, n);
+    std::fclose(f);
+    key = fnv1a(key, &scale, sizeof scale);
+    std::lock_guard<std::mutex> lk(mu_);
+    const auto it = std::find_if(loras_.begin(), loras_.end(),
+                                 [&](const LoraAdapter& a) { return a.name == name; });
+    if (it != loras_.end()) {
+        it->key = key;
+    } else {
+        loras_.push_back(LoraAdapter{name, key});
+    }
+    return 0;
 }
 
 int Handle::clear_kv_cache(bool keep_system_prompt, const int* start, const int* end) {
@@ -544,6 +573,22 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     }
     const size_t to_prefill = full.size() - reused;
 
+    // A LoRA adapter must have been loaded; what the cache reuses was computed with the adapter
+    // of the run that left it there, which need not be this one's.
+    uint64_t lora_key = 0;
+    if (!req.lora.empty()) {
+        const auto it = std::find_if(s.loras.begin(), s.loras.end(),
+                                     [&](const LoraAdapter& a) { return a.name == req.lora; });
+        if (it == s.loras.end()) {
+            std::fprintf(stderr, "E rkllm: lora adapter %s is not loaded\n", req.lora.c_str());
+            out.reason = Outcome::kError;
+            return;
+        }
+        lora_key = it->key;
+    }
+    out.cache_lora = req.lora;
+    out.stale_lora_kv = reused > 0 && s.cache_lora != req.lora;
+
     if (full.empty()) {
         std::fprintf(stderr, "E rkllm: empty input\n");
         out.reason = Outcome::kError;
@@ -587,6 +632,7 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
         cont = *s.paused;
     } else {
         cont.seed = generation_seed(full, sampling);
+        if (lora_key != 0) cont.seed = fnv1a(cont.seed, &lora_key, sizeof lora_key);
         cont.think = model_.thinking && wants_think && tool.empty();
         cont.tool = tool;
     }
@@ -694,6 +740,7 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
             cache_sys_len_ = out.cache_sys_len;
             paused_ = std::move(out.paused);
             cache_tool_names_ = std::move(out.cache_tool_names);
+            cache_lora_ = std::move(out.cache_lora);
         }
         cache_tokens = cache_.size();
         // Idle before the final callback, so that a client may start its next run from it.
@@ -715,6 +762,7 @@ int Handle::finish(RunRequest& req, Outcome& out, int64_t t_start) {
                 .num("cache_tokens", static_cast<int64_t>(cache_tokens))
                 .num("shifted_tokens", static_cast<int64_t>(out.shifted))
                 .str("reason", reason_name(out.reason));
+            if (out.stale_lora_kv) line.flag("stale_lora_kv", true);
             trace_write(trace_path_, line.finish());
         } catch (const std::exception&) {  // tracing never fails a run
         }

@@ -75,7 +75,17 @@ struct RunRequest {
     // prefill.
     bool save_prompt_cache = false;
     String prompt_cache_path;
+    // RKLLMInferParam.lora_params: the name of a LoRA adapter rkllm_load_lora loaded ("": the
+    // base model alone).
+    String lora;
     void* userdata = nullptr;
+};
+
+// A LoRA adapter rkllm_load_lora loaded: its name and a key drawn from its file and scale, which
+// takes part in the generation seed (a different adapter gives a different answer).
+struct LoraAdapter {
+    String name;
+    uint64_t key = 0;
 };
 
 // How a run ended and what it leaves behind.
@@ -89,6 +99,10 @@ struct Outcome {
     Tokens cache;              // the KV cache after the run, unless it failed
     size_t cache_sys_len = 0;
     Vec<String> cache_tool_names;  // tools defined in the prompt text that is in `cache`
+    String cache_lora;             // the adapter `cache` was computed with
+    // The run reused cache entries computed with another adapter (or none): keys and values of
+    // other weights, which a real model would continue from as if they were its own.
+    bool stale_lora_kv = false;
     std::optional<Paused> paused;  // set when a callback paused the run
     // With RKLLM_SIM_TRACE_TOKENS: when each token callback was made (us) and whether it was
     // WAITING; written to the trace after the run so the trace's I/O cannot slow the run.
@@ -126,6 +140,9 @@ public:
     int load_prompt_cache(const char* path);
     // rkllm_release_prompt_cache.
     int release_prompt_cache();
+    // rkllm_load_lora: -1 (logged) for a missing name or an unreadable file; a name loaded again
+    // is replaced.
+    int load_lora(const char* path, const char* name, float scale);
     // rkllm_destroy: aborts and waits for a run in progress, stops the worker thread.
     int close();
 
@@ -146,6 +163,8 @@ private:
         Vec<String> cache_tool_names;
         std::optional<Paused> paused;
         Tokens prompt_cache;  // loaded from a file: a prefix the prefill can skip
+        Vec<LoraAdapter> loras;
+        String cache_lora;
     };
     struct Job {
         RunRequest req;
@@ -198,6 +217,8 @@ private:
     Tokens prompt_cache_;  // rkllm_load_prompt_cache's tokens until released
     size_t cache_sys_len_ = 0;  // leading cache tokens that are the system prompt
     std::optional<Paused> paused_;  // a paused generation the next keep_history run resumes
+    Vec<LoraAdapter> loras_;        // loaded by rkllm_load_lora, for the handle's lifetime
+    String cache_lora_;             // the adapter the cache's entries were computed with
     // Tools defined by a `<tools>` block in prompt text now in the cache: a model knows the tools
     // it was shown, whether the runtime or the caller's own template wrote them.
     Vec<String> cache_tool_names_;

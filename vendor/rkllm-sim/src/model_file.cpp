@@ -170,6 +170,8 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             cfg.name = String(value);
         } else if (key == "load_ms") {
             ok = parse_int(value, 0, kMaxMs, cfg.load_ms);
+        } else if (key == "npu_memory_mb") {
+            ok = parse_int(value, 0, 1 << 20, cfg.npu_memory_mb);
         } else if (key == "prefill_us_per_token") {
             ok = parse_int(value, 0, kMaxUs, cfg.prefill_us_per_token);
         } else if (key == "decode_us_per_token") {

@@ -49,6 +49,9 @@ struct ModelConfig {
     // one that leaves a torn file (cut short half way, as by a crash or a full disk mid-write).
     bool prompt_cache_write_fails = false;
     bool prompt_cache_torn = false;
+    // The NPU memory the loaded model takes (MB), counted against its IOMMU domain's 4 GB
+    // (rknn-llm#437); 0: not counted.
+    int npu_memory_mb = 0;
 };
 
 // Reads and validates a model file. On failure returns false and sets `error` to one line

@@ -1,9 +1,13 @@
 //! Counters the event loop keeps, rendered as Prometheus text by `api::metrics`. Every count
 //! is made through a method here, so what a number means is decided in one place.
 
-use std::collections::BTreeMap;
+mod rate;
 
-use crate::engine::{EngineError, Event, Finish, FinishReason};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::engine::{EngineError, Event, Finish, FinishReason, JobId};
+pub use rate::{Current, TokenRate};
 
 /// Bucket upper bounds in seconds, shared by the prefill and decode histograms.
 pub const BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
@@ -63,6 +67,15 @@ pub struct Metrics {
     /// failed, or their client left): the difference is what is in flight.
     generations_submitted: u64,
     generations_ended: u64,
+    /// Tokens generated, by the second they arrived.
+    token_rate: TokenRate,
+    /// The generation running now, from its `Started` to its end.
+    current: Option<Current>,
+    /// When each generation still without its first token was submitted (at most the queue
+    /// and the running one).
+    awaiting_first_token: BTreeMap<JobId, Instant>,
+    /// From submission (queue wait included) to the first token, as a client waits.
+    ttft_seconds: Histogram,
 }
 
 impl Metrics {
@@ -71,8 +84,33 @@ impl Metrics {
         *self.requests.entry((endpoint, status)).or_default() += 1;
     }
 
-    /// Counts what an engine event says about the runtime: finishes and runtime failures.
-    pub fn engine_event(&mut self, event: &Event) {
+    /// Counts what an engine event says about the runtime: finishes and runtime failures, and
+    /// the tokens generated (`now`: when the event was handled).
+    pub fn engine_event(&mut self, event: &Event, now: Instant) {
+        match event {
+            Event::Started { id } => self.current = Some(Current::started(*id)),
+            Event::Text { id, tokens, .. } => {
+                self.token_rate.add(now, *tokens);
+                if let Some(submitted) = self.awaiting_first_token.remove(id) {
+                    let waited = now.saturating_duration_since(submitted);
+                    self.ttft_seconds.observe(waited.as_secs_f64());
+                }
+                if let Some(c) = self.current.as_mut().filter(|c| c.id == *id) {
+                    c.text(now, *tokens);
+                }
+            }
+            _ => {}
+        }
+        if let Event::Finished { id, .. } | Event::Failed { id, .. } | Event::Preempted { id } =
+            event
+        {
+            if self.current.is_some_and(|c| c.id == *id) {
+                self.current = None;
+            }
+        }
+        if let Event::Finished { id, .. } | Event::Failed { id, .. } = event {
+            self.awaiting_first_token.remove(id);
+        }
         match event {
             Event::Finished { finish, .. } => self.finish(finish),
             Event::Failed {
@@ -122,12 +160,20 @@ impl Metrics {
         self.connections_closed += 1;
     }
 
-    pub fn generation_submitted(&mut self) {
+    pub fn generation_submitted(&mut self, id: JobId, now: Instant) {
         self.generations_submitted += 1;
+        self.awaiting_first_token.insert(id, now);
     }
 
-    pub fn generation_ended(&mut self) {
+    /// The event loop is done with generation `id` (answered, failed, or its client left).
+    pub fn generation_ended(&mut self, id: JobId) {
         self.generations_ended += 1;
+        self.awaiting_first_token.remove(&id);
+    }
+
+    /// Time to first token of the generations that had one.
+    pub fn ttft_seconds(&self) -> &Histogram {
+        &self.ttft_seconds
     }
 
     /// Responses by (endpoint, HTTP status).
@@ -186,11 +232,50 @@ impl Metrics {
     pub fn generations_ended(&self) -> u64 {
         self.generations_ended
     }
+
+    /// Tokens generated per second over the last minute.
+    pub fn tokens_per_second(&self, now: Instant) -> f64 {
+        self.token_rate.per_second(now)
+    }
+
+    /// The generation running now, if any.
+    pub fn current(&self) -> Option<&Current> {
+        self.current.as_ref()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    #[test]
+    fn token_events_feed_the_rates_and_the_current_generation() {
+        let t0 = Instant::now();
+        let mut m = Metrics::default();
+        m.generation_submitted(4, t0 - Duration::from_millis(300));
+        m.engine_event(&Event::Started { id: 4 }, t0);
+        for (ms, tokens) in [(0, 1), (100, 2), (200, 1)] {
+            let text = Event::Text {
+                id: 4,
+                text: "x".into(),
+                tokens,
+            };
+            m.engine_event(&text, t0 + Duration::from_millis(ms));
+        }
+        let c = m.current().copied().unwrap();
+        assert_eq!((c.id, c.tokens, c.per_second()), (4, 4, Some(15.0)));
+        assert_eq!(m.tokens_per_second(t0 + Duration::from_secs(1)), 4.0 / 60.0);
+        // The queue wait counts: submitted 300 ms before the first token.
+        assert_eq!((m.ttft_seconds().count(), m.ttft_seconds().sum()), (1, 0.3));
+        let failed = Event::Failed {
+            id: 4,
+            error: EngineError::QueueFull { capacity: 1 },
+        };
+        m.engine_event(&failed, t0 + Duration::from_secs(1));
+        assert!(m.current().is_none());
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
@@ -217,7 +302,7 @@ mod tests {
     #[test]
     fn a_preemption_is_counted_and_is_no_abort() {
         let mut m = Metrics::default();
-        m.engine_event(&Event::Preempted { id: 3 });
+        m.engine_event(&Event::Preempted { id: 3 }, Instant::now());
         assert_eq!((m.preemptions(), m.aborts()), (1, 0));
     }
 }

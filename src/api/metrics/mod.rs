@@ -1,5 +1,7 @@
 //! `GET /metrics` in the Prometheus text exposition format (0.0.4).
 
+mod board;
+
 use std::fmt::Write;
 
 use super::{Ctx, FullResponse};
@@ -41,12 +43,19 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
         header(&mut out, name, "gauge", help);
         let _ = writeln!(out, "{name} {value}");
     }
+    generation(&mut out, ctx);
     counters(&mut out, m);
     histogram(
         &mut out,
         "rkllmd_prefill_seconds",
         "Prefill time per request, from the runtime.",
         m.prefill_seconds(),
+    );
+    histogram(
+        &mut out,
+        "rkllmd_ttft_seconds",
+        "Time from a generation request's submission (queue wait included) to its first token.",
+        m.ttft_seconds(),
     );
     histogram(
         &mut out,
@@ -78,12 +87,63 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     ] {
         counter(&mut out, name, help, value);
     }
+    // Read now, on the loop, rather than kept fresh by a thread: a scrape every few seconds
+    // costs a few dozen small sysfs reads, and an idle daemon never wakes.
+    board::write(&mut out, &crate::board::Board::read(ctx.board_root));
     FullResponse {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
         headers: Vec::new(),
         body: out.into_bytes(),
     }
+}
+
+/// What the runtime is doing with tokens: the rate over the last minute, the running
+/// generation, the KV cache against the context. A figure not known now is left out.
+fn generation(out: &mut String, ctx: &Ctx<'_>) {
+    let m = ctx.metrics;
+    gauge(
+        out,
+        "rkllmd_tokens_per_second",
+        "Tokens generated per second, averaged over the last 60 s.",
+        m.tokens_per_second(ctx.now),
+    );
+    if let Some(c) = m.current() {
+        #[allow(clippy::cast_precision_loss)] // token counts far below 2^52
+        gauge(
+            out,
+            "rkllmd_generation_tokens",
+            "Tokens the running generation has produced so far.",
+            c.tokens as f64,
+        );
+        if let Some(rate) = c.per_second() {
+            gauge(
+                out,
+                "rkllmd_generation_tokens_per_second",
+                "Decode rate of the running generation since its first token.",
+                rate,
+            );
+        }
+    }
+    if let Some(tokens) = ctx.kv_cache_tokens {
+        gauge(
+            out,
+            "rkllmd_kv_cache_tokens",
+            "Tokens the runtime's KV cache holds, as rkllmd knows them.",
+            f64::from(tokens),
+        );
+    }
+    gauge(
+        out,
+        "rkllmd_context_length_tokens",
+        "The context the model is served with (max-context-len).",
+        f64::from(ctx.max_context_len),
+    );
+}
+
+fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+    header(out, name, "gauge", help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// The counters of connections, generations and tokens, in their exposition order.

@@ -1,5 +1,5 @@
-//! The system root the checks read: `/` on the board, a directory tree in tests or when
-//! checking an image.
+//! The system root that `rkllmd check` and the board metrics read: `/` on the board, a
+//! directory tree in tests or when checking an image.
 
 use std::io;
 use std::path::{Path, PathBuf};
