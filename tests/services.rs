@@ -399,6 +399,31 @@ fn slow_abort_model(dir: &Path) -> PathBuf {
     )
 }
 
+/// A streamed chat capped at `tokens` (the slow model's answers otherwise go on for minutes).
+fn capped_chat(tokens: u32) -> serde_json::Value {
+    json!({"stream": true, "max_tokens": tokens,
+           "messages": [{"role": "user", "content": "go on"}]})
+}
+
+/// Reads the rest of an OpenAI stream; its last choice's finish reason.
+fn finish_reason(client: &mut Client) -> String {
+    let mut body = Vec::new();
+    while let Some(chunk) = client.read_chunk() {
+        body.extend_from_slice(&chunk);
+    }
+    let events = common::client::sse_data(&body);
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("[DONE]"),
+        "{events:?}"
+    );
+    let last: serde_json::Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    last["choices"][0]["finish_reason"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no finish reason: {last}"))
+        .to_owned()
+}
+
 /// How the init.d script is run: the shell and start-stop-daemon it finds on PATH.
 enum InitSystem {
     /// BusyBox's sh with only BusyBox's applets on PATH, as on a buildroot image.
@@ -539,6 +564,27 @@ fn init_d_lifecycle(system: InitSystem, tag: &str) {
         pid,
         "removed a stale socket",
     );
+
+    // Drain during a generation: the answer finishes whole, then the daemon exits, and drain
+    // returns only then.
+    let mut client = Client::unix(&sb.inside(SOCKET));
+    client.send_post("/v1/chat/completions", &capped_chat(30));
+    assert_eq!(client.read_head().expect("stream starts").0, 200);
+    let run = init.run(&sb, "drain").ok("drain");
+    assert_eq!(run.output, "Draining rkllmd: OK\n");
+    assert!(!alive(pid), "drain returned while the daemon still runs");
+    assert_eq!(
+        finish_reason(&mut client),
+        "length",
+        "the answer ran to its cap"
+    );
+    sb.assert_cleaned_up(&INIT_D_LEFTOVERS);
+    sb.wait_logged(Duration::from_secs(5), "drain", pid, "drained");
+    let run = init.run(&sb, "drain").ok("drain when stopped");
+    assert_eq!(run.output, "Draining rkllmd: not running\n");
+    init.run(&sb, "start").ok("start after a drain");
+    let pid = sb.pid_file("/run/rkllmd.pid");
+    assert_eq!(sb.healthy(SOCKET)["status"], "ok");
 
     // Stop during a generation: the abort takes 1.5 s, and stop must wait for the exit.
     let mut client = Client::unix(&sb.inside(SOCKET));
@@ -778,6 +824,42 @@ fn openrc_service_supervises_instances() {
         "/run/rkllmd/rkllmd.qwen.sock.lock",
         "/run/rkllmd.qwen.pid",
     ]);
+    assert_eq!(
+        sb.healthy(SOCKET)["model"],
+        "main",
+        "the other instance stays up"
+    );
+
+    // drain: the answer finishes whole, the daemon exits, and the supervisor does not start
+    // it again: the service is stopped. The syslog socket holds only a few datagrams unread
+    // (net.unix.max_dgram_qlen): read them before, and after the start.
+    sb.syslog();
+    rc.run(&sb, "rkllmd.qwen", "start")
+        .ok("start rkllmd.qwen again");
+    let (qwen_supervisor, qwen_pid) = rc.daemon(&sb, "rkllmd.qwen");
+    sb.healthy(qwen_socket);
+    sb.wait_logged(Duration::from_secs(5), "restart", qwen_pid, "ready");
+    let mut client = Client::unix(&sb.inside(qwen_socket));
+    client.send_post("/v1/chat/completions", &capped_chat(30));
+    assert_eq!(client.read_head().expect("stream starts").0, 200);
+    let run = rc.run(&sb, "rkllmd.qwen", "drain").ok("drain rkllmd.qwen");
+    assert!(
+        run.output.contains("Draining rkllmd.qwen"),
+        "{}",
+        run.output
+    );
+    assert!(!alive(qwen_pid) && !alive(qwen_supervisor));
+    assert_eq!(finish_reason(&mut client), "length");
+    sb.wait_logged(Duration::from_secs(5), "drain", qwen_pid, "drained");
+    // Past the respawn delay (1 s here), nothing came back.
+    std::thread::sleep(Duration::from_millis(1500));
+    sb.assert_cleaned_up(&[
+        qwen_socket,
+        "/run/rkllmd/rkllmd.qwen.sock.lock",
+        "/run/rkllmd.qwen.pid",
+    ]);
+    let run = rc.run(&sb, "rkllmd.qwen", "status");
+    assert!(run.output.contains("stopped"), "status: {}", run.output);
     assert_eq!(
         sb.healthy(SOCKET)["model"],
         "main",

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
 use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
+use rkllmd::board::Root;
 use rkllmd::chat::{Template, PRESET_NAMES};
 use rkllmd::engine::{
     BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, State, ThinkDefault,
@@ -85,12 +86,16 @@ fuzz_target!(|data: &[u8]| {
         simulator: Some("fuzz".to_owned()),
     };
     let metrics = Metrics::default();
+    // Only /metrics reads the board, and no fuzzed path is /metrics.
+    let board_root = Root::new(Path::new("/nonexistent-fuzz-root"));
     let ctx = Ctx {
         model_name: "qwen2.5-1.5b",
         info: &info,
         state: &State::Ready,
         queue_depth: 0,
+        queue_size: 8,
         running: false,
+        draining: false,
         connections: 1,
         started: Instant::now(),
         load_time: Some(Duration::from_secs(1)),
@@ -107,6 +112,9 @@ fuzz_target!(|data: &[u8]| {
         embedding_pooling: Pooling::Auto,
         background: BackgroundPolicy::NonStreamed,
         think_default: ThinkDefault::Interactive,
+        board_root: &board_root,
+        kv_cache_tokens: None,
+        now: Instant::now(),
     };
     let request = Request {
         method: Method::Post,

@@ -14,7 +14,11 @@ pub struct Ctx<'a> {
     pub info: &'a RuntimeInfo,
     pub state: &'a State,
     pub queue_depth: usize,
+    /// How many requests the queue holds (`queue-size`).
+    pub queue_size: usize,
     pub running: bool,
+    /// The daemon drains (SIGQUIT): no new generations, the running and queued ones finish.
+    pub draining: bool,
     pub connections: usize,
     pub started: Instant,
     /// How long the model took to load, once it has.

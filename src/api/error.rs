@@ -184,6 +184,7 @@ impl ApiError {
                 (503, "server_error")
             }
             EngineError::ShuttingDown => (503, "server_shutting_down"),
+            EngineError::Draining => (503, "server_draining"),
             EngineError::Timeout { .. } => (504, "timeout_error"),
             // As nginx logs a client that left; no client is there to read it.
             EngineError::Cancelled => (499, "request_cancelled"),
@@ -228,7 +229,10 @@ impl ApiError {
         }
         if matches!(
             err,
-            EngineError::QueueFull { .. } | EngineError::QueueTimeout { .. } | EngineError::Loading
+            EngineError::QueueFull { .. }
+                | EngineError::QueueTimeout { .. }
+                | EngineError::Loading
+                | EngineError::Draining
         ) {
             e.headers.push(("Retry-After", "1".into()));
         }
@@ -340,6 +344,18 @@ mod tests {
         let e = ApiError::from_engine(Flavor::Ollama, &EngineError::QueueFull { capacity: 1 });
         assert!(e.headers.iter().any(|(k, _)| *k == "Retry-After"));
         assert_eq!(e.body(), json!({"error": e.message}));
+    }
+
+    #[test]
+    fn draining_is_a_503_with_retry_after_in_both_shapes() {
+        for flavor in [Flavor::OpenAi, Flavor::Ollama] {
+            let e = ApiError::from_engine(flavor, &EngineError::Draining);
+            assert_eq!((e.status, e.kind), (503, "server_draining"));
+            assert!(e
+                .headers
+                .iter()
+                .any(|(k, v)| *k == "Retry-After" && v == "1"));
+        }
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub struct Outcome<'a> {
     pub calls: &'a [ToolCall],
 }
 
+/// Every stream, SSE or NDJSON, asks proxies in front (nginx honours it; HAProxy does not
+/// buffer anyway) to pass each event on as it comes rather than collect the response.
+const UNBUFFERED: (&str, &str) = ("X-Accel-Buffering", "no");
+
 /// One API's shape for a generation.
 pub trait Format {
     /// Whose error shape failures take.
@@ -270,8 +274,8 @@ impl<F: Format> Answer<F> {
         if self.head_sent {
             return;
         }
-        let headers: Vec<(&'static str, String)> = F::STREAM_HEADERS
-            .iter()
+        let headers: Vec<(&'static str, String)> = std::iter::once(&UNBUFFERED)
+            .chain(F::STREAM_HEADERS)
             .map(|&(name, value)| (name, value.to_owned()))
             .chain(self.warnings.iter().cloned())
             .collect();

@@ -65,10 +65,13 @@ pub fn help() -> String {
 
 const HELP_FOOTER: &str = "
 Signals:
-  SIGTERM, SIGINT, SIGQUIT      graceful shutdown: stop accepting, abort the running generation,
+  SIGTERM, SIGINT               prompt stop: stop accepting, abort the running generation,
                                 fail queued requests, flush, destroy the runtime, remove the socket
                                 (within --shutdown-timeout); a second signal exits at once
   SIGXCPU                       the same: the CPU-time limit was reached (the hard one kills)
+  SIGQUIT                       drain: /health answers 503 \"draining\", new generations get 503
+                                with Retry-After, running and queued requests finish; then the
+                                daemon exits 0 (within --drain-timeout, then as on SIGTERM)
   SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ,
   SIGRTMIN to SIGRTMAX          logged and ignored (SIGXFSZ: the write past the limit fails)

@@ -145,6 +145,8 @@ pub struct Config {
     pub queue_timeout: Duration,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How long a drain (SIGQUIT) waits for running and queued requests before a prompt stop.
+    pub drain_timeout: Duration,
     pub abort_grace: Duration,
     pub max_context_len: u32,
     pub max_new_tokens: u32,
@@ -204,6 +206,7 @@ impl Default for Config {
             queue_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(600),
             shutdown_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(60),
             abort_grace: Duration::from_secs(5),
             max_context_len: 4096,
             max_new_tokens: 4096,

@@ -32,6 +32,7 @@ pub(super) enum Setting {
     BackgroundHold,
     RequestTimeout,
     ShutdownTimeout,
+    DrainTimeout,
     AbortGrace,
     MaxContextLen,
     MaxNewTokens,

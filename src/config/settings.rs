@@ -98,6 +98,7 @@ impl Draft {
             Setting::QueueTimeout => c.queue_timeout = values::seconds(raw)?,
             Setting::RequestTimeout => c.request_timeout = values::seconds(raw)?,
             Setting::ShutdownTimeout => c.shutdown_timeout = values::seconds(raw)?,
+            Setting::DrainTimeout => c.drain_timeout = values::seconds(raw)?,
             Setting::AbortGrace => c.abort_grace = values::seconds(raw)?,
             Setting::MaxContextLen => c.max_context_len = int(raw, MIN_CONTEXT, MAX_TOKENS)?,
             Setting::MaxNewTokens => c.max_new_tokens = int(raw, 1, MAX_TOKENS)?,

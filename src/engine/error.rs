@@ -18,6 +18,8 @@ pub enum EngineError {
     Wedged,
     /// The daemon is shutting down.
     ShuttingDown,
+    /// The daemon drains (SIGQUIT): it finishes what it has and takes no new generation.
+    Draining,
     /// The request ran past the request timeout and was cut short.
     Timeout { after: Duration },
     /// The client went away and its generation was aborted (nobody hears this).
@@ -65,6 +67,11 @@ impl fmt::Display for EngineError {
                 "the runtime stopped responding; the daemon must be restarted"
             ),
             EngineError::ShuttingDown => write!(f, "the daemon is shutting down"),
+            EngineError::Draining => write!(
+                f,
+                "the daemon is draining: it finishes the requests it has and takes no new ones; \
+                 send this one to another instance"
+            ),
             EngineError::Cancelled => write!(f, "the request was cancelled"),
             EngineError::Timeout { after } => write!(
                 f,

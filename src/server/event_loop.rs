@@ -18,7 +18,7 @@ use super::jobs::Jobs;
 use super::serving::{Live, Serving};
 use super::signals::{SignalAction, Signals};
 use crate::api::{self, Reply};
-use crate::engine::{Engine, Event, State};
+use crate::engine::{Engine, EngineError, Event, State};
 use crate::exit::Ending;
 use crate::http;
 use crate::memory::Reclaim;
@@ -38,6 +38,13 @@ struct Shutdown {
     /// The engine forced this shutdown (the model failed to load, the inference thread died):
     /// it ends so (`EngineFailed`, `AbiMismatch`) even once every client is flushed.
     engine_failed: Option<Ending>,
+}
+
+/// A drain (SIGQUIT): the listeners stay open so that routers read `/health` (503 `draining`)
+/// and new generations get a clean 503; the running and queued ones finish, then the daemon
+/// stops as on SIGTERM (with nothing left to abort), or at `deadline` with whatever is left.
+struct Drain {
+    deadline: Instant,
 }
 
 /// The listeners the daemon accepts clients on.
@@ -60,6 +67,7 @@ pub struct EventLoop {
     /// Reused between batches of engine events.
     engine_events: Vec<Event>,
     ready_notified: bool,
+    drain: Option<Drain>,
     shutdown: Option<Shutdown>,
     ending: Option<Ending>,
     report: Report,
@@ -97,6 +105,7 @@ impl EventLoop {
             reclaim: Reclaim::new(Instant::now()),
             engine_events: Vec::new(),
             ready_notified: false,
+            drain: None,
             shutdown: None,
             ending: None,
             report: Report::default(),
@@ -149,6 +158,7 @@ impl EventLoop {
             self.accept_starved(freed);
             self.accept_deferred();
             if self.ending.is_none() {
+                self.check_drain_done(Instant::now());
                 self.check_shutdown_done(Instant::now());
             }
             if let Some(ending) = self.ending {
@@ -165,8 +175,15 @@ impl EventLoop {
         let timeouts = self.serving.timeouts();
         let conns = self.conns.values().filter_map(|c| c.deadline(timeouts));
         let shutdown = self.shutdown.as_ref().map(|s| s.deadline);
+        // Once the drain has become a shutdown, its deadline (maybe past) is no timer any more.
+        let drain = self
+            .drain
+            .as_ref()
+            .filter(|_| self.shutdown.is_none())
+            .map(|d| d.deadline);
         conns
             .chain(shutdown)
+            .chain(drain)
             .chain(self.engine.next_deadline())
             .chain(self.admission.starved_retry())
             .chain(self.reclaim.due())
@@ -274,7 +291,9 @@ impl EventLoop {
 
     fn process_requests(&mut self, token: Token, now: Instant) {
         let output_cap = self.serving.cfg().output_cap_bytes;
-        let keep_alive = self.shutdown.is_none();
+        // A draining daemon closes each connection after its response, so that a router's
+        // next request on it opens one to another instance.
+        let keep_alive = self.shutdown.is_none() && self.drain.is_none();
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
                 return;
@@ -306,6 +325,7 @@ impl EventLoop {
             state: self.engine.state(),
             queue_depth: self.engine.queue_depth(),
             running: self.engine.running().is_some(),
+            draining: self.drain.is_some(),
             connections,
             metrics: &self.metrics,
             bytes_per_token: self.engine.bytes_per_token(),
@@ -315,6 +335,9 @@ impl EventLoop {
         let reply = api::route(req, &ctx, self.jobs.next_id());
         match reply {
             Reply::Full(response) => conn.respond(response, now, &mut self.metrics),
+            Reply::Generate { responder, .. } if self.drain.is_some() => {
+                conn.refuse_generation(responder, &EngineError::Draining, now, &mut self.metrics);
+            }
             Reply::Generate { job, responder } => {
                 match self
                     .jobs
@@ -388,8 +411,53 @@ impl EventLoop {
                     log::info!("{sig}: shutting down");
                     self.begin_shutdown(now);
                 }
+                SignalAction::Drain if self.shutdown.is_some() => {
+                    log::info!("SIGQUIT during shutdown: already stopping");
+                }
+                SignalAction::Drain if self.drain.is_some() => {
+                    log::info!("SIGQUIT: already draining");
+                }
+                SignalAction::Drain => self.begin_drain(now),
             }
         }
+    }
+
+    fn begin_drain(&mut self, now: Instant) {
+        let timeout = self.serving.cfg().drain_timeout;
+        log::info!(
+            "SIGQUIT: draining: {} request(s) running or queued finish within {:.0} s; new \
+             generations are refused and /health answers 503",
+            self.waiting_generations(),
+            timeout.as_secs_f32()
+        );
+        self.drain = Some(Drain {
+            deadline: now + timeout,
+        });
+    }
+
+    /// Generations that connections wait for, queued or running.
+    fn waiting_generations(&self) -> usize {
+        self.conns.values().filter(|c| c.job().is_some()).count()
+    }
+
+    /// A drain ends, as a prompt stop, once no connection waits for a generation (the last
+    /// responses are then flushed as in any shutdown), or when its deadline passes.
+    fn check_drain_done(&mut self, now: Instant) {
+        let Some(drain) = &self.drain else { return };
+        if self.shutdown.is_some() {
+            return;
+        }
+        let waiting = self.waiting_generations();
+        if waiting == 0 {
+            log::info!("drained: every request finished; stopping");
+        } else if now >= drain.deadline {
+            log::warn!(
+                "drain timeout passed with {waiting} request(s) unfinished: stopping as on SIGTERM"
+            );
+        } else {
+            return;
+        }
+        self.begin_shutdown(now);
     }
 
     /// Stop accepting; fail the queue and abort the running generation (the engine does both);

@@ -35,6 +35,7 @@ pub struct Live<'a> {
     pub state: &'a State,
     pub queue_depth: usize,
     pub running: bool,
+    pub draining: bool,
     pub connections: usize,
     pub metrics: &'a Metrics,
     /// Bytes per token as the engine has learnt them.
@@ -100,7 +101,9 @@ impl Serving {
             info: &self.info,
             state: live.state,
             queue_depth: live.queue_depth,
+            queue_size: self.cfg.queue_size,
             running: live.running,
+            draining: live.draining,
             connections: live.connections,
             started: self.started,
             load_time: self.load_time,

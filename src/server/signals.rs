@@ -8,7 +8,11 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 /// What the event loop does with a signal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalAction {
+    /// The prompt stop: running work is aborted, queued work refused.
     Shutdown(Signal),
+    /// SIGQUIT (nginx's graceful stop): take no new generations, finish what is running and
+    /// queued, then stop. Routers see it on `/health` before anything is cut.
+    Drain,
     /// SIGHUP: logs go to stderr or syslog, both reopened per line, so nothing to do but log it.
     Reload,
 }
@@ -17,14 +21,10 @@ pub struct Signals {
     fd: SignalFd,
 }
 
-/// Signals that end the daemon gracefully: the usual three, and SIGXCPU, which the kernel sends
-/// at the soft CPU-time limit before it kills at the hard one.
-const SHUTDOWN: [Signal; 4] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGXCPU,
-];
+/// Signals that stop the daemon promptly: the two that init systems and terminals send, and
+/// SIGXCPU, which the kernel sends at the soft CPU-time limit before it kills at the hard one.
+/// SIGQUIT drains instead (see [`SignalAction::Drain`]).
+const SHUTDOWN: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGXCPU];
 
 /// Signals whose default action would end the process without cleaning up, and which mean
 /// nothing to rkllmd: each is logged and ignored. SIGXFSZ too: ignored, the write that went past
@@ -48,7 +48,11 @@ const IGNORED: [Signal; 9] = [
 /// socket. SIGPIPE is ignored in [`Signals::install`].
 fn handled() -> SigSet {
     let mut set = SigSet::empty();
-    for s in SHUTDOWN.iter().chain(&IGNORED).chain(&[Signal::SIGHUP]) {
+    for s in SHUTDOWN
+        .iter()
+        .chain(&IGNORED)
+        .chain(&[Signal::SIGHUP, Signal::SIGQUIT])
+    {
         set.add(*s);
     }
     let mut raw: libc::sigset_t = *set.as_ref();
@@ -91,6 +95,7 @@ impl Signals {
                     let signo = i32::try_from(info.ssi_signo).unwrap_or(0);
                     match Signal::try_from(signo) {
                         Ok(Signal::SIGHUP) => actions.push(SignalAction::Reload),
+                        Ok(Signal::SIGQUIT) => actions.push(SignalAction::Drain),
                         Ok(sig) if SHUTDOWN.contains(&sig) => {
                             actions.push(SignalAction::Shutdown(sig));
                         }

@@ -430,7 +430,13 @@ mod tests {
         r.finished(&finish(Some(PERF)), &mut out);
         let (status, ct, headers) = out.head.clone().unwrap();
         assert_eq!((status, ct), (200, "application/x-ndjson"));
-        assert_eq!(headers, vec![("X-Rkllmd-Warning", "w".to_owned())]);
+        assert_eq!(
+            headers,
+            vec![
+                ("X-Accel-Buffering", "no".to_owned()),
+                ("X-Rkllmd-Warning", "w".to_owned())
+            ]
+        );
         assert!(out.ended);
         let lines = out.lines();
         assert_eq!(lines.len(), 3);

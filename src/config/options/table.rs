@@ -400,6 +400,14 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         "Time running requests get to finish on shutdown"
     ),
     opt!(
+        DrainTimeout,
+        "drain-timeout",
+        V("SECS"),
+        Dv("60"),
+        LIMITS,
+        "Time a drain (SIGQUIT) gives requests before stopping as on SIGTERM"
+    ),
+    opt!(
         Temperature,
         "temperature",
         V("F"),

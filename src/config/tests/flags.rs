@@ -56,6 +56,8 @@ fn every_flag_is_parsed() {
             "300",
             "--shutdown-timeout",
             "3",
+            "--drain-timeout",
+            "7",
             "--abort-grace",
             "2.5",
             "--max-context-len",
@@ -111,6 +113,7 @@ fn every_flag_is_parsed() {
     );
     assert_eq!(c.request_timeout, Duration::from_secs(300));
     assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+    assert_eq!(c.drain_timeout, Duration::from_secs(7));
     assert_eq!(c.abort_grace, Duration::from_millis(2500));
     assert_eq!((c.max_context_len, c.max_new_tokens), (2048, 512));
     assert_eq!(c.chat_template, ChatTemplate::Preset("qwen3"));
