@@ -108,6 +108,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         request_timeout: Duration::from_secs(600),
         abort_grace: Duration::from_secs(5),
         raw_template: false,
+        models: Vec::new(),
         kv_cache_reuse: true,
         snapshots: None,
         background_hold: Duration::ZERO,

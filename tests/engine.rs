@@ -73,6 +73,7 @@ impl Harness {
             request_timeout: Duration::from_secs(30),
             abort_grace: Duration::from_secs(2),
             raw_template: false,
+            models: Vec::new(),
             kv_cache_reuse: true,
             snapshots: None,
             // Background jobs start at once unless a test says otherwise.

@@ -167,14 +167,43 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
         &req.method
     };
     let path = req.path.as_str();
+    // The request's view is of the model it names; a name not served leaves the default's,
+    // and the handler answers 404 in its API's shape when it checks the name.
+    let ctx = match requested_model(req).and_then(|m| ctx.catalog.find(Some(&m))) {
+        Some(id) => ctx.for_model(id),
+        None => ctx.for_model(ctx.model),
+    };
     let result = match ROUTES
         .iter()
         .find(|r| r.method == *method && r.label_for(path).is_some())
     {
-        Some(r) => (r.handler)(req, ctx, job_id),
+        Some(r) => (r.handler)(req, &ctx, job_id),
         None => Err(not_routed(&req.method, path)),
     };
-    result.unwrap_or_else(|e| Reply::Full(e.response()))
+    match result {
+        Ok(Reply::Generate { mut job, responder }) => {
+            job.set_model(ctx.model);
+            Reply::Generate { job, responder }
+        }
+        Ok(reply) => reply,
+        Err(e) => Reply::Full(e.response()),
+    }
+}
+
+/// The `model` field of a JSON body, when it has a string one (its other fields are skipped
+/// unread; a body that is not JSON is the handler's to refuse).
+fn requested_model(req: &Request) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+        /// `/api/show`'s older field.
+        name: Option<String>,
+    }
+    if req.method != Method::Post {
+        return None;
+    }
+    let named = serde_json::from_slice::<Named>(&req.body).ok()?;
+    named.model.filter(|m| !m.is_empty()).or(named.name)
 }
 
 /// The endpoint label for metrics: a routed path, or "other" (never a client's raw path).

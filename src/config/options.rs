@@ -10,6 +10,8 @@ pub(super) use table::OPTIONS;
 pub(super) enum Setting {
     Model,
     ModelName,
+    ModelsDir,
+    MaxLoadedModels,
     RuntimeLibrary,
     Socket,
     SocketMode,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::priority::Priority;
 use super::EngineError;
+use super::ModelId;
 use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
 
@@ -31,6 +32,8 @@ pub struct Job {
     answer_key: fn(&str) -> String,
     /// How the next request renders this job's answer (see `set_past_turn`).
     past_turn: Option<PastTurn>,
+    /// Which model runs it.
+    model: ModelId,
 }
 
 /// Renders a generated answer as the next request of its conversation will render it as a
@@ -157,6 +160,7 @@ impl Job {
             system_prompt: None,
             answer_key: str::to_owned,
             past_turn: None,
+            model: 0,
         }
     }
 
@@ -167,6 +171,15 @@ impl Job {
 
     pub fn id(&self) -> JobId {
         self.id
+    }
+
+    /// The model the job runs on (the catalog's index; 0, the default, unless set).
+    pub fn model(&self) -> ModelId {
+        self.model
+    }
+
+    pub fn set_model(&mut self, model: ModelId) {
+        self.model = model;
     }
 
     pub fn input(&self) -> &Input {
@@ -372,6 +385,14 @@ pub enum Event {
         id: JobId,
         error: EngineError,
     },
+    /// See `WorkerMsg::Switched`.
+    Switched {
+        unloaded: Option<ModelId>,
+        model: ModelId,
+        /// How long the load took, and why it failed if it did.
+        took: Duration,
+        failure: Option<String>,
+    },
     Wedged,
     Stopped,
 }
@@ -383,6 +404,15 @@ pub(super) enum WorkerMsg {
         load_time: Duration,
     },
     LoadFailed(RuntimeError),
+    /// The worker unloaded `unloaded` (if a model was resident) and loaded `model` for a job
+    /// that needs it (in `took`; `failure`: why it did not load).
+    Switched {
+        unloaded: Option<ModelId>,
+        model: ModelId,
+        /// How long the load took, and why it failed if it did.
+        took: Duration,
+        failure: Option<String>,
+    },
     /// The worker took the job (it now prepares its run: plans the prompt, clears the cache).
     Started {
         id: JobId,

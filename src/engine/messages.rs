@@ -54,7 +54,22 @@ impl Engine {
                 if self.state == State::Loading {
                     self.state = State::Ready;
                 }
+                self.resident = Some(0);
                 out.push(Event::Ready { load_time });
+            }
+            WorkerMsg::Switched {
+                unloaded,
+                model,
+                took,
+                failure,
+            } => {
+                self.resident = failure.is_none().then_some(model);
+                out.push(Event::Switched {
+                    unloaded,
+                    model,
+                    took,
+                    failure,
+                });
             }
             WorkerMsg::LoadFailed(e) => {
                 let reason = e.to_string();

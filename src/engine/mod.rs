@@ -62,13 +62,32 @@ pub struct EngineConfig {
     pub request_timeout: Duration,
     /// How long a run may ignore an abort before the engine declares itself wedged.
     pub abort_grace: Duration,
-    /// rkllmd renders conversations (jobs carry a `Conversation`) and the runtime's own chat
-    /// template is switched off; false: the runtime templates each job's single prompt.
+    /// rkllmd renders conversations for the model of `init` (jobs carry a `Conversation`) and
+    /// the runtime's own chat template is switched off; false: the runtime templates each
+    /// job's single prompt. Used when `models` is empty.
     pub raw_template: bool,
+    /// The models jobs may name, by id (`Job::model`); the first loads at start. Empty: the one
+    /// model of `init`.
+    pub models: Vec<ModelLoad>,
     /// Reuse the KV cache across turns of a conversation (false: clear it before every run).
     pub kv_cache_reuse: bool,
     /// Where conversations' KV caches are saved while other requests run (None: not saved).
     pub snapshots: Option<SnapshotConfig>,
+}
+
+/// Which model: its place in the catalog (`crate::models`; 0 is the default).
+pub type ModelId = usize;
+
+/// What the engine loads a model from.
+#[derive(Clone, Debug)]
+pub struct ModelLoad {
+    pub path: std::path::PathBuf,
+    /// For logs and errors.
+    pub name: String,
+    /// rkllmd renders this model's conversations (jobs carry a `Conversation`) and the
+    /// runtime's own chat template is switched off; false: the runtime templates each job's
+    /// single prompt.
+    pub raw_template: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +132,8 @@ pub struct Engine {
     ratio: SharedRatio,
     /// The KV cache's tokens as the worker knows them.
     kv_tokens: SharedTokens,
+    /// The model the worker has loaded, as its last message said (None: none loaded).
+    resident: Option<ModelId>,
 }
 
 impl Engine {
@@ -129,7 +150,15 @@ impl Engine {
         };
         let init = worker::WorkerConfig {
             init: cfg.init.clone(),
-            raw_template: cfg.raw_template,
+            models: if cfg.models.is_empty() {
+                vec![ModelLoad {
+                    path: cfg.init.model_path.clone(),
+                    name: String::new(),
+                    raw_template: cfg.raw_template,
+                }]
+            } else {
+                cfg.models.clone()
+            },
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
@@ -163,11 +192,17 @@ impl Engine {
             thread: Some(thread),
             ratio,
             kv_tokens,
+            resident: None,
         })
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The model loaded on the NPU, once the worker has said so.
+    pub fn resident(&self) -> Option<ModelId> {
+        self.resident
     }
 
     pub fn queue_depth(&self) -> usize {

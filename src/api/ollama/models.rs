@@ -1,6 +1,6 @@
 //! What Ollama clients ask about models: `/`, `/api/version`, `/api/tags`, `/api/ps` (and, in
 //! `show.rs`, `/api/show`).
-//! One model is served, loaded at start; it is described from its file and the daemon's settings.
+//! Every model of the catalog is listed from its file; `/api/ps` shows the one on the NPU.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -26,17 +26,26 @@ pub fn version() -> FullResponse {
     FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// The model is listed while it loads too: it is on disk, which is what `/api/tags` reports.
+/// Every model on disk, loaded or not (and while the first loads too): what `/api/tags` reports.
 pub fn tags(ctx: &Ctx<'_>) -> FullResponse {
-    let file = ModelFile::stat(ctx);
-    FullResponse::json(200, &json!({"models": [card(ctx, &file)]}))
+    let models: Vec<Value> = ctx
+        .catalog
+        .iter()
+        .map(|(id, _)| {
+            let ctx = ctx.for_model(id);
+            card(&ctx, &ModelFile::stat(&ctx))
+        })
+        .collect();
+    FullResponse::json(200, &json!({"models": models}))
 }
 
-/// The loaded model; none until it has loaded (or after it failed to).
+/// The model on the NPU; none until it has loaded (or after it failed to).
 pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
-    if *ctx.state != State::Ready {
-        return FullResponse::json(200, &json!({"models": []}));
-    }
+    let resident = match ctx.resident {
+        Some(id) if *ctx.state == State::Ready => id,
+        _ => return FullResponse::json(200, &json!({"models": []})),
+    };
+    let ctx = &ctx.for_model(resident);
     let file = ModelFile::stat(ctx);
     let mut model = card(ctx, &file);
     // keep_alive is ignored: the model stays loaded until the daemon stops, so it never expires.
