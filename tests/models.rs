@@ -231,3 +231,73 @@ fn with_model_and_models_dir_the_model_is_the_default() {
     let (status, body) = ollama_chat(&d, "");
     assert_eq!((status, answer(&body)), (200, "bravo says hi".to_owned()));
 }
+
+/// While a run holds the NPU, requests alternating between two models queue up: those for the
+/// resident model go ahead of a switch at most 3 times (`MAX_SWITCH_YIELDS`), so seven
+/// requests cost two loads where arrival order would cost seven, and every request is served
+/// by its own model.
+#[test]
+fn requests_alternating_between_two_models_share_each_load() {
+    let b = builder("models-alternate");
+    let models = b.dir().join("models");
+    // Prefill is slow: the first request's long prompt holds the NPU for seconds while the
+    // others queue behind it; their short prompts take a fraction of that.
+    write_model(
+        &models,
+        "alpha",
+        &["answer = alpha says hi", "prefill_us_per_token = 50000"],
+    );
+    let d = b.args(["--background", "none"]).start();
+    let send_text = |model: &str, text: &str| {
+        let mut c = d.client();
+        c.send_post(
+            "/api/chat",
+            &json!({"model": model, "stream": false,
+                    "messages": [{"role": "user", "content": text}]}),
+        );
+        c
+    };
+    let send = |model: &str| send_text(model, "Hi");
+    let mut first = send_text("alpha", &"word ".repeat(60));
+    common::wait_until(Duration::from_secs(30), "the first run", || {
+        d.client().get("/health").json()["running"] == true
+    });
+    let mut waiting = Vec::new();
+    for (i, model) in ["bravo", "alpha", "bravo", "alpha", "bravo", "alpha"]
+        .into_iter()
+        .enumerate()
+    {
+        waiting.push((model, send(model)));
+        common::wait_until(Duration::from_secs(30), "the request to queue", || {
+            d.client().get("/health").json()["queue_depth"] == i + 1
+        });
+    }
+    let r = first.read_response();
+    assert_eq!(answer(&r.json()), "alpha says hi");
+    for (model, mut c) in waiting {
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(answer(&r.json()), format!("{model} says hi"));
+    }
+    assert_eq!(inits(&d), ["alpha", "bravo"]);
+}
+
+/// The KV-cache re-seat that follows a thinking turn runs on the model that answered: it never
+/// loads the default model back.
+#[test]
+fn a_reseat_runs_on_the_resident_model() {
+    let b = builder("models-reseat");
+    let models = b.dir().join("models");
+    write_model(&models, "alpha", &["thinking = 1"]);
+    write_model(&models, "bravo", &["thinking = 1"]);
+    let d = b.args(["--chat-template", "qwen3"]).start();
+    let (status, body) = ollama_chat(&d, "bravo");
+    assert_eq!(status, 200, "{body}");
+    common::wait_until(Duration::from_secs(30), "the re-seat", || {
+        common::turns::runs(&d).iter().any(common::turns::is_reseat)
+    });
+    common::wait_until(Duration::from_secs(30), "the runtime to be idle", || {
+        d.trace_of("rkllm_run").len() == d.trace_of("run_end").len()
+    });
+    assert_eq!(inits(&d), ["alpha", "bravo"]);
+}

@@ -424,9 +424,17 @@ impl Engine {
             return;
         }
         // A re-seat runs only on an empty queue (see `reseat`); it is never preempted.
-        let (job, standing) = match self.queue.pop_next() {
+        let (job, standing) = match self.queue.pop_next(self.resident) {
             Some(next) => (next.job, next.standing),
-            None if wanted => (Job::reseat(reseat::RESEAT_ID), Standing::default()),
+            // The re-seat is of the resident model's cache (never a reason to load one).
+            None if wanted => match self.resident {
+                Some(model) => {
+                    let mut job = Job::reseat(reseat::RESEAT_ID);
+                    job.set_model(model);
+                    (job, Standing::default())
+                }
+                None => return,
+            },
             None => return,
         };
         let id = job.id();
