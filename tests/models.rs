@@ -301,3 +301,39 @@ fn a_reseat_runs_on_the_resident_model() {
     });
     assert_eq!(inits(&d), ["alpha", "bravo"]);
 }
+
+/// Ollama's model management has nothing to act on: each endpoint says where models come from.
+#[test]
+fn pull_push_create_copy_and_delete_say_models_are_files() {
+    let d = builder("models-manage").start();
+    for path in ["/api/pull", "/api/push", "/api/create", "/api/copy"] {
+        let r = d.client().post_json(path, &json!({"model": "alpha"}));
+        assert_eq!(r.status, 501, "{path}");
+        let error = r.json()["error"].as_str().unwrap().to_owned();
+        assert!(error.contains("models directory"), "{path}: {error}");
+        assert_eq!(r.json().as_object().unwrap().len(), 1, "{path}");
+    }
+    let body = br#"{"model":"alpha"}"#;
+    let mut c = d.client();
+    let mut req = format!(
+        "DELETE /api/delete HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    c.send_raw(&req);
+    let r = c.read_response();
+    assert_eq!(r.status, 501);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("cannot delete models"));
+    // Nothing was touched.
+    assert_eq!(
+        d.client().get("/api/tags").json()["models"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}

@@ -148,6 +148,31 @@ static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Post,
+        path: Path::Exact("/api/pull"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/push"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/create"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/copy"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Delete,
+        path: Path::Exact("/api/delete"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
         path: Path::Exact("/api/chat"),
         handler: ollama::chat,
     },

@@ -22,7 +22,7 @@ use crate::engine::{EngineError, Job, State};
 use crate::http::Request;
 use format::{Kind, OllamaFormat};
 
-pub use models::{ps, root, tags, version};
+pub use models::{manage, ps, root, tags, version};
 pub use show::show;
 
 const FLAVOR: Flavor = Flavor::Ollama;

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::clock::rfc3339;
 use crate::api::ctx::Ctx;
+use crate::api::error::{ApiError, Flavor};
 use crate::api::full_response::FullResponse;
 use crate::engine::State;
 
@@ -20,6 +21,22 @@ pub fn root() -> FullResponse {
         headers: Vec::new(),
         body: b"Ollama is running".to_vec(),
     }
+}
+
+/// `/api/pull`, `/api/push`, `/api/create`, `/api/copy`, `/api/delete`: rkllmd has no model
+/// store to manage; a model is a file the board's owner puts in the models directory.
+pub fn manage(path: &str) -> ApiError {
+    let action = path.strip_prefix("/api/").unwrap_or(path);
+    let mut e = ApiError::bad_request(
+        Flavor::Ollama,
+        format!(
+            "rkllmd cannot {action} models: a model is an .rkllm file in the models directory \
+             (--models-dir); add, copy or remove files there and restart rkllmd"
+        ),
+        None,
+    );
+    e.status = 501;
+    e
 }
 
 pub fn version() -> FullResponse {
