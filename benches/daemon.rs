@@ -109,6 +109,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         abort_grace: Duration::from_secs(5),
         raw_template: false,
         models: Vec::new(),
+        keep_alive: rkllmd::engine::KeepAlive::Forever,
         kv_cache_reuse: true,
         snapshots: None,
         background_hold: Duration::ZERO,

@@ -74,6 +74,7 @@ impl Harness {
             abort_grace: Duration::from_secs(2),
             raw_template: false,
             models: Vec::new(),
+            keep_alive: rkllmd::engine::KeepAlive::Forever,
             kv_cache_reuse: true,
             snapshots: None,
             // Background jobs start at once unless a test says otherwise.

@@ -337,3 +337,122 @@ fn pull_push_create_copy_and_delete_say_models_are_files() {
         3
     );
 }
+
+/// Ollama's `keep_alive`: the model unloads once idle that long after the answer (an engine
+/// timer; `/api/ps` shows when), 0 unloads right after it, a negative value never; the next
+/// request loads it again.
+#[test]
+fn keep_alive_unloads_an_idle_model_and_the_next_request_loads_it_again() {
+    let d = builder("models-keepalive").start();
+    let chat = |model: &str, keep_alive: Value| {
+        let r = d.client().post_json(
+            "/api/chat",
+            &json!({"model": model, "stream": false, "keep_alive": keep_alive,
+                    "messages": [{"role": "user", "content": "Hello"}]}),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        answer(&r.json())
+    };
+    let loaded = || d.client().get("/health").json()["loaded"].clone();
+
+    // The default (5m): listed with an expiry minutes away.
+    chat("alpha", Value::Null);
+    let ps = d.client().get("/api/ps").json();
+    assert_eq!(ps["models"][0]["name"], "alpha:latest", "{ps}");
+    assert_ne!(
+        ps["models"][0]["expires_at"], "2999-12-31T23:59:59Z",
+        "{ps}"
+    );
+
+    // Negative: never expires.
+    chat("alpha", json!(-1));
+    let ps = d.client().get("/api/ps").json();
+    assert_eq!(
+        ps["models"][0]["expires_at"], "2999-12-31T23:59:59Z",
+        "{ps}"
+    );
+
+    // A test-sized duration: unloaded by the timer once idle.
+    assert_eq!(chat("bravo", json!("300ms")), "bravo says hi");
+    common::wait_until(Duration::from_secs(30), "bravo to unload", || {
+        loaded() == Value::Null
+    });
+    assert_eq!(d.client().get("/api/ps").json()["models"], json!([]));
+    assert_eq!(d.client().get("/health").status, 200);
+    assert!((model_metric(&d, "rkllmd_model_unloads_total", "bravo") - 1.0).abs() < f64::EPSILON);
+    assert!(d.stderr().contains("model 'bravo' unloaded (keep_alive)"));
+
+    // Loaded again on demand; 0 unloads right after the answer.
+    assert_eq!(chat("bravo", json!(0)), "bravo says hi");
+    common::wait_until(Duration::from_secs(30), "bravo to unload at once", || {
+        loaded() == Value::Null
+    });
+    assert_eq!(inits(&d), ["alpha", "bravo", "bravo"]);
+    assert_eq!(d.trace_of("rkllm_destroy").len(), 3);
+
+    // A value that is not a duration is Ollama's 400.
+    let r = d.client().post_json(
+        "/api/generate",
+        &json!({"model": "alpha", "prompt": "Hi", "stream": false, "keep_alive": "soon"}),
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("keep_alive"),
+        "{}",
+        r.text()
+    );
+}
+
+/// Ollama's load call (no messages, no prompt) loads the named model without running it; with
+/// `keep_alive: 0` it unloads it.
+#[test]
+fn an_empty_request_loads_the_model_and_with_keep_alive_0_unloads_it() {
+    let d = builder("models-loadcall").start();
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "bravo", "messages": [], "stream": false}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["done_reason"], "load");
+    assert_eq!(r.json()["model"], "bravo");
+    assert_eq!(d.client().get("/health").json()["loaded"], "bravo");
+    assert_eq!(
+        d.client().get("/api/ps").json()["models"][0]["name"],
+        "bravo:latest"
+    );
+    assert!(d.trace_of("rkllm_run").is_empty(), "nothing was generated");
+
+    // Streamed (Ollama's default): one NDJSON line.
+    let r = d
+        .client()
+        .post_json("/api/generate", &json!({"model": "bravo", "keep_alive": 0}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+    let line: Value = serde_json::from_slice(r.body.trim_ascii_end()).unwrap();
+    assert_eq!(line["done_reason"], "unload");
+    assert_eq!(d.client().get("/health").json()["loaded"], Value::Null);
+    assert_eq!(d.client().get("/api/ps").json()["models"], json!([]));
+    assert_eq!(inits(&d), ["alpha", "bravo"]);
+    assert_eq!(d.trace_of("rkllm_destroy").len(), 2);
+
+    // Unloading a model that is not resident leaves the resident one alone.
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "alpha", "messages": [], "stream": false}),
+    );
+    assert_eq!(r.json()["done_reason"], "load");
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "bravo", "messages": [], "stream": false, "keep_alive": "0s"}),
+    );
+    assert_eq!(r.json()["done_reason"], "unload");
+    assert_eq!(d.client().get("/health").json()["loaded"], "alpha");
+
+    // A model that fails to load: the load call says so.
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": "broken", "messages": [], "stream": false}),
+    );
+    assert_eq!(r.status, 503);
+    assert!(r.json()["error"].as_str().unwrap().contains("'broken'"));
+}

@@ -18,6 +18,8 @@ pub struct Ctx<'a> {
     pub model: ModelId,
     /// The model on the NPU, if any.
     pub resident: Option<ModelId>,
+    /// When the resident model is unloaded if it stays idle (None: never).
+    pub expires: Option<Instant>,
     pub model_name: &'a str,
     pub info: &'a RuntimeInfo,
     pub state: &'a State,

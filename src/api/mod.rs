@@ -23,6 +23,7 @@ mod stop;
 mod think;
 mod tools;
 
+use crate::engine::KeepAlive;
 use crate::http::{Method, Request};
 
 pub use ctx::Ctx;
@@ -208,10 +209,43 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     match result {
         Ok(Reply::Generate { mut job, responder }) => {
             job.set_model(ctx.model);
+            if path.starts_with("/api/") {
+                match keep_alive(req) {
+                    Ok(k) => job.set_keep_alive(k),
+                    Err(e) => return Reply::Full(e.response()),
+                }
+            }
             Reply::Generate { job, responder }
         }
         Ok(reply) => reply,
         Err(e) => Reply::Full(e.response()),
+    }
+}
+
+/// Ollama's `keep_alive`: a duration string or a number of seconds; absent or null: the
+/// configured default.
+fn keep_alive(req: &Request) -> Result<Option<KeepAlive>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Kept {
+        keep_alive: Option<serde_json::Value>,
+    }
+    let bad = |what: String| ApiError::bad_request(Flavor::Ollama, what, Some("keep_alive"));
+    let Ok(Kept { keep_alive }) = serde_json::from_slice::<Kept>(&req.body) else {
+        return Ok(None);
+    };
+    match keep_alive {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => KeepAlive::parse(&s)
+            .map(Some)
+            .map_err(|e| bad(format!("invalid keep_alive: {e}"))),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .and_then(KeepAlive::seconds)
+            .map(Some)
+            .ok_or_else(|| bad(format!("invalid keep_alive: {n} seconds"))),
+        Some(_) => Err(bad(
+            "'keep_alive' must be a duration string or a number of seconds".into(),
+        )),
     }
 }
 

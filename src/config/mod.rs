@@ -125,6 +125,8 @@ pub struct Config {
     pub catalog: Vec<(String, PathBuf)>,
     /// `max-loaded-models`: models resident at once (1).
     pub max_loaded_models: usize,
+    /// `keep-alive`: how long a model stays loaded after a request that does not say.
+    pub keep_alive: crate::engine::KeepAlive,
     /// The runtime to dlopen: a file name searched for, or a path (contains '/') used as is.
     pub runtime_library: PathBuf,
     pub socket: PathBuf,
@@ -194,6 +196,7 @@ impl Default for Config {
             models_dir: None,
             catalog: Vec::new(),
             max_loaded_models: 1,
+            keep_alive: crate::engine::KeepAlive::default(),
             runtime_library: PathBuf::from(crate::runtime::DEFAULT_LIBRARY),
             socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
             socket_mode: 0o660,

@@ -12,6 +12,7 @@ pub(super) enum Setting {
     ModelName,
     ModelsDir,
     MaxLoadedModels,
+    KeepAlive,
     RuntimeLibrary,
     Socket,
     SocketMode,

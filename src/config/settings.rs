@@ -76,6 +76,10 @@ impl Draft {
             Setting::ModelName => self.model_name = Some(values::non_empty(raw, "name")?),
             Setting::ModelsDir => c.models_dir = Some(values::path(raw)?),
             Setting::MaxLoadedModels => c.max_loaded_models = int(raw, 1, 1)?,
+            Setting::KeepAlive => {
+                c.keep_alive = crate::engine::KeepAlive::parse(raw)
+                    .map_err(|_| "a duration such as 30s, 5m, 1h, 0 or -1".to_owned())?;
+            }
             Setting::RuntimeLibrary => c.runtime_library = values::path(raw)?,
             Setting::Socket => self.socket = Some(values::path(raw)?),
             Setting::SocketMode => c.socket_mode = values::octal_mode(raw)?,

@@ -113,6 +113,21 @@ pub(super) fn run(
         if !host.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
+        if matches!(job.input(), Input::Unload) {
+            if let Some(worker) = resident.take_if(|w| w.model == job.model()) {
+                let model = worker.model;
+                drop(worker);
+                host.notify.send(WorkerMsg::Unloaded { model });
+            }
+            let done = WorkerMsg::Done {
+                id: job.id(),
+                result: Ok(RunSummary::default()),
+            };
+            if !host.notify.send(done) {
+                break;
+            }
+            continue;
+        }
         let worker = match host.resident_for(&mut resident, job.model()) {
             Ok(worker) => worker,
             Err(error) => {
@@ -129,6 +144,7 @@ pub(super) fn run(
         let seat = worker.seat.take();
         let result = match job.input() {
             Input::Reseat => worker.reseat(&job, seat),
+            Input::Load => Ok(RunSummary::default()),
             _ => worker.run_job(&job),
         };
         let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
@@ -360,6 +376,8 @@ impl Worker {
             Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),
             // Reached only through the job loop, which hands the re-seat its seat.
             Input::Reseat => self.reseat(job, None),
+            // Handled by the job loop, which holds the resident model.
+            Input::Load | Input::Unload => Ok(RunSummary::default()),
             Input::Prompt(prompt) => self.prompt(job, prompt, cap, reserve, tools_set),
         }
     }

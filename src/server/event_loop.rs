@@ -312,6 +312,7 @@ impl EventLoop {
             bytes_per_token: self.engine.bytes_per_token(),
             kv_cache_tokens: self.engine.kv_cache_tokens(),
             resident: self.engine.resident(),
+            expires: self.engine.expires(),
             now,
         });
         let reply = api::route(req, &ctx, self.jobs.next_id());
@@ -492,6 +493,13 @@ impl EventLoop {
                 took,
                 failure,
             } => self.switched(unloaded, model, took, failure),
+            Event::Unloaded { model } => {
+                if let Some(m) = self.serving.catalog().get(model) {
+                    let name = m.name.clone();
+                    log::info!("model '{name}' unloaded (keep_alive)");
+                    self.metrics.model_unloaded(&name);
+                }
+            }
             Event::LoadFailed { reason, ending } => {
                 log::error!("{reason}");
                 self.fail_engine(now, ending);

@@ -83,6 +83,7 @@ impl Jobs {
             Event::Preempted { .. }
             | Event::Ready { .. }
             | Event::Switched { .. }
+            | Event::Unloaded { .. }
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => return,
@@ -121,6 +122,7 @@ impl Jobs {
             Event::Preempted { .. }
             | Event::Ready { .. }
             | Event::Switched { .. }
+            | Event::Unloaded { .. }
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => Next::Continue,

@@ -148,6 +148,7 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
         request_timeout: cfg.request_timeout,
         abort_grace: cfg.abort_grace,
         raw_template: catalog.raw_template(0),
+        keep_alive: cfg.keep_alive,
         models: catalog
             .iter()
             .map(|(id, m)| ModelLoad {

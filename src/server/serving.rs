@@ -41,6 +41,8 @@ pub struct Live<'a> {
     pub kv_cache_tokens: Option<u32>,
     /// The model on the NPU, if any.
     pub resident: Option<ModelId>,
+    /// When it is unloaded if it stays idle (None: never).
+    pub expires: Option<Instant>,
     pub now: Instant,
 }
 
@@ -105,6 +107,7 @@ impl Serving {
             catalog: &self.catalog,
             model: 0,
             resident: live.resident,
+            expires: live.expires,
             model_name: &self.cfg.model_name,
             info: &self.info,
             state: live.state,

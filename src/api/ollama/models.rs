@@ -65,8 +65,12 @@ pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
     let ctx = &ctx.for_model(resident);
     let file = ModelFile::stat(ctx);
     let mut model = card(ctx, &file);
-    // keep_alive is ignored: the model stays loaded until the daemon stops, so it never expires.
-    model["expires_at"] = json!(NEVER);
+    // When it unloads if it stays idle (keep_alive); far ahead when it never does.
+    let expires = ctx.expires.map_or_else(
+        || NEVER.to_owned(),
+        |at| rfc3339(SystemTime::now() + at.saturating_duration_since(ctx.now)),
+    );
+    model["expires_at"] = json!(expires);
     // The NPU works from system memory; there is no separate VRAM to report.
     model["size_vram"] = json!(0);
     model["context_length"] = json!(ctx.max_context_len);

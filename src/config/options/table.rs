@@ -63,6 +63,14 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         "Models resident at once; only 1 is supported: a request\nfor another model unloads the resident one"
     ),
     opt!(
+        KeepAlive,
+        "keep-alive",
+        V("DURATION"),
+        Dv("5m"),
+        MODEL,
+        "How long a model stays loaded after a request that sets no\nkeep_alive (Ollama's field): 30s, 5m, 1h, seconds; 0 unloads\nit after the answer, a negative value never; the next\nrequest loads it again"
+    ),
+    opt!(
         RuntimeLibrary,
         "runtime-library",
         V("FILE"),
