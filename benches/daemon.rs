@@ -108,6 +108,8 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         request_timeout: Duration::from_secs(600),
         abort_grace: Duration::from_secs(5),
         raw_template: false,
+        models: Vec::new(),
+        keep_alive: rkllmd::engine::KeepAlive::Forever,
         kv_cache_reuse: true,
         snapshots: None,
         background_hold: Duration::ZERO,

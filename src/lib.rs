@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod models;
 pub mod runtime;
 pub mod selftest;
 pub mod server;

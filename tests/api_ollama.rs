@@ -603,7 +603,8 @@ fn an_unknown_model_is_404_in_ollama_shape() {
     let r = d
         .client()
         .post_json("/api/pull", &json!({"model": "llama3"}));
-    assert_eq!(r.status, 404);
+    // Model management is not offered (see tests/models.rs): a clear error, not a 404.
+    assert_eq!(r.status, 501);
     assert_ollama_error(&r.json());
     let r = d.client().get("/api/chat");
     assert_eq!(r.status, 405);

@@ -73,6 +73,8 @@ impl Harness {
             request_timeout: Duration::from_secs(30),
             abort_grace: Duration::from_secs(2),
             raw_template: false,
+            models: Vec::new(),
+            keep_alive: rkllmd::engine::KeepAlive::Forever,
             kv_cache_reuse: true,
             snapshots: None,
             // Background jobs start at once unless a test says otherwise.

@@ -7,9 +7,19 @@ use crate::board::Root;
 use crate::chat::Template;
 use crate::engine::{BackgroundPolicy, Pooling, Priority, State, ThinkDefault};
 use crate::metrics::Metrics;
+use crate::models::{Catalog, ModelId};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
 pub struct Ctx<'a> {
+    /// Every model served.
+    pub catalog: &'a Catalog,
+    /// The model this view is of (the request's; the default until routing knows it): the
+    /// name, path, architecture, template and pooling below are its.
+    pub model: ModelId,
+    /// The model on the NPU, if any.
+    pub resident: Option<ModelId>,
+    /// When the resident model is unloaded if it stays idle (None: never).
+    pub expires: Option<Instant>,
     pub model_name: &'a str,
     pub info: &'a RuntimeInfo,
     pub state: &'a State,
@@ -38,8 +48,10 @@ pub struct Ctx<'a> {
     pub tools_budget: u32,
     /// Bytes of prompt per token, as the engine has learnt them: what estimates are made with.
     pub bytes_per_token: f64,
-    /// How embeddings pool token states, resolved for the loaded model (never `Auto`).
+    /// How embeddings pool token states, resolved for the model (never `Auto`).
     pub embedding_pooling: Pooling,
+    /// `embedding-pooling` as configured (may be `Auto`).
+    pub embedding_pooling_cfg: Pooling,
     /// Which requests yield to streamed ones.
     pub background: BackgroundPolicy,
     /// Thinking for requests that do not say.
@@ -52,15 +64,40 @@ pub struct Ctx<'a> {
     pub now: Instant,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// The same view, of model `id` of the catalog.
+    pub fn for_model(&self, id: ModelId) -> Ctx<'a> {
+        let Some(m) = self.catalog.get(id) else {
+            return Ctx { ..*self };
+        };
+        Ctx {
+            model: id,
+            model_name: &m.name,
+            model_path: &m.path,
+            architecture: m.architecture.as_deref(),
+            template: m.template.as_ref(),
+            embedding_pooling: self.embedding_pooling_of(&m.name),
+            ..*self
+        }
+    }
+
+    /// Pooling as configured resolves by the model's name; a pooling the configuration
+    /// fixed stays.
+    fn embedding_pooling_of(&self, name: &str) -> Pooling {
+        self.embedding_pooling_cfg.resolve(name)
+    }
+
     /// About how many tokens `bytes` of prompt are (the engine's estimate).
     pub fn estimate_tokens(&self, bytes: usize) -> u64 {
         crate::engine::estimate_tokens(bytes, self.bytes_per_token)
     }
 
-    /// The loaded model answers to its name, and to `NAME:latest` (Ollama clients add the tag).
+    /// The model of this view answers to its name, and to `NAME:latest` (Ollama clients add
+    /// the tag).
     pub fn model_matches(&self, requested: &str) -> bool {
-        requested == self.model_name || requested.strip_suffix(":latest") == Some(self.model_name)
+        self.catalog.find(Some(requested)) == Some(self.model)
+            || requested == self.model_name
+            || requested.strip_suffix(":latest") == Some(self.model_name)
     }
 
     /// How urgent a request is: one that streams has someone watching it.

@@ -104,7 +104,7 @@ impl ApiError {
             flavor,
             404,
             "not_found_error",
-            format!("model '{}' is not loaded here", echo(model)),
+            format!("model '{}' not found", echo(model)),
         );
         e.param = Some("model".into());
         e
@@ -183,6 +183,7 @@ impl ApiError {
             EngineError::LoadFailed { .. } | EngineError::Wedged | EngineError::WorkerGone => {
                 (503, "server_error")
             }
+            EngineError::ModelUnavailable { .. } => (503, "model_unavailable"),
             EngineError::ShuttingDown => (503, "server_shutting_down"),
             EngineError::Draining => (503, "server_draining"),
             EngineError::Timeout { .. } => (504, "timeout_error"),
@@ -272,6 +273,13 @@ mod tests {
             (EngineError::Loading, 503),
             (EngineError::LoadFailed { reason: "x".into() }, 503),
             (EngineError::Wedged, 503),
+            (
+                EngineError::ModelUnavailable {
+                    model: "m".into(),
+                    reason: "x".into(),
+                },
+                503,
+            ),
             (EngineError::ShuttingDown, 503),
             (EngineError::WorkerGone, 503),
             (
@@ -372,7 +380,7 @@ mod tests {
         let long = "é".repeat(1000);
         let e = ApiError::model_not_found(Flavor::OpenAi, &long);
         let echoed = e.message.trim_start_matches("model '");
-        let echoed = echoed.trim_end_matches("' is not loaded here");
+        let echoed = echoed.trim_end_matches("' not found");
         assert!(echoed.ends_with('…'), "{echoed}");
         assert!(echoed.len() <= ECHO_MAX_BYTES + '…'.len_utf8());
         assert!(long.starts_with(echoed.trim_end_matches('…')));

@@ -26,6 +26,8 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     let mut body = json!({
         "status": word,
         "model": ctx.model_name,
+        "models": ctx.catalog.iter().map(|(_, m)| m.name.as_str()).collect::<Vec<_>>(),
+        "loaded": ctx.resident.and_then(|id| ctx.catalog.get(id)).map(|m| m.name.as_str()),
         "abi": ctx.info.abi,
         "runtime": ctx.info.kind(),
         "queue_depth": ctx.queue_depth,

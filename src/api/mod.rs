@@ -23,6 +23,7 @@ mod stop;
 mod think;
 mod tools;
 
+use crate::engine::KeepAlive;
 use crate::http::{Method, Request};
 
 pub use ctx::Ctx;
@@ -148,6 +149,31 @@ static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::Post,
+        path: Path::Exact("/api/pull"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/push"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/create"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
+        path: Path::Exact("/api/copy"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Delete,
+        path: Path::Exact("/api/delete"),
+        handler: |req, _, _| Err(ollama::manage(&req.path)),
+    },
+    Route {
+        method: Method::Post,
         path: Path::Exact("/api/chat"),
         handler: ollama::chat,
     },
@@ -167,14 +193,76 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
         &req.method
     };
     let path = req.path.as_str();
+    // The request's view is of the model it names; a name not served leaves the default's,
+    // and the handler answers 404 in its API's shape when it checks the name.
+    let ctx = match requested_model(req).and_then(|m| ctx.catalog.find(Some(&m))) {
+        Some(id) => ctx.for_model(id),
+        None => ctx.for_model(ctx.model),
+    };
     let result = match ROUTES
         .iter()
         .find(|r| r.method == *method && r.label_for(path).is_some())
     {
-        Some(r) => (r.handler)(req, ctx, job_id),
+        Some(r) => (r.handler)(req, &ctx, job_id),
         None => Err(not_routed(&req.method, path)),
     };
-    result.unwrap_or_else(|e| Reply::Full(e.response()))
+    match result {
+        Ok(Reply::Generate { mut job, responder }) => {
+            job.set_model(ctx.model);
+            if path.starts_with("/api/") {
+                match keep_alive(req) {
+                    Ok(k) => job.set_keep_alive(k),
+                    Err(e) => return Reply::Full(e.response()),
+                }
+            }
+            Reply::Generate { job, responder }
+        }
+        Ok(reply) => reply,
+        Err(e) => Reply::Full(e.response()),
+    }
+}
+
+/// Ollama's `keep_alive`: a duration string or a number of seconds; absent or null: the
+/// configured default.
+fn keep_alive(req: &Request) -> Result<Option<KeepAlive>, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Kept {
+        keep_alive: Option<serde_json::Value>,
+    }
+    let bad = |what: String| ApiError::bad_request(Flavor::Ollama, what, Some("keep_alive"));
+    let Ok(Kept { keep_alive }) = serde_json::from_slice::<Kept>(&req.body) else {
+        return Ok(None);
+    };
+    match keep_alive {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => KeepAlive::parse(&s)
+            .map(Some)
+            .map_err(|e| bad(format!("invalid keep_alive: {e}"))),
+        Some(serde_json::Value::Number(n)) => n
+            .as_f64()
+            .and_then(KeepAlive::seconds)
+            .map(Some)
+            .ok_or_else(|| bad(format!("invalid keep_alive: {n} seconds"))),
+        Some(_) => Err(bad(
+            "'keep_alive' must be a duration string or a number of seconds".into(),
+        )),
+    }
+}
+
+/// The `model` field of a JSON body, when it has a string one (its other fields are skipped
+/// unread; a body that is not JSON is the handler's to refuse).
+fn requested_model(req: &Request) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        model: Option<String>,
+        /// `/api/show`'s older field.
+        name: Option<String>,
+    }
+    if req.method != Method::Post {
+        return None;
+    }
+    let named = serde_json::from_slice::<Named>(&req.body).ok()?;
+    named.model.filter(|m| !m.is_empty()).or(named.name)
 }
 
 /// The endpoint label for metrics: a routed path, or "other" (never a client's raw path).

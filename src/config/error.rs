@@ -56,6 +56,15 @@ pub enum ConfigError {
         source: io::Error,
     },
     ModelRequired,
+    /// `models-dir` cannot be listed.
+    ModelsDirUnreadable {
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// `models-dir` holds no `*.rkllm` file.
+    NoModelsIn {
+        path: PathBuf,
+    },
     ModelMissing {
         path: PathBuf,
     },
@@ -114,8 +123,8 @@ impl fmt::Display for ConfigError {
         use ConfigError::{
             ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
             ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
-            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable,
-            RuntimeLibraryNotRegularFile, SocketPathTooLong, Syntax, TcpNeedsApiKey,
+            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable, ModelsDirUnreadable,
+            NoModelsIn, RuntimeLibraryNotRegularFile, SocketPathTooLong, Syntax, TcpNeedsApiKey,
             UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
         };
         match self {
@@ -136,6 +145,8 @@ impl fmt::Display for ConfigError {
             ConfigFileMissing { path } => write!(f, "config file '{}' does not exist", path.display()),
             ConfigFileRead { path, .. } => write!(f, "cannot read config file '{}'", path.display()),
             ModelRequired => write!(f, "no model given: pass --model FILE or set 'model' in the config file"),
+            ModelsDirUnreadable { path, .. } => write!(f, "cannot list the models directory '{}'", path.display()),
+            NoModelsIn { path } => write!(f, "the models directory '{}' holds no *.rkllm file", path.display()),
             ModelMissing { path } => write!(f, "model file '{}' does not exist", path.display()),
             ModelNotRegularFile { path } => write!(f, "model '{}' is not a regular file", path.display()),
             ModelUnreadable { path, .. } => write!(f, "cannot read model file '{}'", path.display()),
@@ -171,6 +182,7 @@ impl std::error::Error for ConfigError {
         match self {
             ConfigError::ConfigFileRead { source, .. }
             | ConfigError::ModelUnreadable { source, .. }
+            | ConfigError::ModelsDirUnreadable { source, .. }
             | ConfigError::ApiKeyFileRead { source, .. } => Some(source),
             _ => None,
         }

@@ -9,6 +9,7 @@ mod args;
 mod error;
 mod file;
 mod help;
+mod models_dir;
 mod options;
 mod read;
 mod secret;
@@ -117,6 +118,15 @@ pub struct Config {
     pub model: PathBuf,
     /// `--model-name`, else the model file name without its extension (empty without a model).
     pub model_name: String,
+    /// `models-dir`: every `*.rkllm` in it is served too (see `catalog`).
+    pub models_dir: Option<PathBuf>,
+    /// Every model served, the default (`model`) first: names and files. One entry with
+    /// `--model` alone; empty only where `model` may be.
+    pub catalog: Vec<(String, PathBuf)>,
+    /// `max-loaded-models`: models resident at once (1).
+    pub max_loaded_models: usize,
+    /// `keep-alive`: how long a model stays loaded after a request that does not say.
+    pub keep_alive: crate::engine::KeepAlive,
     /// The runtime to dlopen: a file name searched for, or a path (contains '/') used as is.
     pub runtime_library: PathBuf,
     pub socket: PathBuf,
@@ -185,6 +195,10 @@ impl Default for Config {
         Config {
             model: PathBuf::new(),
             model_name: String::new(),
+            models_dir: None,
+            catalog: Vec::new(),
+            max_loaded_models: 1,
+            keep_alive: crate::engine::KeepAlive::default(),
             runtime_library: PathBuf::from(crate::runtime::DEFAULT_LIBRARY),
             socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
             socket_mode: 0o660,

@@ -10,6 +10,9 @@ pub(super) use table::OPTIONS;
 pub(super) enum Setting {
     Model,
     ModelName,
+    ModelsDir,
+    MaxLoadedModels,
+    KeepAlive,
     RuntimeLibrary,
     Socket,
     SocketMode,

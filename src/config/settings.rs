@@ -74,6 +74,12 @@ impl Draft {
         match key {
             Setting::Model => c.model = values::path(raw)?,
             Setting::ModelName => self.model_name = Some(values::non_empty(raw, "name")?),
+            Setting::ModelsDir => c.models_dir = Some(values::path(raw)?),
+            Setting::MaxLoadedModels => c.max_loaded_models = int(raw, 1, 1)?,
+            Setting::KeepAlive => {
+                c.keep_alive = crate::engine::KeepAlive::parse(raw)
+                    .map_err(|_| "a duration such as 30s, 5m, 1h, 0 or -1".to_owned())?;
+            }
             Setting::RuntimeLibrary => c.runtime_library = values::path(raw)?,
             Setting::Socket => self.socket = Some(values::path(raw)?),
             Setting::SocketMode => c.socket_mode = values::octal_mode(raw)?,
@@ -182,9 +188,17 @@ impl Draft {
     /// `need_model` is false for `check`, which may run without a model.
     pub fn finish(mut self, env: &Env, need_model: bool) -> Result<Config, ConfigError> {
         // `values::path` refuses empty paths, so empty means no model was named.
-        let has_model = !self.config.model.as_os_str().is_empty();
+        let listed = match &self.config.models_dir {
+            Some(dir) => super::models_dir::scan(dir)?,
+            None => Vec::new(),
+        };
+        let mut has_model = !self.config.model.as_os_str().is_empty();
         if has_model {
             check_model(&self.config.model)?;
+        } else if let Some((_, first)) = listed.first() {
+            // Without --model, the directory's first model is the default.
+            self.config.model = first.clone();
+            has_model = true;
         } else if need_model {
             return Err(ConfigError::ModelRequired);
         }
@@ -220,6 +234,10 @@ impl Draft {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
+        if has_model {
+            let default = (self.config.model_name.clone(), self.config.model.clone());
+            self.config.catalog = super::models_dir::catalog(default, listed);
+        }
         self.config.chat_template = self
             .template_name
             .resolve(&self.template_parts)

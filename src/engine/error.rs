@@ -14,6 +14,8 @@ pub enum EngineError {
     Loading,
     /// The model failed to load; nothing will be served.
     LoadFailed { reason: String },
+    /// The model a request named could not be loaded when its turn came; other models serve.
+    ModelUnavailable { model: String, reason: String },
     /// A run ignored abort past the grace period; the runtime is stuck.
     Wedged,
     /// The daemon is shutting down.
@@ -62,6 +64,9 @@ impl fmt::Display for EngineError {
             }
             EngineError::Loading => write!(f, "the model is still loading"),
             EngineError::LoadFailed { reason } => write!(f, "the model failed to load: {reason}"),
+            EngineError::ModelUnavailable { model, reason } => {
+                write!(f, "model '{model}' could not be loaded: {reason}")
+            }
             EngineError::Wedged => write!(
                 f,
                 "the runtime stopped responding; the daemon must be restarted"

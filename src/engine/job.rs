@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::priority::Priority;
 use super::EngineError;
+use super::{KeepAlive, ModelId};
 use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
 
@@ -31,6 +32,10 @@ pub struct Job {
     answer_key: fn(&str) -> String,
     /// How the next request renders this job's answer (see `set_past_turn`).
     past_turn: Option<PastTurn>,
+    /// Which model runs it.
+    model: ModelId,
+    /// How long its model stays loaded after it (`None`: the configured default).
+    keep_alive: Option<KeepAlive>,
 }
 
 /// Renders a generated answer as the next request of its conversation will render it as a
@@ -75,6 +80,11 @@ pub enum Input {
     /// The engine's own job, never a client's: re-seat the KV cache with the last answer as the
     /// next request will render it (see `reseat`). The worker holds the text.
     Reseat,
+    /// Load the job's model, run nothing (Ollama's load call).
+    Load,
+    /// Unload the job's model if it is resident: the engine's own job when its `keep_alive`
+    /// has run out, or Ollama's unload call.
+    Unload,
 }
 
 /// A conversation as the runtime's own template is given it: one input per run.
@@ -157,7 +167,26 @@ impl Job {
             system_prompt: None,
             answer_key: str::to_owned,
             past_turn: None,
+            model: 0,
+            keep_alive: None,
         }
+    }
+
+    /// A client's load call: its model is loaded when its turn comes, nothing is run.
+    pub fn load_model(id: JobId) -> Job {
+        Job::with_input(id, Input::Load)
+    }
+
+    /// A client's unload call: its model is unloaded when its turn comes, if it is resident.
+    pub fn unload_model(id: JobId) -> Job {
+        Job::with_input(id, Input::Unload)
+    }
+
+    /// The engine's unload job (see `Input::Unload`).
+    pub(super) fn unload(id: JobId, model: ModelId) -> Job {
+        let mut job = Job::with_input(id, Input::Unload);
+        job.model = model;
+        job
     }
 
     /// The engine's re-seat job (see `Input::Reseat`).
@@ -167,6 +196,23 @@ impl Job {
 
     pub fn id(&self) -> JobId {
         self.id
+    }
+
+    /// The model the job runs on (the catalog's index; 0, the default, unless set).
+    pub fn model(&self) -> ModelId {
+        self.model
+    }
+
+    pub fn set_model(&mut self, model: ModelId) {
+        self.model = model;
+    }
+
+    pub fn keep_alive(&self) -> Option<KeepAlive> {
+        self.keep_alive
+    }
+
+    pub fn set_keep_alive(&mut self, keep_alive: Option<KeepAlive>) {
+        self.keep_alive = keep_alive;
     }
 
     pub fn input(&self) -> &Input {
@@ -190,7 +236,7 @@ impl Job {
                 c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
             }
             Input::Embed(e) => e.texts.iter().map(String::len).sum(),
-            Input::Reseat => 0,
+            Input::Reseat | Input::Load | Input::Unload => 0,
             Input::RuntimeTurns(t) => {
                 t.newest.len()
                     + t.history
@@ -372,6 +418,18 @@ pub enum Event {
         id: JobId,
         error: EngineError,
     },
+    /// See `WorkerMsg::Switched`.
+    Switched {
+        unloaded: Option<ModelId>,
+        model: ModelId,
+        /// How long the load took, and why it failed if it did.
+        took: Duration,
+        failure: Option<String>,
+    },
+    /// The resident model was unloaded, idle past its `keep_alive`.
+    Unloaded {
+        model: ModelId,
+    },
     Wedged,
     Stopped,
 }
@@ -383,6 +441,19 @@ pub(super) enum WorkerMsg {
         load_time: Duration,
     },
     LoadFailed(RuntimeError),
+    /// The worker unloaded the resident model for an `Input::Unload` job.
+    Unloaded {
+        model: ModelId,
+    },
+    /// The worker unloaded `unloaded` (if a model was resident) and loaded `model` for a job
+    /// that needs it (in `took`; `failure`: why it did not load).
+    Switched {
+        unloaded: Option<ModelId>,
+        model: ModelId,
+        /// How long the load took, and why it failed if it did.
+        took: Duration,
+        failure: Option<String>,
+    },
     /// The worker took the job (it now prepares its run: plans the prompt, clears the cache).
     Started {
         id: JobId,
@@ -417,7 +488,7 @@ pub(super) enum WorkerMsg {
     Stopped,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct RunSummary {
     pub perf: Option<Perf>,
     pub generated_tokens: u32,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::job::{Event, Finish, FinishReason, JobId, RunSummary, WorkerMsg};
 use super::running::AbortCause;
-use super::{reseat, Engine, EngineError, State};
+use super::{reseat, Engine, EngineError, KeepAlive, State};
 use crate::exit::Ending;
 use crate::runtime;
 
@@ -54,7 +54,27 @@ impl Engine {
                 if self.state == State::Loading {
                     self.state = State::Ready;
                 }
+                self.resident = Some(0);
                 out.push(Event::Ready { load_time });
+            }
+            WorkerMsg::Switched {
+                unloaded,
+                model,
+                took,
+                failure,
+            } => {
+                self.resident = failure.is_none().then_some(model);
+                out.push(Event::Switched {
+                    unloaded,
+                    model,
+                    took,
+                    failure,
+                });
+            }
+            WorkerMsg::Unloaded { model } => {
+                self.resident = None;
+                self.expires = None;
+                out.push(Event::Unloaded { model });
             }
             WorkerMsg::LoadFailed(e) => {
                 let reason = e.to_string();
@@ -139,8 +159,14 @@ impl Engine {
         let Some(mut run) = self.running.take() else {
             return;
         };
-        if id == reseat::RESEAT_ID {
+        if id == reseat::RESEAT_ID || id == reseat::UNLOAD_ID {
             return;
+        }
+        // Its model stays loaded for the job's keep_alive from now.
+        match self.run_keep_alive.take() {
+            Some(KeepAlive::For(d)) => self.expires = Some(now + d),
+            Some(KeepAlive::Forever) => self.expires = None,
+            None => {}
         }
         self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));
         if let Ok(RunSummary {

@@ -9,6 +9,7 @@ mod bytes_per_token;
 mod embed;
 mod error;
 mod job;
+mod keep_alive;
 mod kv_cache;
 mod messages;
 mod priority;
@@ -37,6 +38,7 @@ pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
     RuntimeTurns,
 };
+pub use keep_alive::KeepAlive;
 pub use kv_cache::SharedTokens;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
@@ -62,13 +64,34 @@ pub struct EngineConfig {
     pub request_timeout: Duration,
     /// How long a run may ignore an abort before the engine declares itself wedged.
     pub abort_grace: Duration,
-    /// rkllmd renders conversations (jobs carry a `Conversation`) and the runtime's own chat
-    /// template is switched off; false: the runtime templates each job's single prompt.
+    /// rkllmd renders conversations for the model of `init` (jobs carry a `Conversation`) and
+    /// the runtime's own chat template is switched off; false: the runtime templates each
+    /// job's single prompt. Used when `models` is empty.
     pub raw_template: bool,
+    /// How long a model stays loaded after a job that does not say (`keep-alive`).
+    pub keep_alive: KeepAlive,
+    /// The models jobs may name, by id (`Job::model`); the first loads at start. Empty: the one
+    /// model of `init`.
+    pub models: Vec<ModelLoad>,
     /// Reuse the KV cache across turns of a conversation (false: clear it before every run).
     pub kv_cache_reuse: bool,
     /// Where conversations' KV caches are saved while other requests run (None: not saved).
     pub snapshots: Option<SnapshotConfig>,
+}
+
+/// Which model: its place in the catalog (`crate::models`; 0 is the default).
+pub type ModelId = usize;
+
+/// What the engine loads a model from.
+#[derive(Clone, Debug)]
+pub struct ModelLoad {
+    pub path: std::path::PathBuf,
+    /// For logs and errors.
+    pub name: String,
+    /// rkllmd renders this model's conversations (jobs carry a `Conversation`) and the
+    /// runtime's own chat template is switched off; false: the runtime templates each job's
+    /// single prompt.
+    pub raw_template: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +136,13 @@ pub struct Engine {
     ratio: SharedRatio,
     /// The KV cache's tokens as the worker knows them.
     kv_tokens: SharedTokens,
+    /// The model the worker has loaded, as its last message said (None: none loaded).
+    resident: Option<ModelId>,
+    /// When the resident model is unloaded if nothing runs on it before (None: never).
+    expires: Option<Instant>,
+    /// The keep_alive of the job running (what `expires` becomes when it ends; None: it
+    /// leaves `expires` as it is).
+    run_keep_alive: Option<KeepAlive>,
 }
 
 impl Engine {
@@ -129,7 +159,15 @@ impl Engine {
         };
         let init = worker::WorkerConfig {
             init: cfg.init.clone(),
-            raw_template: cfg.raw_template,
+            models: if cfg.models.is_empty() {
+                vec![ModelLoad {
+                    path: cfg.init.model_path.clone(),
+                    name: String::new(),
+                    raw_template: cfg.raw_template,
+                }]
+            } else {
+                cfg.models.clone()
+            },
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
@@ -163,11 +201,24 @@ impl Engine {
             thread: Some(thread),
             ratio,
             kv_tokens,
+            resident: None,
+            expires: None,
+            run_keep_alive: None,
         })
     }
 
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The model loaded on the NPU, once the worker has said so.
+    pub fn resident(&self) -> Option<ModelId> {
+        self.resident
+    }
+
+    /// When the resident model is to be unloaded if it stays idle (None: never, or none loaded).
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires.filter(|_| self.resident.is_some())
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -326,7 +377,10 @@ impl Engine {
                 None => Some(r.dispatched() + self.cfg.request_timeout),
                 Some(_) => self.wedge_deadline(r),
             },
-            None => self.queue.held_until(self.cfg.background_hold),
+            None => self
+                .queue
+                .held_until(self.cfg.background_hold)
+                .or_else(|| self.idle_expiry()),
         };
         match (queue, run) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -375,6 +429,15 @@ impl Engine {
     }
 
     /// Hands the next queued job to the worker if it is idle and the model is loaded.
+    /// When the idle resident model's keep_alive runs out (None: it never does, or a job
+    /// waits or runs).
+    fn idle_expiry(&self) -> Option<Instant> {
+        if self.running.is_some() || self.queue.len() > 0 || self.reseat_wanted {
+            return None;
+        }
+        self.expires()
+    }
+
     fn dispatch(&mut self, now: Instant) {
         if self.state != State::Ready || self.running.is_some() {
             return;
@@ -388,12 +451,32 @@ impl Engine {
         {
             return;
         }
-        // A re-seat runs only on an empty queue (see `reseat`); it is never preempted.
-        let (job, standing) = match self.queue.pop_next() {
+        // A re-seat runs only on an empty queue (see `reseat`); it is never preempted. An idle
+        // model past its keep_alive is unloaded after it.
+        let expired = self.idle_expiry().is_some_and(|at| now >= at);
+        let (job, standing) = match self.queue.pop_next(self.resident) {
             Some(next) => (next.job, next.standing),
-            None if wanted => (Job::reseat(reseat::RESEAT_ID), Standing::default()),
-            None => return,
+            // The re-seat is of the resident model's cache (never a reason to load one).
+            None if wanted => match self.resident {
+                Some(model) => {
+                    let mut job = Job::reseat(reseat::RESEAT_ID);
+                    job.set_model(model);
+                    (job, Standing::default())
+                }
+                None => return,
+            },
+            None => match self.resident {
+                Some(model) if expired => {
+                    self.expires = None;
+                    (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
+                }
+                _ => return,
+            },
         };
+        // An unload call (or the engine's own jobs) leaves the resident model's expiry alone.
+        let client = job.id() != reseat::RESEAT_ID && job.id() != reseat::UNLOAD_ID;
+        self.run_keep_alive = (client && !matches!(job.input(), Input::Unload))
+            .then(|| job.keep_alive().unwrap_or(self.cfg.keep_alive));
         let id = job.id();
         let keep = job.priority() == Priority::Background && standing.may_yield();
         let kept = keep.then(|| job.clone());

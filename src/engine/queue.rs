@@ -6,16 +6,25 @@
 //! pushed back each time an interactive job that arrived after it is served before it (while
 //! it waits, or after it was preempted for that job); preemptions are also counted on their
 //! own, so one whose interactive job never runs (its client left) still ends up served.
+//!
+//! With several models, a job whose model is not the resident one needs a switch (seconds on
+//! a board). A job for the resident model that the same rule would allow next (interactive
+//! ahead of background still holds) goes ahead of it instead, at most `MAX_SWITCH_YIELDS`
+//! times per waiting switch: two clients alternating between two models then share each load
+//! over a few requests, and the switch still comes after a bounded wait.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::priority::Priority;
-use super::{Job, JobId};
+use super::{Job, JobId, ModelId};
 
 /// How many times one background job yields to interactive ones (overtaken in the queue or
 /// preempted while running) before it is served in arrival order.
 pub const MAX_PUSH_BACKS: u32 = 3;
+
+/// How many jobs for the resident model may go ahead of one that needs another model loaded.
+pub const MAX_SWITCH_YIELDS: u32 = 3;
 
 pub(super) struct Queued {
     pub job: Job,
@@ -33,6 +42,8 @@ pub(super) struct Standing {
     pub pushed_back: u32,
     /// Times its run was aborted for an interactive job.
     pub preemptions: u32,
+    /// Jobs for the resident model served before it while it waited for a switch.
+    switch_yields: u32,
 }
 
 impl Standing {
@@ -108,13 +119,32 @@ impl Queue {
             .any(|q| q.job.priority() == Priority::Interactive)
     }
 
-    /// Takes the job to run next; the background jobs it overtakes count a push-back.
-    pub fn pop_next(&mut self) -> Option<Queued> {
-        let pick = self
+    /// Takes the job to run next on a worker that has `resident` loaded; the background jobs it
+    /// overtakes count a push-back, and a job that needs a switch which it overtakes counts a
+    /// switch yield.
+    pub fn pop_next(&mut self, resident: Option<ModelId>) -> Option<Queued> {
+        let mut pick = self
             .entries
             .iter()
             .position(Queued::keeps_its_place)
             .unwrap_or(0);
+        let first = self.entries.get(pick)?;
+        if let Some(resident) = resident {
+            if first.job.model() != resident && first.standing.switch_yields < MAX_SWITCH_YIELDS {
+                let ahead = first.keeps_its_place();
+                // Of the same class as the pick (interactive first still holds).
+                let instead = self
+                    .entries
+                    .iter()
+                    .position(|q| q.job.model() == resident && (q.keeps_its_place() || !ahead));
+                if let Some(instead) = instead {
+                    if let Some(waiting) = self.entries.get_mut(pick) {
+                        waiting.standing.switch_yields += 1;
+                    }
+                    pick = instead;
+                }
+            }
+        }
         let seq = self.entries.get(pick)?.standing.seq;
         for passed in self.entries.range_mut(..pick) {
             if passed.standing.seq < seq {
@@ -167,7 +197,95 @@ mod tests {
     }
 
     fn order(q: &mut Queue) -> Vec<JobId> {
-        std::iter::from_fn(|| q.pop_next().map(|e| e.job.id())).collect()
+        std::iter::from_fn(|| q.pop_next(None).map(|e| e.job.id())).collect()
+    }
+
+    fn for_model(id: JobId, priority: Priority, model: ModelId) -> Job {
+        let mut j = job(id, priority);
+        j.set_model(model);
+        j
+    }
+
+    /// The order jobs run in on a worker that starts with model `resident` and loads each
+    /// job's model in turn.
+    fn order_from(q: &mut Queue, mut resident: ModelId) -> Vec<JobId> {
+        std::iter::from_fn(|| {
+            let next = q.pop_next(Some(resident))?;
+            resident = next.job.model();
+            Some(next.job.id())
+        })
+        .collect()
+    }
+
+    #[test]
+    fn jobs_for_the_resident_model_go_ahead_of_a_switch_at_most_three_times() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        // Model 1 is wanted first, then six jobs for the resident model 0.
+        q.push(for_model(1, I, 1), now);
+        for id in 2..=7 {
+            q.push(for_model(id, I, 0), now);
+        }
+        assert_eq!(order_from(&mut q, 0), [2, 3, 4, 1, 5, 6, 7]);
+    }
+
+    #[test]
+    fn two_clients_alternating_between_two_models_share_each_load() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        for (id, model) in [
+            (1, 1),
+            (2, 0),
+            (3, 1),
+            (4, 0),
+            (5, 1),
+            (6, 0),
+            (7, 1),
+            (8, 0),
+        ] {
+            q.push(for_model(id, I, model), now);
+        }
+        let ran = order_from(&mut q, 0);
+        assert_eq!(ran, [2, 4, 6, 1, 3, 5, 7, 8]);
+        // Two switches where arrival order would make eight.
+        let mut q = Queue::default();
+        for (id, model) in [
+            (1, 1),
+            (2, 0),
+            (3, 1),
+            (4, 0),
+            (5, 1),
+            (6, 0),
+            (7, 1),
+            (8, 0),
+        ] {
+            q.push(for_model(id, I, model), now);
+        }
+        let mut resident = 0;
+        let mut switches = 0;
+        while let Some(next) = q.pop_next(Some(resident)) {
+            if next.job.model() != resident {
+                switches += 1;
+                resident = next.job.model();
+            }
+        }
+        assert_eq!(switches, 2);
+    }
+
+    #[test]
+    fn a_background_job_for_the_resident_model_does_not_pass_an_interactive_switch() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        q.push(for_model(1, I, 1), now);
+        q.push(for_model(2, B, 0), now);
+        q.push(for_model(3, I, 0), now);
+        // 3 (interactive, resident) goes ahead of the switch; 2 (background) does not.
+        assert_eq!(order_from(&mut q, 0), [3, 1, 2]);
+        // Without a resident model (a load failed) arrival order and priority alone rule.
+        let mut q = Queue::default();
+        q.push(for_model(1, I, 1), now);
+        q.push(for_model(2, I, 0), now);
+        assert_eq!(order(&mut q), [1, 2]);
     }
 
     const I: Priority = Priority::Interactive;
@@ -214,7 +332,7 @@ mod tests {
     /// standing: ready to be put back.
     fn running_background(q: &mut Queue, now: Instant) -> (Job, Standing) {
         q.push(job(1, B), now);
-        let run = q.pop_next().unwrap();
+        let run = q.pop_next(None).unwrap();
         (run.job, run.standing)
     }
 
@@ -237,7 +355,7 @@ mod tests {
         let mut served = Vec::new();
         for id in 2..=(JobId::from(MAX_PUSH_BACKS) + 3) {
             q.push(job(id, I), now);
-            served.push(q.pop_next().unwrap().job.id());
+            served.push(q.pop_next(None).unwrap().job.id());
         }
         // The first MAX_PUSH_BACKS interactive jobs overtook it; then it kept its place.
         let bound = MAX_PUSH_BACKS as usize;
@@ -255,8 +373,8 @@ mod tests {
         let (one, standing) = running_background(&mut q, now);
         q.push(job(2, I), now);
         q.put_back(one, standing, now);
-        assert_eq!(q.pop_next().unwrap().job.id(), 2);
-        let back = q.pop_next().unwrap();
+        assert_eq!(q.pop_next(None).unwrap().job.id(), 2);
+        let back = q.pop_next(None).unwrap();
         assert_eq!(back.job.id(), 1);
         assert_eq!(
             (back.standing.pushed_back, back.standing.preemptions),
@@ -270,8 +388,8 @@ mod tests {
         let now = Instant::now();
         q.push(job(1, I), now);
         q.push(job(2, B), now);
-        assert_eq!(q.pop_next().unwrap().job.id(), 1);
-        assert_eq!(q.pop_next().unwrap().standing.pushed_back, 0);
+        assert_eq!(q.pop_next(None).unwrap().job.id(), 1);
+        assert_eq!(q.pop_next(None).unwrap().standing.pushed_back, 0);
     }
 
     #[test]
@@ -284,7 +402,7 @@ mod tests {
         for _ in 0..MAX_PUSH_BACKS {
             assert!(standing.may_yield());
             q.put_back(one, standing, now);
-            let run = q.pop_next().unwrap();
+            let run = q.pop_next(None).unwrap();
             (one, standing) = (run.job, run.standing);
         }
         assert_eq!(standing.preemptions, MAX_PUSH_BACKS);

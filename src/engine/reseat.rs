@@ -22,6 +22,9 @@ use super::job::{JobId, WorkerMsg};
 /// The re-seat job's id: never one of the server's (they count up from 1).
 pub(super) const RESEAT_ID: JobId = JobId::MAX;
 
+/// The id of the engine's unload job (never a client's, like the re-seat's).
+pub(super) const UNLOAD_ID: JobId = JobId::MAX - 1;
+
 /// At most this many bytes of rendered answer are re-seated (about 2000 tokens; at Qwen2.5-1.5B's
 /// prefill rate on RK3588, ~3 s that a job arriving meanwhile may wait). A longer answer is left
 /// for the next turn to prefill.
@@ -33,7 +36,7 @@ pub(super) fn is_private(msg: &WorkerMsg) -> bool {
         WorkerMsg::Started { id }
         | WorkerMsg::Warning { id, .. }
         | WorkerMsg::Text { id, .. }
-        | WorkerMsg::Embedding { id, .. } => *id == RESEAT_ID,
+        | WorkerMsg::Embedding { id, .. } => *id == RESEAT_ID || *id == UNLOAD_ID,
         _ => false,
     }
 }

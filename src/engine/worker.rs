@@ -24,6 +24,7 @@ mod runtime_run;
 mod snapshot_run;
 use super::snapshots::{SnapshotConfig, Snapshots};
 use super::EngineError;
+use super::ModelId;
 use crate::memory;
 use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
 
@@ -33,6 +34,7 @@ use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
 const RUNTIME_TEMPLATE_BYTES: usize = 256;
 
 /// Sends to the loop and wakes it, at most one wake per drain of the channel.
+#[derive(Clone)]
 pub(super) struct Notifier {
     pub tx: SyncSender<WorkerMsg>,
     pub waker: Arc<Waker>,
@@ -57,15 +59,26 @@ impl Notifier {
 
 /// What the inference thread needs besides the runtime's own parameters.
 pub(super) struct WorkerConfig {
+    /// The parameters every model loads with; `model_path` is set per model.
     pub init: InitConfig,
-    /// rkllmd renders conversations itself: switch the runtime's template off.
-    pub raw_template: bool,
+    /// The catalog's models, by id; the first is loaded at start.
+    pub models: Vec<super::ModelLoad>,
     pub kv_cache_reuse: bool,
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
     pub ratio: super::SharedRatio,
     /// Where the KV cache's token count is published for the event loop.
     pub kv_tokens: super::SharedTokens,
+}
+
+/// What outlives a resident model on the inference thread: what a model is loaded from, and
+/// the ways to the loop.
+struct Host {
+    cfg: WorkerConfig,
+    caps: Capabilities,
+    notify: Notifier,
+    abort_slot: Arc<Mutex<Option<AbortHandle>>>,
+    cancelled: Arc<AtomicU64>,
 }
 
 pub(super) fn run(
@@ -76,58 +89,67 @@ pub(super) fn run(
     abort_slot: Arc<Mutex<Option<AbortHandle>>>,
     cancelled: Arc<AtomicU64>,
 ) {
+    let host = Host {
+        cfg,
+        caps,
+        notify,
+        abort_slot,
+        cancelled,
+    };
     let started = Instant::now();
-    let runtime = match load(&cfg) {
-        Ok(rt) => rt,
+    let mut resident = match host.load(0) {
+        Ok(worker) => Some(worker),
         Err(e) => {
-            notify.send(WorkerMsg::LoadFailed(e));
-            notify.send(WorkerMsg::Stopped);
+            host.notify.send(WorkerMsg::LoadFailed(e));
+            host.notify.send(WorkerMsg::Stopped);
             return;
         }
     };
-    // The slot is only ever filled here; dropping our Arc leaves the engine's.
-    if let Ok(mut slot) = abort_slot.lock() {
-        *slot = Some(runtime.abort_handle());
-    }
-    drop(abort_slot);
-    notify.send(WorkerMsg::Loaded {
+    host.notify.send(WorkerMsg::Loaded {
         load_time: started.elapsed(),
     });
 
-    let mut worker = Worker {
-        runtime,
-        caps,
-        init: cfg.init,
-        cache: KvCache::default(),
-        reuse: cfg.kv_cache_reuse,
-        raw_template: cfg.raw_template,
-        tools: RuntimeTools::default(),
-        history: RuntimeHistory::default(),
-        warned: Warned::default(),
-        must_clear: false,
-        seat: None,
-        prefix_reuse: true,
-        notify,
-        cancelled,
-        snapshots: open_snapshots(cfg.snapshots, cfg.raw_template && cfg.kv_cache_reuse),
-        restoring: None,
-    };
-    worker.cache.cleared();
-    worker.cache.share_ratio(cfg.ratio);
-    worker.cache.share_tokens(cfg.kv_tokens);
     for job in jobs {
-        if !worker.notify.send(WorkerMsg::Started { id: job.id() }) {
+        if !host.notify.send(WorkerMsg::Started { id: job.id() }) {
             break;
         }
+        if matches!(job.input(), Input::Unload) {
+            if let Some(worker) = resident.take_if(|w| w.model == job.model()) {
+                let model = worker.model;
+                drop(worker);
+                host.notify.send(WorkerMsg::Unloaded { model });
+            }
+            let done = WorkerMsg::Done {
+                id: job.id(),
+                result: Ok(RunSummary::default()),
+            };
+            if !host.notify.send(done) {
+                break;
+            }
+            continue;
+        }
+        let worker = match host.resident_for(&mut resident, job.model()) {
+            Ok(worker) => worker,
+            Err(error) => {
+                if !host.notify.send(WorkerMsg::Done {
+                    id: job.id(),
+                    result: Err(error),
+                }) {
+                    break;
+                }
+                continue;
+            }
+        };
         // A re-seat is worth running only right after the run that offered it.
         let seat = worker.seat.take();
         let result = match job.input() {
             Input::Reseat => worker.reseat(&job, seat),
+            Input::Load => Ok(RunSummary::default()),
             _ => worker.run_job(&job),
         };
         let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
         drop(job);
-        if !worker.notify.send(WorkerMsg::Done { id, result }) {
+        if !host.notify.send(WorkerMsg::Done { id, result }) {
             break;
         }
         // The job and what the loop parsed to build it are freed now: a request that needed
@@ -136,11 +158,88 @@ pub(super) fn run(
             memory::give_back();
         }
     }
-    let Worker {
-        runtime, notify, ..
-    } = worker;
-    drop(runtime);
-    notify.send(WorkerMsg::Stopped);
+    drop(resident);
+    host.notify.send(WorkerMsg::Stopped);
+}
+
+impl Host {
+    /// The worker of `model`, loaded first if another (or none) is resident: the resident
+    /// model's runtime is destroyed before the next one loads (the NPU holds one, see
+    /// `max-loaded-models`), and with it everything known about its KV cache.
+    fn resident_for<'w>(
+        &self,
+        resident: &'w mut Option<Worker>,
+        model: ModelId,
+    ) -> Result<&'w mut Worker, EngineError> {
+        if resident.as_ref().is_some_and(|w| w.model == model) {
+            return resident.as_mut().ok_or(EngineError::WorkerGone);
+        }
+        let unloaded = resident.take().map(|w| w.model);
+        let started = Instant::now();
+        let loaded = self.load(model);
+        let name = self
+            .cfg
+            .models
+            .get(model)
+            .map_or_else(String::new, |m| m.name.clone());
+        self.notify.send(WorkerMsg::Switched {
+            unloaded,
+            model,
+            took: started.elapsed(),
+            failure: loaded.as_ref().err().map(ToString::to_string),
+        });
+        match loaded {
+            Ok(worker) => Ok(resident.insert(worker)),
+            Err(e) => Err(EngineError::ModelUnavailable {
+                model: name,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Loads `model` and gives it a worker with nothing known about its cache.
+    fn load(&self, model: ModelId) -> Result<Worker, crate::runtime::RuntimeError> {
+        let spec = self.cfg.models.get(model);
+        let raw_template = spec.is_some_and(|m| m.raw_template);
+        let mut init = self.cfg.init.clone();
+        if let Some(spec) = spec {
+            init.model_path = spec.path.clone();
+        }
+        let mut runtime = Runtime::init(&init)?;
+        if raw_template {
+            // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
+            runtime.set_chat_template("", "", "")?;
+        }
+        if let Ok(mut slot) = self.abort_slot.lock() {
+            *slot = Some(runtime.abort_handle());
+        }
+        let mut worker = Worker {
+            runtime,
+            model,
+            caps: self.caps,
+            init,
+            cache: KvCache::default(),
+            reuse: self.cfg.kv_cache_reuse,
+            raw_template,
+            tools: RuntimeTools::default(),
+            history: RuntimeHistory::default(),
+            warned: Warned::default(),
+            must_clear: false,
+            seat: None,
+            prefix_reuse: true,
+            notify: self.notify.clone(),
+            cancelled: Arc::clone(&self.cancelled),
+            snapshots: open_snapshots(
+                self.cfg.snapshots.clone(),
+                raw_template && self.cfg.kv_cache_reuse,
+            ),
+            restoring: None,
+        };
+        worker.cache.cleared();
+        worker.cache.share_ratio(self.cfg.ratio.clone());
+        worker.cache.share_tokens(self.cfg.kv_tokens.clone());
+        Ok(worker)
+    }
 }
 
 /// Snapshots are of conversations rkllmd renders and keeps in the cache; a directory that
@@ -167,17 +266,10 @@ fn open_snapshots(cfg: Option<SnapshotConfig>, conversations: bool) -> Option<Sn
     }
 }
 
-fn load(cfg: &WorkerConfig) -> Result<Runtime, crate::runtime::RuntimeError> {
-    let mut runtime = Runtime::init(&cfg.init)?;
-    if cfg.raw_template {
-        // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
-        runtime.set_chat_template("", "", "")?;
-    }
-    Ok(runtime)
-}
-
 struct Worker {
     runtime: Runtime,
+    /// Which model `runtime` is.
+    model: ModelId,
     caps: Capabilities,
     init: InitConfig,
     cache: KvCache,
@@ -284,6 +376,8 @@ impl Worker {
             Input::RuntimeTurns(turns) => self.runtime_turns(job, turns, cap, tools_set),
             // Reached only through the job loop, which hands the re-seat its seat.
             Input::Reseat => self.reseat(job, None),
+            // Handled by the job loop, which holds the resident model.
+            Input::Load | Input::Unload => Ok(RunSummary::default()),
             Input::Prompt(prompt) => self.prompt(job, prompt, cap, reserve, tools_set),
         }
     }

@@ -76,6 +76,19 @@ pub struct Metrics {
     awaiting_first_token: BTreeMap<JobId, Instant>,
     /// From submission (queue wait included) to the first token, as a client waits.
     ttft_seconds: Histogram,
+    /// Loads and unloads, by model name.
+    models: BTreeMap<String, ModelLoads>,
+}
+
+/// What one model's loads came to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelLoads {
+    pub loads: u64,
+    /// Loads that failed (not counted in `loads`).
+    pub load_failures: u64,
+    pub unloads: u64,
+    /// Time spent loading, failed loads included.
+    pub load_seconds: f64,
 }
 
 impl Metrics {
@@ -140,6 +153,25 @@ impl Metrics {
             }
             None => self.tokens_generated += u64::from(finish.generated_tokens),
         }
+    }
+
+    /// A model was loaded (`Ok`) or failed to load (`Err`) in `took`.
+    pub fn model_load(&mut self, name: &str, took: std::time::Duration, ok: bool) {
+        let m = self.models.entry(name.to_owned()).or_default();
+        m.load_seconds += took.as_secs_f64();
+        if ok {
+            m.loads += 1;
+        } else {
+            m.load_failures += 1;
+        }
+    }
+
+    pub fn model_unloaded(&mut self, name: &str) {
+        self.models.entry(name.to_owned()).or_default().unloads += 1;
+    }
+
+    pub fn model_loads(&self) -> &BTreeMap<String, ModelLoads> {
+        &self.models
     }
 
     pub fn queue_rejected(&mut self) {

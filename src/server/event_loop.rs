@@ -23,6 +23,7 @@ use crate::exit::Ending;
 use crate::http;
 use crate::memory::Reclaim;
 use crate::metrics::Metrics;
+use crate::models::ModelId;
 
 const SIGNALS: Token = Token(2);
 const WAKER: Token = Token(3);
@@ -330,6 +331,8 @@ impl EventLoop {
             metrics: &self.metrics,
             bytes_per_token: self.engine.bytes_per_token(),
             kv_cache_tokens: self.engine.kv_cache_tokens(),
+            resident: self.engine.resident(),
+            expires: self.engine.expires(),
             now,
         });
         let reply = api::route(req, &ctx, self.jobs.next_id());
@@ -543,12 +546,27 @@ impl EventLoop {
         match event {
             Event::Ready { load_time } => {
                 self.serving.loaded(load_time);
+                let name = self.serving.cfg().model_name.clone();
+                self.metrics.model_load(&name, load_time, true);
                 log::info!("model loaded in {:.2} s; ready", load_time.as_secs_f32());
                 if !self.ready_notified {
                     self.ready_notified = true;
                     super::readiness::notify_ready(self.serving.cfg().notify_fd);
                 }
                 test_panic_hook(&self.serving.cfg().socket);
+            }
+            Event::Switched {
+                unloaded,
+                model,
+                took,
+                failure,
+            } => self.switched(unloaded, model, took, failure),
+            Event::Unloaded { model } => {
+                if let Some(m) = self.serving.catalog().get(model) {
+                    let name = m.name.clone();
+                    log::info!("model '{name}' unloaded (keep_alive)");
+                    self.metrics.model_unloaded(&name);
+                }
             }
             Event::LoadFailed { reason, ending } => {
                 log::error!("{reason}");
@@ -571,6 +589,41 @@ impl EventLoop {
             | Event::Embedding { .. }
             | Event::Finished { .. }
             | Event::Failed { .. } => {}
+        }
+    }
+
+    /// The worker changed the resident model: logged (a switch costs seconds on a board, so
+    /// each is worth a line) and counted.
+    fn switched(
+        &mut self,
+        unloaded: Option<ModelId>,
+        model: ModelId,
+        took: Duration,
+        failure: Option<String>,
+    ) {
+        let catalog = self.serving.catalog();
+        let name_of = |id: ModelId| catalog.get(id).map_or("?", |m| m.name.as_str()).to_owned();
+        let from = unloaded.map(name_of);
+        let to = name_of(model);
+        if let Some(from) = &from {
+            self.metrics.model_unloaded(from);
+        }
+        let from_text = from.map_or_else(String::new, |f| format!(" (unloaded '{f}')"));
+        self.metrics.model_load(&to, took, failure.is_none());
+        match failure {
+            None => {
+                self.serving.loaded(took);
+                log::info!(
+                    "switched to model '{to}'{from_text}: loaded in {:.2} s",
+                    took.as_secs_f32()
+                );
+            }
+            Some(reason) => {
+                log::error!(
+                    "model '{to}' failed to load in {:.2} s{from_text}: {reason}",
+                    took.as_secs_f32()
+                );
+            }
         }
     }
 

@@ -82,6 +82,8 @@ impl Jobs {
             // Its client saw nothing of the preempted run and waits for the next one.
             Event::Preempted { .. }
             | Event::Ready { .. }
+            | Event::Switched { .. }
+            | Event::Unloaded { .. }
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => return,
@@ -119,6 +121,8 @@ impl Jobs {
             }
             Event::Preempted { .. }
             | Event::Ready { .. }
+            | Event::Switched { .. }
+            | Event::Unloaded { .. }
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => Next::Continue,

@@ -21,12 +21,12 @@ use std::time::Instant;
 
 use mio::Poll;
 
-use crate::chat::{self, Template};
-use crate::config::{ChatTemplate, Config};
-use crate::engine::{Engine, EngineConfig, State};
+use crate::config::Config;
+use crate::engine::{Engine, EngineConfig, ModelLoad, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
 use crate::lifecycle;
+use crate::models::Catalog;
 use crate::runtime::{self, InitConfig, Sampling};
 
 pub use event_loop::Report;
@@ -73,9 +73,8 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         log::info!("running as user {}", user.name);
     }
 
-    // Read once: the template's choice and what /api/show reports come from it.
-    let architecture = chat::architecture(&cfg.model);
-    let template = resolve_template(&cfg, architecture.as_deref());
+    // Read once: each model's template and what /api/show reports come from its header.
+    let catalog = Catalog::new(&cfg);
     let poll = Poll::new().map_err(|e| DaemonError::io("create the poll instance", e))?;
     let waker =
         EventLoop::waker(&poll).map_err(|e| DaemonError::io("create the engine waker", e))?;
@@ -85,7 +84,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
     // the daemon with exit code 7. (There, not here: the probe runs the runtime's code, which
     // may block, and this thread must serve /health meanwhile.)
     runtime::load(&cfg.runtime_library)?;
-    let engine = Engine::start(engine_config(&cfg, template.is_some()), waker)
+    let engine = Engine::start(engine_config(&cfg, &catalog), waker)
         .map_err(|e| DaemonError::io("start the inference thread", e))?;
     let info = runtime::info();
     log::info!(
@@ -102,7 +101,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         tcp,
     };
     let sampling = sampling_of(&cfg);
-    let serving = Serving::new(Arc::new(cfg), info, (template, architecture), sampling);
+    let serving = Serving::new(Arc::new(cfg), info, catalog, sampling);
     let event_loop = EventLoop::new(poll, listeners, signals, engine, serving)
         .map_err(|e| DaemonError::io("register the listeners", e))?;
     let started = Instant::now();
@@ -132,43 +131,7 @@ fn sampling_of(cfg: &Config) -> Sampling {
     cfg.sampling
 }
 
-/// The chat template rkllmd renders conversations with; `None` leaves templating to the runtime.
-/// `arch`: the `general.architecture` the model file declares.
-fn resolve_template(cfg: &Config, arch: Option<&str>) -> Option<Template> {
-    match &cfg.chat_template {
-        ChatTemplate::Runtime => None,
-        ChatTemplate::Custom(template) => Some(Template::clone(template)),
-        ChatTemplate::Preset(name) => Template::preset(name),
-        ChatTemplate::Auto => {
-            let file = cfg
-                .model
-                .file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let chosen = chat::choose(arch, &file);
-            let name = chosen.map(|(name, _)| name);
-            let why = match (chosen, arch) {
-                (Some((_, chat::Chosen::Architecture)), Some(a)) => {
-                    format!("the model file's general.architecture '{a}'")
-                }
-                _ => format!("the model file name '{file}'"),
-            };
-            let Some(name) = name else {
-                log::info!(
-                    "no chat template preset matches '{file}' (architecture: {}): the runtime's \
-                     built-in template is used, which sees only the newest user turn (set \
-                     chat-template to choose)",
-                    arch.unwrap_or("not found")
-                );
-                return None;
-            };
-            log::info!("chat template '{name}' chosen from {why} (set chat-template to choose)");
-            Template::preset(name)
-        }
-    }
-}
-
-fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
+fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
     EngineConfig {
         init: InitConfig {
             library: cfg.runtime_library.clone(),
@@ -184,7 +147,16 @@ fn engine_config(cfg: &Config, raw_template: bool) -> EngineConfig {
         background_hold: cfg.background_hold,
         request_timeout: cfg.request_timeout,
         abort_grace: cfg.abort_grace,
-        raw_template,
+        raw_template: catalog.raw_template(0),
+        keep_alive: cfg.keep_alive,
+        models: catalog
+            .iter()
+            .map(|(id, m)| ModelLoad {
+                path: m.path.clone(),
+                name: m.name.clone(),
+                raw_template: catalog.raw_template(id),
+            })
+            .collect(),
         kv_cache_reuse: cfg.kv_cache_reuse,
         snapshots: Some(crate::engine::SnapshotConfig {
             dir: cfg.snapshot_dir(),

@@ -8,19 +8,18 @@ use std::time::{Duration, Instant};
 use super::conn::Timeouts;
 use crate::api::Ctx;
 use crate::board::Root;
-use crate::chat::Template;
 use crate::config::Config;
 use crate::engine::State;
 use crate::http::Limits;
 use crate::metrics::Metrics;
+use crate::models::{Catalog, ModelId};
 use crate::runtime::{self, Capabilities, RuntimeInfo, Sampling};
 
 pub struct Serving {
     cfg: Arc<Config>,
     info: RuntimeInfo,
-    template: Option<Template>,
-    /// The `general.architecture` the model file declares, read once at start.
-    architecture: Option<String>,
+    /// The models served, each with its template and declared architecture.
+    catalog: Catalog,
     sampling: Sampling,
     caps: Capabilities,
     started: Instant,
@@ -41,6 +40,10 @@ pub struct Live<'a> {
     /// Bytes per token as the engine has learnt them.
     pub bytes_per_token: f64,
     pub kv_cache_tokens: Option<u32>,
+    /// The model on the NPU, if any.
+    pub resident: Option<ModelId>,
+    /// When it is unloaded if it stays idle (None: never).
+    pub expires: Option<Instant>,
     pub now: Instant,
 }
 
@@ -48,7 +51,7 @@ impl Serving {
     pub fn new(
         cfg: Arc<Config>,
         info: RuntimeInfo,
-        (template, architecture): (Option<Template>, Option<String>),
+        catalog: Catalog,
         sampling: Sampling,
     ) -> Serving {
         let limits = Limits {
@@ -59,8 +62,7 @@ impl Serving {
             board_root: Root::new(&cfg.root),
             cfg,
             info,
-            template,
-            architecture,
+            catalog,
             sampling,
             caps: runtime::capabilities(),
             started: Instant::now(),
@@ -94,9 +96,19 @@ impl Serving {
         self.load_time = Some(load_time);
     }
 
-    /// The view of the daemon a handler gets.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The view of the daemon a handler gets, of the default model (`Ctx::for_model` gives
+    /// another's).
     pub fn ctx<'a>(&'a self, live: &Live<'a>) -> Ctx<'a> {
+        let default = self.catalog.get(0);
         Ctx {
+            catalog: &self.catalog,
+            model: 0,
+            resident: live.resident,
+            expires: live.expires,
             model_name: &self.cfg.model_name,
             info: &self.info,
             state: live.state,
@@ -108,16 +120,17 @@ impl Serving {
             started: self.started,
             load_time: self.load_time,
             model_path: &self.cfg.model,
-            architecture: self.architecture.as_deref(),
+            architecture: default.and_then(|m| m.architecture.as_deref()),
             max_new_tokens: self.cfg.max_new_tokens,
             max_context_len: self.cfg.max_context_len,
             sampling: self.sampling,
             caps: self.caps,
             metrics: live.metrics,
-            template: self.template.as_ref(),
+            template: default.and_then(|m| m.template.as_ref()),
             tools_budget: tools_budget(self.cfg.max_context_len, self.cfg.tools_budget_percent),
             bytes_per_token: live.bytes_per_token,
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
+            embedding_pooling_cfg: self.cfg.embedding_pooling,
             background: self.cfg.background,
             think_default: self.cfg.think_default,
             board_root: &self.board_root,

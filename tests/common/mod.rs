@@ -112,6 +112,12 @@ impl DaemonBuilder {
         self
     }
 
+    /// No `--model` (for `--models-dir`).
+    pub fn no_model(mut self) -> Self {
+        self.model = PathBuf::new();
+        self
+    }
+
     /// Don't wait for readiness (for daemons expected to fail or to load slowly).
     pub fn no_wait(mut self) -> Self {
         self.wait_ready = false;
@@ -143,9 +149,10 @@ impl DaemonBuilder {
         let (read_end, write_end) = nix::unistd::pipe().expect("pipe");
         let write_fd = write_end.as_raw_fd();
         let mut cmd = Command::new(daemon_bin());
-        cmd.arg("--model")
-            .arg(&self.model)
-            .arg("--socket")
+        if !self.model.as_os_str().is_empty() {
+            cmd.arg("--model").arg(&self.model);
+        }
+        cmd.arg("--socket")
             .arg(&socket)
             .args(["--notify-fd", "3"])
             .args(&self.args)

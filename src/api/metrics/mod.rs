@@ -5,7 +5,7 @@ mod board;
 use std::fmt::Write;
 
 use super::{Ctx, FullResponse};
-use crate::metrics::{Histogram, Metrics, BUCKETS};
+use crate::metrics::{Histogram, Metrics, ModelLoads, BUCKETS};
 
 pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     let m = ctx.metrics;
@@ -45,6 +45,7 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
     }
     generation(&mut out, ctx);
     counters(&mut out, m);
+    model_loads(&mut out, ctx);
     histogram(
         &mut out,
         "rkllmd_prefill_seconds",
@@ -189,6 +190,65 @@ fn counters(out: &mut String, m: &Metrics) {
     }
 }
 
+/// Loads, failed loads, unloads and load time per model, every model of the catalog listed
+/// (at 0 until it loads), so a dashboard sees each series from the start.
+fn model_loads(out: &mut String, ctx: &Ctx<'_>) {
+    let loads = ctx.metrics.model_loads();
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ModelLoads) -> f64,
+    );
+    let series: [Series; 4] = [
+        (
+            "rkllmd_model_loads_total",
+            "counter",
+            "Model loads, by model.",
+            |m| count(m.loads),
+        ),
+        (
+            "rkllmd_model_load_failures_total",
+            "counter",
+            "Model loads that failed, by model.",
+            |m| count(m.load_failures),
+        ),
+        (
+            "rkllmd_model_unloads_total",
+            "counter",
+            "Model unloads, by model.",
+            |m| count(m.unloads),
+        ),
+        (
+            "rkllmd_model_load_seconds_total",
+            "counter",
+            "Time spent loading each model (failed loads included).",
+            |m| m.load_seconds,
+        ),
+    ];
+    let none = ModelLoads::default();
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
+        for (_, model) in ctx.catalog.iter() {
+            let m = loads.get(&model.name).unwrap_or(&none);
+            let label = label_value(&model.name);
+            let _ = writeln!(out, "{name}{{model=\"{label}\"}} {}", value(m));
+        }
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // load counts far below 2^52
+fn count(n: u64) -> f64 {
+    n as f64
+}
+
+/// A label value as the exposition format escapes it (a file name may hold `"` or `\`).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -206,4 +266,12 @@ fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
     let _ = writeln!(out, "{name}_sum {}", h.sum());
     let _ = writeln!(out, "{name}_count {}", h.count());
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(super::label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

@@ -72,10 +72,11 @@ impl OllamaFormat {
         }
     }
 
-    /// The answer to a load call: done at once, nothing generated.
-    pub fn load_reply(&self) -> FullResponse {
+    /// The answer to a load call (`reason` "load") or an unload call ("unload"): done, nothing
+    /// generated.
+    pub fn lifecycle_reply(&self, reason: &'static str) -> FullResponse {
         let last = Last {
-            done_reason: "load",
+            done_reason: reason,
             ..Last::default()
         };
         let extra = Extra {
@@ -591,7 +592,7 @@ mod tests {
     #[test]
     fn a_load_reply_is_done_at_once() {
         let load = |kind| {
-            let reply = OllamaFormat::new(kind, MODEL.into()).load_reply();
+            let reply = OllamaFormat::new(kind, MODEL.into()).lifecycle_reply("load");
             serde_json::from_slice::<Value>(&reply.body).unwrap()
         };
         let v = load(Kind::Generate);

@@ -4,6 +4,7 @@
 
 mod clock;
 mod format;
+mod lifecycle;
 mod models;
 mod show;
 
@@ -18,11 +19,13 @@ use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest,
 use super::reply::Reply;
 use super::tools::ToolCallParser;
 use crate::chat::{Role, Turn};
-use crate::engine::{EngineError, Job, State};
+use std::time::Duration;
+
+use crate::engine::{EngineError, Job, KeepAlive, State};
 use crate::http::Request;
 use format::{Kind, OllamaFormat};
 
-pub use models::{ps, root, tags, version};
+pub use models::{manage, ps, root, tags, version};
 pub use show::show;
 
 const FLAVOR: Flavor = Flavor::Ollama;
@@ -43,7 +46,7 @@ const OPTIONS: &[&str] = &[
 /// Request fields accepted so that clients which send them work, but not acted on yet: the
 /// prompt goes to the runtime as is, under the model's own template and system prompt, and no
 /// output format or template control is passed on. A warning header names the ones a
-/// request gave a value. (`keep_alive` is not among them: the model stays loaded regardless.)
+/// request gave a value. (`keep_alive` is read for every Ollama request by `api::route`.)
 const IGNORED_FIELDS: &[&str] = &["format", "template", "suffix", "context"];
 
 pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {
@@ -52,7 +55,7 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     let head = Head::read(&f, ctx, Kind::Chat)?;
     let messages = f.array("messages")?.map_or(&[][..], Vec::as_slice);
     if messages.is_empty() {
-        return load(ctx, head);
+        return load(req, ctx, head, job_id);
     }
     let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
     let tools = super::tools::request_tools(&f, messages)?;
@@ -70,7 +73,7 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
         return Err(no_images("images"));
     }
     let prompt = match f.str("prompt")? {
-        None | Some("") => return load(ctx, head),
+        None | Some("") => return load(req, ctx, head, job_id),
         Some(prompt) => prompt,
     };
     conversation::check_text(prompt, FLAVOR, "prompt")?;
@@ -116,10 +119,11 @@ impl Head {
 }
 
 /// An empty prompt (no messages for chat) is how Ollama clients ask for the model to be
-/// loaded. It was loaded at start, so this answers at once, or says why it cannot.
-fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
+/// loaded, and with `keep_alive: 0` unloaded: a job that does just that when its turn comes.
+fn load(req: &Request, ctx: &Ctx<'_>, head: Head, job_id: u64) -> Result<Reply, ApiError> {
     let not_ready = match ctx.state {
         State::Ready => None,
+        // As before several models: the call answers once the first model is in.
         State::Loading => Some(EngineError::Loading),
         State::LoadFailed(reason) => Some(EngineError::LoadFailed {
             reason: reason.clone(),
@@ -130,12 +134,18 @@ fn load(ctx: &Ctx<'_>, head: Head) -> Result<Reply, ApiError> {
     if let Some(e) = not_ready {
         return Err(ApiError::from_engine(FLAVOR, &e));
     }
-    let response = OllamaFormat::new(head.kind, head.model).load_reply();
-    if head.stream {
-        // A stream of one line, for clients that read lines.
-        return Ok(Reply::Full(response.as_ndjson_line()));
-    }
-    Ok(Reply::Full(response))
+    let unload = crate::api::keep_alive(req)? == Some(KeepAlive::For(Duration::ZERO));
+    let (mut job, reason) = if unload {
+        (Job::unload_model(job_id), "unload")
+    } else {
+        (Job::load_model(job_id), "load")
+    };
+    job.set_priority(ctx.priority(head.stream));
+    let format = OllamaFormat::new(head.kind, head.model);
+    Ok(Reply::Generate {
+        job,
+        responder: Box::new(lifecycle::Lifecycle::new(format, head.stream, reason)),
+    })
 }
 
 fn start(

@@ -1,6 +1,6 @@
 //! What Ollama clients ask about models: `/`, `/api/version`, `/api/tags`, `/api/ps` (and, in
 //! `show.rs`, `/api/show`).
-//! One model is served, loaded at start; it is described from its file and the daemon's settings.
+//! Every model of the catalog is listed from its file; `/api/ps` shows the one on the NPU.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::clock::rfc3339;
 use crate::api::ctx::Ctx;
+use crate::api::error::{ApiError, Flavor};
 use crate::api::full_response::FullResponse;
 use crate::engine::State;
 
@@ -22,25 +23,54 @@ pub fn root() -> FullResponse {
     }
 }
 
+/// `/api/pull`, `/api/push`, `/api/create`, `/api/copy`, `/api/delete`: rkllmd has no model
+/// store to manage; a model is a file the board's owner puts in the models directory.
+pub fn manage(path: &str) -> ApiError {
+    let action = path.strip_prefix("/api/").unwrap_or(path);
+    let mut e = ApiError::bad_request(
+        Flavor::Ollama,
+        format!(
+            "rkllmd cannot {action} models: a model is an .rkllm file in the models directory \
+             (--models-dir); add, copy or remove files there and restart rkllmd"
+        ),
+        None,
+    );
+    e.status = 501;
+    e
+}
+
 pub fn version() -> FullResponse {
     FullResponse::json(200, &json!({"version": env!("CARGO_PKG_VERSION")}))
 }
 
-/// The model is listed while it loads too: it is on disk, which is what `/api/tags` reports.
+/// Every model on disk, loaded or not (and while the first loads too): what `/api/tags` reports.
 pub fn tags(ctx: &Ctx<'_>) -> FullResponse {
-    let file = ModelFile::stat(ctx);
-    FullResponse::json(200, &json!({"models": [card(ctx, &file)]}))
+    let models: Vec<Value> = ctx
+        .catalog
+        .iter()
+        .map(|(id, _)| {
+            let ctx = ctx.for_model(id);
+            card(&ctx, &ModelFile::stat(&ctx))
+        })
+        .collect();
+    FullResponse::json(200, &json!({"models": models}))
 }
 
-/// The loaded model; none until it has loaded (or after it failed to).
+/// The model on the NPU; none until it has loaded (or after it failed to).
 pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
-    if *ctx.state != State::Ready {
-        return FullResponse::json(200, &json!({"models": []}));
-    }
+    let resident = match ctx.resident {
+        Some(id) if *ctx.state == State::Ready => id,
+        _ => return FullResponse::json(200, &json!({"models": []})),
+    };
+    let ctx = &ctx.for_model(resident);
     let file = ModelFile::stat(ctx);
     let mut model = card(ctx, &file);
-    // keep_alive is ignored: the model stays loaded until the daemon stops, so it never expires.
-    model["expires_at"] = json!(NEVER);
+    // When it unloads if it stays idle (keep_alive); far ahead when it never does.
+    let expires = ctx.expires.map_or_else(
+        || NEVER.to_owned(),
+        |at| rfc3339(SystemTime::now() + at.saturating_duration_since(ctx.now)),
+    );
+    model["expires_at"] = json!(expires);
     // The NPU works from system memory; there is no separate VRAM to report.
     model["size_vram"] = json!(0);
     model["context_length"] = json!(ctx.max_context_len);

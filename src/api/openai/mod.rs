@@ -25,21 +25,26 @@ pub use responses::create as responses;
 
 const FLAVOR: Flavor = Flavor::OpenAi;
 
+/// Every model served, the default first.
 pub fn models(ctx: &Ctx<'_>) -> FullResponse {
-    FullResponse::json(200, &json!({"object": "list", "data": [model_card(ctx)]}))
+    let data: Vec<Value> = ctx
+        .catalog
+        .iter()
+        .map(|(_, m)| model_card(ctx, &m.name))
+        .collect();
+    FullResponse::json(200, &json!({"object": "list", "data": data}))
 }
 
 pub fn model(ctx: &Ctx<'_>, id: &str) -> Result<FullResponse, ApiError> {
-    if ctx.model_matches(id) {
-        Ok(FullResponse::json(200, &model_card(ctx)))
-    } else {
-        Err(ApiError::model_not_found(FLAVOR, id))
+    match ctx.catalog.find(Some(id)).and_then(|i| ctx.catalog.get(i)) {
+        Some(m) if !id.is_empty() => Ok(FullResponse::json(200, &model_card(ctx, &m.name))),
+        _ => Err(ApiError::model_not_found(FLAVOR, id)),
     }
 }
 
-fn model_card(ctx: &Ctx<'_>) -> Value {
+fn model_card(ctx: &Ctx<'_>, name: &str) -> Value {
     let created = unix_now().saturating_sub(ctx.started.elapsed().as_secs());
-    json!({"id": ctx.model_name, "object": "model", "created": created, "owned_by": "rkllmd"})
+    json!({"id": name, "object": "model", "created": created, "owned_by": "rkllmd"})
 }
 
 pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError> {

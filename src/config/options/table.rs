@@ -36,7 +36,7 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         V("FILE"),
         NoDefault,
         MODEL,
-        "The .rkllm model file to serve (required to run)"
+        "The .rkllm model file to serve (required to run unless a\nmodels directory is given)"
     ),
     opt!(
         ModelName,
@@ -45,6 +45,30 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         Note("the model file name without extension"),
         MODEL,
         "Model name reported to clients"
+    ),
+    opt!(
+        ModelsDir,
+        "models-dir",
+        V("DIR"),
+        NoDefault,
+        MODEL,
+        "Serve every *.rkllm in DIR, each named after its file name\nwithout extension (also NAME:latest); requests choose one\nby their model field, loaded when its turn comes (see\n\"Several models\" in the README). A request naming no\nmodel gets --model's, or else the first by name, which is\nloaded at start"
+    ),
+    opt!(
+        MaxLoadedModels,
+        "max-loaded-models",
+        V("N"),
+        Dv("1"),
+        MODEL,
+        "Models resident at once; only 1 is supported: a request\nfor another model unloads the resident one"
+    ),
+    opt!(
+        KeepAlive,
+        "keep-alive",
+        V("DURATION"),
+        Dv("5m"),
+        MODEL,
+        "How long a model stays loaded after a request that sets no\nkeep_alive (Ollama's field): 30s, 5m, 1h, seconds; 0 unloads\nit after the answer, a negative value never; the next\nrequest loads it again"
     ),
     opt!(
         RuntimeLibrary,

@@ -196,6 +196,7 @@ fn defaults_are_the_documented_ones() {
     let expected = Config {
         model: c.model.clone(),
         model_name: "qwen2.5-1.5b".to_owned(),
+        catalog: vec![("qwen2.5-1.5b".to_owned(), c.model.clone())],
         socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
         ..Config::default()
     };
