@@ -27,6 +27,7 @@ use rkllmd::engine::{
 };
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
+use rkllmd::models::{Catalog, Model};
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
 
 /// Picked by the first byte's low two bits; an OpenAI chat pick with bit 4 set goes to
@@ -88,7 +89,18 @@ fuzz_target!(|data: &[u8]| {
     let metrics = Metrics::default();
     // Only /metrics reads the board, and no fuzzed path is /metrics.
     let board_root = Root::new(Path::new("/nonexistent-fuzz-root"));
+    // One model, rendered with the fuzzed template: requests may name it or not.
+    let catalog = Catalog::of(vec![Model {
+        name: "qwen2.5-1.5b".to_owned(),
+        path: "/models/qwen2.5-1.5b.rkllm".into(),
+        architecture: Some("qwen2".to_owned()),
+        template: template.clone(),
+    }]);
     let ctx = Ctx {
+        catalog: &catalog,
+        model: 0,
+        resident: Some(0),
+        expires: None,
         model_name: "qwen2.5-1.5b",
         info: &info,
         state: &State::Ready,
@@ -110,6 +122,7 @@ fuzz_target!(|data: &[u8]| {
         tools_budget: 1024,
         bytes_per_token: 4.0,
         embedding_pooling: Pooling::Auto,
+        embedding_pooling_cfg: Pooling::Auto,
         background: BackgroundPolicy::NonStreamed,
         think_default: ThinkDefault::Interactive,
         board_root: &board_root,
@@ -187,6 +200,8 @@ fn check_job(job: &Job) {
         // Not reached: no embedding endpoint is among this target's paths.
         Input::Embed(e) => assert!(!e.texts.is_empty(), "an embedding job without texts"),
         Input::Reseat => panic!("the API built a re-seat, which only the engine makes"),
+        // Ollama's load and unload calls (an empty chat or generate).
+        Input::Load | Input::Unload => {}
     }
     if let Some(tools) = job.tools() {
         assert!(!tools.contains('\0'), "NUL in tools");

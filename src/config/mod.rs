@@ -198,7 +198,7 @@ impl Default for Config {
             models_dir: None,
             catalog: Vec::new(),
             max_loaded_models: 1,
-            keep_alive: crate::engine::KeepAlive::default(),
+            keep_alive: crate::engine::KeepAlive::Forever, // one model; several: 5m (`finish`)
             runtime_library: PathBuf::from(crate::runtime::DEFAULT_LIBRARY),
             socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
             socket_mode: 0o660,

@@ -28,6 +28,8 @@ pub(super) struct Draft {
     config: Config,
     socket: Option<PathBuf>,
     model_name: Option<String>,
+    /// `keep-alive` when set; unset, its default depends on how many models there are.
+    keep_alive: Option<crate::engine::KeepAlive>,
     api_key: [Option<String>; 2],
     api_key_file: [Option<PathBuf>; 2],
     allow_uid: [Option<Vec<u32>>; 2],
@@ -59,6 +61,7 @@ impl Draft {
             config: Config::default(),
             socket: None,
             model_name: None,
+            keep_alive: None,
             api_key: [None, None],
             api_key_file: [None, None],
             allow_uid: [None, None],
@@ -77,8 +80,10 @@ impl Draft {
             Setting::ModelsDir => c.models_dir = Some(values::path(raw)?),
             Setting::MaxLoadedModels => c.max_loaded_models = int(raw, 1, 1)?,
             Setting::KeepAlive => {
-                c.keep_alive = crate::engine::KeepAlive::parse(raw)
-                    .map_err(|_| "a duration such as 30s, 5m, 1h, 0 or -1".to_owned())?;
+                self.keep_alive = Some(
+                    crate::engine::KeepAlive::parse(raw)
+                        .map_err(|_| "a duration such as 30s, 5m, 1h, 0 or -1".to_owned())?,
+                );
             }
             Setting::RuntimeLibrary => c.runtime_library = values::path(raw)?,
             Setting::Socket => self.socket = Some(values::path(raw)?),
@@ -238,6 +243,13 @@ impl Draft {
             let default = (self.config.model_name.clone(), self.config.model.clone());
             self.config.catalog = super::models_dir::catalog(default, listed);
         }
+        // One model has nothing to make room for: it stays loaded, as before models
+        // directories, unless keep-alive says otherwise. Several default to Ollama's 5 minutes.
+        self.config.keep_alive = self.keep_alive.unwrap_or(if self.config.catalog.len() > 1 {
+            crate::engine::KeepAlive::default()
+        } else {
+            crate::engine::KeepAlive::Forever
+        });
         self.config.chat_template = self
             .template_name
             .resolve(&self.template_parts)

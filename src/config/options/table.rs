@@ -66,7 +66,7 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         KeepAlive,
         "keep-alive",
         V("DURATION"),
-        Dv("5m"),
+        Note("5m with several models; one model stays loaded"),
         MODEL,
         "How long a model stays loaded after a request that sets no\nkeep_alive (Ollama's field): 30s, 5m, 1h, seconds; 0 unloads\nit after the answer, a negative value never; the next\nrequest loads it again"
     ),

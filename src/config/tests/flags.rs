@@ -470,3 +470,20 @@ fn help_states_the_push_back_bound_the_engine_applies() {
     let bound = format!("at most {} times", crate::engine::MAX_PUSH_BACKS);
     assert!(help().contains(&bound), "help does not say {bound:?}");
 }
+
+#[test]
+fn one_model_stays_loaded_by_default_and_several_keep_ollamas_five_minutes() {
+    use crate::engine::KeepAlive;
+    use std::time::Duration;
+    let s = Scratch::new();
+    let one = run(&["--model", &s.model()], &s.env());
+    assert_eq!(one.keep_alive, KeepAlive::Forever);
+    s.write("other.rkllm", "model");
+    let dir = s.path("");
+    let several = run(&["--models-dir", &dir], &s.env());
+    assert_eq!(several.catalog.len(), 2, "{:?}", several.catalog);
+    assert_eq!(several.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+    // Said explicitly, it holds for one model too.
+    let set = run(&["--model", &s.model(), "--keep-alive", "5m"], &s.env());
+    assert_eq!(set.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+}
