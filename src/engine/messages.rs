@@ -114,7 +114,7 @@ impl Engine {
             // A preempted run's output is dropped: the client hears only the run that follows.
             WorkerMsg::Text { id, text, tokens } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id() == id) {
-                    run.produced_output();
+                    run.produced_output(now);
                     if !run.preempted() {
                         out.push(Event::Text { id, text, tokens });
                     }
@@ -122,7 +122,7 @@ impl Engine {
             }
             WorkerMsg::Embedding { id, vector, tokens } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id() == id) {
-                    run.produced_output();
+                    run.produced_output(now);
                     if !run.preempted() {
                         out.push(Event::Embedding { id, vector, tokens });
                     }

@@ -23,6 +23,9 @@ pub(super) struct Running {
     /// The runtime may still be prefilling: no text has come yet. An abort takes effect late
     /// then (rknn-llm#400: ~1.3 s), so the wedge grace is longer.
     prefilling: bool,
+    /// When its first output came: the decode, where the runtime checks for an abort between
+    /// tokens, began then.
+    decoding_since: Option<Instant>,
     /// Our estimate of how long this run's prefill takes.
     prefill_estimate: Duration,
 }
@@ -38,6 +41,7 @@ impl Running {
             aborted: None,
             in_runtime: None,
             prefilling: true,
+            decoding_since: None,
             prefill_estimate: Duration::ZERO,
         }
     }
@@ -66,9 +70,21 @@ impl Running {
         self.prefill_estimate = estimate;
     }
 
-    /// Output came: the prefill is over.
-    pub(super) fn produced_output(&mut self) {
-        self.prefilling = false;
+    /// Output came at `now`: the prefill is over.
+    pub(super) fn produced_output(&mut self, now: Instant) {
+        if self.prefilling {
+            self.prefilling = false;
+            self.decoding_since = Some(now);
+        }
+    }
+
+    /// From when an abort's grace counts: the abort, or the run's entry into the runtime if
+    /// later, or the end of its prefill if later still (an abort that came during the prefill
+    /// can take effect only in the decode); None while not aborted or not in the runtime.
+    pub(super) fn abort_grace_from(&self) -> Option<Instant> {
+        let (_, at) = self.aborted?;
+        let from = at.max(self.in_runtime?);
+        Some(self.decoding_since.map_or(from, |d| from.max(d)))
     }
 
     /// A preempted run's job and standing, to go back in the queue; None for any other run.
@@ -145,8 +161,7 @@ impl Engine {
     /// after the run entered the runtime if that was later; never while the worker is still
     /// preparing it (it checks for the abort before calling the runtime).
     pub(super) fn wedge_deadline(&self, run: &Running) -> Option<Instant> {
-        let (_, at) = run.aborted?;
-        Some(at.max(run.in_runtime?) + self.grace(run))
+        Some(run.abort_grace_from()? + self.grace(run))
     }
 
     pub(super) fn abort_running(&mut self, cause: AbortCause, now: Instant) {
@@ -195,5 +210,38 @@ impl Engine {
             });
         }
         out.push(Event::Wedged);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_abort_in_the_prefill_gets_its_grace_from_the_decode_s_start() {
+        let t0 = Instant::now();
+        let mut run = Running::new(7, None, Standing::default(), t0);
+        assert_eq!(run.abort_grace_from(), None, "not aborted");
+        run.aborted = Some((AbortCause::Cancel, t0));
+        assert_eq!(run.abort_grace_from(), None, "not in the runtime yet");
+        run.entered_runtime(t0 + Duration::from_millis(10), Duration::ZERO);
+        assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_millis(10)));
+        // The prefill took a second (a slow board, or emulation): the runtime could act on the
+        // abort only from then on.
+        run.produced_output(t0 + Duration::from_secs(1));
+        assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_secs(1)));
+        // Later output does not move it.
+        run.produced_output(t0 + Duration::from_secs(2));
+        assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn an_abort_in_the_decode_gets_its_grace_from_the_abort() {
+        let t0 = Instant::now();
+        let mut run = Running::new(7, None, Standing::default(), t0);
+        run.entered_runtime(t0, Duration::ZERO);
+        run.produced_output(t0 + Duration::from_millis(5));
+        run.aborted = Some((AbortCause::Cancel, t0 + Duration::from_secs(3)));
+        assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_secs(3)));
     }
 }
