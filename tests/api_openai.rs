@@ -868,6 +868,9 @@ fn memory_taken_for_one_huge_request_is_given_back() {
         )
         .as_bytes(),
     );
+    // 51 MB of JSON: a debug build takes seconds to parse and render it, more while other
+    // test binaries run beside this one; the test is about memory, not speed.
+    c.try_set_io_timeout(Duration::from_secs(180)).unwrap();
     c.send_raw(body.as_bytes());
     drop(body);
     let r = c.read_response();

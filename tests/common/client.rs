@@ -248,6 +248,14 @@ impl Client {
         self.pause_every = pause_every;
     }
 
+    /// Reads and writes wait at most `timeout` from now on (`IO_TIMEOUT` by default): for a
+    /// request whose parsing alone takes a debug build long on a loaded machine.
+    pub fn try_set_io_timeout(&self, timeout: Duration) -> Result<()> {
+        self.conn
+            .set_timeouts(Some(timeout))
+            .map_err(ClientError::io("set a timeout"))
+    }
+
     pub fn try_set_nonblocking(&self, on: bool) -> Result<()> {
         self.conn
             .set_nonblocking(on)
