@@ -112,6 +112,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         keep_alive: rkllmd::engine::KeepAlive::Forever,
         kv_cache_reuse: true,
         snapshots: None,
+        residency: rkllmd::engine::Residency::default(),
         background_hold: Duration::ZERO,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
