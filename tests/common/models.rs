@@ -40,10 +40,21 @@ pub fn builder(tag: &str) -> DaemonBuilder {
 }
 
 /// A copy of a shipped simulator model (`vendor/rkllm-sim/models/`) named `name` in `dir`,
-/// scripted to answer `NAME says hi`, with `extra` lines.
+/// scripted to answer `NAME says hi`, with `extra` lines (a `key = value` one in place of the
+/// shipped file's line of that key).
 pub fn copy_model(dir: &Path, shipped: &Path, name: &str, extra: &[&str]) -> PathBuf {
-    let mut text = std::fs::read_to_string(shipped).expect("read the shipped model");
-    text.push_str(&format!("\nanswer = {name} says hi\n"));
+    let key = |line: &str| line.split_once('=').map(|(k, _)| k.trim().to_owned());
+    let replaced: Vec<String> = extra.iter().filter_map(|l| key(l)).collect();
+    let shipped = std::fs::read_to_string(shipped).expect("read the shipped model");
+    let mut text = String::new();
+    for line in shipped.lines() {
+        let comment = line.trim_start().starts_with('#');
+        if comment || !key(line).is_some_and(|k| replaced.contains(&k) || k == "answer") {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text.push_str(&format!("answer = {name} says hi\n"));
     for line in extra {
         text.push_str(line);
         text.push('\n');
