@@ -109,13 +109,10 @@ pub(super) fn run(
     };
     let started = Instant::now();
     let mut residents = Residents::new(host.cfg.max_loaded);
-    match host.load_within_budget(0, &mut residents, &mut Vec::new()) {
-        Ok(_) => {}
-        Err(e) => {
-            host.notify.send(WorkerMsg::LoadFailed(e));
-            host.notify.send(WorkerMsg::Stopped);
-            return;
-        }
+    if let Err(e) = host.load_within_budget(0, &mut residents, &mut Vec::new()) {
+        host.notify.send(WorkerMsg::LoadFailed(e));
+        host.notify.send(WorkerMsg::Stopped);
+        return;
     }
     host.notify.send(WorkerMsg::Loaded {
         load_time: started.elapsed(),
