@@ -4,6 +4,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "daemon/models.rs"]
+mod models;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -112,6 +114,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         keep_alive: rkllmd::engine::KeepAlive::Forever,
         kv_cache_reuse: true,
         snapshots: None,
+        residency: rkllmd::engine::Residency::default(),
         background_hold: Duration::ZERO,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();
@@ -191,6 +194,13 @@ fn main() {
         println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
         background_rows(dir.path());
         priority_rows();
+        return;
+    }
+    // `cargo bench -- models`: the rows of several models alone.
+    if std::env::args().any(|a| a == "models") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        models::model_rows(dir.path());
         return;
     }
     // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
@@ -362,6 +372,7 @@ fn main() {
     priority_rows();
     hostile_stop_rows(dir.path());
     long_conversation_rows(dir.path());
+    models::model_rows(dir.path());
 }
 
 /// The user's time to first token at demo speed (demo.rkllm: Qwen2.5-1.5B on RK3588, an abort

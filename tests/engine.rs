@@ -77,6 +77,7 @@ impl Harness {
             keep_alive: rkllmd::engine::KeepAlive::Forever,
             kv_cache_reuse: true,
             snapshots: None,
+            residency: rkllmd::engine::Residency::default(),
             // Background jobs start at once unless a test says otherwise.
             background_hold: Duration::ZERO,
         };

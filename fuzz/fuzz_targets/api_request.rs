@@ -23,7 +23,7 @@ use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
 use rkllmd::board::Root;
 use rkllmd::chat::{Template, PRESET_NAMES};
 use rkllmd::engine::{
-    BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, State, ThinkDefault,
+    BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, Resident, State, ThinkDefault,
 };
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
@@ -99,8 +99,10 @@ fuzz_target!(|data: &[u8]| {
     let ctx = Ctx {
         catalog: &catalog,
         model: 0,
-        resident: Some(0),
-        expires: None,
+        resident: &[Resident {
+            model: 0,
+            expires: None,
+        }],
         model_name: "qwen2.5-1.5b",
         info: &info,
         state: &State::Ready,

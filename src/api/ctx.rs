@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::board::Root;
 use crate::chat::Template;
-use crate::engine::{BackgroundPolicy, Pooling, Priority, State, ThinkDefault};
+use crate::engine::{BackgroundPolicy, Pooling, Priority, Resident, State, ThinkDefault};
 use crate::metrics::Metrics;
 use crate::models::{Catalog, ModelId};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
@@ -16,10 +16,9 @@ pub struct Ctx<'a> {
     /// The model this view is of (the request's; the default until routing knows it): the
     /// name, path, architecture, template and pooling below are its.
     pub model: ModelId,
-    /// The model on the NPU, if any.
-    pub resident: Option<ModelId>,
-    /// When the resident model is unloaded if it stays idle (None: never).
-    pub expires: Option<Instant>,
+    /// The models on the NPU, most recently used first, each with when it is unloaded if it
+    /// stays idle.
+    pub resident: &'a [Resident],
     pub model_name: &'a str,
     pub info: &'a RuntimeInfo,
     pub state: &'a State,

@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{Ctx, FullResponse};
-use crate::engine::State;
+use crate::engine::{Resident, State};
 
 /// The header that carries the queue depth (requests waiting, not the one running).
 const QUEUE_DEPTH_HEADER: &str = "X-Rkllmd-Queue-Depth";
@@ -23,11 +23,14 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
         State::Wedged => (503, "wedged", None),
         State::ShuttingDown | State::Stopped => (503, "shutting_down", None),
     };
+    let name = |r: &Resident| ctx.catalog.get(r.model).map(|m| m.name.as_str());
     let mut body = json!({
         "status": word,
         "model": ctx.model_name,
         "models": ctx.catalog.iter().map(|(_, m)| m.name.as_str()).collect::<Vec<_>>(),
-        "loaded": ctx.resident.and_then(|id| ctx.catalog.get(id)).map(|m| m.name.as_str()),
+        // The most recently used, as when one model was resident at most; all of them after.
+        "loaded": ctx.resident.first().and_then(name),
+        "loaded_models": ctx.resident.iter().filter_map(name).collect::<Vec<_>>(),
         "abi": ctx.info.abi,
         "runtime": ctx.info.kind(),
         "queue_depth": ctx.queue_depth,

@@ -123,7 +123,7 @@ pub struct Config {
     /// Every model served, the default (`model`) first: names and files. One entry with
     /// `--model` alone; empty only where `model` may be.
     pub catalog: Vec<(String, PathBuf)>,
-    /// `max-loaded-models`: models resident at once (1).
+    /// `max-loaded-models`: models resident at once (1 to 8).
     pub max_loaded_models: usize,
     /// `keep-alive`: how long a model stays loaded after a request that does not say.
     pub keep_alive: crate::engine::KeepAlive,

@@ -78,7 +78,7 @@ impl Draft {
             Setting::Model => c.model = values::path(raw)?,
             Setting::ModelName => self.model_name = Some(values::non_empty(raw, "name")?),
             Setting::ModelsDir => c.models_dir = Some(values::path(raw)?),
-            Setting::MaxLoadedModels => c.max_loaded_models = int(raw, 1, 1)?,
+            Setting::MaxLoadedModels => c.max_loaded_models = int(raw, 1, 8)?,
             Setting::KeepAlive => {
                 self.keep_alive = Some(
                     crate::engine::KeepAlive::parse(raw)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::priority::Priority;
+use super::residents::Eviction;
 use super::EngineError;
 use super::{KeepAlive, ModelId};
 use crate::exit::Ending;
@@ -420,13 +421,13 @@ pub enum Event {
     },
     /// See `WorkerMsg::Switched`.
     Switched {
-        unloaded: Option<ModelId>,
+        unloaded: Vec<(ModelId, Eviction)>,
         model: ModelId,
         /// How long the load took, and why it failed if it did.
         took: Duration,
         failure: Option<String>,
     },
-    /// The resident model was unloaded, idle past its `keep_alive`.
+    /// A resident model was unloaded, idle past its `keep_alive` or for an unload call.
     Unloaded {
         model: ModelId,
     },
@@ -445,10 +446,11 @@ pub(super) enum WorkerMsg {
     Unloaded {
         model: ModelId,
     },
-    /// The worker unloaded `unloaded` (if a model was resident) and loaded `model` for a job
-    /// that needs it (in `took`; `failure`: why it did not load).
+    /// The worker unloaded `unloaded` (the least recently used models, each with why) to make
+    /// room and loaded `model` for a job that needs it (in `took`; `failure`: why it did not
+    /// load).
     Switched {
-        unloaded: Option<ModelId>,
+        unloaded: Vec<(ModelId, Eviction)>,
         model: ModelId,
         /// How long the load took, and why it failed if it did.
         took: Duration,

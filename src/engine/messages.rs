@@ -54,7 +54,7 @@ impl Engine {
                 if self.state == State::Loading {
                     self.state = State::Ready;
                 }
-                self.resident = Some(0);
+                self.residents.loaded(0);
                 out.push(Event::Ready { load_time });
             }
             WorkerMsg::Switched {
@@ -63,7 +63,12 @@ impl Engine {
                 took,
                 failure,
             } => {
-                self.resident = failure.is_none().then_some(model);
+                for (gone, _) in &unloaded {
+                    self.residents.remove(*gone);
+                }
+                if failure.is_none() {
+                    self.residents.loaded(model);
+                }
                 out.push(Event::Switched {
                     unloaded,
                     model,
@@ -72,8 +77,7 @@ impl Engine {
                 });
             }
             WorkerMsg::Unloaded { model } => {
-                self.resident = None;
-                self.expires = None;
+                self.residents.remove(model);
                 out.push(Event::Unloaded { model });
             }
             WorkerMsg::LoadFailed(e) => {
@@ -164,8 +168,8 @@ impl Engine {
         }
         // Its model stays loaded for the job's keep_alive from now.
         match self.run_keep_alive.take() {
-            Some(KeepAlive::For(d)) => self.expires = Some(now + d),
-            Some(KeepAlive::Forever) => self.expires = None,
+            Some((model, KeepAlive::For(d))) => self.residents.set_expiry(model, Some(now + d)),
+            Some((model, KeepAlive::Forever)) => self.residents.set_expiry(model, None),
             None => {}
         }
         self.reseat_wanted = matches!(result, Ok(RunSummary { reseat: true, .. }));

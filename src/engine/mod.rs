@@ -5,6 +5,7 @@
 //! messages into `Event`s (`messages.rs`). Nothing here sleeps or polls: the worker wakes the
 //! loop through a `mio::Waker`, and time limits surface through `next_deadline`.
 
+mod budget;
 mod bytes_per_token;
 mod embed;
 mod error;
@@ -15,6 +16,7 @@ mod messages;
 mod priority;
 mod queue;
 mod reseat;
+mod residents;
 mod reuse;
 mod running;
 mod runtime_history;
@@ -42,6 +44,7 @@ pub use keep_alive::KeepAlive;
 pub use kv_cache::SharedTokens;
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
+pub use residents::{Eviction, Resident};
 pub use snapshots::SnapshotConfig;
 pub use utf8::Utf8Assembler;
 
@@ -77,6 +80,26 @@ pub struct EngineConfig {
     pub kv_cache_reuse: bool,
     /// Where conversations' KV caches are saved while other requests run (None: not saved).
     pub snapshots: Option<SnapshotConfig>,
+    /// How many models may be resident, and the board's memory that decides it too.
+    pub residency: Residency,
+}
+
+/// What decides which models stay resident (see `residents`).
+#[derive(Clone, Debug)]
+pub struct Residency {
+    /// `max-loaded-models`: models resident at once (at least 1).
+    pub max_loaded: usize,
+    /// `--root`: where `/proc/meminfo` is read before each load (the memory budget).
+    pub root: std::path::PathBuf,
+}
+
+impl Default for Residency {
+    fn default() -> Residency {
+        Residency {
+            max_loaded: 1,
+            root: std::path::PathBuf::from("/"),
+        }
+    }
 }
 
 /// Which model: its place in the catalog (`crate::models`; 0 is the default).
@@ -136,13 +159,11 @@ pub struct Engine {
     ratio: SharedRatio,
     /// The KV cache's tokens as the worker knows them.
     kv_tokens: SharedTokens,
-    /// The model the worker has loaded, as its last message said (None: none loaded).
-    resident: Option<ModelId>,
-    /// When the resident model is unloaded if nothing runs on it before (None: never).
-    expires: Option<Instant>,
-    /// The keep_alive of the job running (what `expires` becomes when it ends; None: it
-    /// leaves `expires` as it is).
-    run_keep_alive: Option<KeepAlive>,
+    /// The models the worker has loaded, as its messages said, each with its expiry.
+    residents: residents::Record,
+    /// The model of the job running and its keep_alive (what that model's expiry becomes
+    /// when it ends; None: it leaves the expiry as it is).
+    run_keep_alive: Option<(ModelId, KeepAlive)>,
 }
 
 impl Engine {
@@ -172,6 +193,8 @@ impl Engine {
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
             kv_tokens: SharedTokens::default(),
+            max_loaded: cfg.residency.max_loaded,
+            root: crate::board::Root::new(&cfg.residency.root),
         };
         let ratio = init.ratio.clone();
         let kv_tokens = init.kv_tokens.clone();
@@ -201,8 +224,7 @@ impl Engine {
             thread: Some(thread),
             ratio,
             kv_tokens,
-            resident: None,
-            expires: None,
+            residents: residents::Record::default(),
             run_keep_alive: None,
         })
     }
@@ -211,14 +233,10 @@ impl Engine {
         &self.state
     }
 
-    /// The model loaded on the NPU, once the worker has said so.
-    pub fn resident(&self) -> Option<ModelId> {
-        self.resident
-    }
-
-    /// When the resident model is to be unloaded if it stays idle (None: never, or none loaded).
-    pub fn expires(&self) -> Option<Instant> {
-        self.expires.filter(|_| self.resident.is_some())
+    /// The models loaded on the NPU, once the worker has said so, most recently used first,
+    /// each with when it is unloaded if it stays idle.
+    pub fn residents(&self) -> &[Resident] {
+        self.residents.all()
     }
 
     pub fn queue_depth(&self) -> usize {
@@ -428,16 +446,16 @@ impl Engine {
         }
     }
 
-    /// Hands the next queued job to the worker if it is idle and the model is loaded.
-    /// When the idle resident model's keep_alive runs out (None: it never does, or a job
+    /// When the first idle resident model's keep_alive runs out (None: none does, or a job
     /// waits or runs).
     fn idle_expiry(&self) -> Option<Instant> {
         if self.running.is_some() || self.queue.len() > 0 || self.reseat_wanted {
             return None;
         }
-        self.expires()
+        self.residents.next_expiry()
     }
 
+    /// Hands the next queued job to the worker if it is idle and the model is loaded.
     fn dispatch(&mut self, now: Instant) {
         if self.state != State::Ready || self.running.is_some() {
             return;
@@ -453,11 +471,12 @@ impl Engine {
         }
         // A re-seat runs only on an empty queue (see `reseat`); it is never preempted. An idle
         // model past its keep_alive is unloaded after it.
-        let expired = self.idle_expiry().is_some_and(|at| now >= at);
-        let (job, standing) = match self.queue.pop_next(self.resident) {
+        let residents = &self.residents;
+        let (job, standing) = match self.queue.pop_next(|m| residents.contains(m)) {
             Some(next) => (next.job, next.standing),
-            // The re-seat is of the resident model's cache (never a reason to load one).
-            None if wanted => match self.resident {
+            // The re-seat is of the cache of the model that ran last, the most recently used
+            // (never a reason to load one).
+            None if wanted => match self.residents.latest() {
                 Some(model) => {
                     let mut job = Job::reseat(reseat::RESEAT_ID);
                     job.set_model(model);
@@ -465,18 +484,19 @@ impl Engine {
                 }
                 None => return,
             },
-            None => match self.resident {
-                Some(model) if expired => {
-                    self.expires = None;
-                    (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
-                }
-                _ => return,
+            None => match self.residents.take_expired(now) {
+                Some(model) => (Job::unload(reseat::UNLOAD_ID, model), Standing::default()),
+                None => return,
             },
         };
         // An unload call (or the engine's own jobs) leaves the resident model's expiry alone.
         let client = job.id() != reseat::RESEAT_ID && job.id() != reseat::UNLOAD_ID;
-        self.run_keep_alive = (client && !matches!(job.input(), Input::Unload))
-            .then(|| job.keep_alive().unwrap_or(self.cfg.keep_alive));
+        let unload = matches!(job.input(), Input::Unload);
+        self.run_keep_alive = (client && !unload)
+            .then(|| (job.model(), job.keep_alive().unwrap_or(self.cfg.keep_alive)));
+        if !unload {
+            self.residents.used(job.model());
+        }
         let id = job.id();
         let keep = job.priority() == Priority::Background && standing.may_yield();
         let kept = keep.then(|| job.clone());

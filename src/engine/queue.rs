@@ -119,30 +119,28 @@ impl Queue {
             .any(|q| q.job.priority() == Priority::Interactive)
     }
 
-    /// Takes the job to run next on a worker that has `resident` loaded; the background jobs it
-    /// overtakes count a push-back, and a job that needs a switch which it overtakes counts a
-    /// switch yield.
-    pub fn pop_next(&mut self, resident: Option<ModelId>) -> Option<Queued> {
+    /// Takes the job to run next on a worker that has the models for which `resident` is true
+    /// loaded; the background jobs it overtakes count a push-back, and a job that needs a
+    /// switch (its model is not resident) which it overtakes counts a switch yield.
+    pub fn pop_next(&mut self, resident: impl Fn(ModelId) -> bool) -> Option<Queued> {
         let mut pick = self
             .entries
             .iter()
             .position(Queued::keeps_its_place)
             .unwrap_or(0);
         let first = self.entries.get(pick)?;
-        if let Some(resident) = resident {
-            if first.job.model() != resident && first.standing.switch_yields < MAX_SWITCH_YIELDS {
-                let ahead = first.keeps_its_place();
-                // Of the same class as the pick (interactive first still holds).
-                let instead = self
-                    .entries
-                    .iter()
-                    .position(|q| q.job.model() == resident && (q.keeps_its_place() || !ahead));
-                if let Some(instead) = instead {
-                    if let Some(waiting) = self.entries.get_mut(pick) {
-                        waiting.standing.switch_yields += 1;
-                    }
-                    pick = instead;
+        if !resident(first.job.model()) && first.standing.switch_yields < MAX_SWITCH_YIELDS {
+            let ahead = first.keeps_its_place();
+            // Of the same class as the pick (interactive first still holds).
+            let instead = self
+                .entries
+                .iter()
+                .position(|q| resident(q.job.model()) && (q.keeps_its_place() || !ahead));
+            if let Some(instead) = instead {
+                if let Some(waiting) = self.entries.get_mut(pick) {
+                    waiting.standing.switch_yields += 1;
                 }
+                pick = instead;
             }
         }
         let seq = self.entries.get(pick)?.standing.seq;
@@ -197,7 +195,7 @@ mod tests {
     }
 
     fn order(q: &mut Queue) -> Vec<JobId> {
-        std::iter::from_fn(|| q.pop_next(None).map(|e| e.job.id())).collect()
+        std::iter::from_fn(|| q.pop_next(|_| false).map(|e| e.job.id())).collect()
     }
 
     fn for_model(id: JobId, priority: Priority, model: ModelId) -> Job {
@@ -210,7 +208,7 @@ mod tests {
     /// job's model in turn.
     fn order_from(q: &mut Queue, mut resident: ModelId) -> Vec<JobId> {
         std::iter::from_fn(|| {
-            let next = q.pop_next(Some(resident))?;
+            let next = q.pop_next(|m| m == resident)?;
             resident = next.job.model();
             Some(next.job.id())
         })
@@ -263,7 +261,7 @@ mod tests {
         }
         let mut resident = 0;
         let mut switches = 0;
-        while let Some(next) = q.pop_next(Some(resident)) {
+        while let Some(next) = q.pop_next(|m| m == resident) {
             if next.job.model() != resident {
                 switches += 1;
                 resident = next.job.model();
@@ -286,6 +284,25 @@ mod tests {
         q.push(for_model(1, I, 1), now);
         q.push(for_model(2, I, 0), now);
         assert_eq!(order(&mut q), [1, 2]);
+    }
+
+    /// With several models resident (`max-loaded-models`), a job for any of them needs no
+    /// switch: nothing goes ahead of it, and a job for none of them still waits at most
+    /// `MAX_SWITCH_YIELDS` runs.
+    #[test]
+    fn a_job_for_any_resident_model_is_not_a_switch() {
+        let mut q = Queue::default();
+        let now = Instant::now();
+        q.push(for_model(1, I, 1), now);
+        q.push(for_model(2, I, 0), now);
+        q.push(for_model(3, I, 2), now);
+        for id in 4..=7 {
+            q.push(for_model(id, I, 0), now);
+        }
+        let resident = |m: ModelId| m == 0 || m == 1;
+        let ran: Vec<JobId> =
+            std::iter::from_fn(|| q.pop_next(resident).map(|e| e.job.id())).collect();
+        assert_eq!(ran, [1, 2, 4, 5, 6, 3, 7]);
     }
 
     const I: Priority = Priority::Interactive;
@@ -332,7 +349,7 @@ mod tests {
     /// standing: ready to be put back.
     fn running_background(q: &mut Queue, now: Instant) -> (Job, Standing) {
         q.push(job(1, B), now);
-        let run = q.pop_next(None).unwrap();
+        let run = q.pop_next(|_| false).unwrap();
         (run.job, run.standing)
     }
 
@@ -355,7 +372,7 @@ mod tests {
         let mut served = Vec::new();
         for id in 2..=(JobId::from(MAX_PUSH_BACKS) + 3) {
             q.push(job(id, I), now);
-            served.push(q.pop_next(None).unwrap().job.id());
+            served.push(q.pop_next(|_| false).unwrap().job.id());
         }
         // The first MAX_PUSH_BACKS interactive jobs overtook it; then it kept its place.
         let bound = MAX_PUSH_BACKS as usize;
@@ -373,8 +390,8 @@ mod tests {
         let (one, standing) = running_background(&mut q, now);
         q.push(job(2, I), now);
         q.put_back(one, standing, now);
-        assert_eq!(q.pop_next(None).unwrap().job.id(), 2);
-        let back = q.pop_next(None).unwrap();
+        assert_eq!(q.pop_next(|_| false).unwrap().job.id(), 2);
+        let back = q.pop_next(|_| false).unwrap();
         assert_eq!(back.job.id(), 1);
         assert_eq!(
             (back.standing.pushed_back, back.standing.preemptions),
@@ -388,8 +405,8 @@ mod tests {
         let now = Instant::now();
         q.push(job(1, I), now);
         q.push(job(2, B), now);
-        assert_eq!(q.pop_next(None).unwrap().job.id(), 1);
-        assert_eq!(q.pop_next(None).unwrap().standing.pushed_back, 0);
+        assert_eq!(q.pop_next(|_| false).unwrap().job.id(), 1);
+        assert_eq!(q.pop_next(|_| false).unwrap().standing.pushed_back, 0);
     }
 
     #[test]
@@ -402,7 +419,7 @@ mod tests {
         for _ in 0..MAX_PUSH_BACKS {
             assert!(standing.may_yield());
             q.put_back(one, standing, now);
-            let run = q.pop_next(None).unwrap();
+            let run = q.pop_next(|_| false).unwrap();
             (one, standing) = (run.job, run.standing);
         }
         assert_eq!(standing.preemptions, MAX_PUSH_BACKS);

@@ -22,9 +22,12 @@ mod prompt_run;
 mod reseat_run;
 mod runtime_run;
 mod snapshot_run;
+use super::budget;
+use super::residents::{Eviction, Residents};
 use super::snapshots::{SnapshotConfig, Snapshots};
 use super::EngineError;
 use super::ModelId;
+use crate::board::Root;
 use crate::memory;
 use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
 
@@ -69,6 +72,10 @@ pub(super) struct WorkerConfig {
     pub ratio: super::SharedRatio,
     /// Where the KV cache's token count is published for the event loop.
     pub kv_tokens: super::SharedTokens,
+    /// Models resident at once (`max-loaded-models`).
+    pub max_loaded: usize,
+    /// Where `/proc/meminfo` is read for the memory budget (`--root`).
+    pub root: Root,
 }
 
 /// What outlives a resident model on the inference thread: what a model is loaded from, and
@@ -79,6 +86,9 @@ struct Host {
     notify: Notifier,
     abort_slot: Arc<Mutex<Option<AbortHandle>>>,
     cancelled: Arc<AtomicU64>,
+    /// Models whose load failed even after unloading another to retry: the next failure of
+    /// theirs is not worth unloading a further one for.
+    refused_again: Vec<ModelId>,
 }
 
 pub(super) fn run(
@@ -89,22 +99,21 @@ pub(super) fn run(
     abort_slot: Arc<Mutex<Option<AbortHandle>>>,
     cancelled: Arc<AtomicU64>,
 ) {
-    let host = Host {
+    let mut host = Host {
         cfg,
         caps,
         notify,
         abort_slot,
         cancelled,
+        refused_again: Vec::new(),
     };
     let started = Instant::now();
-    let mut resident = match host.load(0) {
-        Ok(worker) => Some(worker),
-        Err(e) => {
-            host.notify.send(WorkerMsg::LoadFailed(e));
-            host.notify.send(WorkerMsg::Stopped);
-            return;
-        }
-    };
+    let mut residents = Residents::new(host.cfg.max_loaded);
+    if let Err(e) = host.load_within_budget(0, &mut residents, &mut Vec::new()) {
+        host.notify.send(WorkerMsg::LoadFailed(e));
+        host.notify.send(WorkerMsg::Stopped);
+        return;
+    }
     host.notify.send(WorkerMsg::Loaded {
         load_time: started.elapsed(),
     });
@@ -114,10 +123,9 @@ pub(super) fn run(
             break;
         }
         if matches!(job.input(), Input::Unload) {
-            if let Some(worker) = resident.take_if(|w| w.model == job.model()) {
-                let model = worker.model;
+            if let Some(worker) = residents.remove(job.model()) {
                 drop(worker);
-                host.notify.send(WorkerMsg::Unloaded { model });
+                host.notify.send(WorkerMsg::Unloaded { model: job.model() });
             }
             let done = WorkerMsg::Done {
                 id: job.id(),
@@ -128,7 +136,7 @@ pub(super) fn run(
             }
             continue;
         }
-        let worker = match host.resident_for(&mut resident, job.model()) {
+        let worker = match host.resident_for(&mut residents, job.model()) {
             Ok(worker) => worker,
             Err(error) => {
                 if !host.notify.send(WorkerMsg::Done {
@@ -140,6 +148,10 @@ pub(super) fn run(
                 continue;
             }
         };
+        // The loop aborts through this slot: it must name the runtime this job runs on.
+        if let Ok(mut slot) = host.abort_slot.lock() {
+            *slot = Some(worker.runtime.abort_handle());
+        }
         // A re-seat is worth running only right after the run that offered it.
         let seat = worker.seat.take();
         let result = match job.input() {
@@ -158,30 +170,56 @@ pub(super) fn run(
             memory::give_back();
         }
     }
-    drop(resident);
+    residents.clear();
     host.notify.send(WorkerMsg::Stopped);
 }
 
 impl Host {
-    /// The worker of `model`, loaded first if another (or none) is resident: the resident
-    /// model's runtime is destroyed before the next one loads (the NPU holds one, see
-    /// `max-loaded-models`), and with it everything known about its KV cache.
+    /// The worker of `model`, loaded first if it is not resident. Room is made first (see
+    /// `residents`): the least recently used models are unloaded while `max-loaded-models` are
+    /// resident or the board's memory is short, and once more if the runtime refuses the load
+    /// beside the others (not for a model whose retry failed too before: the fault is then
+    /// likely its own). An unloaded model's KV cache, and everything known about it, goes.
     fn resident_for<'w>(
-        &self,
-        resident: &'w mut Option<Worker>,
+        &mut self,
+        residents: &'w mut Residents<Worker>,
         model: ModelId,
     ) -> Result<&'w mut Worker, EngineError> {
-        if resident.as_ref().is_some_and(|w| w.model == model) {
-            return resident.as_mut().ok_or(EngineError::WorkerGone);
+        if residents.contains(model) {
+            return residents.use_model(model).ok_or(EngineError::WorkerGone);
         }
-        let unloaded = resident.take().map(|w| w.model);
+        let mut unloaded = Vec::new();
+        while residents.is_full() {
+            let max = residents.max();
+            let Some((gone, worker)) = residents.take_lru() else {
+                break;
+            };
+            drop(worker);
+            unloaded.push((gone, Eviction::Capacity { max }));
+        }
         let started = Instant::now();
-        let loaded = self.load(model);
-        let name = self
-            .cfg
-            .models
-            .get(model)
-            .map_or_else(String::new, |m| m.name.clone());
+        let mut loaded = self.load_within_budget(model, residents, &mut unloaded);
+        let retry = !self.refused_again.contains(&model);
+        if let (Err(e), true) = (&loaded, retry) {
+            // Some runtimes hold one handle per process: make room once more and retry.
+            if let Some((gone, worker)) = residents.take_lru() {
+                log::warn!(
+                    "model {} did not load beside {} other(s) ({e}); unloading the least \
+                     recently used and trying once more",
+                    self.name(model),
+                    residents.len() + 1
+                );
+                drop(worker);
+                unloaded.push((gone, Eviction::Refused));
+                loaded = self.load(model, residents);
+                if loaded.is_err() {
+                    self.refused_again.push(model);
+                }
+            }
+        }
+        if loaded.is_ok() {
+            self.refused_again.retain(|&m| m != model);
+        }
         self.notify.send(WorkerMsg::Switched {
             unloaded,
             model,
@@ -189,33 +227,88 @@ impl Host {
             failure: loaded.as_ref().err().map(ToString::to_string),
         });
         match loaded {
-            Ok(worker) => Ok(resident.insert(worker)),
+            Ok(()) => residents.use_model(model).ok_or(EngineError::WorkerGone),
             Err(e) => Err(EngineError::ModelUnavailable {
-                model: name,
+                model: self
+                    .cfg
+                    .models
+                    .get(model)
+                    .map_or_else(String::new, |m| m.name.clone()),
                 reason: e.to_string(),
             }),
         }
     }
 
-    /// Loads `model` and gives it a worker with nothing known about its cache.
-    fn load(&self, model: ModelId) -> Result<Worker, crate::runtime::RuntimeError> {
+    /// For logs: the model's name, quoted.
+    fn name(&self, model: ModelId) -> String {
+        format!(
+            "'{}'",
+            self.cfg.models.get(model).map_or("?", |m| m.name.as_str())
+        )
+    }
+
+    /// Loads `model` after unloading the least recently used models while the board's
+    /// available memory, with what those unloads free (their files' sizes), is below what
+    /// the model needs (`budget`). With nothing left to unload the load is tried anyway: the
+    /// estimate may be wrong, and the runtime says for certain.
+    fn load_within_budget(
+        &self,
+        model: ModelId,
+        residents: &mut Residents<Worker>,
+        unloaded: &mut Vec<(ModelId, Eviction)>,
+    ) -> Result<(), crate::runtime::RuntimeError> {
+        let size_of = |m: ModelId| {
+            self.cfg
+                .models
+                .get(m)
+                .map_or(0, |spec| budget::file_size(&spec.path))
+        };
+        if let Some(mut available) = budget::available(&self.cfg.root) {
+            let needed = budget::needed(size_of(model));
+            while available < needed {
+                let Some((gone, worker)) = residents.take_lru() else {
+                    log::warn!(
+                        "model {} may not fit: {} MiB available, {} MiB needed (its file and \
+                         a margin); loading it anyway",
+                        self.name(model),
+                        available >> 20,
+                        needed >> 20
+                    );
+                    break;
+                };
+                drop(worker);
+                unloaded.push((gone, Eviction::Memory { available, needed }));
+                available = available.saturating_add(size_of(gone));
+            }
+        }
+        self.load(model, residents)
+    }
+
+    /// Loads `model` into the lowest free slot, with nothing known about its cache. Each slot
+    /// is its own NPU memory domain: `base-domain-id` plus the slot's number (rknn-llm#437:
+    /// one domain holds about 4 GB of models).
+    fn load(
+        &self,
+        model: ModelId,
+        residents: &mut Residents<Worker>,
+    ) -> Result<(), crate::runtime::RuntimeError> {
+        let slot = residents.free_slot();
         let spec = self.cfg.models.get(model);
         let raw_template = spec.is_some_and(|m| m.raw_template);
         let mut init = self.cfg.init.clone();
         if let Some(spec) = spec {
             init.model_path = spec.path.clone();
         }
+        init.base_domain_id = init
+            .base_domain_id
+            .saturating_add(i32::try_from(slot).unwrap_or(i32::MAX));
         let mut runtime = Runtime::init(&init)?;
         if raw_template {
             // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
             runtime.set_chat_template("", "", "")?;
         }
-        if let Ok(mut slot) = self.abort_slot.lock() {
-            *slot = Some(runtime.abort_handle());
-        }
         let mut worker = Worker {
             runtime,
-            model,
             caps: self.caps,
             init,
             cache: KvCache::default(),
@@ -230,7 +323,10 @@ impl Host {
             notify: self.notify.clone(),
             cancelled: Arc::clone(&self.cancelled),
             snapshots: open_snapshots(
-                self.cfg.snapshots.clone(),
+                self.cfg
+                    .snapshots
+                    .clone()
+                    .map(|s| s.for_slot(slot, residents.max())),
                 raw_template && self.cfg.kv_cache_reuse,
             ),
             restoring: None,
@@ -238,7 +334,8 @@ impl Host {
         worker.cache.cleared();
         worker.cache.share_ratio(self.cfg.ratio.clone());
         worker.cache.share_tokens(self.cfg.kv_tokens.clone());
-        Ok(worker)
+        residents.insert(model, slot, worker);
+        Ok(())
     }
 }
 
@@ -268,8 +365,6 @@ fn open_snapshots(cfg: Option<SnapshotConfig>, conversations: bool) -> Option<Sn
 
 struct Worker {
     runtime: Runtime,
-    /// Which model `runtime` is.
-    model: ModelId,
     caps: Capabilities,
     init: InitConfig,
     cache: KvCache,

@@ -18,7 +18,7 @@ use super::jobs::Jobs;
 use super::serving::{Live, Serving};
 use super::signals::{SignalAction, Signals};
 use crate::api::{self, Reply};
-use crate::engine::{Engine, EngineError, Event, State};
+use crate::engine::{Engine, EngineError, Event, Eviction, State};
 use crate::exit::Ending;
 use crate::http;
 use crate::memory::Reclaim;
@@ -331,8 +331,7 @@ impl EventLoop {
             metrics: &self.metrics,
             bytes_per_token: self.engine.bytes_per_token(),
             kv_cache_tokens: self.engine.kv_cache_tokens(),
-            resident: self.engine.resident(),
-            expires: self.engine.expires(),
+            resident: self.engine.residents(),
             now,
         });
         let reply = api::route(req, &ctx, self.jobs.next_id());
@@ -592,23 +591,31 @@ impl EventLoop {
         }
     }
 
-    /// The worker changed the resident model: logged (a switch costs seconds on a board, so
-    /// each is worth a line) and counted.
+    /// The worker loaded a model, after unloading others to make room: logged (a switch
+    /// costs seconds on a board, so each is worth a line, and each unload says why) and
+    /// counted.
     fn switched(
         &mut self,
-        unloaded: Option<ModelId>,
+        unloaded: Vec<(ModelId, Eviction)>,
         model: ModelId,
         took: Duration,
         failure: Option<String>,
     ) {
         let catalog = self.serving.catalog();
         let name_of = |id: ModelId| catalog.get(id).map_or("?", |m| m.name.as_str()).to_owned();
-        let from = unloaded.map(name_of);
         let to = name_of(model);
-        if let Some(from) = &from {
-            self.metrics.model_unloaded(from);
+        let mut from = Vec::new();
+        for (gone, why) in unloaded {
+            let name = name_of(gone);
+            log::info!("model '{name}' unloaded to make room for '{to}' ({why})");
+            self.metrics.model_unloaded(&name);
+            from.push(format!("'{name}'"));
         }
-        let from_text = from.map_or_else(String::new, |f| format!(" (unloaded '{f}')"));
+        let from_text = if from.is_empty() {
+            String::new()
+        } else {
+            format!(" (unloaded {})", from.join(", "))
+        };
         self.metrics.model_load(&to, took, failure.is_none());
         match failure {
             None => {

@@ -22,7 +22,7 @@ use std::time::Instant;
 use mio::Poll;
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, ModelLoad, State};
+use crate::engine::{Engine, EngineConfig, ModelLoad, Residency, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
 use crate::lifecycle;
@@ -163,5 +163,9 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
             limit_bytes: cfg.kv_snapshot_limit,
         })
         .filter(|s| s.limit_bytes > 0),
+        residency: Residency {
+            max_loaded: cfg.max_loaded_models,
+            root: cfg.root.clone(),
+        },
     }
 }

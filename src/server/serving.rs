@@ -9,10 +9,10 @@ use super::conn::Timeouts;
 use crate::api::Ctx;
 use crate::board::Root;
 use crate::config::Config;
-use crate::engine::State;
+use crate::engine::{Resident, State};
 use crate::http::Limits;
 use crate::metrics::Metrics;
-use crate::models::{Catalog, ModelId};
+use crate::models::Catalog;
 use crate::runtime::{self, Capabilities, RuntimeInfo, Sampling};
 
 pub struct Serving {
@@ -40,10 +40,8 @@ pub struct Live<'a> {
     /// Bytes per token as the engine has learnt them.
     pub bytes_per_token: f64,
     pub kv_cache_tokens: Option<u32>,
-    /// The model on the NPU, if any.
-    pub resident: Option<ModelId>,
-    /// When it is unloaded if it stays idle (None: never).
-    pub expires: Option<Instant>,
+    /// The models on the NPU, most recently used first, each with its expiry.
+    pub resident: &'a [Resident],
     pub now: Instant,
 }
 
@@ -108,7 +106,6 @@ impl Serving {
             catalog: &self.catalog,
             model: 0,
             resident: live.resident,
-            expires: live.expires,
             model_name: &self.cfg.model_name,
             info: &self.info,
             state: live.state,

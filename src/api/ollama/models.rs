@@ -56,25 +56,32 @@ pub fn tags(ctx: &Ctx<'_>) -> FullResponse {
     FullResponse::json(200, &json!({"models": models}))
 }
 
-/// The model on the NPU; none until it has loaded (or after it failed to).
+/// The models on the NPU, most recently used first; none until the first has loaded (or
+/// after it failed to).
 pub fn ps(ctx: &Ctx<'_>) -> FullResponse {
-    let resident = match ctx.resident {
-        Some(id) if *ctx.state == State::Ready => id,
-        _ => return FullResponse::json(200, &json!({"models": []})),
-    };
-    let ctx = &ctx.for_model(resident);
-    let file = ModelFile::stat(ctx);
-    let mut model = card(ctx, &file);
-    // When it unloads if it stays idle (keep_alive); far ahead when it never does.
-    let expires = ctx.expires.map_or_else(
-        || NEVER.to_owned(),
-        |at| rfc3339(SystemTime::now() + at.saturating_duration_since(ctx.now)),
-    );
-    model["expires_at"] = json!(expires);
-    // The NPU works from system memory; there is no separate VRAM to report.
-    model["size_vram"] = json!(0);
-    model["context_length"] = json!(ctx.max_context_len);
-    FullResponse::json(200, &json!({"models": [model]}))
+    if *ctx.state != State::Ready {
+        return FullResponse::json(200, &json!({"models": []}));
+    }
+    let models: Vec<Value> = ctx
+        .resident
+        .iter()
+        .map(|resident| {
+            let ctx = &ctx.for_model(resident.model);
+            let file = ModelFile::stat(ctx);
+            let mut model = card(ctx, &file);
+            // When it unloads if it stays idle (keep_alive); far ahead when it never does.
+            let expires = resident.expires.map_or_else(
+                || NEVER.to_owned(),
+                |at| rfc3339(SystemTime::now() + at.saturating_duration_since(ctx.now)),
+            );
+            model["expires_at"] = json!(expires);
+            // The NPU works from system memory; there is no separate VRAM to report.
+            model["size_vram"] = json!(0);
+            model["context_length"] = json!(ctx.max_context_len);
+            model
+        })
+        .collect();
+    FullResponse::json(200, &json!({"models": models}))
 }
 
 /// A time far enough ahead to read as "never" in clients that show when a model unloads.

@@ -60,7 +60,7 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         V("N"),
         Dv("1"),
         MODEL,
-        "Models resident at once; only 1 is supported: a request\nfor another model unloads the resident one"
+        "Models resident at once (1 to 8), each its own runtime\nhandle in NPU memory domain base-domain-id + its slot; a\nload beyond N, or beyond the board's MemAvailable, unloads\nthe least recently used idle model first"
     ),
     opt!(
         KeepAlive,

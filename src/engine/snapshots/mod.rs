@@ -32,6 +32,26 @@ pub struct SnapshotConfig {
     pub limit_bytes: u64,
 }
 
+impl SnapshotConfig {
+    /// The snapshots of the model in resident slot `slot` of `slots`: a directory of its own
+    /// (a second set in one directory would remove the first's files), `DIR` for slot 0 and
+    /// `DIR-N` beside it for slot N, and an equal share of the limit, so that all of them
+    /// together stay within `kv-snapshot-limit`.
+    pub fn for_slot(self, slot: usize, slots: usize) -> SnapshotConfig {
+        let dir = if slot == 0 {
+            self.dir
+        } else {
+            let mut name = self.dir.into_os_string();
+            name.push(format!("-{slot}"));
+            PathBuf::from(name)
+        };
+        SnapshotConfig {
+            dir,
+            limit_bytes: self.limit_bytes / u64::try_from(slots.max(1)).unwrap_or(1),
+        }
+    }
+}
+
 /// The extension of our files: nothing else in the directory is touched.
 const EXT: &str = "kvsnap";
 

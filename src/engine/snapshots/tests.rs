@@ -127,3 +127,21 @@ fn a_path_that_is_not_a_directory_is_refused() {
     .expect("refused");
     assert!(e.to_string().contains("not a directory"), "{e}");
 }
+
+/// Two resident models must not share a directory: opening the second would remove the
+/// first's files, and dropping either would remove the other's.
+#[test]
+fn each_resident_slot_has_its_own_directory_and_a_share_of_the_limit() {
+    let cfg = SnapshotConfig {
+        dir: PathBuf::from("/run/rkllmd/kv"),
+        limit_bytes: 3000,
+    };
+    let first = cfg.clone().for_slot(0, 3);
+    assert_eq!(first.dir, PathBuf::from("/run/rkllmd/kv"));
+    assert_eq!(first.limit_bytes, 1000);
+    assert_eq!(
+        cfg.clone().for_slot(2, 3).dir,
+        PathBuf::from("/run/rkllmd/kv-2")
+    );
+    assert_eq!(cfg.for_slot(0, 1).limit_bytes, 3000);
+}
