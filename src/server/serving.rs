@@ -107,6 +107,7 @@ impl Serving {
         Ctx {
             catalog: &self.catalog,
             model: 0,
+            adapter: None,
             resident: live.resident,
             expires: live.expires,
             model_name: &self.cfg.model_name,
