@@ -119,8 +119,9 @@ impl<'a> Ctx<'a> {
         if self.catalog.select(Some(requested)) == Some(this) {
             return true;
         }
-        self.adapter.is_none() && requested == self.model_name
-            || self.adapter.is_none() && requested.strip_suffix(":latest") == Some(self.model_name)
+        self.adapter.is_none()
+            && (requested == self.model_name
+                || requested.strip_suffix(":latest") == Some(self.model_name))
     }
 
     /// How urgent a request is: one that streams has someone watching it.
