@@ -47,6 +47,7 @@ fn simulator_run(model: &std::path::Path) -> (u64, Duration, Duration) {
         max_new_tokens: None,
         sampling: None,
         save_prompt_cache: None,
+        lora: None,
     };
     let mut n = 0u64;
     let (t, cpu) = (Instant::now(), thread_cpu());

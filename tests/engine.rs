@@ -585,6 +585,7 @@ fn runtime_wrapper_reports_waiting_and_the_simulator() {
         max_new_tokens: None,
         sampling: None,
         save_prompt_cache: None,
+        lora: None,
     };
     let end = rt
         .run(&req, &mut |out| {
@@ -633,6 +634,7 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
         max_new_tokens: None,
         sampling: None,
         save_prompt_cache: None,
+        lora: None,
     };
     let mut calls = 0;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -668,6 +670,7 @@ fn a_sink_that_stops_gets_the_run_aborted_not_paused() {
         max_new_tokens: None,
         sampling: None,
         save_prompt_cache: None,
+        lora: None,
     };
     let mut tokens = 0;
     let end = rt

@@ -27,7 +27,7 @@ use rkllmd::engine::{
 };
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
-use rkllmd::models::{Catalog, Model};
+use rkllmd::models::{Adapter, Catalog, Model};
 use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
 
 /// Picked by the first byte's low two bits; an OpenAI chat pick with bit 4 set goes to
@@ -95,10 +95,16 @@ fuzz_target!(|data: &[u8]| {
         path: "/models/qwen2.5-1.5b.rkllm".into(),
         architecture: Some("qwen2".to_owned()),
         template: template.clone(),
+        adapters: vec![Adapter {
+            name: "style".to_owned(),
+            path: "/models/qwen2.5-1.5b.lora/style.rkllm".into(),
+            scale: 1.0,
+        }],
     }]);
     let ctx = Ctx {
         catalog: &catalog,
         model: 0,
+        adapter: None,
         resident: &[Resident {
             model: 0,
             expires: None,

@@ -7,7 +7,7 @@ use crate::board::Root;
 use crate::chat::Template;
 use crate::engine::{BackgroundPolicy, Pooling, Priority, Resident, State, ThinkDefault};
 use crate::metrics::Metrics;
-use crate::models::{Catalog, ModelId};
+use crate::models::{AdapterId, Catalog, ModelId, Selection};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
 
 pub struct Ctx<'a> {
@@ -19,6 +19,8 @@ pub struct Ctx<'a> {
     /// The models on the NPU, most recently used first, each with when it is unloaded if it
     /// stays idle.
     pub resident: &'a [Resident],
+    /// The LoRA adapter of `model` the request named (`MODEL:ADAPTER`); `None`: the model alone.
+    pub adapter: Option<AdapterId>,
     pub model_name: &'a str,
     pub info: &'a RuntimeInfo,
     pub state: &'a State,
@@ -64,13 +66,22 @@ pub struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    /// The same view, of model `id` of the catalog.
+    /// The same view, of model `id` of the catalog (alone, no adapter).
     pub fn for_model(&self, id: ModelId) -> Ctx<'a> {
-        let Some(m) = self.catalog.get(id) else {
+        self.for_selection(Selection {
+            model: id,
+            adapter: None,
+        })
+    }
+
+    /// The same view, of a model and adapter of the catalog.
+    pub fn for_selection(&self, sel: Selection) -> Ctx<'a> {
+        let Some(m) = self.catalog.get(sel.model) else {
             return Ctx { ..*self };
         };
         Ctx {
-            model: id,
+            model: sel.model,
+            adapter: sel.adapter,
             model_name: &m.name,
             model_path: &m.path,
             architecture: m.architecture.as_deref(),
@@ -78,6 +89,12 @@ impl<'a> Ctx<'a> {
             embedding_pooling: self.embedding_pooling_of(&m.name),
             ..*self
         }
+    }
+
+    /// The adapter of this view by name, if it has one.
+    pub fn adapter_name(&self) -> Option<&'a str> {
+        let m = self.catalog.get(self.model)?;
+        Some(m.adapters.get(self.adapter?)?.name.as_str())
     }
 
     /// Pooling as configured resolves by the model's name; a pooling the configuration
@@ -92,11 +109,18 @@ impl<'a> Ctx<'a> {
     }
 
     /// The model of this view answers to its name, and to `NAME:latest` (Ollama clients add
-    /// the tag).
+    /// the tag); with an adapter, to `NAME:ADAPTER`.
     pub fn model_matches(&self, requested: &str) -> bool {
-        self.catalog.find(Some(requested)) == Some(self.model)
-            || requested == self.model_name
-            || requested.strip_suffix(":latest") == Some(self.model_name)
+        let this = Selection {
+            model: self.model,
+            adapter: self.adapter,
+        };
+        if self.catalog.select(Some(requested)) == Some(this) {
+            return true;
+        }
+        self.adapter.is_none()
+            && (requested == self.model_name
+                || requested.strip_suffix(":latest") == Some(self.model_name))
     }
 
     /// How urgent a request is: one that streams has someone watching it.

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::full_response::FullResponse;
 use crate::engine::EngineError;
 use crate::http::HttpError;
+use crate::models::Catalog;
 
 /// The most of a client's own input an error message repeats: enough to recognise it, while a
 /// megabyte model name cannot make every refusal a megabyte to buffer and send.
@@ -110,6 +111,32 @@ impl ApiError {
         e
     }
 
+    /// 404 for a name the catalog does not serve; for `MODEL:TAG` of a served model, one that
+    /// says the model has no such adapter and which it has.
+    pub fn unknown_model(flavor: Flavor, catalog: &Catalog, requested: &str) -> ApiError {
+        let Some((model, tag)) = catalog.missing_adapter(requested) else {
+            return ApiError::model_not_found(flavor, requested);
+        };
+        let known: Vec<&str> = catalog
+            .find(Some(model))
+            .and_then(|id| catalog.get(id))
+            .map(|m| m.adapters.iter().map(|a| a.name.as_str()).collect())
+            .unwrap_or_default();
+        let has = if known.is_empty() {
+            "it has none".to_owned()
+        } else {
+            format!("it has {}", known.join(", "))
+        };
+        let mut e = ApiError::model_not_found(flavor, requested);
+        e.message = format!(
+            "model '{}' has no LoRA adapter '{}' ({has}; '{}:latest' is the model alone)",
+            echo(model),
+            echo(tag),
+            echo(model)
+        );
+        e
+    }
+
     pub fn method_not_allowed(flavor: Flavor, method: &str, allow: String) -> ApiError {
         let mut e = ApiError::new(
             flavor,
@@ -183,7 +210,9 @@ impl ApiError {
             EngineError::LoadFailed { .. } | EngineError::Wedged | EngineError::WorkerGone => {
                 (503, "server_error")
             }
-            EngineError::ModelUnavailable { .. } => (503, "model_unavailable"),
+            EngineError::ModelUnavailable { .. } | EngineError::AdapterUnavailable { .. } => {
+                (503, "model_unavailable")
+            }
             EngineError::ShuttingDown => (503, "server_shutting_down"),
             EngineError::Draining => (503, "server_draining"),
             EngineError::Timeout { .. } => (504, "timeout_error"),
@@ -276,6 +305,14 @@ mod tests {
             (
                 EngineError::ModelUnavailable {
                     model: "m".into(),
+                    reason: "x".into(),
+                },
+                503,
+            ),
+            (
+                EngineError::AdapterUnavailable {
+                    model: "m".into(),
+                    adapter: "a".into(),
                     reason: "x".into(),
                 },
                 503,

@@ -195,8 +195,8 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     let path = req.path.as_str();
     // The request's view is of the model it names; a name not served leaves the default's,
     // and the handler answers 404 in its API's shape when it checks the name.
-    let ctx = match requested_model(req).and_then(|m| ctx.catalog.find(Some(&m))) {
-        Some(id) => ctx.for_model(id),
+    let ctx = match requested_model(req).and_then(|m| ctx.catalog.select(Some(&m))) {
+        Some(sel) => ctx.for_selection(sel),
         None => ctx.for_model(ctx.model),
     };
     let result = match ROUTES
@@ -209,6 +209,7 @@ pub fn route(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Reply {
     match result {
         Ok(Reply::Generate { mut job, responder }) => {
             job.set_model(ctx.model);
+            job.set_adapter(ctx.adapter);
             if path.starts_with("/api/") {
                 match keep_alive(req) {
                     Ok(k) => job.set_keep_alive(k),

@@ -250,7 +250,7 @@ pub fn check_model(ctx: &Ctx<'_>, f: &Fields<'_>) -> Result<String, ApiError> {
     match f.str("model")? {
         None | Some("") => Ok(ctx.model_name.to_owned()),
         Some(m) if ctx.model_matches(m) => Ok(m.to_owned()),
-        Some(m) => Err(ApiError::model_not_found(f.flavor, m)),
+        Some(m) => Err(ApiError::unknown_model(f.flavor, ctx.catalog, m)),
     }
 }
 

@@ -16,6 +16,12 @@ pub enum EngineError {
     LoadFailed { reason: String },
     /// The model a request named could not be loaded when its turn came; other models serve.
     ModelUnavailable { model: String, reason: String },
+    /// The LoRA adapter a request named did not load with its model; the model itself serves.
+    AdapterUnavailable {
+        model: String,
+        adapter: String,
+        reason: String,
+    },
     /// A run ignored abort past the grace period; the runtime is stuck.
     Wedged,
     /// The daemon is shutting down.
@@ -67,6 +73,14 @@ impl fmt::Display for EngineError {
             EngineError::ModelUnavailable { model, reason } => {
                 write!(f, "model '{model}' could not be loaded: {reason}")
             }
+            EngineError::AdapterUnavailable {
+                model,
+                adapter,
+                reason,
+            } => write!(
+                f,
+                "LoRA adapter '{adapter}' of model '{model}' could not be loaded: {reason}"
+            ),
             EngineError::Wedged => write!(
                 f,
                 "the runtime stopped responding; the daemon must be restarted"

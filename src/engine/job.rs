@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::priority::Priority;
 use super::residents::Eviction;
 use super::EngineError;
-use super::{KeepAlive, ModelId};
+use super::{AdapterId, KeepAlive, ModelId};
 use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
 
@@ -35,6 +35,8 @@ pub struct Job {
     past_turn: Option<PastTurn>,
     /// Which model runs it.
     model: ModelId,
+    /// Which of its LoRA adapters (`None`: the model alone).
+    adapter: Option<AdapterId>,
     /// How long its model stays loaded after it (`None`: the configured default).
     keep_alive: Option<KeepAlive>,
 }
@@ -169,6 +171,7 @@ impl Job {
             answer_key: str::to_owned,
             past_turn: None,
             model: 0,
+            adapter: None,
             keep_alive: None,
         }
     }
@@ -206,6 +209,15 @@ impl Job {
 
     pub fn set_model(&mut self, model: ModelId) {
         self.model = model;
+    }
+
+    /// The LoRA adapter of its model the job runs with (`None`: the model alone).
+    pub fn adapter(&self) -> Option<AdapterId> {
+        self.adapter
+    }
+
+    pub fn set_adapter(&mut self, adapter: Option<AdapterId>) {
+        self.adapter = adapter;
     }
 
     pub fn keep_alive(&self) -> Option<KeepAlive> {

@@ -12,6 +12,7 @@ mod error;
 mod job;
 mod keep_alive;
 mod kv_cache;
+mod lora;
 mod messages;
 mod priority;
 mod queue;
@@ -42,6 +43,7 @@ pub use job::{
 };
 pub use keep_alive::KeepAlive;
 pub use kv_cache::SharedTokens;
+pub use lora::{AdapterId, LoraAdapter};
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
 pub use residents::{Eviction, Resident};
@@ -115,6 +117,8 @@ pub struct ModelLoad {
     /// runtime's own chat template is switched off; false: the runtime templates each job's
     /// single prompt.
     pub raw_template: bool,
+    /// The LoRA adapters loaded with it, which jobs select by index (`Job::adapter`).
+    pub adapters: Vec<LoraAdapter>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,6 +189,7 @@ impl Engine {
                     path: cfg.init.model_path.clone(),
                     name: String::new(),
                     raw_template: cfg.raw_template,
+                    adapters: Vec::new(),
                 }]
             } else {
                 cfg.models.clone()

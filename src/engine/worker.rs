@@ -12,6 +12,7 @@ use mio::Waker;
 
 use super::job::{Input, Job, RunSummary, WorkerMsg};
 use super::kv_cache::KvCache;
+use super::lora;
 use super::runtime_history::RuntimeHistory;
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 
@@ -26,7 +27,7 @@ use super::budget;
 use super::residents::{Eviction, Residents};
 use super::snapshots::{SnapshotConfig, Snapshots};
 use super::EngineError;
-use super::ModelId;
+use super::{AdapterId, ModelId};
 use crate::board::Root;
 use crate::memory;
 use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
@@ -307,8 +308,15 @@ impl Host {
             // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
             runtime.set_chat_template("", "", "")?;
         }
+        let name = spec.map_or_else(String::new, |m| m.name.clone());
+        let loras = lora::Loaded::load_all(&name, spec.map_or(&[][..], |m| &m.adapters), |a| {
+            runtime.load_lora(&a.path, &a.name, a.scale)
+        });
         let mut worker = Worker {
             runtime,
+            name,
+            loras,
+            adapter: None,
             caps: self.caps,
             init,
             cache: KvCache::default(),
@@ -365,6 +373,13 @@ fn open_snapshots(cfg: Option<SnapshotConfig>, conversations: bool) -> Option<Sn
 
 struct Worker {
     runtime: Runtime,
+    /// Its model's name, for errors.
+    name: String,
+    /// Its LoRA adapters, as loading them went.
+    loras: lora::Loaded,
+    /// The adapter the KV cache's entries were computed with (`None`: the model alone); every
+    /// run applies it, and a job for another one clears the cache first.
+    adapter: Option<AdapterId>,
     caps: Capabilities,
     init: InitConfig,
     cache: KvCache,
@@ -423,6 +438,7 @@ impl Worker {
                 reseat: false,
             });
         }
+        self.select_adapter(job)?;
         if self.must_clear {
             self.cache.invalidate();
             self.history.invalidate();
@@ -475,6 +491,26 @@ impl Worker {
             Input::Load | Input::Unload => Ok(RunSummary::default()),
             Input::Prompt(prompt) => self.prompt(job, prompt, cap, reserve, tools_set),
         }
+    }
+
+    /// Makes the job's adapter the one runs apply. Keys and values computed under another
+    /// adapter (or none) are not this one's: the cache is cleared before the run, and what is
+    /// known of it (the KV record, the runtime's history) forgotten. An embedding run computes
+    /// on the side of the cache and names its adapter itself (see `embed_run`).
+    fn select_adapter(&mut self, job: &Job) -> Result<(), EngineError> {
+        self.loras.name(&self.name, job.adapter())?;
+        if matches!(job.input(), Input::Embed(_)) || job.adapter() == self.adapter {
+            return Ok(());
+        }
+        log::debug!(
+            "request {}: adapter {:?} after {:?}; the KV cache is cleared",
+            job.id(),
+            job.adapter(),
+            self.adapter
+        );
+        self.adapter = job.adapter();
+        self.must_clear = true;
+        Ok(())
     }
 
     /// With the runtime's template, gives the runtime the job's tools, with the request's system

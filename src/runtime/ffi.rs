@@ -60,6 +60,8 @@ pub struct RkdRunParams {
     pub sampling: *const RkdSampling,
     /// Non-null: the file the runtime saves this run's prompt cache to.
     pub save_prompt_cache: *const c_char,
+    /// Non-null: the LoRA adapter, by the name it was loaded under, the run applies.
+    pub lora: *const c_char,
 }
 
 #[repr(C)]
@@ -127,6 +129,7 @@ extern "C" {
     pub fn rkd_run_hidden(
         handle: *mut c_void,
         prompt: *const c_char,
+        lora: *const c_char,
         on_event: RkdHiddenFn,
         ctx: *mut c_void,
     ) -> i32;
@@ -148,5 +151,11 @@ extern "C" {
     ) -> i32;
     pub fn rkd_load_prompt_cache(handle: *mut c_void, path: *const c_char) -> i32;
     pub fn rkd_release_prompt_cache(handle: *mut c_void) -> i32;
+    pub fn rkd_load_lora(
+        handle: *mut c_void,
+        path: *const c_char,
+        name: *const c_char,
+        scale: f32,
+    ) -> i32;
     pub fn rkd_destroy(handle: *mut c_void) -> i32;
 }

@@ -85,26 +85,30 @@ extern "C" fn on_hidden(
 }
 
 impl Runtime {
-    /// Runs `prompt` in last-hidden-layer mode with `keep_history` 0. `Ok` carries the states
-    /// when the runtime delivered them (an aborted run may end without) and how the run ended.
+    /// Runs `prompt` in last-hidden-layer mode with `keep_history` 0, with the LoRA adapter
+    /// named `lora` (`None`: the base model). `Ok` carries the states when the runtime delivered
+    /// them (an aborted run may end without) and how the run ended.
     pub fn run_hidden(
         &mut self,
         prompt: &str,
+        lora: Option<&str>,
     ) -> Result<(Option<HiddenStates>, RunEnd), RuntimeError> {
         let prompt = cstring("prompt", prompt)?;
+        let lora = lora.map(|l| cstring("adapter name", l)).transpose()?;
         let mut run = HiddenRun {
             states: None,
             finished: None,
             error: false,
             panic: None,
         };
-        // SAFETY: `self.ptr` is live (only `Drop` destroys it, with `&mut self`); the prompt and
-        // `run` outlive the call; the runtime calls `on_hidden` only during it, on this thread,
+        // SAFETY: `self.ptr` is live (only `Drop` destroys it, with `&mut self`); the prompt, the
+        // adapter name and `run` outlive the call; the runtime calls `on_hidden` only during it, on this thread,
         // with `run` as its userdata.
         let rc = unsafe {
             ffi::rkd_run_hidden(
                 self.ptr,
                 prompt.as_ptr(),
+                lora.as_ref().map_or(std::ptr::null(), |l| l.as_ptr()),
                 on_hidden,
                 std::ptr::addr_of_mut!(run).cast(),
             )

@@ -91,6 +91,9 @@ pub struct RunRequest<'a> {
     /// Save this run's prompt cache to the file (`RKLLMPromptCacheParam`). The runtime writes it
     /// once the prefill is done and only logs a failure: the caller checks the file.
     pub save_prompt_cache: Option<&'a Path>,
+    /// The LoRA adapter the run applies, by the name `load_lora` gave it; `None`: the base
+    /// model.
+    pub lora: Option<&'a str>,
 }
 
 /// One callback's worth of output. `text` is valid only during the callback.
@@ -339,6 +342,7 @@ impl Runtime {
     ) -> Result<RunEnd, RuntimeError> {
         let prompt = cstring("prompt", req.prompt)?;
         let save = req.save_prompt_cache.map(path_cstring).transpose()?;
+        let lora = req.lora.map(|l| cstring("adapter name", l)).transpose()?;
         let sampling = req.sampling.map(|s| ffi::RkdSampling {
             top_k: s.top_k,
             top_p: s.top_p,
@@ -357,6 +361,7 @@ impl Runtime {
                 .as_ref()
                 .map_or(std::ptr::null(), std::ptr::from_ref),
             save_prompt_cache: save.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
+            lora: lora.as_ref().map_or(std::ptr::null(), |l| l.as_ptr()),
         };
         let mut state = callback::RunState {
             sink,
@@ -451,6 +456,20 @@ impl Runtime {
         // SAFETY: live handle owned by this thread.
         let rc = unsafe { ffi::rkd_release_prompt_cache(self.ptr) };
         check("rkllm_release_prompt_cache", rc)
+    }
+
+    /// `rkllm_load_lora`: the adapter file at `path` becomes selectable by runs as `name`
+    /// (`RunRequest::lora`), applied at `scale`.
+    pub fn load_lora(&mut self, path: &Path, name: &str, scale: f32) -> Result<(), RuntimeError> {
+        let path =
+            CString::new(path.as_os_str().as_bytes()).map_err(|_| RuntimeError::NulByte {
+                what: "adapter path",
+            })?;
+        let name = cstring("adapter name", name)?;
+        // SAFETY: live handle owned by this thread; both strings outlive the call, and the
+        // shim passes them in a struct that lives on its stack for the call only.
+        let rc = unsafe { ffi::rkd_load_lora(self.ptr, path.as_ptr(), name.as_ptr(), scale) };
+        check("rkllm_load_lora", rc)
     }
 
     pub fn is_running(&mut self) -> bool {

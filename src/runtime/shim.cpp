@@ -58,6 +58,8 @@ struct rkd_run_params {
     // Non-NULL: save the run's prompt cache to this file (RKLLMPromptCacheParam), which the
     // runtime writes once the prefill is done.
     const char* save_prompt_cache;
+    // Non-NULL: the LoRA adapter (a name given to rkd_load_lora) the run applies.
+    const char* lora;
 };
 
 struct rkd_perf {
@@ -105,6 +107,8 @@ struct Api {
     // Optional: NULL when the library lacks them (rkd_load_prompt_cache then fails).
     decltype(&rkllm_load_prompt_cache) load_prompt_cache;
     decltype(&rkllm_release_prompt_cache) release_prompt_cache;
+    // Optional: NULL when the library lacks it (rkd_load_lora then fails).
+    decltype(&rkllm_load_lora) load_lora;
 };
 
 Api api{};
@@ -225,6 +229,8 @@ int32_t rkd_load(const char* name, char* err, size_t err_len, char* path, size_t
         dlsym(lib, "rkllm_load_prompt_cache"));
     a.release_prompt_cache = reinterpret_cast<decltype(a.release_prompt_cache)>(
         dlsym(lib, "rkllm_release_prompt_cache"));
+    // LoRA adapters are per model: a runtime without them still serves the base models.
+    a.load_lora = reinterpret_cast<decltype(a.load_lora)>(dlsym(lib, "rkllm_load_lora"));
     const char* where = name;
     struct link_map* map = nullptr;
     if (dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
@@ -346,7 +352,13 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
 
     RKLLMInferParam infer{};
     infer.mode = RKLLM_INFER_GENERATE;
-    infer.lora_params = nullptr;
+    RKLLMLoraParam lora{};
+    if (p->lora != nullptr) {
+        lora.lora_adapter_name = p->lora;
+        infer.lora_params = &lora;
+    } else {
+        infer.lora_params = nullptr;
+    }
     RKLLMPromptCacheParam cache{};
     if (p->save_prompt_cache != nullptr) {
         cache.save_prompt_cache = 1;
@@ -378,8 +390,10 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
 }
 
 // One RKLLM_INFER_GET_LAST_HIDDEN_LAYER run of `prompt` with keep_history 0: the runtime prefills
-// it and hands its last layer's hidden states to `fn`.
-int32_t rkd_run_hidden(void* handle, const char* prompt, rkd_hidden_fn fn, void* ctx) {
+// it (with the LoRA adapter named `lora`, unless NULL) and hands its last layer's hidden states
+// to `fn`.
+int32_t rkd_run_hidden(void* handle, const char* prompt, const char* lora, rkd_hidden_fn fn,
+                       void* ctx) {
     if (handle == nullptr || prompt == nullptr || fn == nullptr) {
         return -1;
     }
@@ -391,7 +405,13 @@ int32_t rkd_run_hidden(void* handle, const char* prompt, rkd_hidden_fn fn, void*
 
     RKLLMInferParam infer{};
     infer.mode = RKLLM_INFER_GET_LAST_HIDDEN_LAYER;
-    infer.lora_params = nullptr;
+    RKLLMLoraParam adapter{};
+    if (lora != nullptr) {
+        adapter.lora_adapter_name = lora;
+        infer.lora_params = &adapter;
+    } else {
+        infer.lora_params = nullptr;
+    }
     infer.prompt_cache_params = nullptr;
     infer.keep_history = 0;
     RunCtx run{nullptr, fn, ctx};
@@ -437,6 +457,22 @@ int32_t rkd_release_prompt_cache(void* handle) {
         return -1;
     }
     return api.release_prompt_cache == nullptr ? -2 : api.release_prompt_cache(handle);
+}
+
+// Loads the adapter file at `path` under `name` (what a run's `lora` selects), at `scale`.
+// -2: the library has no rkllm_load_lora.
+int32_t rkd_load_lora(void* handle, const char* path, const char* name, float scale) {
+    if (handle == nullptr || path == nullptr || name == nullptr) {
+        return -1;
+    }
+    if (api.load_lora == nullptr) {
+        return -2;
+    }
+    RKLLMLoraAdapter adapter{};
+    adapter.lora_adapter_path = path;
+    adapter.lora_adapter_name = name;
+    adapter.scale = scale;
+    return api.load_lora(handle, &adapter);
 }
 
 int32_t rkd_destroy(void* handle) { return handle == nullptr ? -1 : api.destroy(handle); }

@@ -112,6 +112,7 @@ impl Session {
                 max_new_tokens: Some(max_new_tokens),
                 sampling: None,
                 save_prompt_cache: None,
+                lora: None,
             },
             &mut sink,
         );

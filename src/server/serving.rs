@@ -105,6 +105,7 @@ impl Serving {
         Ctx {
             catalog: &self.catalog,
             model: 0,
+            adapter: None,
             resident: live.resident,
             model_name: &self.cfg.model_name,
             info: &self.info,

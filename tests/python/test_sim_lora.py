@@ -6,8 +6,9 @@ adapter is marked `stale_lora_kv` in the trace: a real model would carry on from
 of other weights, so a caller that switches adapters must clear the cache first."""
 import ctypes
 
-from test_sim import (FAST, LIB, RKLLM_RUN_ERROR, Result, RKLLMLoraAdapter, RKLLMLoraParam,
-                      make_infer, make_input, read_trace, session)
+from test_sim import (FAST, LIB, RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_RUN_ERROR, Result,
+                      RKLLMLoraAdapter, RKLLMLoraParam, RKLLMPromptCacheParam, make_infer,
+                      make_input, read_trace, session)
 
 __all__ = ["session"]  # fixtures used by the tests below
 
@@ -104,3 +105,46 @@ def test_reusing_the_cache_of_another_adapter_is_marked_stale(session, tmp_path,
     ends = [l for l in read_trace(trace) if l["fn"] == "run_end"]
     assert [r.get("lora") for r in runs] == ["knowledge", "knowledge", "style", "style"]
     assert [e.get("stale_lora_kv", False) for e in ends] == [False, False, True, False]
+
+
+def test_a_full_clear_forgets_which_adapter_computed_the_cache(session, tmp_path, monkeypatch):
+    # A prompt cache saved by the base model, loaded after an adapter's run and a clear: the
+    # emptied cache holds nobody's entries, so the base model's reuse of the file is its own.
+    a, _ = adapters(tmp_path)
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("RKLLM_SIM_TRACE", str(trace))
+    s = session(FAST, max_context_len=4096)
+    monkeypatch.delenv("RKLLM_SIM_TRACE")
+    assert load(s, a, b"knowledge") == 0
+    saved = tmp_path / "base.bin"
+    inp, keep_in = make_input(QUESTION)
+    infer, keep_infer = make_infer()
+    cache = RKLLMPromptCacheParam(1, str(saved).encode())
+    infer.prompt_cache_params = ctypes.pointer(cache)
+    assert LIB.rkllm_run(s.handle, ctypes.byref(inp), ctypes.byref(infer), None) == 0
+    assert LIB.rkllm_clear_kv_cache(s.handle, 0, None, None) == 0
+    assert run_with(s, "something else", b"knowledge", keep_history=1).rc == 0
+    assert LIB.rkllm_clear_kv_cache(s.handle, 0, None, None) == 0
+    assert LIB.rkllm_load_prompt_cache(s.handle, str(saved).encode()) == 0
+    assert run_with(s, QUESTION, None, keep_history=1).rc == 0
+    ends = [l for l in read_trace(trace) if l["fn"] == "run_end"]
+    assert ends[-1]["prefill_tokens"] < ends[0]["prefill_tokens"], "the file was reused"
+    assert [e.get("stale_lora_kv", False) for e in ends] == [False, False, False]
+
+
+def test_a_hidden_layer_run_leaves_the_cache_to_its_adapter(session, tmp_path, monkeypatch):
+    a, _ = adapters(tmp_path)
+    trace = tmp_path / "trace.jsonl"
+    monkeypatch.setenv("RKLLM_SIM_TRACE", str(trace))
+    s = session(FAST, max_context_len=4096)
+    monkeypatch.delenv("RKLLM_SIM_TRACE")
+    assert load(s, a, b"knowledge") == 0
+    assert run_with(s, QUESTION, b"knowledge", keep_history=1).rc == 0
+    inp, keep_in = make_input("embed this")
+    infer, keep_infer = make_infer()
+    infer.mode = RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+    assert LIB.rkllm_run(s.handle, ctypes.byref(inp), ctypes.byref(infer), None) == 0
+    assert run_with(s, "and the mountain", b"knowledge", keep_history=1).rc == 0
+    ends = [l for l in read_trace(trace) if l["fn"] == "run_end"]
+    assert len(ends) == 3
+    assert not any(e.get("stale_lora_kv", False) for e in ends), ends

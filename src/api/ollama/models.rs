@@ -47,9 +47,9 @@ pub fn version() -> FullResponse {
 pub fn tags(ctx: &Ctx<'_>) -> FullResponse {
     let models: Vec<Value> = ctx
         .catalog
-        .iter()
-        .map(|(id, _)| {
-            let ctx = ctx.for_model(id);
+        .selections()
+        .map(|sel| {
+            let ctx = ctx.for_selection(sel);
             card(&ctx, &ModelFile::stat(&ctx))
         })
         .collect();
@@ -106,14 +106,17 @@ impl ModelFile {
     }
 }
 
+/// A model alone is `NAME:latest`; with an adapter, `NAME:ADAPTER` (its file and details are the
+/// model's).
 fn card(ctx: &Ctx<'_>, file: &ModelFile) -> Value {
-    let name = format!("{}:latest", ctx.model_name);
+    let tag = ctx.adapter_name().unwrap_or("latest");
+    let name = format!("{}:{tag}", ctx.model_name);
     json!({
         "name": name,
         "model": name,
         "modified_at": rfc3339(file.modified),
         "size": file.size,
-        "digest": digest(ctx.model_name, file),
+        "digest": digest(if ctx.adapter.is_some() { &name } else { ctx.model_name }, file),
         "details": details(ctx.model_path, ctx.architecture),
     })
 }

@@ -34,7 +34,7 @@ pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
         ));
     }
     if !ctx.model_matches(requested) {
-        return Err(ApiError::model_not_found(FLAVOR, requested));
+        return Err(ApiError::unknown_model(FLAVOR, ctx.catalog, requested));
     }
     let file = ModelFile::stat(ctx);
     let details = details(ctx.model_path, ctx.architecture);

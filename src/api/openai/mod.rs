@@ -29,16 +29,21 @@ const FLAVOR: Flavor = Flavor::OpenAi;
 pub fn models(ctx: &Ctx<'_>) -> FullResponse {
     let data: Vec<Value> = ctx
         .catalog
-        .iter()
-        .map(|(_, m)| model_card(ctx, &m.name))
+        .selections()
+        .filter_map(|sel| ctx.catalog.name_of(sel))
+        .map(|name| model_card(ctx, &name))
         .collect();
     FullResponse::json(200, &json!({"object": "list", "data": data}))
 }
 
 pub fn model(ctx: &Ctx<'_>, id: &str) -> Result<FullResponse, ApiError> {
-    match ctx.catalog.find(Some(id)).and_then(|i| ctx.catalog.get(i)) {
-        Some(m) if !id.is_empty() => Ok(FullResponse::json(200, &model_card(ctx, &m.name))),
-        _ => Err(ApiError::model_not_found(FLAVOR, id)),
+    match ctx
+        .catalog
+        .select(Some(id))
+        .and_then(|s| ctx.catalog.name_of(s))
+    {
+        Some(name) if !id.is_empty() => Ok(FullResponse::json(200, &model_card(ctx, &name))),
+        _ => Err(ApiError::unknown_model(FLAVOR, ctx.catalog, id)),
     }
 }
 

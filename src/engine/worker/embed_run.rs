@@ -21,11 +21,16 @@ impl Worker {
         input: &EmbedInput,
     ) -> Result<RunSummary, EngineError> {
         let mut total = Perf::default();
+        // The adapter applies to the hidden states too; the cache's own stays as it is.
+        let lora = self
+            .loras
+            .name(&self.name, job.adapter())?
+            .map(str::to_owned);
         for text in &input.texts {
             if self.cancelled.load(Ordering::Acquire) == job.id() {
                 break;
             }
-            let (text, ran) = self.run_fitting(text, input.truncate);
+            let (text, ran) = self.run_fitting(text, lora.as_deref(), input.truncate);
             let (states, end) = match ran {
                 Ok(r) => r,
                 Err(e) => {
@@ -79,6 +84,7 @@ impl Worker {
     fn run_fitting<'t>(
         &mut self,
         text: &'t str,
+        lora: Option<&str>,
         truncate: bool,
     ) -> (
         &'t str,
@@ -87,7 +93,7 @@ impl Worker {
         let floor = self.init.max_context_len as usize / 2;
         let mut text = text;
         loop {
-            let ran = self.checked_run(text);
+            let ran = self.checked_run(text, lora);
             if !truncate || ran.is_ok() || text.len() <= floor {
                 return (text, ran);
             }
@@ -104,9 +110,13 @@ impl Worker {
     }
 
     /// A hidden-layer run that keeps the KV record only when the cache's size did not change.
-    fn checked_run(&mut self, text: &str) -> Result<(Option<HiddenStates>, RunEnd), RuntimeError> {
+    fn checked_run(
+        &mut self,
+        text: &str,
+        lora: Option<&str>,
+    ) -> Result<(Option<HiddenStates>, RunEnd), RuntimeError> {
         let before = self.runtime.kv_cache_size().ok();
-        let ran = self.runtime.run_hidden(text);
+        let ran = self.runtime.run_hidden(text, lora);
         let after = self.runtime.kv_cache_size().ok();
         let finished = matches!(ran, Ok((_, RunEnd::Finished(_))));
         if !finished || before.is_none() || before != after {

@@ -53,6 +53,7 @@ impl Worker {
             max_new_tokens: Some(cap),
             sampling: job.sampling(),
             save_prompt_cache: None,
+            lora: self.loras.name(&self.name, self.adapter).ok().flatten(),
         };
         // What the cache holds before the run, to check what it holds after (history kept).
         let before = if keep_history {

@@ -42,7 +42,10 @@ impl Worker {
         job: &Job,
         plan: Plan,
     ) -> Result<Plan, EngineError> {
-        if self.snapshots.is_none() || !self.reuse || plan.send_from != 0 {
+        // Snapshots are of the model alone: a prompt cache file does not say which adapter
+        // computed it, and one restored under another adapter would be silently wrong.
+        if self.snapshots.is_none() || !self.reuse || plan.send_from != 0 || self.adapter.is_some()
+        {
             return Ok(plan);
         }
         let have = self.cache.shared_with(&plan.full);
@@ -187,6 +190,8 @@ impl Worker {
             max_new_tokens: Some(1),
             sampling: None,
             save_prompt_cache: Some(&path),
+            // The adapter the cache was computed with: the save reuses all of it.
+            lora: self.loras.name(&self.name, self.adapter).ok().flatten(),
         };
         // In the runtime from here: a save that hangs is a wedge like any run's (the whole text
         // may be prefilled again if the runtime does not reuse it, so the grace allows that).

@@ -375,6 +375,7 @@ int Handle::clear_kv_cache(bool keep_system_prompt, const int* start, const int*
         } else {
             cache_.clear();
             cache_sys_len_ = 0;
+            cache_lora_.clear();  // an empty cache holds nobody's keys and values
         }
         return 0;
     }

@@ -53,6 +53,7 @@ void Handle::hidden_layer(RunRequest& req, const Snapshot& s, const Tokens& seq,
     // keep_history = 0 generation.
     out.cache = model_.hidden_keeps_cache ? s.cache : seq;
     out.cache_sys_len = model_.hidden_keeps_cache ? s.cache_sys_len : 0;
+    out.cache_lora = model_.hidden_keeps_cache ? s.cache_lora : req.lora;
     if (model_.hidden_keeps_cache) {
         out.cache_tool_names = s.cache_tool_names;
         out.paused = s.paused;
