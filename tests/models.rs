@@ -5,80 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{write_model, Daemon, DaemonBuilder};
+use common::models::{answer, builder, inits, model_metric, ollama_chat};
+use common::{write_model, Daemon};
 use serde_json::{json, Value};
-
-/// A directory of three models: `alpha` and `bravo` answer their name, `broken` fails to load;
-/// and a file that is not a model.
-fn models_dir(dir: &Path) -> std::path::PathBuf {
-    let models = dir.join("models");
-    std::fs::create_dir_all(&models).unwrap();
-    write_model(
-        &models,
-        "alpha",
-        &["answer = alpha says hi", "load_ms = 20"],
-    );
-    write_model(
-        &models,
-        "bravo",
-        &[
-            "answer = bravo says hi",
-            "load_ms = 60",
-            "decode_us_per_token = 2000",
-        ],
-    );
-    write_model(&models, "broken", &["fail_init = 1"]);
-    std::fs::write(models.join("README.txt"), "not a model").unwrap();
-    models
-}
-
-fn builder(tag: &str) -> DaemonBuilder {
-    let b = Daemon::builder(tag).no_model();
-    let dir = models_dir(b.dir());
-    b.arg("--models-dir").arg(dir.to_str().unwrap())
-}
-
-fn ollama_chat(d: &Daemon, model: &str) -> (u16, Value) {
-    let r = d.client().post_json(
-        "/api/chat",
-        &json!({"model": model, "stream": false,
-                "messages": [{"role": "user", "content": "Hello"}]}),
-    );
-    (r.status, r.json())
-}
-
-fn answer(v: &Value) -> String {
-    v["message"]["content"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The model files `rkllm_init` was called with, in order.
-fn inits(d: &Daemon) -> Vec<String> {
-    d.trace_of("rkllm_init")
-        .iter()
-        .map(|l| {
-            let path = l["model_path"].as_str().unwrap_or_default();
-            Path::new(path)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
-        .collect()
-}
-
-/// A labelled sample of `/metrics`.
-fn model_metric(d: &Daemon, name: &str, model: &str) -> f64 {
-    let text = d.client().get("/metrics").text();
-    let prefix = format!("{name}{{model=\"{model}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
-}
 
 #[test]
 fn every_model_in_the_directory_is_listed_and_the_first_is_loaded_at_start() {

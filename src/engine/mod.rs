@@ -92,6 +92,9 @@ pub struct ModelLoad {
     /// runtime's own chat template is switched off; false: the runtime templates each job's
     /// single prompt.
     pub raw_template: bool,
+    /// Its context, token cap, sampling and IOMMU domain (its config section's, else the
+    /// daemon's); `None`: `EngineConfig::init`'s.
+    pub params: Option<crate::runtime::ModelParams>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +167,7 @@ impl Engine {
                     path: cfg.init.model_path.clone(),
                     name: String::new(),
                     raw_template: cfg.raw_template,
+                    params: None,
                 }]
             } else {
                 cfg.models.clone()

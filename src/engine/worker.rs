@@ -204,6 +204,9 @@ impl Host {
         let mut init = self.cfg.init.clone();
         if let Some(spec) = spec {
             init.model_path = spec.path.clone();
+            if let Some(params) = &spec.params {
+                init = init.with_params(params);
+            }
         }
         let mut runtime = Runtime::init(&init)?;
         if raw_template {

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::chat::{self, Template};
-use crate::config::{ChatTemplate, Config};
+use crate::config::{ChatTemplate, Config, ModelEntry};
+use crate::runtime::ModelParams;
 
 pub use crate::engine::ModelId;
 
@@ -16,6 +17,21 @@ pub struct Model {
     pub architecture: Option<String>,
     /// The chat template its conversations are rendered with; `None`: the runtime's own.
     pub template: Option<Template>,
+    /// The other names it answers to (its section's `alias` keys).
+    pub aliases: Vec<String>,
+    /// What it is loaded with: context, token cap, sampling, IOMMU domain.
+    pub params: ModelParams,
+}
+
+impl Model {
+    /// Whether a request's `model` names this one: its name or an alias, with or without
+    /// Ollama's `:latest` tag.
+    pub fn answers_to(&self, requested: &str) -> bool {
+        let bare = requested.strip_suffix(":latest").unwrap_or(requested);
+        std::iter::once(&self.name)
+            .chain(&self.aliases)
+            .any(|n| n == requested || n == bare)
+    }
 }
 
 pub struct Catalog {
@@ -25,39 +41,23 @@ pub struct Catalog {
 impl Catalog {
     /// Reads each model file's header once, and chooses each model's template.
     pub fn new(cfg: &Config) -> Catalog {
-        let models = cfg
-            .catalog
-            .iter()
-            .map(|(name, path)| {
-                let architecture = chat::architecture(path);
-                let template = resolve_template(cfg, path, architecture.as_deref());
-                Model {
-                    name: name.clone(),
-                    path: path.clone(),
-                    architecture,
-                    template,
-                }
-            })
-            .collect();
+        let models = cfg.catalog.iter().map(Model::read).collect();
         Catalog { models }
     }
 
-    /// A catalog of the given models, with no template (for tests).
+    /// A catalog of the given models (for tests).
     pub fn of(models: Vec<Model>) -> Catalog {
         Catalog { models }
     }
 
-    /// The model a request names: by its name or `NAME:latest` (Ollama clients add the tag);
-    /// no name or the empty name is the default model.
+    /// The model a request names: by its name or an alias, either also as `NAME:latest`
+    /// (Ollama clients add the tag); no name or the empty name is the default model.
     pub fn find(&self, requested: Option<&str>) -> Option<ModelId> {
         let requested = match requested {
             None | Some("") => return (!self.models.is_empty()).then_some(0),
             Some(r) => r,
         };
-        let bare = requested.strip_suffix(":latest").unwrap_or(requested);
-        self.models
-            .iter()
-            .position(|m| m.name == requested || m.name == bare)
+        self.models.iter().position(|m| m.answers_to(requested))
     }
 
     pub fn get(&self, id: ModelId) -> Option<&Model> {
@@ -87,10 +87,31 @@ impl Catalog {
     }
 }
 
+impl Model {
+    /// The model of a catalog entry: its file's header is read for the architecture, which
+    /// with its name chooses the template under `auto`.
+    pub fn read(entry: &ModelEntry) -> Model {
+        let architecture = chat::architecture(&entry.path);
+        let template = resolve_template(&entry.chat_template, &entry.path, architecture.as_deref());
+        Model {
+            name: entry.name.clone(),
+            path: entry.path.clone(),
+            architecture,
+            template,
+            aliases: entry.aliases.clone(),
+            params: entry.params,
+        }
+    }
+}
+
 /// The chat template a model is rendered with; `None` leaves templating to the runtime.
 /// `arch`: the `general.architecture` the model file declares.
-fn resolve_template(cfg: &Config, path: &Path, arch: Option<&str>) -> Option<Template> {
-    match &cfg.chat_template {
+fn resolve_template(
+    configured: &ChatTemplate,
+    path: &Path,
+    arch: Option<&str>,
+) -> Option<Template> {
+    match configured {
         ChatTemplate::Runtime => None,
         ChatTemplate::Custom(template) => Some(Template::clone(template)),
         ChatTemplate::Preset(name) => Template::preset(name),
@@ -132,6 +153,8 @@ mod tests {
             path: PathBuf::from(format!("/m/{name}.rkllm")),
             architecture: None,
             template: None,
+            aliases: Vec::new(),
+            params: Config::default().model_params(),
         }
     }
 
@@ -145,5 +168,17 @@ mod tests {
         assert_eq!(c.find(Some("fast:7b")), None);
         assert_eq!(c.find(Some("other")), None);
         assert_eq!(Catalog::of(Vec::new()).find(None), None);
+    }
+
+    #[test]
+    fn an_alias_finds_its_model_with_or_without_the_tag() {
+        let mut fast = model("fast");
+        fast.aliases = vec!["quick".into(), "tiny:1b".into()];
+        let c = Catalog::of(vec![model("qwen"), fast]);
+        assert_eq!(c.find(Some("quick")), Some(1));
+        assert_eq!(c.find(Some("quick:latest")), Some(1));
+        assert_eq!(c.find(Some("tiny:1b")), Some(1));
+        assert_eq!(c.find(Some("tiny")), None);
+        assert_eq!(c.find(Some("qwen")), Some(0));
     }
 }

@@ -155,6 +155,7 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
                 path: m.path.clone(),
                 name: m.name.clone(),
                 raw_template: catalog.raw_template(id),
+                params: Some(m.params),
             })
             .collect(),
         kv_cache_reuse: cfg.kv_cache_reuse,

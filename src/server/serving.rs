@@ -104,7 +104,7 @@ impl Serving {
     /// another's).
     pub fn ctx<'a>(&'a self, live: &Live<'a>) -> Ctx<'a> {
         let default = self.catalog.get(0);
-        Ctx {
+        let ctx = Ctx {
             catalog: &self.catalog,
             model: 0,
             resident: live.resident,
@@ -127,7 +127,11 @@ impl Serving {
             caps: self.caps,
             metrics: live.metrics,
             template: default.and_then(|m| m.template.as_ref()),
-            tools_budget: tools_budget(self.cfg.max_context_len, self.cfg.tools_budget_percent),
+            tools_budget: crate::api::tools_budget(
+                self.cfg.max_context_len,
+                self.cfg.tools_budget_percent,
+            ),
+            tools_budget_percent: self.cfg.tools_budget_percent,
             bytes_per_token: live.bytes_per_token,
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
             embedding_pooling_cfg: self.cfg.embedding_pooling,
@@ -136,22 +140,8 @@ impl Serving {
             board_root: &self.board_root,
             kv_cache_tokens: live.kv_cache_tokens,
             now: live.now,
-        }
-    }
-}
-
-/// `percent` of a context of `max_context_len` tokens.
-fn tools_budget(max_context_len: u32, percent: u8) -> u32 {
-    let tokens = u64::from(max_context_len) * u64::from(percent) / 100;
-    u32::try_from(tokens).unwrap_or(max_context_len)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_tools_budget_is_a_share_of_the_context() {
-        assert_eq!(super::tools_budget(4096, 25), 1024);
-        assert_eq!(super::tools_budget(4096, 0), 0);
-        assert_eq!(super::tools_budget(u32::MAX, 100), u32::MAX);
+        };
+        // The default model's own settings (its section's) over the daemon's.
+        ctx.for_model(0)
     }
 }
