@@ -100,10 +100,13 @@ impl<'a> Ctx<'a> {
 
     /// The model of this view answers to its name, and to `NAME:latest` (Ollama clients add
     /// the tag).
+    /// A model a reload removed answers to nothing.
     pub fn model_matches(&self, requested: &str) -> bool {
+        let served = self.catalog.is_served(self.model) || self.catalog.get(self.model).is_none();
         self.catalog.find(Some(requested)) == Some(self.model)
-            || requested == self.model_name
-            || requested.strip_suffix(":latest") == Some(self.model_name)
+            || (served
+                && (requested == self.model_name
+                    || requested.strip_suffix(":latest") == Some(self.model_name)))
     }
 
     /// How urgent a request is: one that streams has someone watching it.

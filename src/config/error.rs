@@ -112,6 +112,8 @@ pub enum ConfigError {
     CheckOptionOutsideCheck {
         option: &'static str,
     },
+    /// Re-read on SIGHUP, the command line did not start the daemon.
+    NotARun,
 }
 
 /// Longest socket path `bind(2)` accepts: `sun_path` holds 108 bytes including the NUL.
@@ -131,8 +133,9 @@ impl fmt::Display for ConfigError {
             ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
             ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
             ModelMissing, ModelNotRegularFile, ModelRequired, ModelSection, ModelUnreadable,
-            ModelsDirUnreadable, NoModelsIn, RuntimeLibraryNotRegularFile, SocketPathTooLong,
-            Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
+            ModelsDirUnreadable, NoModelsIn, NotARun, RuntimeLibraryNotRegularFile,
+            SocketPathTooLong, Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue,
+            UnknownKey, UnknownOption,
         };
         match self {
             UnknownOption { option } => write!(f, "unknown option '{option}' (see --help)"),
@@ -183,6 +186,7 @@ impl fmt::Display for ConfigError {
             CheckOptionOutsideCheck { option } => {
                 write!(f, "{option} is only for 'rkllmd check' (see --help)")
             }
+            NotARun => write!(f, "the command line does not start the daemon"),
         }
     }
 }

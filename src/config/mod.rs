@@ -12,6 +12,7 @@ mod help;
 mod models_dir;
 mod options;
 mod read;
+mod reload;
 mod secret;
 mod settings;
 mod template;
@@ -29,6 +30,7 @@ use crate::runtime::{ModelParams, Sampling};
 
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
 pub use help::help;
+pub use reload::{needs_restart, Rereader};
 pub use secret::ApiKey;
 pub use template::ChatTemplate;
 

@@ -12,6 +12,7 @@ mod job;
 mod keep_alive;
 mod kv_cache;
 mod messages;
+mod models;
 mod priority;
 mod queue;
 mod reseat;
@@ -47,6 +48,7 @@ pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
 use job::WorkerMsg;
+use models::{ModelTable, Retiring};
 use queue::{Queue, Standing};
 use running::{AbortCause, Running};
 
@@ -83,7 +85,7 @@ pub struct EngineConfig {
 pub type ModelId = usize;
 
 /// What the engine loads a model from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelLoad {
     pub path: std::path::PathBuf,
     /// For logs and errors.
@@ -146,6 +148,10 @@ pub struct Engine {
     /// The keep_alive of the job running (what `expires` becomes when it ends; None: it
     /// leaves `expires` as it is).
     run_keep_alive: Option<KeepAlive>,
+    /// What each model is loaded from, shared with the worker (a reload changes it).
+    models: ModelTable,
+    /// Models a reload changed or removed, unloaded when idle.
+    retiring: Retiring,
 }
 
 impl Engine {
@@ -160,18 +166,19 @@ impl Engine {
             waker: Arc::clone(&waker),
             pending: Arc::clone(&wake_pending),
         };
+        let models = ModelTable::new(if cfg.models.is_empty() {
+            vec![ModelLoad {
+                path: cfg.init.model_path.clone(),
+                name: String::new(),
+                raw_template: cfg.raw_template,
+                params: None,
+            }]
+        } else {
+            cfg.models.clone()
+        });
         let init = worker::WorkerConfig {
             init: cfg.init.clone(),
-            models: if cfg.models.is_empty() {
-                vec![ModelLoad {
-                    path: cfg.init.model_path.clone(),
-                    name: String::new(),
-                    raw_template: cfg.raw_template,
-                    params: None,
-                }]
-            } else {
-                cfg.models.clone()
-            },
+            models: models.clone(),
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
@@ -208,7 +215,28 @@ impl Engine {
             resident: None,
             expires: None,
             run_keep_alive: None,
+            models,
+            retiring: Retiring::default(),
         })
+    }
+
+    /// After a reload (SIGHUP): what each model is loaded from now (by id, the same ids as
+    /// before, new models appended), and which are no longer served (`removed`). A resident
+    /// model whose entry changed is unloaded as soon as no job runs, so the next job for it
+    /// loads it anew; a removed one once no queued job needs it either.
+    pub fn reload_models(&mut self, models: Vec<ModelLoad>, removed: &[ModelId], now: Instant) {
+        let served: Vec<ModelId> = (0..models.len())
+            .filter(|id| !removed.contains(id))
+            .collect();
+        let mut changed = self.models.replace(models);
+        // A model loaded later loads with the new entry. A running job may be loading one
+        // with the old entry: then every changed model is marked (at worst one needless
+        // reload).
+        if self.running.is_none() {
+            changed.retain(|id| Some(*id) == self.resident);
+        }
+        self.retiring.reloaded(&changed, removed, &served);
+        self.dispatch(now);
     }
 
     pub fn state(&self) -> &State {
@@ -458,24 +486,33 @@ impl Engine {
         // A re-seat runs only on an empty queue (see `reseat`); it is never preempted. An idle
         // model past its keep_alive is unloaded after it.
         let expired = self.idle_expiry().is_some_and(|at| now >= at);
-        let (job, standing) = match self.queue.pop_next(self.resident) {
-            Some(next) => (next.job, next.standing),
-            // The re-seat is of the resident model's cache (never a reason to load one).
-            None if wanted => match self.resident {
-                Some(model) => {
-                    let mut job = Job::reseat(reseat::RESEAT_ID);
-                    job.set_model(model);
-                    (job, Standing::default())
-                }
-                None => return,
-            },
-            None => match self.resident {
-                Some(model) if expired => {
-                    self.expires = None;
-                    (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
-                }
-                _ => return,
-            },
+        let retire = self.resident.filter(|m| {
+            let queued = self.queue.wants(*m);
+            self.retiring.take_unload(*m, queued)
+        });
+        // A reload changed or removed the resident model (see `reload_models`).
+        let (job, standing) = if let Some(model) = retire {
+            (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
+        } else {
+            match self.queue.pop_next(self.resident) {
+                Some(next) => (next.job, next.standing),
+                // The re-seat is of the resident model's cache (never a reason to load one).
+                None if wanted => match self.resident {
+                    Some(model) => {
+                        let mut job = Job::reseat(reseat::RESEAT_ID);
+                        job.set_model(model);
+                        (job, Standing::default())
+                    }
+                    None => return,
+                },
+                None => match self.resident {
+                    Some(model) if expired => {
+                        self.expires = None;
+                        (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
+                    }
+                    _ => return,
+                },
+            }
         };
         // An unload call (or the engine's own jobs) leaves the resident model's expiry alone.
         let client = job.id() != reseat::RESEAT_ID && job.id() != reseat::UNLOAD_ID;

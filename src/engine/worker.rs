@@ -61,8 +61,9 @@ impl Notifier {
 pub(super) struct WorkerConfig {
     /// The parameters every model loads with; `model_path` is set per model.
     pub init: InitConfig,
-    /// The catalog's models, by id; the first is loaded at start.
-    pub models: Vec<super::ModelLoad>,
+    /// The catalog's models, by id; the first is loaded at start. Shared with the loop, which
+    /// changes it on a reload.
+    pub models: super::models::ModelTable,
     pub kv_cache_reuse: bool,
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
@@ -181,7 +182,7 @@ impl Host {
             .cfg
             .models
             .get(model)
-            .map_or_else(String::new, |m| m.name.clone());
+            .map_or_else(String::new, |m| m.name);
         self.notify.send(WorkerMsg::Switched {
             unloaded,
             model,
@@ -200,9 +201,9 @@ impl Host {
     /// Loads `model` and gives it a worker with nothing known about its cache.
     fn load(&self, model: ModelId) -> Result<Worker, crate::runtime::RuntimeError> {
         let spec = self.cfg.models.get(model);
-        let raw_template = spec.is_some_and(|m| m.raw_template);
+        let raw_template = spec.as_ref().is_some_and(|m| m.raw_template);
         let mut init = self.cfg.init.clone();
-        if let Some(spec) = spec {
+        if let Some(spec) = &spec {
             init.model_path = spec.path.clone();
             if let Some(params) = &spec.params {
                 init = init.with_params(params);

@@ -1,6 +1,6 @@
-//! What the daemon serves with and does not change while it runs: the configuration, the
-//! loaded runtime, the chat template, the sampling defaults, the limits. Handlers see it, with
-//! the live figures of the moment, through `api::Ctx`.
+//! What the daemon serves with: the configuration, the loaded runtime, the models and their
+//! settings, the limits. Only the models change while it runs (a reload on SIGHUP). Handlers
+//! see it, with the live figures of the moment, through `api::Ctx`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use super::conn::Timeouts;
 use crate::api::Ctx;
 use crate::board::Root;
-use crate::config::Config;
-use crate::engine::State;
+use crate::config::{Config, Rereader};
+use crate::engine::{ModelLoad, State};
 use crate::http::Limits;
 use crate::metrics::Metrics;
 use crate::models::{Catalog, ModelId};
@@ -27,6 +27,8 @@ pub struct Serving {
     load_time: Option<Duration>,
     limits: Limits,
     board_root: Root,
+    /// Where the configuration is read again from on SIGHUP (None: it is not).
+    rereader: Option<Rereader>,
 }
 
 /// The figures of the moment that handlers see beside the static ones.
@@ -68,7 +70,65 @@ impl Serving {
             started: Instant::now(),
             load_time: None,
             limits,
+            rereader: None,
         }
+    }
+
+    /// Reloads (SIGHUP) read the configuration again from `rereader`.
+    pub fn with_rereader(mut self, rereader: Rereader) -> Serving {
+        self.rereader = Some(rereader);
+        self
+    }
+
+    /// Reads the configuration again (SIGHUP) and takes its models: the directory's files and
+    /// each model's settings. Returns what the engine loads each model from now and the ids no
+    /// longer served; `None` when the new configuration is invalid (logged at error level, the
+    /// one in use is kept). Other settings that changed are logged as needing a restart.
+    pub fn reload(&mut self) -> Option<(Vec<ModelLoad>, Vec<ModelId>)> {
+        let Some(rereader) = &self.rereader else {
+            log::info!("SIGHUP: no configuration to read again");
+            return None;
+        };
+        let new = match rereader.read() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                log::error!(
+                    "SIGHUP: the configuration is kept as it was: {}",
+                    crate::causes::WithCauses(&e)
+                );
+                return None;
+            }
+        };
+        for key in crate::config::needs_restart(&self.cfg, &new) {
+            log::warn!("SIGHUP: '{key}' changed; a restart applies it, a reload does not");
+        }
+        let changes = self.catalog.reload(&new);
+        let names = |ids: &[ModelId]| {
+            let names: Vec<&str> = ids
+                .iter()
+                .filter_map(|id| self.catalog.get(*id).map(|m| m.name.as_str()))
+                .collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        log::info!(
+            "SIGHUP: configuration reloaded, {} model(s) served; added: {}; removed: {}; \
+             settings changed: {}",
+            self.catalog.len(),
+            names(&changes.added),
+            names(&changes.removed),
+            names(&changes.changed),
+        );
+        let unserved = self
+            .catalog
+            .all()
+            .map(|(id, _)| id)
+            .filter(|id| !self.catalog.is_served(*id))
+            .collect();
+        Some((self.catalog.loads(), unserved))
     }
 
     pub fn cfg(&self) -> &Config {
