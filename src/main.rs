@@ -19,7 +19,8 @@ fn main() {
 
 fn run() -> i32 {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match config::parse(&args, &config::Env::from_process()) {
+    let env = config::Env::from_process();
+    let command = match config::parse(&args, &env) {
         Ok(c) => c,
         Err(e) => {
             let e = DaemonError::from(e);
@@ -73,7 +74,7 @@ fn run() -> i32 {
                 eprintln!("rkllmd: {}", DaemonError::Logging(e));
                 return exit::FAILURE;
             }
-            match server::serve(cfg) {
+            match server::serve(cfg, config::Rereader::new(args, env)) {
                 Ok(ending) => ending.exit_code(),
                 Err(e) => {
                     log::error!("{e}");

@@ -391,18 +391,58 @@ impl Report {
     }
 }
 
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 11] = [
     "config",
     "npu",
     "runtime",
     "abi",
     "sve",
     "memory",
+    "template",
     "open-files",
     "cpufreq",
     "npufreq",
     "socket",
 ];
+
+#[test]
+fn every_model_of_a_directory_is_checked_and_one_too_large_fails_by_name() {
+    let root = FakeRoot::healthy("several");
+    for (name, size) in [("gemma3-1b", 1u64 << 30), ("huge-qwen3", 8 << 30)] {
+        std::fs::File::create(root.path(&format!("models/{name}.rkllm")))
+            .unwrap()
+            .set_len(size)
+            .unwrap();
+    }
+    let dir = root.path("models");
+    let r = root.check(&["--models-dir", dir.to_str().unwrap()]);
+    assert_eq!(r.code, Some(1), "{}", r.text);
+    let lines: Vec<&str> = r
+        .text
+        .lines()
+        .filter(|l| {
+            l.get(6..)
+                .is_some_and(|rest| rest.starts_with("memory: ") || rest.starts_with("template: "))
+        })
+        .collect();
+    let expected = [
+        "ok    memory: model 'qwen2.5-1.5b': 7.0 GiB available, model file 1.5 GiB",
+        "ok    template: model 'qwen2.5-1.5b': qwen2.5",
+        "ok    memory: model 'gemma3-1b': 7.0 GiB available, model file 1.0 GiB",
+        // Gemma 3 renders as Gemma 2 does: one preset serves both.
+        "ok    template: model 'gemma3-1b': gemma2",
+        "FAIL  memory: model 'huge-qwen3': 7.0 GiB available, model file 8.0 GiB",
+        "ok    template: model 'huge-qwen3': qwen3",
+    ];
+    assert_eq!(lines.len(), expected.len(), "{}", r.text);
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.starts_with(want),
+            "{line:?} should start with {want:?}:\n{}",
+            r.text
+        );
+    }
+}
 
 #[test]
 fn a_healthy_board_with_the_matching_runtime_passes_every_check() {

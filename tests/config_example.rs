@@ -44,3 +44,30 @@ fn a_bad_config_value_is_one_line_naming_file_and_line() {
         "{err}"
     );
 }
+
+#[test]
+fn the_example_model_section_uncommented_is_valid() {
+    let example = std::fs::read_to_string(common::repo_path("board/etc/rkllmd.conf")).unwrap();
+    let start = example
+        .find("# [model qwen3-1.7b]")
+        .expect("the example has a model section");
+    let section: String = example[start..]
+        .lines()
+        .map(|l| format!("{}\n", l.trim_start_matches("# ")))
+        .collect();
+    assert!(section.contains("alias = chat"), "{section}");
+    let dir = common::TempDir::new("example-section");
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(common::fast_model(), models.join("qwen3-1.7b.rkllm")).unwrap();
+    let conf = dir.path().join("rkllmd.conf");
+    std::fs::write(&conf, &section).unwrap();
+    let out = Command::new(common::daemon_bin())
+        .args(["check", "--config-only", "--config", conf.to_str().unwrap()])
+        .args(["--models-dir", models.to_str().unwrap()])
+        .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.starts_with("ok    config: "), "{report}");
+}

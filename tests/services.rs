@@ -530,19 +530,35 @@ fn init_d_lifecycle(system: InitSystem, tag: &str) {
     assert_eq!(sb.pid_file("/run/rkllmd.pid"), pid);
     assert_eq!(sb.daemons(), vec![pid], "one daemon after starting twice");
 
-    let mut pids = vec![pid];
-    for action in ["restart", "reload"] {
-        let run = init.run(&sb, action).ok(action);
-        assert_eq!(run.output, "Stopping rkllmd: OK\nStarting rkllmd: OK\n");
-        let old = *pids.last().unwrap();
-        assert!(!alive(old), "{action}: the old daemon still runs");
-        let new = sb.pid_file("/run/rkllmd.pid");
-        assert!(!pids.contains(&new), "{action}: no new daemon (pid {new})");
-        assert_eq!(sb.healthy(SOCKET)["status"], "ok");
-        assert_eq!(sb.daemons(), vec![new]);
-        sb.wait_logged(Duration::from_secs(5), action, old, "socket removed");
-        pids.push(new);
-    }
+    // reload: the same daemon reads its config again; a models directory added to it is
+    // served at once.
+    let more = sb.dir().join("more");
+    fs::create_dir_all(&more).unwrap();
+    write_model(&more, "extra", &[]);
+    fs::write(
+        &conf,
+        format!(
+            "model = {}\nmodel-name = svc\nmodels-dir = {}\n",
+            model.display(),
+            more.display()
+        ),
+    )
+    .unwrap();
+    let run = init.run(&sb, "reload").ok("reload");
+    assert_eq!(run.output, "Reloading rkllmd: OK\n");
+    assert_eq!(sb.pid_file("/run/rkllmd.pid"), pid);
+    sb.wait_logged(Duration::from_secs(5), "reload", pid, "added: extra");
+    assert_eq!(sb.healthy(SOCKET)["models"], json!(["svc", "extra"]));
+
+    let run = init.run(&sb, "restart").ok("restart");
+    assert_eq!(run.output, "Stopping rkllmd: OK\nStarting rkllmd: OK\n");
+    assert!(!alive(pid), "restart: the old daemon still runs");
+    let new = sb.pid_file("/run/rkllmd.pid");
+    assert_ne!(new, pid, "restart: no new daemon");
+    assert_eq!(sb.healthy(SOCKET)["status"], "ok");
+    assert_eq!(sb.daemons(), vec![new]);
+    sb.wait_logged(Duration::from_secs(5), "restart", pid, "socket removed");
+    let pids = [pid, new];
 
     // After a crash: the pid file and the socket are stale; start replaces both.
     let crashed = *pids.last().unwrap();
@@ -816,6 +832,25 @@ fn openrc_service_supervises_instances() {
     let (_, restarted) = rc.daemon(&sb, "rkllmd");
     assert!(restarted != respawned && !alive(respawned));
     assert_eq!(sb.healthy(SOCKET)["status"], "ok");
+
+    // reload: the same daemon reads its config again and serves a models directory added.
+    let more = d.join("more");
+    fs::create_dir_all(&more).unwrap();
+    write_model(&more, "extra", &[]);
+    fs::write(
+        d.join("rkllmd.conf"),
+        format!(
+            "model = {}\nmodel-name = main\nmodels-dir = {}\n",
+            common::fast_model().display(),
+            more.display()
+        ),
+    )
+    .unwrap();
+    let run = rc.run(&sb, "rkllmd", "reload").ok("reload");
+    assert!(run.output.contains("Reloading rkllmd"), "{}", run.output);
+    assert_eq!(rc.daemon(&sb, "rkllmd").1, restarted, "the same daemon");
+    sb.wait_logged(Duration::from_secs(5), "reload", restarted, "added: extra");
+    assert_eq!(sb.healthy(SOCKET)["models"], json!(["main", "extra"]));
 
     rc.run(&sb, "rkllmd.qwen", "stop").ok("stop rkllmd.qwen");
     assert!(!alive(qwen_pid));

@@ -28,7 +28,7 @@ use rkllmd::engine::{
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
 use rkllmd::models::{Adapter, Catalog, Model};
-use rkllmd::runtime::{Capabilities, Perf, RuntimeInfo, Sampling};
+use rkllmd::runtime::{Capabilities, ModelParams, Perf, RuntimeInfo, Sampling};
 
 /// Picked by the first byte's low two bits; an OpenAI chat pick with bit 4 set goes to
 /// `/v1/responses` instead (bits the older seeds leave clear, so they keep their endpoint).
@@ -100,6 +100,13 @@ fuzz_target!(|data: &[u8]| {
             path: "/models/qwen2.5-1.5b.lora/style.rkllm".into(),
             scale: 1.0,
         }],
+        aliases: Vec::new(),
+        params: ModelParams {
+            max_context_len: 4096,
+            max_new_tokens: MAX_NEW_TOKENS,
+            sampling: Sampling::default(),
+            base_domain_id: 0,
+        },
     }]);
     let ctx = Ctx {
         catalog: &catalog,
@@ -128,6 +135,7 @@ fuzz_target!(|data: &[u8]| {
         metrics: &metrics,
         template: template.as_ref(),
         tools_budget: 1024,
+        tools_budget_percent: 25,
         bytes_per_token: 4.0,
         embedding_pooling: Pooling::Auto,
         embedding_pooling_cfg: Pooling::Auto,

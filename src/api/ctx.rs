@@ -47,6 +47,8 @@ pub struct Ctx<'a> {
     pub template: Option<&'a Template>,
     /// How many tokens a request's tool definitions may take (`tools-budget` of the context).
     pub tools_budget: u32,
+    /// `tools-budget`: the share of a model's context `tools_budget` is.
+    pub tools_budget_percent: u8,
     /// Bytes of prompt per token, as the engine has learnt them: what estimates are made with.
     pub bytes_per_token: f64,
     /// How embeddings pool token states, resolved for the model (never `Auto`).
@@ -87,6 +89,10 @@ impl<'a> Ctx<'a> {
             architecture: m.architecture.as_deref(),
             template: m.template.as_ref(),
             embedding_pooling: self.embedding_pooling_of(&m.name),
+            max_new_tokens: m.params.max_new_tokens,
+            max_context_len: m.params.max_context_len,
+            sampling: m.params.sampling,
+            tools_budget: tools_budget(m.params.max_context_len, self.tools_budget_percent),
             ..*self
         }
     }
@@ -118,7 +124,9 @@ impl<'a> Ctx<'a> {
         if self.catalog.select(Some(requested)) == Some(this) {
             return true;
         }
+        let served = self.catalog.is_served(self.model) || self.catalog.get(self.model).is_none();
         self.adapter.is_none()
+            && served
             && (requested == self.model_name
                 || requested.strip_suffix(":latest") == Some(self.model_name))
     }
@@ -133,5 +141,21 @@ impl<'a> Ctx<'a> {
     pub fn thinking(&self, requested: Option<bool>, streamed: bool) -> Option<bool> {
         self.think_default
             .resolve(requested, self.priority(streamed))
+    }
+}
+
+/// `percent` of a context of `max_context_len` tokens.
+pub fn tools_budget(max_context_len: u32, percent: u8) -> u32 {
+    let tokens = u64::from(max_context_len) * u64::from(percent) / 100;
+    u32::try_from(tokens).unwrap_or(max_context_len)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tools_budget_is_a_share_of_the_context() {
+        assert_eq!(super::tools_budget(4096, 25), 1024);
+        assert_eq!(super::tools_budget(4096, 0), 0);
+        assert_eq!(super::tools_budget(u32::MAX, 100), u32::MAX);
     }
 }

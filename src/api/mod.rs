@@ -26,7 +26,7 @@ mod tools;
 use crate::engine::KeepAlive;
 use crate::http::{Method, Request};
 
-pub use ctx::Ctx;
+pub use ctx::{tools_budget, Ctx};
 pub use error::{ApiError, Flavor};
 pub use full_response::FullResponse;
 pub use output::{Event, OutputFilter};

@@ -42,6 +42,13 @@ pub enum ConfigError {
         line: usize,
         key: String,
     },
+    /// A `[model NAME]` section that cannot be applied: a second one for the same model, a
+    /// key that is not per model, a model not served, an alias another model has.
+    ModelSection {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
     /// A config-file line that is not `key = value`.
     Syntax {
         path: PathBuf,
@@ -105,6 +112,8 @@ pub enum ConfigError {
     CheckOptionOutsideCheck {
         option: &'static str,
     },
+    /// Re-read on SIGHUP, the command line did not start the daemon.
+    NotARun,
 }
 
 /// Longest socket path `bind(2)` accepts: `sun_path` holds 108 bytes including the NUL.
@@ -123,9 +132,10 @@ impl fmt::Display for ConfigError {
         use ConfigError::{
             ApiKeyConflict, ApiKeyEmpty, ApiKeyFileRead, CheckOptionOutsideCheck,
             ConfigFileMissing, ConfigFileRead, CustomTemplate, InvalidValue, MissingValue,
-            ModelMissing, ModelNotRegularFile, ModelRequired, ModelUnreadable, ModelsDirUnreadable,
-            NoModelsIn, RuntimeLibraryNotRegularFile, SocketPathTooLong, Syntax, TcpNeedsApiKey,
-            UnexpectedArgument, UnexpectedValue, UnknownKey, UnknownOption,
+            ModelMissing, ModelNotRegularFile, ModelRequired, ModelSection, ModelUnreadable,
+            ModelsDirUnreadable, NoModelsIn, NotARun, RuntimeLibraryNotRegularFile,
+            SocketPathTooLong, Syntax, TcpNeedsApiKey, UnexpectedArgument, UnexpectedValue,
+            UnknownKey, UnknownOption,
         };
         match self {
             UnknownOption { option } => write!(f, "unknown option '{option}' (see --help)"),
@@ -142,6 +152,9 @@ impl fmt::Display for ConfigError {
                 write!(f, "{} line {line}: unknown key '{key}'", path.display())
             }
             Syntax { path, line, problem } => write!(f, "{} line {line}: {problem}", path.display()),
+            ModelSection { path, line, problem } => {
+                write!(f, "{} line {line}: {problem}", path.display())
+            }
             ConfigFileMissing { path } => write!(f, "config file '{}' does not exist", path.display()),
             ConfigFileRead { path, .. } => write!(f, "cannot read config file '{}'", path.display()),
             ModelRequired => write!(f, "no model given: pass --model FILE or set 'model' in the config file"),
@@ -173,6 +186,7 @@ impl fmt::Display for ConfigError {
             CheckOptionOutsideCheck { option } => {
                 write!(f, "{option} is only for 'rkllmd check' (see --help)")
             }
+            NotARun => write!(f, "the command line does not start the daemon"),
         }
     }
 }

@@ -5,6 +5,11 @@
 //! whitespace starts a comment. A value may be wrapped in double or single quotes (no escapes)
 //! to keep a `#` or surrounding spaces. A key may repeat: the allow lists collect every value,
 //! other keys keep the last.
+//!
+//! A line `[model NAME]` opens a section of settings for that model only; every key after it
+//! belongs to the section, up to the next one, so the daemon's own keys come first. Only the
+//! keys a model is loaded or rendered with (`options::Opt::per_model`) and `alias` are
+//! accepted in a section.
 
 use std::io;
 use std::path::Path;
@@ -20,8 +25,40 @@ pub(super) struct Entry {
     pub line: usize,
 }
 
+/// What a section key sets: one of the options, or a name the model also answers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SectionKey {
+    Setting(Setting),
+    Alias,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct SectionEntry {
+    pub key: SectionKey,
+    /// The key as written, for messages.
+    pub name: String,
+    pub value: String,
+    pub line: usize,
+}
+
+/// A `[model NAME]` section.
+#[derive(Clone, Debug)]
+pub(super) struct Section {
+    pub model: String,
+    /// Where its header is.
+    pub line: usize,
+    pub entries: Vec<SectionEntry>,
+}
+
+/// The file's keys: the daemon's, then each model's section.
+#[derive(Default)]
+pub(super) struct Parsed {
+    pub entries: Vec<Entry>,
+    pub sections: Vec<Section>,
+}
+
 /// Reads and splits the file. `Ok(None)` when it does not exist.
-pub(super) fn load(path: &Path) -> Result<Option<Vec<Entry>>, ConfigError> {
+pub(super) fn load(path: &Path) -> Result<Option<Parsed>, ConfigError> {
     match super::read::read_small(path, super::read::CONFIG_LIMIT) {
         Ok(text) => parse_text(path, &text).map(Some),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -32,8 +69,8 @@ pub(super) fn load(path: &Path) -> Result<Option<Vec<Entry>>, ConfigError> {
     }
 }
 
-pub(super) fn parse_text(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigError> {
-    let mut entries = Vec::new();
+pub(super) fn parse_text(path: &Path, text: &str) -> Result<Parsed, ConfigError> {
+    let mut parsed = Parsed::default();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let trimmed = raw.trim();
@@ -45,6 +82,25 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigEr
             line,
             problem,
         };
+        if trimmed.starts_with('[') {
+            let model = section_header(trimmed).map_err(syntax)?;
+            if let Some(first) = parsed.sections.iter().find(|s| s.model == model) {
+                return Err(ConfigError::ModelSection {
+                    path: path.to_owned(),
+                    line,
+                    problem: format!(
+                        "a second [model {model}] section (the first is on line {})",
+                        first.line
+                    ),
+                });
+            }
+            parsed.sections.push(Section {
+                model,
+                line,
+                entries: Vec::new(),
+            });
+            continue;
+        }
         let (name, value) = trimmed
             .split_once('=')
             .ok_or_else(|| syntax("expected 'key = value'"))?;
@@ -52,22 +108,65 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Vec<Entry>, ConfigEr
         if name.is_empty() {
             return Err(syntax("missing key before '='"));
         }
-        let opt = options::by_name(&name.replace('_', "-"))
-            .filter(|o| o.in_file())
-            .ok_or_else(|| ConfigError::UnknownKey {
-                path: path.to_owned(),
-                line,
-                key: name.to_owned(),
-            })?;
         let value = unquote(value.trim()).map_err(syntax)?;
-        entries.push(Entry {
+        let unknown = || ConfigError::UnknownKey {
+            path: path.to_owned(),
+            line,
+            key: name.to_owned(),
+        };
+        let spelled = name.replace('_', "-");
+        if let Some(section) = parsed.sections.last_mut() {
+            let key = match spelled.as_str() {
+                "alias" => SectionKey::Alias,
+                _ => match options::by_name(&spelled).filter(|o| o.in_file()) {
+                    Some(opt) if opt.per_model() => SectionKey::Setting(opt.key),
+                    Some(_) => {
+                        return Err(ConfigError::ModelSection {
+                            path: path.to_owned(),
+                            line,
+                            problem: format!(
+                                "'{name}' cannot be set per model (in [model {}]; the daemon's \
+                                 own keys go before the first section)",
+                                section.model
+                            ),
+                        })
+                    }
+                    None => return Err(unknown()),
+                },
+            };
+            section.entries.push(SectionEntry {
+                key,
+                name: name.to_owned(),
+                value,
+                line,
+            });
+            continue;
+        }
+        let opt = options::by_name(&spelled)
+            .filter(|o| o.in_file())
+            .ok_or_else(unknown)?;
+        parsed.entries.push(Entry {
             key: opt.key,
             name: name.to_owned(),
             value,
             line,
         });
     }
-    Ok(entries)
+    Ok(parsed)
+}
+
+/// The model a `[model NAME]` line names.
+fn section_header(line: &str) -> Result<String, &'static str> {
+    const EXPECTED: &str = "expected '[model NAME]'";
+    let inner = line
+        .strip_prefix('[')
+        .and_then(|l| l.strip_suffix(']'))
+        .ok_or(EXPECTED)?;
+    let mut words = inner.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("model"), Some(name), None) => Ok(name.to_owned()),
+        _ => Err(EXPECTED),
+    }
 }
 
 fn unquote(value: &str) -> Result<String, &'static str> {
@@ -97,8 +196,9 @@ mod tests {
 
     fn parse(text: &str) -> Result<Vec<(Setting, String, usize)>, String> {
         parse_text(Path::new("/etc/x.conf"), text)
-            .map(|entries| {
-                entries
+            .map(|parsed| {
+                parsed
+                    .entries
                     .into_iter()
                     .map(|e| (e.key, e.value, e.line))
                     .collect()
@@ -167,6 +267,81 @@ mod tests {
         assert_eq!(
             parse("model = \"/x\" y").unwrap_err(),
             "/etc/x.conf line 1: unexpected text after the closing quote"
+        );
+    }
+
+    #[test]
+    fn a_model_section_holds_the_keys_after_it() {
+        let text = "queue-size = 4\n[model qwen]\nmax_context_len = 2048\nalias = chat\n\
+                    alias = q # comment\n\n[ model  fast ]\ntop-k = 3\n";
+        let parsed = parse_text(Path::new("/etc/x.conf"), text).unwrap();
+        assert_eq!(parsed.entries.len(), 1);
+        type Flat = (String, usize, Vec<(SectionKey, String, usize)>);
+        let sections: Vec<Flat> = parsed
+            .sections
+            .into_iter()
+            .map(|s| {
+                let entries = s.entries.into_iter().map(|e| (e.key, e.value, e.line));
+                (s.model, s.line, entries.collect())
+            })
+            .collect();
+        assert_eq!(
+            sections,
+            vec![
+                (
+                    "qwen".to_owned(),
+                    2,
+                    vec![
+                        (
+                            SectionKey::Setting(Setting::MaxContextLen),
+                            "2048".into(),
+                            3
+                        ),
+                        (SectionKey::Alias, "chat".into(), 4),
+                        (SectionKey::Alias, "q".into(), 5),
+                    ]
+                ),
+                (
+                    "fast".to_owned(),
+                    7,
+                    vec![(SectionKey::Setting(Setting::TopK), "3".into(), 8)]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_section_is_refused_with_its_line() {
+        let err = |text| {
+            parse_text(Path::new("/etc/x.conf"), text)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            err("[model]\n"),
+            "/etc/x.conf line 1: expected '[model NAME]'"
+        );
+        assert_eq!(
+            err("[model a b]\n"),
+            "/etc/x.conf line 1: expected '[model NAME]'"
+        );
+        assert_eq!(
+            err("[lora a]\n"),
+            "/etc/x.conf line 1: expected '[model NAME]'"
+        );
+        assert_eq!(
+            err("[model a]\nsocket = /x\n"),
+            "/etc/x.conf line 2: 'socket' cannot be set per model (in [model a]; the daemon's \
+             own keys go before the first section)"
+        );
+        assert_eq!(
+            err("[model a]\nfrobnicate = 1\n"),
+            "/etc/x.conf line 2: unknown key 'frobnicate'"
+        );
+        assert_eq!(
+            err("[model a]\n[model b]\n[model a]\n"),
+            "/etc/x.conf line 3: a second [model a] section (the first is on line 1)"
         );
     }
 }

@@ -72,7 +72,11 @@ Signals:
   SIGQUIT                       drain: /health answers 503 \"draining\", new generations get 503
                                 with Retry-After, running and queued requests finish; then the
                                 daemon exits 0 (within --drain-timeout, then as on SIGTERM)
-  SIGHUP                        harmless: logged; logs are written per line, nothing to reopen
+  SIGHUP                        reload: reads the config file again and rescans --models-dir;
+                                new, removed and changed models and each model's settings apply
+                                (a removed or changed model is unloaded once idle); other
+                                settings need a restart (each changed one is logged); an invalid
+                                config is logged and the one in use kept
   SIGUSR1, SIGUSR2, SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT, SIGXFSZ,
   SIGRTMIN to SIGRTMAX          logged and ignored (SIGXFSZ: the write past the limit fails)
 

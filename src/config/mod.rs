@@ -12,6 +12,7 @@ mod help;
 mod models_dir;
 mod options;
 mod read;
+mod reload;
 mod secret;
 mod settings;
 mod template;
@@ -25,10 +26,11 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::runtime::Sampling;
+use crate::runtime::{ModelParams, Sampling};
 
 pub use error::{ConfigError, Origin, MAX_SOCKET_PATH};
 pub use help::help;
+pub use reload::{needs_restart, Rereader};
 pub use secret::ApiKey;
 pub use template::ChatTemplate;
 
@@ -98,6 +100,31 @@ impl Env {
     }
 }
 
+/// A model served, with the settings it is loaded and rendered with: the daemon's, with its
+/// `[model NAME]` section's over them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelEntry {
+    pub name: String,
+    pub path: PathBuf,
+    /// The other names it answers to (`alias` in its section), each also as `NAME:latest`.
+    pub aliases: Vec<String>,
+    pub params: ModelParams,
+    pub chat_template: ChatTemplate,
+}
+
+impl ModelEntry {
+    /// A model with the daemon's settings and no alias.
+    pub fn new(name: &str, path: PathBuf, cfg: &Config) -> ModelEntry {
+        ModelEntry {
+            name: name.to_owned(),
+            path,
+            aliases: Vec::new(),
+            params: cfg.model_params(),
+            chat_template: cfg.chat_template.clone(),
+        }
+    }
+}
+
 /// `npu-lock`: what is locked so that only one instance loads a model onto the NPU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NpuLock {
@@ -120,9 +147,9 @@ pub struct Config {
     pub model_name: String,
     /// `models-dir`: every `*.rkllm` in it is served too (see `catalog`).
     pub models_dir: Option<PathBuf>,
-    /// Every model served, the default (`model`) first: names and files. One entry with
-    /// `--model` alone; empty only where `model` may be.
-    pub catalog: Vec<(String, PathBuf)>,
+    /// Every model served, the default (`model`) first, each with its settings. One entry
+    /// with `--model` alone; empty only where `model` may be.
+    pub catalog: Vec<ModelEntry>,
     /// `max-loaded-models`: models resident at once (1 to 8).
     pub max_loaded_models: usize,
     /// `keep-alive`: how long a model stays loaded after a request that does not say.
@@ -245,6 +272,16 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The daemon's load parameters: a model's unless its section says otherwise.
+    pub fn model_params(&self) -> ModelParams {
+        ModelParams {
+            max_context_len: self.max_context_len,
+            max_new_tokens: self.max_new_tokens,
+            sampling: self.sampling,
+            base_domain_id: self.base_domain_id,
+        }
+    }
+
     fn with_root(mut self, root: PathBuf) -> Config {
         self.root = root;
         self
@@ -339,7 +376,7 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
     let mut first_error = None;
     let loaded = match &line.config {
         Some(path) => match file::load(path) {
-            Ok(Some(entries)) => Some((path.clone(), entries)),
+            Ok(Some(parsed)) => Some((path.clone(), parsed)),
             Ok(None) => {
                 first_error = Some(ConfigError::ConfigFileMissing { path: path.clone() });
                 None
@@ -350,7 +387,7 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
             }
         },
         None => match file::load(&env.default_config) {
-            Ok(Some(entries)) => Some((env.default_config.clone(), entries)),
+            Ok(Some(parsed)) => Some((env.default_config.clone(), parsed)),
             Ok(None) => None,
             Err(e) => {
                 first_error = Some(e);
@@ -359,8 +396,8 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
         },
     };
     let config_file = loaded.as_ref().map(|(path, _)| path.clone());
-    if let Some((path, entries)) = &loaded {
-        for entry in entries {
+    if let Some((path, parsed)) = &loaded {
+        for entry in &parsed.entries {
             if let Err(expected) = draft.apply(entry.key, &entry.value, settings::Layer::File) {
                 first_error.get_or_insert(ConfigError::InvalidValue {
                     origin: Origin::File {
@@ -383,6 +420,9 @@ fn layers(line: &args::CommandLine, env: &Env) -> (settings::Draft, Option<Confi
                 expected,
             });
         }
+    }
+    if let Some((_, parsed)) = loaded {
+        draft.set_sections(parsed.sections);
     }
     draft.set_config_file(config_file);
     (draft, first_error)

@@ -121,6 +121,38 @@ impl Opt {
     }
 }
 
+impl Opt {
+    /// Whether a `[model NAME]` section may set the option: what a model is loaded with
+    /// (context, token cap, sampling, IOMMU domain) and rendered with (the chat template).
+    pub fn per_model(&self) -> bool {
+        use Setting as S;
+        matches!(
+            self.key,
+            S::MaxContextLen
+                | S::MaxNewTokens
+                | S::BaseDomainId
+                | S::Temperature
+                | S::TopP
+                | S::TopK
+                | S::RepeatPenalty
+                | S::FrequencyPenalty
+                | S::PresencePenalty
+                | S::ChatTemplate
+                | S::TemplateBos
+                | S::TemplateSystemPrefix
+                | S::TemplateSystemSuffix
+                | S::TemplateUserPrefix
+                | S::TemplateUserSuffix
+                | S::TemplateAssistantPrefix
+                | S::TemplateAssistantSuffix
+                | S::TemplateToolPrefix
+                | S::TemplateToolSuffix
+                | S::TemplateGenerationPrompt
+                | S::TemplateToolFormat
+        )
+    }
+}
+
 pub(super) fn by_name(name: &str) -> Option<&'static Opt> {
     OPTIONS.iter().find(|o| o.name == name)
 }

@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 
 use crate::chat::CustomParts;
 
-use super::error::{ConfigError, MAX_SOCKET_PATH};
+use super::error::{ConfigError, Origin, MAX_SOCKET_PATH};
+use super::file::{Section, SectionKey};
 use super::options::Setting;
 use super::secret::ApiKey;
 use super::template::TemplateName;
 use super::values::{self, Expected};
-use super::{Config, Env};
+use super::{Config, Env, ModelEntry};
 
 /// Which source a value came from. Applied in this order, so flags override the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub(super) struct Draft {
     template_name: TemplateName,
     /// The `chat-template-*` keys, used when `template_name` is `custom`.
     template_parts: CustomParts,
+    /// The config file's `[model NAME]` sections.
+    sections: Vec<Section>,
 }
 
 fn int<T: TryFrom<u64>>(raw: &str, min: u64, max: u64) -> Result<T, Expected> {
@@ -68,6 +71,7 @@ impl Draft {
             allow_gid: [None, None],
             template_name: TemplateName::Auto,
             template_parts: CustomParts::default(),
+            sections: Vec::new(),
         }
     }
 
@@ -185,6 +189,10 @@ impl Draft {
         Ok(())
     }
 
+    pub fn set_sections(&mut self, sections: Vec<Section>) {
+        self.sections = sections;
+    }
+
     pub fn set_config_file(&mut self, path: Option<PathBuf>) {
         self.config.config_file = path;
     }
@@ -207,8 +215,10 @@ impl Draft {
         } else if need_model {
             return Err(ConfigError::ModelRequired);
         }
-        self.config.allow_uid = flags_over_file(self.allow_uid).unwrap_or_default();
-        self.config.allow_gid = flags_over_file(self.allow_gid).unwrap_or_default();
+        self.config.allow_uid =
+            flags_over_file(std::mem::take(&mut self.allow_uid)).unwrap_or_default();
+        self.config.allow_gid =
+            flags_over_file(std::mem::take(&mut self.allow_gid)).unwrap_or_default();
 
         self.config.api_key = resolve_api_key(
             &self.api_key,
@@ -223,14 +233,14 @@ impl Draft {
 
         check_runtime_library(&self.config.runtime_library)?;
 
-        let socket = self.socket.unwrap_or_else(|| default_socket(env));
+        let socket = self.socket.take().unwrap_or_else(|| default_socket(env));
         let len = socket.as_os_str().as_bytes().len();
         if len > MAX_SOCKET_PATH {
             return Err(ConfigError::SocketPathTooLong { path: socket, len });
         }
         self.config.socket = socket;
 
-        self.config.model_name = match self.model_name {
+        self.config.model_name = match self.model_name.take() {
             Some(name) => name,
             None => self
                 .config
@@ -239,10 +249,17 @@ impl Draft {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         };
-        if has_model {
+        self.config.chat_template = self
+            .template_name
+            .resolve(&self.template_parts)
+            .map_err(ConfigError::CustomTemplate)?;
+        let served = if has_model {
             let default = (self.config.model_name.clone(), self.config.model.clone());
-            self.config.catalog = super::models_dir::catalog(default, listed);
-        }
+            super::models_dir::catalog(default, listed)
+        } else {
+            Vec::new()
+        };
+        self.config.catalog = self.model_entries(served)?;
         // One model has nothing to make room for: it stays loaded, as before models
         // directories, unless keep-alive says otherwise. Several default to Ollama's 5 minutes.
         self.config.keep_alive = self.keep_alive.unwrap_or(if self.config.catalog.len() > 1 {
@@ -250,12 +267,105 @@ impl Draft {
         } else {
             crate::engine::KeepAlive::Forever
         });
-        self.config.chat_template = self
-            .template_name
-            .resolve(&self.template_parts)
-            .map_err(ConfigError::CustomTemplate)?;
         Ok(self.config)
     }
+
+    /// Each model served with its settings: the daemon's, then its section's over them. A
+    /// section for a model not served, or an alias that another model answers to, is refused.
+    fn model_entries(
+        &self,
+        served: Vec<(String, PathBuf)>,
+    ) -> Result<Vec<ModelEntry>, ConfigError> {
+        let file = self.config.config_file.clone().unwrap_or_default();
+        let at = |line: usize, problem: String| ConfigError::ModelSection {
+            path: file.clone(),
+            line,
+            problem,
+        };
+        if let Some(s) = self
+            .sections
+            .iter()
+            .find(|s| !served.iter().any(|(name, _)| *name == s.model))
+        {
+            let names: Vec<&str> = served.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(at(
+                s.line,
+                format!(
+                    "[model {}]: no model of that name is served (served: {})",
+                    s.model,
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                ),
+            ));
+        }
+        // Every name a request may use, with the model it belongs to.
+        let mut taken: Vec<(String, String)> = served
+            .iter()
+            .map(|(name, _)| (bare(name).to_owned(), name.clone()))
+            .collect();
+        let mut entries = Vec::with_capacity(served.len());
+        for (name, path) in served {
+            let mut own = self.clone();
+            own.sections = Vec::new();
+            let mut aliases = Vec::new();
+            let section = self.sections.iter().filter(|s| s.model == name);
+            for e in section.flat_map(|s| &s.entries) {
+                let invalid = |expected| ConfigError::InvalidValue {
+                    origin: Origin::File {
+                        path: file.clone(),
+                        line: e.line,
+                    },
+                    name: e.name.clone(),
+                    value: e.value.clone(),
+                    expected,
+                };
+                match e.key {
+                    SectionKey::Setting(key) => {
+                        own.apply(key, &e.value, Layer::File).map_err(invalid)?;
+                    }
+                    SectionKey::Alias => {
+                        let alias = values::model_alias(&e.value).map_err(invalid)?;
+                        match taken.iter().find(|(n, _)| n == bare(&alias)) {
+                            Some((_, owner)) if *owner == name => {}
+                            Some((_, owner)) => {
+                                return Err(at(
+                                    e.line,
+                                    format!(
+                                        "alias '{alias}' of model '{name}' is already a name of \
+                                         model '{owner}'"
+                                    ),
+                                ));
+                            }
+                            None => {
+                                taken.push((bare(&alias).to_owned(), name.clone()));
+                                aliases.push(alias);
+                            }
+                        }
+                    }
+                }
+            }
+            let chat_template = own
+                .template_name
+                .resolve(&own.template_parts)
+                .map_err(ConfigError::CustomTemplate)?;
+            entries.push(ModelEntry {
+                name,
+                path,
+                aliases,
+                params: own.config.model_params(),
+                chat_template,
+            });
+        }
+        Ok(entries)
+    }
+}
+
+/// A name without Ollama's `:latest` tag, as requests are matched.
+fn bare(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
 }
 
 impl Draft {

@@ -173,6 +173,15 @@ pub(super) fn tool_format(raw: &str) -> Result<crate::chat::ToolFormat, Expected
     }
 }
 
+/// A name a model also answers to: one word, as a request's `model` would name it.
+pub(super) fn model_alias(raw: &str) -> Result<String, Expected> {
+    let name = raw.trim();
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err("a model name without spaces".to_owned());
+    }
+    Ok(name.to_owned())
+}
+
 /// A custom template part: kept as written, checked now so that a bad escape fails at start.
 pub(super) fn template_text(raw: &str) -> Result<String, Expected> {
     crate::chat::decode_escapes(raw).map(|_| raw.to_owned())

@@ -9,6 +9,7 @@ mod abi;
 mod cpu;
 mod library;
 mod memory;
+mod models;
 mod npu;
 mod report;
 mod socket;
@@ -62,7 +63,7 @@ pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Findin
     let built_minor =
         library::major_minor(&format!("{}.0", env!("RKLLMD_ABI"))).map_or(3, |(_, minor)| minor);
     let abi = abi::check(runtime.path.as_deref());
-    vec![
+    let mut all = vec![
         config(setup),
         npu::check(&root),
         runtime.finding,
@@ -74,12 +75,15 @@ pub fn findings(setup: &CheckSetup, ld_library_path: Option<&str>) -> Vec<Findin
             soc.as_deref(),
             abi.illegal_instruction,
         ),
-        memory::check(&root, &cfg.model),
+    ];
+    all.extend(models::check(&root, cfg));
+    all.extend([
         open_files(cfg),
         cpu::cpu_governor(&root),
         cpu::npu_governor(&root),
         socket::check(&root, cfg),
-    ]
+    ]);
+    all
 }
 
 /// Prints the findings and a summary; the exit code is [`exit::CHECK_FAILED`] when any check

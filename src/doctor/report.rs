@@ -96,6 +96,14 @@ impl Finding {
     }
 }
 
+impl Finding {
+    /// The same finding, its detail prefixed with what it is about (`model 'qwen'`).
+    pub fn about(mut self, subject: &str) -> Finding {
+        self.detail = format!("{subject}: {}", self.detail);
+        self
+    }
+}
+
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // `unknown` is longer than the column: one space still separates it.

@@ -14,6 +14,7 @@ mod keep_alive;
 mod kv_cache;
 mod lora;
 mod messages;
+mod models;
 mod priority;
 mod queue;
 mod reseat;
@@ -52,6 +53,7 @@ pub use utf8::Utf8Assembler;
 
 use crate::runtime::{self, AbortHandle, InitConfig};
 use job::WorkerMsg;
+use models::{ModelTable, Retiring};
 use queue::{Queue, Standing};
 use running::{AbortCause, Running};
 
@@ -108,7 +110,7 @@ impl Default for Residency {
 pub type ModelId = usize;
 
 /// What the engine loads a model from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ModelLoad {
     pub path: std::path::PathBuf,
     /// For logs and errors.
@@ -119,6 +121,9 @@ pub struct ModelLoad {
     pub raw_template: bool,
     /// The LoRA adapters loaded with it, which jobs select by index (`Job::adapter`).
     pub adapters: Vec<LoraAdapter>,
+    /// Its context, token cap, sampling and IOMMU domain (its config section's, else the
+    /// daemon's); `None`: `EngineConfig::init`'s.
+    pub params: Option<crate::runtime::ModelParams>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +173,10 @@ pub struct Engine {
     /// The model of the job running and its keep_alive (what that model's expiry becomes
     /// when it ends; None: it leaves the expiry as it is).
     run_keep_alive: Option<(ModelId, KeepAlive)>,
+    /// What each model is loaded from, shared with the worker (a reload changes it).
+    models: ModelTable,
+    /// Models a reload changed or removed, unloaded when idle.
+    retiring: Retiring,
 }
 
 impl Engine {
@@ -182,18 +191,20 @@ impl Engine {
             waker: Arc::clone(&waker),
             pending: Arc::clone(&wake_pending),
         };
+        let models = ModelTable::new(if cfg.models.is_empty() {
+            vec![ModelLoad {
+                path: cfg.init.model_path.clone(),
+                name: String::new(),
+                raw_template: cfg.raw_template,
+                adapters: Vec::new(),
+                params: None,
+            }]
+        } else {
+            cfg.models.clone()
+        });
         let init = worker::WorkerConfig {
             init: cfg.init.clone(),
-            models: if cfg.models.is_empty() {
-                vec![ModelLoad {
-                    path: cfg.init.model_path.clone(),
-                    name: String::new(),
-                    raw_template: cfg.raw_template,
-                    adapters: Vec::new(),
-                }]
-            } else {
-                cfg.models.clone()
-            },
+            models: models.clone(),
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
@@ -231,7 +242,28 @@ impl Engine {
             kv_tokens,
             residents: residents::Record::default(),
             run_keep_alive: None,
+            models,
+            retiring: Retiring::default(),
         })
+    }
+
+    /// After a reload (SIGHUP): what each model is loaded from now (by id, the same ids as
+    /// before, new models appended), and which are no longer served (`removed`). A resident
+    /// model whose entry changed is unloaded as soon as no job runs, so the next job for it
+    /// loads it anew; a removed one once no queued job needs it either.
+    pub fn reload_models(&mut self, models: Vec<ModelLoad>, removed: &[ModelId], now: Instant) {
+        let served: Vec<ModelId> = (0..models.len())
+            .filter(|id| !removed.contains(id))
+            .collect();
+        let mut changed = self.models.replace(models);
+        // A model loaded later loads with the new entry. A running job may be loading one
+        // with the old entry: then every changed model is marked (at worst one needless
+        // reload).
+        if self.running.is_none() {
+            changed.retain(|id| self.residents.contains(*id));
+        }
+        self.retiring.reloaded(&changed, removed, &served);
+        self.dispatch(now);
     }
 
     pub fn state(&self) -> &State {
@@ -474,25 +506,38 @@ impl Engine {
         {
             return;
         }
+        // A resident model a reload changed or removed is unloaded first (see `reload_models`).
         // A re-seat runs only on an empty queue (see `reseat`); it is never preempted. An idle
         // model past its keep_alive is unloaded after it.
+        let retire = {
+            let (queue, retiring) = (&self.queue, &mut self.retiring);
+            self.residents
+                .all()
+                .iter()
+                .map(|r| r.model)
+                .find(|m| retiring.take_unload(*m, queue.wants(*m)))
+        };
         let residents = &self.residents;
-        let (job, standing) = match self.queue.pop_next(|m| residents.contains(m)) {
-            Some(next) => (next.job, next.standing),
-            // The re-seat is of the cache of the model that ran last, the most recently used
-            // (never a reason to load one).
-            None if wanted => match self.residents.latest() {
-                Some(model) => {
-                    let mut job = Job::reseat(reseat::RESEAT_ID);
-                    job.set_model(model);
-                    (job, Standing::default())
-                }
-                None => return,
-            },
-            None => match self.residents.take_expired(now) {
-                Some(model) => (Job::unload(reseat::UNLOAD_ID, model), Standing::default()),
-                None => return,
-            },
+        let (job, standing) = if let Some(model) = retire {
+            (Job::unload(reseat::UNLOAD_ID, model), Standing::default())
+        } else {
+            match self.queue.pop_next(|m| residents.contains(m)) {
+                Some(next) => (next.job, next.standing),
+                // The re-seat is of the cache of the model that ran last, the most recently
+                // used (never a reason to load one).
+                None if wanted => match self.residents.latest() {
+                    Some(model) => {
+                        let mut job = Job::reseat(reseat::RESEAT_ID);
+                        job.set_model(model);
+                        (job, Standing::default())
+                    }
+                    None => return,
+                },
+                None => match self.residents.take_expired(now) {
+                    Some(model) => (Job::unload(reseat::UNLOAD_ID, model), Standing::default()),
+                    None => return,
+                },
+            }
         };
         // An unload call (or the engine's own jobs) leaves the resident model's expiry alone.
         let client = job.id() != reseat::RESEAT_ID && job.id() != reseat::UNLOAD_ID;

@@ -112,6 +112,11 @@ impl Queue {
         (first.standing.preemptions == 0).then(|| first.since + hold)
     }
 
+    /// Whether a job for `model` waits.
+    pub fn wants(&self, model: ModelId) -> bool {
+        self.entries.iter().any(|q| q.job.model() == model)
+    }
+
     /// Whether an interactive job waits.
     pub fn has_interactive(&self) -> bool {
         self.entries

@@ -65,8 +65,9 @@ impl Notifier {
 pub(super) struct WorkerConfig {
     /// The parameters every model loads with; `model_path` is set per model.
     pub init: InitConfig,
-    /// The catalog's models, by id; the first is loaded at start.
-    pub models: Vec<super::ModelLoad>,
+    /// The catalog's models, by id; the first is loaded at start. Shared with the loop, which
+    /// changes it on a reload.
+    pub models: super::models::ModelTable,
     pub kv_cache_reuse: bool,
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
@@ -234,7 +235,7 @@ impl Host {
                     .cfg
                     .models
                     .get(model)
-                    .map_or_else(String::new, |m| m.name.clone()),
+                    .map_or_else(String::new, |m| m.name),
                 reason: e.to_string(),
             }),
         }
@@ -242,10 +243,8 @@ impl Host {
 
     /// For logs: the model's name, quoted.
     fn name(&self, model: ModelId) -> String {
-        format!(
-            "'{}'",
-            self.cfg.models.get(model).map_or("?", |m| m.name.as_str())
-        )
+        let name = self.cfg.models.get(model).map(|m| m.name);
+        format!("'{}'", name.as_deref().unwrap_or("?"))
     }
 
     /// Loads `model` after unloading the least recently used models while the board's
@@ -295,10 +294,13 @@ impl Host {
     ) -> Result<(), crate::runtime::RuntimeError> {
         let slot = residents.free_slot();
         let spec = self.cfg.models.get(model);
-        let raw_template = spec.is_some_and(|m| m.raw_template);
+        let raw_template = spec.as_ref().is_some_and(|m| m.raw_template);
         let mut init = self.cfg.init.clone();
-        if let Some(spec) = spec {
+        if let Some(spec) = &spec {
             init.model_path = spec.path.clone();
+            if let Some(params) = &spec.params {
+                init = init.with_params(params);
+            }
         }
         init.base_domain_id = init
             .base_domain_id
@@ -308,8 +310,9 @@ impl Host {
             // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
             runtime.set_chat_template("", "", "")?;
         }
-        let name = spec.map_or_else(String::new, |m| m.name.clone());
-        let loras = lora::Loaded::load_all(&name, spec.map_or(&[][..], |m| &m.adapters), |a| {
+        let name = spec.as_ref().map_or_else(String::new, |m| m.name.clone());
+        let adapters = spec.as_ref().map_or(&[][..], |m| m.adapters.as_slice());
+        let loras = lora::Loaded::load_all(&name, adapters, |a| {
             runtime.load_lora(&a.path, &a.name, a.scale)
         });
         let mut worker = Worker {

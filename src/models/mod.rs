@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 pub use adapters::{Adapter, AdapterId};
 
 use crate::chat::{self, Template};
-use crate::config::{ChatTemplate, Config};
+use crate::config::{ChatTemplate, Config, ModelEntry};
+use crate::runtime::ModelParams;
 
 pub use crate::engine::ModelId;
 
@@ -24,6 +25,10 @@ pub struct Model {
     /// The LoRA adapters it runs with when a request names one (`MODEL:ADAPTER`): the files
     /// beside it (`adapters::beside`); the config may set them too.
     pub adapters: Vec<Adapter>,
+    /// The other names it answers to (its section's `alias` keys).
+    pub aliases: Vec<String>,
+    /// What it is loaded with: context, token cap, sampling, IOMMU domain.
+    pub params: ModelParams,
 }
 
 /// What a request's `model` names: a model, and maybe one of its adapters.
@@ -33,38 +38,130 @@ pub struct Selection {
     pub adapter: Option<AdapterId>,
 }
 
+impl Model {
+    /// Whether a request's `model` names this one: its name or an alias, with or without
+    /// Ollama's `:latest` tag.
+    pub fn answers_to(&self, requested: &str) -> bool {
+        let bare = requested.strip_suffix(":latest").unwrap_or(requested);
+        std::iter::once(&self.name)
+            .chain(&self.aliases)
+            .any(|n| n == requested || n == bare)
+    }
+}
+
 pub struct Catalog {
+    /// By id. A reload appends models and marks removed ones, so ids never change.
     models: Vec<Model>,
+    /// Whether each model is still served (a reload may remove one while it is resident).
+    served: Vec<bool>,
+    /// What each model was read from, so that a reload reads again only what changed.
+    read_from: Vec<Source>,
+}
+
+/// A catalog entry and its file's size and time: the same again means the same model.
+#[derive(PartialEq)]
+struct Source {
+    entry: ModelEntry,
+    file: Option<(u64, std::time::SystemTime)>,
+}
+
+impl Source {
+    fn of(entry: &ModelEntry) -> Source {
+        let file = std::fs::metadata(&entry.path)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)));
+        Source {
+            entry: entry.clone(),
+            file,
+        }
+    }
+}
+
+/// What a reload changed in the catalog.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    pub added: Vec<ModelId>,
+    pub removed: Vec<ModelId>,
+    /// Served before and after, read again (settings or file changed).
+    pub changed: Vec<ModelId>,
 }
 
 impl Catalog {
     /// Reads each model file's header once, and chooses each model's template.
     pub fn new(cfg: &Config) -> Catalog {
-        let models = cfg
-            .catalog
+        let mut catalog = Catalog::of(Vec::new());
+        catalog.reload(cfg);
+        catalog
+    }
+
+    /// A catalog of the given models (for tests).
+    pub fn of(models: Vec<Model>) -> Catalog {
+        let read_from = models
             .iter()
-            .map(|(name, path)| {
-                let architecture = chat::architecture(path);
-                let template = resolve_template(cfg, path, architecture.as_deref());
-                Model {
-                    name: name.clone(),
-                    path: path.clone(),
-                    architecture,
-                    template,
-                    adapters: adapters::beside(path),
-                }
+            .map(|m| Source {
+                entry: ModelEntry {
+                    name: m.name.clone(),
+                    path: m.path.clone(),
+                    aliases: m.aliases.clone(),
+                    params: m.params,
+                    chat_template: ChatTemplate::Runtime,
+                },
+                file: None,
             })
             .collect();
-        Catalog { models }
+        Catalog {
+            served: vec![true; models.len()],
+            models,
+            read_from,
+        }
     }
 
-    /// A catalog of the given models, with no template (for tests).
-    pub fn of(models: Vec<Model>) -> Catalog {
-        Catalog { models }
+    /// Takes the models of `cfg` (SIGHUP): a model keeps its id by name, a new name gets the
+    /// next id, a name no longer there stays with its id but is no longer served (listed or
+    /// found). Only a model whose entry or file changed is read again.
+    pub fn reload(&mut self, cfg: &Config) -> Reloaded {
+        let mut out = Reloaded::default();
+        let mut seen = vec![false; self.models.len()];
+        for entry in &cfg.catalog {
+            let source = Source::of(entry);
+            match self.models.iter().position(|m| m.name == entry.name) {
+                Some(id) => {
+                    seen[id] = true;
+                    if !self.served[id] {
+                        out.added.push(id);
+                    } else if self.read_from[id] != source {
+                        out.changed.push(id);
+                    }
+                    if self.read_from[id] != source {
+                        self.models[id] = Model::read(entry);
+                        self.read_from[id] = source;
+                    }
+                    self.served[id] = true;
+                }
+                None => {
+                    out.added.push(self.models.len());
+                    self.models.push(Model::read(entry));
+                    self.served.push(true);
+                    self.read_from.push(source);
+                }
+            }
+        }
+        for (id, seen) in seen.into_iter().enumerate() {
+            if !seen && self.served[id] {
+                self.served[id] = false;
+                out.removed.push(id);
+            }
+        }
+        out
     }
 
-    /// The model a request names: by its name or `NAME:latest` (Ollama clients add the tag);
-    /// no name or the empty name is the default model.
+    /// Whether model `id` is served (not removed by a reload).
+    pub fn is_served(&self, id: ModelId) -> bool {
+        self.served.get(id).copied().unwrap_or(false)
+    }
+
+    /// The model a request names: by its name or an alias, either also as `NAME:latest`
+    /// (Ollama clients add the tag); no name or the empty name is the default model.
     pub fn find(&self, requested: Option<&str>) -> Option<ModelId> {
         self.select(requested)
             .filter(|s| s.adapter.is_none())
@@ -77,14 +174,14 @@ impl Catalog {
     pub fn select(&self, requested: Option<&str>) -> Option<Selection> {
         let requested = match requested {
             None | Some("") => {
-                return (!self.models.is_empty()).then_some(Selection {
+                return self.is_served(0).then_some(Selection {
                     model: 0,
                     adapter: None,
                 })
             }
             Some(r) => r,
         };
-        if let Some(model) = self.models.iter().position(|m| m.name == requested) {
+        if let Some((model, _)) = self.iter().find(|(_, m)| m.answers_to(requested)) {
             return Some(Selection {
                 model,
                 adapter: None,
@@ -107,9 +204,7 @@ impl Catalog {
 
     /// `MODEL:TAG` split after the longest model name it starts with.
     fn split<'r>(&self, requested: &'r str) -> Option<(ModelId, &'r str)> {
-        self.models
-            .iter()
-            .enumerate()
+        self.iter()
             .filter_map(|(id, m)| {
                 let tag = requested.strip_prefix(m.name.as_str())?.strip_prefix(':')?;
                 Some((id, m.name.len(), tag))
@@ -136,20 +231,28 @@ impl Catalog {
         })
     }
 
+    /// Model `id`, served or not (a removed model may still be resident).
     pub fn get(&self, id: ModelId) -> Option<&Model> {
         self.models.get(id)
     }
 
+    /// The models served, by id.
     pub fn iter(&self) -> impl Iterator<Item = (ModelId, &Model)> {
+        self.all().filter(|(id, _)| self.is_served(*id))
+    }
+
+    /// Every model ever served since start, by id: what the engine knows.
+    pub fn all(&self) -> impl Iterator<Item = (ModelId, &Model)> {
         self.models.iter().enumerate()
     }
 
+    /// How many models are served.
     pub fn len(&self) -> usize {
-        self.models.len()
+        self.served.iter().filter(|s| **s).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
+        self.len() == 0
     }
 
     /// Whether the runtime's chat template is switched off for this model (rkllmd renders).
@@ -161,12 +264,48 @@ impl Catalog {
     pub fn paths(&self) -> Vec<PathBuf> {
         self.models.iter().map(|m| m.path.clone()).collect()
     }
+
+    /// What the engine loads each model from and with, by id (removed ones too: the ids
+    /// must stay).
+    pub fn loads(&self) -> Vec<crate::engine::ModelLoad> {
+        self.all()
+            .map(|(id, m)| crate::engine::ModelLoad {
+                path: m.path.clone(),
+                name: m.name.clone(),
+                raw_template: self.raw_template(id),
+                adapters: m.adapters.clone(),
+                params: Some(m.params),
+            })
+            .collect()
+    }
+}
+
+impl Model {
+    /// The model of a catalog entry: its file's header is read for the architecture, which
+    /// with its name chooses the template under `auto`.
+    pub fn read(entry: &ModelEntry) -> Model {
+        let architecture = chat::architecture(&entry.path);
+        let template = resolve_template(&entry.chat_template, &entry.path, architecture.as_deref());
+        Model {
+            name: entry.name.clone(),
+            path: entry.path.clone(),
+            architecture,
+            template,
+            adapters: adapters::beside(&entry.path),
+            aliases: entry.aliases.clone(),
+            params: entry.params,
+        }
+    }
 }
 
 /// The chat template a model is rendered with; `None` leaves templating to the runtime.
 /// `arch`: the `general.architecture` the model file declares.
-fn resolve_template(cfg: &Config, path: &Path, arch: Option<&str>) -> Option<Template> {
-    match &cfg.chat_template {
+fn resolve_template(
+    configured: &ChatTemplate,
+    path: &Path,
+    arch: Option<&str>,
+) -> Option<Template> {
+    match configured {
         ChatTemplate::Runtime => None,
         ChatTemplate::Custom(template) => Some(Template::clone(template)),
         ChatTemplate::Preset(name) => Template::preset(name),
@@ -209,6 +348,8 @@ mod tests {
             architecture: None,
             template: None,
             adapters: Vec::new(),
+            aliases: Vec::new(),
+            params: Config::default().model_params(),
         }
     }
 
@@ -272,5 +413,72 @@ mod tests {
         assert_eq!(c.find(Some("fast:7b")), None);
         assert_eq!(c.find(Some("other")), None);
         assert_eq!(Catalog::of(Vec::new()).find(None), None);
+    }
+
+    #[test]
+    fn an_alias_finds_its_model_with_or_without_the_tag() {
+        let mut fast = model("fast");
+        fast.aliases = vec!["quick".into(), "tiny:1b".into()];
+        let c = Catalog::of(vec![model("qwen"), fast]);
+        assert_eq!(c.find(Some("quick")), Some(1));
+        assert_eq!(c.find(Some("quick:latest")), Some(1));
+        assert_eq!(c.find(Some("tiny:1b")), Some(1));
+        assert_eq!(c.find(Some("tiny")), None);
+        assert_eq!(c.find(Some("qwen")), Some(0));
+    }
+
+    #[test]
+    fn a_reload_keeps_ids_by_name_appends_new_models_and_hides_removed_ones() {
+        let dir = std::env::temp_dir().join(format!("rkllmd-catalog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg_of = |names: &[&str], ctx: u32| {
+            let mut cfg = Config::default();
+            cfg.max_context_len = ctx;
+            cfg.catalog = names
+                .iter()
+                .map(|n| {
+                    let path = dir.join(format!("{n}.rkllm"));
+                    // Written once: a file written again is a changed model.
+                    if !path.exists() {
+                        std::fs::write(&path, b"x").unwrap();
+                    }
+                    ModelEntry::new(n, path, &cfg)
+                })
+                .collect();
+            cfg
+        };
+        let mut c = Catalog::new(&cfg_of(&["a", "b", "c"], 1024));
+        let r = c.reload(&cfg_of(&["a", "c", "d"], 1024));
+        assert_eq!(
+            r,
+            Reloaded {
+                added: vec![3],
+                removed: vec![1],
+                changed: vec![]
+            }
+        );
+        let listed: Vec<(ModelId, &str)> = c.iter().map(|(id, m)| (id, m.name.as_str())).collect();
+        assert_eq!(listed, [(0, "a"), (2, "c"), (3, "d")]);
+        assert_eq!(c.find(Some("b")), None);
+        assert_eq!(c.find(Some("d")), Some(3));
+        assert_eq!(
+            c.get(1).map(|m| m.name.as_str()),
+            Some("b"),
+            "still known by id"
+        );
+        assert_eq!(c.loads().len(), 4);
+
+        let r = c.reload(&cfg_of(&["a", "b", "c", "d"], 2048));
+        assert_eq!(
+            r,
+            Reloaded {
+                added: vec![1],
+                removed: vec![],
+                changed: vec![0, 2, 3]
+            }
+        );
+        assert_eq!(c.get(0).map(|m| m.params.max_context_len), Some(2048));
+        assert_eq!(c.find(Some("b")), Some(1), "the same id again");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -49,6 +49,16 @@ impl Default for Sampling {
     }
 }
 
+/// What a model is loaded with that may differ from one model to another (the config file's
+/// `[model NAME]` sections).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ModelParams {
+    pub max_context_len: u32,
+    pub max_new_tokens: u32,
+    pub sampling: Sampling,
+    pub base_domain_id: i32,
+}
+
 #[derive(Clone, Debug)]
 pub struct InitConfig {
     /// The runtime library to dlopen (`runtime-library`), unless one is loaded already.
@@ -60,6 +70,17 @@ pub struct InitConfig {
     pub base_domain_id: i32,
     /// The CPUs the runtime may use, as a bit mask; `None`: the runtime's default.
     pub cpu_mask: Option<u32>,
+}
+
+impl InitConfig {
+    /// These parameters with a model's own.
+    pub fn with_params(mut self, params: &ModelParams) -> InitConfig {
+        self.max_context_len = params.max_context_len;
+        self.max_new_tokens = params.max_new_tokens;
+        self.sampling = params.sampling;
+        self.base_domain_id = params.base_domain_id;
+        self
+    }
 }
 
 /// Who speaks the input text of a run, as the runtime's template knows it.

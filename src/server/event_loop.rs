@@ -403,7 +403,9 @@ impl EventLoop {
         for action in self.signals.drain() {
             match action {
                 SignalAction::Reload => {
-                    log::info!("SIGHUP: nothing to reload; logs are reopened per line");
+                    if let Some((loads, unserved)) = self.serving.reload() {
+                        self.engine.reload_models(loads, &unserved, now);
+                    }
                 }
                 SignalAction::Shutdown(sig) if self.shutdown.is_some() => {
                     log::warn!("{sig} during shutdown: exiting now");

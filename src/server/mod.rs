@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use mio::Poll;
 
-use crate::config::Config;
-use crate::engine::{Engine, EngineConfig, ModelLoad, Residency, State};
+use crate::config::{Config, Rereader};
+use crate::engine::{Engine, EngineConfig, Residency, State};
 use crate::error::DaemonError;
 use crate::exit::Ending;
 use crate::lifecycle;
@@ -33,7 +33,8 @@ pub use event_loop::Report;
 use event_loop::{EventLoop, Listeners};
 use serving::Serving;
 
-pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
+/// Runs the daemon with `cfg`; SIGHUP reads the configuration again from `rereader`.
+pub fn serve(cfg: Config, rereader: Rereader) -> Result<Ending, DaemonError> {
     let signals = signals::Signals::install()
         .map_err(|e| DaemonError::io("set up signal handling", e.into()))?;
     let (soft, hard) = lifecycle::raise_nofile_limit();
@@ -101,7 +102,7 @@ pub fn serve(cfg: Config) -> Result<Ending, DaemonError> {
         tcp,
     };
     let sampling = sampling_of(&cfg);
-    let serving = Serving::new(Arc::new(cfg), info, catalog, sampling);
+    let serving = Serving::new(Arc::new(cfg), info, catalog, sampling).with_rereader(rereader);
     let event_loop = EventLoop::new(poll, listeners, signals, engine, serving)
         .map_err(|e| DaemonError::io("register the listeners", e))?;
     let started = Instant::now();
@@ -149,15 +150,7 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
         abort_grace: cfg.abort_grace,
         raw_template: catalog.raw_template(0),
         keep_alive: cfg.keep_alive,
-        models: catalog
-            .iter()
-            .map(|(id, m)| ModelLoad {
-                path: m.path.clone(),
-                name: m.name.clone(),
-                raw_template: catalog.raw_template(id),
-                adapters: m.adapters.clone(),
-            })
-            .collect(),
+        models: catalog.loads(),
         kv_cache_reuse: cfg.kv_cache_reuse,
         snapshots: Some(crate::engine::SnapshotConfig {
             dir: cfg.snapshot_dir(),

@@ -1,6 +1,6 @@
-//! What the daemon serves with and does not change while it runs: the configuration, the
-//! loaded runtime, the chat template, the sampling defaults, the limits. Handlers see it, with
-//! the live figures of the moment, through `api::Ctx`.
+//! What the daemon serves with: the configuration, the loaded runtime, the models and their
+//! settings, the limits. Only the models change while it runs (a reload on SIGHUP). Handlers
+//! see it, with the live figures of the moment, through `api::Ctx`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use super::conn::Timeouts;
 use crate::api::Ctx;
 use crate::board::Root;
-use crate::config::Config;
-use crate::engine::{Resident, State};
+use crate::config::{Config, Rereader};
+use crate::engine::{ModelLoad, Resident, State};
 use crate::http::Limits;
 use crate::metrics::Metrics;
-use crate::models::Catalog;
+use crate::models::{Catalog, ModelId};
 use crate::runtime::{self, Capabilities, RuntimeInfo, Sampling};
 
 pub struct Serving {
@@ -27,6 +27,8 @@ pub struct Serving {
     load_time: Option<Duration>,
     limits: Limits,
     board_root: Root,
+    /// Where the configuration is read again from on SIGHUP (None: it is not).
+    rereader: Option<Rereader>,
 }
 
 /// The figures of the moment that handlers see beside the static ones.
@@ -66,7 +68,65 @@ impl Serving {
             started: Instant::now(),
             load_time: None,
             limits,
+            rereader: None,
         }
+    }
+
+    /// Reloads (SIGHUP) read the configuration again from `rereader`.
+    pub fn with_rereader(mut self, rereader: Rereader) -> Serving {
+        self.rereader = Some(rereader);
+        self
+    }
+
+    /// Reads the configuration again (SIGHUP) and takes its models: the directory's files and
+    /// each model's settings. Returns what the engine loads each model from now and the ids no
+    /// longer served; `None` when the new configuration is invalid (logged at error level, the
+    /// one in use is kept). Other settings that changed are logged as needing a restart.
+    pub fn reload(&mut self) -> Option<(Vec<ModelLoad>, Vec<ModelId>)> {
+        let Some(rereader) = &self.rereader else {
+            log::info!("SIGHUP: no configuration to read again");
+            return None;
+        };
+        let new = match rereader.read() {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                log::error!(
+                    "SIGHUP: the configuration is kept as it was: {}",
+                    crate::causes::WithCauses(&e)
+                );
+                return None;
+            }
+        };
+        for key in crate::config::needs_restart(&self.cfg, &new) {
+            log::warn!("SIGHUP: '{key}' changed; a restart applies it, a reload does not");
+        }
+        let changes = self.catalog.reload(&new);
+        let names = |ids: &[ModelId]| {
+            let names: Vec<&str> = ids
+                .iter()
+                .filter_map(|id| self.catalog.get(*id).map(|m| m.name.as_str()))
+                .collect();
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
+        };
+        log::info!(
+            "SIGHUP: configuration reloaded, {} model(s) served; added: {}; removed: {}; \
+             settings changed: {}",
+            self.catalog.len(),
+            names(&changes.added),
+            names(&changes.removed),
+            names(&changes.changed),
+        );
+        let unserved = self
+            .catalog
+            .all()
+            .map(|(id, _)| id)
+            .filter(|id| !self.catalog.is_served(*id))
+            .collect();
+        Some((self.catalog.loads(), unserved))
     }
 
     pub fn cfg(&self) -> &Config {
@@ -102,7 +162,7 @@ impl Serving {
     /// another's).
     pub fn ctx<'a>(&'a self, live: &Live<'a>) -> Ctx<'a> {
         let default = self.catalog.get(0);
-        Ctx {
+        let ctx = Ctx {
             catalog: &self.catalog,
             model: 0,
             adapter: None,
@@ -125,7 +185,11 @@ impl Serving {
             caps: self.caps,
             metrics: live.metrics,
             template: default.and_then(|m| m.template.as_ref()),
-            tools_budget: tools_budget(self.cfg.max_context_len, self.cfg.tools_budget_percent),
+            tools_budget: crate::api::tools_budget(
+                self.cfg.max_context_len,
+                self.cfg.tools_budget_percent,
+            ),
+            tools_budget_percent: self.cfg.tools_budget_percent,
             bytes_per_token: live.bytes_per_token,
             embedding_pooling: self.cfg.embedding_pooling.resolve(&self.cfg.model_name),
             embedding_pooling_cfg: self.cfg.embedding_pooling,
@@ -134,22 +198,8 @@ impl Serving {
             board_root: &self.board_root,
             kv_cache_tokens: live.kv_cache_tokens,
             now: live.now,
-        }
-    }
-}
-
-/// `percent` of a context of `max_context_len` tokens.
-fn tools_budget(max_context_len: u32, percent: u8) -> u32 {
-    let tokens = u64::from(max_context_len) * u64::from(percent) / 100;
-    u32::try_from(tokens).unwrap_or(max_context_len)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_tools_budget_is_a_share_of_the_context() {
-        assert_eq!(super::tools_budget(4096, 25), 1024);
-        assert_eq!(super::tools_budget(4096, 0), 0);
-        assert_eq!(super::tools_budget(u32::MAX, 100), u32::MAX);
+        };
+        // The default model's own settings (its section's) over the daemon's.
+        ctx.for_model(0)
     }
 }

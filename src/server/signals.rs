@@ -13,7 +13,8 @@ pub enum SignalAction {
     /// SIGQUIT (nginx's graceful stop): take no new generations, finish what is running and
     /// queued, then stop. Routers see it on `/health` before anything is cut.
     Drain,
-    /// SIGHUP: logs go to stderr or syslog, both reopened per line, so nothing to do but log it.
+    /// SIGHUP: read the configuration again and rescan the models directory (see
+    /// `Serving::reload`); logs go to stderr or syslog per line, with nothing to reopen.
     Reload,
 }
 

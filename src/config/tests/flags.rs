@@ -196,7 +196,11 @@ fn defaults_are_the_documented_ones() {
     let expected = Config {
         model: c.model.clone(),
         model_name: "qwen2.5-1.5b".to_owned(),
-        catalog: vec![("qwen2.5-1.5b".to_owned(), c.model.clone())],
+        catalog: vec![ModelEntry::new(
+            "qwen2.5-1.5b",
+            c.model.clone(),
+            &Config::default(),
+        )],
         socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
         ..Config::default()
     };

@@ -1,6 +1,7 @@
 //! Tests of `parse`: the command line and config file together, against real files.
 
 mod flags;
+mod model_sections;
 mod sources;
 
 use std::path::PathBuf;
