@@ -95,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
         path: "/models/qwen2.5-1.5b.rkllm".into(),
         architecture: Some("qwen2".to_owned()),
         template: template.clone(),
+        encoder: None,
     }]);
     let ctx = Ctx {
         catalog: &catalog,

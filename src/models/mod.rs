@@ -16,6 +16,8 @@ pub struct Model {
     pub architecture: Option<String>,
     /// The chat template its conversations are rendered with; `None`: the runtime's own.
     pub template: Option<Template>,
+    /// Its vision encoder (a `.rknn` model beside it, `encoder_beside`): a vision model then.
+    pub encoder: Option<PathBuf>,
 }
 
 pub struct Catalog {
@@ -31,11 +33,16 @@ impl Catalog {
             .map(|(name, path)| {
                 let architecture = chat::architecture(path);
                 let template = resolve_template(cfg, path, architecture.as_deref());
+                let encoder = encoder_beside(path);
+                if let Some(e) = &encoder {
+                    log::info!("model '{name}' has a vision encoder: {}", e.display());
+                }
                 Model {
                     name: name.clone(),
                     path: path.clone(),
                     architecture,
                     template,
+                    encoder,
                 }
             })
             .collect();
@@ -87,6 +94,14 @@ impl Catalog {
     }
 }
 
+/// A vision model's encoder: the file beside the model with the same stem and the `.rknn`
+/// extension (`qwen2-vl-2b.rkllm` and `qwen2-vl-2b.rknn`), as Rockchip's toolkits produce the
+/// pair; found without any setting.
+pub fn encoder_beside(model: &Path) -> Option<PathBuf> {
+    let encoder = model.with_extension("rknn");
+    (encoder != model && encoder.is_file()).then_some(encoder)
+}
+
 /// The chat template a model is rendered with; `None` leaves templating to the runtime.
 /// `arch`: the `general.architecture` the model file declares.
 fn resolve_template(cfg: &Config, path: &Path, arch: Option<&str>) -> Option<Template> {
@@ -132,7 +147,24 @@ mod tests {
             path: PathBuf::from(format!("/m/{name}.rkllm")),
             architecture: None,
             template: None,
+            encoder: None,
         }
+    }
+
+    #[test]
+    fn an_encoder_beside_the_model_with_its_stem_makes_it_a_vision_model() {
+        let dir = std::env::temp_dir().join(format!("rkllmd-encoder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vl = dir.join("qwen2-vl-2b.rkllm");
+        let text = dir.join("qwen2.5-1.5b.rkllm");
+        std::fs::write(dir.join("qwen2-vl-2b.rknn"), "").unwrap();
+        std::fs::create_dir_all(dir.join("qwen2.5-1.5b.rknn.d")).unwrap();
+        assert_eq!(encoder_beside(&vl), Some(dir.join("qwen2-vl-2b.rknn")));
+        assert_eq!(encoder_beside(&text), None);
+        // A directory of that name is not an encoder file.
+        std::fs::create_dir_all(dir.join("other.rknn")).unwrap();
+        assert_eq!(encoder_beside(&dir.join("other.rkllm")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
