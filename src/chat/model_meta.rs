@@ -137,8 +137,16 @@ mod tests {
                 Some(("deepseek-r1", FileName)),
             ),
             (Some("qwen2"), "Qwen2-0.5B.rkllm", Some(("qwen2", FileName))),
-            (Some("qwen2vl"), "vision-demo.rkllm", Some(("qwen2", Architecture))),
-            (Some("qwen25vl"), "model.rkllm", Some(("qwen2", Architecture))),
+            (
+                Some("qwen2vl"),
+                "vision-demo.rkllm",
+                Some(("qwen2", Architecture)),
+            ),
+            (
+                Some("qwen25vl"),
+                "model.rkllm",
+                Some(("qwen2", Architecture)),
+            ),
             (
                 Some("qwen3"),
                 "Qwen2.5-renamed.rkllm",
