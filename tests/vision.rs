@@ -180,8 +180,8 @@ fn a_core_mask_the_chip_lacks_still_opens_the_encoder() {
 
 // ---- Multimodal runs -------------------------------------------------------------------------
 
-fn init(model: PathBuf, tags: Option<ImageTags>) -> Runtime {
-    Runtime::init(&InitConfig {
+fn init_config(model: PathBuf, tags: Option<ImageTags>) -> InitConfig {
+    InitConfig {
         library: runtime::DEFAULT_LIBRARY.into(),
         model_path: model,
         max_context_len: 4096,
@@ -190,8 +190,11 @@ fn init(model: PathBuf, tags: Option<ImageTags>) -> Runtime {
         base_domain_id: 1,
         cpu_mask: None,
         image_tags: tags,
-    })
-    .unwrap()
+    }
+}
+
+fn init(model: PathBuf, tags: Option<ImageTags>) -> Runtime {
+    Runtime::init(&init_config(model, tags)).unwrap()
 }
 
 /// A language model whose images take 8 positions of 16 floats, like the SMALL encoder's.
@@ -348,4 +351,52 @@ fn a_runtime_without_image_tags_refuses_multimodal_runs() {
     let ok = vec![0.5f32; 8 * 16];
     let err = answer(&mut rt, "<image>What is it?", &images(&ok, 1)).unwrap_err();
     assert_eq!(err, RuntimeError::NoImageTags);
+}
+
+#[test]
+fn the_shipped_vision_demo_pair_fits_together() {
+    let dir = TempDir::new("vision-demo-pair");
+    let g = tracing_to(dir.path());
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/rkllm-sim/models");
+    let llm = models.join("vision-demo.rkllm");
+    // Found beside the model, as the catalog finds it.
+    let enc = open(&rkllmd::models::encoder_beside(&llm).unwrap()).unwrap();
+    // One token is enough to see the input arrive (ABI 1.2 caps runs at init only); the demo
+    // decodes at 16.6 tokens/s.
+    let mut rt = Runtime::init(&InitConfig {
+        max_new_tokens: 1,
+        ..init_config(llm, Some(ImageTags::qwen2_vl()))
+    })
+    .unwrap();
+    drop(g);
+    let (w, h) = enc.input_size();
+    let info = *enc.info();
+    let embedding = enc.encode(&picture(w, h, 3), w, h).unwrap();
+    let images = Images {
+        embeddings: &embedding,
+        count: 1,
+        tokens: info.image_tokens as usize,
+        token_width: info.token_width(),
+        width: w,
+        height: h,
+    };
+    let req = RunRequest {
+        prompt: "<image>Describe the picture.",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history: false,
+        max_new_tokens: Some(1),
+        sampling: None,
+        save_prompt_cache: None,
+    };
+    let end = rt
+        .run_multimodal(&req, &images, &mut |_| Flow::Continue)
+        .unwrap();
+    assert!(matches!(end, RunEnd::Finished(_)), "{end:?}");
+    let trace = read_trace(&dir.path().join("rkllm.jsonl"));
+    let mm = trace.iter().find(|l| l["fn"] == "multimodal").unwrap();
+    assert_eq!(mm["n_image_tokens"], 196);
+    assert_eq!(mm["embed"], 196 * 1536);
+    let end = trace.iter().find(|l| l["fn"] == "run_end").unwrap();
+    assert!(end["prefill_tokens"].as_u64().unwrap() > 196, "{end}");
 }
