@@ -430,9 +430,12 @@ impl Runtime {
             panic: None,
         };
         // SAFETY: `self.ptr` is live (only `Drop` destroys it and it needs `&mut self`); `params`,
-        // the strings, the images (whose embeddings hold exactly the floats the runtime reads,
-        // `Images::check`) and `state` outlive the call; the runtime calls `on_event` only during it,
-        // on this thread, with `state` as its userdata.
+        // the strings, the images and `state` outlive the call; the runtime calls `on_event` only
+        // during it, on this thread, with `state` as its userdata. The runtime reads `count x
+        // tokens x` its own embedding width floats of the images: `Images::check` makes the
+        // buffer exactly `count x tokens x token_width`, so it holds them when `token_width` is
+        // the model's width. The runtime's API cannot tell its width; the encoder beside the
+        // model is converted for it (upstream's toolchain makes the pair).
         let rc = unsafe {
             ffi::rkd_run(
                 self.ptr,
