@@ -8,6 +8,12 @@
 //! Besides `RKLLMD_ABI`, the crate gets `RKLLMD_RUNPATH` (the runpath, for `rkllmd check` to
 //! follow dlopen's search) and `RKLLMD_SIM_LIB` (the simulator's absolute path, for tests; both
 //! empty without the simulator).
+//!
+//! The RKNN side (vision encoders) is built the same way: `src/runtime/rknn/shim.cpp` against our
+//! own declarations (`decls.h`; Rockchip's `rknn_api.h` is never vendored, see there), and on dev
+//! hosts the simulated `librknnrt.so` beside the RKLLM one (`RKLLMD_RKNN_SIM_LIB`). When
+//! `RKNN_INCLUDE_DIR` names a directory holding a real `rknn_api.h`, `rknn/check.cpp` is compiled
+//! against it and a declaration that differs fails the build.
 
 use std::env;
 use std::fs;
@@ -60,6 +66,8 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=src/runtime/layout.cpp");
 
+    build_rknn_shim(&manifest);
+
     let (runpath, sim_lib, other_sim_lib, sigill_lib) = if env::var_os("RKLLM_LIB_DIR").is_none() {
         let lib = build_simulator(&manifest, &out_dir, abi_minor, "librkllmrt.so");
         // The other ABI's simulator under a name dlopen never finds by itself, and a runtime
@@ -72,6 +80,8 @@ fn main() {
             &format!("librkllmrt-abi1.{other_minor}.so"),
         );
         let sigill = build_sigill_runtime(&manifest, &out_dir);
+        let rknn = build_rknn_simulator(&manifest, &out_dir);
+        println!("cargo:rustc-env=RKLLMD_RKNN_SIM_LIB={}", rknn.display());
         let runpath = simulator_runpath(&out_dir);
         if !runpath.is_empty() {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{runpath}");
@@ -83,6 +93,7 @@ fn main() {
             sigill.display().to_string(),
         )
     } else {
+        println!("cargo:rustc-env=RKLLMD_RKNN_SIM_LIB=");
         Default::default()
     };
     println!("cargo:rustc-env=RKLLMD_RUNPATH={runpath}");
@@ -190,5 +201,86 @@ fn build_sigill_runtime(manifest: &Path, out_dir: &Path) -> PathBuf {
             )
         });
     assert!(status.success(), "building the SIGILL test runtime failed");
+    lib
+}
+
+/// The RKNN shim, and the check of our declarations against a real `rknn_api.h` when
+/// `RKNN_INCLUDE_DIR` is set (the Buildroot package's staging include directory, or the script
+/// `scripts/check-rknn-decls`, which compiles the same file with the same flags).
+fn build_rknn_shim(manifest: &Path) {
+    let dir = manifest.join("src/runtime/rknn");
+    for file in ["shim.cpp", "decls.h", "check.cpp"] {
+        println!("cargo:rerun-if-changed={}", dir.join(file).display());
+    }
+    println!("cargo:rerun-if-env-changed=RKNN_INCLUDE_DIR");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .file(dir.join("shim.cpp"))
+        .include(&dir)
+        .warnings(true)
+        .extra_warnings(true)
+        .compile("rkllmd_rknn_shim");
+    if let Some(include) = env::var_os("RKNN_INCLUDE_DIR") {
+        let include = PathBuf::from(include);
+        assert!(
+            include.join("rknn_api.h").is_file(),
+            "RKNN_INCLUDE_DIR is set but {} has no rknn_api.h",
+            include.display()
+        );
+        println!(
+            "cargo:rerun-if-changed={}",
+            include.join("rknn_api.h").display()
+        );
+        // A mismatch is a static_assert or a failed conversion: the compile, and so the build,
+        // fails with the field or function named.
+        cc::Build::new()
+            .cpp(true)
+            .std("c++17")
+            .file(dir.join("check.cpp"))
+            .include(&include)
+            .include(&dir)
+            .compile("rkllmd_rknn_check");
+    }
+}
+
+/// Dev host case: the simulated `librknnrt.so` (vendor/rkllm-sim/src/rknn/, with the RKLLM
+/// simulator's trace and clock), built as `OUT_DIR/librknnrt.so`, found by the same runpath.
+fn build_rknn_simulator(manifest: &Path, out_dir: &Path) -> PathBuf {
+    let sim = manifest.join("vendor/rkllm-sim/src");
+    let rknn_src = sim.join("rknn");
+    println!("cargo:rerun-if-changed={}", rknn_src.display());
+    let mut sources: Vec<PathBuf> = fs::read_dir(&rknn_src)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", rknn_src.display()))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|ext| ext == "cpp"))
+        .collect();
+    sources.sort();
+    sources.extend(["trace.cpp", "util.cpp", "tokenizer.cpp"].map(|f| sim.join(f)));
+    let lib = out_dir.join("librknnrt.so");
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-pthread",
+            "-fvisibility=hidden",
+        ])
+        .arg("-I")
+        .arg(manifest.join("src/runtime/rknn"))
+        .args(&sources)
+        .args(["-Wl,-soname,librknnrt.so", "-o"])
+        .arg(&lib)
+        .status()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run the C++ compiler {}: {e}",
+                compiler.path().display()
+            )
+        });
+    assert!(status.success(), "building the rknn simulator failed");
     lib
 }

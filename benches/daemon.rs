@@ -31,6 +31,7 @@ fn init(model: std::path::PathBuf) -> InitConfig {
         sampling: Sampling::default(),
         base_domain_id: 0,
         cpu_mask: None,
+        image_tags: None,
     }
 }
 

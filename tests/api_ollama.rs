@@ -257,6 +257,30 @@ fn show_describes_the_model_and_404s_an_unknown_one() {
 }
 
 #[test]
+fn show_reports_vision_for_a_model_with_an_encoder_beside_it() {
+    let dir = TempDir::new("olshow-vision");
+    let vl = write_model(dir.path(), "qwen2-vl-2b", &[]);
+    std::fs::write(dir.path().join("qwen2-vl-2b.rknn"), "rknn-sim 1\n").unwrap();
+    let text = write_model(dir.path(), "qwen2.5-1.5b", &[]);
+    let d = Daemon::builder("olshow-vision")
+        .no_model()
+        .args(["--models-dir", dir.path().to_str().unwrap()])
+        .start();
+    let caps = |name: &str| {
+        let r = d.client().post_json("/api/show", &json!({"model": name}));
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        r.json()["capabilities"].clone()
+    };
+    let (vl, text) = (stem(&vl), stem(&text));
+    assert_eq!(caps(&vl), json!(["completion", "tools", "vision"]));
+    assert_eq!(caps(&text), json!(["completion", "tools"]));
+}
+
+fn stem(path: &std::path::Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
 fn show_reports_what_the_template_supports() {
     let dir = TempDir::new("olshow-qwen3");
     let model = write_model(dir.path(), "Qwen3-1.7B_W8A8_RK3588", &[]);

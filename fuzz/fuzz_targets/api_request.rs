@@ -107,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
             sampling: Sampling::default(),
             base_domain_id: 0,
         },
+        encoder: None,
     }]);
     let ctx = Ctx {
         catalog: &catalog,

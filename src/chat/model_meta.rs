@@ -101,6 +101,9 @@ pub fn choose(architecture: Option<&str>, file_name: &str) -> Option<(&'static s
     };
     let shared = match arch {
         "qwen2" => Some("qwen2.5"),
+        // The vision-language Qwens (llama.cpp's names), whose chat template is Qwen2's, as
+        // their file names give it (`guess`).
+        "qwen2vl" | "qwen25vl" => Some("qwen2"),
         _ => None,
     };
     unambiguous
@@ -134,6 +137,16 @@ mod tests {
                 Some(("deepseek-r1", FileName)),
             ),
             (Some("qwen2"), "Qwen2-0.5B.rkllm", Some(("qwen2", FileName))),
+            (
+                Some("qwen2vl"),
+                "vision-demo.rkllm",
+                Some(("qwen2", Architecture)),
+            ),
+            (
+                Some("qwen25vl"),
+                "model.rkllm",
+                Some(("qwen2", Architecture)),
+            ),
             (
                 Some("qwen3"),
                 "Qwen2.5-renamed.rkllm",

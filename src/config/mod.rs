@@ -156,6 +156,9 @@ pub struct Config {
     pub keep_alive: crate::engine::KeepAlive,
     /// The runtime to dlopen: a file name searched for, or a path (contains '/') used as is.
     pub runtime_library: PathBuf,
+    /// The RKNN runtime for vision encoders, dlopened only with a vision model; as
+    /// `runtime_library`.
+    pub rknn_runtime_library: PathBuf,
     pub socket: PathBuf,
     pub socket_mode: u32,
     /// A group name or number, resolved by `lifecycle::lookup_group`.
@@ -227,6 +230,7 @@ impl Default for Config {
             max_loaded_models: 1,
             keep_alive: crate::engine::KeepAlive::Forever, // one model; several: 5m (`finish`)
             runtime_library: PathBuf::from(crate::runtime::DEFAULT_LIBRARY),
+            rknn_runtime_library: PathBuf::from(crate::runtime::rknn::DEFAULT_LIBRARY),
             socket: PathBuf::from("/run/rkllmd/rkllmd.sock"),
             socket_mode: 0o660,
             socket_group: None,

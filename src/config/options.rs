@@ -14,6 +14,7 @@ pub(super) enum Setting {
     MaxLoadedModels,
     KeepAlive,
     RuntimeLibrary,
+    RknnRuntimeLibrary,
     Socket,
     SocketMode,
     SocketGroup,

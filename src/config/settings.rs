@@ -90,6 +90,7 @@ impl Draft {
                 );
             }
             Setting::RuntimeLibrary => c.runtime_library = values::path(raw)?,
+            Setting::RknnRuntimeLibrary => c.rknn_runtime_library = values::path(raw)?,
             Setting::Socket => self.socket = Some(values::path(raw)?),
             Setting::SocketMode => c.socket_mode = values::octal_mode(raw)?,
             Setting::SocketGroup => c.socket_group = Some(values::non_empty(raw, "group name")?),
@@ -232,6 +233,7 @@ impl Draft {
         }
 
         check_runtime_library(&self.config.runtime_library)?;
+        check_runtime_library(&self.config.rknn_runtime_library)?;
 
         let socket = self.socket.take().unwrap_or_else(|| default_socket(env));
         let len = socket.as_os_str().as_bytes().len();

@@ -29,6 +29,8 @@ pub struct Model {
     pub aliases: Vec<String>,
     /// What it is loaded with: context, token cap, sampling, IOMMU domain.
     pub params: ModelParams,
+    /// Its vision encoder (a `.rknn` model beside it, `encoder_beside`): a vision model then.
+    pub encoder: Option<PathBuf>,
 }
 
 /// What a request's `model` names: a model, and maybe one of its adapters.
@@ -286,16 +288,33 @@ impl Model {
     pub fn read(entry: &ModelEntry) -> Model {
         let architecture = chat::architecture(&entry.path);
         let template = resolve_template(&entry.chat_template, &entry.path, architecture.as_deref());
+        let encoder = encoder_beside(&entry.path);
+        if let Some(e) = &encoder {
+            log::info!(
+                "model '{}' has a vision encoder: {}",
+                entry.name,
+                e.display()
+            );
+        }
         Model {
             name: entry.name.clone(),
             path: entry.path.clone(),
             architecture,
             template,
+            encoder,
             adapters: adapters::beside(&entry.path),
             aliases: entry.aliases.clone(),
             params: entry.params,
         }
     }
+}
+
+/// A vision model's encoder: the file beside the model with the same stem and the `.rknn`
+/// extension (`qwen2-vl-2b.rkllm` and `qwen2-vl-2b.rknn`), as Rockchip's toolkits produce the
+/// pair; found without any setting.
+pub fn encoder_beside(model: &Path) -> Option<PathBuf> {
+    let encoder = model.with_extension("rknn");
+    (encoder != model && encoder.is_file()).then_some(encoder)
 }
 
 /// The chat template a model is rendered with; `None` leaves templating to the runtime.
@@ -350,6 +369,7 @@ mod tests {
             adapters: Vec::new(),
             aliases: Vec::new(),
             params: Config::default().model_params(),
+            encoder: None,
         }
     }
 
@@ -401,6 +421,22 @@ mod tests {
                 "qwen:7b:x"
             ]
         );
+    }
+
+    #[test]
+    fn an_encoder_beside_the_model_with_its_stem_makes_it_a_vision_model() {
+        let dir = std::env::temp_dir().join(format!("rkllmd-encoder-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vl = dir.join("qwen2-vl-2b.rkllm");
+        let text = dir.join("qwen2.5-1.5b.rkllm");
+        std::fs::write(dir.join("qwen2-vl-2b.rknn"), "").unwrap();
+        std::fs::create_dir_all(dir.join("qwen2.5-1.5b.rknn.d")).unwrap();
+        assert_eq!(encoder_beside(&vl), Some(dir.join("qwen2-vl-2b.rknn")));
+        assert_eq!(encoder_beside(&text), None);
+        // A directory of that name is not an encoder file.
+        std::fs::create_dir_all(dir.join("other.rknn")).unwrap();
+        assert_eq!(encoder_beside(&dir.join("other.rkllm")), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -49,6 +49,20 @@ pub enum RuntimeError {
         loaded: PathBuf,
         requested: PathBuf,
     },
+    /// A multimodal run's embeddings are not `images` x `tokens` x `token_width` floats.
+    ImageEmbeddingSize {
+        images: usize,
+        tokens: usize,
+        token_width: usize,
+        floats: usize,
+    },
+    /// A multimodal prompt needs one `<image>` per image.
+    ImagePlaceholders {
+        placeholders: usize,
+        images: usize,
+    },
+    /// A multimodal run on a runtime initialised without image tags (`InitConfig::image_tags`).
+    NoImageTags,
 }
 
 impl fmt::Display for RuntimeError {
@@ -105,6 +119,27 @@ impl fmt::Display for RuntimeError {
                 "the runtime library '{}' has an RKLLMParam layout of neither ABI rkllmd knows \
                  (1.2, 1.3): {detail}; refusing to call rkllm_init",
                 library.display()
+            ),
+            RuntimeError::ImageEmbeddingSize {
+                images,
+                tokens,
+                token_width,
+                floats,
+            } => write!(
+                f,
+                "image embeddings of {floats} floats are not {images} image(s) x {tokens} tokens \
+                 x {token_width} floats"
+            ),
+            RuntimeError::ImagePlaceholders {
+                placeholders,
+                images,
+            } => write!(
+                f,
+                "the prompt has {placeholders} image placeholder(s) for {images} image(s)"
+            ),
+            RuntimeError::NoImageTags => write!(
+                f,
+                "a multimodal run needs the model's image tags, and none were set at init"
             ),
             RuntimeError::OtherLibraryLoaded { loaded, requested } => write!(
                 f,

@@ -17,6 +17,23 @@ pub struct RkdConfig {
     pub base_domain_id: i32,
     /// 0: the runtime's default CPUs.
     pub enabled_cpus_mask: u32,
+    /// A vision model's image tags, or NULL (taken by the 1.2 ABI at init).
+    pub img_start: *const c_char,
+    pub img_end: *const c_char,
+    pub img_content: *const c_char,
+}
+
+/// `rkd_image_input`: a multimodal run's images.
+#[repr(C)]
+pub struct RkdImageInput {
+    pub embed: *const f32,
+    pub n_image: usize,
+    pub n_image_tokens: usize,
+    pub start: *const c_char,
+    pub end: *const c_char,
+    pub content: *const c_char,
+    pub width: usize,
+    pub height: usize,
 }
 
 /// `rkd_layout` of `layout.cpp`: offsets in `RKLLMParam` of one ABI; -1 where it has no such
@@ -62,6 +79,8 @@ pub struct RkdRunParams {
     pub save_prompt_cache: *const c_char,
     /// Non-null: the LoRA adapter, by the name it was loaded under, the run applies.
     pub lora: *const c_char,
+    /// Non-null: a multimodal run with these images.
+    pub images: *const RkdImageInput,
 }
 
 #[repr(C)]

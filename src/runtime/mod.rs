@@ -11,6 +11,8 @@ mod error;
 mod ffi;
 mod hidden;
 mod library;
+mod multimodal;
+pub mod rknn;
 
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
@@ -22,6 +24,7 @@ pub use child::{probe_in_child, ChildProbe};
 pub use error::RuntimeError;
 pub use hidden::HiddenStates;
 pub use library::{load, loaded, probe_abi, verify_abi, Library, DEFAULT_LIBRARY};
+pub use multimodal::{ImageTags, Images, IMAGE_PLACEHOLDER};
 
 /// Sampling values, at init and (ABI 1.3) per run. `Default` holds rkllmd's defaults, the one
 /// definition behind the config's values and `--help`.
@@ -70,6 +73,8 @@ pub struct InitConfig {
     pub base_domain_id: i32,
     /// The CPUs the runtime may use, as a bit mask; `None`: the runtime's default.
     pub cpu_mask: Option<u32>,
+    /// A vision model's image tags (`None` for a text model): multimodal runs need them.
+    pub image_tags: Option<ImageTags>,
 }
 
 impl InitConfig {
@@ -275,6 +280,8 @@ impl Handle {
 pub struct Runtime {
     handle: Arc<Handle>,
     ptr: *mut c_void,
+    /// The image tags given at init, passed again with each multimodal run (ABI 1.3).
+    image_tags: Option<multimodal::CTags>,
 }
 
 // SAFETY: see `RawHandle`; the `Runtime` moves to the inference thread and stays there.
@@ -318,6 +325,16 @@ impl Runtime {
         verify_abi()?;
         let path = CString::new(cfg.model_path.as_os_str().as_bytes())
             .map_err(|_| RuntimeError::NulByte { what: "model path" })?;
+        let image_tags = cfg
+            .image_tags
+            .as_ref()
+            .map(multimodal::CTags::new)
+            .transpose()?;
+        let tag = |f: fn(&multimodal::CTags) -> &CString| {
+            image_tags
+                .as_ref()
+                .map_or(std::ptr::null(), |t| f(t).as_ptr())
+        };
         let c = ffi::RkdConfig {
             model_path: path.as_ptr(),
             max_context_len: clamp_i32(cfg.max_context_len),
@@ -330,10 +347,14 @@ impl Runtime {
             presence_penalty: cfg.sampling.presence_penalty,
             base_domain_id: cfg.base_domain_id,
             enabled_cpus_mask: cfg.cpu_mask.unwrap_or(0),
+            img_start: tag(|t| &t.start),
+            img_end: tag(|t| &t.end),
+            img_content: tag(|t| &t.content),
         };
         let mut ptr: *mut c_void = std::ptr::null_mut();
         // SAFETY: `c` and the path it points to live until the call returns; the shim copies what
-        // it needs into the runtime's own parameter struct. `ptr` is a valid out-pointer.
+        // it needs into the runtime's own parameter struct, except the image tags' pointers
+        // (1.2), whose strings the returned `Runtime` keeps alive. `ptr` is a valid out-pointer.
         let rc = unsafe { ffi::rkd_init(std::ptr::addr_of_mut!(ptr), std::ptr::addr_of!(c)) };
         if rc != 0 || ptr.is_null() {
             return Err(RuntimeError::Init {
@@ -346,6 +367,7 @@ impl Runtime {
                 ptr: Mutex::new(RawHandle(ptr)),
             }),
             ptr,
+            image_tags,
         })
     }
 
@@ -361,7 +383,45 @@ impl Runtime {
         req: &RunRequest<'_>,
         sink: &mut dyn FnMut(Output<'_>) -> Flow,
     ) -> Result<RunEnd, RuntimeError> {
+        self.run_input(req, None, sink)
+    }
+
+    /// Runs one generation of `req.prompt` with `images` (`RKLLM_INPUT_MULTIMODAL`): the prompt
+    /// holds one `IMAGE_PLACEHOLDER` per image, and the runtime must have been initialised with
+    /// the model's image tags.
+    pub fn run_multimodal(
+        &mut self,
+        req: &RunRequest<'_>,
+        images: &Images<'_>,
+        sink: &mut dyn FnMut(Output<'_>) -> Flow,
+    ) -> Result<RunEnd, RuntimeError> {
+        images.check(req.prompt)?;
+        self.run_input(req, Some(images), sink)
+    }
+
+    fn run_input(
+        &mut self,
+        req: &RunRequest<'_>,
+        images: Option<&Images<'_>>,
+        sink: &mut dyn FnMut(Output<'_>) -> Flow,
+    ) -> Result<RunEnd, RuntimeError> {
         let prompt = cstring("prompt", req.prompt)?;
+        let image_input = match images {
+            None => None,
+            Some(im) => {
+                let tags = self.image_tags.as_ref().ok_or(RuntimeError::NoImageTags)?;
+                Some(ffi::RkdImageInput {
+                    embed: im.embeddings.as_ptr(),
+                    n_image: im.count,
+                    n_image_tokens: im.tokens,
+                    start: tags.start.as_ptr(),
+                    end: tags.end.as_ptr(),
+                    content: tags.content.as_ptr(),
+                    width: im.width as usize,
+                    height: im.height as usize,
+                })
+            }
+        };
         let save = req.save_prompt_cache.map(path_cstring).transpose()?;
         let lora = req.lora.map(|l| cstring("adapter name", l)).transpose()?;
         let sampling = req.sampling.map(|s| ffi::RkdSampling {
@@ -383,6 +443,9 @@ impl Runtime {
                 .map_or(std::ptr::null(), std::ptr::from_ref),
             save_prompt_cache: save.as_ref().map_or(std::ptr::null(), |p| p.as_ptr()),
             lora: lora.as_ref().map_or(std::ptr::null(), |l| l.as_ptr()),
+            images: image_input
+                .as_ref()
+                .map_or(std::ptr::null(), std::ptr::from_ref),
         };
         let mut state = callback::RunState {
             sink,
@@ -393,8 +456,12 @@ impl Runtime {
             panic: None,
         };
         // SAFETY: `self.ptr` is live (only `Drop` destroys it and it needs `&mut self`); `params`,
-        // the strings and `state` outlive the call; the runtime calls `on_event` only during it,
-        // on this thread, with `state` as its userdata.
+        // the strings, the images and `state` outlive the call; the runtime calls `on_event` only
+        // during it, on this thread, with `state` as its userdata. The runtime reads `count x
+        // tokens x` its own embedding width floats of the images: `Images::check` makes the
+        // buffer exactly `count x tokens x token_width`, so it holds them when `token_width` is
+        // the model's width. The runtime's API cannot tell its width; the encoder beside the
+        // model is converted for it (upstream's toolchain makes the pair).
         let rc = unsafe {
             ffi::rkd_run(
                 self.ptr,

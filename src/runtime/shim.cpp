@@ -37,6 +37,24 @@ struct rkd_config {
     float presence_penalty;
     int32_t base_domain_id;
     uint32_t enabled_cpus_mask;  // 0: the runtime's default CPUs
+    // The image tags of a vision model (NULL: none). 1.2 takes them here, in RKLLMParam; 1.3
+    // with each multimodal run (rkd_image_input), so this shim passes them there too.
+    const char* img_start;
+    const char* img_end;
+    const char* img_content;
+};
+
+// A run's images, as a vision encoder gave them: n_image * n_image_tokens embeddings of the
+// model's width, one after the other; the prompt holds one "<image>" placeholder per image.
+struct rkd_image_input {
+    const float* embed;
+    size_t n_image;
+    size_t n_image_tokens;
+    const char* start;  // 1.3 only (1.2: rkd_config's)
+    const char* end;
+    const char* content;
+    size_t width;  // the encoder's input size
+    size_t height;
 };
 
 struct rkd_sampling {
@@ -60,6 +78,8 @@ struct rkd_run_params {
     const char* save_prompt_cache;
     // Non-NULL: the LoRA adapter (a name given to rkd_load_lora) the run applies.
     const char* lora;
+    // Non-NULL: a multimodal run of `prompt` with these images (RKLLM_INPUT_MULTIMODAL).
+    const rkd_image_input* images;
 };
 
 struct rkd_perf {
@@ -323,6 +343,11 @@ int32_t rkd_init(void** handle, const rkd_config* cfg) {
     param.presence_penalty = cfg->presence_penalty;
     param.skip_special_token = true;
     param.is_async = false;
+#if RKLLMD_ABI_MINOR < 3
+    param.img_start = cfg->img_start;
+    param.img_end = cfg->img_end;
+    param.img_content = cfg->img_content;
+#endif
     param.extend_param.base_domain_id = cfg->base_domain_id;
     if (cfg->enabled_cpus_mask != 0) {
         param.extend_param.enabled_cpus_mask = cfg->enabled_cpus_mask;
@@ -347,8 +372,31 @@ int32_t rkd_run(void* handle, const rkd_run_params* p, rkd_event_fn fn, void* ct
     RKLLMInput input{};
     input.role = p->role;
     input.enable_thinking = p->enable_thinking != 0;
-    input.input_type = RKLLM_INPUT_PROMPT;
-    input.prompt_input = p->prompt;
+    if (p->images == nullptr) {
+        input.input_type = RKLLM_INPUT_PROMPT;
+        input.prompt_input = p->prompt;
+    } else {
+        const rkd_image_input* im = p->images;
+        input.input_type = RKLLM_INPUT_MULTIMODAL;
+        // The header's fields are not const; the runtime only reads them.
+        input.multimodal_input.prompt = const_cast<char*>(p->prompt);
+#if RKLLMD_ABI_MINOR >= 3
+        input.multimodal_input.image.image_embed = const_cast<float*>(im->embed);
+        input.multimodal_input.image.n_image_tokens = im->n_image_tokens;
+        input.multimodal_input.image.n_image = im->n_image;
+        input.multimodal_input.image.image_start = im->start;
+        input.multimodal_input.image.image_end = im->end;
+        input.multimodal_input.image.image_content = im->content;
+        input.multimodal_input.image.image_width = im->width;
+        input.multimodal_input.image.image_height = im->height;
+#else
+        input.multimodal_input.image_embed = const_cast<float*>(im->embed);
+        input.multimodal_input.n_image_tokens = im->n_image_tokens;
+        input.multimodal_input.n_image = im->n_image;
+        input.multimodal_input.image_width = im->width;
+        input.multimodal_input.image_height = im->height;
+#endif
+    }
 
     RKLLMInferParam infer{};
     infer.mode = RKLLM_INFER_GENERATE;

@@ -69,6 +69,7 @@ impl Session {
             },
             base_domain_id: cfg.base_domain_id,
             cpu_mask: cfg.enabled_cpus,
+            image_tags: None,
         })?;
         if raw {
             rt.set_chat_template("", "", "")?;

@@ -142,6 +142,7 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
             sampling: sampling_of(cfg),
             base_domain_id: cfg.base_domain_id,
             cpu_mask: cfg.enabled_cpus,
+            image_tags: None,
         },
         queue_size: cfg.queue_size,
         queue_timeout: cfg.queue_timeout,

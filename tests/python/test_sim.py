@@ -961,21 +961,46 @@ def test_embed_and_multimodal_inputs(session):
     assert r.rc == 0 and r.finish.prefill_tokens == 6 and r.tokens
     assert s.run_input(inp).finish.prefill_tokens == 6  # embeddings are never reused
 
-    image = (c_float * 64)()
-    mm = RKLLMInput(role=b"user", input_type=RKLLM_INPUT_MULTIMODAL)
-    mm.multimodal_input.prompt = b"<image>What is in the picture?"
-    if ABI13:
-        mm.multimodal_input.image.image_embed = image
-        mm.multimodal_input.image.n_image_tokens = 16
-        mm.multimodal_input.image.n_image = 2
-    else:
-        mm.multimodal_input.image_embed = image
-        mm.multimodal_input.n_image_tokens = 16
-        mm.multimodal_input.n_image = 2
+    # One image of 16 positions, each FAST's hidden_size (1536) floats wide, at the "<image>"
+    # placeholder (tags unset: nothing around it).
+    image = (c_float * (16 * 1536))()
+    mm = multimodal_input(b"<image>What is in the picture?", image, n_image=1, n_image_tokens=16)
     LIB.rkllm_clear_kv_cache(s.handle, 0, None, None)
     r = s.run_input(mm)
-    text = SYSTEM + PREFIX + "<image>What is in the picture?" + POSTFIX
-    assert r.rc == 0 and r.finish.prefill_tokens == ntok(text) + 32 and r.tokens
+    prefilled = ntok(SYSTEM) + ntok(PREFIX) + 16 + ntok("What is in the picture?" + POSTFIX)
+    assert r.rc == 0 and r.finish.prefill_tokens == prefilled and r.tokens
+
+
+def multimodal_input(prompt, embed, n_image, n_image_tokens):
+    mm = RKLLMInput(role=b"user", input_type=RKLLM_INPUT_MULTIMODAL)
+    mm.multimodal_input.prompt = prompt
+    if ABI13:
+        mm.multimodal_input.image.image_embed = embed
+        mm.multimodal_input.image.n_image_tokens = n_image_tokens
+        mm.multimodal_input.image.n_image = n_image
+    else:
+        mm.multimodal_input.image_embed = embed
+        mm.multimodal_input.n_image_tokens = n_image_tokens
+        mm.multimodal_input.n_image = n_image
+    return mm
+
+
+def test_multimodal_input_needs_a_placeholder_per_image_and_the_models_token_count(session, model):
+    s = session(model(hidden_size=8, image_tokens=4))
+    embed = (c_float * (2 * 4 * 8))()
+    assert s.run_input(multimodal_input(b"<image>Two?", embed, 2, 4)).rc == -1
+    assert s.run_input(multimodal_input(b"<image><image>Two?", embed, 2, 3)).rc == -1
+    r = s.run_input(multimodal_input(b"<image><image>Two?", embed, 2, 4))
+    assert r.rc == 0 and r.tokens
+
+
+def test_multimodal_answers_follow_the_embeddings(session, model):
+    s = session(model(hidden_size=8, image_tokens=4))
+    a = (c_float * 32)(*[0.25] * 32)
+    b = (c_float * 32)(*[0.5] * 32)
+    first = s.run_input(multimodal_input(b"<image>What?", a, 1, 4)).text
+    assert first == s.run_input(multimodal_input(b"<image>What?", a, 1, 4)).text
+    assert first != s.run_input(multimodal_input(b"<image>What?", b, 1, 4)).text
 
 
 def test_unsupported_infer_mode_is_rejected(session):

@@ -56,18 +56,28 @@ pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
             "template": template,
             "details": details,
             "model_info": model_info(ctx, &details),
-            "capabilities": capabilities(ctx.template),
+            "capabilities": capabilities(ctx.template, has_encoder(ctx)),
             "modified_at": rfc3339(file.modified),
         }),
     ))
 }
 
+/// The model has a vision encoder beside it (`models::encoder_beside`).
+fn has_encoder(ctx: &Ctx<'_>) -> bool {
+    ctx.catalog
+        .get(ctx.model)
+        .is_some_and(|m| m.encoder.is_some())
+}
+
 /// What the served model can be asked for. Every template rkllmd renders writes tool
 /// definitions (presets and custom templates alike); under the runtime's own template they go
-/// to `rkllm_set_function_tools`. Thinking needs the template's switch. Neither images nor
-/// embeddings are served.
-fn capabilities(template: Option<&Template>) -> Vec<&'static str> {
+/// to `rkllm_set_function_tools`. Images need the model's vision encoder; thinking needs the
+/// template's switch. Embeddings are not listed: every model answers the embedding endpoints.
+fn capabilities(template: Option<&Template>, vision: bool) -> Vec<&'static str> {
     let mut caps = vec!["completion", "tools"];
+    if vision {
+        caps.push("vision");
+    }
     if template.is_some_and(|t| t.thinking.is_some()) {
         caps.push("thinking");
     }
@@ -181,20 +191,24 @@ mod tests {
 
     #[test]
     fn capabilities_follow_the_template() {
-        assert_eq!(capabilities(None), ["completion", "tools"]);
+        assert_eq!(capabilities(None, false), ["completion", "tools"]);
         let qwen3 = Template::preset("qwen3").unwrap();
         assert_eq!(
-            capabilities(Some(&qwen3)),
+            capabilities(Some(&qwen3), false),
             ["completion", "tools", "thinking"]
         );
         for name in crate::chat::PRESET_NAMES {
             let t = Template::preset(name).unwrap();
-            let caps = capabilities(Some(&t));
+            let caps = capabilities(Some(&t), false);
             assert!(caps.contains(&"tools"), "{name}");
             assert_eq!(caps.contains(&"thinking"), t.thinking.is_some(), "{name}");
         }
         let custom = Template::custom(&CustomParts::default()).unwrap();
-        assert_eq!(capabilities(Some(&custom)), ["completion", "tools"]);
+        assert_eq!(capabilities(Some(&custom), false), ["completion", "tools"]);
+        assert_eq!(
+            capabilities(Some(&qwen3), true),
+            ["completion", "tools", "vision", "thinking"]
+        );
     }
 
     #[test]

@@ -79,6 +79,14 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         "The RKLLM runtime to load: a file name is searched for as\ndlopen does (LD_LIBRARY_PATH, ld.so.cache, /lib, /usr/lib);\na name with '/' is used as is"
     ),
     opt!(
+        RknnRuntimeLibrary,
+        "rknn-runtime-library",
+        V("FILE"),
+        Dv("librknnrt.so"),
+        MODEL,
+        "The RKNN runtime that runs vision encoders, loaded only when a\nvision model (a .rknn file beside the .rkllm) is: searched for\nand used as runtime-library is"
+    ),
+    opt!(
         ChatTemplate,
         "chat-template",
         V("NAME"),

@@ -20,6 +20,8 @@ fn every_flag_is_parsed() {
             &model,
             "--model-name",
             "qwen",
+            "--rknn-runtime-library",
+            "/opt/rknn/librknnrt.so",
             "--socket",
             "/run/x/x.sock",
             "--socket-mode",
@@ -92,6 +94,7 @@ fn every_flag_is_parsed() {
     );
     assert_eq!(c.model, PathBuf::from(&model));
     assert_eq!(c.model_name, "qwen");
+    assert_eq!(c.rknn_runtime_library, Path::new("/opt/rknn/librknnrt.so"));
     assert_eq!(c.socket, Path::new("/run/x/x.sock"));
     assert_eq!(c.socket_mode, 0o600);
     assert_eq!(c.socket_group.as_deref(), Some("rkllm"));
@@ -490,4 +493,17 @@ fn one_model_stays_loaded_by_default_and_several_keep_ollamas_five_minutes() {
     // Said explicitly, it holds for one model too.
     let set = run(&["--model", &s.model(), "--keep-alive", "5m"], &s.env());
     assert_eq!(set.keep_alive, KeepAlive::For(Duration::from_secs(300)));
+}
+
+#[test]
+fn an_rknn_runtime_library_that_is_not_a_file_is_refused() {
+    let s = Scratch::new();
+    let model = s.model();
+    // A directory named by path: dlopen would fail late, a FIFO would block for good.
+    let dir = s.path("");
+    let err = fail(
+        &["--model", &model, "--rknn-runtime-library", &dir],
+        &s.env(),
+    );
+    assert!(err.contains("is not a regular file"), "{err}");
 }

@@ -392,6 +392,9 @@ int start_run(const char* fn, LLMHandle handle, RKLLMInput* in, RKLLMInferParam*
         if (!h) return -1;
         sim::RunRequest req;
         if (!make_request(in, p, userdata, req)) return -1;
+        if (req.kind == sim::InputKind::kMultimodal && !h->take_images(in->multimodal_input, req)) {
+            return -1;
+        }
 #if RKLLM_SIM_ABI_MINOR >= 3
         if (req.userdata == nullptr) req.userdata = h->default_userdata();
 #endif
@@ -519,6 +522,8 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         s.callbacks = callback;  // the pointer, not a copy: the caller must keep it alive
 #else
         s.callback = callback;
+        if (param->img_start != nullptr) s.img_start = param->img_start;
+        if (param->img_end != nullptr) s.img_end = param->img_end;
 #endif
         const String name = model.name;
         const int64_t memory_mb = model.npu_memory_mb;

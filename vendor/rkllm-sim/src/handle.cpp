@@ -518,9 +518,12 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
             }
             body += s.tmpl.postfix;
             thinking_switched_off = ends_with(prefix + body, kEmptyThinkBlock);
-            if (req.opaque_tokens == 0) {
+            if (req.n_image > 0) {
+                input = tokenize(prefix);
+                append_images(body, req, input);
+            } else if (req.opaque_tokens == 0) {
                 input = tokenize(prefix + body);
-            } else {  // image positions sit at the start of the user turn
+            } else {  // video positions sit at the start of the user turn
                 input = tokenize(prefix);
                 input.insert(input.end(), req.opaque_tokens, kOpaqueToken);
                 const Tokens rest = tokenize(body);
@@ -634,6 +637,8 @@ void Handle::generate(RunRequest& req, Snapshot& s, int64_t t_start, Outcome& ou
     } else {
         cont.seed = generation_seed(full, sampling);
         if (lora_key != 0) cont.seed = fnv1a(cont.seed, &lora_key, sizeof lora_key);
+        // The answer is about the images: their embeddings take part in its seed.
+        if (req.n_image > 0) cont.seed = fnv1a(cont.seed, &req.image_key, sizeof req.image_key);
         cont.think = model_.thinking && wants_think && tool.empty();
         cont.tool = tool;
     }

@@ -37,6 +37,11 @@ struct InitSettings {
     int32_t n_keep = 0;  // leading cache tokens a context shift keeps (< 0: the system prompt)
     Sampling sampling;
     bool ignore_eos = false;
+#if RKLLM_SIM_ABI_MINOR < 3
+    // RKLLMParam.img_start / img_end (1.2 sets the image tags once, at init; 1.3 per run).
+    String img_start;
+    String img_end;
+#endif
 #if RKLLM_SIM_ABI_MINOR >= 3
     // The caller's struct itself, read at every callback: the runtime keeps the pointer given to
     // rkllm_init, so a caller whose struct dies after init breaks (as with the real runtime).
@@ -65,6 +70,13 @@ struct RunRequest {
     String text;        // prompt text (prompt and multimodal input)
     Tokens ids;              // token input
     size_t opaque_tokens = 0;  // positions filled from embeddings / images
+    // Multimodal input (Handle::take_images): the images, the positions each takes, the tags
+    // around them, and a hash of their embeddings, which seeds the answer.
+    size_t n_image = 0;
+    size_t n_image_tokens = 0;
+    String image_start;
+    String image_end;
+    uint64_t image_key = 0;
     bool keep_history = false;
     // RKLLM_INFER_GET_LAST_HIDDEN_LAYER: prefill only, and hand the last layer's hidden states
     // to the callback instead of generating.
@@ -127,6 +139,12 @@ public:
     const String& trace_path() const { return trace_path_; }
     void* default_userdata() const;
 
+    // Checks a multimodal input against the model file and the prompt, hashes its embeddings
+    // into `req` and traces it; false (logged) when the run must fail.
+    bool take_images(const RKLLMMultiModalInput& mm, RunRequest& req) const;
+    // Appends the tokens of `text` (a multimodal turn) to `out`, each image placeholder replaced
+    // by the image's start tag, its embedding positions and its end tag.
+    static void append_images(const String& text, const RunRequest& req, Tokens& out);
     int run(RunRequest req);        // blocks until the run ends; callbacks on this thread
     int run_async(RunRequest req);  // returns at once; callbacks on the handle's worker thread
     int abort();

@@ -219,6 +219,10 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_bool(value, cfg.tools_removable);
         } else if (key == "hidden_size") {
             ok = parse_int(value, 1, 65536, cfg.hidden_size);
+        } else if (key == "image_tokens") {
+            ok = parse_int(value, 0, 65536, cfg.image_tokens);
+        } else if (key == "image_tokens_checked") {
+            ok = parse_bool(value, cfg.image_tokens_checked);
         } else if (key == "hidden_keeps_cache") {
             ok = parse_bool(value, cfg.hidden_keeps_cache);
         } else if (key == "prompt_cache_save_us_per_token") {

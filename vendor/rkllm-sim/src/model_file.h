@@ -37,6 +37,12 @@ struct ModelConfig {
     // The width of a token's last hidden state (RKLLM_INFER_GET_LAST_HIDDEN_LAYER): the
     // model's hidden size, 1536 as in Qwen2.5-1.5B.
     int hidden_size = 1536;
+    // A vision-language model: the image tokens one image takes in the LLM (Qwen2-VL at 392x392:
+    // 196), each embedding `hidden_size` floats wide. 0: not declared.
+    int image_tokens = 0;
+    // A multimodal run whose n_image_tokens differs from `image_tokens` fails (1) or is taken at
+    // the caller's word (0); what the real runtime does is unknown.
+    bool image_tokens_checked = true;
     // false: a last-hidden-layer run leaves its sequence in the KV cache, as a keep_history = 0
     // generation does (what the real runtime does is unknown; callers must cope with both).
     bool hidden_keeps_cache = true;
