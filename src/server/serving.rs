@@ -136,6 +136,7 @@ impl Serving {
             board_root: &self.board_root,
             kv_cache_tokens: live.kv_cache_tokens,
             now: live.now,
+            image_limits: self.cfg.image_limits,
         }
     }
 }
