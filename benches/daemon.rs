@@ -4,6 +4,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "daemon/vision.rs"]
+mod vision;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -193,6 +195,13 @@ fn main() {
         priority_rows();
         return;
     }
+    // `cargo bench -- vision`: the image rows alone.
+    if std::env::args().any(|a| a == "vision") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        vision::rows(row);
+        return;
+    }
     // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
     if std::env::args().any(|a| a == "multi-turn") {
         println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
@@ -362,6 +371,7 @@ fn main() {
     priority_rows();
     hostile_stop_rows(dir.path());
     long_conversation_rows(dir.path());
+    vision::rows(row);
 }
 
 /// The user's time to first token at demo speed (demo.rkllm: Qwen2.5-1.5B on RK3588, an abort
