@@ -6,6 +6,8 @@
 mod common;
 #[path = "daemon/models.rs"]
 mod models;
+#[path = "daemon/vision.rs"]
+mod vision;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -205,6 +207,13 @@ fn main() {
         models::model_rows(dir.path());
         return;
     }
+    // `cargo bench -- vision`: the image rows alone.
+    if std::env::args().any(|a| a == "vision") {
+        println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
+        println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
+        vision::rows(row);
+        return;
+    }
     // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
     if std::env::args().any(|a| a == "multi-turn") {
         println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
@@ -375,6 +384,7 @@ fn main() {
     hostile_stop_rows(dir.path());
     long_conversation_rows(dir.path());
     models::model_rows(dir.path());
+    vision::rows(row);
 }
 
 /// The user's time to first token at demo speed (demo.rkllm: Qwen2.5-1.5B on RK3588, an abort

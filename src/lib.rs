@@ -36,3 +36,4 @@ pub mod runtime;
 pub mod selftest;
 pub mod server;
 pub mod top;
+pub mod vision;

@@ -145,6 +145,7 @@ fuzz_target!(|data: &[u8]| {
         board_root: &board_root,
         kv_cache_tokens: None,
         now: Instant::now(),
+        image_limits: rkllmd::vision::image::ImageLimits::default(),
     };
     let request = Request {
         method: Method::Post,

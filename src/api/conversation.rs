@@ -9,24 +9,34 @@ use serde_json::Value;
 
 use super::ctx::Ctx;
 use super::error::{echo, ApiError, Flavor};
+use super::images::{self, RequestImages};
 use super::tools::{self, Cost, RequestTools};
 use crate::chat::{Role, SystemRole, ToolFormat, Turn};
 use crate::engine::{Conversation, Job};
+use crate::vision::image::ImageInput;
 
 /// Longest list of left-out tool names a warning header carries, in bytes.
 const DROPPED_NAMES_MAX_BYTES: usize = 1024;
 
 /// OpenAI `messages`: content is a string, null (assistant turns with tool calls) or a list of
-/// parts whose text parts count; image parts are refused until vision models are supported.
-/// Assistant tool calls are written in the tool format of the template the conversation is
-/// rendered with (see [`tool_format`]).
-pub fn openai_turns(messages: &[Value], tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
-    turns(messages, Flavor::OpenAi, tools)
+/// `text` and `image_url` parts (images as data URLs, see [`RequestImages::url`]). Assistant
+/// tool calls are written in the tool format of the template the conversation is rendered with
+/// (see [`tool_format`]).
+pub fn openai_turns(
+    messages: &[Value],
+    tools: ToolFormat,
+    images: &mut RequestImages,
+) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::OpenAi, tools, images)
 }
 
-/// Ollama `messages`: content is a string; `images` are refused.
-pub fn ollama_turns(messages: &[Value], tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
-    turns(messages, Flavor::Ollama, tools)
+/// Ollama `messages`: content is a string, `images` a list of base64 images.
+pub fn ollama_turns(
+    messages: &[Value],
+    tools: ToolFormat,
+    images: &mut RequestImages,
+) -> Result<Vec<Turn>, ApiError> {
+    turns(messages, Flavor::Ollama, tools, images)
 }
 
 /// The format tool calls are asked for and written in: the template's; with the runtime's own
@@ -35,7 +45,12 @@ pub fn tool_format(ctx: &Ctx<'_>) -> ToolFormat {
     ctx.template.map_or(ToolFormat::Hermes, |t| t.tool_format)
 }
 
-fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Turn>, ApiError> {
+fn turns(
+    messages: &[Value],
+    flavor: Flavor,
+    tools: ToolFormat,
+    images: &mut RequestImages,
+) -> Result<Vec<Turn>, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::bad_request(
             flavor,
@@ -51,7 +66,7 @@ fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Tu
         )
     };
     let mut out = Vec::with_capacity(messages.len());
-    for m in messages {
+    for (i, m) in messages.iter().enumerate() {
         let Some(m) = m.as_object() else {
             return Err(wrong("messages[]", "an object"));
         };
@@ -72,19 +87,28 @@ fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Tu
             }
             None => return Err(wrong("messages[].role", "a string")),
         };
-        if m.get("images")
-            .is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
-        {
-            return Err(ApiError::bad_request(
-                flavor,
-                "'messages': this model does not take images",
-                Some("messages"),
-            ));
-        }
+        let mut turn_images = match m.get("images") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) if flavor == Flavor::Ollama => ollama_images(list, i, images)?,
+            Some(Value::Array(list)) if list.is_empty() => Vec::new(),
+            Some(_) if flavor == Flavor::OpenAi => {
+                return Err(ApiError::bad_request(
+                    flavor,
+                    "'messages[].images' is not an OpenAI field: send images as 'image_url' \
+                     content parts",
+                    Some("messages"),
+                ))
+            }
+            Some(_) => return Err(wrong("messages[].images", "an array of base64 strings")),
+        };
         let mut content = match m.get("content") {
             None | Some(Value::Null) => String::new(),
             Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(parts)) if flavor == Flavor::OpenAi => text_parts(parts)?,
+            Some(Value::Array(parts)) if flavor == Flavor::OpenAi => {
+                let (text, part_images) = content_parts(parts, i, images)?;
+                turn_images.extend(part_images);
+                text
+            }
             Some(_) => return Err(wrong("messages[].content", "a string")),
         };
         check_text(&content, flavor, "messages[].content")?;
@@ -94,9 +118,33 @@ fn turns(messages: &[Value], flavor: Flavor, tools: ToolFormat) -> Result<Vec<Tu
                 check_text(&content, flavor, "messages[].tool_calls")?;
             }
         }
-        out.push(Turn::new(role, content));
+        let mut turn = Turn::new(role, content);
+        turn.images = turn_images;
+        out.push(turn);
     }
     Ok(out)
+}
+
+/// Ollama's `images` of message `i`: base64 strings.
+fn ollama_images(
+    list: &[Value],
+    i: usize,
+    images: &mut RequestImages,
+) -> Result<Vec<ImageInput>, ApiError> {
+    list.iter()
+        .enumerate()
+        .map(|(j, v)| {
+            let field = format!("messages[{i}].images[{j}]");
+            match v.as_str() {
+                Some(text) => images.base64(text, &field),
+                None => Err(ApiError::bad_request(
+                    Flavor::Ollama,
+                    format!("'{field}' must be a base64 string"),
+                    Some("messages"),
+                )),
+            }
+        })
+        .collect()
 }
 
 /// The runtime takes C strings: a NUL byte in a prompt is the client's error, never a runtime one.
@@ -112,12 +160,35 @@ pub fn check_text(text: &str, flavor: Flavor, field: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
+/// The text and the images of message `i`'s content parts. An `image_url` is an object with a
+/// `url` (OpenAI's shape) or, as some clients send it, the URL itself.
+fn content_parts(
+    parts: &[Value],
+    i: usize,
+    images: &mut RequestImages,
+) -> Result<(String, Vec<ImageInput>), ApiError> {
     let mut text = String::new();
-    for part in parts {
+    let mut found = Vec::new();
+    for (j, part) in parts.iter().enumerate() {
         match part.get("type").and_then(Value::as_str) {
             Some("text") => {
                 text.push_str(part.get("text").and_then(Value::as_str).unwrap_or_default());
+            }
+            Some("image_url") => {
+                let field = images.part_field(i, j);
+                let url = match part.get("image_url") {
+                    Some(Value::String(url)) => Some(url.as_str()),
+                    Some(Value::Object(o)) => o.get("url").and_then(Value::as_str),
+                    _ => None,
+                };
+                let Some(url) = url else {
+                    return Err(ApiError::bad_request(
+                        Flavor::OpenAi,
+                        format!("'{field}' must be an object with a 'url' string"),
+                        field.split('[').next(),
+                    ));
+                };
+                found.push(images.url(url, &field)?);
             }
             Some(other) => {
                 return Err(ApiError::bad_request(
@@ -138,7 +209,7 @@ fn text_parts(parts: &[Value]) -> Result<String, ApiError> {
             }
         }
     }
-    Ok(text)
+    Ok((text, found))
 }
 
 /// Builds the job: the rendered conversation when the daemon templates, else the newest input
@@ -162,6 +233,7 @@ pub fn job_for(
             Some("messages"),
         ));
     }
+    images::check_accepted(ctx, turns, flavor)?;
     let (kept_tools, note) = match tools {
         Some(tools) => fit_tools(ctx, turns, tools),
         None => (Vec::new(), None),

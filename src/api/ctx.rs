@@ -9,6 +9,7 @@ use crate::engine::{BackgroundPolicy, Pooling, Priority, Resident, State, ThinkD
 use crate::metrics::Metrics;
 use crate::models::{AdapterId, Catalog, ModelId, Selection};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
+use crate::vision::image::ImageLimits;
 
 pub struct Ctx<'a> {
     /// Every model served.
@@ -65,6 +66,9 @@ pub struct Ctx<'a> {
     pub kv_cache_tokens: Option<u32>,
     /// When the request is handled.
     pub now: Instant,
+    /// How much image a request may bring (`max-image-bytes`, `max-image-pixels`,
+    /// `max-images-per-request`).
+    pub image_limits: ImageLimits,
 }
 
 impl<'a> Ctx<'a> {
@@ -129,6 +133,13 @@ impl<'a> Ctx<'a> {
             && served
             && (requested == self.model_name
                 || requested.strip_suffix(":latest") == Some(self.model_name))
+    }
+
+    /// Whether the model of this view takes images. None does yet: the engine does not run
+    /// vision encoders (issue #15), so a request with images is refused with a 400 naming the
+    /// model instead of the images being dropped unseen.
+    pub fn accepts_images(&self) -> bool {
+        false
     }
 
     /// How urgent a request is: one that streams has someone watching it.

@@ -9,6 +9,7 @@ mod error;
 mod full_response;
 mod generation;
 mod health;
+mod images;
 mod json;
 mod metrics;
 mod ollama;

@@ -26,6 +26,8 @@ pub use presets::PRESET_NAMES;
 pub use render::Rendered;
 pub use template::{Reasoning, SystemRole, Template, Thinking, ToolFormat, Wrap};
 
+use crate::vision::image::ImageInput;
+
 /// Who speaks a turn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -50,7 +52,7 @@ impl Role {
     }
 }
 
-/// One message of a conversation, as plain text.
+/// One message of a conversation: its text and the images sent with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Turn {
     pub role: Role,
@@ -59,6 +61,9 @@ pub struct Turn {
     /// definitions in the family's own format. Unlike the content it is never trimmed, since the
     /// official templates write it verbatim (Llama 3.1's ends with a blank line).
     pub preamble: String,
+    /// The message's images, header-checked and still encoded: a vision model's encoder turns
+    /// them into embeddings placed in this turn (issue #15).
+    pub images: Vec<ImageInput>,
 }
 
 impl Turn {
@@ -67,6 +72,7 @@ impl Turn {
             role,
             content: content.into(),
             preamble: String::new(),
+            images: Vec::new(),
         }
     }
 }

@@ -176,6 +176,8 @@ pub struct Config {
     pub root: PathBuf,
     pub max_connections: usize,
     pub max_body_bytes: usize,
+    /// `max-image-bytes`, `max-image-pixels`, `max-images-per-request`.
+    pub image_limits: crate::vision::image::ImageLimits,
     pub output_cap_bytes: usize,
     pub header_timeout: Duration,
     pub keepalive_timeout: Duration,
@@ -243,6 +245,7 @@ impl Default for Config {
             root: PathBuf::from("/"),
             max_connections: 256,
             max_body_bytes: 1 << 20,
+            image_limits: crate::vision::image::ImageLimits::default(),
             output_cap_bytes: 4 << 20,
             header_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),

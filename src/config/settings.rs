@@ -106,6 +106,13 @@ impl Draft {
             Setting::ApiKeyFile => self.api_key_file[l] = Some(values::path(raw)?),
             Setting::MaxConnections => c.max_connections = int(raw, 1, 65_536)?,
             Setting::MaxBodyBytes => c.max_body_bytes = byte_count(raw, 1, GIB)?,
+            Setting::MaxImageBytes => c.image_limits.max_bytes = byte_count(raw, 1, GIB)?,
+            Setting::MaxImagePixels => {
+                c.image_limits.max_pixels = values::bytes(raw, 1, 1 << 32)?;
+            }
+            Setting::MaxImagesPerRequest => {
+                c.image_limits.max_per_request = int(raw, 0, 64)?;
+            }
             Setting::OutputCapBytes => c.output_cap_bytes = byte_count(raw, 1, GIB)?,
             Setting::HeaderTimeout => c.header_timeout = values::seconds(raw)?,
             Setting::KeepaliveTimeout => c.keepalive_timeout = values::seconds(raw)?,

@@ -198,6 +198,7 @@ impl Serving {
             board_root: &self.board_root,
             kv_cache_tokens: live.kv_cache_tokens,
             now: live.now,
+            image_limits: self.cfg.image_limits,
         };
         // The default model's own settings (its section's) over the daemon's.
         ctx.for_model(0)

@@ -14,6 +14,7 @@ use super::conversation;
 use super::ctx::Ctx;
 use super::error::{ApiError, Flavor};
 use super::generation::Generation;
+use super::images::{self, RequestImages};
 use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::reply::Reply;
@@ -57,7 +58,8 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
     if messages.is_empty() {
         return load(req, ctx, head, job_id);
     }
-    let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx))?;
+    let mut images = RequestImages::new(ctx.image_limits, FLAVOR);
+    let turns = conversation::ollama_turns(messages, conversation::tool_format(ctx), &mut images)?;
     let tools = super::tools::request_tools(&f, messages)?;
     let thinking = ctx.thinking(f.bool("think")?, head.stream);
     let (job, dropped) =
@@ -69,9 +71,17 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     let body = parse_json(&req.body, FLAVOR)?;
     let f = Fields::parse_body(&body, FLAVOR)?;
     let head = Head::read(&f, ctx, Kind::Generate)?;
-    if f.array("images")?.is_some_and(|i| !i.is_empty()) {
-        return Err(no_images("images"));
-    }
+    let mut images = RequestImages::new(ctx.image_limits, FLAVOR);
+    let prompt_images = f
+        .array("images")?
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .enumerate()
+        .map(|(j, v)| match v.as_str() {
+            Some(text) => images.base64(text, &format!("images[{j}]")),
+            None => Err(f.wrong_type("images", "an array of base64 strings")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let prompt = match f.str("prompt")? {
         None | Some("") => return load(req, ctx, head, job_id),
         Some(prompt) => prompt,
@@ -83,6 +93,9 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     // raw: the prompt goes to the model as it is. rkllmd can honour that only when it renders
     // templates itself (the runtime's own template is then off).
     let raw = f.bool("raw")?.unwrap_or(false);
+    let mut user = Turn::new(Role::User, prompt);
+    user.images = prompt_images;
+    images::check_accepted(ctx, std::slice::from_ref(&user), FLAVOR)?;
     let job = if raw && ctx.template.is_some() {
         Job::new(job_id, prompt)
     } else {
@@ -90,7 +103,7 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
         if let Some(system) = f.str("system")?.filter(|s| !s.is_empty()) {
             turns.push(Turn::new(Role::System, system));
         }
-        turns.push(Turn::new(Role::User, prompt));
+        turns.push(user);
         let thinking = ctx.thinking(f.bool("think")?, head.stream);
         conversation::job_for(ctx, job_id, &turns, thinking, None, FLAVOR)?.0
     };
@@ -242,14 +255,6 @@ fn name_list(names: &[&str]) -> Option<String> {
         list.push(format!("{others} other(s)"));
     }
     (!list.is_empty()).then(|| list.join(", "))
-}
-
-fn no_images(field: &str) -> ApiError {
-    ApiError::bad_request(
-        FLAVOR,
-        format!("'{field}': this model does not take images"),
-        Some(field),
-    )
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use super::ctx::Ctx;
 use super::error::{ApiError, Flavor};
 use super::full_response::FullResponse;
 use super::generation::Generation;
+use super::images::RequestImages;
 use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::reply::Reply;
@@ -65,7 +66,8 @@ pub fn chat(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiError
             ))
         }
     };
-    let turns = conversation::openai_turns(messages, conversation::tool_format(ctx))?;
+    let mut images = RequestImages::new(ctx.image_limits, FLAVOR);
+    let turns = conversation::openai_turns(messages, conversation::tool_format(ctx), &mut images)?;
     let choice = tools::tool_choice(&f)?;
     let tools = tools::request_tools(&f, messages)?.filter(|_| choice != Choice::None);
     let thinking = ctx.thinking(enable_thinking(&f)?, streams(&f)?);

@@ -344,6 +344,30 @@ pub(in crate::config) const OPTIONS: &[Opt] = &[
         "Largest request body (K, M, G suffixes allowed)"
     ),
     opt!(
+        MaxImageBytes,
+        "max-image-bytes",
+        V("N"),
+        Dv("8M"),
+        LIMITS,
+        "Largest encoded image a request may carry (K, M suffixes\nallowed); images come base64 in the body, so max-body-bytes\nmust leave room for them (4/3 of their size)"
+    ),
+    opt!(
+        MaxImagePixels,
+        "max-image-pixels",
+        V("N"),
+        Dv("16M"),
+        LIMITS,
+        "Most pixels (width x height, K and M = x1024 and x1048576\nallowed) an image's header may claim: larger ones are\nrefused before any decoding (decompression bombs)"
+    ),
+    opt!(
+        MaxImagesPerRequest,
+        "max-images-per-request",
+        V("N"),
+        Dv("4"),
+        LIMITS,
+        "Images one request may carry, over all its messages (0: none)"
+    ),
+    opt!(
         OutputCapBytes,
         "output-cap-bytes",
         V("N"),

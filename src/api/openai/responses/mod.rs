@@ -15,6 +15,7 @@ use crate::api::conversation;
 use crate::api::ctx::Ctx;
 use crate::api::error::{ApiError, Flavor};
 use crate::api::generation::Generation;
+use crate::api::images::RequestImages;
 use crate::api::output::OutputFilter;
 use crate::api::params::WARNING_HEADER;
 use crate::api::params::{check_model, parse_json, Fields, GenParams, SamplingRequest};
@@ -61,7 +62,8 @@ pub fn create(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiErr
         None => None,
     };
     let thinking = ctx.thinking(effort, stream);
-    let turns = conversation::openai_turns(&messages, conversation::tool_format(ctx))?;
+    let mut images = RequestImages::for_responses(ctx.image_limits);
+    let turns = conversation::openai_turns(&messages, conversation::tool_format(ctx), &mut images)?;
     let (mut job, dropped) =
         conversation::job_for(ctx, job_id, &turns, thinking, tool_defs.as_ref(), FLAVOR)?;
     job.set_priority(ctx.priority(stream));
@@ -180,8 +182,8 @@ fn push_item(out: &mut Vec<Value>, item: &Value) -> Result<(), ApiError> {
         "message" => {
             let role = str_of("role")?;
             let content = match obj.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => text_of(parts)?,
+                Some(Value::String(s)) => Value::String(s.clone()),
+                Some(Value::Array(parts)) => Value::Array(chat_parts(parts)?),
                 _ => return Err(bad_item("'input[].content' must be a string or parts")),
             };
             out.push(json!({"role": role, "content": content}));
@@ -228,7 +230,31 @@ fn push_item(out: &mut Vec<Value>, item: &Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The text of content parts; an image or a file is refused until vision models are served.
+/// A message's content parts as chat completions' parts: text parts as `text`, `input_image`
+/// as `image_url` (a data URL; the chat path checks it). An image by `file_id` is refused:
+/// rkllmd keeps no files.
+fn chat_parts(parts: &[Value]) -> Result<Vec<Value>, ApiError> {
+    parts
+        .iter()
+        .map(|part| match part.get("type").and_then(Value::as_str) {
+            Some("input_image") => match part.get("image_url") {
+                Some(Value::String(url)) => {
+                    Ok(json!({"type": "image_url", "image_url": {"url": url}}))
+                }
+                _ if part.get("file_id").is_some_and(|v| !v.is_null()) => Err(bad_item(
+                    "'input[].content[]' input_image by file_id is not supported: rkllmd keeps \
+                     no files; send the image in 'image_url' as a data URL",
+                )),
+                _ => Err(bad_item(
+                    "'input[].content[].image_url' must be a data URL string",
+                )),
+            },
+            _ => Ok(json!({"type": "text", "text": text_of(std::slice::from_ref(part))?})),
+        })
+        .collect()
+}
+
+/// The text of content parts; an image or a file here (a tool's output) is refused.
 fn text_of(parts: &[Value]) -> Result<String, ApiError> {
     let mut text = String::new();
     for part in parts {

@@ -1,0 +1,99 @@
+//! The daemon's share of an image request (issue #15): the event loop's header check and the
+//! inference thread's decode + preprocess of a camera-sized frame to Qwen2-VL's 392x392
+//! encoder input (rknn-llm's demo size), median of several runs. The images are made here: a
+//! 1280x720 gradient with noise, so neither encoder sees flat colour.
+
+use std::time::{Duration, Instant};
+
+use rkllmd::vision::image::{decode, prepare, preprocess, probe, ImageLimits, InputSize};
+
+const RUNS: usize = 15;
+const SIZE: InputSize = InputSize {
+    width: 392,
+    height: 392,
+};
+
+fn frame(w: u32, h: u32) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_u32;
+    let mut out = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            let noise = (state & 15) as u8;
+            out.extend([
+                (x * 255 / w) as u8 ^ noise,
+                (y * 255 / h) as u8 ^ noise,
+                ((x + y) * 127 / (w + h)) as u8 ^ noise,
+            ]);
+        }
+    }
+    out
+}
+
+fn median(mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[RUNS / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn rows(row: fn(&str, String, &str)) {
+    let (w, h) = (1280, 720);
+    let rgb = frame(w, h);
+    let mut jpeg = Vec::new();
+    jpeg_encoder::Encoder::new(&mut jpeg, 90)
+        .encode(&rgb, w as u16, h as u16, jpeg_encoder::ColorType::Rgb)
+        .expect("jpeg");
+    let mut png = Vec::new();
+    {
+        let mut e = png::Encoder::new(&mut png, w, h);
+        e.set_color(png::ColorType::Rgb);
+        let mut writer = e.write_header().expect("png header");
+        writer.write_image_data(&rgb).expect("png data");
+        writer.finish().expect("png end");
+    }
+    let limits = ImageLimits::default();
+    for (name, bytes) in [("JPEG", jpeg), ("PNG", png)] {
+        let kib = bytes.len() / 1024;
+        let probe_time = median(|| {
+            probe(bytes.clone(), &limits).expect("probe");
+        });
+        let image = probe(bytes, &limits).expect("probe");
+        let decoded = decode(&image, &limits).expect("decode");
+        let decode_time = median(|| {
+            decode(&image, &limits).expect("decode");
+        });
+        let resize_time = median(|| {
+            preprocess(&decoded, SIZE);
+        });
+        let total = median(|| {
+            prepare(&image, &limits, SIZE).expect("prepare");
+        });
+        row(
+            &format!("image header check, 1280x720 {name} ({kib} KiB)"),
+            ms(probe_time),
+            "- (event loop)",
+        );
+        row(
+            &format!("  decode + preprocess to 392x392, {name}"),
+            ms(total),
+            "- (inference thread)",
+        );
+        row(
+            &format!("    decode / letterbox+resize, {name}"),
+            format!("{} / {}", ms(decode_time), ms(resize_time)),
+            "-",
+        );
+    }
+}
