@@ -322,3 +322,78 @@ fn an_adapter_that_fails_to_load_fails_its_requests_and_the_rest_serve() {
         d.stderr()
     );
 }
+
+/// A model's config section names adapters too (`lora = NAME PATH [SCALE]`, the path relative
+/// to the model's directory): loaded with the model at their scale, before the ones found
+/// beside it, and selected as `MODEL:NAME` like them.
+#[test]
+fn a_config_section_names_an_adapter_with_its_scale() {
+    let (b, dir) = builder("lora-config", "qwen2.5");
+    std::fs::create_dir_all(dir.join("shared")).unwrap();
+    std::fs::write(dir.join("shared/legal.rkllm"), "statutes").unwrap();
+    let conf = b.dir().join("rkllmd.conf");
+    std::fs::write(&conf, "[model chat]\nlora = legal shared/legal.rkllm 0.5\n").unwrap();
+    let d = b.arg("--config").arg(conf.to_str().unwrap()).start();
+    let loaded: Vec<(String, f64)> = d
+        .trace_of("rkllm_load_lora")
+        .iter()
+        .map(|l| {
+            let name = l["lora_adapter_name"].as_str().unwrap_or_default();
+            (name.to_owned(), l["scale"].as_f64().unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(
+        loaded,
+        [
+            ("legal".to_owned(), 0.5),
+            ("knowledge".to_owned(), 1.0),
+            ("style".to_owned(), 1.0)
+        ]
+    );
+    let question = [user("Tell me about the river.")];
+    let (status, legal) = chat(&d, "chat:legal", &question);
+    assert_eq!(status, 200, "{legal}");
+    let (_, base) = chat(&d, "chat", &question);
+    assert_ne!(
+        content(&legal),
+        content(&base),
+        "the adapter changes the text"
+    );
+    assert_eq!(
+        run_adapters(&d),
+        [Some("legal".to_owned()), None],
+        "each run names its adapter"
+    );
+}
+
+/// A `lora` key that names no file, or says too little, ends the start with the file's line.
+#[test]
+fn a_bad_lora_key_ends_the_start_with_its_line() {
+    for (value, says) in [
+        ("legal missing.rkllm", "an adapter file that exists"),
+        ("legal", "NAME PATH [SCALE]"),
+        ("latest chat.lora/style.rkllm", "NAME PATH [SCALE]"),
+        ("legal chat.lora/style.rkllm 9", "NAME PATH [SCALE]"),
+    ] {
+        let dir = common::TempDir::new("lora-badkey");
+        let models = models_dir(dir.path());
+        let conf = dir.path().join("rkllmd.conf");
+        std::fs::write(
+            &conf,
+            format!("queue-size = 4\n[model chat]\nlora = {value}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(common::daemon_bin())
+            .args(["--config", conf.to_str().unwrap()])
+            .args(["--models-dir", models.to_str().unwrap()])
+            .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(
+            err.contains("line 3") && err.contains(says),
+            "{value}: {err}"
+        );
+    }
+}

@@ -30,6 +30,9 @@ pub(super) struct Entry {
 pub(super) enum SectionKey {
     Setting(Setting),
     Alias,
+    /// `lora = NAME PATH [SCALE]`: an adapter the model runs with when a request names
+    /// `MODEL:NAME`.
+    Lora,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +121,7 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Parsed, ConfigError>
         if let Some(section) = parsed.sections.last_mut() {
             let key = match spelled.as_str() {
                 "alias" => SectionKey::Alias,
+                "lora" => SectionKey::Lora,
                 _ => match options::by_name(&spelled).filter(|o| o.in_file()) {
                     Some(opt) if opt.per_model() => SectionKey::Setting(opt.key),
                     Some(_) => {

@@ -108,6 +108,8 @@ pub struct ModelEntry {
     pub path: PathBuf,
     /// The other names it answers to (`alias` in its section), each also as `NAME:latest`.
     pub aliases: Vec<String>,
+    /// LoRA adapters its section names (`lora`), before the ones found beside its file.
+    pub adapters: Vec<crate::models::Adapter>,
     pub params: ModelParams,
     pub chat_template: ChatTemplate,
 }
@@ -119,6 +121,7 @@ impl ModelEntry {
             name: name.to_owned(),
             path,
             aliases: Vec::new(),
+            adapters: Vec::new(),
             params: cfg.model_params(),
             chat_template: cfg.chat_template.clone(),
         }

@@ -320,6 +320,7 @@ impl Draft {
             let mut own = self.clone();
             own.sections = Vec::new();
             let mut aliases = Vec::new();
+            let mut adapters: Vec<crate::models::Adapter> = Vec::new();
             let section = self.sections.iter().filter(|s| s.model == name);
             for e in section.flat_map(|s| &s.entries) {
                 let invalid = |expected| ConfigError::InvalidValue {
@@ -334,6 +335,19 @@ impl Draft {
                 match e.key {
                     SectionKey::Setting(key) => {
                         own.apply(key, &e.value, Layer::File).map_err(invalid)?;
+                    }
+                    SectionKey::Lora => {
+                        let adapter = values::lora_adapter(&e.value, &path).map_err(invalid)?;
+                        if adapters.iter().any(|a| a.name == adapter.name) {
+                            return Err(at(
+                                e.line,
+                                format!(
+                                    "model '{name}' has two LoRA adapters named '{}'",
+                                    adapter.name
+                                ),
+                            ));
+                        }
+                        adapters.push(adapter);
                     }
                     SectionKey::Alias => {
                         let alias = values::model_alias(&e.value).map_err(invalid)?;
@@ -364,6 +378,7 @@ impl Draft {
                 name,
                 path,
                 aliases,
+                adapters,
                 params: own.config.model_params(),
                 chat_template,
             });

@@ -182,6 +182,46 @@ pub(super) fn model_alias(raw: &str) -> Result<String, Expected> {
     Ok(name.to_owned())
 }
 
+/// `lora = NAME PATH [SCALE]` in a model's section: the adapter's name (what a request selects
+/// as `MODEL:NAME`; not `latest`, which is the model alone), its file (relative to the model
+/// file's directory, which must hold it) and the scale it applies at (default 1.0, as upstream's
+/// demo; above 0 and at most 4).
+pub(super) fn lora_adapter(
+    raw: &str,
+    model: &std::path::Path,
+) -> Result<crate::models::Adapter, Expected> {
+    let expected = || "NAME PATH [SCALE] (an adapter name, its .rkllm file, a scale in (0, 4])";
+    let mut words = raw.split_whitespace();
+    let (Some(name), Some(file)) = (words.next(), words.next()) else {
+        return Err(expected().to_owned());
+    };
+    let scale = match words.next() {
+        None => 1.0,
+        Some(s) => match s.parse::<f32>() {
+            Ok(v) if v > 0.0 && v <= 4.0 => v,
+            _ => return Err(expected().to_owned()),
+        },
+    };
+    if words.next().is_some() || name.contains(':') || name == crate::models::LATEST {
+        return Err(expected().to_owned());
+    }
+    let path = model
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(file);
+    if !path.is_file() {
+        return Err(format!(
+            "an adapter file that exists ({} does not)",
+            path.display()
+        ));
+    }
+    Ok(crate::models::Adapter {
+        name: name.to_owned(),
+        path,
+        scale,
+    })
+}
+
 /// A custom template part: kept as written, checked now so that a bad escape fails at start.
 pub(super) fn template_text(raw: &str) -> Result<String, Expected> {
     crate::chat::decode_escapes(raw).map(|_| raw.to_owned())

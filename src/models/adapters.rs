@@ -63,6 +63,18 @@ pub fn beside(model: &Path) -> Vec<Adapter> {
     found
 }
 
+/// A model's adapters: the ones its config section names (`lora`), then those found beside
+/// its file (`beside`) under a name the section does not already use.
+pub fn configured_then_beside(configured: &[Adapter], model: &Path) -> Vec<Adapter> {
+    let mut all = configured.to_vec();
+    for found in beside(model) {
+        if !all.iter().any(|a| a.name == found.name) {
+            all.push(found);
+        }
+    }
+    all
+}
+
 /// The adapter `tag` names among `adapters`: `None` for the model alone (no tag or `latest`),
 /// `Some(None)` for a tag that is no adapter of it.
 pub fn by_tag(adapters: &[Adapter], tag: Option<&str>) -> Option<Option<AdapterId>> {

@@ -7,7 +7,7 @@ mod adapters;
 
 use std::path::{Path, PathBuf};
 
-pub use adapters::{Adapter, AdapterId};
+pub use adapters::{Adapter, AdapterId, LATEST};
 
 use crate::chat::{self, Template};
 use crate::config::{ChatTemplate, Config, ModelEntry};
@@ -105,6 +105,7 @@ impl Catalog {
                     name: m.name.clone(),
                     path: m.path.clone(),
                     aliases: m.aliases.clone(),
+                    adapters: Vec::new(),
                     params: m.params,
                     chat_template: ChatTemplate::Runtime,
                 },
@@ -302,7 +303,7 @@ impl Model {
             architecture,
             template,
             encoder,
-            adapters: adapters::beside(&entry.path),
+            adapters: adapters::configured_then_beside(&entry.adapters, &entry.path),
             aliases: entry.aliases.clone(),
             params: entry.params,
         }
