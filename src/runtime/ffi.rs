@@ -121,10 +121,6 @@ pub const STATE_WAITING: i32 = 1;
 pub const STATE_FINISH: i32 = 2;
 pub const STATE_ERROR: i32 = 3;
 
-// rkd_load results.
-pub const LOAD_OK: i32 = 0;
-pub const LOAD_MISSING_SYMBOL: i32 = 2;
-
 extern "C" {
     pub fn rkd_load(
         name: *const c_char,

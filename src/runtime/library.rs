@@ -1,11 +1,10 @@
 //! Loading librkllmrt with dlopen (through the shim), once per process.
 
-use std::ffi::{c_char, CStr, CString};
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use super::abi::{self, Abi, AbiProbe, PROBE_LEN};
+use super::dlopen::{self, Opened};
 use super::error::RuntimeError;
 use super::ffi;
 
@@ -44,45 +43,25 @@ pub fn load(requested: &Path) -> Result<&'static Library, RuntimeError> {
             })
         };
     }
-    let name =
-        CString::new(requested.as_os_str().as_bytes()).map_err(|_| RuntimeError::NulByte {
-            what: "runtime library path",
-        })?;
-    let mut err = [0 as c_char; 1024];
-    let mut path = [0 as c_char; 4096];
-    // SAFETY: `name` is NUL-terminated and outlives the call; both buffers are writable for the
-    // lengths given and the shim NUL-terminates what it writes. LOADING keeps the call exclusive.
-    let rc = unsafe {
-        ffi::rkd_load(
-            name.as_ptr(),
-            err.as_mut_ptr(),
-            err.len(),
-            path.as_mut_ptr(),
-            path.len(),
-        )
-    };
-    let text = |buf: &[c_char]| {
-        // SAFETY: the buffer was zeroed and the shim writes at most len-1 bytes plus a NUL.
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    match rc {
-        ffi::LOAD_OK => {
+    match dlopen::open(ffi::rkd_load, requested) {
+        Opened::Ok(path) => {
             let lib = Library {
                 requested: requested.to_owned(),
-                path: PathBuf::from(text(&path)),
+                path,
             };
             log::info!("runtime library loaded: {}", lib.path.display());
             Ok(LOADED.get_or_init(|| lib))
         }
-        ffi::LOAD_MISSING_SYMBOL => Err(RuntimeError::MissingSymbol {
+        Opened::MissingSymbol(reason) => Err(RuntimeError::MissingSymbol {
             library: requested.to_owned(),
-            reason: text(&err),
+            reason,
         }),
-        _ => Err(RuntimeError::LibraryOpen {
+        Opened::Failed(reason) => Err(RuntimeError::LibraryOpen {
             library: requested.to_owned(),
-            reason: text(&err),
+            reason,
+        }),
+        Opened::NulByte => Err(RuntimeError::NulByte {
+            what: "runtime library path",
         }),
     }
 }

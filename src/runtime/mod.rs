@@ -7,6 +7,7 @@
 mod abi;
 mod callback;
 mod child;
+mod dlopen;
 mod error;
 mod ffi;
 mod hidden;

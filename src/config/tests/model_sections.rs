@@ -80,7 +80,11 @@ fn mistakes_in_sections_are_refused_with_their_line() {
             "[model a]\ntop-k = lots\n",
             "line 2: invalid value 'lots' for top-k",
         ),
-        ("[model a]\nlora = x.rkllm\n", "line 2: unknown key 'lora'"),
+        (
+            "[model a]\nlora = x x.rkllm\n",
+            "line 2: invalid value 'x x.rkllm' for lora",
+        ),
+        ("[model a]\nloras = x\n", "line 2: unknown key 'loras'"),
         (
             "[model a]\nqueue-size = 2\n",
             "line 2: 'queue-size' cannot be set per model",

@@ -16,10 +16,6 @@ pub struct RkdRknnModel {
     pub core_mask_rc: i32,
 }
 
-// rkd_rknn_load results.
-pub const LOAD_OK: i32 = 0;
-pub const LOAD_MISSING_SYMBOL: i32 = 2;
-
 // The step of the encoder path a code came from (`RKD_RKNN_STEP_*`).
 pub const STEP_INIT: i32 = 1;
 pub const STEP_QUERY: i32 = 2;

@@ -9,13 +9,15 @@
 mod error;
 mod ffi;
 
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 pub use error::EncoderError;
+
+use super::dlopen::{self, Opened};
 
 /// The `rknn-runtime-library` default: the soname, found by the normal dlopen search.
 pub const DEFAULT_LIBRARY: &str = "librknnrt.so";
@@ -58,33 +60,10 @@ pub fn load(requested: &Path) -> Result<&'static Library, EncoderError> {
             })
         };
     }
-    let name =
-        CString::new(requested.as_os_str().as_bytes()).map_err(|_| EncoderError::NulByte {
-            what: "RKNN runtime library path",
-        })?;
-    let mut err = [0 as c_char; 1024];
-    let mut path = [0 as c_char; 4096];
-    // SAFETY: `name` is NUL-terminated and outlives the call; both buffers are writable for the
-    // lengths given and the shim NUL-terminates what it writes. LOADING keeps the call exclusive.
-    let rc = unsafe {
-        ffi::rkd_rknn_load(
-            name.as_ptr(),
-            err.as_mut_ptr(),
-            err.len(),
-            path.as_mut_ptr(),
-            path.len(),
-        )
-    };
-    let text = |buf: &[c_char]| {
-        // SAFETY: the buffer was zeroed and the shim writes at most len-1 bytes plus a NUL.
-        unsafe { CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    match rc {
-        ffi::LOAD_OK => {
-            // SAFETY: the library is loaded (rc 0); the shim returns NULL or a static
-            // NUL-terminated string owned by the library, which is never unloaded.
+    match dlopen::open(ffi::rkd_rknn_load, requested) {
+        Opened::Ok(path) => {
+            // SAFETY: the library is loaded; the shim returns NULL or a static NUL-terminated
+            // string owned by the library, which is never unloaded.
             let sim = unsafe { ffi::rkd_rknn_simulator_version() };
             // SAFETY: non-NULL, NUL-terminated and static, as above.
             let simulator = (!sim.is_null()).then(|| {
@@ -94,19 +73,22 @@ pub fn load(requested: &Path) -> Result<&'static Library, EncoderError> {
             });
             let lib = Library {
                 requested: requested.to_owned(),
-                path: PathBuf::from(text(&path)),
+                path,
                 simulator,
             };
             log::info!("RKNN runtime library loaded: {}", lib.path.display());
             Ok(LOADED.get_or_init(|| lib))
         }
-        ffi::LOAD_MISSING_SYMBOL => Err(EncoderError::MissingSymbol {
+        Opened::MissingSymbol(reason) => Err(EncoderError::MissingSymbol {
             library: requested.to_owned(),
-            reason: text(&err),
+            reason,
         }),
-        _ => Err(EncoderError::LibraryOpen {
+        Opened::Failed(reason) => Err(EncoderError::LibraryOpen {
             library: requested.to_owned(),
-            reason: text(&err),
+            reason,
+        }),
+        Opened::NulByte => Err(EncoderError::NulByte {
+            what: "RKNN runtime library path",
         }),
     }
 }
