@@ -166,3 +166,40 @@ fn an_image_sent_again_skips_the_encoder() {
     );
     assert_eq!(encoder_runs(&d), 2);
 }
+
+#[test]
+fn images_the_prompt_cannot_place_are_a_400_in_the_apis_shape() {
+    let d = daemon("vision-chat-misplaced");
+    let image = b64(&picture(7));
+    // On an assistant message: only user turns carry images into the prompt.
+    let body = json!({"model": "vision-demo", "stream": false, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Look.", "images": [image]},
+        {"role": "user", "content": "What was it?"}
+    ]});
+    let r = d.client().post_json("/api/chat", &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["error"],
+        "'messages[1]': images are taken on user messages only"
+    );
+    // The placeholder as text would stand for an image that is not there.
+    let mut body = openai_image_chat(&picture(7));
+    body["messages"][0]["content"][0]["text"] = json!("Is <image> a tag?");
+    let r = d.client().post_json("/v1/chat/completions", &body);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("marks where images go"),
+        "{v}"
+    );
+    assert!(multimodal_runs(&d).is_empty());
+    answer(
+        &d.client()
+            .post_json("/v1/chat/completions", &openai_image_chat(&picture(7))),
+    );
+}

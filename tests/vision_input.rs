@@ -2,7 +2,7 @@
 //! `images`, the Responses API's `input_image`, and every way an image is refused (a URL to
 //! fetch, not base64, corrupt, truncated, too many bytes, a decompression bomb, too many
 //! images), each a 400 in the API's own shape, after which the daemon serves the next request.
-//! No model has a vision encoder yet, so a good image ends in a 400 naming the model, which
+//! `fast` has no vision encoder, so a good image ends in a 400 naming the model, which
 //! also proves it was parsed and passed every check.
 
 mod common;
