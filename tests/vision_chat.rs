@@ -203,3 +203,21 @@ fn images_the_prompt_cannot_place_are_a_400_in_the_apis_shape() {
             .post_json("/v1/chat/completions", &openai_image_chat(&picture(7))),
     );
 }
+
+#[test]
+fn images_that_do_not_fit_the_context_are_refused_before_the_encoder_runs() {
+    let b = Daemon::builder("vision-chat-context")
+        .model(repo_path("vendor/rkllm-sim/models/vision-demo.rkllm"))
+        .args(["--max-context-len", "200"]);
+    let rknn_trace = b.dir().join("rknn.jsonl");
+    let d = b.start_with_env("RKNN_SIM_TRACE", rknn_trace.to_str().unwrap());
+    // The text fits with room to spare; its image's 196 positions do not.
+    let r = d
+        .client()
+        .post_json("/v1/chat/completions", &openai_image_chat(&picture(8)));
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+    assert_eq!(encoder_runs(&d), 0);
+    assert!(d.trace_of("rkllm_run").is_empty());
+}

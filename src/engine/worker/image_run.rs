@@ -129,8 +129,6 @@ impl Worker {
                 ),
             });
         }
-        self.cache
-            .check_fits(prompt.len(), 0, self.init.max_context_len, reserve)?;
         let name = self.name.clone();
         let Some(vision) = self.vision.as_mut() else {
             return Err(EngineError::BadImage {
@@ -145,6 +143,14 @@ impl Worker {
                     reason: reason.clone(),
                 })
             }
+        };
+        self.check_fits(
+            prompt.len(),
+            count as u64 * u64::from(info.image_tokens),
+            reserve,
+        )?;
+        let Some(vision) = self.vision.as_mut() else {
+            return Err(EngineError::WorkerGone);
         };
         let mut embeddings = Vec::with_capacity(count * info.embedding_len());
         for (i, image) in job.images().iter().enumerate() {
@@ -182,5 +188,31 @@ impl Worker {
             }),
             Err(e) => Err(self.classify(e, ran.generated, prompt.len(), 0)),
         }
+    }
+}
+
+impl Worker {
+    /// Refuses, before the encoder runs, a prompt whose text and image positions with
+    /// `reserve` tokens for the answer would not fit the context: the runtime would fail the
+    /// run with nothing to tell the client, and the bytes alone do not show the images.
+    fn check_fits(
+        &self,
+        bytes: usize,
+        image_positions: u64,
+        reserve: u32,
+    ) -> Result<(), EngineError> {
+        let max_context = self.init.max_context_len;
+        let total = self.cache.estimate_tokens(bytes) + image_positions;
+        if total + u64::from(reserve) <= u64::from(max_context) {
+            return Ok(());
+        }
+        Err(EngineError::PromptTooLong {
+            estimated_tokens: total,
+            prompt_bytes: bytes,
+            max_context,
+            by_runtime: false,
+            tools_tokens: 0,
+            reserve,
+        })
     }
 }
