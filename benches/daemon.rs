@@ -119,6 +119,7 @@ fn engine_rate(model: &std::path::Path) -> f64 {
         kv_cache_reuse: true,
         snapshots: None,
         residency: rkllmd::engine::Residency::default(),
+        vision: rkllmd::engine::Vision::default(),
         background_hold: Duration::ZERO,
     };
     let mut engine = Engine::start(cfg, waker).unwrap();

@@ -113,8 +113,10 @@ runs() { wc -l <"$runs_log"; }
 # The cargo integration tests that start the daemon, whole, against the aarch64 binary:
 # tests/common spawns RKLLMD_TEST_BIN instead of the host build (start, health, streamed chat in
 # both APIs, abort when a client stops reading, shutdown signals with socket and lock cleanup, stale
-# sockets, faults, bad input, conversations, thinking, tools, TCP). tests/engine.rs is left out:
-# it runs the runtime in-process, on the host. The fault matrices run 4 emulated daemons at a
+# sockets, faults, bad input, conversations, thinking, tools, TCP, images in requests and chats
+# with images through the RKNN simulator, which build.rs builds into the same OUT_DIR as the
+# RKLLM one and dlopen finds through the same runpath). tests/engine.rs and tests/vision.rs are
+# left out: they run the runtimes in-process, on the host. The fault matrices run 4 emulated daemons at a
 # time (RKLLMD_TEST_MATRIX_JOBS), not all 8: 8 at once on 2 cores missed the 5 s a daemon had to
 # become idle again after an abort. Skipped, by name:
 #   lifecycle::a_panic_still_removes_the_socket   its panic hook exists in debug builds only;
@@ -130,7 +132,7 @@ runs() { wc -l <"$runs_log"; }
 #                                                 machine it took up to 19 ms. The check after
 #                                                 the cargo tests covers it with a 1 s bound.
 test_files=(lifecycle api_openai api_ollama connections bad_input conversations faults tcp
-    thinking tools config_example)
+    thinking tools config_example vision_input vision_chat)
 skips=(a_panic_still_removes_the_socket error_after_tokens_matrix hang_after_tokens_matrix
     abort_delay_matrix abort_delay_without_finish_matrix
     a_client_that_hangs_up_has_its_generation_aborted_within_5_ms)

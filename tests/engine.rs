@@ -79,6 +79,7 @@ impl Harness {
             kv_cache_reuse: true,
             snapshots: None,
             residency: rkllmd::engine::Residency::default(),
+            vision: rkllmd::engine::Vision::default(),
             // Background jobs start at once unless a test says otherwise.
             background_hold: Duration::ZERO,
         };

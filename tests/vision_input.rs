@@ -2,11 +2,12 @@
 //! `images`, the Responses API's `input_image`, and every way an image is refused (a URL to
 //! fetch, not base64, corrupt, truncated, too many bytes, a decompression bomb, too many
 //! images), each a 400 in the API's own shape, after which the daemon serves the next request.
-//! No model has a vision encoder yet, so a good image ends in a 400 naming the model, which
+//! `fast` has no vision encoder, so a good image ends in a 400 naming the model, which
 //! also proves it was parsed and passed every check.
 
 mod common;
 
+use common::images::{b64, data_url, png};
 use common::Daemon;
 use serde_json::{json, Value};
 
@@ -18,34 +19,6 @@ fn daemon(tag: &str) -> Daemon {
     Daemon::builder(tag)
         .args(["--max-image-bytes", "4K", "--max-images-per-request", "2"])
         .start()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for c in bytes.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
-fn png(w: u32, h: u32, pixels: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut e = png::Encoder::new(&mut out, w, h);
-    e.set_color(png::ColorType::Rgb);
-    let mut writer = e.write_header().unwrap();
-    writer.write_image_data(pixels).unwrap();
-    writer.finish().unwrap();
-    out
 }
 
 fn small_png() -> Vec<u8> {
@@ -75,10 +48,6 @@ fn bomb() -> Vec<u8> {
     e.set_color(png::ColorType::Rgb);
     drop(e.write_header().unwrap());
     out
-}
-
-fn data_url(bytes: &[u8]) -> String {
-    format!("data:image/png;base64,{}", b64(bytes))
 }
 
 fn openai_chat(parts: Value) -> Value {

@@ -234,6 +234,7 @@ pub fn job_for(
         ));
     }
     images::check_accepted(ctx, turns, flavor)?;
+    let request_images = images::in_prompt_order(ctx, turns, flavor)?;
     let (kept_tools, note) = match tools {
         Some(tools) => fit_tools(ctx, turns, tools),
         None => (Vec::new(), None),
@@ -283,6 +284,7 @@ pub fn job_for(
         },
     );
     job.set_tools(tools_json);
+    job.set_images(request_images);
     job.set_past_turn(super::past_turn::for_template(
         template,
         !kept_tools.is_empty(),

@@ -218,7 +218,10 @@ impl ApiError {
             EngineError::Timeout { .. } => (504, "timeout_error"),
             // As nginx logs a client that left; no client is there to read it.
             EngineError::Cancelled => (499, "request_cancelled"),
-            EngineError::PromptTooLong { .. } => (400, "invalid_request_error"),
+            EngineError::PromptTooLong { .. } | EngineError::BadImage { .. } => {
+                (400, "invalid_request_error")
+            }
+            EngineError::Encoder { .. } => (500, "runtime_error"),
             EngineError::Runtime(_) => (500, "runtime_error"),
         };
         let mut e = ApiError::new(flavor, status, kind, err.to_string());
@@ -326,6 +329,19 @@ mod tests {
                 504,
             ),
             (EngineError::Cancelled, 499),
+            (
+                EngineError::BadImage {
+                    reason: "image 1 does not decode".into(),
+                },
+                400,
+            ),
+            (
+                EngineError::Encoder {
+                    model: "m".into(),
+                    reason: "rknn_run failed".into(),
+                },
+                500,
+            ),
             (
                 EngineError::Runtime(RuntimeError::RunFailed { code: -1 }),
                 500,

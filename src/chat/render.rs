@@ -151,7 +151,10 @@ impl Template {
                 }
                 (&self.system, self.trimmed(&turn.content).to_owned())
             }
-            Role::User => (&self.user, self.trimmed(&turn.content).to_owned()),
+            Role::User => (
+                &self.user,
+                user_content(&turn.images, self.trimmed(&turn.content)),
+            ),
             Role::Assistant => (&self.assistant, self.assistant_content(turn, at)),
             Role::Tool => (&self.tool, self.tool_content(&turn.content)),
         };
@@ -198,6 +201,15 @@ impl Template {
             self.trimmed(content).to_owned()
         }
     }
+}
+
+/// A user turn's text with one image placeholder per image before it: the runtime puts each
+/// image's embeddings there. Clients' content parts do not tell where text and images
+/// interleave once joined, so the images go first, as upstream's multimodal demo writes them.
+fn user_content(images: &[crate::vision::image::ImageInput], text: &str) -> String {
+    let mut out = crate::runtime::IMAGE_PLACEHOLDER.repeat(images.len());
+    out.push_str(text);
+    out
 }
 
 /// A user turn that asks something: Qwen3 does not count a user turn that only carries tool

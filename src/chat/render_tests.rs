@@ -372,3 +372,23 @@ fn a_preamble_is_written_untrimmed_before_the_content_and_folds_with_it() {
         "<bos><start_of_turn>user\nEnv\n\n terse \n\nTools\n\nHi<end_of_turn>\n<start_of_turn>model\n"
     );
 }
+
+#[test]
+fn a_user_turns_images_are_placed_before_its_text() {
+    let image = crate::vision::image::ImageInput {
+        bytes: std::sync::Arc::from(&b"x"[..]),
+        format: crate::vision::image::ImageFormat::Png,
+        width: 1,
+        height: 1,
+    };
+    let mut first = user("What is this?");
+    first.images = vec![image.clone(), image];
+    let r = preset("qwen2").render(&[first, asst("Cats."), user("And?")], None);
+    // The first piece carries the default system prompt too.
+    assert!(
+        r.pieces[0].ends_with("<|im_start|>user\n<image><image>What is this?<|im_end|>\n"),
+        "{:?}",
+        r.pieces[0]
+    );
+    assert_eq!(r.pieces[2], "<|im_start|>user\nAnd?<|im_end|>\n");
+}

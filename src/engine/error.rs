@@ -46,6 +46,11 @@ pub enum EngineError {
         /// Tokens kept free for the answer (0 when refused by the runtime).
         reserve: u32,
     },
+    /// An image of the request could not be used (it does not decode, or the prompt does not
+    /// place it): the client's fault, told before any output.
+    BadImage { reason: String },
+    /// The model's vision encoder did not open, or failed on an image; its text requests serve.
+    Encoder { model: String, reason: String },
     /// The runtime failed the run.
     Runtime(RuntimeError),
     /// The inference thread is gone (it panicked or exited).
@@ -108,6 +113,10 @@ impl fmt::Display for EngineError {
                 "the prompt does not fit the model's context: the runtime refused it ({prompt_bytes} bytes, \
                  estimated at {estimated_tokens} tokens, for a context of {max_context} tokens)"
             ),
+            EngineError::BadImage { reason } => f.write_str(reason),
+            EngineError::Encoder { model, reason } => {
+                write!(f, "the vision encoder of model '{model}' failed: {reason}")
+            }
             EngineError::Runtime(e) => write!(f, "generation failed: {e}"),
             EngineError::WorkerGone => write!(f, "the inference thread is gone"),
         }

@@ -10,6 +10,7 @@ use super::EngineError;
 use super::{AdapterId, KeepAlive, ModelId};
 use crate::exit::Ending;
 use crate::runtime::{Perf, Role, RuntimeError, Sampling};
+use crate::vision::image::ImageInput;
 
 pub type JobId = u64;
 
@@ -39,6 +40,9 @@ pub struct Job {
     adapter: Option<AdapterId>,
     /// How long its model stays loaded after it (`None`: the configured default).
     keep_alive: Option<KeepAlive>,
+    /// The request's images in prompt order, one `<image>` placeholder each in the input
+    /// (empty: a text run). Shared, as the input is.
+    images: Arc<[ImageInput]>,
 }
 
 /// Renders a generated answer as the next request of its conversation will render it as a
@@ -173,6 +177,7 @@ impl Job {
             model: 0,
             adapter: None,
             keep_alive: None,
+            images: Arc::new([]),
         }
     }
 
@@ -228,6 +233,15 @@ impl Job {
         self.keep_alive = keep_alive;
     }
 
+    /// The images the input's `<image>` placeholders stand for, in order.
+    pub fn images(&self) -> &[ImageInput] {
+        &self.images
+    }
+
+    pub fn set_images(&mut self, images: Vec<ImageInput>) {
+        self.images = images.into();
+    }
+
     pub fn input(&self) -> &Input {
         &self.input
     }
@@ -241,23 +255,26 @@ impl Job {
         self.priority = priority;
     }
 
-    /// Bytes of text the job carries: its prompt, or its conversation's rendered pieces.
+    /// Bytes the job carries: its prompt, or its conversation's rendered pieces, and its
+    /// encoded images.
     pub fn input_bytes(&self) -> usize {
-        match self.input.as_ref() {
-            Input::Prompt(p) => p.len(),
-            Input::Conversation(c) => {
-                c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+        let images: usize = self.images.iter().map(|i| i.bytes.len()).sum();
+        images
+            + match self.input.as_ref() {
+                Input::Prompt(p) => p.len(),
+                Input::Conversation(c) => {
+                    c.pieces.iter().map(String::len).sum::<usize>() + c.generation_prompt.len()
+                }
+                Input::Embed(e) => e.texts.iter().map(String::len).sum(),
+                Input::Reseat | Input::Load | Input::Unload => 0,
+                Input::RuntimeTurns(t) => {
+                    t.newest.len()
+                        + t.history
+                            .iter()
+                            .map(|e| e.input.len() + e.answer.len())
+                            .sum::<usize>()
+                }
             }
-            Input::Embed(e) => e.texts.iter().map(String::len).sum(),
-            Input::Reseat | Input::Load | Input::Unload => 0,
-            Input::RuntimeTurns(t) => {
-                t.newest.len()
-                    + t.history
-                        .iter()
-                        .map(|e| e.input.len() + e.answer.len())
-                        .sum::<usize>()
-            }
-        }
     }
 
     /// The role the prompt is sent as: `Tool` for function results in `runtime` template mode (a

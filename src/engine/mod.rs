@@ -86,6 +86,27 @@ pub struct EngineConfig {
     pub snapshots: Option<SnapshotConfig>,
     /// How many models may be resident, and the board's memory that decides it too.
     pub residency: Residency,
+    /// What vision models' encoders run with.
+    pub vision: Vision,
+}
+
+/// What the inference thread needs to run vision encoders (for models with one,
+/// `ModelLoad::encoder`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vision {
+    /// `rknn-runtime-library`: loaded when the first encoder opens.
+    pub library: std::path::PathBuf,
+    /// The decode limits (the pixel count is checked again on the real image).
+    pub limits: crate::vision::image::ImageLimits,
+}
+
+impl Default for Vision {
+    fn default() -> Vision {
+        Vision {
+            library: crate::runtime::rknn::DEFAULT_LIBRARY.into(),
+            limits: crate::vision::image::ImageLimits::default(),
+        }
+    }
 }
 
 /// What decides which models stay resident (see `residents`).
@@ -124,6 +145,8 @@ pub struct ModelLoad {
     /// Its context, token cap, sampling and IOMMU domain (its config section's, else the
     /// daemon's); `None`: `EngineConfig::init`'s.
     pub params: Option<crate::runtime::ModelParams>,
+    /// Its vision encoder (`.rknn`), opened with the model: a vision model then.
+    pub encoder: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,6 +221,7 @@ impl Engine {
                 raw_template: cfg.raw_template,
                 adapters: Vec::new(),
                 params: None,
+                encoder: None,
             }]
         } else {
             cfg.models.clone()
@@ -210,6 +234,7 @@ impl Engine {
             ratio: SharedRatio::default(),
             kv_tokens: SharedTokens::default(),
             max_loaded: cfg.residency.max_loaded,
+            vision: cfg.vision.clone(),
             root: crate::board::Root::new(&cfg.residency.root),
         };
         let ratio = init.ratio.clone();

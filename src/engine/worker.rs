@@ -19,6 +19,7 @@ use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
 mod conclude;
 mod embed_run;
 mod generate;
+mod image_run;
 mod prompt_run;
 mod reseat_run;
 mod runtime_run;
@@ -30,7 +31,7 @@ use super::EngineError;
 use super::{AdapterId, ModelId};
 use crate::board::Root;
 use crate::memory;
-use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
+use crate::runtime::{AbortHandle, Capabilities, ImageTags, InitConfig, Role, Runtime};
 
 /// What the runtime's own chat template may add around a prompt, in bytes, when it applies
 /// it: a default system prompt and the turn markers (Qwen's are about 120 bytes). Only for
@@ -78,6 +79,8 @@ pub(super) struct WorkerConfig {
     pub max_loaded: usize,
     /// Where `/proc/meminfo` is read for the memory budget (`--root`).
     pub root: Root,
+    /// What vision models' encoders run with.
+    pub vision: super::Vision,
 }
 
 /// What outlives a resident model on the inference thread: what a model is loaded from, and
@@ -305,12 +308,21 @@ impl Host {
         init.base_domain_id = init
             .base_domain_id
             .saturating_add(i32::try_from(slot).unwrap_or(i32::MAX));
+        if spec.as_ref().is_some_and(|m| m.encoder.is_some()) {
+            // The family's tags: Qwen2-VL's, the one family whose pairs upstream publishes for
+            // this runtime's demo (a per-model setting is for later families).
+            init.image_tags = Some(ImageTags::qwen2_vl());
+        }
         let mut runtime = Runtime::init(&init)?;
         if raw_template {
             // Empty system prompt, prefix and postfix: the runtime takes our text as it is.
             runtime.set_chat_template("", "", "")?;
         }
         let name = spec.as_ref().map_or_else(String::new, |m| m.name.clone());
+        let vision = spec
+            .as_ref()
+            .and_then(|m| m.encoder.as_deref())
+            .map(|encoder| image_run::Vision::open(&name, &self.cfg.vision, encoder));
         let adapters = spec.as_ref().map_or(&[][..], |m| m.adapters.as_slice());
         let loras = lora::Loaded::load_all(&name, adapters, |a| {
             runtime.load_lora(&a.path, &a.name, a.scale)
@@ -341,6 +353,7 @@ impl Host {
                 raw_template && self.cfg.kv_cache_reuse,
             ),
             restoring: None,
+            vision,
         };
         worker.cache.cleared();
         worker.cache.share_ratio(self.cfg.ratio.clone());
@@ -410,6 +423,8 @@ struct Worker {
     snapshots: Option<Snapshots>,
     /// A snapshot loaded for the run about to start.
     restoring: Option<snapshot_run::Restoring>,
+    /// Its vision encoder, for a model with one.
+    vision: Option<image_run::Vision>,
 }
 
 /// Things worth one warning per daemon run.
@@ -458,6 +473,9 @@ impl Worker {
             .unwrap_or(self.init.max_new_tokens)
             .min(self.init.max_new_tokens.max(1));
         let reserve = cap.min(self.init.max_context_len / 4);
+        if !job.images().is_empty() {
+            return self.image_run(job, cap, reserve);
+        }
         match job.input() {
             Input::Conversation(conv) => {
                 if !self.reuse {

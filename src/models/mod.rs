@@ -278,6 +278,7 @@ impl Catalog {
                 raw_template: self.raw_template(id),
                 adapters: m.adapters.clone(),
                 params: Some(m.params),
+                encoder: m.encoder.clone(),
             })
             .collect()
     }

@@ -162,5 +162,9 @@ fn engine_config(cfg: &Config, catalog: &Catalog) -> EngineConfig {
             max_loaded: cfg.max_loaded_models,
             root: cfg.root.clone(),
         },
+        vision: crate::engine::Vision {
+            library: cfg.rknn_runtime_library.clone(),
+            limits: cfg.image_limits,
+        },
     }
 }

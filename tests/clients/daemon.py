@@ -84,3 +84,33 @@ def small_context(tmp_path_factory):
     yield d
     d.stop()
 
+
+
+@pytest.fixture(scope="module")
+def vision():
+    """The shipped vision pair: vision-demo.rkllm with its encoder vision-demo.rknn beside it."""
+    d = Daemon(model="vendor/rkllm-sim/models/vision-demo.rkllm")
+    yield d
+    d.stop()
+
+
+def png(width=16, height=12):
+    """A small RGB PNG (a gradient), written with the standard library alone."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\0" + bytes((x * 16 + y * 8) % 256 for x in range(width) for _ in range(3))
+                    for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+def multimodal_runs(d):
+    """The multimodal inputs the simulated runtime was given."""
+    import json
+    with open(d.trace) as f:
+        return [v for v in map(json.loads, filter(str.strip, f)) if v["fn"] == "multimodal"]

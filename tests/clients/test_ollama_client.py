@@ -7,7 +7,7 @@ import httpx
 import ollama
 import pytest
 
-from daemon import REPO, Daemon, daemon, qwen  # noqa: F401  (pytest fixtures)
+from daemon import REPO, Daemon, daemon, multimodal_runs, png, qwen, vision  # noqa: F401  (pytest fixtures)
 
 FAST_MODEL = os.path.join(REPO, "vendor", "rkllm-sim", "models", "fast.rkllm")
 
@@ -235,3 +235,12 @@ def test_chat_thinking_and_tools_over_tcp_and_the_socket(qwen, via):  # noqa: F8
     calls = called.message.tool_calls
     assert [t.function.name for t in calls] == ["get_weather"]
     assert isinstance(calls[0].function.arguments, dict)
+
+
+def test_chat_with_images(vision):  # noqa: F811
+    # The client base64-encodes bytes itself.
+    reply = client(vision).chat(model="vision-demo", options={"num_predict": 4}, messages=[
+        {"role": "user", "content": "What is in this image?", "images": [png()]}])
+    assert reply.message.content
+    runs = multimodal_runs(vision)
+    assert [(r["n_image"], r["embed"]) for r in runs] == [(1, 196 * 1536)]

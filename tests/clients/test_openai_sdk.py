@@ -9,7 +9,9 @@ import pytest
 from openai.types import Completion
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from daemon import daemon, qwen  # noqa: F401  (pytest fixtures)
+import base64
+
+from daemon import daemon, multimodal_runs, png, qwen, vision  # noqa: F401  (pytest fixtures)
 
 
 def clients(d):
@@ -98,3 +100,15 @@ def test_chat_tool_calls_plain_and_streamed(qwen, via):  # noqa: F811
     assert "".join(t.function.name or "" for t in deltas) == "get_weather"
     assert json.loads("".join(t.function.arguments or "" for t in deltas)) == json.loads(call.function.arguments)
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+
+
+def test_chat_with_an_image_url(vision):  # noqa: F811
+    client = clients(vision)["unix"]
+    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    reply = client.chat.completions.create(model="vision-demo", max_tokens=4, messages=[{
+        "role": "user",
+        "content": [{"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": url}}]}])
+    assert reply.choices[0].message.content
+    runs = multimodal_runs(vision)
+    assert [(r["n_image"], r["embed"]) for r in runs] == [(1, 196 * 1536)]

@@ -4,6 +4,7 @@
 
 pub mod board;
 pub mod client;
+pub mod images;
 pub mod models;
 pub mod tool_catalog;
 pub mod turns;

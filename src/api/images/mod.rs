@@ -8,7 +8,8 @@ mod base64;
 
 use super::ctx::Ctx;
 use super::error::{ApiError, Flavor};
-use crate::chat::Turn;
+use crate::chat::{Role, Turn};
+use crate::runtime::IMAGE_PLACEHOLDER;
 use crate::vision::image::{probe, ImageError, ImageInput, ImageLimits};
 
 /// The images of one request, counted against `max-images-per-request` as they are read.
@@ -141,6 +142,58 @@ pub fn check_accepted(ctx: &Ctx<'_>, turns: &[Turn], flavor: Flavor) -> Result<(
         ),
         None,
     ))
+}
+
+/// The images of a conversation for a model that takes them, in the order the rendered prompt
+/// places them (each user turn's before its text, see `chat::render`). Only user turns carry
+/// images into the prompt, and only when rkllmd renders it: the runtime's own template sees
+/// one input per run, with no place for earlier turns' images.
+pub fn in_prompt_order(
+    ctx: &Ctx<'_>,
+    turns: &[Turn],
+    flavor: Flavor,
+) -> Result<Vec<ImageInput>, ApiError> {
+    if turns.iter().all(|t| t.images.is_empty()) {
+        return Ok(Vec::new());
+    }
+    if let Some(i) = turns
+        .iter()
+        .position(|t| t.role != Role::User && !t.images.is_empty())
+    {
+        return Err(ApiError::bad_request(
+            flavor,
+            format!("'messages[{i}]': images are taken on user messages only"),
+            Some("messages"),
+        ));
+    }
+    if ctx.template.is_none() {
+        return Err(ApiError::bad_request(
+            flavor,
+            format!(
+                "model '{}' takes images only with a chat template rkllmd renders (the \
+                 'chat-template' setting), not with the runtime's own ('runtime')",
+                ctx.model_name
+            ),
+            None,
+        ));
+    }
+    if let Some(i) = turns
+        .iter()
+        .position(|t| t.content.contains(IMAGE_PLACEHOLDER))
+    {
+        return Err(ApiError::bad_request(
+            flavor,
+            format!(
+                "'messages[{i}]': the text '{IMAGE_PLACEHOLDER}' marks where images go in a \
+                 request with images; send it without"
+            ),
+            Some("messages"),
+        ));
+    }
+    Ok(turns
+        .iter()
+        .flat_map(|t| t.images.iter().cloned())
+        .collect())
 }
 
 #[cfg(test)]

@@ -97,7 +97,10 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     user.images = prompt_images;
     images::check_accepted(ctx, std::slice::from_ref(&user), FLAVOR)?;
     let job = if raw && ctx.template.is_some() {
-        Job::new(job_id, prompt)
+        // A raw prompt places its images itself, with one '<image>' each.
+        let mut job = Job::new(job_id, prompt);
+        job.set_images(user.images);
+        job
     } else {
         let mut turns = Vec::with_capacity(2);
         if let Some(system) = f.str("system")?.filter(|s| !s.is_empty()) {

@@ -7,7 +7,7 @@ use super::Worker;
 use crate::engine::job::{Job, WorkerMsg};
 use crate::engine::reuse;
 use crate::engine::utf8::Utf8Assembler;
-use crate::runtime::{Flow, Output, Role, RunEnd, RunRequest};
+use crate::runtime::{Flow, Images, Output, Role, RunEnd, RunRequest};
 
 /// What a run produced.
 pub(super) struct Ran {
@@ -32,6 +32,17 @@ impl Worker {
         role: Role,
         keep_history: bool,
         cap: u32,
+    ) -> Ran {
+        self.generate_with(job, prompt, (role, keep_history, cap), None)
+    }
+
+    /// `generate`, with the images the prompt's placeholders stand for (a multimodal run).
+    pub(super) fn generate_with(
+        &mut self,
+        job: &Job,
+        prompt: &str,
+        (role, keep_history, cap): (Role, bool, u32),
+        images: Option<&Images<'_>>,
     ) -> Ran {
         // A cancel that came while the run was being prepared found no run to abort.
         if self.is_cancelled(job) {
@@ -95,7 +106,11 @@ impl Worker {
                 Flow::Continue
             }
         };
-        let end = match self.runtime.run(&req, &mut sink) {
+        let ran = match images {
+            Some(images) => self.runtime.run_multimodal(&req, images, &mut sink),
+            None => self.runtime.run(&req, &mut sink),
+        };
+        let end = match ran {
             // No FINISH after our abort is a normal end of an aborted run; without one, the
             // runtime misbehaved.
             Ok(RunEnd::Unfinished) if !self.is_cancelled(job) => {
