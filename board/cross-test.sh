@@ -121,12 +121,14 @@ runs() { wc -l <"$runs_log"; }
 # become idle again after an abort. Skipped, by name:
 #   lifecycle::a_panic_still_removes_the_socket   its panic hook exists in debug builds only;
 #                                                 this is the release binary
-#   faults::{error_after_tokens,hang_after_tokens,abort_delay,abort_delay_without_finish}_matrix
+#   faults::{error_after_tokens,hang_after_tokens,abort_delay,abort_delay_without_finish,
+#            prefill_abort_lag}_matrix
 #                                                 each runs 8 emulated daemons (4 at a time),
 #                                                 which on 2 cores miss its abort bounds at times
-#                                                 (the last: once an abort counted 0 after the
-#                                                 hangup, once 5 s to idle); all run natively
-#                                                 under both ABIs in scripts/test-all
+#                                                 (once an abort counted 0 after the hangup, once
+#                                                 5 s to idle; prefill_abort_lag's aborts 0 for 1
+#                                                 on 2026-12-03); all run natively under both
+#                                                 ABIs in scripts/test-all
 #   connections::a_client_that_hangs_up_has_its_generation_aborted_within_5_ms
 #                                                 5 ms is a native bound; emulated on a busy
 #                                                 machine it took up to 19 ms. The check after
@@ -134,7 +136,7 @@ runs() { wc -l <"$runs_log"; }
 test_files=(lifecycle api_openai api_ollama connections bad_input conversations faults tcp
     thinking tools config_example vision_input vision_chat)
 skips=(a_panic_still_removes_the_socket error_after_tokens_matrix hang_after_tokens_matrix
-    abort_delay_matrix abort_delay_without_finish_matrix
+    abort_delay_matrix abort_delay_without_finish_matrix prefill_abort_lag_matrix
     a_client_that_hangs_up_has_its_generation_aborted_within_5_ms)
 
 # A test that started the host binary directly would pass without testing aarch64 code.
