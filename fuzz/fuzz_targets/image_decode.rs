@@ -48,5 +48,8 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(rgb.pixels.len() as u64, pixels * 3);
     let input = preprocess(&rgb, size);
-    assert_eq!(input.len() as u64, u64::from(size.width) * u64::from(size.height) * 3);
+    assert_eq!(
+        input.len() as u64,
+        u64::from(size.width) * u64::from(size.height) * 3
+    );
 });
