@@ -292,14 +292,19 @@ impl Out {
         }
         assert!(self.stream_ended, "the response was never completed");
         let text = std::str::from_utf8(&self.stream).expect("the stream is UTF-8");
-        // SSE events (`data: ...` and a blank line) or NDJSON lines.
-        let events: Vec<&str> = if text.starts_with("data: ") {
+        // SSE events (`data: ...` and a blank line; the Responses API's have an `event:` line
+        // first and no [DONE]) or NDJSON lines.
+        let events: Vec<&str> = if text.starts_with("data: ") || text.starts_with("event: ") {
             assert!(
-                text.ends_with("data: [DONE]\n\n"),
+                text.ends_with("data: [DONE]\n\n") || text.starts_with("event: "),
                 "SSE without [DONE]: {text}"
             );
             text.split_terminator("\n\n")
-                .map(|e| e.strip_prefix("data: ").expect("an SSE data line"))
+                .map(|e| {
+                    e.lines()
+                        .find_map(|l| l.strip_prefix("data: "))
+                        .expect("an SSE data line")
+                })
                 .filter(|e| *e != "[DONE]")
                 .collect()
         } else {
