@@ -29,7 +29,7 @@ fi
 
 # cargo fuzz has no --locked: check that the committed Cargo.lock is complete first.
 cargo fetch --locked --quiet
-cargo fuzz build --debug-assertions
+cargo fuzz build
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -39,7 +39,7 @@ for target in $(cargo fuzz list); do
     mkdir -p "$scratch/$target"
     log="$scratch/$target.log"
     # -timeout: an input taking over 10 s is a hang and fails the run like a crash.
-    if ! cargo fuzz run --debug-assertions "$target" "$scratch/$target" "seeds/$target" -- \
+    if ! cargo fuzz run "$target" "$scratch/$target" "seeds/$target" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
         -dict="dicts/$target.dict" -print_final_stats=1 >"$log" 2>&1; then
         tail -n 60 "$log"

@@ -480,3 +480,26 @@ fn every_image_error_is_a_400() {
         assert_eq!(e.http_status(), 400, "{e}");
     }
 }
+
+/// A baseline JPEG whose DC prediction overflows zune-jpeg's i32 dequantisation (found by the
+/// fuzzer; its seed, after the fuzz target's size byte): whatever the decoder does with it (a
+/// panic in a build with overflow checks, wrapped pixels without), `prepare` answers and the
+/// thread goes on.
+#[test]
+fn a_jpeg_that_overflows_the_decoders_arithmetic_is_answered() {
+    let seed = include_bytes!("../../../fuzz/seeds/image_decode/jpeg_dc_overflow");
+    let limits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 4 << 20,
+        max_per_request: 1,
+    };
+    let image = probe(seed[1..].to_vec(), &limits).expect("the header is valid");
+    let size = InputSize {
+        width: 8,
+        height: 8,
+    };
+    match prepare(&image, &limits, size) {
+        Ok(input) => assert_eq!(input.len(), 8 * 8 * 3),
+        Err(e) => assert_eq!(e.http_status(), 400, "{e}"),
+    }
+}
