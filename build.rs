@@ -36,6 +36,7 @@ fn main() {
         manifest.join("vendor/rkllm").display()
     );
     println!("cargo:rerun-if-changed=src/runtime/shim.cpp");
+    println!("cargo:rerun-if-changed=src/runtime/dl.h");
     println!("cargo:rerun-if-env-changed=RKLLM_LIB_DIR");
     println!("cargo:rustc-env=RKLLMD_ABI=1.{abi_minor}");
 
@@ -144,31 +145,51 @@ fn build_simulator(manifest: &Path, out_dir: &Path, abi_minor: &str, file: &str)
     let header_dir = manifest.join("vendor/rkllm").join(format!("1.{abi_minor}"));
     let sim_src = manifest.join("vendor/rkllm-sim/src");
     println!("cargo:rerun-if-changed={}", sim_src.display());
-    let mut sources: Vec<PathBuf> = fs::read_dir(&sim_src)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", sim_src.display()))
+    let lib = out_dir.join(file);
+    shared_cpp_library(
+        &cpp_sources(&sim_src),
+        &header_dir,
+        &[
+            "-fvisibility-inlines-hidden",
+            &format!("-DRKLLM_SIM_ABI_MINOR={abi_minor}"),
+        ],
+        (&lib, "librkllmrt.so"),
+        "the rkllm simulator",
+    );
+    lib
+}
+
+/// The `.cpp` files of `dir`, sorted: the same build whatever order the directory lists them in.
+fn cpp_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut sources: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|ext| ext == "cpp"))
         .collect();
     sources.sort();
+    sources
+}
 
-    let lib = out_dir.join(file);
+/// Compiles and links `sources` into the shared library `lib` (a simulator: `cc` builds static
+/// archives only) with `soname`, the real runtime's, whatever the file is called.
+fn shared_cpp_library(
+    sources: &[PathBuf],
+    include: &Path,
+    flags: &[&str],
+    (lib, soname): (&Path, &str),
+    what: &str,
+) {
     let compiler = cc::Build::new().cpp(true).get_compiler();
     let status = compiler
         .to_command()
-        .args([
-            "-std=c++17",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-pthread",
-            "-fvisibility-inlines-hidden",
-        ])
-        .arg(format!("-DRKLLM_SIM_ABI_MINOR={abi_minor}"))
+        .args(["-std=c++17", "-O2", "-fPIC", "-shared", "-pthread"])
+        .args(flags)
         .arg("-I")
-        .arg(&header_dir)
-        .args(&sources)
-        .args(["-Wl,-soname,librkllmrt.so", "-o"])
-        .arg(&lib)
+        .arg(include)
+        .args(sources)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg("-o")
+        .arg(lib)
         .status()
         .unwrap_or_else(|e| {
             panic!(
@@ -176,9 +197,7 @@ fn build_simulator(manifest: &Path, out_dir: &Path, abi_minor: &str, file: &str)
                 compiler.path().display()
             )
         });
-    assert!(status.success(), "building the rkllm simulator failed");
-
-    lib
+    assert!(status.success(), "building {what} failed");
 }
 
 /// A test double that has every function rkllmd resolves and raises SIGILL in
@@ -250,37 +269,15 @@ fn build_rknn_simulator(manifest: &Path, out_dir: &Path) -> PathBuf {
     let sim = manifest.join("vendor/rkllm-sim/src");
     let rknn_src = sim.join("rknn");
     println!("cargo:rerun-if-changed={}", rknn_src.display());
-    let mut sources: Vec<PathBuf> = fs::read_dir(&rknn_src)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", rknn_src.display()))
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|ext| ext == "cpp"))
-        .collect();
-    sources.sort();
+    let mut sources = cpp_sources(&rknn_src);
     sources.extend(["trace.cpp", "util.cpp", "tokenizer.cpp"].map(|f| sim.join(f)));
     let lib = out_dir.join("librknnrt.so");
-    let compiler = cc::Build::new().cpp(true).get_compiler();
-    let status = compiler
-        .to_command()
-        .args([
-            "-std=c++17",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-pthread",
-            "-fvisibility=hidden",
-        ])
-        .arg("-I")
-        .arg(manifest.join("src/runtime/rknn"))
-        .args(&sources)
-        .args(["-Wl,-soname,librknnrt.so", "-o"])
-        .arg(&lib)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run the C++ compiler {}: {e}",
-                compiler.path().display()
-            )
-        });
-    assert!(status.success(), "building the rknn simulator failed");
+    shared_cpp_library(
+        &sources,
+        &manifest.join("src/runtime/rknn"),
+        &["-fvisibility=hidden"],
+        (&lib, "librknnrt.so"),
+        "the rknn simulator",
+    );
     lib
 }

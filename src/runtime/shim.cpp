@@ -13,10 +13,10 @@
 #include <new>
 
 #include <dlfcn.h>
-#include <link.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "dl.h"
 #include "rkllm.h"
 
 #if !defined(RKLLMD_ABI_MINOR) || (RKLLMD_ABI_MINOR != 2 && RKLLMD_ABI_MINOR != 3)
@@ -110,6 +110,8 @@ enum {
 
 namespace {
 
+using rkd_dl::resolve;
+
 // The runtime's functions, resolved by rkd_load. Written once, before any other rkd_* call (the
 // Rust side serialises rkd_load and publishes its success through a OnceLock).
 struct Api {
@@ -132,25 +134,6 @@ struct Api {
 };
 
 Api api{};
-
-void copy_message(char* out, size_t out_len, const char* text) {
-    if (out == nullptr || out_len == 0) {
-        return;
-    }
-    std::snprintf(out, out_len, "%s", text != nullptr ? text : "unknown error");
-}
-
-template <typename F>
-bool resolve(void* lib, const char* name, F& slot, char* err, size_t err_len) {
-    dlerror();  // clear a stale error so the one below belongs to this lookup
-    void* sym = dlsym(lib, name);
-    if (sym == nullptr) {
-        copy_message(err, err_len, dlerror());
-        return false;
-    }
-    slot = reinterpret_cast<F>(sym);
-    return true;
-}
 
 // The userdata of every run: the one result callback set at rkllm_init serves both kinds.
 struct RunCtx {
@@ -222,10 +205,8 @@ enum {
 // function. On failure `err` gets dlerror's text; on success `path` gets the file the loader
 // chose. Called once per process, before anything else here.
 int32_t rkd_load(const char* name, char* err, size_t err_len, char* path, size_t path_len) {
-    // RTLD_NOW: an unresolvable dependency fails here, not in the middle of a generation.
-    void* lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    void* lib = rkd_dl::open(name, err, err_len);
     if (lib == nullptr) {
-        copy_message(err, err_len, dlerror());
         return RKD_LOAD_OPEN_FAILED;
     }
     Api a{};
@@ -245,19 +226,13 @@ int32_t rkd_load(const char* name, char* err, size_t err_len, char* path, size_t
         return RKD_LOAD_MISSING_SYMBOL;
     }
     // Snapshots of the KV cache are an optimisation: a runtime without them still serves.
-    a.load_prompt_cache = reinterpret_cast<decltype(a.load_prompt_cache)>(
-        dlsym(lib, "rkllm_load_prompt_cache"));
-    a.release_prompt_cache = reinterpret_cast<decltype(a.release_prompt_cache)>(
-        dlsym(lib, "rkllm_release_prompt_cache"));
+    a.load_prompt_cache =
+        rkd_dl::optional<decltype(a.load_prompt_cache)>(lib, "rkllm_load_prompt_cache");
+    a.release_prompt_cache =
+        rkd_dl::optional<decltype(a.release_prompt_cache)>(lib, "rkllm_release_prompt_cache");
     // LoRA adapters are per model: a runtime without them still serves the base models.
-    a.load_lora = reinterpret_cast<decltype(a.load_lora)>(dlsym(lib, "rkllm_load_lora"));
-    const char* where = name;
-    struct link_map* map = nullptr;
-    if (dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
-        map->l_name[0] != '\0') {
-        where = map->l_name;
-    }
-    copy_message(path, path_len, where);
+    a.load_lora = rkd_dl::optional<decltype(a.load_lora)>(lib, "rkllm_load_lora");
+    rkd_dl::loaded_from(lib, name, path, path_len);
     // Never closed: the runtime starts threads of its own and lives as long as the process.
     api = a;
     return RKD_LOAD_OK;

@@ -12,8 +12,8 @@
 #include <cstring>
 
 #include <dlfcn.h>
-#include <link.h>
 
+#include "../dl.h"
 #include "decls.h"
 
 extern "C" {
@@ -46,6 +46,8 @@ enum {
 
 namespace {
 
+using rkd_dl::resolve;
+
 struct Api {
     void* lib;
     rkd_rknn::Api::init init;
@@ -59,23 +61,6 @@ struct Api {
 };
 
 Api api{};
-
-void copy_message(char* out, size_t out_len, const char* text) {
-    if (out == nullptr || out_len == 0) return;
-    std::snprintf(out, out_len, "%s", text != nullptr ? text : "unknown error");
-}
-
-template <typename F>
-bool resolve(void* lib, const char* name, F& slot, char* err, size_t err_len) {
-    dlerror();
-    void* sym = dlsym(lib, name);
-    if (sym == nullptr) {
-        copy_message(err, err_len, dlerror());
-        return false;
-    }
-    slot = reinterpret_cast<F>(sym);
-    return true;
-}
 
 constexpr uint32_t kMaxOutputs = 8;
 
@@ -93,9 +78,8 @@ enum {
 // the encoder path calls; `path` gets the file the loader chose. Called once per process, before
 // anything else here (the Rust side serialises it and publishes success through a OnceLock).
 int32_t rkd_rknn_load(const char* name, char* err, size_t err_len, char* path, size_t path_len) {
-    void* lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+    void* lib = rkd_dl::open(name, err, err_len);
     if (lib == nullptr) {
-        copy_message(err, err_len, dlerror());
         return RKD_RKNN_LOAD_OPEN_FAILED;
     }
     Api a{};
@@ -112,13 +96,7 @@ int32_t rkd_rknn_load(const char* name, char* err, size_t err_len, char* path, s
         dlclose(lib);
         return RKD_RKNN_LOAD_MISSING_SYMBOL;
     }
-    const char* where = name;
-    struct link_map* map = nullptr;
-    if (dlinfo(lib, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr && map->l_name != nullptr &&
-        map->l_name[0] != '\0') {
-        where = map->l_name;
-    }
-    copy_message(path, path_len, where);
+    rkd_dl::loaded_from(lib, name, path, path_len);
     api = a;  // never closed: contexts live as long as the process may use them
     return RKD_RKNN_LOAD_OK;
 }
