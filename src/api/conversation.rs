@@ -11,9 +11,8 @@ use super::ctx::Ctx;
 use super::error::{echo, ApiError, Flavor};
 use super::images::{self, RequestImages};
 use super::tools::{self, Cost, RequestTools};
-use crate::chat::{Role, SystemRole, ToolFormat, Turn};
+use crate::chat::{PlacedImage, Role, SystemRole, ToolFormat, Turn};
 use crate::engine::{Conversation, Job};
-use crate::vision::image::ImageInput;
 
 /// Longest list of left-out tool names a warning header carries, in bytes.
 const DROPPED_NAMES_MAX_BYTES: usize = 1024;
@@ -87,6 +86,7 @@ fn turns(
             }
             None => return Err(wrong("messages[].role", "a string")),
         };
+        // Ollama's images have no place among the text: they go first (`at` 0).
         let mut turn_images = match m.get("images") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(list)) if flavor == Flavor::Ollama => ollama_images(list, i, images)?,
@@ -125,18 +125,20 @@ fn turns(
     Ok(out)
 }
 
-/// Ollama's `images` of message `i`: base64 strings.
+/// Ollama's `images` of message `i`: base64 strings, placed before the message's text.
 fn ollama_images(
     list: &[Value],
     i: usize,
     images: &mut RequestImages,
-) -> Result<Vec<ImageInput>, ApiError> {
+) -> Result<Vec<PlacedImage>, ApiError> {
     list.iter()
         .enumerate()
         .map(|(j, v)| {
             let field = format!("messages[{i}].images[{j}]");
             match v.as_str() {
-                Some(text) => images.base64(text, &field),
+                Some(text) => images
+                    .base64(text, &field)
+                    .map(|image| PlacedImage { at: 0, image }),
                 None => Err(ApiError::bad_request(
                     Flavor::Ollama,
                     format!("'{field}' must be a base64 string"),
@@ -160,13 +162,14 @@ pub fn check_text(text: &str, flavor: Flavor, field: &str) -> Result<(), ApiErro
     Ok(())
 }
 
-/// The text and the images of message `i`'s content parts. An `image_url` is an object with a
-/// `url` (OpenAI's shape) or, as some clients send it, the URL itself.
+/// The text and the images of message `i`'s content parts: the text parts joined as they
+/// are, each image placed where it came among them. An `image_url` is an object with a `url`
+/// (OpenAI's shape) or, as some clients send it, the URL itself.
 fn content_parts(
     parts: &[Value],
     i: usize,
     images: &mut RequestImages,
-) -> Result<(String, Vec<ImageInput>), ApiError> {
+) -> Result<(String, Vec<PlacedImage>), ApiError> {
     let mut text = String::new();
     let mut found = Vec::new();
     for (j, part) in parts.iter().enumerate() {
@@ -188,7 +191,10 @@ fn content_parts(
                         field.split('[').next(),
                     ));
                 };
-                found.push(images.url(url, &field)?);
+                found.push(PlacedImage {
+                    at: text.len(),
+                    image: images.url(url, &field)?,
+                });
             }
             Some(other) => {
                 return Err(ApiError::bad_request(

@@ -61,9 +61,19 @@ pub struct Turn {
     /// definitions in the family's own format. Unlike the content it is never trimmed, since the
     /// official templates write it verbatim (Llama 3.1's ends with a blank line).
     pub preamble: String,
-    /// The message's images, header-checked and still encoded: a vision model's encoder turns
-    /// them into embeddings placed in this turn (issue #15).
-    pub images: Vec<ImageInput>,
+    /// The message's images in the order the client sent them, header-checked and still
+    /// encoded: a vision model's encoder turns them into embeddings placed in this turn
+    /// (issue #15).
+    pub images: Vec<PlacedImage>,
+}
+
+/// An image of a turn and where it goes: before byte `at` of the turn's content (between the
+/// text parts it was sent between; 0 when the API gives images no place, as Ollama's
+/// `images`). The offsets of a turn's images never decrease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedImage {
+    pub at: usize,
+    pub image: ImageInput,
 }
 
 impl Turn {

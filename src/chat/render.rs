@@ -2,6 +2,7 @@
 
 use super::template::{Reasoning, SystemRole, Template};
 use super::{Role, Turn};
+use crate::runtime::IMAGE_PLACEHOLDER;
 
 const THINK_OPEN: &str = "<think>";
 const THINK_CLOSE: &str = "</think>";
@@ -151,10 +152,7 @@ impl Template {
                 }
                 (&self.system, self.trimmed(&turn.content).to_owned())
             }
-            Role::User => (
-                &self.user,
-                user_content(&turn.images, self.trimmed(&turn.content)),
-            ),
+            Role::User => (&self.user, self.user_content(turn)),
             Role::Assistant => (&self.assistant, self.assistant_content(turn, at)),
             Role::Tool => (&self.tool, self.tool_content(&turn.content)),
         };
@@ -181,6 +179,29 @@ impl Template {
         }
     }
 
+    /// A user turn's text with one image placeholder where each image was sent among its
+    /// text: the runtime puts each image's embeddings there. An image placed in whitespace
+    /// that trimming drops goes to that edge of the text.
+    fn user_content(&self, turn: &Turn) -> String {
+        let text = self.trimmed(&turn.content);
+        let start = turn.content.len() - turn.content.trim_start().len();
+        let start = if self.trim_content { start } else { 0 };
+        let mut out =
+            String::with_capacity(text.len() + turn.images.len() * IMAGE_PLACEHOLDER.len());
+        let mut done = 0;
+        for placed in &turn.images {
+            let mut at = placed.at.saturating_sub(start).clamp(done, text.len());
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+            out.push_str(&text[done..at]);
+            out.push_str(IMAGE_PLACEHOLDER);
+            done = at;
+        }
+        out.push_str(&text[done..]);
+        out
+    }
+
     fn assistant_content(&self, turn: &Turn, at: &Position<'_>) -> String {
         let content = turn.content.as_str();
         let kept = match self.reasoning {
@@ -201,15 +222,6 @@ impl Template {
             self.trimmed(content).to_owned()
         }
     }
-}
-
-/// A user turn's text with one image placeholder per image before it: the runtime puts each
-/// image's embeddings there. Clients' content parts do not tell where text and images
-/// interleave once joined, so the images go first, as upstream's multimodal demo writes them.
-fn user_content(images: &[crate::vision::image::ImageInput], text: &str) -> String {
-    let mut out = crate::runtime::IMAGE_PLACEHOLDER.repeat(images.len());
-    out.push_str(text);
-    out
 }
 
 /// A user turn that asks something: Qwen3 does not count a user turn that only carries tool

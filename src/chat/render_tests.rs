@@ -373,16 +373,22 @@ fn a_preamble_is_written_untrimmed_before_the_content_and_folds_with_it() {
     );
 }
 
+fn image_at(at: usize) -> crate::chat::PlacedImage {
+    crate::chat::PlacedImage {
+        at,
+        image: crate::vision::image::ImageInput {
+            bytes: std::sync::Arc::from(&b"x"[..]),
+            format: crate::vision::image::ImageFormat::Png,
+            width: 1,
+            height: 1,
+        },
+    }
+}
+
 #[test]
-fn a_user_turns_images_are_placed_before_its_text() {
-    let image = crate::vision::image::ImageInput {
-        bytes: std::sync::Arc::from(&b"x"[..]),
-        format: crate::vision::image::ImageFormat::Png,
-        width: 1,
-        height: 1,
-    };
+fn images_placed_before_the_text_go_first() {
     let mut first = user("What is this?");
-    first.images = vec![image.clone(), image];
+    first.images = vec![image_at(0), image_at(0)];
     let r = preset("qwen2").render(&[first, asst("Cats."), user("And?")], None);
     // The first piece carries the default system prompt too.
     assert!(
@@ -391,4 +397,35 @@ fn a_user_turns_images_are_placed_before_its_text() {
         r.pieces[0]
     );
     assert_eq!(r.pieces[2], "<|im_start|>user\nAnd?<|im_end|>\n");
+}
+
+#[test]
+fn images_keep_their_place_among_the_text() {
+    // Parts [text "Compare", image, text "with", image].
+    let mut turn = user("Comparewith");
+    turn.images = vec![image_at(7), image_at(11)];
+    let r = preset("qwen2").render(&[sys("S"), turn], None);
+    assert_eq!(
+        r.pieces[1],
+        "<|im_start|>user\nCompare<image>with<image><|im_end|>\n"
+    );
+}
+
+#[test]
+fn images_in_trimmed_whitespace_go_to_the_texts_edge() {
+    // Parts [text " ", image, text " Compare ", image, image, text " "]: llama3 trims content.
+    let mut turn = user("  Compare  ");
+    turn.images = vec![image_at(1), image_at(10), image_at(10)];
+    let r = preset("llama3").render(&[sys("S"), turn.clone()], None);
+    assert_eq!(
+        r.pieces[1],
+        "<|start_header_id|>user<|end_header_id|>\n\n<image>Compare<image><image><|eot_id|>"
+    );
+    // Inside the text, after the trimmed leading whitespace.
+    turn.images = vec![image_at(5)];
+    let r = preset("llama3").render(&[sys("S"), turn], None);
+    assert_eq!(
+        r.pieces[1],
+        "<|start_header_id|>user<|end_header_id|>\n\nCom<image>pare<|eot_id|>"
+    );
 }

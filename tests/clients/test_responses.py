@@ -3,6 +3,7 @@ official SDK: every body and every streamed event is validated with jsonschema a
 `Response` and `ResponseStreamEvent` schemas vendored in schemas/ (see the file's $comment),
 and `client.responses.create(...)` runs plain, streamed and with tools, over the Unix socket
 (an httpx transport) and over TCP."""
+import base64
 import json
 import os
 
@@ -12,7 +13,7 @@ import openai
 import pytest
 from openai.types.responses import Response
 
-from daemon import Daemon
+from daemon import Daemon, multimodal_runs, png, vision  # noqa: F401  (vision: a pytest fixture)
 
 SCHEMAS = os.path.join(os.path.dirname(__file__), "schemas", "openai-responses.json")
 
@@ -162,3 +163,18 @@ def test_the_sdk_sees_previous_response_id_refused(qwen):
     with pytest.raises(openai.BadRequestError) as e:
         client.responses.create(model="m", input="hi", previous_response_id="resp_1")
     assert "keeps no responses" in e.value.message
+
+
+def test_the_sdk_sends_an_input_image(vision):  # noqa: F811
+    client = clients(vision)["unix"]
+    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    raw = client.responses.with_raw_response.create(model="vision-demo", max_output_tokens=4, input=[{
+        "role": "user",
+        "content": [{"type": "input_text", "text": "What is in this image?"},
+                    {"type": "input_image", "image_url": url, "detail": "auto"}]}])
+    check(RESPONSE, json.loads(raw.text))
+    r = raw.parse()
+    assert isinstance(r, Response)
+    assert r.output_text
+    runs = multimodal_runs(vision)
+    assert [(r["n_image"], r["embed"]) for r in runs] == [(1, 196 * 1536)]

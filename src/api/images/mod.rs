@@ -145,7 +145,8 @@ pub fn check_accepted(ctx: &Ctx<'_>, turns: &[Turn], flavor: Flavor) -> Result<(
 }
 
 /// The images of a conversation for a model that takes them, in the order the rendered prompt
-/// places them (each user turn's before its text, see `chat::render`). Only user turns carry
+/// places them (each user turn's where the client sent it among its text, see
+/// `chat::render`). Only user turns carry
 /// images into the prompt, and only when rkllmd renders it: the runtime's own template sees
 /// one input per run, with no place for earlier turns' images.
 pub fn in_prompt_order(
@@ -192,7 +193,7 @@ pub fn in_prompt_order(
     }
     Ok(turns
         .iter()
-        .flat_map(|t| t.images.iter().cloned())
+        .flat_map(|t| t.images.iter().map(|p| p.image.clone()))
         .collect())
 }
 

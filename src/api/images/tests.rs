@@ -122,3 +122,55 @@ fn images_are_counted_over_the_whole_request() {
         err.message
     );
 }
+
+/// Message 0's turn of an OpenAI chat request.
+fn openai_turn(content: serde_json::Value) -> Turn {
+    let messages = [serde_json::json!({"role": "user", "content": content})];
+    let turns = crate::api::conversation::openai_turns(
+        &messages,
+        crate::chat::ToolFormat::Hermes,
+        &mut images(),
+    )
+    .unwrap();
+    turns.into_iter().next().unwrap()
+}
+
+#[test]
+fn content_parts_keep_each_images_place_among_the_text() {
+    let url = format!("data:image/png;base64,{}", png_base64());
+    let turn = openai_turn(serde_json::json!([
+        {"type": "text", "text": "Compare"},
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": "with"},
+        {"type": "image_url", "image_url": url},
+    ]));
+    // The text parts joined as they are; each image at the length of the text before it.
+    assert_eq!(turn.content, "Comparewith");
+    let at: Vec<usize> = turn.images.iter().map(|p| p.at).collect();
+    assert_eq!(at, [7, 11]);
+    assert_eq!(
+        (turn.images[0].image.width, turn.images[0].image.height),
+        (3, 2)
+    );
+    let first = openai_turn(serde_json::json!([
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "text", "text": "What is this?"},
+    ]));
+    assert_eq!(first.images[0].at, 0);
+}
+
+#[test]
+fn ollama_images_go_before_the_text() {
+    let messages = [serde_json::json!(
+        {"role": "user", "content": "Compare these.", "images": [png_base64(), png_base64()]}
+    )];
+    let mut images = RequestImages::new(ImageLimits::default(), Flavor::Ollama);
+    let turns = crate::api::conversation::ollama_turns(
+        &messages,
+        crate::chat::ToolFormat::Hermes,
+        &mut images,
+    )
+    .unwrap();
+    let at: Vec<usize> = turns[0].images.iter().map(|p| p.at).collect();
+    assert_eq!(at, [0, 0]);
+}

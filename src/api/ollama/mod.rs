@@ -19,7 +19,7 @@ use super::output::OutputFilter;
 use super::params::{check_model, parse_json, Fields, GenParams, SamplingRequest, WARNING_HEADER};
 use super::reply::Reply;
 use super::tools::ToolCallParser;
-use crate::chat::{Role, Turn};
+use crate::chat::{PlacedImage, Role, Turn};
 use std::time::Duration;
 
 use crate::engine::{EngineError, Job, KeepAlive, State};
@@ -94,12 +94,16 @@ pub fn generate(req: &Request, ctx: &Ctx<'_>, job_id: u64) -> Result<Reply, ApiE
     // templates itself (the runtime's own template is then off).
     let raw = f.bool("raw")?.unwrap_or(false);
     let mut user = Turn::new(Role::User, prompt);
-    user.images = prompt_images;
+    // Before the prompt, as upstream's multimodal demo writes its prompts.
+    user.images = prompt_images
+        .into_iter()
+        .map(|image| PlacedImage { at: 0, image })
+        .collect();
     images::check_accepted(ctx, std::slice::from_ref(&user), FLAVOR)?;
     let job = if raw && ctx.template.is_some() {
         // A raw prompt places its images itself, with one '<image>' each.
         let mut job = Job::new(job_id, prompt);
-        job.set_images(user.images);
+        job.set_images(user.images.into_iter().map(|p| p.image).collect());
         job
     } else {
         let mut turns = Vec::with_capacity(2);
