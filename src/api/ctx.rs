@@ -135,13 +135,13 @@ impl<'a> Ctx<'a> {
                 || requested.strip_suffix(":latest") == Some(self.model_name))
     }
 
-    /// Whether the model of this view takes images: it has a vision encoder beside it. A
+    /// Whether the model of this view takes images: it has a vision encoder (`ModelVision`). A
     /// request with images for another is refused with a 400 naming the model instead of the
     /// images being dropped unseen.
     pub fn accepts_images(&self) -> bool {
         self.catalog
             .get(self.model)
-            .is_some_and(|m| m.encoder.is_some())
+            .is_some_and(|m| m.vision.is_some())
     }
 
     /// How urgent a request is: one that streams has someone watching it.

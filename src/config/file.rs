@@ -33,6 +33,11 @@ pub(super) enum SectionKey {
     /// `lora = NAME PATH [SCALE]`: an adapter the model runs with when a request names
     /// `MODEL:NAME`.
     Lora,
+    /// `vision-encoder`, `image-family`, `image-tags`, `image-size` (`config::vision`).
+    VisionEncoder,
+    ImageFamily,
+    ImageTags,
+    ImageSize,
 }
 
 #[derive(Clone, Debug)]
@@ -111,17 +116,26 @@ pub(super) fn parse_text(path: &Path, text: &str) -> Result<Parsed, ConfigError>
         if name.is_empty() {
             return Err(syntax("missing key before '='"));
         }
-        let value = unquote(value.trim()).map_err(syntax)?;
+        let spelled = name.replace('_', "-");
+        // Its three tags may each be quoted: kept as written, for `config::vision`.
+        let value = if spelled == "image-tags" && !parsed.sections.is_empty() {
+            strip_comment(value.trim(), true).to_owned()
+        } else {
+            unquote(value.trim()).map_err(syntax)?
+        };
         let unknown = || ConfigError::UnknownKey {
             path: path.to_owned(),
             line,
             key: name.to_owned(),
         };
-        let spelled = name.replace('_', "-");
         if let Some(section) = parsed.sections.last_mut() {
             let key = match spelled.as_str() {
                 "alias" => SectionKey::Alias,
                 "lora" => SectionKey::Lora,
+                "vision-encoder" => SectionKey::VisionEncoder,
+                "image-family" => SectionKey::ImageFamily,
+                "image-tags" => SectionKey::ImageTags,
+                "image-size" => SectionKey::ImageSize,
                 _ => match options::by_name(&spelled).filter(|o| o.in_file()) {
                     Some(opt) if opt.per_model() => SectionKey::Setting(opt.key),
                     Some(_) => {
@@ -184,14 +198,25 @@ fn unquote(value: &str) -> Result<String, &'static str> {
             return Ok(content.to_owned());
         }
     }
+    Ok(strip_comment(value, false).to_owned())
+}
+
+/// `value` up to a `#` at its start or after whitespace; with `quoted_words`, not within a
+/// quoted word (`image-tags`).
+fn strip_comment(value: &str, quoted_words: bool) -> &str {
     let mut prev_is_space = true;
+    let mut quote = None;
     for (i, c) in value.char_indices() {
-        if c == '#' && prev_is_space {
-            return Ok(value[..i].trim_end().to_owned());
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '#' && prev_is_space => return value[..i].trim_end(),
+            None if quoted_words && prev_is_space && (c == '"' || c == '\'') => quote = Some(c),
+            None => {}
         }
         prev_is_space = c.is_whitespace();
     }
-    Ok(value.to_owned())
+    value
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ mod secret;
 mod settings;
 mod template;
 mod values;
+mod vision;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ pub use help::help;
 pub use reload::{needs_restart, Rereader};
 pub use secret::ApiKey;
 pub use template::ChatTemplate;
+pub use vision::{EncoderSetting, VisionSettings};
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG: &str = "/etc/rkllmd/rkllmd.conf";
@@ -112,6 +114,8 @@ pub struct ModelEntry {
     pub adapters: Vec<crate::models::Adapter>,
     pub params: ModelParams,
     pub chat_template: ChatTemplate,
+    /// Its section's vision keys (`vision-encoder`, `image-family`, ...).
+    pub vision: VisionSettings,
 }
 
 impl ModelEntry {
@@ -124,6 +128,7 @@ impl ModelEntry {
             adapters: Vec::new(),
             params: cfg.model_params(),
             chat_template: cfg.chat_template.clone(),
+            vision: VisionSettings::default(),
         }
     }
 }

@@ -321,6 +321,7 @@ impl Draft {
             own.sections = Vec::new();
             let mut aliases = Vec::new();
             let mut adapters: Vec<crate::models::Adapter> = Vec::new();
+            let mut vision = super::VisionSettings::default();
             let section = self.sections.iter().filter(|s| s.model == name);
             for e in section.flat_map(|s| &s.entries) {
                 let invalid = |expected| ConfigError::InvalidValue {
@@ -348,6 +349,21 @@ impl Draft {
                             ));
                         }
                         adapters.push(adapter);
+                    }
+                    SectionKey::VisionEncoder => {
+                        vision.encoder =
+                            super::vision::encoder(&e.value, &path).map_err(invalid)?;
+                    }
+                    SectionKey::ImageFamily => {
+                        vision.family =
+                            Some(super::vision::image_family(&e.value).map_err(invalid)?);
+                    }
+                    SectionKey::ImageTags => {
+                        vision.tags = Some(super::vision::image_tags(&e.value).map_err(invalid)?);
+                    }
+                    SectionKey::ImageSize => {
+                        vision.image_size =
+                            Some(super::vision::image_size(&e.value).map_err(invalid)?);
                     }
                     SectionKey::Alias => {
                         let alias = values::model_alias(&e.value).map_err(invalid)?;
@@ -381,6 +397,7 @@ impl Draft {
                 adapters,
                 params: own.config.model_params(),
                 chat_template,
+                vision,
             });
         }
         Ok(entries)

@@ -1,5 +1,6 @@
 //! Every model served: its file, whether it fits in the memory available (one is resident at a
-//! time, so each must fit alone), and the chat template it would be rendered with.
+//! time, so each must fit alone), the chat template it would be rendered with, and for a vision
+//! model its encoder and image tags.
 
 use super::memory;
 use super::report::Finding;
@@ -37,7 +38,12 @@ pub fn check(root: &Root, cfg: &Config) -> Vec<Finding> {
             ),
         };
         out.push(named(memory));
-        out.push(named(template(&Model::read(entry))));
+        let model = Model::read(entry);
+        out.push(named(template(&model)));
+        if let Some(v) = &model.vision {
+            // What its images would run with: the encoder and the family's tags.
+            out.push(named(Finding::ok("vision", v.describe())));
+        }
     }
     out
 }

@@ -25,6 +25,7 @@ mod runtime_history;
 mod runtime_tools;
 mod snapshots;
 mod utf8;
+mod vision;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,6 +51,7 @@ pub use queue::MAX_PUSH_BACKS;
 pub use residents::{Eviction, Resident};
 pub use snapshots::SnapshotConfig;
 pub use utf8::Utf8Assembler;
+pub use vision::{Vision, VisionLoad};
 
 use crate::runtime::{self, AbortHandle, InitConfig};
 use job::WorkerMsg;
@@ -90,25 +92,6 @@ pub struct EngineConfig {
     pub vision: Vision,
 }
 
-/// What the inference thread needs to run vision encoders (for models with one,
-/// `ModelLoad::encoder`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Vision {
-    /// `rknn-runtime-library`: loaded when the first encoder opens.
-    pub library: std::path::PathBuf,
-    /// The decode limits (the pixel count is checked again on the real image).
-    pub limits: crate::vision::image::ImageLimits,
-}
-
-impl Default for Vision {
-    fn default() -> Vision {
-        Vision {
-            library: crate::runtime::rknn::DEFAULT_LIBRARY.into(),
-            limits: crate::vision::image::ImageLimits::default(),
-        }
-    }
-}
-
 /// What decides which models stay resident (see `residents`).
 #[derive(Clone, Debug)]
 pub struct Residency {
@@ -145,8 +128,8 @@ pub struct ModelLoad {
     /// Its context, token cap, sampling and IOMMU domain (its config section's, else the
     /// daemon's); `None`: `EngineConfig::init`'s.
     pub params: Option<crate::runtime::ModelParams>,
-    /// Its vision encoder (`.rknn`), opened with the model: a vision model then.
-    pub encoder: Option<std::path::PathBuf>,
+    /// Its vision encoder and image tags, opened with the model: a vision model then.
+    pub vision: Option<VisionLoad>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,7 +204,7 @@ impl Engine {
                 raw_template: cfg.raw_template,
                 adapters: Vec::new(),
                 params: None,
-                encoder: None,
+                vision: None,
             }]
         } else {
             cfg.models.clone()

@@ -92,7 +92,7 @@ mod tests {
                 sampling: crate::runtime::Sampling::default(),
                 base_domain_id: 0,
             }),
-            encoder: None,
+            vision: None,
         }
     }
 

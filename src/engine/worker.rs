@@ -31,7 +31,7 @@ use super::EngineError;
 use super::{AdapterId, ModelId};
 use crate::board::Root;
 use crate::memory;
-use crate::runtime::{AbortHandle, Capabilities, ImageTags, InitConfig, Role, Runtime};
+use crate::runtime::{AbortHandle, Capabilities, InitConfig, Role, Runtime};
 
 /// What the runtime's own chat template may add around a prompt, in bytes, when it applies
 /// it: a default system prompt and the turn markers (Qwen's are about 120 bytes). Only for
@@ -308,10 +308,9 @@ impl Host {
         init.base_domain_id = init
             .base_domain_id
             .saturating_add(i32::try_from(slot).unwrap_or(i32::MAX));
-        if spec.as_ref().is_some_and(|m| m.encoder.is_some()) {
-            // The family's tags: Qwen2-VL's, the one family whose pairs upstream publishes for
-            // this runtime's demo (a per-model setting is for later families).
-            init.image_tags = Some(ImageTags::qwen2_vl());
+        if let Some(v) = spec.as_ref().and_then(|m| m.vision.as_ref()) {
+            // Its family's tags (`models::ModelVision`).
+            init.image_tags = Some(v.tags.clone());
         }
         let mut runtime = Runtime::init(&init)?;
         if raw_template {
@@ -321,8 +320,8 @@ impl Host {
         let name = spec.as_ref().map_or_else(String::new, |m| m.name.clone());
         let vision = spec
             .as_ref()
-            .and_then(|m| m.encoder.as_deref())
-            .map(|encoder| image_run::Vision::open(&name, &self.cfg.vision, encoder));
+            .and_then(|m| m.vision.as_ref())
+            .map(|v| image_run::Vision::open(&name, &self.cfg.vision, v));
         let adapters = spec.as_ref().map_or(&[][..], |m| m.adapters.as_slice());
         let loras = lora::Loaded::load_all(&name, adapters, |a| {
             runtime.load_lora(&a.path, &a.name, a.scale)

@@ -4,10 +4,12 @@
 //! A model's LoRA adapters (`adapters.rs`) are selected as `MODEL:ADAPTER`.
 
 mod adapters;
+mod vision;
 
 use std::path::{Path, PathBuf};
 
 pub use adapters::{Adapter, AdapterId, LATEST};
+pub use vision::{encoder_beside, ModelVision, TagsChosen};
 
 use crate::chat::{self, Template};
 use crate::config::{ChatTemplate, Config, ModelEntry};
@@ -29,8 +31,8 @@ pub struct Model {
     pub aliases: Vec<String>,
     /// What it is loaded with: context, token cap, sampling, IOMMU domain.
     pub params: ModelParams,
-    /// Its vision encoder (a `.rknn` model beside it, `encoder_beside`): a vision model then.
-    pub encoder: Option<PathBuf>,
+    /// Its vision encoder and image tags (`vision.rs`): a vision model then.
+    pub vision: Option<ModelVision>,
 }
 
 /// What a request's `model` names: a model, and maybe one of its adapters.
@@ -108,6 +110,7 @@ impl Catalog {
                     adapters: Vec::new(),
                     params: m.params,
                     chat_template: ChatTemplate::Runtime,
+                    vision: Default::default(),
                 },
                 file: None,
             })
@@ -278,7 +281,7 @@ impl Catalog {
                 raw_template: self.raw_template(id),
                 adapters: m.adapters.clone(),
                 params: Some(m.params),
-                encoder: m.encoder.clone(),
+                vision: m.vision.as_ref().map(|v| v.load.clone()),
             })
             .collect()
     }
@@ -290,33 +293,21 @@ impl Model {
     pub fn read(entry: &ModelEntry) -> Model {
         let architecture = chat::architecture(&entry.path);
         let template = resolve_template(&entry.chat_template, &entry.path, architecture.as_deref());
-        let encoder = encoder_beside(&entry.path);
-        if let Some(e) = &encoder {
-            log::info!(
-                "model '{}' has a vision encoder: {}",
-                entry.name,
-                e.display()
-            );
+        let vision = ModelVision::of(entry);
+        if let Some(v) = &vision {
+            log::info!("model '{}' is a vision model: {}", entry.name, v.describe());
         }
         Model {
             name: entry.name.clone(),
             path: entry.path.clone(),
             architecture,
             template,
-            encoder,
+            vision,
             adapters: adapters::configured_then_beside(&entry.adapters, &entry.path),
             aliases: entry.aliases.clone(),
             params: entry.params,
         }
     }
-}
-
-/// A vision model's encoder: the file beside the model with the same stem and the `.rknn`
-/// extension (`qwen2-vl-2b.rkllm` and `qwen2-vl-2b.rknn`), as Rockchip's toolkits produce the
-/// pair; found without any setting.
-pub fn encoder_beside(model: &Path) -> Option<PathBuf> {
-    let encoder = model.with_extension("rknn");
-    (encoder != model && encoder.is_file()).then_some(encoder)
 }
 
 /// The chat template a model is rendered with; `None` leaves templating to the runtime.
@@ -371,7 +362,7 @@ mod tests {
             adapters: Vec::new(),
             aliases: Vec::new(),
             params: Config::default().model_params(),
-            encoder: None,
+            vision: None,
         }
     }
 

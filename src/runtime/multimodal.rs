@@ -4,7 +4,8 @@
 //! As upstream's demo does it (rknn-llm, `examples/multimodal_model_demo/deploy/src/main.cpp`):
 //! the prompt holds `<image>` where each image goes; the runtime puts the model's image tags
 //! around each image's embeddings there. The tags belong to the model family (Qwen2-VL:
-//! `<|vision_start|>`, `<|vision_end|>`, `<|image_pad|>`); ABI 1.2 takes them once, at
+//! `<|vision_start|>`, `<|vision_end|>`, `<|image_pad|>`; the others in `vision::family`, chosen
+//! per model by `models::ModelVision`); ABI 1.2 takes them once, at
 //! `rkllm_init`, ABI 1.3 with every run, so they live in `InitConfig` and the `Runtime` passes
 //! them on.
 
@@ -12,7 +13,9 @@ use std::ffi::CString;
 
 use super::error::RuntimeError;
 
-/// Where each image goes in a multimodal prompt: the runtime replaces it with the image.
+/// Where each image goes in a multimodal prompt: the runtime replaces it with the image. The same
+/// for every family: upstream's demo prompts write it so, and so does a third-party RKLLM API
+/// server's model table for each family it lists.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
 
 /// A vision model family's image tags, around and inside each image's positions.

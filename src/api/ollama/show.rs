@@ -62,11 +62,11 @@ pub fn show(req: &Request, ctx: &Ctx<'_>) -> Result<FullResponse, ApiError> {
     ))
 }
 
-/// The model has a vision encoder beside it (`models::encoder_beside`).
+/// The model has a vision encoder (`models::ModelVision`: beside it or `vision-encoder`).
 fn has_encoder(ctx: &Ctx<'_>) -> bool {
     ctx.catalog
         .get(ctx.model)
-        .is_some_and(|m| m.encoder.is_some())
+        .is_some_and(|m| m.vision.is_some())
 }
 
 /// What the served model can be asked for. Every template rkllmd renders writes tool

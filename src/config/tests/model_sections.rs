@@ -2,7 +2,8 @@
 //! mistakes refused with their line.
 
 use super::{fail, run, Scratch};
-use crate::config::ChatTemplate;
+use crate::config::{ChatTemplate, EncoderSetting};
+use crate::vision::family::Family;
 
 /// A models directory with `a.rkllm` and `b.rkllm`, and a config file with `text`.
 fn two_models(text: &str) -> (Scratch, String, String) {
@@ -62,6 +63,27 @@ fn a_section_wins_over_the_command_line() {
 }
 
 #[test]
+fn a_section_sets_the_models_vision() {
+    let (s, conf, dir) = two_models(
+        "[model a]\nvision-encoder = enc.rknn\nimage-family = internvl3\n\
+         image-tags = \"\" '' \"<pad one>\" # the pad\nimage-size = 448x448\n\
+         [model b]\nvision_encoder = none\n",
+    );
+    s.write("enc.rknn", "encoder");
+    let c = run(&["--config", &conf, "--models-dir", &dir], &s.env());
+    let (a, b) = (&c.catalog[0].vision, &c.catalog[1].vision);
+    assert_eq!(a.encoder, EncoderSetting::File(s.path("enc.rknn").into()));
+    assert_eq!(a.family, Some(Family::InternVl3));
+    assert_eq!(
+        a.tags,
+        Some(["".to_owned(), "".to_owned(), "<pad one>".to_owned()])
+    );
+    assert_eq!(a.image_size, Some((448, 448)));
+    assert_eq!(b.encoder, EncoderSetting::Off);
+    assert_eq!((b.family, &b.tags, b.image_size), (None, &None, None));
+}
+
+#[test]
 fn mistakes_in_sections_are_refused_with_their_line() {
     let cases = [
         (
@@ -85,6 +107,23 @@ fn mistakes_in_sections_are_refused_with_their_line() {
             "line 2: invalid value 'x x.rkllm' for lora",
         ),
         ("[model a]\nloras = x\n", "line 2: unknown key 'loras'"),
+        (
+            "[model a]\n\nvision-encoder = enc/missing.rknn\n",
+            "line 3: invalid value 'enc/missing.rknn' for vision-encoder",
+        ),
+        (
+            "[model a]\nimage-family = llava\n",
+            "line 2: invalid value 'llava' for image-family",
+        ),
+        (
+            "[model a]\nimage-tags = <img> </img>\n",
+            "line 2: invalid value '<img> </img>' for image-tags",
+        ),
+        (
+            "[model a]\nimage-size = 392\n",
+            "line 2: invalid value '392' for image-size",
+        ),
+        ("image-size = 392x392\n", "line 1: unknown key 'image-size'"),
         (
             "[model a]\nqueue-size = 2\n",
             "line 2: 'queue-size' cannot be set per model",

@@ -33,18 +33,32 @@ pub(super) struct Vision {
 type Kept = (Arc<[u8]>, Arc<[f32]>);
 
 impl Vision {
-    /// Opens `encoder`; a failure is logged and kept, so the model still serves text.
+    /// Opens the model's encoder; a failure, or an input size other than its `image-size`,
+    /// is logged and kept, so the model still serves text.
     pub(super) fn open(
         model: &str,
         cfg: &crate::engine::Vision,
-        encoder: &std::path::Path,
+        vision: &crate::engine::VisionLoad,
     ) -> Vision {
-        let encoder = Encoder::open(&cfg.library, encoder, CoreMask::AUTO).map_err(|e| {
+        let encoder = match Encoder::open(&cfg.library, &vision.encoder, CoreMask::AUTO) {
+            Err(e) => Err((
+                format!("the vision encoder did not open ({e})"),
+                e.to_string(),
+            )),
+            Ok(encoder) => match (encoder.input_size(), vision.image_size) {
+                ((ew, eh), Some((w, h))) if (ew, eh) != (w, h) => {
+                    let reason = format!("it takes {ew}x{eh} images but image-size says {w}x{h}");
+                    Err((format!("the vision encoder is refused: {reason}"), reason))
+                }
+                _ => Ok(encoder),
+            },
+        };
+        let encoder = encoder.map_err(|(logged, reason)| {
             log::error!(
-                "model '{model}': the vision encoder did not open ({e}); its requests with \
-                 images fail, text requests are served"
+                "model '{model}': {logged}; its requests with images fail, text requests are \
+                 served"
             );
-            e.to_string()
+            reason
         });
         Vision {
             encoder,

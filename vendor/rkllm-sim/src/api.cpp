@@ -524,6 +524,7 @@ int rkllm_init(LLMHandle* handle, RKLLMParam* param, LLMResultCallback callback)
         s.callback = callback;
         if (param->img_start != nullptr) s.img_start = param->img_start;
         if (param->img_end != nullptr) s.img_end = param->img_end;
+        if (param->img_content != nullptr) s.img_content = param->img_content;
 #endif
         const String name = model.name;
         const int64_t memory_mb = model.npu_memory_mb;

@@ -38,9 +38,11 @@ struct InitSettings {
     Sampling sampling;
     bool ignore_eos = false;
 #if RKLLM_SIM_ABI_MINOR < 3
-    // RKLLMParam.img_start / img_end (1.2 sets the image tags once, at init; 1.3 per run).
+    // RKLLMParam.img_start / img_end / img_content (1.2 sets the image tags once, at init; 1.3
+    // per run).
     String img_start;
     String img_end;
+    String img_content;
 #endif
 #if RKLLM_SIM_ABI_MINOR >= 3
     // The caller's struct itself, read at every callback: the runtime keeps the pointer given to

@@ -53,6 +53,7 @@ bool Handle::take_images(const RKLLMMultiModalInput& mm, RunRequest& req) const 
     const size_t n_tokens = mm.n_image_tokens;
     const String start = settings_.img_start;
     const String end = settings_.img_end;
+    const String content = settings_.img_content;
     const size_t width = mm.image_width;
     const size_t height = mm.image_height;
 #endif
@@ -68,11 +69,9 @@ bool Handle::take_images(const RKLLMMultiModalInput& mm, RunRequest& req) const 
                 .num("embed_dim", static_cast<int64_t>(dim))
                 .num("placeholders", static_cast<int64_t>(placeholders))
                 .str("image_start", start)
-                .str("image_end", end);
-#if RKLLM_SIM_ABI_MINOR >= 3
-            j.str("image_content", content);
-#endif
-            j.num("image_width", static_cast<int64_t>(width))
+                .str("image_end", end)
+                .str("image_content", content)
+                .num("image_width", static_cast<int64_t>(width))
                 .num("image_height", static_cast<int64_t>(height));
             trace_write(trace_path_, j.finish());
         } catch (const std::exception&) {  // tracing never fails a run
