@@ -107,7 +107,7 @@ fuzz_target!(|data: &[u8]| {
             sampling: Sampling::default(),
             base_domain_id: 0,
         },
-        encoder: None,
+        vision: None,
     }]);
     let ctx = Ctx {
         catalog: &catalog,

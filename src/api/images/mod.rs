@@ -127,9 +127,9 @@ fn data_url_payload(url: &str) -> Option<&str> {
         .map(|_| data)
 }
 
-/// Refuses a request with images for a model that takes none. No model does until the engine
-/// runs vision encoders (issue #15): the images are checked first, so a client still learns
-/// what was wrong with an image, then this names the model.
+/// Refuses a request with images for a model that takes none (no vision encoder): the images
+/// are checked first, so a client still learns what was wrong with an image, then this names
+/// the model.
 pub fn check_accepted(ctx: &Ctx<'_>, turns: &[Turn], flavor: Flavor) -> Result<(), ApiError> {
     if turns.iter().all(|t| t.images.is_empty()) || ctx.accepts_images() {
         return Ok(());
