@@ -2,12 +2,15 @@
 //! daemon and the shipped vision pair (`vision-demo.rkllm` with its `.rknn`): images keep their
 //! place among a message's text parts, the Responses API's `input_image` runs end to end, and
 //! under the runtime's own chat template a request with images is refused before it queues.
+//! curl, the client people try first, sends images to both APIs.
 
 mod common;
 
 use common::client::{sse_data, Response};
 use common::images::{b64, data_url, png};
 use common::{repo_path, Daemon};
+use std::process::Command;
+
 use serde_json::{json, Value};
 
 const MODEL: &str = "vendor/rkllm-sim/models/vision-demo.rkllm";
@@ -214,4 +217,72 @@ fn under_the_runtimes_template_images_are_a_400_before_queueing_and_text_works()
     assert_eq!(run.len(), 1, "{run:?}");
     assert_eq!(run[0]["input_type"], "prompt");
     assert_eq!(run[0]["prompt"], "Hello");
+}
+
+/// Posts `body` with the curl binary over the daemon's socket, the body from a file as a user
+/// would send a large one (`--data-binary @file`), and returns the answer's JSON. curl comes
+/// with scripts/test-all's Debian packages; without it the test fails, naming it.
+fn curl_post(d: &Daemon, path: &str, body: &Value) -> Value {
+    let file = d.dir.path().join("curl-body.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--unix-socket"])
+        .arg(&d.socket)
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .unwrap_or_else(|e| panic!("this test runs curl (apt-get install curl): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl {path}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("curl {path}: {e}: {stdout}"))
+}
+
+#[test]
+fn curl_sends_images_to_both_apis() {
+    let d = daemon("vision-req-curl");
+    let body = json!({
+        "model": "vision-demo",
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in this image?"},
+            {"type": "image_url", "image_url": {"url": data_url(&picture(7))}}
+        ]}]
+    });
+    let v = curl_post(&d, "/v1/chat/completions", &body);
+    let text = v["choices"][0]["message"]["content"].as_str().unwrap_or("");
+    assert!(!text.is_empty(), "{v}");
+    let prompt = last_multimodal_prompt(&d, 1);
+    assert!(
+        prompt.contains("What is in this image?<image>"),
+        "{prompt:?}"
+    );
+
+    let body = json!({
+        "model": "vision-demo",
+        "stream": false,
+        "options": {"num_predict": 8},
+        "prompt": "Describe it.",
+        "images": [b64(&picture(8))]
+    });
+    let v = curl_post(&d, "/api/generate", &body);
+    assert_eq!(v["done"], true, "{v}");
+    assert!(!v["response"].as_str().unwrap_or("").is_empty(), "{v}");
+    let prompt = last_multimodal_prompt(&d, 1);
+    assert!(prompt.contains("<image>Describe it."), "{prompt:?}");
+
+    // The same model still answers text.
+    let body = json!({"model": "vision-demo", "max_tokens": 4,
+                      "messages": [{"role": "user", "content": "Hi"}]});
+    let v = curl_post(&d, "/v1/chat/completions", &body);
+    assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    assert_eq!(
+        d.trace_of("rkllm_run").last().unwrap()["input_type"],
+        "prompt"
+    );
 }

@@ -59,7 +59,9 @@ impl fmt::Display for HttpError {
             }
             HttpError::BodyTooLarge { length, limit } => write!(
                 f,
-                "the request body of {length} bytes is larger than the limit of {limit} bytes"
+                "the request body of {length} bytes is larger than the limit of {limit} bytes \
+                 (the daemon's max-body-bytes; an image sent base64 takes a third more than its \
+                 file)"
             ),
             HttpError::Malformed { reason } => write!(f, "the request is malformed: {reason}"),
             HttpError::InvalidHeaderValue { name } => {
@@ -157,7 +159,8 @@ mod tests {
                 limit: 5
             }
             .to_string(),
-            "the request body of 10 bytes is larger than the limit of 5 bytes"
+            "the request body of 10 bytes is larger than the limit of 5 bytes (the daemon's \
+             max-body-bytes; an image sent base64 takes a third more than its file)"
         );
         assert_eq!(
             HttpError::HeadTooLarge { limit: 16384 }.to_string(),
