@@ -383,14 +383,8 @@ fn a_bad_lora_key_ends_the_start_with_its_line() {
             format!("queue-size = 4\n[model chat]\nlora = {value}\n"),
         )
         .unwrap();
-        let out = std::process::Command::new(common::daemon_bin())
-            .args(["--config", conf.to_str().unwrap()])
-            .args(["--models-dir", models.to_str().unwrap()])
-            .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        let (code, err) = common::models::start_refused(dir.path(), &conf, &models);
+        assert_eq!(code, Some(2), "{value}: {err}");
         assert!(
             err.contains("line 3") && err.contains(says),
             "{value}: {err}"

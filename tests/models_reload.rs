@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::models::{answer, builder, ollama_chat};
@@ -88,14 +87,8 @@ fn a_section_for_a_model_not_served_ends_the_start_with_its_line() {
     let dir = common::TempDir::new("reload-badsection");
     let models = common::models::models_dir(dir.path());
     let conf = write_config(dir.path(), "queue-size = 4\n\n[model charlie]\ntop-k = 3\n");
-    let out = Command::new(common::daemon_bin())
-        .args(["--config", conf.to_str().unwrap()])
-        .args(["--models-dir", models.to_str().unwrap()])
-        .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = common::models::start_refused(dir.path(), &conf, &models);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("line 3: [model charlie]: no model of that name is served"),
         "{err}"

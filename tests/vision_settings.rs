@@ -228,14 +228,8 @@ fn mistakes_in_the_vision_keys_end_the_start_with_their_line() {
         vision_model(&models, "pictures");
         let conf = dir.path().join("rkllmd.conf");
         std::fs::write(&conf, text).unwrap();
-        let out = Command::new(common::daemon_bin())
-            .args(["--config", conf.to_str().unwrap()])
-            .args(["--models-dir", models.to_str().unwrap()])
-            .args(["--socket", dir.path().join("s.sock").to_str().unwrap()])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{text:?}: {err}");
+        let (code, err) = common::models::start_refused(dir.path(), &conf, &models);
+        assert_eq!(code, Some(2), "{text:?}: {err}");
         assert!(err.contains(expected), "{text:?}: {err}");
     }
 }

@@ -104,3 +104,37 @@ pub fn model_metric(d: &Daemon, name: &str, model: &str) -> f64 {
         .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in /metrics:\n{text}"))
 }
+
+/// Starts the daemon with the config file `conf` on the models in `models`, for a start that
+/// must be refused: its exit code and its stderr. A daemon that starts instead is killed after
+/// 10 s and reported as no exit code, so the test fails instead of hanging.
+pub fn start_refused(dir: &Path, conf: &Path, models: &Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(super::daemon_bin())
+        .arg("--config")
+        .arg(conf)
+        .arg("--models-dir")
+        .arg(models)
+        .arg("--socket")
+        .arg(dir.join("refused.sock"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn rkllmd");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait for rkllmd") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut err).expect("read rkllmd's stderr");
+    }
+    (code, err)
+}
