@@ -213,6 +213,7 @@ fn main() {
         println!("| {:<50} | {:>18} | {:<28} |", "measure", "value", "target");
         println!("|{:-<52}|{:-<20}|{:-<30}|", "", "", "");
         vision::rows(row);
+        vision::binary_size_row(row);
         return;
     }
     // `cargo bench -- multi-turn`: the multi-turn TTFT rows alone.
@@ -386,6 +387,7 @@ fn main() {
     long_conversation_rows(dir.path());
     models::model_rows(dir.path());
     vision::rows(row);
+    vision::binary_size_row(row);
 }
 
 /// The user's time to first token at demo speed (demo.rkllm: Qwen2.5-1.5B on RK3588, an abort

@@ -1,7 +1,8 @@
 //! The daemon's share of an image request (issue #15): the event loop's header check and the
 //! inference thread's decode + preprocess of a camera-sized frame to Qwen2-VL's 392x392
 //! encoder input (rknn-llm's demo size), median of several runs. The images are made here: a
-//! 1280x720 gradient with noise, so neither encoder sees flat colour.
+//! 1280x720 gradient with noise, so neither encoder sees flat colour. Then the stripped
+//! aarch64 binary's size with vision built in, from `board/cross-test.sh`'s last build.
 
 use std::time::{Duration, Instant};
 
@@ -96,4 +97,33 @@ pub fn rows(row: fn(&str, String, &str)) {
             "-",
         );
     }
+}
+
+/// The stripped aarch64 binary `board/cross-test.sh` left (`$RKLLMD_CROSS_TARGET_DIR`, default
+/// `target/cross`, `rkllmd.stripped`): cross-building here would take minutes, so the row says
+/// how to get the figure when there is none, and how old the one it read is.
+pub fn binary_size_row(row: fn(&str, String, &str)) {
+    let dir = std::env::var_os("RKLLMD_CROSS_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/cross"),
+        std::path::PathBuf::from,
+    );
+    let stripped = dir.join("rkllmd.stripped");
+    let value = match std::fs::metadata(&stripped) {
+        Ok(m) => {
+            let age = m
+                .modified()
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .map_or_else(String::new, |a| {
+                    format!(", built {} min ago", a.as_secs() / 60)
+                });
+            format!(
+                "{} bytes ({:.2} MiB{age})",
+                m.len(),
+                m.len() as f64 / 1_048_576.0
+            )
+        }
+        Err(_) => "none built: run board/cross-test.sh".to_owned(),
+    };
+    row("stripped aarch64 binary, vision in", value, "< 2 MiB");
 }
