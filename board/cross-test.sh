@@ -134,7 +134,7 @@ runs() { wc -l <"$runs_log"; }
 #                                                 machine it took up to 19 ms. The check after
 #                                                 the cargo tests covers it with a 1 s bound.
 test_files=(lifecycle api_openai api_ollama connections bad_input conversations faults tcp
-    thinking tools config_example vision_input vision_chat)
+    thinking tools config_example vision_input vision_chat vision_requests vision_settings)
 skips=(a_panic_still_removes_the_socket error_after_tokens_matrix hang_after_tokens_matrix
     abort_delay_matrix abort_delay_without_finish_matrix prefill_abort_lag_matrix
     a_client_that_hangs_up_has_its_generation_aborted_within_5_ms)
