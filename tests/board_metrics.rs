@@ -270,8 +270,14 @@ fn token_rate_and_kv_cache_come_from_what_the_daemon_saw() {
     let (_, s) = scrape(&d);
     // Every generated token is in the last minute's count, which is divided by 60 s.
     assert_eq!(s["rkllmd_tokens_per_second"] * 60.0, completion as f64);
-    // The conversation's first turn kept: the cache holds its prompt and answer.
-    assert_eq!(s["rkllmd_kv_cache_tokens"], (prompt + completion) as f64);
+    // The conversation's first turn kept: the cache holds its prompt and answer (one sample, of
+    // the one model resident).
+    let kv: Vec<(&String, &f64)> = s
+        .iter()
+        .filter(|(k, _)| k.starts_with("rkllmd_kv_cache_tokens{model=\""))
+        .collect();
+    assert_eq!(kv.len(), 1, "{kv:?}");
+    assert_eq!(*kv[0].1, (prompt + completion) as f64);
     assert!(
         !s.contains_key("rkllmd_generation_tokens"),
         "nothing runs now"

@@ -313,3 +313,53 @@ fn a_hang_up_aborts_the_run_of_a_model_loaded_before_the_last() {
     });
     assert_eq!(destroyed(&d), Vec::<String>::new());
 }
+
+/// The Ollama chat of `model` with `content`: its answer's prompt plus generated tokens, what
+/// the model's KV cache holds after it.
+fn chat_tokens(d: &Daemon, model: &str, content: &str) -> f64 {
+    let r = d.client().post_json(
+        "/api/chat",
+        &json!({"model": model, "stream": false,
+                "messages": [{"role": "user", "content": content}]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let n = v["prompt_eval_count"].as_u64().unwrap() + v["eval_count"].as_u64().unwrap();
+    n as f64
+}
+
+/// The `rkllmd_kv_cache_tokens` samples, by model.
+fn kv_cache_tokens(d: &Daemon) -> HashMap<String, f64> {
+    let text = d.client().get("/metrics").text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("rkllmd_kv_cache_tokens{model=\""))
+        .map(|l| {
+            let (model, value) = l.split_once("\"} ").unwrap();
+            (model.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn each_resident_model_shows_its_own_kv_cache_until_it_is_unloaded() {
+    let d = builder("resident-kv", 2, &[])
+        .args(["--chat-template", "qwen2.5"])
+        .start();
+    let alpha = chat_tokens(
+        &d,
+        "alpha",
+        "Hello, tell me about the mountains in the north.",
+    );
+    let bravo = chat_tokens(&d, "bravo", "Hi");
+    assert!(alpha != bravo, "the test needs two sizes: {alpha}");
+    let kv = kv_cache_tokens(&d);
+    assert_eq!(kv.len(), 2, "{kv:?}");
+    assert_eq!(kv["alpha"], alpha);
+    assert_eq!(kv["bravo"], bravo);
+    // Charlie takes alpha's place (least recently used): alpha's sample goes with it.
+    let charlie = chat_tokens(&d, "charlie", "Good morning");
+    assert_eq!(destroyed(&d), ["alpha"]);
+    let kv = kv_cache_tokens(&d);
+    assert_eq!(kv.len(), 2, "{kv:?}");
+    assert_eq!((kv["bravo"], kv["charlie"]), (bravo, charlie));
+}

@@ -98,6 +98,13 @@ fn a_turn_after_another_request_prefills_what_it_would_without_it() {
     );
     assert_eq!(answer, plain_answer, "the same answer");
     assert_eq!(files_in(&dir.path().join("snaps")), 2);
+    // /metrics says the same: both saves, turn 2 served from a snapshot, two held.
+    assert_eq!(d.metric("rkllmd_kv_snapshots_saved_total"), 2);
+    assert_eq!(d.metric("rkllmd_kv_snapshots_restored_total"), 1);
+    assert_eq!(d.metric("rkllmd_kv_snapshots"), 2);
+    // Without a request between the turns nothing is saved or restored.
+    assert_eq!(plain.metric("rkllmd_kv_snapshots_saved_total"), 0);
+    assert_eq!(plain.metric("rkllmd_kv_snapshots_restored_total"), 0);
 }
 
 #[test]
@@ -111,6 +118,13 @@ fn without_snapshots_the_turn_prefills_the_whole_conversation() {
         "{prefill} vs {plain_prefill}: the measure above shows a difference"
     );
     assert!(d.trace_of("rkllm_load_prompt_cache").is_empty());
+    for name in [
+        "rkllmd_kv_snapshots_saved_total",
+        "rkllmd_kv_snapshots_restored_total",
+        "rkllmd_kv_snapshots",
+    ] {
+        assert_eq!(d.metric(name), 0, "{name}");
+    }
 }
 
 #[test]

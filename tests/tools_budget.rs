@@ -25,6 +25,19 @@ fn dropped_tools(r: &Response) -> Vec<String> {
     names.split(", ").map(str::to_owned).collect()
 }
 
+/// How many tools the warning says were left out (`N tool(s) left out ...`).
+fn dropped_count(r: &Response) -> u64 {
+    let warning = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("x-rkllmd-warning"))
+        .map(|(_, v)| v.as_str())
+        .find(|v| v.contains("left out to fit the context"))
+        .unwrap_or_else(|| panic!("no warning naming the tools left out: {:?}", r.headers));
+    let (n, _) = warning.split_once(" tool(s) left out").expect(warning);
+    n.parse().expect(warning)
+}
+
 /// The tool names written into the prompt of each run (Qwen's `<tools>` block).
 fn tools_in_prompts(d: &Daemon) -> Vec<Vec<String>> {
     d.trace_of("rkllm_run")
@@ -179,6 +192,11 @@ fn tools_the_conversation_called_and_the_user_names_are_kept_first() {
     let dropped = dropped_tools(&r);
     let kept = tools_in_prompts(&d).pop().unwrap();
     assert_split(&kept, &dropped);
+    // /metrics counts them as the warning does.
+    let n = dropped_count(&r);
+    assert_eq!(n, dropped.len() as u64);
+    assert_eq!(d.metric("rkllmd_tools_left_out_total"), n);
+    assert_eq!(d.metric("rkllmd_requests_with_tools_left_out_total"), 1);
     // Both come late in the catalogue: without their priority they would be left out.
     let all = tool_names(&tool_catalog());
     let first_dropped = all.iter().position(|n| dropped.contains(n)).unwrap();
@@ -215,6 +233,8 @@ fn tools_that_fit_their_budget_go_in_whole_without_a_warning() {
         tools_in_prompts(&d).pop().unwrap(),
         tool_names(&tool_catalog())
     );
+    assert_eq!(d.metric("rkllmd_tools_left_out_total"), 0);
+    assert_eq!(d.metric("rkllmd_requests_with_tools_left_out_total"), 0);
 }
 
 /// The counts a 400 for a conversation that cannot fit gives, from its message.

@@ -245,10 +245,11 @@ pub fn job_for(
         Some(tools) => fit_tools(ctx, turns, tools),
         None => (Vec::new(), None),
     };
+    let left_out = tools.map_or(0, |t| t.defs.len().saturating_sub(kept_tools.len()));
     let tools_json = (!kept_tools.is_empty()).then(|| Value::Array(kept_tools.clone()).to_string());
     let Some(template) = ctx.template else {
         let mut job = super::runtime_input::job(job_id, turns, thinking);
-        job.set_tools(tools_json);
+        job.set_tools(tools_json, left_out);
         return Ok((job, note));
     };
     let with_tools;
@@ -289,7 +290,7 @@ pub fn job_for(
             tools_bytes,
         },
     );
-    job.set_tools(tools_json);
+    job.set_tools(tools_json, left_out);
     job.set_images(request_images);
     job.set_past_turn(super::past_turn::for_template(
         template,

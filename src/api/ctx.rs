@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use crate::board::Root;
 use crate::chat::Template;
-use crate::engine::{BackgroundPolicy, Pooling, Priority, Resident, State, ThinkDefault};
+use crate::engine::{
+    BackgroundPolicy, Pooling, Priority, Resident, SharedCaches, State, ThinkDefault,
+};
 use crate::metrics::Metrics;
 use crate::models::{AdapterId, Catalog, ModelId, Selection};
 use crate::runtime::{Capabilities, RuntimeInfo, Sampling};
@@ -62,8 +64,8 @@ pub struct Ctx<'a> {
     pub think_default: ThinkDefault,
     /// Where the board's kernel files are read from when `/metrics` is scraped.
     pub board_root: &'a Root,
-    /// Tokens in the runtime's KV cache, when the engine knows them.
-    pub kv_cache_tokens: Option<u32>,
+    /// Each resident model's KV cache: its tokens when the engine knows them, its snapshots.
+    pub kv_caches: &'a SharedCaches,
     /// When the request is handled.
     pub now: Instant,
     /// How much image a request may bring (`max-image-bytes`, `max-image-pixels`,

@@ -29,6 +29,8 @@ pub struct Job {
     max_new_tokens: Option<u32>,
     sampling: Option<Sampling>,
     tools: Option<String>,
+    /// How many of the request's tools were left out to fit the tool budget (for `/metrics`).
+    tools_left_out: usize,
     system_prompt: Option<String>,
     /// What a client gets back of an answer (see `set_answer_key`).
     answer_key: fn(&str) -> String,
@@ -171,6 +173,7 @@ impl Job {
             max_new_tokens: None,
             sampling: None,
             tools: None,
+            tools_left_out: 0,
             system_prompt: None,
             answer_key: str::to_owned,
             past_turn: None,
@@ -337,8 +340,16 @@ impl Job {
         self.tools.as_deref()
     }
 
-    pub fn set_tools(&mut self, tools: Option<String>) {
+    /// The tool definitions given to the model, and how many of the request's were left out to
+    /// fit the tool budget.
+    pub fn set_tools(&mut self, tools: Option<String>, left_out: usize) {
         self.tools = tools;
+        self.tools_left_out = left_out;
+    }
+
+    /// How many of the request's tools were left out to fit the tool budget.
+    pub fn tools_left_out(&self) -> usize {
+        self.tools_left_out
     }
 
     /// The request's system text for the runtime's own template (`runtime` template mode, where
@@ -460,8 +471,19 @@ pub enum Event {
     Unloaded {
         model: ModelId,
     },
+    /// A KV-cache snapshot was saved or restored (`engine::snapshots`).
+    Snapshot(SnapshotUse),
     Wedged,
     Stopped,
+}
+
+/// What was done with a KV-cache snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// A conversation's cache was saved before a request replaced it.
+    Saved,
+    /// A conversation that came back was served from its snapshot.
+    Restored,
 }
 
 /// Messages from the inference thread (internal).
@@ -516,6 +538,7 @@ pub(super) enum WorkerMsg {
         id: JobId,
         result: Result<RunSummary, EngineError>,
     },
+    Snapshot(SnapshotUse),
     Stopped,
 }
 

@@ -7,13 +7,13 @@
 //! record, and the worker clears the runtime's cache before its next run of any kind: a partial
 //! answer never poisons the next turn.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::bytes_per_token::{self, BytesPerToken, SharedRatio};
 use super::job::Conversation;
 use super::reuse;
-use super::EngineError;
+use super::{EngineError, ModelId};
 
 #[derive(Debug, Default)]
 pub(super) struct KvCache {
@@ -24,29 +24,57 @@ pub(super) struct KvCache {
     tokens: u32,
     /// Learnt from the runtime's prefill counts, robust to any one request.
     bytes_per_token: BytesPerToken,
-    /// `tokens` while `valid`, published for `/metrics`.
-    shared: SharedTokens,
+    /// `tokens` while `valid`, published for `/metrics` (None: not published).
+    shared: Option<Publisher>,
 }
 
-/// The tokens the runtime's KV cache holds, as the inference thread last knew them, readable
-/// from the event loop; unknown after a run whose effect on the cache is uncertain.
-#[derive(Clone, Debug)]
-pub struct SharedTokens(Arc<AtomicU64>);
+/// What each resident model's KV cache holds, as the inference thread last knew it, readable
+/// from the event loop: one entry per resident model, gone once the model is unloaded.
+#[derive(Clone, Debug, Default)]
+pub struct SharedCaches(Arc<Mutex<BTreeMap<ModelId, CacheFigures>>>);
 
-impl Default for SharedTokens {
-    fn default() -> SharedTokens {
-        SharedTokens(Arc::new(AtomicU64::new(u64::MAX)))
+/// One resident model's KV cache, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheFigures {
+    /// Tokens in the cache; unknown after a run whose effect on it is uncertain.
+    pub tokens: Option<u32>,
+    /// Snapshots of its conversations held (`engine::snapshots`).
+    pub snapshots: usize,
+}
+
+impl SharedCaches {
+    /// Each resident model's figures, by model.
+    pub fn by_model(&self) -> BTreeMap<ModelId, CacheFigures> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<ModelId, CacheFigures>> {
+        // The map is left consistent by every update: a panic elsewhere does not spoil it.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-impl SharedTokens {
-    pub fn get(&self) -> Option<u32> {
-        u32::try_from(self.0.load(Ordering::Relaxed)).ok()
+/// A resident model's entry in `SharedCaches`, removed when it is dropped with its model.
+#[derive(Debug)]
+pub(super) struct Publisher {
+    shared: SharedCaches,
+    model: ModelId,
+}
+
+impl Publisher {
+    pub fn new(shared: SharedCaches, model: ModelId) -> Publisher {
+        shared.lock().insert(model, CacheFigures::default());
+        Publisher { shared, model }
     }
 
-    fn set(&self, tokens: Option<u32>) {
-        self.0
-            .store(tokens.map_or(u64::MAX, u64::from), Ordering::Relaxed);
+    fn update(&self, f: impl FnOnce(&mut CacheFigures)) {
+        f(self.shared.lock().entry(self.model).or_default());
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.shared.lock().remove(&self.model);
     }
 }
 
@@ -84,14 +112,24 @@ impl KvCache {
         self.bytes_per_token.share(shared);
     }
 
-    /// Publishes the cache's token count into `shared` from now on.
-    pub fn share_tokens(&mut self, shared: SharedTokens) {
-        self.shared = shared;
+    /// Publishes the cache's token count through `publisher` from now on.
+    pub fn share_tokens(&mut self, publisher: Publisher) {
+        self.shared = Some(publisher);
         self.publish();
     }
 
     fn publish(&self) {
-        self.shared.set(self.valid.then_some(self.tokens));
+        let tokens = self.valid.then_some(self.tokens);
+        if let Some(p) = &self.shared {
+            p.update(|f| f.tokens = tokens);
+        }
+    }
+
+    /// Publishes, beside the tokens, how many snapshots the model's conversations have.
+    pub fn publish_snapshots(&self, held: usize) {
+        if let Some(p) = &self.shared {
+            p.update(|f| f.snapshots = held);
+        }
     }
 
     /// Learns bytes per token from a run that prefilled `bytes` as `tokens`.
@@ -260,6 +298,26 @@ mod tests {
             generation_prompt: "<a>".into(),
             tools_bytes: 0,
         }
+    }
+
+    #[test]
+    fn each_model_publishes_its_own_cache_until_it_is_dropped() {
+        let shared = SharedCaches::default();
+        let (mut a, mut b) = (KvCache::default(), KvCache::default());
+        a.share_tokens(Publisher::new(shared.clone(), 0));
+        b.share_tokens(Publisher::new(shared.clone(), 2));
+        a.cleared();
+        let plan = a.plan(&conv(&["<s>", "<u>hi</u>"]), 4096, 100).unwrap();
+        a.finished(plan, "hello", 12);
+        b.invalidate();
+        b.publish_snapshots(3);
+        let figures = |tokens, snapshots| CacheFigures { tokens, snapshots };
+        assert_eq!(
+            shared.by_model().into_iter().collect::<Vec<_>>(),
+            [(0, figures(Some(12), 0)), (2, figures(None, 3))]
+        );
+        drop(a);
+        assert_eq!(shared.by_model().keys().collect::<Vec<_>>(), [&2]);
     }
 
     #[test]

@@ -141,6 +141,7 @@ impl Engine {
                 }
             }
             WorkerMsg::Done { id, result } => self.finished(id, result, now, out),
+            WorkerMsg::Snapshot(used) => out.push(Event::Snapshot(used)),
             WorkerMsg::Stopped => {
                 self.state = State::Stopped;
                 out.push(Event::Stopped);

@@ -41,10 +41,10 @@ pub use embed::{normalize, Pooling};
 pub use error::EngineError;
 pub use job::{
     Conversation, EmbedInput, Event, Exchange, Finish, FinishReason, Input, Job, JobId, PastTurn,
-    RuntimeTurns,
+    RuntimeTurns, SnapshotUse,
 };
 pub use keep_alive::KeepAlive;
-pub use kv_cache::SharedTokens;
+pub use kv_cache::{CacheFigures, SharedCaches};
 pub use lora::{AdapterId, LoraAdapter};
 pub use priority::{BackgroundPolicy, Priority, ThinkDefault};
 pub use queue::MAX_PUSH_BACKS;
@@ -172,8 +172,8 @@ pub struct Engine {
     thread: Option<JoinHandle<()>>,
     /// Bytes per token as the worker learns them.
     ratio: SharedRatio,
-    /// The KV cache's tokens as the worker knows them.
-    kv_tokens: SharedTokens,
+    /// Each resident model's KV cache as the worker knows it.
+    kv_caches: SharedCaches,
     /// The models the worker has loaded, as its messages said, each with its expiry.
     residents: residents::Record,
     /// The model of the job running and its keep_alive (what that model's expiry becomes
@@ -215,13 +215,13 @@ impl Engine {
             kv_cache_reuse: cfg.kv_cache_reuse,
             snapshots: cfg.snapshots.clone(),
             ratio: SharedRatio::default(),
-            kv_tokens: SharedTokens::default(),
+            kv_caches: SharedCaches::default(),
             max_loaded: cfg.residency.max_loaded,
             vision: cfg.vision.clone(),
             root: crate::board::Root::new(&cfg.residency.root),
         };
         let ratio = init.ratio.clone();
-        let kv_tokens = init.kv_tokens.clone();
+        let kv_caches = init.kv_caches.clone();
         let caps = runtime::capabilities();
         let slot = Arc::clone(&abort);
         let cancelled = Arc::new(AtomicU64::new(0));
@@ -247,7 +247,7 @@ impl Engine {
             freed_bytes: 0,
             thread: Some(thread),
             ratio,
-            kv_tokens,
+            kv_caches,
             residents: residents::Record::default(),
             run_keep_alive: None,
             models,
@@ -301,9 +301,10 @@ impl Engine {
         self.ratio.get()
     }
 
-    /// Tokens in the runtime's KV cache, when the worker knows them for certain.
-    pub fn kv_cache_tokens(&self) -> Option<u32> {
-        self.kv_tokens.get()
+    /// Each resident model's KV cache: its tokens when the worker knows them for certain, and
+    /// its snapshots.
+    pub fn kv_caches(&self) -> &SharedCaches {
+        &self.kv_caches
     }
 
     pub fn queue_capacity(&self) -> usize {

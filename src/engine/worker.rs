@@ -11,7 +11,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use super::job::{Input, Job, RunSummary, WorkerMsg};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, Publisher};
 use super::lora;
 use super::runtime_history::RuntimeHistory;
 use super::runtime_tools::{RuntimeTools, TOOL_RESPONSE_TAG};
@@ -73,8 +73,8 @@ pub(super) struct WorkerConfig {
     pub snapshots: Option<SnapshotConfig>,
     /// Where the learnt bytes-per-token ratio is published for the event loop.
     pub ratio: super::SharedRatio,
-    /// Where the KV cache's token count is published for the event loop.
-    pub kv_tokens: super::SharedTokens,
+    /// Where each resident model's KV cache is published for the event loop.
+    pub kv_caches: super::SharedCaches,
     /// Models resident at once (`max-loaded-models`).
     pub max_loaded: usize,
     /// Where `/proc/meminfo` is read for the memory budget (`--root`).
@@ -164,6 +164,7 @@ pub(super) fn run(
             Input::Load => Ok(RunSummary::default()),
             _ => worker.run_job(&job),
         };
+        worker.publish_snapshots();
         let (id, large) = (job.id(), job.input_bytes() >= memory::LARGE_REQUEST_BYTES);
         drop(job);
         if !host.notify.send(WorkerMsg::Done { id, result }) {
@@ -356,7 +357,9 @@ impl Host {
         };
         worker.cache.cleared();
         worker.cache.share_ratio(self.cfg.ratio.clone());
-        worker.cache.share_tokens(self.cfg.kv_tokens.clone());
+        worker
+            .cache
+            .share_tokens(Publisher::new(self.cfg.kv_caches.clone(), model));
         residents.insert(model, slot, worker);
         Ok(())
     }
@@ -441,6 +444,12 @@ struct Warned {
 impl Worker {
     fn is_cancelled(&self, job: &Job) -> bool {
         self.cancelled.load(Ordering::Acquire) == job.id()
+    }
+
+    /// Publishes how many snapshots its conversations have (saves and evictions change it).
+    fn publish_snapshots(&self) {
+        let held = self.snapshots.as_ref().map_or(0, Snapshots::len);
+        self.cache.publish_snapshots(held);
     }
 
     fn run_job(&mut self, job: &Job) -> Result<RunSummary, EngineError> {

@@ -6,7 +6,7 @@ mod rate;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use crate::engine::{EngineError, Event, Finish, FinishReason, JobId};
+use crate::engine::{EngineError, Event, Finish, FinishReason, JobId, SnapshotUse};
 pub use rate::{Current, TokenRate};
 
 /// Bucket upper bounds in seconds, shared by the prefill and decode histograms.
@@ -78,6 +78,12 @@ pub struct Metrics {
     ttft_seconds: Histogram,
     /// Loads and unloads, by model name.
     models: BTreeMap<String, ModelLoads>,
+    /// Tools left out of requests to fit the tool budget, and the requests that had some.
+    tools_left_out: u64,
+    requests_with_tools_left_out: u64,
+    /// KV-cache snapshots saved, and restored for a conversation that came back.
+    kv_snapshots_saved: u64,
+    kv_snapshots_restored: u64,
 }
 
 /// What one model's loads came to.
@@ -136,6 +142,8 @@ impl Metrics {
                 ..
             } => self.aborts += 1,
             Event::Preempted { .. } => self.preemptions += 1,
+            Event::Snapshot(SnapshotUse::Saved) => self.kv_snapshots_saved += 1,
+            Event::Snapshot(SnapshotUse::Restored) => self.kv_snapshots_restored += 1,
             _ => {}
         }
     }
@@ -172,6 +180,25 @@ impl Metrics {
 
     pub fn model_loads(&self) -> &BTreeMap<String, ModelLoads> {
         &self.models
+    }
+
+    /// A generation request went to the engine with `n` of its tools left out to fit the tool
+    /// budget (0: all of them fitted, or it had none).
+    pub fn tools_left_out(&mut self, n: usize) {
+        if n > 0 {
+            self.requests_with_tools_left_out += 1;
+            self.tools_left_out += u64::try_from(n).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// Tools left out, summed over requests, and the requests that had some left out.
+    pub fn tools_left_out_totals(&self) -> (u64, u64) {
+        (self.tools_left_out, self.requests_with_tools_left_out)
+    }
+
+    /// KV-cache snapshots saved, and restored.
+    pub fn kv_snapshots(&self) -> (u64, u64) {
+        (self.kv_snapshots_saved, self.kv_snapshots_restored)
     }
 
     pub fn queue_rejected(&mut self) {
@@ -336,5 +363,24 @@ mod tests {
         let mut m = Metrics::default();
         m.engine_event(&Event::Preempted { id: 3 }, Instant::now());
         assert_eq!((m.preemptions(), m.aborts()), (1, 0));
+    }
+
+    #[test]
+    fn tools_left_out_are_summed_and_their_requests_counted() {
+        let mut m = Metrics::default();
+        m.tools_left_out(3);
+        m.tools_left_out(0);
+        m.tools_left_out(2);
+        assert_eq!(m.tools_left_out_totals(), (5, 2));
+    }
+
+    #[test]
+    fn snapshot_events_are_counted() {
+        let mut m = Metrics::default();
+        let now = Instant::now();
+        m.engine_event(&Event::Snapshot(SnapshotUse::Saved), now);
+        m.engine_event(&Event::Snapshot(SnapshotUse::Saved), now);
+        m.engine_event(&Event::Snapshot(SnapshotUse::Restored), now);
+        assert_eq!(m.kv_snapshots(), (2, 1));
     }
 }

@@ -320,7 +320,7 @@ impl EventLoop {
             connections,
             metrics: &self.metrics,
             bytes_per_token: self.engine.bytes_per_token(),
-            kv_cache_tokens: self.engine.kv_cache_tokens(),
+            kv_caches: self.engine.kv_caches(),
             resident: self.engine.residents(),
             now,
         });
@@ -331,6 +331,7 @@ impl EventLoop {
                 conn.refuse_generation(responder, &EngineError::Draining, now, &mut self.metrics);
             }
             Reply::Generate { job, responder } => {
+                self.metrics.tools_left_out(job.tools_left_out());
                 match self
                     .jobs
                     .submit(&mut self.engine, &mut self.metrics, job, token, now)
@@ -463,6 +464,7 @@ impl EventLoop {
             Event::Started { .. }
             | Event::Warning { .. }
             | Event::Preempted { .. }
+            | Event::Snapshot(_)
             | Event::Text { .. }
             | Event::Embedding { .. }
             | Event::Finished { .. }

@@ -84,6 +84,7 @@ impl Jobs {
             | Event::Ready { .. }
             | Event::Switched { .. }
             | Event::Unloaded { .. }
+            | Event::Snapshot(_)
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => return,
@@ -123,6 +124,7 @@ impl Jobs {
             | Event::Ready { .. }
             | Event::Switched { .. }
             | Event::Unloaded { .. }
+            | Event::Snapshot(_)
             | Event::LoadFailed { .. }
             | Event::Wedged
             | Event::Stopped => Next::Continue,

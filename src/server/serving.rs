@@ -9,7 +9,7 @@ use super::conn::Timeouts;
 use crate::api::Ctx;
 use crate::board::Root;
 use crate::config::{Config, Rereader};
-use crate::engine::{ModelLoad, Resident, State};
+use crate::engine::{ModelLoad, Resident, SharedCaches, State};
 use crate::http::Limits;
 use crate::metrics::Metrics;
 use crate::models::{Catalog, ModelId};
@@ -41,7 +41,8 @@ pub struct Live<'a> {
     pub metrics: &'a Metrics,
     /// Bytes per token as the engine has learnt them.
     pub bytes_per_token: f64,
-    pub kv_cache_tokens: Option<u32>,
+    /// Each resident model's KV cache.
+    pub kv_caches: &'a SharedCaches,
     /// The models on the NPU, most recently used first, each with its expiry.
     pub resident: &'a [Resident],
     pub now: Instant,
@@ -196,7 +197,7 @@ impl Serving {
             background: self.cfg.background,
             think_default: self.cfg.think_default,
             board_root: &self.board_root,
-            kv_cache_tokens: live.kv_cache_tokens,
+            kv_caches: live.kv_caches,
             now: live.now,
             image_limits: self.cfg.image_limits,
         };

@@ -154,11 +154,17 @@ fn figures(out: &mut String, samples: &[Sample], width: usize) {
         "{:.2} tokens/s over the last minute",
         one("rkllmd_tokens_per_second").unwrap_or(0.0)
     )];
-    if let (Some(held), Some(ctx)) = (
-        one("rkllmd_kv_cache_tokens"),
-        one("rkllmd_context_length_tokens"),
-    ) {
-        tokens.push(format!("KV cache {held} of {ctx} tokens"));
+    // One sample per resident model: with one, against the context it is served with.
+    let kv: Vec<&Sample> = all("rkllmd_kv_cache_tokens").collect();
+    match (kv.as_slice(), one("rkllmd_context_length_tokens")) {
+        ([only], Some(ctx)) => tokens.push(format!("KV cache {} of {ctx} tokens", only.value)),
+        (several, _) => tokens.extend(several.iter().map(|s| {
+            format!(
+                "KV cache {} {} tokens",
+                s.label("model").unwrap_or("?"),
+                s.value
+            )
+        })),
     }
     line(out, "tokens", &tokens, width);
 
@@ -269,7 +275,7 @@ rkllmd_connections 3
 rkllmd_tokens_per_second 4.25
 rkllmd_generation_tokens 57
 rkllmd_generation_tokens_per_second 16.64
-rkllmd_kv_cache_tokens 120
+rkllmd_kv_cache_tokens{model=\"demo\"} 120
 rkllmd_context_length_tokens 4096
 rkllmd_board_npu_load_ratio{core=\"0\"} 0.35
 rkllmd_board_npu_load_ratio{core=\"1\"} 0.07
@@ -343,6 +349,28 @@ rkllmd_board_memory_total_bytes 17179869184
              request  idle\n\
              tokens   0.00 tokens/s over the last minute\n\
              NPU      load not readable (debugfs is root only)\n"
+        );
+    }
+
+    #[test]
+    fn each_resident_model_shows_its_kv_cache() {
+        let metrics = "rkllmd_tokens_per_second 0\n\
+                       rkllmd_kv_cache_tokens{model=\"qwen\"} 120\n\
+                       rkllmd_kv_cache_tokens{model=\"llama\"} 30\n\
+                       rkllmd_context_length_tokens 4096\n";
+        let frame = Frame {
+            target: "/run/rkllmd/rkllmd.sock",
+            health: Ok(health()),
+            metrics: Ok(parse_metrics(metrics)),
+            width: 120,
+        };
+        let text = plain(&render(&frame));
+        assert!(
+            text.contains(
+                "tokens   0.00 tokens/s over the last minute  KV cache qwen 120 tokens  \
+                 KV cache llama 30 tokens\n"
+            ),
+            "{text}"
         );
     }
 

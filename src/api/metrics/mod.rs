@@ -85,6 +85,26 @@ pub fn handle(ctx: &Ctx<'_>) -> FullResponse {
             "Background runs aborted before any output for an interactive request, and queued again.",
             m.preemptions(),
         ),
+        (
+            "rkllmd_kv_snapshots_saved_total",
+            "KV-cache snapshots saved before a request replaced a conversation's cache.",
+            m.kv_snapshots().0,
+        ),
+        (
+            "rkllmd_kv_snapshots_restored_total",
+            "Conversations served from a KV-cache snapshot.",
+            m.kv_snapshots().1,
+        ),
+        (
+            "rkllmd_tools_left_out_total",
+            "Tools left out of requests to fit the tool budget.",
+            m.tools_left_out_totals().0,
+        ),
+        (
+            "rkllmd_requests_with_tools_left_out_total",
+            "Requests that had tools left out to fit the tool budget.",
+            m.tools_left_out_totals().1,
+        ),
     ] {
         counter(&mut out, name, help, value);
     }
@@ -126,20 +146,40 @@ fn generation(out: &mut String, ctx: &Ctx<'_>) {
             );
         }
     }
-    if let Some(tokens) = ctx.kv_cache_tokens {
-        gauge(
-            out,
-            "rkllmd_kv_cache_tokens",
-            "Tokens the runtime's KV cache holds, as rkllmd knows them.",
-            f64::from(tokens),
-        );
-    }
+    kv_caches(out, ctx);
     gauge(
         out,
         "rkllmd_context_length_tokens",
         "The context the model is served with (max-context-len).",
         f64::from(ctx.max_context_len),
     );
+}
+
+/// Each resident model's KV cache (a model's sample is left out while its count is unknown,
+/// and goes with the model), and the snapshots all of them hold.
+fn kv_caches(out: &mut String, ctx: &Ctx<'_>) {
+    let caches = ctx.kv_caches.by_model();
+    header(
+        out,
+        "rkllmd_kv_cache_tokens",
+        "gauge",
+        "Tokens each resident model's KV cache holds, as rkllmd knows them.",
+    );
+    for (&id, figures) in &caches {
+        let (Some(tokens), Some(model)) = (figures.tokens, ctx.catalog.get(id)) else {
+            continue;
+        };
+        let label = label_value(&model.name);
+        let _ = writeln!(out, "rkllmd_kv_cache_tokens{{model=\"{label}\"}} {tokens}");
+    }
+    let held: usize = caches.values().map(|f| f.snapshots).sum();
+    header(
+        out,
+        "rkllmd_kv_snapshots",
+        "gauge",
+        "KV-cache snapshots held for the resident models' conversations.",
+    );
+    let _ = writeln!(out, "rkllmd_kv_snapshots {held}");
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, value: f64) {

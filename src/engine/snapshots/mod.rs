@@ -228,6 +228,11 @@ impl Snapshots {
         }
     }
 
+    /// How many snapshots are held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     fn total_bytes(&self) -> u64 {
         self.entries.iter().map(|e| e.bytes).sum()
     }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::generate::Ran;
 use super::Worker;
-use crate::engine::job::{Job, WorkerMsg};
+use crate::engine::job::{Job, SnapshotUse, WorkerMsg};
 use crate::engine::kv_cache::Plan;
 use crate::engine::snapshots::SaveFailed;
 use crate::engine::EngineError;
@@ -84,6 +84,7 @@ impl Worker {
                     tokens: found.tokens,
                     took: started.elapsed(),
                 });
+                self.notify.send(WorkerMsg::Snapshot(SnapshotUse::Restored));
             }
             Err(e) => {
                 let level = if self.warned.snapshot_load {
@@ -248,6 +249,7 @@ impl Worker {
         match store.added(text, n, path.clone()) {
             Ok(()) => {
                 store.costs.learn_save(n, took);
+                self.notify.send(WorkerMsg::Snapshot(SnapshotUse::Saved));
                 log::debug!(
                     "request {}: saved a snapshot of {n} tokens in {} ms",
                     job.id(),
