@@ -23,7 +23,8 @@ use rkllmd::api::{self, Ctx, FullResponse, Next, Reply, ResponseOut};
 use rkllmd::board::Root;
 use rkllmd::chat::{Template, PRESET_NAMES};
 use rkllmd::engine::{
-    BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, Resident, State, ThinkDefault,
+    BackgroundPolicy, Finish, FinishReason, Input, Job, Pooling, Resident, SharedCaches, State,
+    ThinkDefault,
 };
 use rkllmd::http::{Method, Request, Version};
 use rkllmd::metrics::Metrics;
@@ -89,6 +90,7 @@ fuzz_target!(|data: &[u8]| {
     let metrics = Metrics::default();
     // Only /metrics reads the board, and no fuzzed path is /metrics.
     let board_root = Root::new(Path::new("/nonexistent-fuzz-root"));
+    let kv_caches = SharedCaches::default();
     // One model, rendered with the fuzzed template: requests may name it or not.
     let catalog = Catalog::of(vec![Model {
         name: "qwen2.5-1.5b".to_owned(),
@@ -143,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
         background: BackgroundPolicy::NonStreamed,
         think_default: ThinkDefault::Interactive,
         board_root: &board_root,
-        kv_cache_tokens: None,
+        kv_caches: &kv_caches,
         now: Instant::now(),
         image_limits: rkllmd::vision::image::ImageLimits::default(),
     };
