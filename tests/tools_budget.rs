@@ -12,28 +12,27 @@ use common::tool_catalog::{tool_catalog, tool_names};
 use common::{demo_model, Daemon};
 use serde_json::{json, Value};
 
-/// The warning that names the tools left out, and those names.
-fn dropped_tools(r: &Response) -> Vec<String> {
-    let warning = r
-        .headers
+/// The warning that names the tools left out (`N tool(s) left out to fit the context ...
+/// tokens): NAME, NAME`).
+fn left_out_warning(r: &Response) -> &str {
+    r.headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("x-rkllmd-warning"))
         .map(|(_, v)| v.as_str())
         .find(|v| v.contains("left out to fit the context"))
-        .unwrap_or_else(|| panic!("no warning naming the tools left out: {:?}", r.headers));
+        .unwrap_or_else(|| panic!("no warning naming the tools left out: {:?}", r.headers))
+}
+
+/// The names of the tools left out, from the warning.
+fn dropped_tools(r: &Response) -> Vec<String> {
+    let warning = left_out_warning(r);
     let (_, names) = warning.split_once("tokens): ").expect(warning);
     names.split(", ").map(str::to_owned).collect()
 }
 
-/// How many tools the warning says were left out (`N tool(s) left out ...`).
+/// How many tools the warning says were left out.
 fn dropped_count(r: &Response) -> u64 {
-    let warning = r
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("x-rkllmd-warning"))
-        .map(|(_, v)| v.as_str())
-        .find(|v| v.contains("left out to fit the context"))
-        .unwrap_or_else(|| panic!("no warning naming the tools left out: {:?}", r.headers));
+    let warning = left_out_warning(r);
     let (n, _) = warning.split_once(" tool(s) left out").expect(warning);
     n.parse().expect(warning)
 }
