@@ -260,7 +260,8 @@ fn a_model_that_fails_to_load_leaves_the_resident_ones_serving() {
 
 /// Whether the runtime lets several handles live in one process is unclear (the simulator's
 /// `RKLLM_SIM_MAX_HANDLES`): where it does not, a refused load unloads the least recently
-/// used model and is tried again, so requests are served either way.
+/// used model and is tried again, so requests are served either way, and the daemon keeps no
+/// more models than the runtime held from then on, so later switches pay no refused load.
 #[test]
 fn a_runtime_that_holds_one_handle_still_serves_every_model() {
     let one = builder("resident-one-handle", 2, &[]).start_with_env("RKLLM_SIM_MAX_HANDLES", "1");
@@ -268,11 +269,20 @@ fn a_runtime_that_holds_one_handle_still_serves_every_model() {
     assert_eq!(inits(&one), ["alpha", "bravo", "bravo"]);
     assert_eq!(destroyed(&one), ["alpha"]);
     assert_eq!(loaded(&one), json!(["bravo"]));
-    assert_eq!(chat(&one, "alpha"), "alpha says hi");
-    assert_eq!(destroyed(&one), ["alpha", "bravo"]);
     assert!(one
         .stderr()
         .contains("model 'bravo' did not load beside 1 other(s)"));
+    assert!(
+        one.stderr()
+            .contains("the runtime holds at most 1 model(s) at once here"),
+        "{}",
+        one.stderr()
+    );
+    // Learned: the next switches unload first, with no refused load in between.
+    assert_eq!(chat(&one, "alpha"), "alpha says hi");
+    assert_eq!(chat(&one, "charlie"), "charlie says hi");
+    assert_eq!(destroyed(&one), ["alpha", "bravo", "alpha"]);
+    assert_eq!(inits(&one), ["alpha", "bravo", "bravo", "alpha", "charlie"]);
     assert!((model_metric(&one, "rkllmd_model_load_failures_total", "bravo")).abs() < f64::EPSILON);
 
     let many = builder("resident-many-handles", 2, &[]).start();

@@ -145,6 +145,23 @@ impl<W> Residents<W> {
         self.max
     }
 
+    /// After a load the runtime refused beside the others took once one was unloaded: the
+    /// runtime holds no more models at once than are resident now, so the room shrinks to that
+    /// and later switches unload first instead of paying a failed load each (a failed
+    /// `rkllm_init` reads part of a model file on a board). Kept until a restart, as
+    /// `max-loaded-models` is.
+    pub fn learn_handle_limit(&mut self) {
+        let held = self.slots.len().max(1);
+        if held < self.max {
+            log::warn!(
+                "the runtime holds at most {held} model(s) at once here: up to {held} stay \
+                 loaded from now on (max-loaded-models is {}; a restart tries again)",
+                self.max
+            );
+            self.max = held;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -254,5 +271,22 @@ mod tests {
         rec.remove(1);
         assert_eq!(rec.all().len(), 1);
         assert!(rec.contains(0) && !rec.contains(1));
+    }
+
+    #[test]
+    fn a_learned_handle_limit_only_ever_lowers_the_room() {
+        let mut r: Residents<&str> = Residents::new(3);
+        r.insert(0, r.free_slot(), "a");
+        r.learn_handle_limit();
+        assert_eq!(r.max(), 1);
+        assert!(r.is_full());
+        r.take_lru();
+        // Nothing resident: the room stays at one, never zero.
+        r.learn_handle_limit();
+        assert_eq!(r.max(), 1);
+        r.insert(1, r.free_slot(), "b");
+        r.insert(2, r.free_slot(), "c");
+        r.learn_handle_limit();
+        assert_eq!(r.max(), 1, "never raised");
     }
 }

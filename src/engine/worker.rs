@@ -220,6 +220,8 @@ impl Host {
                 loaded = self.load(model, residents);
                 if loaded.is_err() {
                     self.refused_again.push(model);
+                } else {
+                    residents.learn_handle_limit();
                 }
             }
         }
