@@ -12,6 +12,7 @@ use rkllmd::runtime::{
     self, Flow, ImageTags, Images, InitConfig, Output, RunEnd, RunRequest, Runtime, RuntimeError,
     Sampling,
 };
+use rkllmd::vision::family::Family;
 
 /// Both simulators read their trace variable at init; tests run in parallel threads, so each
 /// holds this lock from setting the variables until its inits are done.
@@ -245,7 +246,10 @@ fn an_image_reaches_the_runtime_as_multimodal_input_and_changes_the_answer() {
     let dir = TempDir::new("vision-run");
     let g = tracing_to(dir.path());
     let enc = open(&write_encoder(dir.path(), "e", SMALL)).unwrap();
-    let mut rt = init(vision_llm(dir.path(), &[]), Some(ImageTags::qwen2_vl()));
+    let mut rt = init(
+        vision_llm(dir.path(), &[]),
+        Some(ImageTags::from(Family::Qwen2Vl.tags())),
+    );
     drop(g);
     let cat = enc.encode(&picture(28, 14, 1), 28, 14).unwrap();
     let dog = enc.encode(&picture(28, 14, 2), 28, 14).unwrap();
@@ -279,7 +283,10 @@ fn two_images_need_two_placeholders() {
     let dir = TempDir::new("vision-two");
     let g = tracing_to(dir.path());
     let enc = open(&write_encoder(dir.path(), "e", SMALL)).unwrap();
-    let mut rt = init(vision_llm(dir.path(), &[]), Some(ImageTags::qwen2_vl()));
+    let mut rt = init(
+        vision_llm(dir.path(), &[]),
+        Some(ImageTags::from(Family::Qwen2Vl.tags())),
+    );
     drop(g);
     let mut both = enc.encode(&picture(28, 14, 1), 28, 14).unwrap();
     both.extend(enc.encode(&picture(28, 14, 2), 28, 14).unwrap());
@@ -303,7 +310,10 @@ fn two_images_need_two_placeholders() {
 fn embeddings_of_the_wrong_size_are_refused() {
     let dir = TempDir::new("vision-wrong");
     let g = tracing_to(dir.path());
-    let mut rt = init(vision_llm(dir.path(), &[]), Some(ImageTags::qwen2_vl()));
+    let mut rt = init(
+        vision_llm(dir.path(), &[]),
+        Some(ImageTags::from(Family::Qwen2Vl.tags())),
+    );
     drop(g);
     let prompt = "<image>What is it?";
     // A buffer that is not images x tokens x width: refused before the runtime reads it.
@@ -332,7 +342,7 @@ fn a_runtime_that_takes_any_token_count_runs_it() {
     let g = tracing_to(dir.path());
     let mut rt = init(
         vision_llm(dir.path(), &["image_tokens_checked = 0"]),
-        Some(ImageTags::qwen2_vl()),
+        Some(ImageTags::from(Family::Qwen2Vl.tags())),
     );
     drop(g);
     let other = vec![0.5f32; 6 * 16];
@@ -366,7 +376,7 @@ fn the_shipped_vision_demo_pair_fits_together() {
     // decodes at 16.6 tokens/s.
     let mut rt = Runtime::init(&InitConfig {
         max_new_tokens: 1,
-        ..init_config(llm, Some(ImageTags::qwen2_vl()))
+        ..init_config(llm, Some(ImageTags::from(Family::Qwen2Vl.tags())))
     })
     .unwrap();
     drop(g);

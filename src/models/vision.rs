@@ -53,26 +53,12 @@ impl ModelVision {
             EncoderSetting::Off => return None,
         };
         let (tags, chosen) = match (&entry.vision.tags, entry.vision.family) {
-            (Some([start, end, content]), _) => (
-                ImageTags {
-                    start: start.clone(),
-                    end: end.clone(),
-                    content: content.clone(),
-                },
-                TagsChosen::Set,
-            ),
+            (Some(tags), _) => (ImageTags::from(tags.clone()), TagsChosen::Set),
             (None, family) => {
                 let guessed = family.is_none();
                 let family = family.unwrap_or_else(|| Family::guess(&stem(&entry.path)));
-                let [start, end, content] = family.tags().map(str::to_owned);
-                (
-                    ImageTags {
-                        start,
-                        end,
-                        content,
-                    },
-                    TagsChosen::Family { family, guessed },
-                )
+                let tags = ImageTags::from(family.tags());
+                (tags, TagsChosen::Family { family, guessed })
             }
         };
         Some(ModelVision {

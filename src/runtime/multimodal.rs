@@ -26,13 +26,13 @@ pub struct ImageTags {
     pub content: String,
 }
 
-impl ImageTags {
-    /// Qwen2-VL's and Qwen2.5-VL's tags, the defaults of upstream's demo.
-    pub fn qwen2_vl() -> ImageTags {
+/// Start, end and content, in that order (`vision::family::Family::tags`, `image-tags`).
+impl<S: Into<String>> From<[S; 3]> for ImageTags {
+    fn from([start, end, content]: [S; 3]) -> ImageTags {
         ImageTags {
-            start: "<|vision_start|>".into(),
-            end: "<|vision_end|>".into(),
-            content: "<|image_pad|>".into(),
+            start: start.into(),
+            end: end.into(),
+            content: content.into(),
         }
     }
 }
