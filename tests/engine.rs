@@ -274,6 +274,47 @@ fn cancel_aborts_the_running_generation_from_the_loop_thread() {
     assert_eq!(finish_of(&events).reason, FinishReason::Aborted);
 }
 
+/// CI under qemu: a client hung up just as the worker called the runtime; the loop's abort came
+/// before the runtime had started the run, found none and was lost, and the engine declared the
+/// runtime wedged while the run went on. The simulator's `run_start_delay_ms` widens that moment.
+#[test]
+fn a_cancel_that_races_the_start_of_the_run_still_ends_it() {
+    let mut h = Harness::new(
+        "abortrace",
+        &[
+            "answer_tokens_min = 500",
+            "answer_tokens_max = 500",
+            "decode_us_per_token = 20000",
+            "run_start_delay_ms = 400",
+        ],
+        |c| c.abort_grace = Duration::from_millis(300),
+    );
+    h.wait_ready();
+    h.engine
+        .submit(Job::new(1, "a long answer please"), Instant::now())
+        .unwrap();
+    let called = Instant::now() + Duration::from_secs(5);
+    while !read_trace(&h.trace).iter().any(|l| l["fn"] == "rkllm_run") {
+        assert!(Instant::now() < called, "rkllm_run never called");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(h.engine.cancel(1, Instant::now()));
+    let (_, events) = h.run_to_end(1);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Wedged)),
+        "{events:?}"
+    );
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Aborted);
+    assert!(finish.generated_tokens < 10, "{finish:?}");
+    assert_eq!(h.engine.state(), &State::Ready);
+    let aborts = read_trace(&h.trace)
+        .iter()
+        .filter(|l| l["fn"] == "rkllm_abort")
+        .count();
+    assert_eq!(aborts, 2, "the loop's, lost, then the worker's");
+}
+
 #[test]
 fn cancel_of_a_queued_job_frees_its_slot() {
     let mut h = Harness::new(

@@ -141,7 +141,8 @@ pub enum Flow {
     /// End the run now: it is aborted (`rkllm_abort`), never paused, and gets no more output.
     Stop,
     /// Another thread has aborted the run (or is about to): it gets no more output, and no
-    /// second `rkllm_abort`.
+    /// second `rkllm_abort`. (A sink that sees that abort at the run's first output says `Stop`
+    /// instead: the abort may have come before the runtime started the run, and found none.)
     Discard,
     /// Pause the run: the callback returns 1 and the run gets no more output. Only `selftest`
     /// pauses, to observe what the runtime does; the daemon never does (see `callback`).

@@ -97,8 +97,15 @@ impl Worker {
                 }
             }
             if cancelled.load(Ordering::Acquire) == job.id() {
-                // The loop set the flag, then called rkllm_abort.
-                Flow::Discard
+                // The loop set the flag, then called rkllm_abort. Seen at the first output, that
+                // abort may have come after the check above but before the runtime started the
+                // run: it found no run and was lost (the simulator's `run_start_delay_ms`), so
+                // abort again. Later, the loop's abort stands.
+                if generated == 1 {
+                    Flow::Stop
+                } else {
+                    Flow::Discard
+                }
             } else if !caps.run_max_new_tokens && generated >= cap {
                 // ABI 1.2 has no per-run cap: end the run ourselves when it is reached.
                 Flow::Stop

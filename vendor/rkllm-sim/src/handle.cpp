@@ -6,10 +6,12 @@
 #include "handle.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <string_view>
 #include <system_error>
+#include <thread>
 
 #include "generator.h"
 #include "prompt_cache.h"
@@ -193,6 +195,9 @@ bool Handle::begin_locked(Snapshot& snap) {
 }
 
 int Handle::run(RunRequest req) {
+    if (model_.run_start_delay_ms > 0) {  // not running yet: an abort now is lost
+        std::this_thread::sleep_for(std::chrono::milliseconds(model_.run_start_delay_ms));
+    }
     Snapshot snap;
     {
         std::lock_guard<std::mutex> lk(mu_);

@@ -192,6 +192,8 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 0, kMaxTokens, cfg.hang_after_tokens);
         } else if (key == "abort_delay_ms") {
             ok = parse_int(value, 0, kMaxMs, cfg.abort_delay_ms);
+        } else if (key == "run_start_delay_ms") {
+            ok = parse_int(value, 0, kMaxMs, cfg.run_start_delay_ms);
         } else if (key == "add_bos") {
             ok = parse_bool(value, cfg.add_bos);
         } else if (key == "prefill_abort_lag_ms") {
