@@ -279,13 +279,27 @@ fn cancel_aborts_the_running_generation_from_the_loop_thread() {
 /// runtime wedged while the run went on. The simulator's `run_start_delay_ms` widens that moment.
 #[test]
 fn a_cancel_that_races_the_start_of_the_run_still_ends_it() {
+    // Lost: the worker aborts again at the first output.
+    cancel_during_the_start_of_the_run("abortrace", false, 2);
+}
+
+/// The same, on a runtime that keeps an abort made before its run started: the run ends at its
+/// start, with the loop's abort alone.
+#[test]
+fn a_cancel_that_races_the_start_of_the_run_ends_it_when_the_runtime_keeps_it() {
+    cancel_during_the_start_of_the_run("abortkept", true, 1);
+}
+
+fn cancel_during_the_start_of_the_run(tag: &str, kept: bool, aborts: usize) {
+    let carries = format!("idle_abort_carries = {}", u8::from(kept));
     let mut h = Harness::new(
-        "abortrace",
+        tag,
         &[
             "answer_tokens_min = 500",
             "answer_tokens_max = 500",
             "decode_us_per_token = 20000",
             "run_start_delay_ms = 400",
+            &carries,
         ],
         |c| c.abort_grace = Duration::from_millis(300),
     );
@@ -308,11 +322,17 @@ fn a_cancel_that_races_the_start_of_the_run_still_ends_it() {
     assert_eq!(finish.reason, FinishReason::Aborted);
     assert!(finish.generated_tokens < 10, "{finish:?}");
     assert_eq!(h.engine.state(), &State::Ready);
-    let aborts = read_trace(&h.trace)
-        .iter()
-        .filter(|l| l["fn"] == "rkllm_abort")
-        .count();
-    assert_eq!(aborts, 2, "the loop's, lost, then the worker's");
+    let trace = read_trace(&h.trace);
+    let made = trace.iter().filter(|l| l["fn"] == "rkllm_abort").count();
+    assert_eq!(made, aborts, "{trace:?}");
+    // The next request is answered whole: no abort is left over for it.
+    let mut next = Job::new(2, "short");
+    next.set_max_new_tokens(Some(3));
+    h.engine.submit(next, Instant::now()).unwrap();
+    let (_, events) = h.run_to_end(2);
+    let finish = finish_of(&events);
+    assert_eq!(finish.reason, FinishReason::Length, "{events:?}");
+    assert_eq!(finish.generated_tokens, 3);
 }
 
 #[test]
@@ -747,6 +767,46 @@ fn a_sink_that_stops_gets_the_run_aborted_not_paused() {
         .collect();
     assert_eq!(ends, ["abort", "eos"]);
     assert_eq!(trace.iter().filter(|v| v["fn"] == "rkllm_abort").count(), 1);
+}
+
+/// An abort made while no run is under way (the loop aborting a job whose run has just
+/// returned) never reaches the runtime: one that kept it would end the next run, someone else's.
+#[test]
+fn an_abort_while_no_run_is_under_way_never_reaches_the_runtime() {
+    let dir = TempDir::new("idleabort");
+    let model = write_model(
+        dir.path(),
+        "m",
+        &[
+            "answer_tokens_min = 8",
+            "answer_tokens_max = 8",
+            "idle_abort_carries = 1",
+        ],
+    );
+    let _guard = init_lock_tracing_to(dir.path());
+    let mut rt = Runtime::init(&init_config(model)).unwrap();
+    rt.abort_handle().abort().unwrap();
+    let req = RunRequest {
+        prompt: "hi",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history: false,
+        max_new_tokens: None,
+        sampling: None,
+        save_prompt_cache: None,
+        lora: None,
+    };
+    let mut tokens = 0;
+    let end = rt
+        .run(&req, &mut |_| {
+            tokens += 1;
+            Flow::Continue
+        })
+        .unwrap();
+    assert!(matches!(end, RunEnd::Finished(_)), "{end:?}");
+    assert_eq!(tokens, 8);
+    let trace = read_trace(&dir.path().join("trace.jsonl"));
+    assert!(!trace.iter().any(|v| v["fn"] == "rkllm_abort"), "{trace:?}");
 }
 
 #[test]

@@ -101,6 +101,8 @@ impl Runtime {
             error: false,
             panic: None,
         };
+        // Aborts from other threads reach the runtime from here until the call returned.
+        let _running = self.handle.mark_running();
         // SAFETY: `self.ptr` is live (only `Drop` destroys it, with `&mut self`); the prompt, the
         // adapter name and `run` outlive the call; the runtime calls `on_hidden` only during it, on this thread,
         // with `run` as its userdata.

@@ -10,6 +10,7 @@ mod child;
 mod dlopen;
 mod error;
 mod ffi;
+mod handle;
 mod hidden;
 mod library;
 mod multimodal;
@@ -18,11 +19,13 @@ pub mod rknn;
 use std::ffi::{c_void, CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
 pub use abi::{Abi, AbiProbe};
 pub use child::{probe_in_child, ChildProbe};
 pub use error::RuntimeError;
+pub use handle::AbortHandle;
+use handle::Handle;
 pub use hidden::HiddenStates;
 pub use library::{load, loaded, probe_abi, verify_abi, Library, DEFAULT_LIBRARY};
 pub use multimodal::{ImageTags, Images, IMAGE_PLACEHOLDER};
@@ -259,25 +262,6 @@ pub fn capabilities() -> Capabilities {
     }
 }
 
-/// The handle, shared between the owner (`Runtime`) and abort handles. Null once destroyed.
-struct Handle {
-    ptr: Mutex<RawHandle>,
-}
-
-struct RawHandle(*mut c_void);
-
-// SAFETY: the runtime handle is an opaque pointer that librkllmrt allows to be used from any
-// thread; rkllmd calls everything but `rkllm_abort` from the owning thread only (enforced by
-// `Runtime` being `!Sync` through `&mut self` methods), and abort/destroy are serialised by the
-// mutex so abort never sees a destroyed handle.
-unsafe impl Send for RawHandle {}
-
-impl Handle {
-    fn lock(&self) -> MutexGuard<'_, RawHandle> {
-        self.ptr.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
 /// An initialised runtime. Dropping it destroys the handle.
 pub struct Runtime {
     handle: Arc<Handle>,
@@ -288,24 +272,6 @@ pub struct Runtime {
 
 // SAFETY: see `RawHandle`; the `Runtime` moves to the inference thread and stays there.
 unsafe impl Send for Runtime {}
-
-/// Aborts the running generation from any thread; a no-op once the runtime is destroyed.
-#[derive(Clone)]
-pub struct AbortHandle {
-    handle: Arc<Handle>,
-}
-
-impl AbortHandle {
-    pub fn abort(&self) -> Result<(), RuntimeError> {
-        let guard = self.handle.lock();
-        if guard.0.is_null() {
-            return Ok(());
-        }
-        // SAFETY: the pointer is a live handle (destroy nulls it under this same lock first).
-        let rc = unsafe { ffi::rkd_abort(guard.0) };
-        check("rkllm_abort", rc)
-    }
-}
 
 fn check(call: &'static str, rc: i32) -> Result<(), RuntimeError> {
     if rc == 0 {
@@ -365,18 +331,14 @@ impl Runtime {
             });
         }
         Ok(Runtime {
-            handle: Arc::new(Handle {
-                ptr: Mutex::new(RawHandle(ptr)),
-            }),
+            handle: Handle::new(ptr),
             ptr,
             image_tags,
         })
     }
 
     pub fn abort_handle(&self) -> AbortHandle {
-        AbortHandle {
-            handle: Arc::clone(&self.handle),
-        }
+        AbortHandle::new(&self.handle)
     }
 
     /// Runs one generation, calling `sink` on this thread for every piece of output.
@@ -457,6 +419,8 @@ impl Runtime {
             stopped: false,
             panic: None,
         };
+        // Aborts from other threads reach the runtime from here until the call returned.
+        let _running = self.handle.mark_running();
         // SAFETY: `self.ptr` is live (only `Drop` destroys it and it needs `&mut self`); `params`,
         // the strings, the images and `state` outlive the call; the runtime calls `on_event` only
         // during it, on this thread, with `state` as its userdata. The runtime reads `count x
@@ -571,7 +535,7 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         // Null the shared pointer first so no abort can reach a handle being destroyed.
-        let ptr = std::mem::replace(&mut self.handle.lock().0, std::ptr::null_mut());
+        let ptr = self.handle.take();
         if ptr.is_null() {
             return;
         }

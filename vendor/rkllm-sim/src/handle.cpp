@@ -190,7 +190,11 @@ bool Handle::begin_locked(Snapshot& snap) {
     running_ = true;
     in_prefill_ = false;
     prefill_abort_ = false;
-    abort_at_us_.store(kNever);  // an abort that arrived while idle does not carry over
+    abort_at_us_.store(kNever);  // an abort that arrived while idle carries over only if kept
+    if (idle_abort_) {
+        idle_abort_ = false;
+        request_abort_locked();
+    }
     return true;
 }
 
@@ -270,7 +274,11 @@ void Handle::request_abort_locked() {
 
 int Handle::abort() {
     std::lock_guard<std::mutex> lk(mu_);
-    if (running_) request_abort_locked();
+    if (running_) {
+        request_abort_locked();
+    } else if (model_.idle_abort_carries) {
+        idle_abort_ = true;
+    }
     return 0;
 }
 

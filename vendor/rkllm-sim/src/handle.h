@@ -230,6 +230,9 @@ private:
     // Guarded by mu_:
     bool running_ = false;
     bool closing_ = false;
+    // An rkllm_abort came while idle and the model keeps it (`idle_abort_carries`): the next run
+    // is aborted at its start.
+    bool idle_abort_ = false;
     Template tmpl_;
     String tools_system_;
     Vec<String> tool_names_;

@@ -194,6 +194,8 @@ bool load_model_file(const char* path, ModelConfig& out, String& error) {
             ok = parse_int(value, 0, kMaxMs, cfg.abort_delay_ms);
         } else if (key == "run_start_delay_ms") {
             ok = parse_int(value, 0, kMaxMs, cfg.run_start_delay_ms);
+        } else if (key == "idle_abort_carries") {
+            ok = parse_bool(value, cfg.idle_abort_carries);
         } else if (key == "add_bos") {
             ok = parse_bool(value, cfg.add_bos);
         } else if (key == "prefill_abort_lag_ms") {

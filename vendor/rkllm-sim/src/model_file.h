@@ -22,6 +22,9 @@ struct ModelConfig {
     // rkllm_run takes this long before its run counts as started: an rkllm_abort meanwhile finds
     // no run, like one made before the call, and is lost (0: the run starts at the call).
     int run_start_delay_ms = 0;
+    // An rkllm_abort while no run is under way aborts the next run at its start (false: it is
+    // lost). Unknown on the real runtime.
+    bool idle_abort_carries = false;
     bool add_bos = false;  // a BOS token opens every fresh KV cache (llama.cpp's add_bos_token)
     // An abort that arrives during the prefill takes effect at the prefill's end or this many ms
     // after the call, whichever comes first (0: at once, like any other abort).
