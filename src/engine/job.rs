@@ -518,6 +518,11 @@ pub(super) enum WorkerMsg {
         /// About how many tokens the runtime is to prefill.
         prefill_tokens: u64,
     },
+    /// The runtime call made after `InRuntime` returned: the worker's own work after it (the
+    /// bookkeeping of a long conversation, say) is never taken for a wedged runtime.
+    OutOfRuntime {
+        id: JobId,
+    },
     Warning {
         id: JobId,
         text: String,

@@ -110,6 +110,11 @@ impl Engine {
                     run.entered_runtime(now, per_token.saturating_mul(tokens));
                 }
             }
+            WorkerMsg::OutOfRuntime { id } => {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id() == id) {
+                    run.left_runtime();
+                }
+            }
             WorkerMsg::Warning { id, text } => {
                 if self.is_current(id) {
                     out.push(Event::Warning { id, text });

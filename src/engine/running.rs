@@ -17,8 +17,9 @@ pub(super) struct Running {
     dispatched: Instant,
     /// Set when we aborted it, with why and when.
     aborted: Option<(AbortCause, Instant)>,
-    /// When the worker called the runtime for it; until then the worker prepares the run (its
-    /// own work, however long, is never taken for a wedged runtime).
+    /// When the worker called the runtime for it, while the call lasts; before and after it the
+    /// worker prepares the run or concludes it (its own work, however long, is never taken for
+    /// a wedged runtime).
     in_runtime: Option<Instant>,
     /// The runtime may still be prefilling: no text has come yet. An abort takes effect late
     /// then (rknn-llm#400: ~1.3 s), so the wedge grace is longer.
@@ -68,6 +69,11 @@ impl Running {
     pub(super) fn entered_runtime(&mut self, now: Instant, estimate: Duration) {
         self.in_runtime = Some(now);
         self.prefill_estimate = estimate;
+    }
+
+    /// The runtime call returned: until the next one, the worker's time is its own.
+    pub(super) fn left_runtime(&mut self) {
+        self.in_runtime = None;
     }
 
     /// Output came at `now`: the prefill is over.
@@ -243,5 +249,21 @@ mod tests {
         run.produced_output(t0 + Duration::from_millis(5));
         run.aborted = Some((AbortCause::Cancel, t0 + Duration::from_secs(3)));
         assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_secs(3)));
+    }
+
+    /// CI under qemu: after a 32k-turn conversation's run had ended, the worker's bookkeeping
+    /// of it outlasted a 0.1 s grace, and the runtime was declared wedged.
+    #[test]
+    fn no_grace_runs_while_the_worker_works_after_the_runtime_returned() {
+        let t0 = Instant::now();
+        let mut run = Running::new(7, None, Standing::default(), t0);
+        run.entered_runtime(t0, Duration::ZERO);
+        run.produced_output(t0 + Duration::from_millis(5));
+        run.aborted = Some((AbortCause::Cancel, t0 + Duration::from_millis(6)));
+        run.left_runtime();
+        assert_eq!(run.abort_grace_from(), None);
+        // A second call of the same job (a snapshot's save, then the answer) counts again.
+        run.entered_runtime(t0 + Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(run.abort_grace_from(), Some(t0 + Duration::from_secs(1)));
     }
 }

@@ -117,6 +117,7 @@ impl Worker {
             Some(images) => self.runtime.run_multimodal(&req, images, &mut sink),
             None => self.runtime.run(&req, &mut sink),
         };
+        self.notify.send(WorkerMsg::OutOfRuntime { id: job.id() });
         let end = match ran {
             // No FINISH after our abort is a normal end of an aborted run; without one, the
             // runtime misbehaved.

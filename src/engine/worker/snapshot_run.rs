@@ -72,7 +72,9 @@ impl Worker {
             id: job.id(),
             prefill_tokens: self.cache.estimate_tokens(plan.full.len()),
         });
-        match self.runtime.load_prompt_cache(&found.path) {
+        let loaded = self.runtime.load_prompt_cache(&found.path);
+        self.notify.send(WorkerMsg::OutOfRuntime { id: job.id() });
+        match loaded {
             Ok(()) => {
                 log::debug!(
                     "request {}: restoring a snapshot of {} tokens ({} bytes of the conversation)",
@@ -213,6 +215,7 @@ impl Worker {
             }
         });
         let took = started.elapsed();
+        self.notify.send(WorkerMsg::OutOfRuntime { id });
         let size = self.runtime.kv_cache_size();
         let saved = match (&end, &size) {
             (Ok(RunEnd::Finished(_) | RunEnd::Stopped(_)), Ok(n)) if !self.is_cancelled(job) => {
