@@ -270,7 +270,7 @@ pub struct Runtime {
     image_tags: Option<multimodal::CTags>,
 }
 
-// SAFETY: see `RawHandle`; the `Runtime` moves to the inference thread and stays there.
+// SAFETY: see `handle::Shared`; the `Runtime` moves to the inference thread and stays there.
 unsafe impl Send for Runtime {}
 
 fn check(call: &'static str, rc: i32) -> Result<(), RuntimeError> {
