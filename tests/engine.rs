@@ -276,7 +276,8 @@ fn cancel_aborts_the_running_generation_from_the_loop_thread() {
 
 /// CI under qemu: a client hung up just as the worker called the runtime; the loop's abort came
 /// before the runtime had started the run, found none and was lost, and the engine declared the
-/// runtime wedged while the run went on. The simulator's `run_start_delay_ms` widens that moment.
+/// runtime wedged while the run went on. The simulator's `run_start_delay_ms` widens that moment
+/// to a second, so that the cancel below lands in it even on a loaded machine.
 #[test]
 fn a_cancel_that_races_the_start_of_the_run_still_ends_it() {
     // Lost: the worker aborts again at the first output.
@@ -298,7 +299,7 @@ fn cancel_during_the_start_of_the_run(tag: &str, kept: bool, aborts: usize) {
             "answer_tokens_min = 500",
             "answer_tokens_max = 500",
             "decode_us_per_token = 20000",
-            "run_start_delay_ms = 400",
+            "run_start_delay_ms = 1000",
             &carries,
         ],
         |c| c.abort_grace = Duration::from_millis(300),
