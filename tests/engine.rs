@@ -810,6 +810,19 @@ fn an_abort_while_no_run_is_under_way_never_reaches_the_runtime() {
     assert!(!trace.iter().any(|v| v["fn"] == "rkllm_abort"), "{trace:?}");
 }
 
+/// CI: a test read the trace while the simulator was writing a background re-seat's line, and
+/// failed on half a line. The tests' reader takes whole lines only.
+#[test]
+fn the_trace_reader_leaves_out_a_line_still_being_written() {
+    let dir = TempDir::new("halfline");
+    let path = dir.path().join("trace.jsonl");
+    let written: &[u8] = b"{\"fn\":\"rkllm_init\"}\n{\"fn\":\"rkllm_run\",\"prompt\":\"h\xc3";
+    std::fs::write(&path, written).unwrap();
+    let trace = read_trace(&path);
+    assert_eq!(trace.len(), 1, "{trace:?}");
+    assert_eq!(trace[0]["fn"], "rkllm_init");
+}
+
 #[test]
 fn init_fails_for_missing_and_foreign_model_files() {
     let dir = TempDir::new("init");

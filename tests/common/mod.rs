@@ -309,8 +309,12 @@ impl Daemon {
     }
 }
 
+/// Only whole lines: the simulator may be writing one meanwhile (a background re-seat's run, say),
+/// and a read can see part of a write in progress; a line is whole once its newline is written.
 pub fn read_trace(path: &Path) -> Vec<serde_json::Value> {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    let bytes = fs::read(path).unwrap_or_default();
+    let end = bytes.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let text = String::from_utf8_lossy(&bytes[..end]);
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad trace line {l:?}: {e}")))
