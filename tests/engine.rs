@@ -155,6 +155,20 @@ impl Harness {
     }
 }
 
+/// A plain user turn, "hi", run straight on a `Runtime`.
+fn hi_request(keep_history: bool) -> RunRequest<'static> {
+    RunRequest {
+        prompt: "hi",
+        role: runtime::Role::User,
+        enable_thinking: false,
+        keep_history,
+        max_new_tokens: None,
+        sampling: None,
+        save_prompt_cache: None,
+        lora: None,
+    }
+}
+
 fn finish_of(events: &[Event]) -> rkllmd::engine::Finish {
     events
         .iter()
@@ -641,16 +655,7 @@ fn runtime_wrapper_reports_waiting_and_the_simulator() {
     let mut rt = Runtime::init(&init_config(model)).unwrap();
     let (mut tokens, mut waiting) = (0, 0);
     let mut bytes = Vec::new();
-    let req = RunRequest {
-        prompt: "hi",
-        role: runtime::Role::User,
-        enable_thinking: false,
-        keep_history: false,
-        max_new_tokens: None,
-        sampling: None,
-        save_prompt_cache: None,
-        lora: None,
-    };
+    let req = hi_request(false);
     let end = rt
         .run(&req, &mut |out| {
             match out {
@@ -690,16 +695,7 @@ fn a_panicking_sink_stops_the_run_and_resumes_after_the_runtime_returns() {
     );
     let _guard = init_lock_tracing_to(dir.path());
     let mut rt = Runtime::init(&init_config(model)).unwrap();
-    let req = RunRequest {
-        prompt: "hi",
-        role: runtime::Role::User,
-        enable_thinking: false,
-        keep_history: false,
-        max_new_tokens: None,
-        sampling: None,
-        save_prompt_cache: None,
-        lora: None,
-    };
+    let req = hi_request(false);
     let mut calls = 0;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         rt.run(&req, &mut |_| {
@@ -726,16 +722,7 @@ fn a_sink_that_stops_gets_the_run_aborted_not_paused() {
     );
     let _guard = init_lock_tracing_to(dir.path());
     let mut rt = Runtime::init(&init_config(model)).unwrap();
-    let mut req = RunRequest {
-        prompt: "hi",
-        role: runtime::Role::User,
-        enable_thinking: false,
-        keep_history: true,
-        max_new_tokens: None,
-        sampling: None,
-        save_prompt_cache: None,
-        lora: None,
-    };
+    let mut req = hi_request(true);
     let mut tokens = 0;
     let end = rt
         .run(&req, &mut |_| {
@@ -787,16 +774,7 @@ fn an_abort_while_no_run_is_under_way_never_reaches_the_runtime() {
     let _guard = init_lock_tracing_to(dir.path());
     let mut rt = Runtime::init(&init_config(model)).unwrap();
     rt.abort_handle().abort().unwrap();
-    let req = RunRequest {
-        prompt: "hi",
-        role: runtime::Role::User,
-        enable_thinking: false,
-        keep_history: false,
-        max_new_tokens: None,
-        sampling: None,
-        save_prompt_cache: None,
-        lora: None,
-    };
+    let req = hi_request(false);
     let mut tokens = 0;
     let end = rt
         .run(&req, &mut |_| {
